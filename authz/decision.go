@@ -1,0 +1,289 @@
+package authz
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// This file maps a decision to a CheckResponse exactly as OPA-Envoy does
+// (envoyauth/response.go and internal.go), reading the ast value directly
+// rather than converting it to Go maps first:
+//
+//   - a boolean allows or denies; the response carries no HTTP part;
+//   - an object needs a boolean "allowed"; "headers" (object, or array of
+//     objects; values a string or an array of strings) go upstream when
+//     allowed and to the client when denied; "dynamic_metadata" (object) is
+//     returned either way; when allowed, "request_headers_to_remove",
+//     "response_headers_to_add", "query_parameters_to_set" and
+//     "query_parameters_to_remove" apply; when denied, "body" (string) and
+//     "http_status" (a status Envoy knows, default 403);
+//   - anything else is an error, and the request is denied (fail closed).
+//
+// meshproof also reads "reason" (a string; OPA-Envoy ignores it) for the
+// evidence record.
+
+var (
+	kAllowed                 = ast.StringTerm("allowed")
+	kHTTPStatus              = ast.StringTerm("http_status")
+	kDynamicMetadata         = ast.StringTerm("dynamic_metadata")
+	kRequestHeadersToRemove  = ast.StringTerm("request_headers_to_remove")
+	kResponseHeadersToAdd    = ast.StringTerm("response_headers_to_add")
+	kQueryParametersToSet    = ast.StringTerm("query_parameters_to_set")
+	kQueryParametersToRemove = ast.StringTerm("query_parameters_to_remove")
+	kReason                  = ast.StringTerm("reason")
+)
+
+// verdictOf is the policy's answer before meshproof's own additions.
+type verdictOf struct {
+	allowed  bool
+	response *authv3.CheckResponse
+	status   int    // HTTP status sent when denied
+	reason   string // from "reason", or the denial body
+}
+
+// decide maps a decision value to OPA-Envoy's CheckResponse.
+func decide(v ast.Value) (verdictOf, error) {
+	switch d := v.(type) {
+	case ast.Boolean:
+		out := verdictOf{allowed: bool(d), response: &authv3.CheckResponse{}}
+		if d {
+			out.response.Status = okStatus
+		} else {
+			out.response.Status = deniedStatus
+			out.status = http.StatusForbidden
+		}
+		return out, nil
+	case ast.Object:
+		return decideObject(d)
+	default:
+		return verdictOf{}, fmt.Errorf("illegal value for policy evaluation result: %s (want a boolean or an object)", ast.ValueName(v))
+	}
+}
+
+var (
+	okStatus     = &rpcstatus.Status{Code: int32(code.Code_OK)}
+	deniedStatus = &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)}
+)
+
+func decideObject(d ast.Object) (verdictOf, error) {
+	at := d.Get(kAllowed)
+	if at == nil {
+		return verdictOf{}, fmt.Errorf("unable to determine evaluation result due to missing \"allowed\" key")
+	}
+	allowed, ok := at.Value.(ast.Boolean)
+	if !ok {
+		return verdictOf{}, fmt.Errorf("type assertion error, expected allowed to be of type 'boolean' but got '%s'", ast.ValueName(at.Value))
+	}
+	out := verdictOf{allowed: bool(allowed), response: &authv3.CheckResponse{}}
+	if r, ok := stringField(d, kReason); ok {
+		out.reason = r
+	}
+	headers, err := headerOptions(d.Get(kHeaders), "headers")
+	if err != nil {
+		return verdictOf{}, fmt.Errorf("failed to get response headers: %w", err)
+	}
+	if t := d.Get(kDynamicMetadata); t != nil {
+		obj, ok := t.Value.(ast.Object)
+		if !ok {
+			return verdictOf{}, fmt.Errorf("failed to get dynamic metadata: type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", ast.ValueName(t.Value))
+		}
+		md, err := structOf(obj)
+		if err != nil {
+			return verdictOf{}, fmt.Errorf("failed to get dynamic metadata: %w", err)
+		}
+		out.response.DynamicMetadata = md
+	}
+	if allowed {
+		return decideAllowed(d, out, headers)
+	}
+	return decideDenied(d, out, headers)
+}
+
+func decideAllowed(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOption) (verdictOf, error) {
+	ok := &authv3.OkHttpResponse{Headers: headers}
+	var err error
+	if ok.HeadersToRemove, err = stringList(d.Get(kRequestHeadersToRemove), "request_headers_to_remove"); err != nil {
+		return verdictOf{}, fmt.Errorf("failed to get request headers to remove: %w", err)
+	}
+	if ok.ResponseHeadersToAdd, err = headerOptions(d.Get(kResponseHeadersToAdd), "response_headers_to_add"); err != nil {
+		return verdictOf{}, fmt.Errorf("failed to get response headers to send to client: %w", err)
+	}
+	if ok.QueryParametersToRemove, err = stringList(d.Get(kQueryParametersToRemove), "query_parameters_to_remove"); err != nil {
+		return verdictOf{}, fmt.Errorf("failed to get request query parameters to remove: %w", err)
+	}
+	if ok.QueryParametersToSet, err = queryParameters(d.Get(kQueryParametersToSet)); err != nil {
+		return verdictOf{}, fmt.Errorf("failed to get request query parameters to set: %w", err)
+	}
+	out.response.Status = okStatus
+	out.response.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+	return out, nil
+}
+
+func decideDenied(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOption) (verdictOf, error) {
+	body := ""
+	if t := d.Get(kBody); t != nil {
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return verdictOf{}, fmt.Errorf("failed to get response body: type assertion error, expected body to be of type 'string' but got '%s'", ast.ValueName(t.Value))
+		}
+		body = string(s)
+	}
+	status := http.StatusForbidden
+	if t := d.Get(kHTTPStatus); t != nil {
+		n, ok := t.Value.(ast.Number)
+		if !ok {
+			return verdictOf{}, fmt.Errorf("failed to get response http status: type assertion error, expected http_status to be of type 'number' but got '%s'", ast.ValueName(t.Value))
+		}
+		i, err := json.Number(n).Int64()
+		if err != nil {
+			return verdictOf{}, fmt.Errorf("failed to get response http status: error converting JSON number to int: %v", err)
+		}
+		if _, known := typev3.StatusCode_name[int32(i)]; !known || http.StatusText(int(i)) == "" || i != int64(int32(i)) {
+			return verdictOf{}, fmt.Errorf("failed to get response http status: invalid HTTP status code %v", i)
+		}
+		status = int(i)
+	}
+	if out.reason == "" {
+		out.reason = body
+	}
+	out.status = status
+	out.response.Status = deniedStatus
+	out.response.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+		Headers: headers,
+		Body:    body,
+	}}
+	return out, nil
+}
+
+// headerOptions reads an object, or an array of objects, of header name to
+// a string or an array of strings.
+func headerOptions(t *ast.Term, field string) ([]*corev3.HeaderValueOption, error) {
+	if t == nil {
+		return nil, nil
+	}
+	var out []*corev3.HeaderValueOption
+	add := func(obj ast.Object) error {
+		return obj.Iter(func(k, v *ast.Term) error {
+			name, ok := k.Value.(ast.String)
+			if !ok {
+				return fmt.Errorf("type assertion error for header '%s'", k)
+			}
+			switch x := v.Value.(type) {
+			case ast.String:
+				out = append(out, headerOption(string(name), string(x)))
+			case *ast.Array:
+				for i := range x.Len() {
+					s, ok := x.Elem(i).Value.(ast.String)
+					if !ok {
+						return fmt.Errorf("invalid value type %s for header '%s'", ast.ValueName(x.Elem(i).Value), name)
+					}
+					out = append(out, headerOption(string(name), string(s)))
+				}
+			default:
+				return fmt.Errorf("type assertion error for header '%s'", name)
+			}
+			return nil
+		})
+	}
+	switch x := t.Value.(type) {
+	case ast.Object:
+		return out, add(x)
+	case *ast.Array:
+		for i := range x.Len() {
+			obj, ok := x.Elem(i).Value.(ast.Object)
+			if !ok {
+				return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(x.Elem(i).Value))
+			}
+			if err := add(obj); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(t.Value))
+}
+
+func headerOption(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}}
+}
+
+func stringList(t *ast.Term, field string) ([]string, error) {
+	if t == nil {
+		return nil, nil
+	}
+	arr, ok := t.Value.(*ast.Array)
+	if !ok {
+		return nil, fmt.Errorf("type assertion error, expected %s to be of type '[]string' but got '%s'", field, ast.ValueName(t.Value))
+	}
+	out := make([]string, arr.Len())
+	for i := range arr.Len() {
+		s, ok := arr.Elem(i).Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf("type assertion error, expected %s value to be of type 'string' but got '%s'", field, ast.ValueName(arr.Elem(i).Value))
+		}
+		out[i] = string(s)
+	}
+	return out, nil
+}
+
+func queryParameters(t *ast.Term) ([]*corev3.QueryParameter, error) {
+	if t == nil {
+		return nil, nil
+	}
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("type assertion error, expected query_parameters_to_set to be a map but got '%s'", ast.ValueName(t.Value))
+	}
+	var out []*corev3.QueryParameter
+	err := obj.Iter(func(k, v *ast.Term) error {
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			return fmt.Errorf("query parameter name %s is not a string", k)
+		}
+		switch x := v.Value.(type) {
+		case ast.String:
+			out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(x)})
+		case *ast.Array:
+			for i := range x.Len() {
+				s, ok := x.Elem(i).Value.(ast.String)
+				if !ok {
+					return fmt.Errorf("type assertion error: expected array element to be string but got '%s'", ast.ValueName(x.Elem(i).Value))
+				}
+				out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(s)})
+			}
+		default:
+			return fmt.Errorf("type assertion error, expected value to be string or array but got '%s'", ast.ValueName(v.Value))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func stringField(d ast.Object, k *ast.Term) (string, bool) {
+	t := d.Get(k)
+	if t == nil {
+		return "", false
+	}
+	s, ok := t.Value.(ast.String)
+	return string(s), ok
+}
+
+// structOf converts a Rego object to a protobuf Struct the way OPA-Envoy
+// does: through its JSON form (structpb takes json.Number as it comes).
+func structOf(obj ast.Object) (*structpb.Struct, error) {
+	x, err := ast.JSON(obj)
+	if err != nil {
+		return nil, err
+	}
+	return structpb.NewStruct(x.(map[string]any))
+}

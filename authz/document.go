@@ -1,0 +1,63 @@
+package authz
+
+import (
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+var (
+	kVersion         = ast.StringTerm("version")
+	kParsedPath      = ast.StringTerm("parsed_path")
+	kParsedQuery     = ast.StringTerm("parsed_query")
+	kParsedBody      = ast.StringTerm("parsed_body")
+	kTruncatedBody   = ast.StringTerm("truncated_body")
+	kSourcePrincipal = ast.StringTerm("source_principal")
+
+	// versionTerm is OPA-Envoy's input.version for the v3 API.
+	versionTerm = ast.ObjectTerm(
+		item{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
+		item{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
+	)
+)
+
+// InputError is a request meshproof cannot turn into an input document (a
+// malformed path, query or body). Like OPA-Envoy, the request is denied with
+// 400 and the reason, without evaluating the policy.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return "bad request: " + e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// document builds the whole input: OPA-Envoy's document (the CheckRequest,
+// version, parsed_path, parsed_query, parsed_body, truncated_body,
+// source_principal) plus meshproof's own key, input.meshproof. meshproof may
+// be nil (the equivalence test leaves it out).
+func document(req *authv3.CheckRequest, h *headerReader, c *inputCache, meshproof *ast.Term) (*ast.Term, error) {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	parsedPath, parsedQuery, err := c.parsedPathQuery(httpReq.GetPath())
+	if err != nil {
+		return nil, &InputError{err}
+	}
+	body, truncated, err := parsedBody(h, httpReq.GetBody(), httpReq.GetRawBody())
+	if err != nil {
+		return nil, &InputError{err}
+	}
+	kv := make([]item, 0, 8)
+	if a := req.GetAttributes(); a != nil {
+		kv = append(kv, item{kAttributes, attributesTerm(a, c)})
+	}
+	kv = append(kv,
+		item{kVersion, versionTerm},
+		item{kParsedPath, parsedPath},
+		item{kParsedQuery, parsedQuery},
+		item{kParsedBody, body},
+		item{kTruncatedBody, ast.InternedTerm(truncated)},
+	)
+	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
+		kv = append(kv, item{kSourcePrincipal, c.str(p)})
+	}
+	if meshproof != nil {
+		kv = append(kv, item{kMeshproof, meshproof})
+	}
+	return ast.NewTerm(ast.NewObject(kv...)), nil
+}

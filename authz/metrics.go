@@ -1,0 +1,59 @@
+package authz
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// checkMetrics pre-resolves every label combination so that a Check does not
+// hash label values.
+type checkMetrics struct {
+	checks   map[outcomeKey]prometheus.Counter
+	duration prometheus.Histogram
+}
+
+type outcomeKey struct {
+	decision string
+	verdict  evidence.Verdict
+}
+
+func newCheckMetrics(reg prometheus.Registerer) *checkMetrics {
+	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshproof_checks_total",
+		Help: "Checks answered, by decision (allow, deny, error: denied because no decision could be made; dry_run: denied by policy, allowed by --dry-run) and mTLS verdict.",
+	}, []string{"decision", "verdict"})
+	duration := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "meshproof_check_duration_seconds",
+		Help:    "Time to answer a Check, from request to response, evidence hand-off included.",
+		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .2},
+	})
+	if reg != nil {
+		reg.MustRegister(checks, duration)
+	}
+	m := &checkMetrics{checks: map[outcomeKey]prometheus.Counter{}, duration: duration}
+	for _, d := range []string{"allow", "deny", "error", "dry_run"} {
+		for _, v := range evidence.Verdicts {
+			m.checks[outcomeKey{d, v}] = checks.WithLabelValues(d, string(v))
+		}
+	}
+	return m
+}
+
+func (m *checkMetrics) observe(r *evidence.Record, d time.Duration) {
+	decision := "deny"
+	switch {
+	case r.Decision.Error != "":
+		decision = "error"
+	case r.Decision.DryRun:
+		decision = "dry_run"
+	case r.Decision.Allowed:
+		decision = "allow"
+	}
+	if c := m.checks[outcomeKey{decision, r.Verdict}]; c != nil {
+		c.Inc()
+	}
+	m.duration.Observe(d.Seconds())
+}

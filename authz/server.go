@@ -1,0 +1,238 @@
+// Package authz is the Envoy ext_authz Check service: CheckRequest -> input
+// document -> policy decision -> CheckResponse, and the evidence record of
+// that same request.
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/oklog/ulid/v2"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/rego"
+)
+
+// EvidenceHeader is the upstream request header that carries the evidence
+// id of an allowed request, so the application can cite it.
+const EvidenceHeader = "x-meshproof-evidence-id"
+
+// Keys meshproof adds to the CheckResponse's dynamic metadata, which Envoy
+// exposes under envoy.filters.http.ext_authz (access logs can print them).
+const (
+	MetadataEvidenceID = "meshproof_evidence_id"
+	MetadataVerdict    = "meshproof_verdict"
+	metadataDecisionID = "decision_id" // OPA-Envoy's key, kept for its users
+)
+
+// Config configures the Check service.
+type Config struct {
+	// DryRun allows every request; the evidence keeps the real decision.
+	DryRun bool `json:"dry_run"`
+	// StatusOnError is the HTTP status of a request denied because no
+	// decision could be made (policy error, invalid decision).
+	StatusOnError int `json:"status_on_error"`
+	// Replica names this instance in evidence records.
+	Replica string `json:"replica"`
+}
+
+// DefaultConfig returns the defaults: enforce, 403 on error.
+func DefaultConfig() Config { return Config{StatusOnError: http.StatusForbidden} }
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if _, ok := typev3.StatusCode_name[int32(c.StatusOnError)]; !ok || http.StatusText(c.StatusOnError) == "" {
+		return fmt.Errorf("status-on-error %d: not an HTTP status Envoy can send", c.StatusOnError)
+	}
+	return nil
+}
+
+// Evaluator evaluates the policy decision for an input document.
+type Evaluator interface {
+	Eval(ctx context.Context, input *ast.Term) (ast.Value, *rego.Policy, error)
+}
+
+// Recorder accepts evidence records. An error means the record could not be
+// accepted and the request must not be allowed without it.
+type Recorder interface {
+	Record(ctx context.Context, r *evidence.Record) error
+}
+
+// Server implements envoy.service.auth.v3.Authorization.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	cfg     Config
+	engine  Evaluator
+	rec     Recorder
+	log     zerolog.Logger
+	facts   *factsCache
+	input   *inputCache
+	metrics *checkMetrics
+}
+
+// NewServer builds the Check service. rec may be nil: records are then built
+// and dropped (meshproof eval uses that).
+func NewServer(cfg Config, engine Evaluator, rec Recorder, log zerolog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:     cfg,
+		engine:  engine,
+		rec:     rec,
+		log:     log.With().Str("component", "authz").Logger(),
+		facts:   newFactsCache(4096),
+		input:   newInputCache(),
+		metrics: newCheckMetrics(reg),
+	}, nil
+}
+
+// Result is everything one Check produced.
+type Result struct {
+	Response *authv3.CheckResponse
+	Record   *evidence.Record
+	Input    *ast.Term // nil when the request could not be turned into one
+}
+
+// Check is the gRPC method Envoy calls.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	res := s.Decide(ctx, req)
+	s.metrics.observe(res.Record, time.Since(start))
+	return res.Response, nil
+}
+
+// Decide runs one request through input building, the policy and the
+// response mapping, and hands its record to the recorder. It never fails:
+// whatever goes wrong denies the request (fail closed) and is in the record.
+func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
+	now := time.Now()
+	id := ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
+	attrs := req.GetAttributes()
+	httpReq := attrs.GetRequest().GetHttp()
+	h := newHeaderReader(httpReq)
+	xfccValue, xfccPresent := h.lookup("x-forwarded-client-cert")
+	f := s.facts.get(factsKey{
+		source:      attrs.GetSource().GetPrincipal(),
+		destination: attrs.GetDestination().GetPrincipal(),
+		certificate: attrs.GetSource().GetCertificate(),
+		xfcc:        xfccValue,
+		xfccPresent: xfccPresent,
+	})
+	rec := newRecord(id, now, s.cfg.Replica, req, &h, f)
+	res := Result{Record: rec}
+
+	var out verdictOf
+	input, err := document(req, &h, s.input, f.term)
+	if err == nil {
+		res.Input = input
+		var val ast.Value
+		var pol *rego.Policy
+		val, pol, err = s.engine.Eval(ctx, input)
+		if pol != nil {
+			rec.Decision.PolicyRevision = pol.Revision
+		}
+		if err == nil {
+			out, err = decide(val)
+		}
+	}
+	if err != nil {
+		out = s.failClosed(id, err)
+		rec.Decision.Error = err.Error()
+	}
+	rec.Decision.Allowed = out.allowed
+	rec.Decision.Reason = out.reason
+	if !out.allowed {
+		rec.Decision.HTTPStatus = out.status
+	}
+	if s.cfg.DryRun && !out.allowed {
+		rec.Decision.DryRun = true
+		// As OPA-Envoy: the policy's dynamic metadata stays.
+		out.response = &authv3.CheckResponse{Status: okStatus, DynamicMetadata: out.response.GetDynamicMetadata()}
+		out.allowed = true
+	}
+	if s.rec != nil {
+		if rerr := s.rec.Record(context.WithoutCancel(ctx), rec); rerr != nil && out.allowed {
+			// No allowed request without its evidence.
+			out = denyUnrecorded(id, rerr)
+		}
+	}
+	res.Response = finish(out, id, f.verdict)
+	return res
+}
+
+// failClosed denies a request no decision could be made for: 400 for a
+// request meshproof cannot read (as OPA-Envoy), --status-on-error otherwise.
+func (s *Server) failClosed(id string, err error) verdictOf {
+	status, body := s.cfg.StatusOnError, "meshproof: no policy decision; evidence "+id
+	if ie := (*InputError)(nil); errors.As(err, &ie) {
+		status, body = http.StatusBadRequest, "meshproof: "+err.Error()
+	} else {
+		s.log.Warn().Err(err).Str("evidence_id", id).Msg("policy evaluation failed; request denied")
+	}
+	return verdictOf{
+		status: status,
+		response: &authv3.CheckResponse{
+			Status: deniedStatus,
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+				Body:   body,
+			}},
+		},
+	}
+}
+
+func denyUnrecorded(id string, err error) verdictOf {
+	return verdictOf{
+		status: http.StatusServiceUnavailable,
+		response: &authv3.CheckResponse{
+			Status: deniedStatus,
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+				Body:   "meshproof: evidence could not be recorded (" + err.Error() + "); evidence " + id,
+			}},
+		},
+	}
+}
+
+// finish adds what meshproof adds to every response: the evidence id and
+// verdict in dynamic metadata, and the evidence id upstream when allowed.
+func finish(out verdictOf, id string, v evidence.Verdict) *authv3.CheckResponse {
+	resp := out.response
+	if resp.DynamicMetadata == nil {
+		resp.DynamicMetadata = &structpb.Struct{Fields: make(map[string]*structpb.Value, 3)}
+	} else if resp.DynamicMetadata.Fields == nil {
+		resp.DynamicMetadata.Fields = make(map[string]*structpb.Value, 3)
+	}
+	idValue := structpb.NewStringValue(id)
+	resp.DynamicMetadata.Fields[MetadataEvidenceID] = idValue
+	resp.DynamicMetadata.Fields[metadataDecisionID] = idValue
+	resp.DynamicMetadata.Fields[MetadataVerdict] = verdictValues[v]
+	if out.allowed {
+		ok := resp.GetOkResponse()
+		if ok == nil {
+			ok = &authv3.OkHttpResponse{}
+			resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+		}
+		ok.Headers = append(ok.Headers, headerOption(EvidenceHeader, id))
+	}
+	return resp
+}
+
+var verdictValues = func() map[evidence.Verdict]*structpb.Value {
+	m := make(map[evidence.Verdict]*structpb.Value, len(evidence.Verdicts))
+	for _, v := range evidence.Verdicts {
+		m[v] = structpb.NewStringValue(string(v))
+	}
+	return m
+}()

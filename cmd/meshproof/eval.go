@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshproof/meshproof/authz"
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/rego"
+)
+
+// maxEvalInput bounds what eval reads: a CheckRequest larger than the
+// serve default (4 MiB) could not reach serve either.
+const maxEvalInput = 4 << 20
+
+// evalOutput is what eval prints.
+type evalOutput struct {
+	Response json.RawMessage  `json:"response"`
+	Verdict  evidence.Verdict `json:"verdict"`
+	Reasons  []string         `json:"reasons"`
+	Record   *evidence.Record `json:"record"`
+	Input    json.RawMessage  `json:"input,omitempty"`
+}
+
+func runEval(args []string, stdout io.Writer) error {
+	p := rego.Defaults()
+	p.Watch = false
+	a := authz.DefaultConfig()
+	a.Replica = "eval"
+	logs := defaultLogOptions()
+	logs.Level = "warn"
+	var inputPath string
+	var showInput bool
+	fs := newFlagSet("eval", "Evaluate one CheckRequest, given as protojson (as grpcurl and ghz send it), through\nexactly the serve path; print the CheckResponse, the mTLS verdict and the evidence record.")
+	fs.StringVar(&inputPath, "input", "", "CheckRequest as protojson; - reads standard input (required)")
+	fs.BoolVar(&showInput, "show-input", false, "also print the input document the policy saw")
+	policyFlags(fs, &p)
+	authzFlags(fs, &a)
+	logFlags(fs, &logs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if inputPath == "" {
+		return usageError{fmt.Errorf("--input is required (a protojson CheckRequest file, or - for standard input)")}
+	}
+	if err := p.Validate(); err != nil {
+		return usageError{err}
+	}
+	log, err := logs.logger(os.Stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	req, err := readCheckRequest(inputPath)
+	if err != nil {
+		return err
+	}
+	out, err := evaluate(context.Background(), p, a, req, log, showInput)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func readCheckRequest(path string) (*authv3.CheckRequest, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	raw, err := io.ReadAll(io.LimitReader(r, maxEvalInput+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxEvalInput {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxEvalInput)
+	}
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal(raw, req); err != nil {
+		// protojson names the offending field and position.
+		return nil, fmt.Errorf("%s is not a CheckRequest in protojson: %w", path, err)
+	}
+	return req, nil
+}
+
+func evaluate(ctx context.Context, p rego.Config, a authz.Config, req *authv3.CheckRequest, log zerolog.Logger, showInput bool) (*evalOutput, error) {
+	engine, err := rego.New(p, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := engine.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer engine.Stop(ctx)
+	svc, err := authz.NewServer(a, engine, nil, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	res := svc.Decide(ctx, req)
+	resp, err := protojson.Marshal(res.Response)
+	if err != nil {
+		return nil, err
+	}
+	out := &evalOutput{Response: resp, Verdict: res.Record.Verdict, Reasons: res.Record.Reasons, Record: res.Record}
+	if showInput && res.Input != nil {
+		v, err := ast.JSON(res.Input.Value)
+		if err != nil {
+			return nil, err
+		}
+		if out.Input, err = json.Marshal(v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

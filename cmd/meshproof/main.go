@@ -1,0 +1,76 @@
+// Command meshproof is an Envoy ext_authz server that evaluates OPA policies
+// and records, per request, the evidence that the hop was mutually
+// authenticated.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `meshproof: per-request proof that your mesh uses mutual TLS, and policy on it.
+
+Usage:
+  meshproof serve   [flags]   run the Envoy ext_authz gRPC server
+  meshproof eval    [flags]   evaluate one CheckRequest (protojson) exactly as serve would
+  meshproof version           print versions
+
+Run "meshproof <command> --help" for a command's flags.
+`
+
+// usageError is a mistake in the command line or options: exit code 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = runServe(args[1:])
+	case "eval":
+		err = runEval(args[1:], stdout)
+	case "version", "--version", "-version":
+		err = runVersion(stdout)
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "meshproof: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "meshproof %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "meshproof %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+// newFlagSet returns a flag set whose errors are returned, not fatal, and
+// whose --help starts with what the command does.
+func newFlagSet(name, doc string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n\nUsage: meshproof %s [flags]\n\nFlags:\n", doc, name)
+		fs.PrintDefaults()
+	}
+	return fs
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/authz"
+	"github.com/meshproof/meshproof/rego"
+)
+
+// serveOptions is the whole configuration of `meshproof serve`.
+type serveOptions struct {
+	Config    string
+	GRPC      authz.GRPCConfig
+	HTTPAddr  string
+	Policy    rego.Config
+	Authz     authz.Config
+	Log       logOptions
+	Grace     time.Duration
+	Pprof     bool
+	GCPercent int
+}
+
+func defaultServeOptions() serveOptions {
+	host, _ := os.Hostname()
+	a := authz.DefaultConfig()
+	a.Replica = host
+	return serveOptions{
+		GRPC:     authz.DefaultGRPCConfig(),
+		HTTPAddr: "127.0.0.1:8181",
+		Policy:   rego.Defaults(),
+		Authz:    a,
+		Log:      defaultLogOptions(),
+		Grace:    10 * time.Second,
+		// The live heap is small (policy, caches), so Go's default GC target
+		// collects every few MB: at thousands of Checks per second that was
+		// a third of meshproof's CPU. 400 trades tens of MB for it.
+		GCPercent: 400,
+	}
+}
+
+// policyFlags are shared by serve and eval.
+func policyFlags(fs *flag.FlagSet, p *rego.Config) {
+	fs.Var(newListFlag(&p.Policies), "policy", "policy source, repeatable: a .rego or data .json/.yaml file, a directory of them, a .tar.gz bundle, or builtin:NAME (observe, require-spiffe, spiffe-allowlist, deny-suspect); none: builtin:observe")
+	fs.StringVar(&p.Decision, "decision", p.Decision, "decision path, as OPA-Envoy's: envoy/authz/allow or a ref such as data.envoy.authz.result")
+	fs.StringVar(&p.OPAConfig, "opa-config", p.OPAConfig, "OPA configuration file (services, bundles, keys) for remote bundles, run by OPA's plugin manager")
+	fs.BoolVar(&p.V0Compatible, "v0-compatible", p.V0Compatible, "parse local policies as Rego v0 (written for OPA before 1.0)")
+}
+
+func authzFlags(fs *flag.FlagSet, a *authz.Config) {
+	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "allow every request; evidence and metrics keep the policy's real decision")
+	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because no decision could be made (fail closed)")
+	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records (default: host name)")
+}
+
+func logFlags(fs *flag.FlagSet, l *logOptions) {
+	fs.StringVar(&l.Format, "log-format", l.Format, "log format: json or console (default: console on a terminal, json otherwise)")
+	fs.StringVar(&l.Level, "log-level", l.Level, "log level: debug, info, warn or error")
+}
+
+func (o *serveOptions) flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Config, "config", "", "YAML file of options; its keys are these flags' names (policy: [a, b] for repeatable ones); flags given here override it")
+	g := &o.GRPC
+	fs.StringVar(&g.Addr, "grpc-addr", g.Addr, "ext_authz gRPC listener: host:port or unix:///path.sock")
+	fs.StringVar(&g.TLSCert, "grpc-tls-cert", g.TLSCert, "PEM certificate for TLS on the gRPC listener (re-read when it changes)")
+	fs.StringVar(&g.TLSKey, "grpc-tls-key", g.TLSKey, "PEM private key for --grpc-tls-cert")
+	fs.StringVar(&g.ClientCA, "grpc-client-ca", g.ClientCA, "PEM CA bundle; when set, callers must present a client certificate it signed (mTLS)")
+	fs.IntVar(&g.MaxRecvMsgBytes, "grpc-max-recv-msg-bytes", g.MaxRecvMsgBytes, "largest CheckRequest accepted, bodies included")
+	fs.Func("grpc-max-concurrent-streams", fmt.Sprintf("concurrent Checks per connection (default %d)", g.MaxConcurrentStreams), func(s string) error {
+		var n uint32
+		_, err := fmt.Sscan(s, &n)
+		g.MaxConcurrentStreams = n
+		return err
+	})
+	fs.Func("grpc-stream-workers", fmt.Sprintf("long-lived goroutines that run Checks; beyond that many concurrent Checks each gets a new one (default %d: 8 per CPU)", g.StreamWorkers), func(s string) error {
+		var n uint32
+		_, err := fmt.Sscan(s, &n)
+		g.StreamWorkers = n
+		return err
+	})
+	fs.DurationVar(&g.KeepaliveTime, "grpc-keepalive-time", g.KeepaliveTime, "ping a connection idle for this long")
+	fs.DurationVar(&g.KeepaliveTimeout, "grpc-keepalive-timeout", g.KeepaliveTimeout, "close a connection whose ping is not answered within this")
+	fs.DurationVar(&g.KeepaliveMinClientInterval, "grpc-keepalive-min-client-interval", g.KeepaliveMinClientInterval, "shortest keepalive ping interval accepted from clients")
+	fs.StringVar(&o.HTTPAddr, "http-addr", o.HTTPAddr, "HTTP listener for /metrics, /healthz and /readyz")
+	policyFlags(fs, &o.Policy)
+	fs.BoolVar(&o.Policy.Watch, "watch", o.Policy.Watch, "reload local policy files when they change")
+	authzFlags(fs, &o.Authz)
+	logFlags(fs, &o.Log)
+	fs.DurationVar(&o.Grace, "shutdown-grace", o.Grace, "on SIGTERM, how long in-flight Checks may take to finish")
+	fs.IntVar(&o.GCPercent, "gc-percent", o.GCPercent, "Go GC target percentage (as GOGC; GOGC in the environment wins); higher uses more memory and less CPU")
+	fs.BoolVar(&o.Pprof, "debug-pprof", o.Pprof, "serve Go's /debug/pprof/ on the HTTP listener (profiles reveal internals: keep it on loopback)")
+}
+
+func (o *serveOptions) validate() error {
+	errs := []error{o.GRPC.Validate(), o.Policy.Validate(), o.Authz.Validate()}
+	if _, _, err := net.SplitHostPort(o.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http-addr %q: %w", o.HTTPAddr, err))
+	}
+	if o.Grace <= 0 {
+		errs = append(errs, errors.New("shutdown-grace must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func runServe(args []string) error {
+	o := defaultServeOptions()
+	fs := newFlagSet("serve", "Run the ext_authz gRPC server.")
+	o.flags(fs)
+	if err := parseOptions(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
+	}
+	if err := o.validate(); err != nil {
+		return usageError{err}
+	}
+	log, err := o.Log.logger(os.Stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(o.GCPercent)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, o, log)
+}
+
+// serve runs until ctx is done, then stops in order: the gRPC listener
+// first (in-flight Checks finish), then the rest.
+func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	engine, err := rego.New(o.Policy, log, reg)
+	if err != nil {
+		return err
+	}
+	if err := engine.Start(ctx); err != nil {
+		return err
+	}
+	defer engine.Stop(context.Background())
+
+	svc, err := authz.NewServer(o.Authz, engine, nil, log, reg)
+	if err != nil {
+		return err
+	}
+	g, err := authz.NewGRPC(o.GRPC, svc)
+	if err != nil {
+		return err
+	}
+	glis, err := authz.Listen(o.GRPC.Addr)
+	if err != nil {
+		return err
+	}
+	hlis, err := net.Listen("tcp", o.HTTPAddr)
+	if err != nil {
+		glis.Close()
+		return fmt.Errorf("http-addr: %w", err)
+	}
+	hs := &http.Server{Handler: opsHandler(reg, engine.Ready, o.Pprof), ReadHeaderTimeout: 5 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- g.Serve(glis) }()
+	go func() { errc <- hs.Serve(hlis) }()
+	go markServing(ctx, g, engine.Ready)
+	log.Info().
+		Str("grpc_addr", glis.Addr().String()).
+		Str("http_addr", hlis.Addr().String()).
+		Str("decision", o.Policy.Decision).
+		Str("policy_revision", engine.Revision()).
+		Bool("dry_run", o.Authz.DryRun).
+		Bool("grpc_tls", o.GRPC.TLSCert != "").
+		Bool("grpc_mtls", o.GRPC.ClientCA != "").
+		Msg("meshproof serving")
+
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("stopping: in-flight Checks finish first")
+	case err = <-errc:
+		log.Error().Err(err).Msg("listener failed; stopping")
+	}
+	g.Shutdown(o.Grace)
+	sctx, cancel := context.WithTimeout(context.Background(), o.Grace)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	log.Info().Msg("stopped")
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// markServing flips gRPC health to SERVING once the policy is loaded (remote
+// bundles can take a while).
+func markServing(ctx context.Context, g *authz.GRPC, ready func() bool) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for !ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	g.SetServing(true)
+}

@@ -1,0 +1,122 @@
+// Package evidence is meshproof's domain: the per-request evidence Record,
+// the mTLS Verdict and its reasons, and (in sub-packages) XFCC and SPIFFE
+// parsing and the stores.
+package evidence
+
+import "time"
+
+// Record is the evidence of one Check: who talked to whom, over what kind of
+// connection, what the policy decided, and its place in the hash chain. Its
+// JSON form is the one every API and export uses.
+type Record struct {
+	ID          string            `json:"id"`
+	Time        time.Time         `json:"time"`
+	RequestID   string            `json:"request_id,omitempty"`
+	StreamID    string            `json:"stream_id,omitempty"`
+	TraceID     string            `json:"trace_id,omitempty"`
+	Replica     string            `json:"replica,omitempty"`
+	Source      Peer              `json:"source"`
+	Destination Peer              `json:"destination"`
+	TLS         TLS               `json:"tls"`
+	XFCC        *XFCC             `json:"xfcc,omitempty"`
+	Request     Request           `json:"request"`
+	Headers     map[string]string `json:"headers,omitempty"`
+	Verdict     Verdict           `json:"verdict"`
+	Reasons     []string          `json:"reasons"`
+	Decision    Decision          `json:"decision"`
+	Truncated   bool              `json:"truncated,omitempty"`
+	Chain       Chain             `json:"chain"`
+}
+
+// Peer is one end of the hop.
+type Peer struct {
+	Address     string       `json:"address,omitempty"`
+	Port        uint32       `json:"port,omitempty"`
+	Principal   string       `json:"principal,omitempty"`
+	SPIFFE      *SPIFFEID    `json:"spiffe,omitempty"`
+	Certificate *Certificate `json:"certificate,omitempty"`
+}
+
+// SPIFFEID is a principal that parsed as a SPIFFE ID. Namespace and
+// ServiceAccount are set for Istio-style IDs.
+type SPIFFEID struct {
+	ID             string `json:"id"`
+	TrustDomain    string `json:"trust_domain"`
+	Path           string `json:"path,omitempty"`
+	Namespace      string `json:"namespace,omitempty"`
+	ServiceAccount string `json:"service_account,omitempty"`
+}
+
+// Certificate describes the peer's leaf certificate, when Envoy sent it
+// (include_peer_certificate).
+type Certificate struct {
+	SHA256    string    `json:"sha256"`
+	Serial    string    `json:"serial,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
+	URISANs   []string  `json:"uri_sans,omitempty"`
+	DNSSANs   []string  `json:"dns_sans,omitempty"`
+	// Error says why the certificate could not be parsed; SHA256 is then
+	// the hash of what was sent, if anything decoded.
+	Error string `json:"error,omitempty"`
+}
+
+// TLS holds what Envoy reports of the TLS session (include_tls_session).
+type TLS struct {
+	SNI string `json:"sni,omitempty"`
+}
+
+// XFCC is the x-forwarded-client-cert header as received and as parsed.
+type XFCC struct {
+	Raw      string        `json:"raw"`
+	Elements []XFCCElement `json:"elements,omitempty"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// XFCCElement is one hop's element; Cert and Chain are summarised by the
+// certificate's hash rather than stored.
+type XFCCElement struct {
+	By         []string            `json:"by,omitempty"`
+	Hash       string              `json:"hash,omitempty"`
+	Subject    string              `json:"subject,omitempty"`
+	URI        []string            `json:"uri,omitempty"`
+	DNS        []string            `json:"dns,omitempty"`
+	CertSHA256 string              `json:"cert_sha256,omitempty"`
+	Other      map[string][]string `json:"other,omitempty"`
+}
+
+// Request is the HTTP request line, as Envoy saw it.
+type Request struct {
+	Method   string `json:"method,omitempty"`
+	Host     string `json:"host,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// Decision is what the policy decided and what was done with it.
+type Decision struct {
+	Allowed bool `json:"allowed"`
+	// HTTPStatus is the status Envoy sends downstream when denied (0 when
+	// allowed).
+	HTTPStatus     int    `json:"http_status,omitempty"`
+	DecisionID     string `json:"decision_id,omitempty"`
+	PolicyRevision string `json:"policy_revision,omitempty"`
+	// DryRun is set when the request was let through whatever the policy
+	// said; Allowed is the policy's own answer.
+	DryRun bool `json:"dry_run,omitempty"`
+	// Reason is the policy's explanation, when it gives one (a "reason"
+	// key, or the denial body, in an object decision).
+	Reason string `json:"reason,omitempty"`
+	// Error is set when no decision could be made (bad input, policy
+	// error); the request was then denied (fail closed).
+	Error string `json:"error,omitempty"`
+}
+
+// Chain places a record in its replica's hash chain.
+type Chain struct {
+	Seq      uint64 `json:"seq"`
+	PrevHash string `json:"prev_hash,omitempty"`
+	Hash     string `json:"hash,omitempty"`
+}
