@@ -176,33 +176,34 @@ func headerOptions(t *ast.Term, field string) ([]*corev3.HeaderValueOption, erro
 		return obj.Iter(func(k, v *ast.Term) error {
 			name, ok := k.Value.(ast.String)
 			if !ok {
-				return fmt.Errorf("type assertion error for header '%s'", k)
+				return fmt.Errorf("type assertion error for header %s", k)
 			}
-			switch x := v.Value.(type) {
-			case ast.String:
-				out = append(out, headerOption(string(name), string(x)))
-			case *ast.Array:
-				for i := range x.Len() {
-					s, ok := x.Elem(i).Value.(ast.String)
-					if !ok {
-						return fmt.Errorf("invalid value type %s for header '%s'", ast.ValueName(x.Elem(i).Value), name)
-					}
-					out = append(out, headerOption(string(name), string(s)))
+			if s, ok := v.Value.(ast.String); ok {
+				out = append(out, headerOption(string(name), string(s)))
+				return nil
+			}
+			vals, ok := listOf(v.Value)
+			if !ok {
+				return fmt.Errorf("type assertion error for header '%s'", string(name))
+			}
+			for _, e := range vals {
+				s, ok := e.Value.(ast.String)
+				if !ok {
+					return fmt.Errorf("invalid value type %s for header '%s'", ast.ValueName(e.Value), string(name))
 				}
-			default:
-				return fmt.Errorf("type assertion error for header '%s'", name)
+				out = append(out, headerOption(string(name), string(s)))
 			}
 			return nil
 		})
 	}
-	switch x := t.Value.(type) {
-	case ast.Object:
-		return out, add(x)
-	case *ast.Array:
-		for i := range x.Len() {
-			obj, ok := x.Elem(i).Value.(ast.Object)
+	if obj, ok := t.Value.(ast.Object); ok {
+		return out, add(obj)
+	}
+	if list, ok := listOf(t.Value); ok {
+		for _, e := range list {
+			obj, ok := e.Value.(ast.Object)
 			if !ok {
-				return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(x.Elem(i).Value))
+				return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(e.Value))
 			}
 			if err := add(obj); err != nil {
 				return nil, err
@@ -221,15 +222,15 @@ func stringList(t *ast.Term, field string) ([]string, error) {
 	if t == nil {
 		return nil, nil
 	}
-	arr, ok := t.Value.(*ast.Array)
+	list, ok := listOf(t.Value)
 	if !ok {
 		return nil, fmt.Errorf("type assertion error, expected %s to be of type '[]string' but got '%s'", field, ast.ValueName(t.Value))
 	}
-	out := make([]string, arr.Len())
-	for i := range arr.Len() {
-		s, ok := arr.Elem(i).Value.(ast.String)
+	out := make([]string, len(list))
+	for i, e := range list {
+		s, ok := e.Value.(ast.String)
 		if !ok {
-			return nil, fmt.Errorf("type assertion error, expected %s value to be of type 'string' but got '%s'", field, ast.ValueName(arr.Elem(i).Value))
+			return nil, fmt.Errorf("type assertion error, expected %s value to be of type 'string' but got '%s'", field, ast.ValueName(e.Value))
 		}
 		out[i] = string(s)
 	}
@@ -250,23 +251,40 @@ func queryParameters(t *ast.Term) ([]*corev3.QueryParameter, error) {
 		if !ok {
 			return fmt.Errorf("query parameter name %s is not a string", k)
 		}
-		switch x := v.Value.(type) {
-		case ast.String:
-			out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(x)})
-		case *ast.Array:
-			for i := range x.Len() {
-				s, ok := x.Elem(i).Value.(ast.String)
-				if !ok {
-					return fmt.Errorf("type assertion error: expected array element to be string but got '%s'", ast.ValueName(x.Elem(i).Value))
-				}
-				out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(s)})
-			}
-		default:
+		if s, ok := v.Value.(ast.String); ok {
+			out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(s)})
+			return nil
+		}
+		list, ok := listOf(v.Value)
+		if !ok {
 			return fmt.Errorf("type assertion error, expected value to be string or array but got '%s'", ast.ValueName(v.Value))
+		}
+		for _, e := range list {
+			s, ok := e.Value.(ast.String)
+			if !ok {
+				return fmt.Errorf("type assertion error: expected array element to be string but got '%s'", ast.ValueName(e.Value))
+			}
+			out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(s)})
 		}
 		return nil
 	})
 	return out, err
+}
+
+// listOf returns the elements of an array, or of a set in sorted order: OPA-
+// Envoy sees decisions after their JSON conversion, where a set is an array.
+func listOf(v ast.Value) ([]*ast.Term, bool) {
+	switch x := v.(type) {
+	case *ast.Array:
+		out := make([]*ast.Term, x.Len())
+		for i := range out {
+			out[i] = x.Elem(i)
+		}
+		return out, true
+	case ast.Set:
+		return listOf(x.Sorted())
+	}
+	return nil, false
 }
 
 func stringField(d ast.Object, k *ast.Term) (string, bool) {

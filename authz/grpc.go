@@ -105,6 +105,12 @@ func Listen(addr string) (net.Listener, error) {
 			if fi.Mode()&os.ModeSocket == 0 {
 				return nil, fmt.Errorf("%s exists and is not a socket", address)
 			}
+			// Only a stale socket may go: one that a live process still
+			// accepts on is in use, exactly as a TCP port would be.
+			if c, err := net.DialTimeout("unix", address, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("listen %s: %s is in use by another process", addr, address)
+			}
 			if err := os.Remove(address); err != nil {
 				return nil, err
 			}

@@ -42,17 +42,8 @@ func newCheckMetrics(reg prometheus.Registerer) *checkMetrics {
 	return m
 }
 
-func (m *checkMetrics) observe(r *evidence.Record, d time.Duration) {
-	decision := "deny"
-	switch {
-	case r.Decision.Error != "":
-		decision = "error"
-	case r.Decision.DryRun:
-		decision = "dry_run"
-	case r.Decision.Allowed:
-		decision = "allow"
-	}
-	if c := m.checks[outcomeKey{decision, r.Verdict}]; c != nil {
+func (m *checkMetrics) observe(outcome string, v evidence.Verdict, d time.Duration) {
+	if c := m.checks[outcomeKey{outcome, v}]; c != nil {
 		c.Inc()
 	}
 	m.duration.Observe(d.Seconds())

@@ -102,13 +102,17 @@ type Result struct {
 	Response *authv3.CheckResponse
 	Record   *evidence.Record
 	Input    *ast.Term // nil when the request could not be turned into one
+	// Outcome is what was done: allow, deny, error (denied because no
+	// decision could be made or its evidence not recorded) or dry_run
+	// (denied by the policy, let through).
+	Outcome string
 }
 
 // Check is the gRPC method Envoy calls.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	res := s.Decide(ctx, req)
-	s.metrics.observe(res.Record, time.Since(start))
+	s.metrics.observe(res.Outcome, res.Record.Verdict, time.Since(start))
 	return res.Response, nil
 }
 
@@ -150,12 +154,17 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 		out = s.failClosed(id, err)
 		rec.Decision.Error = err.Error()
 	}
+	rec.Decision.DecisionID = id
 	rec.Decision.Allowed = out.allowed
 	rec.Decision.Reason = out.reason
 	if !out.allowed {
 		rec.Decision.HTTPStatus = out.status
 	}
+	res.Outcome = outcomeOf(rec.Decision)
 	if s.cfg.DryRun && !out.allowed {
+		if res.Outcome == "deny" {
+			res.Outcome = "dry_run" // an error stays an error
+		}
 		rec.Decision.DryRun = true
 		// As OPA-Envoy: the policy's dynamic metadata stays.
 		out.response = &authv3.CheckResponse{Status: okStatus, DynamicMetadata: out.response.GetDynamicMetadata()}
@@ -163,12 +172,25 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	}
 	if s.rec != nil {
 		if rerr := s.rec.Record(context.WithoutCancel(ctx), rec); rerr != nil && out.allowed {
-			// No allowed request without its evidence.
+			// No allowed request without its evidence. The record itself
+			// is the recorder's now and stays as handed over.
 			out = denyUnrecorded(id, rerr)
+			res.Outcome = "error"
 		}
 	}
 	res.Response = finish(out, id, f.verdict)
 	return res
+}
+
+func outcomeOf(d evidence.Decision) string {
+	switch {
+	case d.Error != "":
+		return "error"
+	case d.Allowed:
+		return "allow"
+	default:
+		return "deny"
+	}
 }
 
 // failClosed denies a request no decision could be made for: 400 for a
@@ -178,7 +200,7 @@ func (s *Server) failClosed(id string, err error) verdictOf {
 	if ie := (*InputError)(nil); errors.As(err, &ie) {
 		status, body = http.StatusBadRequest, "meshproof: "+err.Error()
 	} else {
-		s.log.Warn().Err(err).Str("evidence_id", id).Msg("policy evaluation failed; request denied")
+		s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Msg("policy evaluation failed; no decision")
 	}
 	return verdictOf{
 		status: status,

@@ -129,7 +129,12 @@ func judgeClientCert(h Hop) (Verdict, []string) {
 // else the subject. ok is false when the element does not carry enough to
 // say (the proxy's XFCC config left those keys out).
 func peerPrincipal(el xfcc.Element) (string, bool) {
-	if len(el.URI) > 0 && el.URI[0] != "" {
+	if len(el.URI) == 0 {
+		// The proxy does not forward URI: nothing to compare. (Guessing
+		// from DNS would misjudge a certificate that has both.)
+		return "", false
+	}
+	if el.URI[0] != "" {
 		return el.URI[0], true
 	}
 	if len(el.DNS) > 0 && el.DNS[0] != "" {
@@ -137,7 +142,7 @@ func peerPrincipal(el xfcc.Element) (string, bool) {
 	}
 	// URI= present but empty and no DNS: the certificate has neither, so
 	// Envoy used the subject, if XFCC carries one.
-	if len(el.URI) > 0 && el.Subject != "" {
+	if el.Subject != "" {
 		return el.Subject, true
 	}
 	return "", false

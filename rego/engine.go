@@ -124,6 +124,9 @@ type Engine struct {
 	// reads it from inside the commit, possibly from a bundle's goroutine.
 	local atomic.Pointer[localSet]
 
+	activatedMu sync.Mutex
+	activated   map[string]bool // bundles activated at least once
+
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 }
@@ -251,12 +254,23 @@ func (e *Engine) Stop(ctx context.Context) {
 }
 
 // Ready reports whether a policy is loaded and every remote bundle has
-// been activated at least once.
+// been activated at least once. A bundle whose latest version was rejected
+// keeps its previous one serving, so it does not make the engine unready.
 func (e *Engine) Ready() bool {
 	if e.current.Load() == nil {
 		return false
 	}
-	return e.bundles == nil || len(e.bundles.NotActivated()) == 0
+	if e.bundles == nil {
+		return true
+	}
+	e.activatedMu.Lock()
+	defer e.activatedMu.Unlock()
+	for name := range e.bundles.Config().Bundles {
+		if !e.activated[name] {
+			return false
+		}
+	}
+	return true
 }
 
 // Revision is the current policy's revision, "" before one is loaded.
@@ -417,6 +431,11 @@ func (e *Engine) onCompile(txn storage.Transaction) {
 		return
 	}
 	rev := e.revision(context.Background(), txn)
+	if rev == "" {
+		// The plugin manager's first, empty compile: no policy yet, so
+		// Checks keep getting ErrNotReady rather than "undefined".
+		return
+	}
 	e.current.Store(&Policy{compiler: c, query: q, Revision: rev})
 	e.metrics.revision.Reset()
 	e.metrics.revision.WithLabelValues(rev).Set(1)
@@ -441,6 +460,14 @@ func (e *Engine) revision(ctx context.Context, txn storage.Transaction) string {
 }
 
 func (e *Engine) onBundleStatus(s bundleplugin.Status) {
+	if !s.LastSuccessfulActivation.IsZero() {
+		e.activatedMu.Lock()
+		if e.activated == nil {
+			e.activated = map[string]bool{}
+		}
+		e.activated[s.Name] = true
+		e.activatedMu.Unlock()
+	}
 	if len(s.Errors) > 0 || s.Message != "" {
 		e.metrics.reloads.WithLabelValues("bundle", "error").Inc()
 		e.log.Error().Str("bundle", s.Name).Str("error", s.Message).Interface("errors", s.Errors).Msg("bundle rejected; the previous policy keeps serving")

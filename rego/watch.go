@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,6 +44,7 @@ func (e *Engine) watch(sources []string) error {
 			m.files = append(m.files, filepath.Clean(src))
 		}
 	}
+	m.watched = func(path string) bool { return slices.Contains(w.WatchList(), path) }
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopWatch = cancel
 	e.watchDone = make(chan struct{})
@@ -55,6 +57,9 @@ func (e *Engine) watch(sources []string) error {
 type matcher struct {
 	files []string
 	dirs  []string
+	// watched reports whether a directory is being watched (so its removal
+	// matters).
+	watched func(path string) bool
 }
 
 func (m matcher) relevant(name string) bool {
@@ -68,21 +73,26 @@ func (m matcher) relevant(name string) bool {
 	}
 	for _, d := range m.dirs {
 		if name == d || strings.HasPrefix(name, d+string(filepath.Separator)) {
-			return base == "..data" || !strings.HasPrefix(base, ".") && isPolicyFile(base, name)
+			return base == "..data" || !strings.HasPrefix(base, ".") && m.isPolicyFile(base, name)
 		}
 	}
 	return false
 }
 
 // isPolicyFile: a file the loader reads, or a directory (that may hold some).
-func isPolicyFile(base, path string) bool {
+// A removed entry counts when it was a watched directory; the churn of other
+// files (a database's journal) does not.
+func (m matcher) isPolicyFile(base, path string) bool {
 	for _, ext := range []string{".rego", ".json", ".yaml", ".yml", ".tar.gz"} {
 		if strings.HasSuffix(base, ext) {
 			return true
 		}
 	}
 	info, err := os.Stat(path)
-	return err != nil || info.IsDir() // a removed entry may have been a directory
+	if err != nil {
+		return m.watched != nil && m.watched(path)
+	}
+	return info.IsDir()
 }
 
 func addWatch(w *fsnotify.Watcher, src string) error {

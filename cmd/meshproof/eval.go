@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -46,7 +48,10 @@ func runEval(args []string, stdout io.Writer) error {
 	authzFlags(fs, &a)
 	logFlags(fs, &logs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
 	}
 	if inputPath == "" {
 		return usageError{fmt.Errorf("--input is required (a protojson CheckRequest file, or - for standard input)")}

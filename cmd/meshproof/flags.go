@@ -121,7 +121,10 @@ func setFromFile(f *flag.Flag, v any) error {
 	if err != nil {
 		return err
 	}
-	return f.Value.Set(s)
+	if err := f.Value.Set(s); err != nil {
+		return fmt.Errorf("invalid value %q: %w", s, err)
+	}
+	return nil
 }
 
 func scalar(v any) (string, error) {

@@ -63,11 +63,11 @@ func policyFlags(fs *flag.FlagSet, p *rego.Config) {
 func authzFlags(fs *flag.FlagSet, a *authz.Config) {
 	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "allow every request; evidence and metrics keep the policy's real decision")
 	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because no decision could be made (fail closed)")
-	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records (default: host name)")
+	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records; the host name unless set")
 }
 
 func logFlags(fs *flag.FlagSet, l *logOptions) {
-	fs.StringVar(&l.Format, "log-format", l.Format, "log format: json or console (default: console on a terminal, json otherwise)")
+	fs.StringVar(&l.Format, "log-format", l.Format, "log format: json or console; console when standard error is a terminal, unless set")
 	fs.StringVar(&l.Level, "log-level", l.Level, "log level: debug, info, warn or error")
 }
 
@@ -79,13 +79,13 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&g.TLSKey, "grpc-tls-key", g.TLSKey, "PEM private key for --grpc-tls-cert")
 	fs.StringVar(&g.ClientCA, "grpc-client-ca", g.ClientCA, "PEM CA bundle; when set, callers must present a client certificate it signed (mTLS)")
 	fs.IntVar(&g.MaxRecvMsgBytes, "grpc-max-recv-msg-bytes", g.MaxRecvMsgBytes, "largest CheckRequest accepted, bodies included")
-	fs.Func("grpc-max-concurrent-streams", fmt.Sprintf("concurrent Checks per connection (default %d)", g.MaxConcurrentStreams), func(s string) error {
+	fs.Func("grpc-max-concurrent-streams", fmt.Sprintf("concurrent Checks per connection, at most `n` (default %d)", g.MaxConcurrentStreams), func(s string) error {
 		var n uint32
 		_, err := fmt.Sscan(s, &n)
 		g.MaxConcurrentStreams = n
 		return err
 	})
-	fs.Func("grpc-stream-workers", fmt.Sprintf("long-lived goroutines that run Checks; beyond that many concurrent Checks each gets a new one (default %d: 8 per CPU)", g.StreamWorkers), func(s string) error {
+	fs.Func("grpc-stream-workers", fmt.Sprintf("`n` long-lived goroutines run Checks; beyond n concurrent Checks each gets a new one (default %d: 8 per CPU)", g.StreamWorkers), func(s string) error {
 		var n uint32
 		_, err := fmt.Sscan(s, &n)
 		g.StreamWorkers = n
@@ -120,7 +120,10 @@ func runServe(args []string) error {
 	fs := newFlagSet("serve", "Run the ext_authz gRPC server.")
 	o.flags(fs)
 	if err := parseOptions(fs, args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
