@@ -12,9 +12,25 @@ import (
 )
 
 // BenchmarkCheck is the in-process figure: the reference request and
-// policy (test/testdata/bench), through the whole Check path.
+// policy (test/testdata/bench), through the whole Check path, with the
+// default decision cache (the reference request repeats, so it hits).
 func BenchmarkCheck(b *testing.B) {
-	svc := benchServer(b)
+	svc := benchServer(b, rego.Defaults().DecisionCache)
+	req := authztest.FromFile(b, "../test/testdata/bench/request.json")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := svc.Check(ctx, req)
+		if err != nil || resp.GetOkResponse() == nil {
+			b.Fatalf("not allowed: %v %v", resp, err)
+		}
+	}
+}
+
+// BenchmarkCheckNoDecisionCache evaluates the policy on every Check: the
+// cost for a policy that cannot be cached, or a request never seen before.
+func BenchmarkCheckNoDecisionCache(b *testing.B) {
+	svc := benchServer(b, 0)
 	req := authztest.FromFile(b, "../test/testdata/bench/request.json")
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -27,7 +43,7 @@ func BenchmarkCheck(b *testing.B) {
 }
 
 func BenchmarkCheckParallel(b *testing.B) {
-	svc := benchServer(b)
+	svc := benchServer(b, rego.Defaults().DecisionCache)
 	req := authztest.FromFile(b, "../test/testdata/bench/request.json")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -40,12 +56,13 @@ func BenchmarkCheckParallel(b *testing.B) {
 	})
 }
 
-func benchServer(b *testing.B) *authz.Server {
+func benchServer(b *testing.B, decisionCache int) *authz.Server {
 	b.Helper()
 	cfg := rego.Defaults()
 	cfg.Policies = []string{"../test/testdata/bench/policy.rego"}
 	cfg.Decision = "envoy/authz/result"
 	cfg.Watch = false
+	cfg.DecisionCache = decisionCache
 	e, err := rego.New(cfg, zerolog.Nop(), nil)
 	if err != nil {
 		b.Fatal(err)

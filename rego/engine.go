@@ -45,11 +45,14 @@ type Config struct {
 	Watch bool `json:"watch"`
 	// V0Compatible parses local policies as Rego v0 (OPA before 1.0).
 	V0Compatible bool `json:"v0_compatible"`
+	// DecisionCache is how many decisions of a deterministic policy to
+	// remember, by the input values it reads; 0 turns it off.
+	DecisionCache int `json:"decision_cache"`
 }
 
 // Defaults returns the configuration used when nothing is set.
 func Defaults() Config {
-	return Config{Decision: DefaultDecision, Watch: true}
+	return Config{Decision: DefaultDecision, Watch: true, DecisionCache: 10000}
 }
 
 // Validate checks the configuration without touching the file system.
@@ -61,6 +64,9 @@ func (c Config) Validate() error {
 		if strings.TrimSpace(p) == "" {
 			return errors.New("policy: empty path")
 		}
+	}
+	if c.DecisionCache < 0 {
+		return errors.New("decision-cache: must be 0 (off) or more")
 	}
 	return nil
 }
@@ -92,6 +98,7 @@ type Policy struct {
 	// Revision identifies the policy: the local sources' digest and the
 	// active bundles' revisions.
 	Revision string
+	memo     *memo // nil: decisions are not cached
 }
 
 // Errors Eval returns.
@@ -288,9 +295,37 @@ func (e *Engine) Eval(ctx context.Context, input *ast.Term) (ast.Value, *Policy,
 	if p == nil {
 		return nil, nil, ErrNotReady
 	}
+	m := p.memo
+	if m == nil || m.off.Load() {
+		v, err := e.evalQuery(ctx, p, input)
+		return v, p, err
+	}
+	k, h, ok := m.key(input)
+	if !ok {
+		v, err := e.evalQuery(ctx, p, input)
+		return v, p, err
+	}
+	if v, found := m.get(k, h); found {
+		m.count(true)
+		e.metrics.cache.WithLabelValues("hit").Inc()
+		if v == nil {
+			return nil, p, ErrUndefined
+		}
+		return v, p, nil
+	}
+	m.count(false)
+	e.metrics.cache.WithLabelValues("miss").Inc()
+	v, err := e.evalQuery(ctx, p, input)
+	if err == nil || errors.Is(err, ErrUndefined) {
+		m.put(k, h, v)
+	}
+	return v, p, err
+}
+
+func (e *Engine) evalQuery(ctx context.Context, p *Policy, input *ast.Term) (ast.Value, error) {
 	txn, err := e.store.NewTransaction(ctx)
 	if err != nil {
-		return nil, p, err
+		return nil, err
 	}
 	defer e.store.Abort(ctx, txn)
 	vc := getVirtualCache()
@@ -315,13 +350,13 @@ func (e *Engine) Eval(ctx context.Context, input *ast.Term) (ast.Value, *Policy,
 	rs, err := q.Run(ctx)
 	switch {
 	case err != nil:
-		return nil, p, err
+		return nil, err
 	case len(rs) == 0:
-		return nil, p, ErrUndefined
+		return nil, ErrUndefined
 	case len(rs) > 1:
-		return nil, p, fmt.Errorf("decision has %d values; it must have one", len(rs))
+		return nil, fmt.Errorf("decision has %d values; it must have one", len(rs))
 	}
-	return rs[0][resultVar].Value, p, nil
+	return rs[0][resultVar].Value, nil
 }
 
 var noMetrics = metrics.NoOp()
@@ -436,7 +471,16 @@ func (e *Engine) onCompile(txn storage.Transaction) {
 		// Checks keep getting ErrNotReady rather than "undefined".
 		return
 	}
-	e.current.Store(&Policy{compiler: c, query: q, Revision: rev})
+	pol := &Policy{compiler: c, query: q, Revision: rev}
+	if e.cfg.DecisionCache > 0 {
+		if paths, err := inputPaths(c, q); err != nil {
+			e.log.Info().Str("revision", rev).Str("why", err.Error()).Msg("decision cache off for this policy")
+		} else {
+			pol.memo = newMemo(paths, e.cfg.DecisionCache)
+			e.log.Info().Str("revision", rev).Stringer("input_paths", refList(paths)).Msg("decision cache on: decisions depend only on these input paths")
+		}
+	}
+	e.current.Store(pol)
 	e.metrics.revision.Reset()
 	e.metrics.revision.WithLabelValues(rev).Set(1)
 	e.log.Debug().Str("revision", rev).Msg("policy activated")
@@ -477,9 +521,21 @@ func (e *Engine) onBundleStatus(s bundleplugin.Status) {
 	e.log.Info().Str("bundle", s.Name).Str("revision", s.ActiveRevision).Msg("bundle activated")
 }
 
+// refList prints input paths for the log.
+type refList []ast.Ref
+
+func (l refList) String() string {
+	parts := make([]string, len(l))
+	for i, r := range l {
+		parts[i] = "input" + strings.TrimPrefix(ast.Ref(append(ast.Ref{ast.InputRootDocument}, r...)).String(), "input")
+	}
+	return strings.Join(parts, ", ")
+}
+
 type engineMetrics struct {
 	reloads  *prometheus.CounterVec
 	revision *prometheus.GaugeVec
+	cache    *prometheus.CounterVec
 }
 
 func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
@@ -493,8 +549,12 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 			Help: "The active policy revision (value 1).",
 		}, []string{"revision"}),
 	}
+	m.cache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshproof_decision_cache_lookups_total",
+		Help: "Decision cache lookups by result (hit, miss); a policy that reads only repeating input values is evaluated once per distinct value.",
+	}, []string{"result"})
 	if reg != nil {
-		reg.MustRegister(m.reloads, m.revision)
+		reg.MustRegister(m.reloads, m.revision, m.cache)
 	}
 	return m
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -54,7 +55,9 @@ func run(addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := grpc.NewServer()
+	// The same stream workers as meshproof's listener, so the ceiling differs
+	// from meshproof only in what a Check does.
+	srv := grpc.NewServer(grpc.NumStreamWorkers(uint32(8 * runtime.GOMAXPROCS(0))))
 	authv3.RegisterAuthorizationServer(srv, allowAll{})
 	// Health lets the load benchmark wait for readiness the same way it
 	// waits for meshproof; reflection lets ghz and grpcurl find the method
