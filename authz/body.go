@@ -26,15 +26,17 @@ type pathTerms struct {
 // maxCachedPath keeps long, unique paths (ids, tokens) out of the cache.
 const maxCachedPath = 256
 
-func (c *inputCache) parsedPathQuery(path string) (*ast.Term, *ast.Term, error) {
+// pathTerms returns the request path's parsed_path and parsed_query.
+func (c *inputCache) pathTerms(path string) pathTerms {
 	if c == nil || len(path) > maxCachedPath {
-		return parsedPathQuery(path)
+		return newPathTerms(path)
 	}
-	pt := c.paths.get(path, func(p string) pathTerms {
-		path, query, err := parsedPathQuery(p)
-		return pathTerms{path, query, err}
-	})
-	return pt.path, pt.query, pt.err
+	return c.paths.get(path, newPathTerms)
+}
+
+func newPathTerms(path string) pathTerms {
+	p, q, err := parsedPathQuery(path)
+	return pathTerms{p, q, err}
 }
 
 // parsedPathQuery returns parsed_path and parsed_query as OPA-Envoy computes

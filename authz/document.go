@@ -31,12 +31,12 @@ func (e *InputError) Unwrap() error { return e.Err }
 // document builds the whole input: OPA-Envoy's document (the CheckRequest,
 // version, parsed_path, parsed_query, parsed_body, truncated_body,
 // source_principal) plus meshproof's own key, input.meshproof. meshproof may
-// be nil (the equivalence test leaves it out).
-func document(req *authv3.CheckRequest, h *headerReader, c *inputCache, meshproof *ast.Term) (*ast.Term, error) {
+// be nil (the equivalence test leaves it out). pt is the request path's
+// c.pathTerms.
+func document(req *authv3.CheckRequest, h *headerReader, c *inputCache, pt pathTerms, meshproof *ast.Term) (*ast.Term, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	parsedPath, parsedQuery, err := c.parsedPathQuery(httpReq.GetPath())
-	if err != nil {
-		return nil, &InputError{err}
+	if pt.err != nil {
+		return nil, &InputError{pt.err}
 	}
 	body, truncated, err := parsedBody(h, httpReq.GetBody(), httpReq.GetRawBody())
 	if err != nil {
@@ -48,8 +48,8 @@ func document(req *authv3.CheckRequest, h *headerReader, c *inputCache, meshproo
 	}
 	kv = append(kv,
 		item{kVersion, versionTerm},
-		item{kParsedPath, parsedPath},
-		item{kParsedQuery, parsedQuery},
+		item{kParsedPath, pt.path},
+		item{kParsedQuery, pt.query},
 		item{kParsedBody, body},
 		item{kTruncatedBody, ast.InternedTerm(truncated)},
 	)

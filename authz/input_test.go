@@ -23,7 +23,7 @@ import (
 func fastInput(req *authv3.CheckRequest, c *inputCache) (ast.Value, error) {
 	http := req.GetAttributes().GetRequest().GetHttp()
 	h := newHeaderReader(http)
-	t, err := document(req, &h, c, nil)
+	t, err := document(req, &h, c, c.pathTerms(http.GetPath()), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@ func BenchmarkPartDocument(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h := newHeaderReader(req.Attributes.Request.Http)
-		if _, err := document(req, &h, c, f.term); err != nil {
+		if _, err := document(req, &h, c, c.pathTerms(req.Attributes.Request.Http.Path), f.term); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -29,7 +29,7 @@ func BenchmarkPartEval(b *testing.B) {
 	req := authztest.FromFile(b, "../test/testdata/bench/request.json")
 	h := newHeaderReader(req.Attributes.Request.Http)
 	f := newFactsCache(16).get(factsKey{source: req.Attributes.Source.Principal})
-	input, _ := document(req, &h, newInputCache(), f.term)
+	input, _ := document(req, &h, newInputCache(), newPathTerms(req.Attributes.Request.Http.Path), f.term)
 	cfg := rego.Defaults()
 	cfg.Policies, cfg.Decision, cfg.Watch = []string{"../test/testdata/bench/policy.rego"}, "envoy/authz/result", false
 	e, _ := rego.New(cfg, zerolog.Nop(), nil)

@@ -137,18 +137,12 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	res := Result{Record: rec}
 
 	var out verdictOf
-	input, err := document(req, &h, s.input, f.term)
+	val, pol, err := s.evaluate(ctx, req, &h, f, &res)
+	if pol != nil {
+		rec.Decision.PolicyRevision = pol.Revision
+	}
 	if err == nil {
-		res.Input = input
-		var val ast.Value
-		var pol *rego.Policy
-		val, pol, err = s.engine.Eval(ctx, input)
-		if pol != nil {
-			rec.Decision.PolicyRevision = pol.Revision
-		}
-		if err == nil {
-			out, err = decide(val)
-		}
+		out, err = decide(val)
 	}
 	if err != nil {
 		out = s.failClosed(id, err)
@@ -191,6 +185,24 @@ func outcomeOf(d evidence.Decision) string {
 	default:
 		return "deny"
 	}
+}
+
+// evaluate asks the decision cache first, straight from the request; on a
+// miss it builds the input document (into res.Input) and evaluates it.
+func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *headerReader, f *facts, res *Result) (ast.Value, *rego.Policy, error) {
+	pt := s.input.pathTerms(req.GetAttributes().GetRequest().GetHttp().GetPath())
+	if ce, ok := s.engine.(cachedEvaluator); ok {
+		k := requestKey{req: req, f: f, path: pt, c: s.input}
+		if val, pol, found, err := ce.Cached(k.values); found {
+			return val, pol, err
+		}
+	}
+	input, err := document(req, h, s.input, pt, f.term)
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Input = input
+	return s.engine.Eval(ctx, input)
 }
 
 // failClosed denies a request no decision could be made for: 400 for a

@@ -322,6 +322,43 @@ func (e *Engine) Eval(ctx context.Context, input *ast.Term) (ast.Value, *Policy,
 	return v, p, err
 }
 
+// KeyFunc gives the values at the input paths a cached policy's decisions
+// depend on (paths without the leading input), in order; nil for a path
+// absent from the input. ok false: it cannot tell without the document.
+type KeyFunc func(paths []ast.Ref) (values []*ast.Term, ok bool)
+
+// Cached answers from the decision cache without an input document, when the
+// current policy is cached and key can give the values it reads. found false
+// means: build the input and call Eval.
+func (e *Engine) Cached(key KeyFunc) (v ast.Value, p *Policy, found bool, err error) {
+	p = e.current.Load()
+	if p == nil {
+		return nil, nil, false, nil
+	}
+	m := p.memo
+	if m == nil || m.off.Load() {
+		return nil, p, false, nil
+	}
+	terms, ok := key(m.paths)
+	if !ok {
+		return nil, p, false, nil
+	}
+	k, h, ok := keyOf(terms)
+	if !ok {
+		return nil, p, false, nil
+	}
+	v, found = m.get(k, h)
+	if !found {
+		return nil, p, false, nil // Eval counts the miss
+	}
+	m.count(true)
+	e.metrics.cache.WithLabelValues("hit").Inc()
+	if v == nil {
+		return nil, p, true, ErrUndefined
+	}
+	return v, p, true, nil
+}
+
 func (e *Engine) evalQuery(ctx context.Context, p *Policy, input *ast.Term) (ast.Value, error) {
 	txn, err := e.store.NewTransaction(ctx)
 	if err != nil {

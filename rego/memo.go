@@ -59,23 +59,32 @@ func newMemo(paths []ast.Ref, max int) *memo {
 	return &memo{paths: paths, max: max, entries: map[int][]memoEntry{}}
 }
 
-// key extracts the values the policy reads. ok is false when the key is
-// too large to be worth keeping.
+// key extracts the values the policy reads from a built input document.
+// ok is false when the key is too large to be worth keeping.
 func (m *memo) key(input *ast.Term) (*ast.Array, int, bool) {
 	terms := make([]*ast.Term, len(m.paths))
-	size := 0
 	for i, p := range m.paths {
-		v, err := input.Value.Find(p)
-		if err != nil {
+		if v, err := input.Value.Find(p); err == nil {
+			terms[i] = ast.NewTerm(v)
+		}
+	}
+	return keyOf(terms)
+}
+
+// keyOf makes the key of the values at the memo's paths, in order; nil
+// stands for a path that is not in the input.
+func keyOf(terms []*ast.Term) (*ast.Array, int, bool) {
+	size := 0
+	for i, t := range terms {
+		if t == nil {
 			terms[i] = undefinedInput
 			continue
 		}
-		if s, ok := v.(ast.String); ok {
+		if s, ok := t.Value.(ast.String); ok {
 			size += len(s)
 		} else {
 			size += 64 // composite values: a rough charge
 		}
-		terms[i] = ast.NewTerm(v)
 	}
 	if size > maxMemoKey {
 		return nil, 0, false
