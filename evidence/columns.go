@@ -1,0 +1,105 @@
+package evidence
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// Columns are the values stores index a record by, derived from it the same
+// way by every backend (and by Verify's check that the columns still match
+// the record).
+type Columns struct {
+	TimeNS                         int64
+	ID                             string
+	Replica                        string
+	Seq                            int64
+	SourcePrincipal                string
+	DestinationPrincipal           string
+	SourceTrustDomain, DestTD      string
+	SourceNamespace, DestNamespace string
+	// SourceKey is the source identity for reports: the principal, or the
+	// address when there is none.
+	SourceKey string
+	Verdict   string
+	Allowed   bool
+	Method    string
+	Host      string
+	Path      string
+	RequestID string
+}
+
+// ColumnsOf derives a record's index columns.
+func ColumnsOf(r *Record) Columns {
+	c := Columns{
+		TimeNS: r.Time.UnixNano(), ID: r.ID, Replica: r.Replica, Seq: int64(r.Chain.Seq),
+		SourcePrincipal: r.Source.Principal, DestinationPrincipal: r.Destination.Principal,
+		SourceKey: SourceKey(r),
+		Verdict:   string(r.Verdict), Allowed: r.Decision.Allowed,
+		Method: r.Request.Method, Host: r.Request.Host, Path: r.Request.Path, RequestID: r.RequestID,
+	}
+	if s := r.Source.SPIFFE; s != nil {
+		c.SourceTrustDomain, c.SourceNamespace = s.TrustDomain, s.Namespace
+	}
+	if s := r.Destination.SPIFFE; s != nil {
+		c.DestTD, c.DestNamespace = s.TrustDomain, s.Namespace
+	}
+	return c
+}
+
+// SourceKey is who sent the request, for reports: the source principal, or
+// its address when the connection carried no identity.
+func SourceKey(r *Record) string {
+	if r.Source.Principal != "" {
+		return r.Source.Principal
+	}
+	return r.Source.Address
+}
+
+// RollupKey is the per-minute rollup a record counts in.
+type RollupKey struct {
+	Minute               int64 // Unix minutes
+	Replica              string
+	Source               string // SourceKey
+	DestinationHost      string
+	DestinationPrincipal string
+	Verdict              string
+	Allowed              bool
+}
+
+// RollupOf is the rollup key of a record.
+func RollupOf(r *Record) RollupKey {
+	return RollupKey{
+		Minute: r.Time.Unix() / 60, Replica: r.Replica, Source: SourceKey(r),
+		DestinationHost: r.Request.Host, DestinationPrincipal: r.Destination.Principal,
+		Verdict: string(r.Verdict), Allowed: r.Decision.Allowed,
+	}
+}
+
+// EncodeCursor makes the opaque cursor that continues a newest-first
+// listing after the record at (timeNS, id).
+func EncodeCursor(timeNS int64, id string) string {
+	b := make([]byte, 8, 8+len(id))
+	binary.BigEndian.PutUint64(b, uint64(timeNS))
+	return base64.RawURLEncoding.EncodeToString(append(b, id...))
+}
+
+// DecodeCursor reads a cursor made by EncodeCursor.
+func DecodeCursor(c string) (timeNS int64, id string, err error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) < 8 || len(b) > 8+64 {
+		return 0, "", fmt.Errorf("%w: %q", ErrBadCursor, truncateForError(c))
+	}
+	return int64(binary.BigEndian.Uint64(b[:8])), string(b[8:]), nil
+}
+
+func truncateForError(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+// MinuteTime is the start of a rollup minute.
+func MinuteTime(minute int64) time.Time { return time.Unix(minute*60, 0).UTC() }

@@ -1,0 +1,41 @@
+// Package evidencetest is the one conformance suite every evidence.Store
+// backend runs: Run(t, factory) from the backend's own tests, like
+// database/sql drivers and SpiceDB's datastore engines do.
+package evidencetest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// Backend is a fresh, empty store plus the raw access the tamper tests
+// need to edit, delete and reorder rows behind the store's back.
+type Backend struct {
+	Store evidence.Store
+	// Tamper changes stored rows directly, as an attacker with database
+	// access would.
+	Tamper Tamperer
+	// Reopen closes the store and opens the same data again (a restart).
+	Reopen func(t testing.TB) evidence.Store
+}
+
+// Tamperer edits stored evidence directly (SQL), bypassing the store.
+type Tamperer interface {
+	// SetVerdict rewrites the verdict of the record with id in the stored
+	// record itself (the hashed content), leaving its hash as it was.
+	SetVerdict(ctx context.Context, id string, v evidence.Verdict) error
+	// Delete removes the record with id.
+	Delete(ctx context.Context, id string) error
+	// SwapContent exchanges the stored content (everything but replica and
+	// seq) of two records of one chain: the chain order no longer matches
+	// the records.
+	SwapContent(ctx context.Context, idA, idB string) error
+	// AppendForged stores r (already chained by the caller) as if the
+	// replica had written it, without updating the recorded head.
+	AppendForged(ctx context.Context, r *evidence.Record) error
+}
+
+// Factory makes a Backend for one subtest; it registers its own cleanup.
+type Factory func(t testing.TB) Backend

@@ -1,0 +1,67 @@
+package evidence
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Filter selects records. Zero fields select everything; set fields are
+// ANDed; the values of one list field are ORed.
+type Filter struct {
+	Since, Until time.Time // Until is exclusive
+
+	Source, SourcePrefix           string // source principal, exact or prefix
+	Destination, DestinationPrefix string // destination principal, exact or prefix
+	TrustDomain                    string // of the source or the destination
+	Namespace                      string // of the source or the destination (Istio IDs)
+	Verdicts                       []Verdict
+	NotVerdicts                    []Verdict
+	Allowed                        *bool
+	Method, Host, PathPrefix       string
+	RequestID                      string
+	Replica                        string
+}
+
+// maxFilterValue bounds each filter value: a longer one is a mistake or an
+// attack, not a principal.
+const maxFilterValue = 2048
+
+// Validate rejects filters no record could match for a reason the caller
+// should hear about; the error names the field.
+func (f Filter) Validate() error {
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return &FilterError{Field: "until", Msg: "must be after since"}
+	}
+	for name, v := range map[string]string{
+		"source": f.Source, "source_prefix": f.SourcePrefix, "destination": f.Destination,
+		"destination_prefix": f.DestinationPrefix, "trust_domain": f.TrustDomain, "namespace": f.Namespace,
+		"method": f.Method, "host": f.Host, "path_prefix": f.PathPrefix, "request_id": f.RequestID, "replica": f.Replica,
+	} {
+		if len(v) > maxFilterValue {
+			return &FilterError{Field: name, Msg: fmt.Sprintf("longer than %d bytes", maxFilterValue)}
+		}
+		if strings.ContainsRune(v, 0) {
+			return &FilterError{Field: name, Msg: "contains a NUL byte"}
+		}
+	}
+	for _, v := range append(append([]Verdict(nil), f.Verdicts...), f.NotVerdicts...) {
+		if !v.Valid() {
+			return &FilterError{Field: "verdict", Msg: fmt.Sprintf("%q is not one of %v", v, Verdicts)}
+		}
+	}
+	return nil
+}
+
+// FilterError is a filter value that cannot be used; Field names it as the
+// query API does.
+type FilterError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FilterError) Error() string { return e.Field + ": " + e.Msg }
+
+// ErrBadCursor is wrapped by errors for a cursor this store did not issue.
+var ErrBadCursor = errors.New("invalid cursor")

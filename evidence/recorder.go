@@ -1,0 +1,227 @@
+package evidence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Durability says when a Check may return.
+type Durability string
+
+// Durabilities.
+const (
+	// Async: a Check returns once its record is queued; a batch writer
+	// stores it shortly after. A clean stop (SIGTERM) writes everything
+	// queued; a crash loses what was queued.
+	Async Durability = "async"
+	// Sync: a Check returns only once the transaction holding its record
+	// has committed (group commit: many Checks share one transaction). No
+	// allowed request without its evidence, even across kill -9.
+	Sync Durability = "sync"
+)
+
+// Overflow says what happens when the queue is full (the store is slow or
+// down).
+type Overflow string
+
+// Overflow policies.
+const (
+	// Block waits up to BlockTimeout for room, then denies the request.
+	Block Overflow = "block"
+	// Drop lets the request through without evidence, and counts it.
+	Drop Overflow = "drop"
+	// Deny denies the request at once.
+	Deny Overflow = "deny"
+)
+
+// RecorderConfig configures a Recorder.
+type RecorderConfig struct {
+	Durability    Durability    `json:"durability"`
+	Overflow      Overflow      `json:"overflow"`
+	QueueSize     int           `json:"queue_size"`
+	BatchSize     int           `json:"batch_size"`
+	FlushInterval time.Duration `json:"flush_interval"`
+	BlockTimeout  time.Duration `json:"block_timeout"`
+}
+
+// DefaultRecorderConfig returns the defaults.
+func DefaultRecorderConfig() RecorderConfig {
+	return RecorderConfig{
+		Durability:    Async,
+		Overflow:      Block,
+		QueueSize:     100_000,
+		BatchSize:     1000,
+		FlushInterval: 50 * time.Millisecond,
+		BlockTimeout:  50 * time.Millisecond,
+	}
+}
+
+// Validate checks the configuration.
+func (c RecorderConfig) Validate() error {
+	switch c.Durability {
+	case Async, Sync:
+	default:
+		return fmt.Errorf("evidence-durability %q: want async or sync", c.Durability)
+	}
+	switch c.Overflow {
+	case Block, Deny:
+	case Drop:
+		if c.Durability == Sync {
+			return errors.New("evidence-overflow drop contradicts evidence-durability sync (no allowed request without its evidence): use block or deny")
+		}
+	default:
+		return fmt.Errorf("evidence-overflow %q: want block, drop or deny", c.Overflow)
+	}
+	if c.QueueSize < 1 || c.BatchSize < 1 || c.FlushInterval <= 0 || c.BlockTimeout <= 0 {
+		return errors.New("evidence queue size, batch size, flush interval and block timeout must be positive")
+	}
+	return nil
+}
+
+// Errors Record returns; the Check is then denied.
+var (
+	ErrQueueFull = errors.New("evidence queue full")
+	ErrClosed    = errors.New("evidence recorder stopped")
+)
+
+// Recorder takes records from Checks and writes them, in batches and in
+// chain order, to a Store. One Recorder writes one replica's chain.
+type Recorder struct {
+	cfg     RecorderConfig
+	replica string
+	store   Writer
+	log     zerolog.Logger
+	m       *RecorderMetrics
+
+	queue    chan *pending
+	mu       sync.RWMutex // held for reading by Record, for writing by Close
+	shut     bool
+	done     chan struct{}
+	stop     chan struct{} // closed by Close when its time is up: stop retrying
+	stopOnce sync.Once
+
+	headMu sync.Mutex
+	head   Link // after the writer's last successful write
+}
+
+type pending struct {
+	rec *Record
+	ack chan error // sync durability only
+}
+
+var ackPool = sync.Pool{New: func() any { return make(chan error, 1) }}
+
+// NewRecorder starts a recorder for replica, resuming its chain at the head
+// the store holds.
+// m may be nil (metrics are then kept but not exported).
+func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store Writer, log zerolog.Logger, m *RecorderMetrics) (*Recorder, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if replica == "" {
+		return nil, errors.New("evidence: a replica name is needed (it names the chain)")
+	}
+	head, err := store.Head(ctx, replica)
+	if err != nil {
+		return nil, fmt.Errorf("evidence: reading the chain head of %s: %w", replica, err)
+	}
+	r := &Recorder{
+		cfg: cfg, replica: replica, store: store,
+		log:   log.With().Str("component", "evidence").Logger(),
+		m:     m.orNew(),
+		queue: make(chan *pending, cfg.QueueSize),
+		done:  make(chan struct{}),
+		stop:  make(chan struct{}),
+		head:  head,
+	}
+	depth := func() float64 { return float64(len(r.queue)) }
+	r.m.depth.Store(&depth)
+	go r.writer()
+	return r, nil
+}
+
+// Record hands a record over. In sync durability it returns once the
+// record is committed, or with ctx's error when the caller stops waiting
+// (the record is still written). An error means the request must be
+// denied. The record belongs to the recorder from now on.
+func (r *Recorder) Record(ctx context.Context, rec *Record) error {
+	r.mu.RLock()
+	if r.shut {
+		r.mu.RUnlock()
+		return ErrClosed
+	}
+	p := &pending{rec: rec}
+	if r.cfg.Durability == Sync {
+		p.ack = ackPool.Get().(chan error)
+	}
+	err := r.enqueue(ctx, p)
+	r.mu.RUnlock()
+	if err != nil || p.ack == nil {
+		return err
+	}
+	select {
+	case err := <-p.ack:
+		ackPool.Put(p.ack)
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("evidence not yet committed: %w", ctx.Err())
+	}
+}
+
+func (r *Recorder) enqueue(ctx context.Context, p *pending) error {
+	select {
+	case r.queue <- p:
+		return nil
+	default:
+	}
+	switch r.cfg.Overflow {
+	case Drop:
+		r.m.dropped("queue_full").Inc()
+		return nil
+	case Deny:
+		r.m.dropped("denied").Inc()
+		return ErrQueueFull
+	}
+	t := time.NewTimer(r.cfg.BlockTimeout)
+	defer t.Stop()
+	select {
+	case r.queue <- p:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	r.m.dropped("block_timeout").Inc()
+	return ErrQueueFull
+}
+
+// Close stops taking records, writes everything queued, and returns when it
+// is stored, or when ctx ends (then the records still queued are lost, and
+// counted).
+func (r *Recorder) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if !r.shut {
+		r.shut = true
+		close(r.queue) // no Record is between its check and its send: mu
+	}
+	r.mu.Unlock()
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		r.stopOnce.Do(func() { close(r.stop) })
+		<-r.done
+		return fmt.Errorf("evidence: stopped before everything queued was stored: %w", ctx.Err())
+	}
+}
+
+// Head is the chain head after the last successful write.
+func (r *Recorder) Head() Link {
+	r.headMu.Lock()
+	defer r.headMu.Unlock()
+	return r.head
+}

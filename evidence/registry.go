@@ -1,0 +1,94 @@
+package evidence
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Driver opens one kind of store. Backends register theirs by DSN scheme
+// (evidence/sqlite: "sqlite", evidence/postgres: "postgres" and
+// "postgresql"); the binary imports the backends it ships.
+type Driver struct {
+	// Open connects to the store. A store whose schema must be migrated
+	// explicitly (a shared database) refuses to open until it is, saying
+	// what to run.
+	Open func(ctx context.Context, dsn string, opts Options) (Store, error)
+	// Migrate brings the schema to this version.
+	Migrate func(ctx context.Context, dsn string) error
+}
+
+// Options tune how a store is opened.
+type Options struct {
+	// Durable asks for every commit to reach stable storage before it
+	// returns (the sync durability mode).
+	Durable bool
+}
+
+var (
+	driversMu sync.RWMutex
+	drivers   = map[string]Driver{}
+)
+
+// Register makes a driver available for DSNs with the scheme.
+func Register(scheme string, d Driver) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	drivers[scheme] = d
+}
+
+func driverFor(dsn string) (Driver, error) {
+	scheme, _, ok := strings.Cut(dsn, ":")
+	driversMu.RLock()
+	d, found := drivers[scheme]
+	known := make([]string, 0, len(drivers))
+	for k := range drivers {
+		known = append(known, k)
+	}
+	driversMu.RUnlock()
+	if !ok || !found {
+		slices.Sort(known)
+		return Driver{}, fmt.Errorf("store %q: want sqlite:PATH or postgres://... (known schemes: %s)", redact(dsn), strings.Join(known, ", "))
+	}
+	return d, nil
+}
+
+// Open opens the store a DSN names.
+func Open(ctx context.Context, dsn string, opts Options) (Store, error) {
+	d, err := driverFor(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return d.Open(ctx, dsn, opts)
+}
+
+// Migrate migrates the store a DSN names.
+func Migrate(ctx context.Context, dsn string) error {
+	d, err := driverFor(dsn)
+	if err != nil {
+		return err
+	}
+	return d.Migrate(ctx, dsn)
+}
+
+// redact hides a password in a DSN, for messages and logs.
+func redact(dsn string) string {
+	scheme, rest, ok := strings.Cut(dsn, "://")
+	if !ok {
+		return dsn
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return dsn
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return dsn
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
+
+// Redact hides the password in a DSN, for messages and logs.
+func Redact(dsn string) string { return redact(dsn) }

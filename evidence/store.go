@@ -1,0 +1,145 @@
+package evidence
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store is where evidence lives: an embedded SQLite file by default, or a
+// PostgreSQL database shared by a fleet of replicas. Every backend passes
+// the one conformance suite in evidence/evidencetest.
+type Store interface {
+	Writer
+	Reader
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Writer is the write side, used by the Recorder.
+type Writer interface {
+	// Append writes a batch of records in one transaction, together with
+	// their rollups and the replica's new head. The records are already
+	// chained (Chain set), belong to one replica, and follow in seq order
+	// from the replica's head. Append is idempotent per record id: a batch
+	// already stored entirely is a no-op (its commit was in doubt and it is
+	// written again). A batch that does not follow the head fails with an
+	// error wrapping ErrChainConflict: another process writes as this
+	// replica.
+	Append(ctx context.Context, batch []*Record) error
+	// Head returns the last link of replica's chain as recorded with its
+	// last write (kept apart from the records, so that removing or adding
+	// records at the end of a chain shows): seq and hash, or 0 and "" when
+	// the replica has written nothing. Retention does not change it.
+	Head(ctx context.Context, replica string) (Link, error)
+	// DeleteBefore removes records older than t (and rollups older than
+	// rollupsBefore), in batches of at most batch records per transaction so
+	// that writers are never stalled for long; it returns how many records
+	// it removed. Before removing a replica's records it saves the last
+	// removed link as the chain's checkpoint, so that Verify knows where the
+	// remaining chain starts.
+	DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error)
+}
+
+// Reader is the query side. It never returns records in an order that
+// changes while it pages: newest first, by (time, id).
+type Reader interface {
+	// Get returns one record, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, id string) (*Record, error)
+	// Query returns one page of the records matching f, newest first.
+	Query(ctx context.Context, f Filter, page Page) (Result, error)
+	// Scan calls fn for every record matching f, newest first, holding at
+	// most one page in memory. It stops at fn's first error (returned) or
+	// when ctx is done, releasing everything it held.
+	Scan(ctx context.Context, f Filter, fn func(*Record) error) error
+	// Aggregate answers counts grouped by edge and verdict from the
+	// per-minute rollups, never from raw records.
+	Aggregate(ctx context.Context, q AggregateQuery) ([]Group, error)
+	// Replicas lists the replicas that have a chain in the store.
+	Replicas(ctx context.Context) ([]string, error)
+	// Checkpoint is where replica's stored chain starts: seq 0 and no hash,
+	// or the last link retention removed (see DeleteBefore).
+	Checkpoint(ctx context.Context, replica string) (Link, error)
+	// Walk calls fn for each record of replica's chain in seq order,
+	// holding at most one page in memory, and stops at fn's first error
+	// (returned as is). Verify uses it: it must give each record exactly as
+	// stored, never a cached or rebuilt copy.
+	Walk(ctx context.Context, replica string, fn func(*Record) error) error
+	// Stats summarises the store.
+	Stats(ctx context.Context, since time.Time) (Stats, error)
+}
+
+// Link is a position in a replica's hash chain.
+type Link struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// Errors stores wrap.
+var (
+	// ErrNotFound: an unknown record id.
+	ErrNotFound = errors.New("not found")
+	// ErrChainConflict: a batch that does not continue its replica's chain.
+	ErrChainConflict = errors.New("chain conflict: the batch does not follow the replica's head (is another process writing as this replica?)")
+	// ErrSchema: the store's schema is missing, older or newer than this
+	// meshproof's.
+	ErrSchema = errors.New("schema version mismatch")
+)
+
+// Page asks for one page of results.
+type Page struct {
+	// Limit is the page size: DefaultLimit when 0, at most MaxLimit.
+	Limit int
+	// Cursor continues after the previous page (its Result.Next); "" starts
+	// at the newest record.
+	Cursor string
+}
+
+// Page sizes.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// Result is one page of records.
+type Result struct {
+	Records []*Record `json:"records"`
+	// Next is the cursor of the following page, "" on the last one.
+	Next string `json:"next_cursor"`
+}
+
+// AggregateQuery asks for counts over a time range.
+type AggregateQuery struct {
+	Since, Until time.Time // Until zero: now
+	// Destination narrows to one destination: a host (as in :authority)
+	// or a destination principal.
+	Destination string
+}
+
+// Group is the traffic of one edge with one verdict and outcome.
+type Group struct {
+	// Source is the source principal, or its address when it has none.
+	Source               string    `json:"source"`
+	DestinationHost      string    `json:"destination_host"`
+	DestinationPrincipal string    `json:"destination_principal,omitempty"`
+	Verdict              Verdict   `json:"verdict"`
+	Allowed              bool      `json:"allowed"`
+	Count                int64     `json:"count"`
+	FirstSeen            time.Time `json:"first_seen"`
+	LastSeen             time.Time `json:"last_seen"`
+	// ExampleID is the id of one record of the group.
+	ExampleID string `json:"example_id"`
+}
+
+// Stats summarises a store.
+type Stats struct {
+	Records int64     `json:"records"`
+	Oldest  time.Time `json:"oldest,omitzero"`
+	Newest  time.Time `json:"newest,omitzero"`
+	// ByVerdict and ByDecision count the records since the time asked for
+	// (from the rollups); ByDecision's keys are "allowed" and "denied".
+	ByVerdict  map[Verdict]int64 `json:"by_verdict"`
+	ByDecision map[string]int64  `json:"by_decision"`
+	SizeBytes  int64             `json:"size_bytes"`
+	Replicas   map[string]Link   `json:"replicas"`
+}

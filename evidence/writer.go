@@ -1,0 +1,147 @@
+package evidence
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Retry pacing while the store fails, and how often a failing store is
+// logged (once per interval, not once per record).
+const (
+	retryMin    = 100 * time.Millisecond
+	retryMax    = 5 * time.Second
+	logInterval = 30 * time.Second
+)
+
+// writer is the recorder's single goroutine: it takes batches off the
+// queue, chains them, and stores them, retrying a failed batch (the same
+// records with the same links, so nothing is lost, doubled or reordered)
+// until it is stored or Close gives up.
+func (r *Recorder) writer() {
+	defer close(r.done)
+	batch := make([]*pending, 0, r.cfg.BatchSize)
+	for {
+		batch = r.collect(batch[:0])
+		if len(batch) == 0 {
+			return // queue closed and drained
+		}
+		r.write(batch)
+	}
+}
+
+// collect waits for a first record, then takes more: up to a full batch,
+// waiting up to FlushInterval for it in async mode, and only what is
+// already queued in sync mode (Checks are waiting; the next group forms
+// while this one commits).
+func (r *Recorder) collect(batch []*pending) []*pending {
+	p, ok := <-r.queue
+	if !ok {
+		return batch
+	}
+	batch = append(batch, p)
+	var deadline <-chan time.Time
+	if r.cfg.Durability == Async {
+		t := time.NewTimer(r.cfg.FlushInterval)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for len(batch) < r.cfg.BatchSize {
+		select {
+		case p, ok := <-r.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, p)
+			continue
+		default:
+		}
+		if deadline == nil {
+			return batch
+		}
+		select {
+		case p, ok := <-r.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, p)
+		case <-deadline:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (r *Recorder) write(batch []*pending) {
+	recs := make([]*Record, len(batch))
+	r.headMu.Lock()
+	head := r.head
+	r.headMu.Unlock()
+	for i, p := range batch {
+		Bound(p.rec)
+		p.rec.Replica = r.replica
+		head = head.Link(p.rec)
+		recs[i] = p.rec
+	}
+	err := r.persist(recs)
+	if err == nil {
+		r.headMu.Lock()
+		r.head = head
+		r.headMu.Unlock()
+	}
+	for _, p := range batch {
+		if p.ack != nil {
+			p.ack <- err
+		}
+	}
+}
+
+// persist writes recs, retrying until it works or Close gives up.
+func (r *Recorder) persist(recs []*Record) error {
+	wait := retryMin
+	var failures int
+	var lastLog time.Time
+	for {
+		start := time.Now()
+		// Its own context: the Checks' are long gone.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := r.store.Append(ctx, recs)
+		cancel()
+		if err == nil {
+			r.m.written.Add(float64(len(recs)))
+			r.m.batch.Observe(float64(len(recs)))
+			r.m.latency.Observe(time.Since(start).Seconds())
+			r.m.up.Set(1)
+			if failures > 0 {
+				r.log.Info().Int("failed_attempts", failures).Msg("evidence store writable again; writing resumed")
+			}
+			return nil
+		}
+		failures++
+		r.m.errors.Inc()
+		r.m.up.Set(0)
+		if time.Since(lastLog) > logInterval {
+			lastLog = time.Now()
+			r.log.Error().Err(err).Int("batch", len(recs)).Int("attempts", failures).Int("queued", len(r.queue)).
+				Msg("evidence store write failed; retrying (logged once per 30s)")
+		}
+		select {
+		case <-r.stop:
+			r.m.dropped("shutdown").Add(float64(len(recs) + len(r.queue)))
+			r.log.Error().Err(err).Int("lost", len(recs)+len(r.queue)).Msg("evidence: stopping with records that could not be stored")
+			r.drainLost()
+			return errors.Join(ErrClosed, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// drainLost answers every record still queued when Close gave up.
+func (r *Recorder) drainLost() {
+	for p := range r.queue {
+		if p.ack != nil {
+			p.ack <- ErrClosed
+		}
+	}
+}
