@@ -16,7 +16,7 @@ func (head Link) Link(r *Record) Link {
 
 // Break kinds: what Verify found at the first broken link.
 const (
-	BreakEdited    = "edited"    // the record's content no longer matches its hash
+	BreakEdited    = "edited"    // the record's content no longer matches its hash, or its index columns the record
 	BreakDeleted   = "deleted"   // records are missing before this one (a gap in seq)
 	BreakReordered = "reordered" // the record does not follow its stored predecessor
 	BreakTruncated = "truncated" // the chain ends before the head the store recorded
@@ -81,10 +81,13 @@ func verifyChain(ctx context.Context, s Verifiable, replica string) (ChainReport
 	}
 	rep.Start = start
 	prev := start
-	err = s.Walk(ctx, replica, func(r *Record) error {
+	err = s.Walk(ctx, replica, func(r *Record, stored Columns) error {
 		rep.Checked++
 		c := r.Chain
 		switch {
+		case stored != ColumnsOf(r):
+			rep.Broken = &Break{Kind: BreakEdited, Seq: c.Seq, ID: r.ID,
+				Detail: "the index columns no longer match the record (queries would mislead)"}
 		case c.Seq != prev.Seq+1:
 			rep.Broken = &Break{Kind: BreakDeleted, Seq: c.Seq, ID: r.ID,
 				Detail: fmt.Sprintf("seq %d follows seq %d: %d record(s) missing", c.Seq, prev.Seq, int64(c.Seq)-int64(prev.Seq)-1)}

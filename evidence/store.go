@@ -60,11 +60,12 @@ type Reader interface {
 	// Checkpoint is where replica's stored chain starts: seq 0 and no hash,
 	// or the last link retention removed (see DeleteBefore).
 	Checkpoint(ctx context.Context, replica string) (Link, error)
-	// Walk calls fn for each record of replica's chain in seq order,
-	// holding at most one page in memory, and stops at fn's first error
-	// (returned as is). Verify uses it: it must give each record exactly as
-	// stored, never a cached or rebuilt copy.
-	Walk(ctx context.Context, replica string, fn func(*Record) error) error
+	// Walk calls fn for each record of replica's chain in seq order, with
+	// the index columns stored beside it, holding at most one page in
+	// memory, and stops at fn's first error (returned as is). Verify uses
+	// it: it must give each record exactly as stored (decoded from the
+	// stored record, chain fields included), never a cached or rebuilt copy.
+	Walk(ctx context.Context, replica string, fn func(r *Record, stored Columns) error) error
 	// Stats summarises the store.
 	Stats(ctx context.Context, since time.Time) (Stats, error)
 }
