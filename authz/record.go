@@ -12,7 +12,7 @@ import (
 
 // newRecord fills the evidence record with everything known before the
 // decision; the caller adds the decision.
-func newRecord(id string, now time.Time, replica string, req *authv3.CheckRequest, h *headerReader, f *facts) *evidence.Record {
+func newRecord(id string, now time.Time, cfg Config, req *authv3.CheckRequest, h *headerReader, f *facts) *evidence.Record {
 	attrs := req.GetAttributes()
 	httpReq := attrs.GetRequest().GetHttp()
 	r := &evidence.Record{
@@ -21,7 +21,7 @@ func newRecord(id string, now time.Time, replica string, req *authv3.CheckReques
 		RequestID:   h.get("x-request-id"),
 		StreamID:    httpReq.GetId(),
 		TraceID:     traceID(h),
-		Replica:     replica,
+		Replica:     cfg.Replica,
 		Source:      f.source,
 		Destination: f.destination,
 		TLS:         evidence.TLS{SNI: attrs.GetTlsSession().GetSni()},
@@ -29,11 +29,19 @@ func newRecord(id string, now time.Time, replica string, req *authv3.CheckReques
 		Request: evidence.Request{
 			Method:   httpReq.GetMethod(),
 			Host:     httpReq.GetHost(),
-			Path:     pathOnly(httpReq.GetPath()),
+			Path:     recordedPath(httpReq.GetPath(), cfg.RecordQuery),
 			Protocol: httpReq.GetProtocol(),
 		},
 		Verdict: f.verdict,
 		Reasons: f.reasons,
+	}
+	for _, name := range cfg.RecordHeaders {
+		if v, ok := h.lookup(strings.ToLower(name)); ok {
+			if r.Headers == nil {
+				r.Headers = make(map[string]string, len(cfg.RecordHeaders))
+			}
+			r.Headers[strings.ToLower(name)] = v
+		}
 	}
 	r.Source.Address, r.Source.Port = socketAddress(attrs.GetSource().GetAddress())
 	r.Destination.Address, r.Destination.Port = socketAddress(attrs.GetDestination().GetAddress())
@@ -50,10 +58,10 @@ func socketAddress(a *corev3.Address) (string, uint32) {
 	return "", 0
 }
 
-// pathOnly drops the query string: it often carries tokens and personal
-// data, and evidence is kept for a year.
-func pathOnly(p string) string {
-	if i := strings.IndexByte(p, '?'); i >= 0 {
+// recordedPath drops the query string unless asked to keep it: it often
+// carries tokens and personal data, and evidence is kept for a year.
+func recordedPath(p string, withQuery bool) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 && !withQuery {
 		return p[:i]
 	}
 	return p

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -43,6 +44,12 @@ type Config struct {
 	StatusOnError int `json:"status_on_error"`
 	// Replica names this instance in evidence records.
 	Replica string `json:"replica"`
+	// RecordHeaders are request headers kept in evidence records (beyond
+	// the ones every record has); credentials headers never are.
+	RecordHeaders []string `json:"record_headers"`
+	// RecordQuery keeps the query string in the recorded path; it often
+	// holds tokens and personal data, so by default it is dropped.
+	RecordQuery bool `json:"record_query"`
 }
 
 // DefaultConfig returns the defaults: enforce, 403 on error.
@@ -53,7 +60,33 @@ func (c Config) Validate() error {
 	if _, ok := typev3.StatusCode_name[int32(c.StatusOnError)]; !ok || http.StatusText(c.StatusOnError) == "" {
 		return fmt.Errorf("status-on-error %d: not an HTTP status Envoy can send", c.StatusOnError)
 	}
+	for _, h := range c.RecordHeaders {
+		switch {
+		case evidence.NeverKept(h):
+			return fmt.Errorf("record-header %s: never recorded: it carries credentials", h)
+		case !headerName(h):
+			return fmt.Errorf("record-header %q: not a header name", h)
+		}
+	}
+	if len(c.RecordHeaders) > evidence.MaxListItems {
+		return fmt.Errorf("record-header: at most %d headers", evidence.MaxListItems)
+	}
 	return nil
+}
+
+// headerName reports whether h is an HTTP header name (an RFC 9110 token,
+// or an HTTP/2 pseudo-header such as :authority).
+func headerName(h string) bool {
+	h = strings.TrimPrefix(h, ":")
+	if h == "" {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Evaluator evaluates the policy decision for an input document.
@@ -106,13 +139,16 @@ type Result struct {
 	// decision could be made or its evidence not recorded) or dry_run
 	// (denied by the policy, let through).
 	Outcome string
+	// Verdict is the record's verdict (the record itself belongs to the
+	// recorder once handed over).
+	Verdict evidence.Verdict
 }
 
 // Check is the gRPC method Envoy calls.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	res := s.Decide(ctx, req)
-	s.metrics.observe(res.Outcome, res.Record.Verdict, time.Since(start))
+	s.metrics.observe(res.Outcome, res.Verdict, time.Since(start))
 	return res.Response, nil
 }
 
@@ -133,8 +169,8 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 		xfcc:        xfccValue,
 		xfccPresent: xfccPresent,
 	})
-	rec := newRecord(id, now, s.cfg.Replica, req, &h, f)
-	res := Result{Record: rec}
+	rec := newRecord(id, now, s.cfg, req, &h, f)
+	res := Result{Record: rec, Verdict: f.verdict}
 
 	var out verdictOf
 	val, pol, err := s.evaluate(ctx, req, &h, f, &res)
@@ -165,7 +201,9 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 		out.allowed = true
 	}
 	if s.rec != nil {
-		if rerr := s.rec.Record(context.WithoutCancel(ctx), rec); rerr != nil && out.allowed {
+		// In sync durability this waits for the commit, as long as Envoy
+		// waits; the record is written either way.
+		if rerr := s.rec.Record(ctx, rec); rerr != nil && out.allowed {
 			// No allowed request without its evidence. The record itself
 			// is the recorder's now and stays as handed over.
 			out = denyUnrecorded(id, rerr)

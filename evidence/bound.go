@@ -1,6 +1,7 @@
 package evidence
 
 import (
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -48,10 +49,20 @@ func Bound(r *Record) {
 	}
 	if b.cut {
 		r.Truncated = true
+		r.Reasons = append(slices.Clip(r.Reasons), ReasonTruncated)
+	}
+	if b.dirty {
+		r.Reasons = append(slices.Clip(r.Reasons), ReasonReplacedBytes)
 	}
 }
 
-type bounder struct{ cut bool }
+// Reasons Bound adds to a record it had to change.
+const (
+	ReasonTruncated     = "evidence: fields cut to size limits"
+	ReasonReplacedBytes = "evidence: invalid UTF-8 or NUL bytes replaced"
+)
+
+type bounder struct{ cut, dirty bool }
 
 func clean(s string) bool {
 	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
@@ -64,9 +75,19 @@ func (b *bounder) str(s string, max int) string {
 	if len(s) > max {
 		b.cut = true
 		s = s[:max]
+		// Do not leave half a character behind (at most UTFMax-1 bytes).
+		for i := 0; i < utf8.UTFMax-1 && len(s) > 0; i++ {
+			if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size > 1 {
+				break
+			}
+			s = s[:len(s)-1]
+		}
 	}
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+	if !clean(s) {
+		b.dirty = true
+		s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	}
+	return s
 }
 
 func (b *bounder) list(ss []string) []string {
