@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Filter selects records. Zero fields select everything; set fields are
@@ -45,6 +46,9 @@ func (f Filter) Validate() error {
 		if strings.ContainsRune(v, 0) {
 			return &FilterError{Field: name, Msg: "contains a NUL byte"}
 		}
+		if !utf8.ValidString(v) {
+			return &FilterError{Field: name, Msg: "is not valid UTF-8"}
+		}
 	}
 	for _, v := range append(append([]Verdict(nil), f.Verdicts...), f.NotVerdicts...) {
 		if !v.Valid() {
@@ -65,3 +69,11 @@ func (e *FilterError) Error() string { return e.Field + ": " + e.Msg }
 
 // ErrBadCursor is wrapped by errors for a cursor this store did not issue.
 var ErrBadCursor = errors.New("invalid cursor")
+
+// Validate checks an aggregate query as Filter.Validate checks a filter.
+func (q AggregateQuery) Validate() error {
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
+		return &FilterError{Field: "until", Msg: "must be after since"}
+	}
+	return Filter{Destination: q.Destination}.Validate()
+}

@@ -35,9 +35,12 @@ type Writer interface {
 	// DeleteBefore removes records older than t (and rollups older than
 	// rollupsBefore), in batches of at most batch records per transaction so
 	// that writers are never stalled for long; it returns how many records
-	// it removed. Before removing a replica's records it saves the last
-	// removed link as the chain's checkpoint, so that Verify knows where the
-	// remaining chain starts.
+	// it removed. Chains are cut, never holed: per replica it removes every
+	// seq up to the highest one older than t (a record a little newer than t
+	// may go with them when times are out of order), and the transaction
+	// that removes records saves the last removed link as the chain's
+	// checkpoint, so that Verify knows where the remaining chain starts. A
+	// zero t or rollupsBefore removes nothing of that kind.
 	DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error)
 }
 
@@ -53,9 +56,11 @@ type Reader interface {
 	// when ctx is done, releasing everything it held.
 	Scan(ctx context.Context, f Filter, fn func(*Record) error) error
 	// Aggregate answers counts grouped by edge and verdict from the
-	// per-minute rollups, never from raw records.
+	// rollups, never from raw records. A minute counts when it overlaps
+	// [Since, Until): counts are exact to the minute.
 	Aggregate(ctx context.Context, q AggregateQuery) ([]Group, error)
-	// Replicas lists the replicas that have a chain in the store.
+	// Replicas lists the replicas that have a chain in the store: a head,
+	// or records (a chain whose head row was removed still shows).
 	Replicas(ctx context.Context) ([]string, error)
 	// Checkpoint is where replica's stored chain starts: seq 0 and no hash,
 	// or the last link retention removed (see DeleteBefore).
@@ -89,7 +94,7 @@ var (
 
 // Page asks for one page of results.
 type Page struct {
-	// Limit is the page size: DefaultLimit when 0, at most MaxLimit.
+	// Limit is the page size: DefaultLimit when 0 or less, at most MaxLimit.
 	Limit int
 	// Cursor continues after the previous page (its Result.Next); "" starts
 	// at the newest record.

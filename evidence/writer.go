@@ -74,21 +74,12 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 
 func (r *Recorder) write(batch []*pending) {
 	recs := make([]*Record, len(batch))
-	r.headMu.Lock()
-	head := r.head
-	r.headMu.Unlock()
 	for i, p := range batch {
 		Bound(p.rec)
 		p.rec.Replica = r.replica
-		head = head.Link(p.rec)
 		recs[i] = p.rec
 	}
 	err := r.persist(recs)
-	if err == nil {
-		r.headMu.Lock()
-		r.head = head
-		r.headMu.Unlock()
-	}
 	for _, p := range batch {
 		if p.ack != nil {
 			p.ack <- err
@@ -96,8 +87,23 @@ func (r *Recorder) write(batch []*pending) {
 	}
 }
 
-// persist writes recs, retrying until it works or Close gives up.
+// link chains recs after head and returns the new head.
+func link(head Link, recs []*Record) Link {
+	for _, rec := range recs {
+		head = head.Link(rec)
+	}
+	return head
+}
+
+// persist chains recs after the head and writes them, retrying until it
+// works or Close gives up. A retried batch keeps its links, so a commit that
+// was in doubt is recognised and not written twice. A chain conflict means
+// another process writes as this replica: the batch is chained again after
+// the head the store has, so the chain stays whole, and it is said loudly.
 func (r *Recorder) persist(recs []*Record) error {
+	r.headMu.Lock()
+	head := link(r.head, recs)
+	r.headMu.Unlock()
 	wait := retryMin
 	var failures int
 	var lastLog time.Time
@@ -106,8 +112,20 @@ func (r *Recorder) persist(recs []*Record) error {
 		// Its own context: the Checks' are long gone.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := r.store.Append(ctx, recs)
+		if errors.Is(err, ErrChainConflict) {
+			var stored Link
+			if stored, err = r.store.Head(ctx, r.replica); err == nil {
+				r.log.Warn().Str("replica", r.replica).Uint64("stored_seq", stored.Seq).
+					Msg("another process writes evidence as this replica: give every instance its own --replica; chaining after the stored head")
+				head = link(stored, recs)
+				err = r.store.Append(ctx, recs)
+			}
+		}
 		cancel()
 		if err == nil {
+			r.headMu.Lock()
+			r.head = head
+			r.headMu.Unlock()
 			r.m.written.Add(float64(len(recs)))
 			r.m.batch.Observe(float64(len(recs)))
 			r.m.latency.Observe(time.Since(start).Seconds())

@@ -24,13 +24,20 @@ type Backend struct {
 // Tamperer edits stored evidence directly (SQL), bypassing the store.
 type Tamperer interface {
 	// SetVerdict rewrites the verdict of the record with id in the stored
-	// record itself (the hashed content), leaving its hash as it was.
+	// record itself (the hashed content) and in its index column, leaving
+	// its hash as it was.
 	SetVerdict(ctx context.Context, id string, v evidence.Verdict) error
+	// SetVerdictColumn rewrites only the index column holding the verdict
+	// of the record with id, leaving the stored record as it was: queries
+	// then mislead while the content still hashes right.
+	SetVerdictColumn(ctx context.Context, id string, v evidence.Verdict) error
 	// Delete removes the record with id.
 	Delete(ctx context.Context, id string) error
 	// SwapContent exchanges the stored content (everything but replica and
 	// seq) of two records of one chain: the chain order no longer matches
-	// the records.
+	// the records. Each stored record keeps the seq of its row (its chain
+	// seq is rewritten to it) and takes the other's prev_hash and hash, as
+	// when rows are reordered.
 	SwapContent(ctx context.Context, idA, idB string) error
 	// AppendForged stores r (already chained by the caller) as if the
 	// replica had written it, without updating the recorded head.

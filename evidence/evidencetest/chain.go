@@ -1,0 +1,126 @@
+package evidencetest
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// testVerifyIntact checks that Verify passes untouched chains, checking
+// every record.
+func testVerifyIntact(t *testing.T, f Factory) {
+	b, fx := loaded(t, f, 300)
+	counts := map[string]int64{}
+	for _, r := range fx.Records {
+		counts[r.Replica]++
+	}
+	for _, rep := range verifyIntact(t, b.Store, counts) {
+		if rep.Head != fx.Heads[rep.Replica] || rep.Start != (evidence.Link{}) {
+			t.Errorf("chain %s: from %+v to %+v, want from the start to %+v", rep.Replica, rep.Start, rep.Head, fx.Heads[rep.Replica])
+		}
+	}
+	reps, err := b.Store.Replicas(context.Background())
+	if err != nil || !slices.Equal(reps, Replicas) {
+		t.Errorf("Replicas = %v, %v; want %v", reps, err, Replicas)
+	}
+}
+
+// tamperChain is the chain the tamper cases edit: ten records of one
+// replica, beside an intact chain of another.
+func tamperChain(t *testing.T, f Factory) (Backend, []*evidence.Record) {
+	b := f(t)
+	rng := rand.New(rand.NewPCG(11, 11))
+	var chain, other []*evidence.Record
+	for i := range 10 {
+		chain = append(chain, varied(rng, randomID(rng), "replica-a", Base.Add(time.Duration(i)*time.Minute), i))
+		other = append(other, varied(rng, randomID(rng), "replica-b", Base.Add(time.Duration(i)*time.Minute), i))
+	}
+	Link(evidence.Link{}, chain...)
+	Link(evidence.Link{}, other...)
+	write(t, b.Store, chain[:6], other, chain[6:])
+	return b, chain
+}
+
+// testTamper edits, deletes, reorders and forges rows behind the store's
+// back, each on a fresh backend, and checks that Verify names the first
+// broken link.
+func testTamper(t *testing.T, f Factory) {
+	other := func(v evidence.Verdict) evidence.Verdict {
+		if v == evidence.Plaintext {
+			return evidence.MTLS
+		}
+		return evidence.Plaintext
+	}
+	cases := []struct {
+		name   string
+		tamper func(ctx context.Context, tm Tamperer, chain []*evidence.Record) error
+		kinds  []string
+		seq    uint64 // of the first broken link
+		id     int    // index in chain of the record named, -1 for none
+	}{
+		{"edited content", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			return tm.SetVerdict(ctx, c[4].ID, other(c[4].Verdict))
+		}, []string{evidence.BreakEdited}, 5, 4},
+		{"edited index column", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			return tm.SetVerdictColumn(ctx, c[4].ID, other(c[4].Verdict))
+		}, []string{evidence.BreakEdited}, 5, 4},
+		{"deleted in the middle", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			return tm.Delete(ctx, c[4].ID)
+		}, []string{evidence.BreakDeleted}, 6, 5},
+		{"deleted first", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			return tm.Delete(ctx, c[0].ID)
+		}, []string{evidence.BreakDeleted}, 2, 1},
+		{"deleted last", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			return tm.Delete(ctx, c[9].ID)
+		}, []string{evidence.BreakTruncated}, 10, -1},
+		{"swapped", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			return tm.SwapContent(ctx, c[3].ID, c[6].ID)
+		}, []string{evidence.BreakReordered, evidence.BreakEdited}, 4, 6},
+		{"swapped neighbours", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			return tm.SwapContent(ctx, c[7].ID, c[8].ID)
+		}, []string{evidence.BreakReordered, evidence.BreakEdited}, 8, 8},
+		{"forged after the head", func(ctx context.Context, tm Tamperer, c []*evidence.Record) error {
+			forged := Full("01JQ000000000000000FORGED1", "replica-a", Base.Add(time.Hour))
+			Link(evidence.Link{Seq: c[9].Chain.Seq, Hash: c[9].Chain.Hash}, forged)
+			return tm.AppendForged(ctx, forged)
+		}, []string{evidence.BreakForged}, 11, -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			b, chain := tamperChain(t, f)
+			if err := tc.tamper(ctx, b.Tamper, chain); err != nil {
+				t.Fatalf("tamper: %v", err)
+			}
+			reports, err := evidence.Verify(ctx, b.Store)
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if len(reports) != 2 {
+				t.Fatalf("Verify reported %d chains, want 2", len(reports))
+			}
+			for _, rep := range reports {
+				if rep.Replica != "replica-a" {
+					if rep.Broken != nil || rep.Checked != 10 {
+						t.Errorf("untouched chain %s: checked %d, broken %+v", rep.Replica, rep.Checked, rep.Broken)
+					}
+					continue
+				}
+				br := rep.Broken
+				if br == nil {
+					t.Fatalf("chain %s: tampering went unnoticed (%d records checked)", rep.Replica, rep.Checked)
+				}
+				if !slices.Contains(tc.kinds, br.Kind) || br.Seq != tc.seq {
+					t.Errorf("broken link %+v, want %v at seq %d", *br, tc.kinds, tc.seq)
+				}
+				if tc.id >= 0 && br.ID != chain[tc.id].ID {
+					t.Errorf("broken link names record %q, want %q", br.ID, chain[tc.id].ID)
+				}
+			}
+		})
+	}
+}

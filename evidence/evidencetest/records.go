@@ -1,0 +1,199 @@
+package evidencetest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// Base is when fixture records start: a midnight UTC, so that day, hour and
+// minute boundaries fall on round offsets from it.
+var Base = time.Date(2025, 3, 3, 0, 0, 0, 0, time.UTC)
+
+// Full returns a record with every field of evidence.Record set (the
+// read-back test fails when a field is left zero, so that a field added to
+// the record is added here too), not yet chained.
+func Full(id, replica string, t time.Time) *evidence.Record {
+	cert := func(cn string) *evidence.Certificate {
+		return &evidence.Certificate{
+			SHA256: strings.Repeat("ab", 32), Serial: "0x1f2e3d", Subject: "CN=" + cn + ",O=Example",
+			Issuer:    "CN=mesh-ca,O=Example",
+			NotBefore: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2026, 1, 1, 0, 0, 0, 123, time.UTC),
+			URISANs: []string{"spiffe://cluster.local/ns/" + cn + "/sa/default"}, DNSSANs: []string{cn + ".svc", "*." + cn},
+			Error: "trailing data after the certificate",
+		}
+	}
+	return &evidence.Record{
+		ID: id, Time: t, RequestID: "req-" + id, StreamID: "stream-17", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
+		Replica: replica,
+		Source: evidence.Peer{
+			Address: "10.0.0.7", Port: 43210, Principal: "spiffe://cluster.local/ns/shop/sa/frontend",
+			SPIFFE: &evidence.SPIFFEID{ID: "spiffe://cluster.local/ns/shop/sa/frontend", TrustDomain: "cluster.local",
+				Path: "/ns/shop/sa/frontend", Namespace: "shop", ServiceAccount: "frontend"},
+			Certificate: cert("shop"),
+		},
+		Destination: evidence.Peer{
+			Address: "10.0.1.9", Port: 8443, Principal: "spiffe://cluster.local/ns/payments/sa/ledger",
+			SPIFFE: &evidence.SPIFFEID{ID: "spiffe://cluster.local/ns/payments/sa/ledger", TrustDomain: "cluster.local",
+				Path: "/ns/payments/sa/ledger", Namespace: "payments", ServiceAccount: "ledger"},
+			Certificate: cert("payments"),
+		},
+		TLS: evidence.TLS{SNI: "ledger.payments.svc.cluster.local"},
+		XFCC: &evidence.XFCC{
+			Raw: `By=spiffe://cluster.local/ns/payments/sa/ledger;Hash=abab;URI=spiffe://cluster.local/ns/shop/sa/frontend;X-Extra="a,b"`,
+			Elements: []evidence.XFCCElement{{
+				By: []string{"spiffe://cluster.local/ns/payments/sa/ledger"}, Hash: strings.Repeat("ab", 32),
+				Subject: "CN=shop", URI: []string{"spiffe://cluster.local/ns/shop/sa/frontend"}, DNS: []string{"shop.svc"},
+				CertSHA256: strings.Repeat("cd", 32), Other: map[string][]string{"x-extra": {"a,b", "c"}},
+			}},
+			Error: "element 2: unterminated quote",
+		},
+		Request: evidence.Request{Method: "POST", Host: "ledger.payments:8443", Path: "/api/v1/transfers", Protocol: "HTTP/2"},
+		Headers: map[string]string{"x-tenant": "acme", "user-agent": "curl/8.5 ünïcode ✓"},
+		Verdict: evidence.MTLSMismatch,
+		Reasons: []string{"client certificate presented", "xfcc: hash differs from the connection's certificate"},
+		Decision: evidence.Decision{Allowed: true, HTTPStatus: 403, DecisionID: "dec-" + id, PolicyRevision: "rev-42",
+			DryRun: true, Reason: "dry run: would deny", Error: "policy: undefined ref"},
+		Truncated: true,
+	}
+}
+
+// Link chains recs in order onto head and returns the new head.
+func Link(head evidence.Link, recs ...*evidence.Record) evidence.Link {
+	for _, r := range recs {
+		head = head.Link(r)
+	}
+	return head
+}
+
+// Fixture is a set of varied records, chained per replica.
+type Fixture struct {
+	Records []*evidence.Record   // every record, in append order
+	Batches [][]*evidence.Record // one replica's chain in order per batch
+	Heads   map[string]evidence.Link
+}
+
+// Replicas the fixtures write as.
+var Replicas = []string{"replica-a", "replica-b", "replica-c"}
+
+type peerSpec struct {
+	principal, address string
+}
+
+// The values fixtures draw from: SPIFFE and other principals, no
+// principal, hostile strings, and prefixes of one another that are not
+// path-segment aligned (shop, shop-admin).
+var (
+	sources = []peerSpec{
+		{"spiffe://cluster.local/ns/shop/sa/frontend", "10.0.0.7"},
+		{"spiffe://cluster.local/ns/shop-admin/sa/admin", "10.0.0.8"},
+		{"spiffe://cluster.local/ns/payments/sa/api", "10.0.0.9"},
+		{"spiffe://partner.example/ns/shop/sa/bridge", "192.0.2.4"},
+		{"spiffe://cluster.local/ns/café/sa/ünï", "10.0.0.10"},
+		{"CN=legacy-client,O=Example", "10.0.3.3"},
+		{"'; DROP TABLE records; --", "10.0.6.6"},
+		{"", "203.0.113.50"},
+		{"", "203.0.113.51"},
+	}
+	destinations = []peerSpec{
+		{"spiffe://cluster.local/ns/payments/sa/ledger", "10.0.1.9"},
+		{"spiffe://cluster.local/ns/shop/sa/cart", "10.0.1.10"},
+		{"spiffe://partner.example/ns/edge/sa/gw", "10.0.1.11"},
+		{"", "10.0.1.12"},
+	}
+	hosts   = []string{"ledger.payments:8443", "cart.shop.svc.cluster.local", "api.example.com", "100%_sure.example", "'; DROP TABLE records; --"}
+	paths   = []string{"/api/v1/items", "/api/v10/items", "/api/v_1/x", "/api/v1%2Fx", "/healthz", "/a%b", "/", "/API/v1/items"}
+	methods = []string{"GET", "POST", "DELETE", "PUT"}
+)
+
+// Varied makes n records over five days, spread over the Replicas, each
+// replica's chain in time order (several records of different replicas
+// share a timestamp, to exercise the id tie-break), chained and cut into
+// batches of up to batch records. seed makes them reproducible.
+func Varied(n, batch int, seed uint64) *Fixture {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	fx := &Fixture{Heads: map[string]evidence.Link{}}
+	step := 5 * 24 * time.Hour / time.Duration(n/len(Replicas)+1)
+	pending := map[string][]*evidence.Record{}
+	for i := range n {
+		replica := Replicas[i%len(Replicas)]
+		k := i / len(Replicas)
+		t := Base.Add(time.Duration(k)*step + time.Duration(k%5)*time.Nanosecond)
+		r := varied(rng, randomID(rng), replica, t, i)
+		fx.Records = append(fx.Records, r)
+		pending[replica] = append(pending[replica], r)
+		if len(pending[replica]) == batch || i >= n-len(Replicas) {
+			fx.Heads[replica] = Link(fx.Heads[replica], pending[replica]...)
+			fx.Batches = append(fx.Batches, pending[replica])
+			pending[replica] = nil
+		}
+	}
+	return fx
+}
+
+func varied(rng *rand.Rand, id, replica string, t time.Time, i int) *evidence.Record {
+	src, dst := sources[rng.IntN(len(sources))], destinations[rng.IntN(len(destinations))]
+	r := &evidence.Record{
+		ID: id, Time: t, Replica: replica,
+		Source:      peer(src, uint32(30000+i)),
+		Destination: peer(dst, 8443),
+		Request: evidence.Request{Method: methods[rng.IntN(len(methods))], Host: hosts[rng.IntN(len(hosts))],
+			Path: paths[rng.IntN(len(paths))], Protocol: "HTTP/1.1"},
+		Decision: evidence.Decision{Allowed: rng.IntN(3) > 0, DecisionID: "dec-" + id},
+	}
+	if !r.Decision.Allowed {
+		r.Decision.HTTPStatus = 403
+	}
+	switch i % 10 {
+	case 0: // no request id
+	case 1:
+		r.RequestID = "req-shared"
+	default:
+		r.RequestID = fmt.Sprintf("req-%05d", i)
+	}
+	switch {
+	case src.principal != "" && rng.IntN(4) == 0:
+		r.Verdict, r.Reasons = evidence.MTLSMismatch, []string{"client certificate presented", "xfcc: uri differs"}
+		r.XFCC = &evidence.XFCC{Raw: "By=x;URI=y", Elements: []evidence.XFCCElement{{By: []string{"x"}, URI: []string{"y"}}}}
+	case src.principal != "":
+		r.Verdict, r.Reasons = evidence.MTLS, []string{"client certificate presented"}
+	case dst.principal != "" && rng.IntN(2) == 0:
+		r.Verdict, r.Reasons = evidence.XFCCUnverified, []string{"no client certificate", "xfcc header on a connection without one"}
+		r.XFCC = &evidence.XFCC{Raw: "URI=spiffe://forged/ns/x/sa/y"}
+	case dst.principal != "":
+		r.Verdict, r.Reasons = evidence.TLSServerOnly, []string{"no client certificate", "server certificate presented"}
+	default:
+		r.Verdict, r.Reasons = evidence.Plaintext, []string{"no TLS identity on either side"}
+	}
+	if i%7 == 0 {
+		r.Headers = map[string]string{"x-tenant": fmt.Sprintf("t%d", i%3)}
+	}
+	return r
+}
+
+func peer(p peerSpec, port uint32) evidence.Peer {
+	out := evidence.Peer{Address: p.address, Port: port, Principal: p.principal}
+	if rest, ok := strings.CutPrefix(p.principal, "spiffe://"); ok {
+		td, path, _ := strings.Cut(rest, "/")
+		id := &evidence.SPIFFEID{ID: p.principal, TrustDomain: td, Path: "/" + path}
+		if parts := strings.Split(path, "/"); len(parts) == 4 && parts[0] == "ns" && parts[2] == "sa" {
+			id.Namespace, id.ServiceAccount = parts[1], parts[3]
+		}
+		out.SPIFFE = id
+	}
+	return out
+}
+
+// randomID is a ULID-shaped id whose order says nothing about time, so that
+// the (time, id) order is tested with ids in every order.
+func randomID(rng *rand.Rand) string {
+	const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+	b := make([]byte, 26)
+	for i := range b {
+		b[i] = alphabet[rng.IntN(len(alphabet))]
+	}
+	return string(b)
+}

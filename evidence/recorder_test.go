@@ -1,0 +1,291 @@
+package evidence_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/evidence"
+	_ "github.com/meshproof/meshproof/evidence/sqlite"
+)
+
+func openSQLite(t *testing.T) (evidence.Store, string) {
+	t.Helper()
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "e.db")
+	s, err := evidence.Open(context.Background(), dsn, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dsn
+}
+
+func record(id string) *evidence.Record {
+	return &evidence.Record{ID: id, Time: time.Now().UTC(), Verdict: evidence.MTLS, Reasons: []string{"r"},
+		Source: evidence.Peer{Principal: "spiffe://td/a"}, Request: evidence.Request{Host: "h", Method: "GET"}}
+}
+
+func newRecorder(t *testing.T, cfg evidence.RecorderConfig, w evidence.Writer, replica string) *evidence.Recorder {
+	t.Helper()
+	r, err := evidence.NewRecorder(context.Background(), cfg, replica, w, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(context.Background()) })
+	return r
+}
+
+func count(t *testing.T, s evidence.Store) int {
+	t.Helper()
+	n := 0
+	if err := s.Scan(context.Background(), evidence.Filter{}, func(*evidence.Record) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func verify(t *testing.T, s evidence.Store) []evidence.ChainReport {
+	t.Helper()
+	reps, err := evidence.Verify(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		if r.Broken != nil {
+			t.Fatalf("chain %s broken: %+v", r.Replica, r.Broken)
+		}
+	}
+	return reps
+}
+
+// TestRecorderAsyncFlushesOnClose: everything handed over before Close is
+// stored, chained without gaps, and a new recorder resumes the chain.
+func TestRecorderAsyncFlushesOnClose(t *testing.T) {
+	s, _ := openSQLite(t)
+	cfg := evidence.DefaultRecorderConfig()
+	cfg.FlushInterval = time.Hour // only Close and full batches flush
+	r := newRecorder(t, cfg, s, "r1")
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				if err := r.Record(context.Background(), record(time.Now().Format("150405.000000000")+string(rune('a'+w))+strconv.Itoa(i))); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s); n != 4000 {
+		t.Fatalf("%d records stored, want 4000", n)
+	}
+	if reps := verify(t, s); len(reps) != 1 || reps[0].Head.Seq != 4000 {
+		t.Fatalf("reports %+v", reps)
+	}
+	r2 := newRecorder(t, evidence.DefaultRecorderConfig(), s, "r1")
+	if r2.Head().Seq != 4000 {
+		t.Fatalf("a new recorder starts at seq %d, want 4000", r2.Head().Seq)
+	}
+	if err := r2.Record(context.Background(), record("next")); err != nil {
+		t.Fatal(err)
+	}
+	r2.Close(context.Background())
+	if reps := verify(t, s); reps[0].Head.Seq != 4001 {
+		t.Fatalf("head %+v", reps[0].Head)
+	}
+	if err := r2.Record(context.Background(), record("late")); !errors.Is(err, evidence.ErrClosed) {
+		t.Fatalf("Record after Close: %v", err)
+	}
+}
+
+// TestRecorderSyncCommitsBeforeReturning: in sync mode a record is readable
+// from the store as soon as Record returns.
+func TestRecorderSyncCommitsBeforeReturning(t *testing.T) {
+	s, _ := openSQLite(t)
+	cfg := evidence.DefaultRecorderConfig()
+	cfg.Durability = evidence.Sync
+	r := newRecorder(t, cfg, s, "r1")
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				id := "s" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+				if err := r.Record(context.Background(), record(id)); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := s.Get(context.Background(), id); err != nil {
+					t.Errorf("%s not readable right after Record: %v", id, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// gate is the real store behind a switch that makes writes fail, as an
+// outage would.
+type gate struct {
+	evidence.Store
+	mu   sync.Mutex
+	down bool
+}
+
+func (g *gate) set(down bool) { g.mu.Lock(); g.down = down; g.mu.Unlock() }
+
+func (g *gate) Append(ctx context.Context, b []*evidence.Record) error {
+	g.mu.Lock()
+	down := g.down
+	g.mu.Unlock()
+	if down {
+		return errors.New("store unreachable")
+	}
+	return g.Store.Append(ctx, b)
+}
+
+// TestRecorderOverflow: with the store down and the queue full, each policy
+// does what it says and counts it, and what was queued is written once the
+// store is back.
+func TestRecorderOverflow(t *testing.T) {
+	for _, tt := range []struct {
+		overflow evidence.Overflow
+		reason   string // of meshproof_evidence_dropped_total
+	}{{evidence.Drop, "queue_full"}, {evidence.Deny, "denied"}, {evidence.Block, "block_timeout"}} {
+		t.Run(string(tt.overflow), func(t *testing.T) {
+			s, _ := openSQLite(t)
+			g := &gate{Store: s, down: true}
+			cfg := evidence.DefaultRecorderConfig()
+			cfg.Overflow, cfg.QueueSize, cfg.BatchSize, cfg.BlockTimeout = tt.overflow, 10, 5, 20*time.Millisecond
+			reg := prometheus.NewRegistry()
+			r, err := evidence.NewRecorder(context.Background(), cfg, "r1", g, zerolog.Nop(), evidence.NewRecorderMetrics(reg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			refused := 0
+			for i := range 40 {
+				start := time.Now()
+				err := r.Record(context.Background(), record("o"+strconv.Itoa(i)))
+				switch {
+				case err == nil:
+				case tt.overflow != evidence.Drop && errors.Is(err, evidence.ErrQueueFull):
+					refused++
+					if tt.overflow == evidence.Block && time.Since(start) < cfg.BlockTimeout {
+						t.Fatalf("block gave up after %v", time.Since(start))
+					}
+				default:
+					t.Fatalf("record %d: %v", i, err)
+				}
+			}
+			dropped := int(counter(t, reg, "meshproof_evidence_dropped_total", tt.reason))
+			if dropped < 40-cfg.QueueSize-cfg.BatchSize || (tt.overflow != evidence.Drop && dropped != refused) {
+				t.Fatalf("dropped counter %d, refused %d, with a queue of %d", dropped, refused, cfg.QueueSize)
+			}
+			g.set(false)
+			if err := r.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(t, s); n != 40-dropped {
+				t.Fatalf("%d stored, want the %d accepted", n, 40-dropped)
+			}
+			verify(t, s)
+		})
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == name && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s{reason=%q}", name, reason)
+	return 0
+}
+
+// TestRecorderCloseGivesUp: Close with a deadline while the store is down
+// returns an error instead of hanging, and later Records are refused.
+func TestRecorderCloseGivesUp(t *testing.T) {
+	s, _ := openSQLite(t)
+	g := &gate{Store: s, down: true}
+	cfg := evidence.DefaultRecorderConfig()
+	cfg.FlushInterval = time.Millisecond
+	r, err := evidence.NewRecorder(context.Background(), cfg, "r1", g, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := r.Record(context.Background(), record("c"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := r.Close(ctx); err == nil {
+		t.Fatal("Close with the store down and a deadline must report the loss")
+	}
+	if err := r.Record(context.Background(), record("after")); !errors.Is(err, evidence.ErrClosed) {
+		t.Fatalf("Record after Close: %v", err)
+	}
+}
+
+// TestRecorderSameReplicaTwice: two recorders writing as one replica do not
+// corrupt the chain: the later writer chains after the stored head.
+func TestRecorderSameReplicaTwice(t *testing.T) {
+	s, _ := openSQLite(t)
+	cfg := evidence.DefaultRecorderConfig()
+	cfg.Durability = evidence.Sync
+	a, b := newRecorder(t, cfg, s, "dup"), newRecorder(t, cfg, s, "dup")
+	for i := range 10 {
+		if err := a.Record(context.Background(), record("a"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Record(context.Background(), record("b"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if reps := verify(t, s); reps[0].Head.Seq != 20 {
+		t.Fatalf("head %+v", reps[0].Head)
+	}
+}
+
+func TestRecorderConfigValidate(t *testing.T) {
+	bad := []func(*evidence.RecorderConfig){
+		func(c *evidence.RecorderConfig) { c.Durability = "eventually" },
+		func(c *evidence.RecorderConfig) { c.Overflow = "ignore" },
+		func(c *evidence.RecorderConfig) { c.Durability, c.Overflow = evidence.Sync, evidence.Drop },
+		func(c *evidence.RecorderConfig) { c.QueueSize = 0 },
+		func(c *evidence.RecorderConfig) { c.BlockTimeout = 0 },
+	}
+	for i, change := range bad {
+		c := evidence.DefaultRecorderConfig()
+		change(&c)
+		if c.Validate() == nil {
+			t.Errorf("case %d: %+v accepted", i, c)
+		}
+	}
+	if err := evidence.DefaultRecorderConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

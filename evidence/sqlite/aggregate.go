@@ -1,0 +1,127 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// Aggregate answers counts grouped by edge, verdict and outcome from the
+// rollups. A minute counts when it overlaps [Since, Until): the range is
+// widened to whole minutes, then read as whole days, whole hours and
+// single minutes, whichever rows cover it with the fewest.
+func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evidence.Group, error) {
+	until := q.Until
+	if until.IsZero() {
+		until = time.Now()
+	}
+	u := rollupUnion(firstMinute(q.Since), endMinute(until), q.Destination)
+	rows, err := s.r.QueryContext(ctx, `SELECT source, dst_host, dst_principal, verdict, allowed,
+			sum(count), min(first_ns), max(last_ns), min(example_id)
+		FROM (`+u.sql+`)
+		GROUP BY source, dst_host, dst_principal, verdict, allowed
+		ORDER BY source, dst_host, dst_principal, verdict, allowed`, u.args...)
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: aggregate: %w", err)
+	}
+	defer rows.Close()
+	var out []evidence.Group
+	for rows.Next() {
+		var g evidence.Group
+		var verdict string
+		var first, last int64
+		if err := rows.Scan(&g.Source, &g.DestinationHost, &g.DestinationPrincipal, &verdict, &g.Allowed,
+			&g.Count, &first, &last, &g.ExampleID); err != nil {
+			return nil, fmt.Errorf("evidence sqlite: aggregate: %w", err)
+		}
+		g.Verdict = evidence.Verdict(verdict)
+		g.FirstSeen, g.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
+		out = append(out, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("evidence sqlite: aggregate: %w", err)
+	}
+	return out, nil
+}
+
+// Minute bounds: far enough for any record, small enough that no bucket
+// arithmetic overflows.
+const (
+	beginningOfTime = -(int64(1) << 40) / 1440 * 1440
+	endOfTime       = (int64(1) << 40) / 1440 * 1440
+)
+
+// firstMinute is the minute holding t; the zero time is the beginning.
+func firstMinute(t time.Time) int64 {
+	if t.IsZero() {
+		return beginningOfTime
+	}
+	return max(floorDiv(t.Unix(), 60), beginningOfTime)
+}
+
+// endMinute is the first minute wholly at or after t.
+func endMinute(t time.Time) int64 {
+	m := floorDiv(t.Unix(), 60)
+	if t.Unix()%60 != 0 || t.Nanosecond() != 0 {
+		m++
+	}
+	return min(m, endOfTime)
+}
+
+// bucketRange is the buckets of one span with first minute in [lo, hi).
+type bucketRange struct{ span, lo, hi int64 }
+
+// cover splits the minutes [a, b) into ranges of whole buckets, coarsest
+// first: at most two ranges of minutes and two of hours around the days.
+func cover(a, b int64) []bucketRange {
+	var out []bucketRange
+	for p := a; p < b; {
+		for i := len(spans) - 1; i >= 0; i-- {
+			span := spans[i]
+			if p%span != 0 {
+				continue
+			}
+			q := floorDiv(b, span) * span
+			if i+1 < len(spans) {
+				coarser := spans[i+1]
+				q = min(q, (floorDiv(p, coarser)+1)*coarser) // stop at the next coarser bucket
+			}
+			if q > p {
+				out = append(out, bucketRange{span, p, q})
+				p = q
+				break
+			}
+		}
+	}
+	return out
+}
+
+type union struct {
+	sql  string
+	args []any
+}
+
+// rollupUnion selects the rollup rows covering the minutes [a, b), each
+// range through the primary key.
+func rollupUnion(a, b int64, destination string) union {
+	ranges := cover(a, b)
+	if len(ranges) == 0 {
+		return union{sql: `SELECT * FROM rollups WHERE 0`}
+	}
+	var u union
+	parts := make([]string, 0, len(ranges))
+	for _, r := range ranges {
+		part := `SELECT * FROM rollups WHERE span = ? AND minute >= ? AND minute < ?`
+		u.args = append(u.args, r.span, r.lo, r.hi)
+		if destination != "" {
+			part += ` AND (dst_host = ? OR dst_principal = ?)`
+			u.args = append(u.args, destination, destination)
+		}
+		parts = append(parts, part)
+	}
+	u.sql = strings.Join(parts, " UNION ALL ")
+	return u
+}

@@ -1,0 +1,223 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// Append writes a batch in one transaction with its rollups and the new
+// head (see evidence.Writer). A failed write discards the writer's
+// connection, so that the next batch starts on a fresh one: a file made
+// read-only and writable again, or an I/O error, does not stick.
+func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := checkBatch(batch); err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: %w", err)
+	}
+	err = s.append(ctx, conn, batch)
+	if err != nil && !errors.Is(err, evidence.ErrChainConflict) {
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	conn.Close()
+	return err
+}
+
+// checkBatch rejects a batch that is not one replica's chain in order: a
+// caller's bug, not a conflict with the store.
+func checkBatch(batch []*evidence.Record) error {
+	replica := batch[0].Replica
+	if replica == "" {
+		return errors.New("evidence sqlite: a record without a replica")
+	}
+	for i, r := range batch {
+		switch {
+		case r.Replica != replica:
+			return fmt.Errorf("evidence sqlite: one batch holds replicas %q and %q", replica, r.Replica)
+		case r.ID == "" || r.Chain.Hash == "":
+			return fmt.Errorf("evidence sqlite: record %d of the batch has no id or is not chained", i)
+		case i > 0 && (r.Chain.Seq != batch[i-1].Chain.Seq+1 || r.Chain.PrevHash != batch[i-1].Chain.Hash):
+			return fmt.Errorf("evidence sqlite: record %s (seq %d) does not follow seq %d in its batch", r.ID, r.Chain.Seq, batch[i-1].Chain.Seq)
+		}
+	}
+	return nil
+}
+
+func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Record) error {
+	tx, err := conn.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: %w", err)
+	}
+	defer tx.Rollback()
+	replica := batch[0].Replica
+	head, err := link(tx.StmtContext(ctx, s.st.head).QueryRowContext(ctx, replica))
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: reading the head of %s: %w", replica, err)
+	}
+	first, last := batch[0].Chain, batch[len(batch)-1].Chain
+	switch {
+	case last.Seq <= head.Seq:
+		return alreadyStored(ctx, tx, s.st.storedHash, replica, last)
+	case first.Seq != head.Seq+1 || first.PrevHash != head.Hash:
+		return fmt.Errorf("%w: replica %s: the batch starts at seq %d after %.12s, the store's head is seq %d (%.12s)",
+			evidence.ErrChainConflict, replica, first.Seq, first.PrevHash, head.Seq, head.Hash)
+	}
+	if err := s.insertRecords(ctx, tx, batch); err != nil {
+		return err
+	}
+	if err := s.upsertRollups(ctx, tx, batch); err != nil {
+		return err
+	}
+	if _, err := tx.StmtContext(ctx, s.st.setHead).ExecContext(ctx, replica, int64(last.Seq), last.Hash); err != nil {
+		return fmt.Errorf("evidence sqlite: recording the head: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("evidence sqlite: commit: %w", err)
+	}
+	return nil
+}
+
+// alreadyStored accepts a batch written before (its commit was in doubt)
+// when the store holds its last record with the same hash.
+func alreadyStored(ctx context.Context, tx *sql.Tx, st *sql.Stmt, replica string, last evidence.Chain) error {
+	var hash string
+	err := tx.StmtContext(ctx, st).QueryRowContext(ctx, replica, int64(last.Seq)).Scan(&hash)
+	switch {
+	case err == nil && hash == last.Hash:
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w: replica %s: seq %d is stored with hash %.12s, the batch has %.12s",
+			evidence.ErrChainConflict, replica, last.Seq, hash, last.Hash)
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%w: replica %s: the batch ends at seq %d, before the head, but the store does not hold it",
+			evidence.ErrChainConflict, replica, last.Seq)
+	default:
+		return fmt.Errorf("evidence sqlite: %w", err)
+	}
+}
+
+// Rows per INSERT statement: fewer calls into SQLite per batch, within its
+// limit of bound parameters.
+const (
+	recordChunk = 32
+	rollupChunk = 32
+)
+
+const recordColumns = `replica, seq, id, time_ns, src_principal, dst_principal, src_td, dst_td, src_ns, dst_ns,
+	source_key, verdict, allowed, method, host, path, request_id, hash, body`
+
+// Parameters per row.
+const (
+	recordParams = 19
+	rollupParams = 12
+)
+
+// chunked calls exec with the rows [start, end) of n, a full chunk at a time
+// through the chunk statement and the rest one by one.
+func chunked(n, chunk int, exec func(start, end int, st *sql.Stmt) error, full, one *sql.Stmt) error {
+	for start := 0; start < n; {
+		end, st := start+chunk, full
+		if end > n {
+			end, st = start+1, one
+		}
+		if err := exec(start, end, st); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence.Record) error {
+	args := make([]any, 0, recordParams*recordChunk)
+	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
+		args = args[:0]
+		for _, r := range batch[start:end] {
+			body, err := json.Marshal(r)
+			if err != nil {
+				return fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err)
+			}
+			c := evidence.ColumnsOf(r)
+			args = append(args, c.Replica, c.Seq, c.ID, c.TimeNS, c.SourcePrincipal, c.DestinationPrincipal,
+				c.SourceTrustDomain, c.DestTD, c.SourceNamespace, c.DestNamespace, c.SourceKey, c.Verdict,
+				c.Allowed, c.Method, c.Host, c.Path, c.RequestID, r.Chain.Hash, body)
+		}
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.id") {
+				return fmt.Errorf("%w: a record of the batch has an id already stored: %v", evidence.ErrChainConflict, err)
+			}
+			return fmt.Errorf("evidence sqlite: inserting records: %w", err)
+		}
+		return nil
+	}, s.st.insertChunk, s.st.insertOne)
+}
+
+// rollupRow is one bucket of one span.
+type rollupRow struct {
+	span int64
+	key  evidence.RollupKey // Minute: the bucket's first minute
+}
+
+type rollupSum struct {
+	count, first, last int64
+	example            string
+}
+
+// spans are the rollup bucket widths, in minutes.
+var spans = [...]int64{1, 60, 1440}
+
+func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence.Record) error {
+	sums := make(map[rollupRow]*rollupSum)
+	var order []rollupRow
+	for _, r := range batch {
+		key := evidence.RollupOf(r)
+		minute := floorDiv(r.Time.Unix(), 60)
+		ns := r.Time.UnixNano()
+		for _, span := range spans {
+			key.Minute = floorDiv(minute, span) * span
+			row := rollupRow{span, key}
+			if sum, ok := sums[row]; ok {
+				sum.count++
+				sum.first, sum.last = min(sum.first, ns), max(sum.last, ns)
+				continue
+			}
+			sums[row] = &rollupSum{count: 1, first: ns, last: ns, example: r.ID}
+			order = append(order, row)
+		}
+	}
+	args := make([]any, 0, rollupParams*rollupChunk)
+	return chunked(len(order), rollupChunk, func(start, end int, st *sql.Stmt) error {
+		args = args[:0]
+		for _, row := range order[start:end] {
+			k, sum := row.key, sums[row]
+			args = append(args, row.span, k.Minute, k.Replica, k.Source, k.DestinationHost, k.DestinationPrincipal,
+				k.Verdict, k.Allowed, sum.count, sum.first, sum.last, sum.example)
+		}
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("evidence sqlite: updating rollups: %w", err)
+		}
+		return nil
+	}, s.st.upsertChunk, s.st.upsertOne)
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}

@@ -1,0 +1,34 @@
+package sqlite
+
+import (
+	"context"
+	"strings"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// ReadersInUse is how many read connections are busy (held by a query).
+func (s *Store) ReadersInUse() int { return s.r.Stats().InUse }
+
+// Plan is SQLite's plan for the page query of f after cursor.
+func (s *Store) Plan(ctx context.Context, f evidence.Filter, cursor string) (string, error) {
+	q, args, err := querySQL(f, cursor, 101)
+	if err != nil {
+		return "", err
+	}
+	rows, err := s.r.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			return "", err
+		}
+		lines = append(lines, detail)
+	}
+	return strings.Join(lines, "; "), rows.Err()
+}

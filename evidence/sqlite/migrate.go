@@ -1,0 +1,167 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// migrations[i] brings the schema from version i to i+1. They are only ever
+// appended to: a file written by any earlier version migrates forward.
+var migrations = [][]string{
+	{ // 1: records, chain heads and checkpoints, rollups.
+		// body is json.Marshal of the record, the stored record itself; the
+		// other columns are evidence.ColumnsOf it, for the indexes (Verify
+		// checks that they still agree). body comes last so that filtering
+		// on the columns does not read it.
+		`CREATE TABLE records (
+			replica       TEXT    NOT NULL,
+			seq           INTEGER NOT NULL,
+			id            TEXT    NOT NULL,
+			time_ns       INTEGER NOT NULL,
+			src_principal TEXT    NOT NULL,
+			dst_principal TEXT    NOT NULL,
+			src_td        TEXT    NOT NULL,
+			dst_td        TEXT    NOT NULL,
+			src_ns        TEXT    NOT NULL,
+			dst_ns        TEXT    NOT NULL,
+			source_key    TEXT    NOT NULL,
+			verdict       TEXT    NOT NULL,
+			allowed       INTEGER NOT NULL,
+			method        TEXT    NOT NULL,
+			host          TEXT    NOT NULL,
+			path          TEXT    NOT NULL,
+			request_id    TEXT    NOT NULL,
+			hash          TEXT    NOT NULL,
+			body          BLOB    NOT NULL,
+			PRIMARY KEY (replica, seq)
+		)`,
+		`CREATE UNIQUE INDEX records_id ON records (id)`,
+		// Newest-first pages, alone or after an equality on the leading
+		// column: (time_ns, id) is the listing order and the cursor.
+		`CREATE INDEX records_time ON records (time_ns, id)`,
+		`CREATE INDEX records_src ON records (src_principal, time_ns, id)`,
+		`CREATE INDEX records_dst ON records (dst_principal, time_ns, id)`,
+		`CREATE INDEX records_verdict ON records (verdict, time_ns, id)`,
+		`CREATE INDEX records_host ON records (host, time_ns, id)`,
+		`CREATE INDEX records_request ON records (request_id)`,
+		// The head as written with the last batch, apart from the records,
+		// so that records removed from or added after the end show.
+		`CREATE TABLE chain_heads (
+			replica TEXT    NOT NULL PRIMARY KEY,
+			seq     INTEGER NOT NULL,
+			hash    TEXT    NOT NULL
+		) WITHOUT ROWID`,
+		// The last link retention removed: where the stored chain starts.
+		`CREATE TABLE chain_checkpoints (
+			replica TEXT    NOT NULL PRIMARY KEY,
+			seq     INTEGER NOT NULL,
+			hash    TEXT    NOT NULL
+		) WITHOUT ROWID`,
+		// Rollups per minute (span 1), hour (60) and UTC day (1440), all
+		// kept in the same transaction as the records: an aggregate over
+		// 30 days reads 30 day rows per group plus the ragged ends, never
+		// 43,200 minutes of them. minute is the bucket's first Unix minute.
+		`CREATE TABLE rollups (
+			span          INTEGER NOT NULL,
+			minute        INTEGER NOT NULL,
+			replica       TEXT    NOT NULL,
+			source        TEXT    NOT NULL,
+			dst_host      TEXT    NOT NULL,
+			dst_principal TEXT    NOT NULL,
+			verdict       TEXT    NOT NULL,
+			allowed       INTEGER NOT NULL,
+			count         INTEGER NOT NULL,
+			first_ns      INTEGER NOT NULL,
+			last_ns       INTEGER NOT NULL,
+			example_id    TEXT    NOT NULL,
+			PRIMARY KEY (span, minute, replica, source, dst_host, dst_principal, verdict, allowed)
+		) WITHOUT ROWID`,
+	},
+}
+
+// SchemaVersion is the schema this code writes.
+var SchemaVersion = len(migrations)
+
+const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_version (
+	one     INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+	version INTEGER NOT NULL
+)`
+
+// migrate brings the schema up to SchemaVersion. An up-to-date file is only
+// read, so that a read-only one still opens for queries and verification.
+func migrate(ctx context.Context, db *sql.DB) error {
+	v, err := schemaVersion(ctx, db)
+	if err != nil {
+		return err
+	}
+	if v == SchemaVersion {
+		return nil
+	}
+	if v > SchemaVersion {
+		return newerSchema(v)
+	}
+	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one migrator at a time
+	if err != nil {
+		return fmt.Errorf("migrating the schema: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, createVersionTable); err != nil {
+		return fmt.Errorf("migrating the schema: %w", err)
+	}
+	// Read again inside the transaction: another process may have migrated.
+	if err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); errors.Is(err, sql.ErrNoRows) {
+		v = 0
+	} else if err != nil {
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	if v > SchemaVersion {
+		return newerSchema(v)
+	}
+	for i := v; i < SchemaVersion; i++ {
+		for _, stmt := range migrations[i] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrating the schema to version %d: %w", i+1, err)
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (one, version) VALUES (1, ?)
+		ON CONFLICT (one) DO UPDATE SET version = excluded.version`, SchemaVersion); err != nil {
+		return fmt.Errorf("recording the schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrating the schema: %w", err)
+	}
+	return nil
+}
+
+// schemaVersion reads the version, 0 for a new file.
+func schemaVersion(ctx context.Context, db *sql.DB) (int, error) {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'`).Scan(&n)
+	if err != nil {
+		if strings.Contains(err.Error(), "not a database") {
+			return 0, fmt.Errorf("not an SQLite database (is the path right?): %w", err)
+		}
+		return 0, fmt.Errorf("reading the schema version: %w", err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	var v int
+	if err := db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("reading the schema version: %w", err)
+	}
+	return v, nil
+}
+
+func newerSchema(v int) error {
+	return fmt.Errorf("%w: the file has schema version %d, written by a newer meshproof; this one knows up to version %d: run the newer meshproof (or keep this file for it and use another)",
+		evidence.ErrSchema, v, SchemaVersion)
+}

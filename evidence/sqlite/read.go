@@ -1,0 +1,187 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// Head returns the last link of replica's chain as recorded with its last
+// write.
+func (s *Store) Head(ctx context.Context, replica string) (evidence.Link, error) {
+	l, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_heads WHERE replica = ?`, replica))
+	if err != nil {
+		return l, fmt.Errorf("evidence sqlite: head of %s: %w", replica, err)
+	}
+	return l, nil
+}
+
+// Checkpoint is where replica's stored chain starts.
+func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, error) {
+	l, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_checkpoints WHERE replica = ?`, replica))
+	if err != nil {
+		return l, fmt.Errorf("evidence sqlite: checkpoint of %s: %w", replica, err)
+	}
+	return l, nil
+}
+
+// Replicas lists every replica with a head, a checkpoint or records: a
+// chain whose head row was deleted must still be walked (and then shows as
+// forged).
+func (s *Store) Replicas(ctx context.Context) ([]string, error) {
+	// The recursive part hops from one replica to the next through the
+	// primary key instead of reading every record.
+	rows, err := s.r.QueryContext(ctx, `
+		WITH RECURSIVE hop(replica) AS (
+			SELECT min(replica) FROM records
+			UNION ALL
+			SELECT (SELECT min(replica) FROM records WHERE replica > hop.replica) FROM hop WHERE hop.replica IS NOT NULL
+		)
+		SELECT replica FROM hop WHERE replica IS NOT NULL
+		UNION SELECT replica FROM chain_heads
+		UNION SELECT replica FROM chain_checkpoints
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: replicas: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, fmt.Errorf("evidence sqlite: replicas: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// walkPage is how many records Walk holds at a time.
+const walkPage = 1000
+
+// Walk calls fn for each record of replica's chain in seq order, decoded
+// from the stored body, with the index columns stored beside it.
+func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Columns) error) error {
+	after := int64(-1) << 62
+	for {
+		recs, cols, err := s.walkPage(ctx, replica, after)
+		if err != nil {
+			return err
+		}
+		for i, r := range recs {
+			if err := fn(r, cols[i]); err != nil {
+				return err
+			}
+		}
+		if len(recs) < walkPage {
+			return nil
+		}
+		after = cols[len(cols)-1].Seq
+	}
+}
+
+func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*evidence.Record, []evidence.Columns, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+recordColumns+` FROM records
+		WHERE replica = ? AND seq > ? ORDER BY seq LIMIT ?`, replica, after, walkPage)
+	if err != nil {
+		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
+	}
+	defer rows.Close()
+	var recs []*evidence.Record
+	var cols []evidence.Columns
+	for rows.Next() {
+		var c evidence.Columns
+		var hash string
+		var body []byte
+		if err := rows.Scan(&c.Replica, &c.Seq, &c.ID, &c.TimeNS, &c.SourcePrincipal, &c.DestinationPrincipal,
+			&c.SourceTrustDomain, &c.DestTD, &c.SourceNamespace, &c.DestNamespace, &c.SourceKey, &c.Verdict,
+			&c.Allowed, &c.Method, &c.Host, &c.Path, &c.RequestID, &hash, &body); err != nil {
+			return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
+		}
+		r, err := decode(c.ID, body)
+		if err != nil {
+			return nil, nil, err
+		}
+		recs, cols = append(recs, r), append(cols, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
+	}
+	return recs, cols, nil
+}
+
+// Stats summarises the store. Records counts the chains' links between
+// checkpoint and head, without reading every row (Verify checks that the
+// rows agree).
+func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, error) {
+	st := evidence.Stats{
+		ByVerdict: map[evidence.Verdict]int64{}, ByDecision: map[string]int64{}, Replicas: map[string]evidence.Link{},
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT h.replica, h.seq, h.hash, coalesce(c.seq, 0)
+		FROM chain_heads h LEFT JOIN chain_checkpoints c ON c.replica = h.replica`)
+	if err != nil {
+		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+	}
+	for rows.Next() {
+		var replica string
+		var head, start int64
+		var hash string
+		if err := rows.Scan(&replica, &head, &hash, &start); err != nil {
+			rows.Close()
+			return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+		}
+		st.Replicas[replica] = evidence.Link{Seq: uint64(head), Hash: hash}
+		st.Records += head - start
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+	}
+	var oldest, newest sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT min(time_ns), max(time_ns) FROM records`).Scan(&oldest, &newest); err != nil {
+		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+	}
+	if oldest.Valid {
+		st.Oldest, st.Newest = time.Unix(0, oldest.Int64).UTC(), time.Unix(0, newest.Int64).UTC()
+	}
+	u := rollupUnion(firstMinute(since), endOfTime, "")
+	rows, err = s.r.QueryContext(ctx, `SELECT verdict, allowed, sum(count) FROM (`+u.sql+`) GROUP BY verdict, allowed`, u.args...)
+	if err != nil {
+		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v string
+		var allowed bool
+		var n int64
+		if err := rows.Scan(&v, &allowed, &n); err != nil {
+			return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+		}
+		st.ByVerdict[evidence.Verdict(v)] += n
+		st.ByDecision[decision(allowed)] += n
+	}
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+	}
+	st.SizeBytes = fileSize(s.path) + fileSize(s.path+"-wal")
+	return st, nil
+}
+
+func decision(allowed bool) string {
+	if allowed {
+		return "allowed"
+	}
+	return "denied"
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}

@@ -1,0 +1,149 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DeleteBefore removes each replica's chain up to its last record older
+// than t, oldest first, at most batch records per transaction; each
+// transaction also moves the chain's checkpoint to the last link it
+// removed, so the checkpoint and the remaining chain agree at every
+// moment, even if retention stops halfway. Rollup buckets that end at or
+// before rollupsBefore go too. A zero time leaves that part alone.
+func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	var total int64
+	if !t.IsZero() {
+		replicas, err := s.Replicas(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, replica := range replicas {
+			n, err := s.deleteChainBefore(ctx, replica, nanos(t), batch)
+			total += n
+			if err != nil {
+				return total, err
+			}
+		}
+	}
+	if !rollupsBefore.IsZero() {
+		if err := s.deleteRollupsBefore(ctx, floorDiv(rollupsBefore.Unix(), 60)); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (s *Store) deleteChainBefore(ctx context.Context, replica string, tns int64, batch int) (int64, error) {
+	// Through the time index (+replica keeps the planner off the primary
+	// key): only the expired records are read.
+	var cut sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT max(seq) FROM records WHERE +replica = ? AND time_ns < ?`,
+		replica, tns).Scan(&cut); err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	if !cut.Valid {
+		return 0, nil
+	}
+	var total int64
+	for {
+		n, err := s.deleteChainBatch(ctx, replica, cut.Int64, batch)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// deleteChainBatch removes up to batch records of replica after its
+// checkpoint and at most seq cut, and moves the checkpoint to the last.
+func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64, batch int) (int64, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	defer tx.Rollback()
+	start, err := link(tx.QueryRowContext(ctx, `SELECT seq, hash FROM chain_checkpoints WHERE replica = ?`, replica))
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	// The batch's last record: the batch-th after the checkpoint, or the
+	// last before the cut when fewer remain.
+	var seq int64
+	var body []byte
+	err = tx.QueryRowContext(ctx, `SELECT seq, body FROM records WHERE replica = ? AND seq > ? AND seq <= ?
+		ORDER BY seq LIMIT 1 OFFSET ?`, replica, int64(start.Seq), cut, batch-1).Scan(&seq, &body)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, `SELECT seq, body FROM records WHERE replica = ? AND seq > ? AND seq <= ?
+			ORDER BY seq DESC LIMIT 1`, replica, int64(start.Seq), cut).Scan(&seq, &body)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	last, err := decode("", body)
+	if err != nil {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM records WHERE replica = ? AND seq <= ?`, replica, seq)
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	// The hash as the record itself says (the one Verify checks the next
+	// record's prev_hash against).
+	if _, err := tx.ExecContext(ctx, `INSERT INTO chain_checkpoints (replica, seq, hash) VALUES (?, ?, ?)
+		ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
+		replica, seq, last.Chain.Hash); err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	return res.RowsAffected()
+}
+
+// rollupWindow is how many minutes of buckets of each span one retention
+// transaction removes: some thousands of rows, not millions.
+var rollupWindow = map[int64]int64{1: 60, 60: 1440, 1440: 43200}
+
+// deleteRollupsBefore removes the buckets that end at or before minute
+// cutoff.
+func (s *Store) deleteRollupsBefore(ctx context.Context, cutoff int64) error {
+	for _, span := range spans {
+		last := cutoff - span // the last bucket start to remove
+		for {
+			var first sql.NullInt64
+			if err := s.r.QueryRowContext(ctx, `SELECT min(minute) FROM rollups WHERE span = ?`, span).Scan(&first); err != nil {
+				return fmt.Errorf("evidence sqlite: rollup retention: %w", err)
+			}
+			if !first.Valid || first.Int64 > last {
+				break
+			}
+			end := min(first.Int64+rollupWindow[span]-1, last)
+			if err := s.deleteRollups(ctx, span, first.Int64, end); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) deleteRollups(ctx context.Context, span, first, last int64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM rollups WHERE span = ? AND minute >= ? AND minute <= ?`,
+		span, first, last); err != nil {
+		return fmt.Errorf("evidence sqlite: rollup retention: %w", err)
+	}
+	return nil
+}

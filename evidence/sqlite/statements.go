@@ -1,0 +1,76 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// statements are the writer's prepared statements, reused by every batch:
+// inserts of a full chunk of rows and of one row (for the rest of a batch).
+type statements struct {
+	head, storedHash, setHead *sql.Stmt
+	insertChunk, insertOne    *sql.Stmt
+	upsertChunk, upsertOne    *sql.Stmt
+}
+
+const upsertSQL = `INSERT INTO rollups (span, minute, replica, source, dst_host, dst_principal, verdict, allowed,
+		count, first_ns, last_ns, example_id) VALUES %s
+	ON CONFLICT DO UPDATE SET count = count + excluded.count,
+		first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)`
+
+func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
+	insert := `INSERT INTO records (` + recordColumns + `) VALUES `
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&st.head, `SELECT seq, hash FROM chain_heads WHERE replica = ?`},
+		{&st.storedHash, `SELECT hash FROM records WHERE replica = ? AND seq = ?`},
+		{&st.setHead, `INSERT INTO chain_heads (replica, seq, hash) VALUES (?, ?, ?)
+			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`},
+		{&st.insertChunk, insert + rows(recordChunk, recordParams)},
+		{&st.insertOne, insert + rows(1, recordParams)},
+		{&st.upsertChunk, fmt.Sprintf(upsertSQL, rows(rollupChunk, rollupParams))},
+		{&st.upsertOne, fmt.Sprintf(upsertSQL, rows(1, rollupParams))},
+	} {
+		var err error
+		if *p.stmt, err = db.PrepareContext(ctx, p.sql); err != nil {
+			return fmt.Errorf("preparing statements: %w", err)
+		}
+	}
+	return nil
+}
+
+// rows is n placeholder tuples of width params: "(?, ?), (?, ?)".
+func rows(n, params int) string {
+	tuple := "(" + strings.Repeat("?, ", params-1) + "?)"
+	return strings.Repeat(tuple+", ", n-1) + tuple
+}
+
+func (st *statements) close() {
+	for _, s := range []**sql.Stmt{&st.head, &st.storedHash, &st.setHead, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne} {
+		if *s != nil {
+			(*s).Close()
+			*s = nil
+		}
+	}
+}
+
+// link reads a (seq, hash) row; no row is the zero Link.
+func link(row *sql.Row) (evidence.Link, error) {
+	var seq int64
+	var hash string
+	err := row.Scan(&seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return evidence.Link{}, nil
+	}
+	if err != nil {
+		return evidence.Link{}, err
+	}
+	return evidence.Link{Seq: uint64(seq), Hash: hash}, nil
+}

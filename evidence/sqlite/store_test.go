@@ -1,0 +1,306 @@
+package sqlite_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/evidencetest"
+	"github.com/meshproof/meshproof/evidence/sqlite"
+)
+
+func TestDSN(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		dsn, err string
+	}{
+		{"sqlite:", "no file named"},
+		{"sqlite::memory:", "want the path of a file"},
+		{"sqlite:" + filepath.Join(dir, "missing", "e.db"), "does not exist"},
+	} {
+		if s, err := evidence.Open(ctx, tc.dsn, evidence.Options{}); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("Open(%q) = %v, %v; want an error saying %q", tc.dsn, s, err, tc.err)
+		}
+	}
+	// A path with characters an SQLite URI would take for syntax.
+	path := filepath.Join(dir, "odd ?name#%.db")
+	if err := evidence.Migrate(ctx, "sqlite:"+path); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	s, err := evidence.Open(ctx, "sqlite:"+path, evidence.Options{Durable: true})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the store is not at the path named: %v", err)
+	}
+}
+
+func TestFilePermissions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.db")
+	s := open(t, path)
+	write(t, s, 10)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := fi.Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s: mode %o, want 600 (evidence names every client of the mesh)", filepath.Base(p), mode)
+		}
+	}
+	s.Close()
+}
+
+// TestReadsBesideWriter checks WAL mode, and that a write transaction held
+// open does not block reads.
+func TestReadsBesideWriter(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "e.db")
+	s := open(t, path)
+	defer s.Close()
+	write(t, s, 20)
+	raw := rawDB(t, path)
+	var mode string
+	if err := raw.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v; want wal", mode, err)
+	}
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "ROLLBACK")
+	if _, err := conn.ExecContext(ctx, "DELETE FROM records"); err != nil {
+		t.Fatal(err)
+	}
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	res, err := s.Query(qctx, evidence.Filter{}, evidence.Page{})
+	if err != nil || len(res.Records) != 20 {
+		t.Fatalf("Query beside an open write transaction: %d records, %v; want the 20 committed", len(res.Records), err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "e.db")
+	open(t, path).Close()
+	raw := rawDB(t, path)
+	if _, err := raw.ExecContext(ctx, "UPDATE schema_version SET version = ?", sqlite.SchemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	if !errors.Is(err, evidence.ErrSchema) || !strings.Contains(err.Error(), "newer meshproof") {
+		t.Fatalf("Open(a newer schema) = %v, %v; want an error wrapping ErrSchema that says a newer meshproof wrote it", s, err)
+	}
+	if err := evidence.Migrate(ctx, "sqlite:"+path); !errors.Is(err, evidence.ErrSchema) {
+		t.Errorf("Migrate(a newer schema) = %v, want ErrSchema", err)
+	}
+}
+
+func TestNotADatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(path, []byte(strings.Repeat("not sqlite\n", 100)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sqlite.Open(context.Background(), path, evidence.Options{}); err == nil || !strings.Contains(err.Error(), "not an SQLite database") {
+		t.Errorf("Open(a text file) = %v, want an error saying it is not an SQLite database", err)
+	}
+}
+
+// TestScanReleasesReaders checks that a scan stopped early holds no read
+// connection (and so no read transaction that would pin the WAL).
+func TestScanReleasesReaders(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := open(t, filepath.Join(t.TempDir(), "e.db"))
+	defer s.Close()
+	write(t, s, 1200)
+	n := 0
+	err := s.Scan(ctx, evidence.Filter{}, func(*evidence.Record) error {
+		if n++; n == 600 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Scan: %v, want context.Canceled", err)
+	}
+	if busy := s.ReadersInUse(); busy != 0 {
+		t.Errorf("%d read connections still in use after the scan stopped", busy)
+	}
+}
+
+// TestQueryPlans pins the index each kind of filter is answered from: a
+// plan that sorts or scans the table would pass every other test and time
+// out on a real store.
+func TestQueryPlans(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "e.db"))
+	defer s.Close()
+	write(t, s, 50)
+	cursor := evidence.EncodeCursor(time.Now().UnixNano(), "01JQ")
+	day := time.Now().Add(-24 * time.Hour)
+	for _, tc := range []struct {
+		name   string
+		filter evidence.Filter
+		index  string
+	}{
+		{"newest", evidence.Filter{}, "records_time"},
+		{"since", evidence.Filter{Since: day}, "records_time"},
+		{"principal verdict day", evidence.Filter{Source: "spiffe://x", Verdicts: []evidence.Verdict{evidence.MTLS}, Since: day}, "records_src"},
+		{"destination host", evidence.Filter{Destination: "spiffe://y", Host: "h"}, "records_dst"},
+		{"host verdict", evidence.Filter{Host: "h", Verdicts: []evidence.Verdict{evidence.Plaintext}}, "records_host"},
+		{"verdict", evidence.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}, "records_verdict"},
+		{"request id", evidence.Filter{RequestID: "r", Source: "spiffe://x"}, "records_request"},
+	} {
+		for _, c := range []string{"", cursor} {
+			plan, err := s.Plan(ctx, tc.filter, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			words := strings.FieldsFunc(plan, func(r rune) bool { return r == ' ' || r == ';' || r == '(' || r == ')' })
+			if !slices.Contains(words, tc.index) || (tc.index != "records_request" && strings.Contains(plan, "TEMP B-TREE")) {
+				t.Errorf("%s (cursor %v): plan %q, want %s without a sort", tc.name, c != "", plan, tc.index)
+			}
+		}
+	}
+}
+
+// TestReadOnlyFile makes the file unwritable under a running store and
+// across a restart: Append fails, reads go on, and writing resumes with no
+// gap or duplicate once the file is writable again.
+func TestReadOnlyFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "e.db")
+	s := open(t, path)
+	head := write(t, s, 100)
+	lock, unlock := readOnly(t, path)
+
+	if os.Geteuid() == 0 { // only root's lock (immutable) reaches files already open
+		lock()
+		if err := appendNext(s, &head, 10); err == nil {
+			t.Fatal("Append to an immutable file worked")
+		}
+		if res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{}); err != nil || len(res.Records) != 100 {
+			t.Errorf("Query while the file is read-only: %d records, %v", len(res.Records), err)
+		}
+		unlock()
+		if err := appendNext(s, &head, 10); err != nil {
+			t.Fatalf("Append once the file is writable again: %v", err)
+		}
+	}
+
+	s.Close()
+	lock()
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		unlock()
+		t.Fatalf("Open(a read-only file): %v (it should open for reading)", err)
+	}
+	defer s.Close()
+	want := int(head.Seq)
+	if res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{Limit: 1000}); err != nil || len(res.Records) != want {
+		t.Errorf("Query on the read-only file: %d records, %v; want %d", len(res.Records), err, want)
+	}
+	if err := appendNext(s, &head, 10); err == nil {
+		t.Fatal("Append to a read-only file worked")
+	}
+	unlock()
+	if err := appendNext(s, &head, 10); err != nil {
+		t.Fatalf("Append once the file is writable again: %v", err)
+	}
+	reports, err := evidence.Verify(ctx, s)
+	if err != nil || len(reports) != 1 || reports[0].Broken != nil || reports[0].Checked != int64(head.Seq) {
+		t.Errorf("Verify after the outage: %+v, %v; want one intact chain of %d", reports, err, head.Seq)
+	}
+}
+
+// readOnly returns functions that make the store's files unwritable and
+// writable again: chmod for an ordinary user; for root, whom modes do not
+// stop, the immutable attribute.
+func readOnly(t *testing.T, path string) (lock, unlock func()) {
+	files := func() []string {
+		var out []string
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			if _, err := os.Stat(p); err == nil {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	if os.Geteuid() != 0 {
+		return func() {
+				for _, p := range files() {
+					os.Chmod(p, 0o400)
+				}
+			}, func() {
+				for _, p := range files() {
+					os.Chmod(p, 0o600)
+				}
+			}
+	}
+	if err := exec.Command("chattr", "+i", path).Run(); err != nil {
+		t.Skipf("running as root, and chattr +i does not work here (%v): no way to make the file read-only", err)
+	}
+	exec.Command("chattr", "-i", path).Run()
+	locked := []string{}
+	unlock = func() {
+		for _, p := range locked {
+			if out, err := exec.Command("chattr", "-i", p).CombinedOutput(); err != nil {
+				t.Errorf("chattr -i %s: %v %s", p, err, out)
+			}
+		}
+		locked = nil
+	}
+	t.Cleanup(unlock)
+	return func() {
+		for _, p := range []string{path, path + "-wal"} {
+			if _, err := os.Stat(p); err == nil {
+				if out, err := exec.Command("chattr", "+i", p).CombinedOutput(); err != nil {
+					t.Fatalf("chattr +i %s: %v %s", p, err, out)
+				}
+				locked = append(locked, p)
+			}
+		}
+	}, unlock
+}
+
+// write appends n varied records as one replica's chain; it returns the head.
+func write(t *testing.T, s *sqlite.Store, n int) evidence.Link {
+	t.Helper()
+	var head evidence.Link
+	if err := appendNext(s, &head, n); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	return head
+}
+
+// appendNext appends n more records to the chain at head, advancing head
+// only when they are stored.
+func appendNext(s *sqlite.Store, head *evidence.Link, n int) error {
+	fx := evidencetest.Varied(n, n, head.Seq+1)
+	batch := fx.Records
+	for _, r := range batch {
+		r.Replica = "replica-one"
+	}
+	next := evidencetest.Link(*head, batch...)
+	if err := s.Append(context.Background(), batch); err != nil {
+		return err
+	}
+	*head = next
+	return nil
+}
