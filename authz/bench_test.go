@@ -2,12 +2,15 @@ package authz_test
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
+	"github.com/meshproof/meshproof/evidence"
+	_ "github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/meshproof/meshproof/rego"
 )
 
@@ -67,4 +70,57 @@ func benchServer(b *testing.B, decisionCache int) *authz.Server {
 		b.Fatal(err)
 	}
 	return svc
+}
+
+// BenchmarkCheckEvidence is BenchmarkCheck with evidence on: a Recorder
+// writing to a SQLite store in a temp dir, async (the Check returns once the
+// record is queued) and sync (once it is committed: many concurrent Checks
+// share each commit, so it runs with 64 goroutines per CPU).
+func BenchmarkCheckEvidence(b *testing.B) {
+	for _, d := range []evidence.Durability{evidence.Async, evidence.Sync} {
+		b.Run(string(d), func(b *testing.B) {
+			cfg := rego.Defaults()
+			cfg.Policies, cfg.Decision, cfg.Watch = []string{"../test/testdata/bench/policy.rego"}, "envoy/authz/result", false
+			e, err := rego.New(cfg, zerolog.Nop(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := e.Start(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer e.Stop(context.Background())
+			store, err := evidence.Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "e.db"), evidence.Options{Durable: d == evidence.Sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer store.Close()
+			rc := evidence.DefaultRecorderConfig()
+			rc.Durability = d
+			rec, err := evidence.NewRecorder(context.Background(), rc, "bench", store, zerolog.Nop(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			svc, err := authz.NewServer(authz.DefaultConfig(), e, rec, zerolog.Nop(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := authztest.FromFile(b, "../test/testdata/bench/request.json")
+			b.ReportAllocs()
+			if d == evidence.Sync {
+				b.SetParallelism(64)
+			}
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					if resp, err := svc.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
+						b.Fatalf("not allowed: %v %v", resp, err)
+					}
+				}
+			})
+			b.StopTimer()
+			if err := rec.Close(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
 }

@@ -71,7 +71,7 @@ type RollupKey struct {
 // RollupOf is the rollup key of a record.
 func RollupOf(r *Record) RollupKey {
 	return RollupKey{
-		Minute: r.Time.Unix() / 60, Replica: r.Replica, Source: SourceKey(r),
+		Minute: r.Time.Truncate(time.Minute).Unix() / 60, Replica: r.Replica, Source: SourceKey(r),
 		DestinationHost: r.Request.Host, DestinationPrincipal: r.Destination.Principal,
 		Verdict: string(r.Verdict), Allowed: r.Decision.Allowed,
 	}
@@ -88,7 +88,7 @@ func EncodeCursor(timeNS int64, id string) string {
 // DecodeCursor reads a cursor made by EncodeCursor.
 func DecodeCursor(c string) (timeNS int64, id string, err error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) < 8 || len(b) > 8+64 {
+	if err != nil || len(b) < 8 || len(b) > 8+MaxFieldBytes {
 		return 0, "", fmt.Errorf("%w: %q", ErrBadCursor, truncateForError(c))
 	}
 	return int64(binary.BigEndian.Uint64(b[:8])), string(b[8:]), nil

@@ -3,6 +3,7 @@ package evidence
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -73,21 +74,31 @@ func Migrate(ctx context.Context, dsn string) error {
 	return d.Migrate(ctx, dsn)
 }
 
-// redact hides a password in a DSN, for messages and logs.
+// redact hides a password in a DSN, in its user info or in a password
+// query parameter (pgx takes both), for messages and logs.
 func redact(dsn string) string {
-	scheme, rest, ok := strings.Cut(dsn, "://")
-	if !ok {
-		return dsn
+	out := dsn
+	if scheme, rest, ok := strings.Cut(dsn, "://"); ok {
+		authority := rest
+		if i := strings.IndexAny(authority, "/?"); i >= 0 {
+			authority, rest = authority[:i], authority[i:]
+		} else {
+			rest = ""
+		}
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			if user, _, hasPass := strings.Cut(authority[:at], ":"); hasPass {
+				authority = user + ":xxxxx" + authority[at:]
+			}
+		}
+		out = scheme + "://" + authority + rest
 	}
-	at := strings.LastIndexByte(rest, '@')
-	if at < 0 {
-		return dsn
+	if base, q, ok := strings.Cut(out, "?"); ok {
+		if v, err := url.ParseQuery(q); err == nil && v.Has("password") {
+			v.Set("password", "xxxxx")
+			out = base + "?" + v.Encode()
+		}
 	}
-	user, _, hasPass := strings.Cut(rest[:at], ":")
-	if !hasPass {
-		return dsn
-	}
-	return scheme + "://" + user + ":xxxxx" + rest[at:]
+	return out
 }
 
 // Redact hides the password in a DSN, for messages and logs.

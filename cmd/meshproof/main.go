@@ -16,6 +16,8 @@ const usage = `meshproof: per-request proof that your mesh uses mutual TLS, and 
 Usage:
   meshproof serve   [flags]   run the Envoy ext_authz gRPC server
   meshproof eval    [flags]   evaluate one CheckRequest (protojson) exactly as serve would
+  meshproof migrate [flags]   create or update the evidence store's schema
+  meshproof verify  [flags]   check every hash chain in the evidence store (exit 1 when broken)
   meshproof version           print versions
 
 Run "meshproof <command> --help" for a command's flags.
@@ -41,6 +43,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runServe(args[1:])
 	case "eval":
 		err = runEval(args[1:], stdout)
+	case "migrate":
+		err = runMigrate(args[1:], stdout)
+	case "verify":
+		err = runVerify(args[1:], stdout)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "--help", "-help":
@@ -55,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errBroken):
+		return 1 // the report said it
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "meshproof %s: %v\n", args[0], err)
 		return 2

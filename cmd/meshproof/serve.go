@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/authz"
+	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/rego"
 )
 
@@ -28,6 +29,7 @@ type serveOptions struct {
 	HTTPAddr  string
 	Policy    rego.Config
 	Authz     authz.Config
+	Evidence  evidenceOptions
 	Log       logOptions
 	Grace     time.Duration
 	Pprof     bool
@@ -43,6 +45,7 @@ func defaultServeOptions() serveOptions {
 		HTTPAddr: "127.0.0.1:8181",
 		Policy:   rego.Defaults(),
 		Authz:    a,
+		Evidence: defaultEvidenceOptions(),
 		Log:      defaultLogOptions(),
 		Grace:    10 * time.Second,
 		// The live heap is small (policy, caches), so Go's default GC target
@@ -62,6 +65,8 @@ func policyFlags(fs *flag.FlagSet, p *rego.Config) {
 }
 
 func authzFlags(fs *flag.FlagSet, a *authz.Config) {
+	fs.Var(newListFlag(&a.RecordHeaders), "record-header", "request header to keep in evidence records, repeatable (authorization, cookie, proxy-authorization and x-api-key never are)")
+	fs.BoolVar(&a.RecordQuery, "record-query", a.RecordQuery, "keep the query string in recorded paths (it often holds tokens and personal data)")
 	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "allow every request; evidence and metrics keep the policy's real decision")
 	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because no decision could be made (fail closed)")
 	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records; the host name unless set")
@@ -99,6 +104,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	policyFlags(fs, &o.Policy)
 	fs.BoolVar(&o.Policy.Watch, "watch", o.Policy.Watch, "reload local policy files when they change")
 	authzFlags(fs, &o.Authz)
+	o.Evidence.flags(fs)
 	logFlags(fs, &o.Log)
 	fs.DurationVar(&o.Grace, "shutdown-grace", o.Grace, "on SIGTERM, how long in-flight Checks may take to finish")
 	fs.IntVar(&o.GCPercent, "gc-percent", o.GCPercent, "Go GC target percentage (as GOGC; GOGC in the environment wins); higher uses more memory and less CPU")
@@ -106,7 +112,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 }
 
 func (o *serveOptions) validate() error {
-	errs := []error{o.GRPC.Validate(), o.Policy.Validate(), o.Authz.Validate()}
+	errs := []error{o.GRPC.Validate(), o.Policy.Validate(), o.Authz.Validate(), o.Evidence.validate()}
 	if _, _, err := net.SplitHostPort(o.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("http-addr %q: %w", o.HTTPAddr, err))
 	}
@@ -159,10 +165,23 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 	}
 	defer engine.Stop(context.Background())
 
-	svc, err := authz.NewServer(o.Authz, engine, nil, log, reg)
+	store, err := evidence.Open(ctx, o.Evidence.Store, evidence.Options{Durable: o.Evidence.Recorder.Durability == evidence.Sync})
+	if err != nil {
+		return fmt.Errorf("evidence store: %w", err)
+	}
+	defer store.Close()
+	rec, err := evidence.NewRecorder(ctx, o.Evidence.Recorder, o.Authz.Replica, store, log, evidence.NewRecorderMetrics(reg))
 	if err != nil {
 		return err
 	}
+	svc, err := authz.NewServer(o.Authz, engine, rec, log, reg)
+	if err != nil {
+		rec.Close(context.Background())
+		return err
+	}
+	rctx, stopRetention := context.WithCancel(context.Background())
+	defer stopRetention()
+	go retain(rctx, store, o.Evidence, log)
 	g, err := authz.NewGRPC(o.GRPC, svc)
 	if err != nil {
 		return err
@@ -188,6 +207,9 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		Str("decision", o.Policy.Decision).
 		Str("policy_revision", engine.Revision()).
 		Bool("dry_run", o.Authz.DryRun).
+		Str("store", evidence.Redact(o.Evidence.Store)).
+		Str("durability", string(o.Evidence.Recorder.Durability)).
+		Uint64("chain_seq", rec.Head().Seq).
 		Bool("grpc_tls", o.GRPC.TLSCert != "").
 		Bool("grpc_mtls", o.GRPC.ClientCA != "").
 		Msg("meshproof serving")
@@ -199,10 +221,15 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		log.Error().Err(err).Msg("listener failed; stopping")
 	}
 	g.Shutdown(o.Grace)
+	stopRetention()
 	sctx, cancel := context.WithTimeout(context.Background(), o.Grace)
 	defer cancel()
+	// Every Check has answered: what they queued is written now.
+	if cerr := rec.Close(sctx); cerr != nil {
+		log.Error().Err(cerr).Msg("evidence not all stored")
+	}
 	_ = hs.Shutdown(sctx)
-	log.Info().Msg("stopped")
+	log.Info().Uint64("chain_seq", rec.Head().Seq).Msg("stopped")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

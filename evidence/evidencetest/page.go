@@ -132,7 +132,7 @@ func testBadCursor(t *testing.T, f Factory) {
 	for _, c := range []string{
 		"!!!not base64",
 		"AAAA", // too short
-		base64.RawURLEncoding.EncodeToString([]byte(strings.Repeat("x", 200))), // too long
+		base64.RawURLEncoding.EncodeToString([]byte(strings.Repeat("x", 8+evidence.MaxFieldBytes+1))), // too long
 		"'; DROP TABLE records; --",
 		"AAAAAAAAAAA=",
 	} {

@@ -152,7 +152,7 @@ watch: false
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startRaw(t, tt.args...)
+			s := startRaw(t, append(tt.args, "--store", sqliteStore(t))...)
 			if got := s.findLog("meshproof serving")["decision"]; got != tt.decision {
 				t.Errorf("serving with decision %v, want %s", got, tt.decision)
 			}

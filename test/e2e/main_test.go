@@ -137,9 +137,12 @@ var serveArgs = []string{"serve",
 
 // startServe starts `meshproof serve` on free loopback ports with JSON debug
 // logs, extra appended, and waits until it is ready.
+// Each server gets its own evidence store in the test's temp dir unless extra
+// names one.
 func startServe(t testing.TB, extra ...string) *server {
 	t.Helper()
-	return startRaw(t, append(append([]string{}, serveArgs...), extra...)...)
+	args := append(append([]string{}, serveArgs...), "--store", sqliteStore(t))
+	return startRaw(t, append(args, extra...)...)
 }
 
 // startRaw starts meshproof with exactly args, waits for the "meshproof

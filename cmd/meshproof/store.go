@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/evidence"
+	_ "github.com/meshproof/meshproof/evidence/postgres" // postgres:// stores
+	_ "github.com/meshproof/meshproof/evidence/sqlite"   // sqlite: stores
+)
+
+// DefaultStore is the embedded default: a SQLite file in the working
+// directory.
+const DefaultStore = "sqlite:meshproof.db"
+
+// evidenceOptions configure where evidence goes and how it is written.
+type evidenceOptions struct {
+	Store           string
+	Recorder        evidence.RecorderConfig
+	Retention       time.Duration
+	RollupRetention time.Duration
+}
+
+func defaultEvidenceOptions() evidenceOptions {
+	return evidenceOptions{
+		Store:           DefaultStore,
+		Recorder:        evidence.DefaultRecorderConfig(),
+		Retention:       720 * time.Hour,
+		RollupRetention: 8760 * time.Hour,
+	}
+}
+
+func storeFlag(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "store", *p, "evidence store: sqlite:PATH (embedded, migrates itself) or postgres://... (shared; run meshproof migrate first)")
+}
+
+func (o *evidenceOptions) flags(fs *flag.FlagSet) {
+	storeFlag(fs, &o.Store)
+	r := &o.Recorder
+	fs.Func("evidence-durability", fmt.Sprintf("async (a Check returns once its record is queued) or sync (once it is committed; group commit) (default %s)", r.Durability), func(s string) error {
+		r.Durability = evidence.Durability(s)
+		return nil
+	})
+	fs.Func("evidence-overflow", fmt.Sprintf("when the evidence queue is full: block (wait up to --evidence-block-timeout, then deny), drop (allow without evidence, counted) or deny (default %s)", r.Overflow), func(s string) error {
+		r.Overflow = evidence.Overflow(s)
+		return nil
+	})
+	fs.IntVar(&r.QueueSize, "evidence-queue-size", r.QueueSize, "records waiting to be written, at most")
+	fs.IntVar(&r.BatchSize, "evidence-batch-size", r.BatchSize, "records per transaction, at most")
+	fs.DurationVar(&r.FlushInterval, "evidence-flush-interval", r.FlushInterval, "in async mode, how long a batch waits to fill before it is written")
+	fs.DurationVar(&r.BlockTimeout, "evidence-block-timeout", r.BlockTimeout, "with --evidence-overflow block, how long a Check waits for room in the queue")
+	fs.DurationVar(&o.Retention, "retention", o.Retention, "records older than this are deleted (0 keeps them forever)")
+	fs.DurationVar(&o.RollupRetention, "rollup-retention", o.RollupRetention, "per-minute rollups (reports) older than this are deleted; keep them longer than records")
+}
+
+func (o *evidenceOptions) validate() error {
+	errs := []error{o.Recorder.Validate()}
+	if o.Store == "" {
+		errs = append(errs, errors.New("store: empty; the default is "+DefaultStore))
+	}
+	if o.Retention < 0 || o.RollupRetention < 0 {
+		errs = append(errs, errors.New("retention and rollup-retention must not be negative"))
+	}
+	if o.Retention > 0 && o.RollupRetention > 0 && o.RollupRetention < o.Retention {
+		errs = append(errs, errors.New("rollup-retention shorter than retention: reports would miss records that still exist"))
+	}
+	return errors.Join(errs...)
+}
+
+// retain deletes old evidence every interval until ctx ends.
+func retain(ctx context.Context, s evidence.Store, o evidenceOptions, log zerolog.Logger) {
+	if o.Retention == 0 && o.RollupRetention == 0 {
+		return
+	}
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		var before, rollupsBefore time.Time
+		if o.Retention > 0 {
+			before = now.Add(-o.Retention)
+		}
+		if o.RollupRetention > 0 {
+			rollupsBefore = now.Add(-o.RollupRetention)
+		}
+		n, err := s.DeleteBefore(ctx, before, rollupsBefore, 1000)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn().Err(err).Msg("evidence retention failed; retrying in a minute")
+		case n > 0:
+			log.Info().Int64("deleted", n).Time("before", before).Msg("evidence retention")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func runMigrate(args []string, stdout io.Writer) error {
+	dsn := DefaultStore
+	fs := newFlagSet("migrate", "Create or update the evidence store's schema (a PostgreSQL store is never migrated by serve).")
+	storeFlag(fs, &dsn)
+	if err := fs.Parse(args); err != nil {
+		return asUsage(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := evidence.Migrate(ctx, dsn); err != nil {
+		return fmt.Errorf("migrate %s: %w", evidence.Redact(dsn), err)
+	}
+	fmt.Fprintf(stdout, "%s: schema up to date\n", evidence.Redact(dsn))
+	return nil
+}
+
+// errBroken makes verify exit 1 without a second message.
+var errBroken = errors.New("a chain is broken")
+
+func runVerify(args []string, stdout io.Writer) error {
+	dsn, output := DefaultStore, "text"
+	fs := newFlagSet("verify", "Walk every replica's hash chain in the evidence store; exit 0 when every chain is intact, 1 when one is not.")
+	storeFlag(fs, &dsn)
+	fs.StringVar(&output, "output", output, "text or json")
+	if err := fs.Parse(args); err != nil {
+		return asUsage(err)
+	}
+	if output != "text" && output != "json" {
+		return usageError{fmt.Errorf("output %q: want text or json", output)}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	s, err := evidence.Open(ctx, dsn, evidence.Options{})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	reports, err := evidence.Verify(ctx, s)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	broken := false
+	for _, r := range reports {
+		broken = broken || r.Broken != nil
+	}
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"intact": !broken, "chains": reports}); err != nil {
+			return err
+		}
+	} else {
+		printReports(stdout, reports)
+	}
+	if broken {
+		return errBroken
+	}
+	return nil
+}
+
+func printReports(w io.Writer, reports []evidence.ChainReport) {
+	if len(reports) == 0 {
+		fmt.Fprintln(w, "no chains: the store holds no evidence")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPLICA\tCHECKED\tSEQS\tSTATUS")
+	var total int64
+	for _, r := range reports {
+		total += r.Checked
+		status := "intact"
+		if b := r.Broken; b != nil {
+			status = fmt.Sprintf("BROKEN at seq %d (%s", b.Seq, b.Kind)
+			if b.ID != "" {
+				status += ", record " + b.ID
+			}
+			status += "): " + b.Detail
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d..%d\t%s\n", r.Replica, r.Checked, r.Start.Seq+1, r.Head.Seq, status)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d records in %d chain(s) checked\n", total, len(reports))
+}
+
+func asUsage(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{err}
+}

@@ -1,0 +1,232 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// recordColumns are the columns COPY writes, in the order of
+// copySource.Values.
+var recordColumns = []string{
+	"time_ns", "seq", "allowed", "replica", "id",
+	"source_principal", "destination_principal", "source_trust_domain", "destination_trust_domain",
+	"source_namespace", "destination_namespace", "source_key", "verdict",
+	"method", "host", "path", "request_id", "prev_hash", "hash", "body",
+}
+
+// copySource feeds COPY one record at a time, encoding each as it goes:
+// the encoding overlaps with PostgreSQL's work on the rows before it.
+type copySource struct {
+	recs []*evidence.Record
+	i    int
+	row  []any
+}
+
+func (c *copySource) Next() bool { c.i++; return c.i <= len(c.recs) }
+
+func (c *copySource) Err() error { return nil }
+
+// Values is the row of the current record; the slice is reused (COPY
+// encodes it before asking for the next).
+func (c *copySource) Values() ([]any, error) {
+	r := c.recs[c.i-1]
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding record %s: %w", r.ID, err)
+	}
+	k := evidence.ColumnsOf(r)
+	c.row = append(c.row[:0],
+		k.TimeNS, k.Seq, k.Allowed, k.Replica, k.ID,
+		k.SourcePrincipal, k.DestinationPrincipal, k.SourceTrustDomain, k.DestTD,
+		k.SourceNamespace, k.DestNamespace, k.SourceKey, k.Verdict,
+		k.Method, k.Host, k.Path, k.RequestID, r.Chain.PrevHash, r.Chain.Hash, body)
+	return c.row, nil
+}
+
+// Append writes a batch in one transaction: the records (COPY), their
+// rollups and the replica's new head. See evidence.Writer for what it
+// accepts. A batch that overlaps the head (its first records stored, the
+// rest not) is written from the head on: records are written once per id
+// however a retried batch is cut.
+func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := checkBatch(batch); err != nil {
+		return err
+	}
+	days := make([]int64, 0, 1)
+	for _, r := range batch {
+		if d := dayOf(r.Time.UnixNano()); len(days) == 0 || days[len(days)-1] != d {
+			days = append(days, d)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		if err := s.parts.ensure(ctx, days); err != nil {
+			return fmt.Errorf("postgres: append: %w", err)
+		}
+		err := s.appendTx(ctx, batch)
+		switch {
+		case err == nil || attempt > 0 || ctx.Err() != nil:
+			return err
+		case isCode(err, "23514"):
+			// No partition for a row: another process dropped one this
+			// store thought was there.
+			s.parts.forget()
+		case !isServerError(err) && !errors.Is(err, evidence.ErrChainConflict):
+			// A connection that died while idle (the server restarted):
+			// once more on a fresh one. Safe even if the commit went
+			// through unseen: the batch is then found stored.
+		default:
+			return err
+		}
+	}
+}
+
+// checkBatch rejects a batch that cannot be a piece of one chain.
+func checkBatch(batch []*evidence.Record) error {
+	replica := batch[0].Replica
+	if replica == "" {
+		return errors.New("postgres: append: records without a replica")
+	}
+	for i, r := range batch {
+		if r.Replica != replica {
+			return fmt.Errorf("postgres: append: one batch holds replicas %q and %q", replica, r.Replica)
+		}
+		if y := r.Time.Year(); y < 1700 || y > 2200 {
+			return fmt.Errorf("postgres: append: record %s: time %s out of range", r.ID, r.Time)
+		}
+		if i > 0 {
+			p := batch[i-1].Chain
+			if r.Chain.Seq != p.Seq+1 || r.Chain.PrevHash != p.Hash {
+				return fmt.Errorf("%w: replica %s: seq %d does not follow seq %d within the batch", evidence.ErrChainConflict, replica, r.Chain.Seq, p.Seq)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
+	replica := batch[0].Replica
+	ids, err := s.keyIDs(ctx, batch)
+	if err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if s.forceSync {
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+			return fmt.Errorf("postgres: append: %w", err)
+		}
+	}
+	// The head row, locked: one writer per chain at a time.
+	var head evidence.Link
+	var seq int64
+	err = tx.QueryRow(ctx, `INSERT INTO chain_heads AS h (replica, seq, hash) VALUES ($1, 0, '')
+		ON CONFLICT (replica) DO UPDATE SET seq = h.seq RETURNING seq, hash`, replica).Scan(&seq, &head.Hash)
+	if err != nil {
+		return fmt.Errorf("postgres: append: locking the head of %s: %w", replica, err)
+	}
+	head.Seq = uint64(seq)
+	skip, err := stored(ctx, tx, batch, head)
+	if err != nil || skip == len(batch) {
+		return err
+	}
+	batch = batch[skip:]
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, &copySource{recs: batch}); err != nil {
+		return fmt.Errorf("postgres: append: writing %d records of %s: %w", len(batch), replica, err)
+	}
+	last := batch[len(batch)-1].Chain
+	b := &pgx.Batch{}
+	queueRollups(b, batch, ids)
+	b.Queue("UPDATE chain_heads SET seq = $2, hash = $3, updated_at = now() WHERE replica = $1", replica, int64(last.Seq), last.Hash)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: append: rollups and head of %s: %w", replica, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: append: commit: %w", err)
+	}
+	return nil
+}
+
+// stored is how many records at the start of batch the chain already
+// holds (all of them: a batch written again after an unsure commit), or an
+// error wrapping ErrChainConflict when batch does not continue the chain.
+func stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evidence.Link) (int, error) {
+	first, last := batch[0].Chain, batch[len(batch)-1]
+	switch {
+	case first.Seq == head.Seq+1 && first.PrevHash == head.Hash:
+		return 0, nil
+	case first.Seq <= head.Seq && last.Chain.Seq > head.Seq:
+		if k := int(head.Seq - first.Seq); batch[k].Chain.Hash == head.Hash {
+			return k + 1, nil
+		}
+	case first.Seq <= head.Seq:
+		// The time narrows the lookup to one partition; a record with
+		// the same seq but another time is another record.
+		var hash string
+		err := tx.QueryRow(ctx, "SELECT hash FROM records WHERE replica = $1 AND seq = $2 AND time_ns = $3",
+			last.Replica, int64(last.Chain.Seq), last.Time.UnixNano()).Scan(&hash)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return 0, fmt.Errorf("postgres: append: %w", err)
+		}
+		if err == nil && hash == last.Chain.Hash {
+			return len(batch), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: replica %s: the batch holds seq %d to %d (prev_hash %s), the chain's head is seq %d (%s)",
+		evidence.ErrChainConflict, last.Replica, first.Seq, last.Chain.Seq, short(first.PrevHash), head.Seq, short(head.Hash))
+}
+
+func short(h string) string {
+	if h == "" {
+		return "none"
+	}
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// Head is the last link of replica's chain, as written with its last batch.
+func (s *Store) Head(ctx context.Context, replica string) (evidence.Link, error) {
+	return s.link(ctx, "chain_heads", replica)
+}
+
+// Checkpoint is the last link retention removed from replica's chain.
+func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, error) {
+	return s.link(ctx, "chain_checkpoints", replica)
+}
+
+func (s *Store) link(ctx context.Context, table, replica string) (evidence.Link, error) {
+	var seq int64
+	var l evidence.Link
+	// table is one of two constants.
+	err := s.pool.QueryRow(ctx, "SELECT seq, hash FROM "+table+" WHERE replica = $1", replica).Scan(&seq, &l.Hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return evidence.Link{}, nil
+	}
+	if err != nil {
+		return l, fmt.Errorf("postgres: %s of %s: %w", strings.TrimPrefix(table, "chain_"), replica, err)
+	}
+	l.Seq = uint64(seq)
+	return l, nil
+}

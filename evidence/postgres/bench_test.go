@@ -1,0 +1,204 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/postgres"
+	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+)
+
+// BenchmarkAppend appends batches of 1000 records (made and chained outside
+// the timed part) with the production indexes and rollups ("store"), and,
+// as the baseline of the same run, COPYs the same rows into a table with
+// no index, no partition and no rollup ("bare-copy"): what the machine
+// allows before the store's work.
+func BenchmarkAppend(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, postgrestest.DSN(b))
+	// A sub-benchmark runs several times (b.N grows): its chain goes on.
+	store := newBenchGen(1, time.Now().Add(-time.Hour).UTC(), 10*time.Microsecond)
+	b.Run("store", func(b *testing.B) {
+		appendBench(b, store, func(batch []*evidence.Record) error { return s.Append(ctx, batch) })
+	})
+	bare := newBenchGen(1, time.Now().Add(-time.Hour).UTC(), 10*time.Microsecond)
+	b.Run("bare-copy", func(b *testing.B) {
+		if _, err := s.Pool().Exec(ctx, "CREATE TABLE IF NOT EXISTS bare (LIKE records INCLUDING COMPRESSION)"); err != nil {
+			b.Fatal(err)
+		}
+		cols := []string{"time_ns", "seq", "allowed", "replica", "id", "source_principal", "destination_principal",
+			"source_trust_domain", "destination_trust_domain", "source_namespace", "destination_namespace",
+			"source_key", "verdict", "method", "host", "path", "request_id", "prev_hash", "hash", "body"}
+		appendBench(b, bare, func(batch []*evidence.Record) error {
+			_, err := s.Pool().CopyFrom(ctx, pgx.Identifier{"bare"}, cols, pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
+				r := batch[i]
+				body, err := json.Marshal(r)
+				k := evidence.ColumnsOf(r)
+				return []any{k.TimeNS, k.Seq, k.Allowed, k.Replica, k.ID, k.SourcePrincipal, k.DestinationPrincipal,
+					k.SourceTrustDomain, k.DestTD, k.SourceNamespace, k.DestNamespace, k.SourceKey, k.Verdict,
+					k.Method, k.Host, k.Path, k.RequestID, r.Chain.PrevHash, r.Chain.Hash, body}, err
+			}))
+			return err
+		})
+	})
+}
+
+func appendBench(b *testing.B, gen *benchGen, write func([]*evidence.Record) error) {
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		batch := gen.batch("bench", &gen.head, 1000)
+		b.StartTimer()
+		if err := write(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "records/s")
+}
+
+// benchDSN is the database a large benchmark loads: MESHPROOF_BENCH_DSN
+// (kept afterwards, and reused when it holds the records already) or a
+// fresh one on the test cluster.
+func benchDSN(b *testing.B) string {
+	if dsn := os.Getenv("MESHPROOF_BENCH_DSN"); dsn != "" {
+		return dsn
+	}
+	return postgrestest.DSN(b)
+}
+
+// load appends n records at a steady rate ending now, from writers
+// replicas at once, in batches of 1000, and returns how long the appends
+// took (records are made outside the timing).
+func load(b *testing.B, s *postgres.Store, n int, span time.Duration, writers int) time.Duration {
+	ctx := context.Background()
+	step := span / time.Duration(n)
+	var mu sync.Mutex
+	var busy time.Duration
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			// Each writer takes every writers-th time slot.
+			gen := newBenchGen(uint64(w+1), time.Now().Add(-span).Add(time.Duration(w)*step).UTC(), step*time.Duration(writers))
+			var head evidence.Link
+			var mine time.Duration
+			for done := 0; done < n/writers; done += 1000 {
+				batch := gen.batch("replica-"+string(rune('a'+w)), &head, min(1000, n/writers-done))
+				t0 := time.Now()
+				if err := s.Append(ctx, batch); err != nil {
+					errs <- err
+					return
+				}
+				mine += time.Since(t0)
+			}
+			mu.Lock()
+			busy = max(busy, mine)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	return busy
+}
+
+// BenchmarkIngest1M writes 1,000,000 records (one writer, batches of 1000)
+// and reports records/s and bytes per record on disk. Run it with
+// MESHPROOF_BENCH_INGEST=1 and -benchtime 1x (see DEVELOPERS.md).
+func BenchmarkIngest1M(b *testing.B) {
+	if os.Getenv("MESHPROOF_BENCH_INGEST") != "1" {
+		b.Skip("set MESHPROOF_BENCH_INGEST=1 to write 1,000,000 records")
+	}
+	const n = 1_000_000
+	ctx := context.Background()
+	s := open(b, benchDSN(b))
+	for range b.N {
+		start := time.Now()
+		busy := load(b, s, n, 3*time.Hour, 1)
+		wall := time.Since(start)
+		if _, err := s.Pool().Exec(ctx, "CHECKPOINT"); err != nil {
+			b.Fatal(err)
+		}
+		st, err := s.Stats(ctx, time.Time{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(n/busy.Seconds(), "records/s")
+		b.ReportMetric(n/wall.Seconds(), "records/s-wall")
+		b.ReportMetric(float64(st.SizeBytes)/float64(st.Records), "bytes/record")
+		b.Logf("%d records in %s appending (%s with making them); %d MB on disk", st.Records, busy.Round(time.Millisecond), wall.Round(time.Millisecond), st.SizeBytes>>20)
+	}
+}
+
+// BenchmarkQuery10M measures, with 10,000,000 records over 30 days from
+// two replicas, a filtered page (one source principal, mtls or the rare
+// mtls_mismatch, the last 24 hours, 100 records) and the 30-day rollup
+// aggregate: p50 and p99. Run it
+// with MESHPROOF_BENCH_10M=1 and -benchtime 1x (see DEVELOPERS.md).
+func BenchmarkQuery10M(b *testing.B) {
+	if os.Getenv("MESHPROOF_BENCH_10M") != "1" {
+		b.Skip("set MESHPROOF_BENCH_10M=1 to load 10,000,000 records and query them")
+	}
+	const n = 10_000_000
+	ctx := context.Background()
+	s := open(b, benchDSN(b))
+	st, err := s.Stats(ctx, time.Time{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if st.Records < n {
+		start := time.Now()
+		load(b, s, n-int(st.Records), 30*24*time.Hour, 2)
+		b.Logf("loaded %d records in %s", n-st.Records, time.Since(start).Round(time.Second))
+		if _, err := s.Pool().Exec(ctx, "VACUUM ANALYZE"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range b.N {
+		var pages, aggs []time.Duration
+		var rows, groups int
+		for i := range 200 {
+			// The common verdict and the rarest one a principal can have.
+			v := []evidence.Verdict{evidence.MTLS, evidence.MTLSMismatch}[i%2]
+			f := evidence.Filter{Source: benchPrincipal(i * 37 % benchWorkloads), Verdicts: []evidence.Verdict{v},
+				Since: time.Now().Add(-24 * time.Hour)}
+			t0 := time.Now()
+			res, err := s.Query(ctx, f, evidence.Page{Limit: 100})
+			pages = append(pages, time.Since(t0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			rows += len(res.Records)
+		}
+		for range 20 {
+			t0 := time.Now()
+			gs, err := s.Aggregate(ctx, evidence.AggregateQuery{Since: time.Now().Add(-30 * 24 * time.Hour)})
+			aggs = append(aggs, time.Since(t0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			groups = len(gs)
+		}
+		report(b, "page", pages)
+		report(b, "aggregate", aggs)
+		b.Logf("pages: %d rows in 200 queries; aggregate: %d groups", rows, groups)
+	}
+}
+
+// report adds the p50 and p99 of ds in milliseconds.
+func report(b *testing.B, what string, ds []time.Duration) {
+	slices.Sort(ds)
+	at := func(p float64) float64 { return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(at(0.50), "ms-p50-"+what)
+	b.ReportMetric(at(0.99), "ms-p99-"+what)
+}

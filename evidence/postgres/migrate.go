@@ -1,0 +1,115 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// migrations/NNNN_name.sql, applied in order; a file is never edited once
+// released (a change is a new file).
+//
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// loadMigrations reads the embedded migrations, checking they are numbered
+// 1, 2, 3... without a gap.
+func loadMigrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	ms := make([]migration, 0, len(names))
+	for i, name := range names { // fs.Glob sorts
+		base := path.Base(name)
+		num, _, _ := strings.Cut(base, "_")
+		v, err := strconv.Atoi(num)
+		if err != nil || v != i+1 {
+			return nil, fmt.Errorf("migration %s: want number %04d", base, i+1)
+		}
+		b, err := migrationFiles.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: base, sql: string(b)})
+	}
+	if len(ms) != SchemaVersion {
+		return nil, fmt.Errorf("%d migrations embedded, SchemaVersion is %d", len(ms), SchemaVersion)
+	}
+	return ms, nil
+}
+
+// SchemaVersion is the schema version this meshproof reads and writes: the
+// number of migrations.
+const SchemaVersion = 1
+
+// migrateLock is the advisory lock key that serialises migrations: two
+// replicas running `meshproof migrate` at once apply each step once.
+const migrateLock = 0x6d65736870726f66 // "meshprof"
+
+// Migrate brings the schema of the database dsn names to this version:
+// the migrations it lacks are applied in order in one transaction, under
+// an advisory lock. It is idempotent, and refuses a newer schema.
+func Migrate(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("postgres store %s: cannot connect: %s", redact(dsn), scrub(err.Error(), dsn))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := migrate(ctx, conn, dsn); err != nil {
+		return err
+	}
+	// Days ahead get their partitions now, so that writers rarely have to
+	// create one (which takes a lock on the table).
+	today := dayOf(time.Now().UnixNano())
+	return createPartitions(ctx, conn, today, today+1, today+2, today+3)
+}
+
+// migrate applies the missing migrations in one transaction.
+func migrate(ctx context.Context, conn *pgx.Conn, dsn string) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The lock first: the version table itself is created under it.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
+			return fmt.Errorf("postgres store %s: waiting for the migration lock: %w", redact(dsn), err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("postgres store %s: creating schema_version: %w", redact(dsn), err)
+		}
+		have, err := schemaVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if have > SchemaVersion {
+			return newerSchema(dsn, have, SchemaVersion)
+		}
+		for _, m := range ms[have:] {
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return fmt.Errorf("postgres store %s: migration %s: %w", redact(dsn), m.name, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO schema_version (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
+				return fmt.Errorf("postgres store %s: recording migration %s: %w", redact(dsn), m.name, err)
+			}
+		}
+		return nil
+	})
+}

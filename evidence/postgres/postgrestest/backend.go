@@ -1,0 +1,190 @@
+package postgrestest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/evidencetest"
+	"github.com/meshproof/meshproof/evidence/postgres"
+)
+
+// Backend is an evidencetest.Factory: a migrated store on a fresh
+// database, with a Tamperer on its own connections.
+func Backend(t testing.TB) evidencetest.Backend {
+	t.Helper()
+	dsn := DSN(t)
+	ctx := context.Background()
+	if err := postgres.Migrate(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	open := func(t testing.TB) evidence.Store {
+		t.Helper()
+		s, err := postgres.Open(ctx, dsn, evidence.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s := open(t)
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return evidencetest.Backend{
+		Store:  s,
+		Tamper: &Tamperer{DB: pool},
+		Reopen: func(t testing.TB) evidence.Store {
+			s.Close()
+			s = open(t)
+			return s
+		},
+	}
+}
+
+// Tamperer edits the stored evidence with SQL, as someone with write access
+// to the database would.
+type Tamperer struct {
+	DB *pgxpool.Pool
+}
+
+var _ evidencetest.Tamperer = (*Tamperer)(nil)
+
+// SetVerdict rewrites the verdict in the stored record and its column,
+// leaving the hash alone.
+func (tm *Tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict) error {
+	var body []byte
+	if err := tm.DB.QueryRow(ctx, "SELECT body FROM records WHERE id = $1", id).Scan(&body); err != nil {
+		return fmt.Errorf("tamper: %s: %w", id, err)
+	}
+	var r evidence.Record
+	if err := json.Unmarshal(body, &r); err != nil {
+		return err
+	}
+	r.Verdict = v
+	body, _ = json.Marshal(&r)
+	return tm.exec(ctx, "UPDATE records SET body = $2, verdict = $3 WHERE id = $1", id, body, string(v))
+}
+
+// SetVerdictColumn rewrites only the verdict column.
+func (tm *Tamperer) SetVerdictColumn(ctx context.Context, id string, v evidence.Verdict) error {
+	return tm.exec(ctx, "UPDATE records SET verdict = $2 WHERE id = $1", id, string(v))
+}
+
+// Delete deletes the record's row.
+func (tm *Tamperer) Delete(ctx context.Context, id string) error {
+	return tm.exec(ctx, "DELETE FROM records WHERE id = $1", id)
+}
+
+func (tm *Tamperer) exec(ctx context.Context, sql string, args ...any) error {
+	tag, err := tm.DB.Exec(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("tamper: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("tamper: %s %v: %d rows changed, want 1", sql, args[0], tag.RowsAffected())
+	}
+	return nil
+}
+
+// content is a row's columns other than replica and seq.
+const content = `time_ns, id, allowed, source_principal, destination_principal, source_trust_domain,
+	destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host,
+	path, request_id, prev_hash, hash, body`
+
+// SwapContent exchanges the content of two rows of one chain: each row
+// keeps its replica and seq (the seq in its record rewritten to match) and
+// takes the other's record, columns, prev_hash and hash.
+func (tm *Tamperer) SwapContent(ctx context.Context, idA, idB string) error {
+	return pgx.BeginFunc(ctx, tm.DB, func(tx pgx.Tx) error {
+		var a, b []any
+		var seqA, seqB int64
+		for _, x := range []struct {
+			id  string
+			seq *int64
+			row *[]any
+		}{{idA, &seqA, &a}, {idB, &seqB, &b}} {
+			rows, err := tx.Query(ctx, "SELECT seq, "+content+" FROM records WHERE id = $1", x.id)
+			if err != nil {
+				return err
+			}
+			vals, err := pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+			if err != nil {
+				return fmt.Errorf("tamper: %s: %w", x.id, err)
+			}
+			*x.seq, *x.row = vals[0].(int64), vals[1:]
+		}
+		contentA, err := withSeq(a, seqB)
+		if err != nil {
+			return err
+		}
+		contentB, err := withSeq(b, seqA)
+		if err != nil {
+			return err
+		}
+		// Through a placeholder id: (id, time_ns) is unique.
+		placeholder := "swap~" + idB
+		contentB[1] = placeholder
+		if err := update(ctx, tx, seqA, a[0], idA, contentB); err != nil {
+			return err
+		}
+		if err := update(ctx, tx, seqB, b[0], idB, contentA); err != nil {
+			return err
+		}
+		contentB[1] = idB
+		return update(ctx, tx, seqA, contentB[0], placeholder, contentB)
+	})
+}
+
+// update sets the content of the row at (seq, timeNS, id).
+func update(ctx context.Context, tx pgx.Tx, seq int64, timeNS any, id string, vals []any) error {
+	args := append([]any{seq, timeNS, id}, vals...)
+	tag, err := tx.Exec(ctx, `UPDATE records SET (`+content+`) =
+		($4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		WHERE seq = $1 AND time_ns = $2 AND id = $3`, args...)
+	if err != nil {
+		return fmt.Errorf("tamper: swap: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("tamper: swap: %d rows changed", tag.RowsAffected())
+	}
+	return nil
+}
+
+// withSeq copies a row's content with the seq in its record set to seq.
+func withSeq(vals []any, seq int64) ([]any, error) {
+	out := append([]any(nil), vals...)
+	var r evidence.Record
+	if err := json.Unmarshal(out[len(out)-1].([]byte), &r); err != nil {
+		return nil, err
+	}
+	r.Chain.Seq = uint64(seq)
+	out[len(out)-1], _ = json.Marshal(&r)
+	return out, nil
+}
+
+// AppendForged inserts r's row without touching the chain's head or the
+// rollups.
+func (tm *Tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
+	c := evidence.ColumnsOf(r)
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = tm.DB.Exec(ctx, `INSERT INTO records (replica, seq, `+content+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+		c.Replica, c.Seq, c.TimeNS, c.ID, c.Allowed, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain,
+		c.DestTD, c.SourceNamespace, c.DestNamespace, c.SourceKey, c.Verdict, c.Method, c.Host,
+		c.Path, c.RequestID, r.Chain.PrevHash, r.Chain.Hash, body)
+	if err != nil {
+		return fmt.Errorf("tamper: forge %s: %w", r.ID, err)
+	}
+	return nil
+}

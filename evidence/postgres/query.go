@@ -1,0 +1,290 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// args collects a statement's bound parameters: every value a filter
+// carries is one, never SQL text.
+type args []any
+
+// add binds v and returns its placeholder.
+func (a *args) add(v any) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a))
+}
+
+// where is the WHERE clause of f, a validated filter.
+func where(f evidence.Filter, a *args) string {
+	var conds []string
+	cond := func(c string) { conds = append(conds, c) }
+	if !f.Since.IsZero() {
+		cond("time_ns >= " + a.add(clampNano(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		cond("time_ns < " + a.add(clampNano(f.Until)))
+	}
+	eq := func(col, v string) {
+		if v != "" {
+			cond(col + " = " + a.add(v))
+		}
+	}
+	prefix := func(col, p string) {
+		if p == "" {
+			return
+		}
+		cond(col + " >= " + a.add(p))
+		if hi, ok := prefixEnd(p); ok {
+			cond(col + " < " + a.add(hi))
+		}
+	}
+	either := func(c1, c2, v string) {
+		if v != "" {
+			p := a.add(v)
+			cond("(" + c1 + " = " + p + " OR " + c2 + " = " + p + ")")
+		}
+	}
+	eq("source_principal", f.Source)
+	prefix("source_principal", f.SourcePrefix)
+	eq("destination_principal", f.Destination)
+	prefix("destination_principal", f.DestinationPrefix)
+	either("source_trust_domain", "destination_trust_domain", f.TrustDomain)
+	either("source_namespace", "destination_namespace", f.Namespace)
+	if len(f.Verdicts) > 0 {
+		cond("verdict = ANY(" + a.add(verdictStrings(f.Verdicts)) + ")")
+	}
+	if len(f.NotVerdicts) > 0 {
+		cond("verdict <> ALL(" + a.add(verdictStrings(f.NotVerdicts)) + ")")
+	}
+	if f.Allowed != nil {
+		cond("allowed = " + a.add(*f.Allowed))
+	}
+	eq("method", f.Method)
+	eq("host", f.Host)
+	prefix("path", f.PathPrefix)
+	if f.RequestID != "" {
+		// Spelled out so that the partial index applies.
+		cond("request_id = " + a.add(f.RequestID) + " AND request_id <> ''")
+	}
+	eq("replica", f.Replica)
+	if len(conds) == 0 {
+		return "TRUE"
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// clampNano is t in Unix nanoseconds, clamped to the times a record can
+// have (int64 nanoseconds cover 1678 to 2262).
+func clampNano(t time.Time) int64 {
+	switch y := t.Year(); {
+	case y < 1700:
+		return math.MinInt64
+	case y > 2200:
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// prefixEnd is the least string above every string that starts with p, in
+// the bytewise ("C") order, which for UTF-8 is code point order: p with
+// its last code point incremented. ok is false when there is none.
+func prefixEnd(p string) (string, bool) {
+	for p != "" {
+		r, size := utf8.DecodeLastRuneInString(p)
+		p = p[:len(p)-size]
+		switch {
+		case r == 0xD7FF:
+			return p + string(rune(0xE000)), true // past the surrogates
+		case r < utf8.MaxRune:
+			return p + string(r+1), true
+		}
+	}
+	return "", false
+}
+
+func verdictStrings(vs []evidence.Verdict) []string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = string(v)
+	}
+	return s
+}
+
+// selectRecord are the columns decode reads.
+const selectRecord = "SELECT time_ns, id, seq, prev_hash, hash, body FROM records "
+
+// decode reads a row of selectRecord: the stored record, with the chain
+// fields of the stored columns.
+func decode(rows pgx.Rows) (r *evidence.Record, at cursor, err error) {
+	var (
+		timeNS         int64
+		id, prev, hash string
+		seq            int64
+		body           []byte
+	)
+	if err := rows.Scan(&timeNS, &id, &seq, &prev, &hash, &body); err != nil {
+		return nil, at, err
+	}
+	r = new(evidence.Record)
+	if err := json.Unmarshal(body, r); err != nil {
+		return nil, at, fmt.Errorf("record %s (seq %d): stored body is not a record: %w", id, seq, err)
+	}
+	r.Chain = evidence.Chain{Seq: uint64(seq), PrevHash: prev, Hash: hash}
+	return r, cursor{timeNS, id}, nil
+}
+
+// Query returns one page of the records matching f, newest first.
+func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+	if err := f.Validate(); err != nil {
+		return evidence.Result{}, err
+	}
+	limit := page.Limit
+	if limit <= 0 {
+		limit = evidence.DefaultLimit
+	}
+	limit = min(limit, evidence.MaxLimit)
+	var after *cursor
+	if page.Cursor != "" {
+		t, id, err := evidence.DecodeCursor(page.Cursor)
+		if err != nil {
+			return evidence.Result{}, err
+		}
+		if !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
+			// No stored id is: a forged cursor, which PostgreSQL would
+			// refuse as text.
+			return evidence.Result{}, fmt.Errorf("%w: %q", evidence.ErrBadCursor, page.Cursor)
+		}
+		after = &cursor{t, id}
+	}
+	recs, next, err := s.page(ctx, f, after, limit)
+	if err != nil {
+		return evidence.Result{}, err
+	}
+	res := evidence.Result{Records: recs}
+	if next != nil {
+		res.Next = evidence.EncodeCursor(next.timeNS, next.id)
+	}
+	return res, nil
+}
+
+// cursor is the position after which a page starts.
+type cursor struct {
+	timeNS int64
+	id     string
+}
+
+// page reads up to limit records matching f after the cursor, newest
+// first, and the cursor of the next page (nil on the last one). It holds a
+// connection only while it reads.
+func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limit int) ([]*evidence.Record, *cursor, error) {
+	var a args
+	w := where(f, &a)
+	if after != nil {
+		t, id := a.add(after.timeNS), a.add(after.id)
+		w += " AND time_ns <= " + t + " AND (time_ns < " + t + " OR id < " + id + ")"
+	}
+	rows, err := s.pool.Query(ctx, selectRecord+"WHERE "+w+" ORDER BY time_ns DESC, id DESC LIMIT "+a.add(limit+1), a...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+	}
+	defer rows.Close()
+	recs := make([]*evidence.Record, 0, min(limit, 128))
+	var next *cursor
+	var at cursor
+	for rows.Next() {
+		if len(recs) == limit {
+			next = &at // the last record returned
+			break
+		}
+		r, c, err := decode(rows)
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: query: %w", err)
+		}
+		recs, at = append(recs, r), c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+	}
+	return recs, next, nil
+}
+
+// Scan calls fn for every record matching f, newest first, reading a page
+// at a time; no connection is held while fn runs.
+func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	var after *cursor
+	for {
+		recs, next, err := s.page(ctx, f, after, evidence.MaxLimit)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		after = next
+	}
+}
+
+// Get returns the record with id.
+func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
+	// A ULID carries its creation time, close to the record's: look in
+	// the partitions around it first.
+	if u, err := ulid.ParseStrict(id); err == nil {
+		t := ulid.Time(u.Time())
+		r, err := s.get(ctx, id, t.Add(-24*time.Hour), t.Add(24*time.Hour))
+		if !errors.Is(err, evidence.ErrNotFound) {
+			return r, err
+		}
+	}
+	return s.get(ctx, id, time.Time{}, time.Time{})
+}
+
+func (s *Store) get(ctx context.Context, id string, since, until time.Time) (*evidence.Record, error) {
+	if !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
+		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
+	}
+	var a args
+	w := "id = " + a.add(id)
+	if !since.IsZero() {
+		w += " AND time_ns >= " + a.add(since.UnixNano()) + " AND time_ns < " + a.add(until.UnixNano())
+	}
+	rows, err := s.pool.Query(ctx, selectRecord+"WHERE "+w+" LIMIT 1", a...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get %s: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("postgres: get %s: %w", id, err)
+		}
+		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
+	}
+	r, _, err := decode(rows)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,193 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// walkPage is how many records Walk holds at a time.
+const walkPage = 1000
+
+// Walk calls fn for each record of replica's chain in seq order, with the
+// index columns stored beside it. A stored body that no longer decodes is
+// passed as a record holding only its chain fields, which Verify reports
+// as edited.
+func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Columns) error) error {
+	var recs []*evidence.Record
+	var cols []evidence.Columns
+	after := [2]int64{math.MinInt64, math.MinInt64} // (seq, time_ns): unique per replica
+	for {
+		rows, err := s.pool.Query(ctx, `SELECT seq, time_ns, prev_hash, hash, body, id, replica,
+			source_principal, destination_principal, source_trust_domain, destination_trust_domain,
+			source_namespace, destination_namespace, source_key, verdict, allowed, method, host, path, request_id
+			FROM records WHERE replica = $1 AND (seq, time_ns) > ($2, $3) ORDER BY seq, time_ns LIMIT $4`,
+			replica, after[0], after[1], walkPage)
+		if err != nil {
+			return fmt.Errorf("postgres: walk %s: %w", replica, err)
+		}
+		recs, cols = recs[:0], cols[:0]
+		for rows.Next() {
+			var c evidence.Columns
+			var ch evidence.Chain
+			var body []byte
+			if err := rows.Scan(&c.Seq, &c.TimeNS, &ch.PrevHash, &ch.Hash, &body, &c.ID, &c.Replica,
+				&c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestTD,
+				&c.SourceNamespace, &c.DestNamespace, &c.SourceKey, &c.Verdict, &c.Allowed,
+				&c.Method, &c.Host, &c.Path, &c.RequestID); err != nil {
+				rows.Close()
+				return fmt.Errorf("postgres: walk %s: %w", replica, err)
+			}
+			r := new(evidence.Record)
+			if json.Unmarshal(body, r) != nil {
+				r = new(evidence.Record)
+			}
+			ch.Seq = uint64(c.Seq)
+			r.Chain = ch
+			recs, cols = append(recs, r), append(cols, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("postgres: walk %s: %w", replica, err)
+		}
+		for i, r := range recs {
+			if err := fn(r, cols[i]); err != nil {
+				return err
+			}
+		}
+		if len(recs) < walkPage {
+			return nil
+		}
+		last := cols[len(cols)-1]
+		after = [2]int64{last.Seq, last.TimeNS}
+	}
+}
+
+// Replicas lists the replicas with a chain: a recorded head, a
+// checkpoint, or records (so that a chain whose head row was deleted is
+// still walked, and its forged tail found).
+func (s *Store) Replicas(ctx context.Context) ([]string, error) {
+	// A loose index scan: one index probe per replica, not a scan of
+	// every record.
+	rows, err := s.pool.Query(ctx, `WITH RECURSIVE r(replica) AS (
+			SELECT min(replica) FROM records
+			UNION ALL
+			SELECT (SELECT min(replica) FROM records WHERE replica > r.replica) FROM r WHERE r.replica IS NOT NULL)
+		SELECT replica FROM r WHERE replica IS NOT NULL
+		UNION SELECT replica FROM chain_heads WHERE seq > 0
+		UNION SELECT replica FROM chain_checkpoints
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: replicas: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("postgres: replicas: %w", err)
+	}
+	return names, nil
+}
+
+// Aggregate counts records by edge, verdict and outcome from the rollups.
+func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evidence.Group, error) {
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	counts, err := s.counts(ctx, q.Since, q.Until)
+	if err != nil {
+		return nil, err
+	}
+	// Replicas' counts of one edge add up.
+	byEdge := map[evidence.RollupKey]*evidence.Group{}
+	for _, c := range counts {
+		k := c.key
+		if q.Destination != "" && q.Destination != k.DestinationHost && q.Destination != k.DestinationPrincipal {
+			continue
+		}
+		first, last := time.Unix(0, c.first).UTC(), time.Unix(0, c.last).UTC()
+		k.Replica = ""
+		g := byEdge[k]
+		if g == nil {
+			g = &evidence.Group{Source: k.Source, DestinationHost: k.DestinationHost, DestinationPrincipal: k.DestinationPrincipal,
+				Verdict: evidence.Verdict(k.Verdict), Allowed: k.Allowed, FirstSeen: first, LastSeen: last, ExampleID: c.example}
+			byEdge[k] = g
+		}
+		g.Count += c.count
+		if first.Before(g.FirstSeen) {
+			g.FirstSeen = first
+		}
+		if last.After(g.LastSeen) {
+			g.LastSeen = last
+		}
+		g.ExampleID = min(g.ExampleID, c.example)
+	}
+	groups := make([]evidence.Group, 0, len(byEdge))
+	for _, g := range byEdge {
+		groups = append(groups, *g)
+	}
+	slices.SortFunc(groups, func(a, b evidence.Group) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Source, b.Source),
+			strings.Compare(a.DestinationHost, b.DestinationHost), strings.Compare(a.DestinationPrincipal, b.DestinationPrincipal),
+			strings.Compare(string(a.Verdict), string(b.Verdict)), cmp.Compare(boolInt(a.Allowed), boolInt(b.Allowed)))
+	})
+	return groups, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Stats summarises the store; the counts by verdict and decision come
+// from the rollups.
+func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, error) {
+	st := evidence.Stats{ByVerdict: map[evidence.Verdict]int64{}, ByDecision: map[string]int64{}, Replicas: map[string]evidence.Link{}}
+	var oldest, newest *int64
+	err := s.pool.QueryRow(ctx, "SELECT count(*), min(time_ns), max(time_ns) FROM records").Scan(&st.Records, &oldest, &newest)
+	if err != nil {
+		return st, fmt.Errorf("postgres: stats: %w", err)
+	}
+	if oldest != nil {
+		st.Oldest, st.Newest = time.Unix(0, *oldest).UTC(), time.Unix(0, *newest).UTC()
+	}
+	counts, err := s.counts(ctx, since, time.Time{})
+	if err != nil {
+		return st, err
+	}
+	for _, c := range counts {
+		st.ByVerdict[evidence.Verdict(c.key.Verdict)] += c.count
+		st.ByDecision[map[bool]string{true: "allowed", false: "denied"}[c.key.Allowed]] += c.count
+	}
+	err = s.pool.QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+		WHERE c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'records'::regclass)
+			OR c.oid IN ('chain_heads'::regclass, 'chain_checkpoints'::regclass, 'rollup_keys'::regclass,
+				'rollups'::regclass, 'rollups_hourly'::regclass, 'rollups_daily'::regclass, 'rollups_weekly'::regclass,
+				'rollup_horizon'::regclass, 'schema_version'::regclass)`).Scan(&st.SizeBytes)
+	if err != nil {
+		return st, fmt.Errorf("postgres: stats: size: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, "SELECT replica, seq, hash FROM chain_heads WHERE seq > 0")
+	if err != nil {
+		return st, fmt.Errorf("postgres: stats: %w", err)
+	}
+	var replica string
+	var l evidence.Link
+	_, err = pgx.ForEachRow(rows, []any{&replica, &l.Seq, &l.Hash}, func() error {
+		st.Replicas[replica] = l
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("postgres: stats: %w", err)
+	}
+	return st, nil
+}

@@ -1,0 +1,205 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DeleteBefore removes the records older than t: whole days by dropping
+// their partitions, then the older rows of the day t falls in, batch rows
+// per transaction. Each transaction first saves, per replica, the highest
+// link it removes as the chain's checkpoint, and removes any record of that
+// replica still below it (records a few milliseconds apart can straddle
+// midnight out of seq order), so that every stored chain starts right
+// after its checkpoint. Rollups older than rollupsBefore go too, in
+// batches. It returns the number of records removed.
+func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	var n int64
+	if cut, ok := unixNano(t); ok {
+		days, err := listPartitions(ctx, s.pool)
+		if err != nil {
+			return n, fmt.Errorf("postgres: retention: %w", err)
+		}
+		for _, d := range days {
+			if (d+1)*dayNS > cut {
+				break
+			}
+			m, err := s.dropPartition(ctx, d)
+			n += m
+			if err != nil {
+				return n, fmt.Errorf("postgres: retention: dropping %s: %w", partitionName(d), err)
+			}
+		}
+		for {
+			m, done, err := s.deleteRows(ctx, cut, batch)
+			n += m
+			if err != nil {
+				return n, fmt.Errorf("postgres: retention: %w", err)
+			}
+			if done {
+				break
+			}
+		}
+	}
+	if minute, ok := unixNano(rollupsBefore); ok {
+		if err := s.deleteRollups(ctx, floorDiv(minute, int64(time.Minute)), batch); err != nil {
+			return n, fmt.Errorf("postgres: retention of rollups: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// unixNano is t in ns, ok false for a zero time.
+func unixNano(t time.Time) (int64, bool) {
+	return clampNano(t), !t.IsZero()
+}
+
+// retentionTx runs fn in a transaction that holds the partition lock (so
+// that two replicas running retention do not drop the same day twice) and
+// does not wait long for table locks.
+func (s *Store) retentionTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '10s'"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(partitionLock)); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// dropPartition drops one day, after saving each replica's checkpoint.
+func (s *Store) dropPartition(ctx context.Context, day int64) (int64, error) {
+	name := partitionName(day)
+	var n int64
+	err := s.retentionTx(ctx, func(tx pgx.Tx) error {
+		n = 0
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", name).Scan(&exists); err != nil || !exists {
+			return err // dropped by another replica meanwhile
+		}
+		// name is made from an integer.
+		rows, err := tx.Query(ctx, "SELECT replica, max(seq), count(*) FROM "+name+" GROUP BY replica")
+		if err != nil {
+			return err
+		}
+		var replica string
+		var last, count int64
+		lasts := map[string]int64{}
+		if _, err := pgx.ForEachRow(rows, []any{&replica, &last, &count}, func() error {
+			lasts[replica] = last
+			n += count
+			return nil
+		}); err != nil {
+			return err
+		}
+		cps := map[string]link{}
+		for replica, seq := range lasts {
+			var hash string
+			if err := tx.QueryRow(ctx, "SELECT hash FROM "+name+" WHERE replica = $1 AND seq = $2 ORDER BY time_ns LIMIT 1",
+				replica, seq).Scan(&hash); err != nil {
+				return err
+			}
+			cps[replica] = link{seq, hash}
+		}
+		if _, err := tx.Exec(ctx, "DROP TABLE "+name); err != nil {
+			return err
+		}
+		m, err := saveCheckpoints(ctx, tx, cps)
+		n += m
+		return err
+	})
+	if err == nil {
+		s.parts.forgetDay(day)
+	}
+	return n, err
+}
+
+// deleteRows deletes up to batch records older than cut, oldest first,
+// saving checkpoints; done is true when none was left.
+func (s *Store) deleteRows(ctx context.Context, cut int64, batch int) (n int64, done bool, err error) {
+	err = s.retentionTx(ctx, func(tx pgx.Tx) error {
+		n, done = 0, false
+		rows, err := tx.Query(ctx, `DELETE FROM records r
+			USING (SELECT replica, seq, time_ns FROM records WHERE time_ns < $1 ORDER BY time_ns LIMIT $2) d
+			WHERE r.replica = d.replica AND r.seq = d.seq AND r.time_ns = d.time_ns
+			RETURNING r.replica, r.seq, r.hash`, cut, batch)
+		if err != nil {
+			return err
+		}
+		var replica, hash string
+		var seq int64
+		cps := map[string]link{}
+		if _, err := pgx.ForEachRow(rows, []any{&replica, &seq, &hash}, func() error {
+			n++
+			if cp, ok := cps[replica]; !ok || seq > cp.seq {
+				cps[replica] = link{seq, hash}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		done = n == 0
+		m, err := saveCheckpoints(ctx, tx, cps)
+		n += m
+		return err
+	})
+	return n, done, err
+}
+
+type link struct {
+	seq  int64
+	hash string
+}
+
+// saveCheckpoints records each replica's last removed link (unless a later
+// one is already recorded) and removes the replica's records still at or
+// below it, returning how many.
+func saveCheckpoints(ctx context.Context, tx pgx.Tx, cps map[string]link) (int64, error) {
+	var n int64
+	for replica, cp := range cps {
+		if _, err := tx.Exec(ctx, `INSERT INTO chain_checkpoints AS c (replica, seq, hash) VALUES ($1, $2, $3)
+			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, saved_at = now()
+			WHERE c.seq < excluded.seq`, replica, cp.seq, cp.hash); err != nil {
+			return n, fmt.Errorf("checkpoint of %s: %w", replica, err)
+		}
+		tag, err := tx.Exec(ctx, "DELETE FROM records WHERE replica = $1 AND seq <= (SELECT seq FROM chain_checkpoints WHERE replica = $1)", replica)
+		if err != nil {
+			return n, fmt.Errorf("records of %s below its checkpoint: %w", replica, err)
+		}
+		n += tag.RowsAffected()
+	}
+	return n, nil
+}
+
+// deleteRollups moves the rollup horizon to minute and deletes the rows
+// before it, batch at a time: at each level, the units that begin before it
+// (the remaining minutes of such an hour or day answer for it).
+func (s *Store) deleteRollups(ctx context.Context, minute int64, batch int) error {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO rollup_horizon AS h (minute) VALUES ($1)
+		ON CONFLICT (one) DO UPDATE SET minute = greatest(h.minute, excluded.minute)`, minute); err != nil {
+		return err
+	}
+	for _, l := range levels {
+		below := -floorDiv(-minute, l.minutes)
+		for {
+			// Table and column names are constants.
+			tag, err := s.pool.Exec(ctx, "DELETE FROM "+l.table+" WHERE ctid = ANY(ARRAY(SELECT ctid FROM "+l.table+
+				" WHERE "+l.unit+" < $1 LIMIT $2))", below, batch)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// level is one granularity of rollups.
+type level struct {
+	table, unit string
+	minutes     int64
+}
+
+// levels, finest first.
+var levels = []level{
+	{"rollups", "minute", 1},
+	{"rollups_hourly", "hour", 60},
+	{"rollups_daily", "day", 24 * 60},
+	{"rollups_weekly", "week", 7 * 24 * 60},
+}
+
+// keyCache maps rollup keys (Minute zero) to their ids in rollup_keys and
+// back; ids never change once given.
+type keyCache struct {
+	mu   sync.Mutex
+	ids  map[evidence.RollupKey]int64
+	keys map[int64]evidence.RollupKey
+}
+
+func newKeyCache() keyCache {
+	return keyCache{ids: map[evidence.RollupKey]int64{}, keys: map[int64]evidence.RollupKey{}}
+}
+
+// add remembers a key's id; the caller holds mu.
+func (c *keyCache) add(k evidence.RollupKey, id int64) {
+	c.ids[k], c.keys[id] = id, k
+}
+
+// keyIDs returns the ids of the batch's rollup keys, creating the keys
+// not stored yet. New keys are committed at once, apart from the batch: a
+// key without counts is harmless, and other writers can use it.
+func (s *Store) keyIDs(ctx context.Context, batch []*evidence.Record) (map[evidence.RollupKey]int64, error) {
+	ids := map[evidence.RollupKey]int64{}
+	var missing []evidence.RollupKey
+	s.keys.mu.Lock()
+	for _, r := range batch {
+		k := evidence.RollupOf(r)
+		k.Minute = 0
+		if _, ok := ids[k]; ok {
+			continue
+		}
+		id, ok := s.keys.ids[k]
+		ids[k] = id
+		if !ok {
+			missing = append(missing, k)
+		}
+	}
+	s.keys.mu.Unlock()
+	if len(missing) == 0 {
+		return ids, nil
+	}
+	var cols [6][]string
+	allowed := make([]bool, len(missing))
+	for i, k := range missing {
+		for j, v := range []string{k.Replica, k.Source, k.DestinationHost, k.DestinationPrincipal, k.Verdict} {
+			cols[j] = append(cols[j], v)
+		}
+		allowed[i] = k.Allowed
+	}
+	const keys = "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[]) AS k(replica, source, host, principal, verdict, allowed)"
+	if _, err := s.pool.Exec(ctx, `INSERT INTO rollup_keys (replica, source, destination_host, destination_principal, verdict, allowed)
+		SELECT * FROM `+keys+` ON CONFLICT DO NOTHING`, cols[0], cols[1], cols[2], cols[3], cols[4], allowed); err != nil {
+		return nil, fmt.Errorf("rollup keys: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT r.id, r.replica, r.source, r.destination_host, r.destination_principal, r.verdict, r.allowed
+		FROM rollup_keys r JOIN `+keys+` ON r.replica = k.replica AND r.source = k.source AND r.destination_host = k.host
+			AND r.destination_principal = k.principal AND r.verdict = k.verdict AND r.allowed = k.allowed`,
+		cols[0], cols[1], cols[2], cols[3], cols[4], allowed)
+	if err != nil {
+		return nil, fmt.Errorf("rollup keys: %w", err)
+	}
+	var id int64
+	var k evidence.RollupKey
+	s.keys.mu.Lock()
+	defer s.keys.mu.Unlock()
+	_, err = pgx.ForEachRow(rows, []any{&id, &k.Replica, &k.Source, &k.DestinationHost, &k.DestinationPrincipal, &k.Verdict, &k.Allowed}, func() error {
+		ids[k] = id
+		s.keys.add(k, id)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rollup keys: %w", err)
+	}
+	for _, k := range missing {
+		if ids[k] == 0 {
+			return nil, fmt.Errorf("rollup keys: %+v not stored", k)
+		}
+	}
+	return ids, nil
+}
+
+// rollup is the count of one key in one unit of time.
+type rollup struct {
+	count, first, last int64
+	example            string
+}
+
+type unitKey struct{ unit, key int64 }
+
+// queueRollups adds to b the upserts of the batch's counts at every level,
+// counted here so that each row is written once per batch.
+func queueRollups(b *pgx.Batch, batch []*evidence.Record, ids map[evidence.RollupKey]int64) {
+	counts := make([]map[unitKey]*rollup, len(levels))
+	for i := range counts {
+		counts[i] = map[unitKey]*rollup{}
+	}
+	for _, r := range batch {
+		k := evidence.RollupOf(r)
+		minute := k.Minute
+		k.Minute = 0
+		id, ns := ids[k], r.Time.UnixNano()
+		for i, l := range levels {
+			uk := unitKey{floorDiv(minute, l.minutes), id}
+			if g := counts[i][uk]; g != nil {
+				g.count++
+				g.first, g.last = min(g.first, ns), max(g.last, ns)
+			} else {
+				counts[i][uk] = &rollup{count: 1, first: ns, last: ns, example: r.ID}
+			}
+		}
+	}
+	for i, l := range levels {
+		n := len(counts[i])
+		units, keys, cs, firsts, lasts := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+		examples := make([]string, 0, n)
+		for uk, g := range counts[i] {
+			units, keys, cs = append(units, uk.unit), append(keys, uk.key), append(cs, g.count)
+			firsts, lasts, examples = append(firsts, g.first), append(lasts, g.last), append(examples, g.example)
+		}
+		// Table and column names are constants of this file.
+		b.Queue(`INSERT INTO `+l.table+` AS r (`+l.unit+`, key, count, first_ns, last_ns, example_id)
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+			ON CONFLICT (`+l.unit+`, key) DO UPDATE SET count = r.count + excluded.count,
+				first_ns = least(r.first_ns, excluded.first_ns), last_ns = greatest(r.last_ns, excluded.last_ns)`,
+			units, keys, cs, firsts, lasts, examples)
+	}
+}
+
+// span is a range [from, to) of one level's units.
+type span struct {
+	level    int
+	from, to int64
+}
+
+// cover splits the minutes [from, to) into whole weeks, the whole days
+// around them, the whole hours around those, and the minutes left at
+// either end.
+func cover(from, to int64) []span {
+	var out []span
+	var split func(lvl int, a, b int64)
+	split = func(lvl int, a, b int64) {
+		if a >= b {
+			return
+		}
+		u := levels[lvl].minutes
+		ua, ub := -floorDiv(-a, u), floorDiv(b, u)
+		if lvl == 0 || ua >= ub {
+			if lvl == 0 {
+				out = append(out, span{0, a, b})
+			} else {
+				split(lvl-1, a, b)
+			}
+			return
+		}
+		split(lvl-1, a, ua*u)
+		out = append(out, span{lvl, ua, ub})
+		split(lvl-1, ub*u, b)
+	}
+	split(len(levels)-1, from, to)
+	return out
+}
+
+// rollupRows is a FROM item with the rollup rows (key, count, first_ns,
+// last_ns, example_id) that cover [since, until), until zero meaning now:
+// a minute counts when any of it is in the range. Nothing before the
+// retention horizon is read.
+func rollupRows(ctx context.Context, q querier, a *args, since, until time.Time) (string, error) {
+	from := int64(math.MinInt64)
+	if err := q.QueryRow(ctx, "SELECT coalesce(max(minute), $1) FROM rollup_horizon", from).Scan(&from); err != nil {
+		return "", fmt.Errorf("postgres: rollup horizon: %w", err)
+	}
+	if !since.IsZero() {
+		from = max(from, floorDiv(since.Unix(), 60))
+	}
+	if until.IsZero() {
+		until = time.Now()
+	}
+	secs := until.Unix()
+	if until.Nanosecond() > 0 {
+		secs++
+	}
+	to := -floorDiv(-secs, 60) // a minute counts when it starts before until
+	sql := "(SELECT key, count, first_ns, last_ns, example_id FROM rollups WHERE false"
+	for _, sp := range cover(from, to) {
+		l := levels[sp.level]
+		sql += " UNION ALL SELECT key, count, first_ns, last_ns, example_id FROM " + l.table +
+			" WHERE " + l.unit + " >= " + a.add(sp.from) + " AND " + l.unit + " < " + a.add(sp.to)
+	}
+	return sql + ") u", nil
+}
+
+// keysOf returns the keys with the given ids, reading those not cached.
+func (s *Store) keysOf(ctx context.Context, ids []int64) (map[int64]evidence.RollupKey, error) {
+	out := make(map[int64]evidence.RollupKey, len(ids))
+	var missing []int64
+	s.keys.mu.Lock()
+	for _, id := range ids {
+		if k, ok := s.keys.keys[id]; ok {
+			out[id] = k
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	s.keys.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, replica, source, destination_host, destination_principal, verdict, allowed
+		FROM rollup_keys WHERE id = ANY($1)`, missing)
+	if err != nil {
+		return nil, fmt.Errorf("rollup keys: %w", err)
+	}
+	var id int64
+	var k evidence.RollupKey
+	s.keys.mu.Lock()
+	defer s.keys.mu.Unlock()
+	if _, err := pgx.ForEachRow(rows, []any{&id, &k.Replica, &k.Source, &k.DestinationHost, &k.DestinationPrincipal, &k.Verdict, &k.Allowed}, func() error {
+		out[id] = k
+		s.keys.add(k, id)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("rollup keys: %w", err)
+	}
+	return out, nil
+}
+
+// keyCount is the counts of one rollup key over a time range.
+type keyCount struct {
+	key         evidence.RollupKey
+	count       int64
+	first, last int64
+	example     string
+}
+
+// counts sums the rollups over [since, until) per key, in SQL (the many
+// rows), and names the keys here (few, and cached).
+func (s *Store) counts(ctx context.Context, since, until time.Time) ([]keyCount, error) {
+	var out []keyCount
+	var ids []int64
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		// A few hundred thousand rows at most: parallel workers cost more
+		// to start and gather than they save (twice as slow on two cores).
+		if _, err := tx.Exec(ctx, "SET LOCAL max_parallel_workers_per_gather = 0"); err != nil {
+			return err
+		}
+		var a args
+		src, err := rollupRows(ctx, tx, &a, since, until)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT key, sum(count)::bigint, min(first_ns), max(last_ns), min(example_id)
+			FROM `+src+` GROUP BY key`, a...)
+		if err != nil {
+			return err
+		}
+		var id int64
+		var c keyCount
+		_, err = pgx.ForEachRow(rows, []any{&id, &c.count, &c.first, &c.last, &c.example}, func() error {
+			out, ids = append(out, c), append(ids, id)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: rollups: %w", err)
+	}
+	keys, err := s.keysOf(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	for i, id := range ids {
+		out[i].key = keys[id]
+	}
+	return out, nil
+}

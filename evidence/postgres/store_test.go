@@ -1,0 +1,315 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/postgres"
+	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+)
+
+// open migrates the database and opens a store on it.
+func open(t testing.TB, dsn string) *postgres.Store {
+	t.Helper()
+	if err := postgres.Migrate(context.Background(), dsn); err != nil {
+		t.Fatal(err)
+	}
+	s, err := postgres.Open(context.Background(), dsn, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// chained makes one record of replica per time, chained onto *head.
+func chained(replica string, head *evidence.Link, times ...time.Time) []*evidence.Record {
+	recs := make([]*evidence.Record, len(times))
+	for i, at := range times {
+		r := &evidence.Record{
+			ID: fmt.Sprintf("%s-%06d", replica, head.Seq+1), Time: at.UTC(), Replica: replica,
+			Source:      evidence.Peer{Address: "10.0.0.7", Principal: "spiffe://cluster.local/ns/shop/sa/frontend"},
+			Destination: evidence.Peer{Principal: "spiffe://cluster.local/ns/payments/sa/ledger"},
+			Request:     evidence.Request{Method: "GET", Host: "ledger", Path: "/x"},
+			Verdict:     evidence.MTLS, Reasons: []string{"client certificate presented"},
+			Decision: evidence.Decision{Allowed: i%3 != 0},
+		}
+		*head = head.Link(r)
+		recs[i] = r
+	}
+	return recs
+}
+
+// every returns n times a step apart from start.
+func every(start time.Time, step time.Duration, n int) []time.Time {
+	ts := make([]time.Time, n)
+	for i := range ts {
+		ts[i] = start.Add(time.Duration(i) * step)
+	}
+	return ts
+}
+
+func partitionsOf(t testing.TB, s *postgres.Store) []string {
+	t.Helper()
+	rows, err := s.Pool().Query(context.Background(), `SELECT c.relname::text FROM pg_inherits i
+		JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'records'::regclass ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func verifyIntact(t testing.TB, s evidence.Verifiable) []evidence.ChainReport {
+	t.Helper()
+	reps, err := evidence.Verify(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		if r.Broken != nil {
+			t.Fatalf("chain %s broken: %+v", r.Replica, *r.Broken)
+		}
+	}
+	return reps
+}
+
+// TestPartitionsAcrossDays writes one batch over three days long past (no
+// partition exists), reads it back, and drops the oldest day.
+func TestPartitionsAcrossDays(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	day := time.Date(2024, 2, 28, 0, 0, 0, 0, time.UTC)
+	var head evidence.Link
+	batch := chained("r1", &head, day.Add(23*time.Hour+59*time.Minute), day.Add(24*time.Hour-1),
+		day.Add(24*time.Hour), day.Add(36*time.Hour), day.Add(48*time.Hour+time.Second))
+	if err := s.Append(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	parts := partitionsOf(t, s)
+	for _, want := range []string{"records_20240228", "records_20240229", "records_20240301", "records_20240302"} {
+		if !slices.Contains(parts, want) {
+			t.Errorf("partitions %v: no %s", parts, want)
+		}
+	}
+	var parent, child string
+	err := s.Pool().QueryRow(ctx, `SELECT p.attcompression::text, c.attcompression::text FROM pg_attribute p, pg_attribute c
+		WHERE p.attrelid = 'records'::regclass AND c.attrelid = 'records_20240229'::regclass
+		AND p.attname = 'body' AND c.attname = 'body'`).Scan(&parent, &child)
+	if err != nil || parent != child {
+		t.Errorf("body compression: records %q, its partition %q (%v); want the same", parent, child, err)
+	}
+	res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{})
+	if err != nil || len(res.Records) != len(batch) {
+		t.Fatalf("Query: %d records, %v; want %d", len(res.Records), err, len(batch))
+	}
+	n, err := s.DeleteBefore(ctx, day.Add(24*time.Hour), time.Time{}, 100)
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteBefore(the second day) = %d, %v; want 2 records removed", n, err)
+	}
+	if slices.Contains(partitionsOf(t, s), "records_20240228") {
+		t.Error("the first day's partition was not dropped")
+	}
+	if cp, _ := s.Checkpoint(ctx, "r1"); cp.Seq != 2 || cp.Hash != batch[1].Chain.Hash {
+		t.Errorf("checkpoint %+v, want seq 2 and its hash", cp)
+	}
+	if reps := verifyIntact(t, s); reps[0].Checked != 3 {
+		t.Errorf("Verify checked %d records, want 3", reps[0].Checked)
+	}
+	// A day dropped by retention is created again for a late record.
+	late := chained("r1", &head, day.Add(time.Hour))
+	if err := s.Append(ctx, late); err != nil {
+		t.Fatalf("Append into a dropped day: %v", err)
+	}
+}
+
+// TestConcurrentPartitionCreators has replicas, each with its own store,
+// write into the same new days at once.
+func TestConcurrentPartitionCreators(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgrestest.DSN(t)
+	const replicas = 6
+	stores := make([]*postgres.Store, replicas)
+	for i := range stores {
+		stores[i] = open(t, dsn)
+	}
+	day := time.Date(2031, 5, 1, 0, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	errs := make([]error, replicas)
+	start := make(chan struct{})
+	for i, s := range stores {
+		wg.Go(func() {
+			var head evidence.Link
+			batch := chained(fmt.Sprintf("r%d", i), &head, every(day.Add(-time.Minute), 10*time.Minute, 300)...)
+			<-start
+			errs[i] = s.Append(ctx, batch)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("replica %d: %v", i, err)
+		}
+	}
+	want := []string{"records_20310430", "records_20310501", "records_20310502", "records_20310503"}
+	got := partitionsOf(t, stores[0])
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("partitions %v: no %s", got, w)
+		}
+	}
+	st, err := stores[0].Stats(ctx, time.Time{})
+	if err != nil || st.Records != replicas*300 {
+		t.Fatalf("Stats: %d records, %v; want %d", st.Records, err, replicas*300)
+	}
+	verifyIntact(t, stores[0])
+}
+
+// TestScanReleasesItsConnection stops a Scan by fn's error and by ctx, and
+// checks that no connection is held while fn runs or after it returns.
+func TestScanReleasesItsConnection(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	var head evidence.Link
+	start := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	if err := s.Append(ctx, chained("r1", &head, every(start, time.Second, 2500)...)); err != nil {
+		t.Fatal(err)
+	}
+	errEnough := errors.New("enough")
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		stopAt  int
+		stop    func() error
+		wantErr error
+	}{
+		{"all", ctx, -1, nil, nil},
+		{"fn error", ctx, 1500, func() error { return errEnough }, errEnough},
+		{"ctx cancelled", cctx, 1200, func() error { cancel(); return nil }, context.Canceled},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var seen int
+			err := s.Scan(tc.ctx, evidence.Filter{}, func(r *evidence.Record) error {
+				seen++
+				if held := s.Pool().Stat().AcquiredConns(); held != 0 {
+					return fmt.Errorf("%d connections held while fn runs", held)
+				}
+				if seen == tc.stopAt {
+					return tc.stop()
+				}
+				return nil
+			})
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("Scan: %v, want %v", err, tc.wantErr)
+			}
+			if tc.stopAt < 0 && seen != 2500 {
+				t.Errorf("Scan saw %d records, want 2500", seen)
+			}
+			if tc.stopAt > 0 && seen != tc.stopAt {
+				t.Errorf("Scan went on to record %d after stopping at %d", seen, tc.stopAt)
+			}
+			if held := s.Pool().Stat().AcquiredConns(); held != 0 {
+				t.Errorf("%d connections held after Scan returned", held)
+			}
+		})
+	}
+}
+
+// TestAppendOverlappingHead writes a batch whose first records are stored
+// already (a retry cut differently): only the rest is written.
+func TestAppendOverlappingHead(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	var head evidence.Link
+	recs := chained("r1", &head, every(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), time.Second, 10)...)
+	for _, b := range [][]*evidence.Record{recs[:4], recs[2:7], recs[:7], recs[5:], recs[3:8]} {
+		if err := s.Append(ctx, b); err != nil {
+			t.Fatalf("Append(seq %d..%d): %v", b[0].Chain.Seq, b[len(b)-1].Chain.Seq, err)
+		}
+	}
+	st, err := s.Stats(ctx, time.Time{})
+	if err != nil || st.Records != 10 || st.ByVerdict[evidence.MTLS] != 10 {
+		t.Fatalf("Stats = %+v, %v; want 10 records counted once", st, err)
+	}
+	verifyIntact(t, s)
+	// Other records at stored seqs, entirely or partly: a conflict.
+	var other evidence.Link
+	forged := chained("r1", &other, every(time.Date(2025, 6, 1, 0, 0, 0, 1, time.UTC), time.Second, 12)...)
+	for _, b := range [][]*evidence.Record{forged[:3], forged[8:]} {
+		if err := s.Append(ctx, b); !errors.Is(err, evidence.ErrChainConflict) {
+			t.Errorf("Append(other records at seq %d..%d): %v, want ErrChainConflict", b[0].Chain.Seq, b[len(b)-1].Chain.Seq, err)
+		}
+	}
+}
+
+// TestAppendWhileStoreDown stops PostgreSQL under a store: Append fails
+// (not as a chain conflict), and the same batch goes in once it is back.
+func TestAppendWhileStoreDown(t *testing.T) {
+	ctx := context.Background()
+	c := postgrestest.NewCluster(t)
+	s := open(t, c.DSN())
+	var head evidence.Link
+	start := time.Now().UTC().Truncate(time.Second)
+	first := chained("r1", &head, every(start, time.Millisecond, 100)...)
+	second := chained("r1", &head, every(start.Add(time.Second), time.Millisecond, 100)...)
+	if err := s.Append(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(t, "immediate")
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := s.Append(actx, second)
+	cancel()
+	if err == nil || errors.Is(err, evidence.ErrChainConflict) {
+		t.Fatalf("Append with PostgreSQL down: %v, want a connection error", err)
+	}
+	c.Start(t)
+	if err := s.Append(ctx, second); err != nil {
+		t.Fatalf("Append after PostgreSQL is back: %v", err)
+	}
+	if h, _ := s.Head(ctx, "r1"); h != head {
+		t.Errorf("head %+v, want %+v", h, head)
+	}
+	if reps := verifyIntact(t, s); reps[0].Checked != 200 {
+		t.Errorf("Verify checked %d, want 200", reps[0].Checked)
+	}
+}
+
+// TestRetentionCutsChainsWhole drops a day holding a record whose
+// predecessor in the chain is a little newer (times out of order across
+// midnight): the predecessor goes too, so the chain left has no hole.
+func TestRetentionCutsChainsWhole(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	midnight := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC)
+	var head evidence.Link
+	batch := chained("r1", &head, midnight.Add(time.Millisecond), midnight.Add(-time.Millisecond),
+		midnight.Add(time.Hour), midnight.Add(2*time.Hour))
+	if err := s.Append(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteBefore(ctx, midnight, time.Time{}, 10)
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteBefore(midnight) = %d, %v; want 2 (seq 2 before midnight, and seq 1)", n, err)
+	}
+	if cp, _ := s.Checkpoint(ctx, "r1"); cp.Seq != 2 || cp.Hash != batch[1].Chain.Hash {
+		t.Errorf("checkpoint %+v, want seq 2", cp)
+	}
+	if reps := verifyIntact(t, s); reps[0].Checked != 2 {
+		t.Errorf("Verify checked %d, want 2", reps[0].Checked)
+	}
+}
