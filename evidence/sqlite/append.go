@@ -178,7 +178,7 @@ type rollupSum struct {
 }
 
 // spans are the rollup bucket widths, in minutes.
-var spans = [...]int64{1, 60, 1440}
+var spans = [...]int64{1, 60, 1440, 10080}
 
 func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence.Record) error {
 	sums := make(map[rollupRow]*rollupSum)

@@ -62,10 +62,12 @@ var migrations = [][]string{
 			seq     INTEGER NOT NULL,
 			hash    TEXT    NOT NULL
 		) WITHOUT ROWID`,
-		// Rollups per minute (span 1), hour (60) and UTC day (1440), all
-		// kept in the same transaction as the records: an aggregate over
-		// 30 days reads 30 day rows per group plus the ragged ends, never
-		// 43,200 minutes of them. minute is the bucket's first Unix minute.
+		// Rollups per minute (span 1), hour (60), UTC day (1440) and week
+		// (10080, aligned on the Unix epoch), all kept in the same
+		// transaction as the records: an aggregate over 30 days reads a few
+		// week rows per group plus the days, hours and minutes at the ends,
+		// never 43,200 minutes of them. minute is the bucket's first Unix
+		// minute.
 		`CREATE TABLE rollups (
 			span          INTEGER NOT NULL,
 			minute        INTEGER NOT NULL,

@@ -114,7 +114,7 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 
 // rollupWindow is how many minutes of buckets of each span one retention
 // transaction removes: some thousands of rows, not millions.
-var rollupWindow = map[int64]int64{1: 60, 60: 1440, 1440: 43200}
+var rollupWindow = map[int64]int64{1: 60, 60: 1440, 1440: 43200, 10080: 100800}
 
 // deleteRollupsBefore removes the buckets that end at or before minute
 // cutoff.
