@@ -18,6 +18,8 @@ Usage:
   meshproof eval    [flags]   evaluate one CheckRequest (protojson) exactly as serve would
   meshproof migrate [flags]   create or update the evidence store's schema
   meshproof verify  [flags]   check every hash chain in the evidence store (exit 1 when broken)
+  meshproof query   [flags]   print evidence records from a running serve's API (--follow: as they arrive)
+  meshproof report  REPORT    tls-check, or strict-readiness (exit 3 when not ready), from a running serve's API
   meshproof version           print versions
 
 Run "meshproof <command> --help" for a command's flags.
@@ -47,6 +49,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(args[1:], stdout)
 	case "verify":
 		err = runVerify(args[1:], stdout)
+	case "query":
+		err = runQuery(args[1:], stdout, stderr)
+	case "report":
+		err = runReport(args[1:], stdout)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "--help", "-help":
@@ -63,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errBroken):
 		return 1 // the report said it
+	case errors.Is(err, errNotReady):
+		return 3 // the report said it
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "meshproof %s: %v\n", args[0], err)
 		return 2

@@ -1,36 +1,113 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/api"
+	"github.com/meshproof/meshproof/api/ui"
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/internal/tlsfiles"
 )
 
-// opsHandler serves what operators and Kubernetes probe: /metrics,
-// /healthz (the process answers) and /readyz (a policy is loaded).
-// With withPprof, /debug/pprof/ is served too (for profiling a live server;
-// off by default: profiles reveal internals).
-func opsHandler(reg *prometheus.Registry, ready func() bool, withPprof bool) http.Handler {
-	mux := http.NewServeMux()
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+// httpOptions configure the HTTP listener: the evidence API, the page,
+// metrics and probes, and who may read them.
+type httpOptions struct {
+	Addr        string
+	TokenFile   string
+	TLSCert     string
+	TLSKey      string
+	ClientCA    string
+	AllowSPIFFE []string
+	Insecure    bool
+	MetricsOpen bool
+	Pprof       bool
+}
+
+func (o *httpOptions) flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Addr, "http-addr", o.Addr, "HTTP listener: the evidence API (/v1/...), the page (/ui/), /metrics, /healthz, /readyz")
+	fs.StringVar(&o.TokenFile, "api-token-file", o.TokenFile, "file of bearer tokens (one per line, 16 bytes or more) that may read the evidence API")
+	fs.StringVar(&o.TLSCert, "http-tls-cert", o.TLSCert, "PEM certificate for TLS on the HTTP listener (re-read when it changes)")
+	fs.StringVar(&o.TLSKey, "http-tls-key", o.TLSKey, "PEM private key for --http-tls-cert")
+	fs.StringVar(&o.ClientCA, "http-client-ca", o.ClientCA, "PEM CA bundle: the HTTP listener requires client certificates it signed (with --api-allow-spiffe)")
+	fs.Var(newListFlag(&o.AllowSPIFFE), "api-allow-spiffe", "SPIFFE ID prefix (on path-segment boundaries) of client certificates that may read the evidence API, repeatable")
+	fs.BoolVar(&o.Insecure, "api-insecure", o.Insecure, "serve the evidence API without authentication even on a non-loopback address")
+	fs.BoolVar(&o.MetricsOpen, "metrics-open", o.MetricsOpen, "serve /metrics without authentication (for a Prometheus without credentials)")
+	fs.BoolVar(&o.Pprof, "debug-pprof", o.Pprof, "serve Go's /debug/pprof/ on the HTTP listener, without authentication (profiles reveal internals: keep it on loopback)")
+}
+
+func (o *httpOptions) validate() error {
+	switch {
+	case (o.TLSCert == "") != (o.TLSKey == ""):
+		return errors.New("http-tls-cert and http-tls-key go together")
+	case o.ClientCA != "" && o.TLSCert == "":
+		return errors.New("http-client-ca needs http-tls-cert and http-tls-key")
+	case len(o.AllowSPIFFE) > 0 && o.ClientCA == "":
+		return errors.New("api-allow-spiffe needs http-client-ca: SPIFFE IDs come from verified client certificates")
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready: no policy loaded yet", http.StatusServiceUnavailable)
-			return
+	return nil
+}
+
+// httpServer builds the HTTP listener's handler and TLS configuration, and
+// refuses to expose the evidence without authentication.
+func (o *httpOptions) httpServer(store evidence.Store, reg *prometheus.Registry, ready func() bool, log zerolog.Logger) (*http.Server, error) {
+	cfg := api.Config{
+		AllowSPIFFE:    o.AllowSPIFFE,
+		Insecure:       o.Insecure,
+		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		MetricsOpen:    o.MetricsOpen,
+		Ready:          ready,
+		UI:             ui.Handler(),
+	}
+	if o.TokenFile != "" {
+		tokens, err := api.LoadTokens(o.TokenFile)
+		if err != nil {
+			return nil, err
 		}
-		w.Write([]byte("ready\n"))
-	})
+		cfg.Tokens = tokens
+	}
+	if err := api.CheckExposure(o.Addr, cfg, o.TLSCert != ""); err != nil {
+		return nil, err
+	}
+	a, err := api.New(store, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	var tc *tls.Config
+	if o.TLSCert != "" {
+		if tc, err = tlsfiles.ServerConfig(o.TLSCert, o.TLSKey, o.ClientCA, "h2", "http/1.1"); err != nil {
+			return nil, fmt.Errorf("http tls: %w", err)
+		}
+	}
+	return &http.Server{
+		Handler:           withPprof(a.Handler(), o.Pprof),
+		TLSConfig:         tc,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}, nil
+}
+
+// withPprof adds Go's profiler in front of h when asked.
+func withPprof(h http.Handler, on bool) http.Handler {
+	if !on {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.Handle("/", h)
 	return mux
 }

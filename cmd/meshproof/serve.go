@@ -26,13 +26,12 @@ import (
 type serveOptions struct {
 	Config    string
 	GRPC      authz.GRPCConfig
-	HTTPAddr  string
+	HTTP      httpOptions
 	Policy    rego.Config
 	Authz     authz.Config
 	Evidence  evidenceOptions
 	Log       logOptions
 	Grace     time.Duration
-	Pprof     bool
 	GCPercent int
 }
 
@@ -42,7 +41,7 @@ func defaultServeOptions() serveOptions {
 	a.Replica = host
 	return serveOptions{
 		GRPC:     authz.DefaultGRPCConfig(),
-		HTTPAddr: "127.0.0.1:8181",
+		HTTP:     httpOptions{Addr: "127.0.0.1:8181"},
 		Policy:   rego.Defaults(),
 		Authz:    a,
 		Evidence: defaultEvidenceOptions(),
@@ -100,7 +99,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&g.KeepaliveTime, "grpc-keepalive-time", g.KeepaliveTime, "ping a connection idle for this long")
 	fs.DurationVar(&g.KeepaliveTimeout, "grpc-keepalive-timeout", g.KeepaliveTimeout, "close a connection whose ping is not answered within this")
 	fs.DurationVar(&g.KeepaliveMinClientInterval, "grpc-keepalive-min-client-interval", g.KeepaliveMinClientInterval, "shortest keepalive ping interval accepted from clients")
-	fs.StringVar(&o.HTTPAddr, "http-addr", o.HTTPAddr, "HTTP listener for /metrics, /healthz and /readyz")
+	o.HTTP.flags(fs)
 	policyFlags(fs, &o.Policy)
 	fs.BoolVar(&o.Policy.Watch, "watch", o.Policy.Watch, "reload local policy files when they change")
 	authzFlags(fs, &o.Authz)
@@ -108,13 +107,12 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	logFlags(fs, &o.Log)
 	fs.DurationVar(&o.Grace, "shutdown-grace", o.Grace, "on SIGTERM, how long in-flight Checks may take to finish")
 	fs.IntVar(&o.GCPercent, "gc-percent", o.GCPercent, "Go GC target percentage (as GOGC; GOGC in the environment wins); higher uses more memory and less CPU")
-	fs.BoolVar(&o.Pprof, "debug-pprof", o.Pprof, "serve Go's /debug/pprof/ on the HTTP listener (profiles reveal internals: keep it on loopback)")
 }
 
 func (o *serveOptions) validate() error {
-	errs := []error{o.GRPC.Validate(), o.Policy.Validate(), o.Authz.Validate(), o.Evidence.validate()}
-	if _, _, err := net.SplitHostPort(o.HTTPAddr); err != nil {
-		errs = append(errs, fmt.Errorf("http-addr %q: %w", o.HTTPAddr, err))
+	errs := []error{o.GRPC.Validate(), o.Policy.Validate(), o.Authz.Validate(), o.Evidence.validate(), o.HTTP.validate()}
+	if _, _, err := net.SplitHostPort(o.HTTP.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("http-addr %q: %w", o.HTTP.Addr, err))
 	}
 	if o.Grace <= 0 {
 		errs = append(errs, errors.New("shutdown-grace must be positive"))
@@ -179,6 +177,11 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		rec.Close(context.Background())
 		return err
 	}
+	hs, err := o.HTTP.httpServer(store, reg, engine.Ready, log)
+	if err != nil {
+		rec.Close(context.Background())
+		return err
+	}
 	rctx, stopRetention := context.WithCancel(context.Background())
 	defer stopRetention()
 	go retain(rctx, store, o.Evidence, log)
@@ -190,16 +193,21 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hlis, err := net.Listen("tcp", o.HTTPAddr)
+	hlis, err := net.Listen("tcp", o.HTTP.Addr)
 	if err != nil {
 		glis.Close()
 		return fmt.Errorf("http-addr: %w", err)
 	}
-	hs := &http.Server{Handler: opsHandler(reg, engine.Ready, o.Pprof), ReadHeaderTimeout: 5 * time.Second}
 
 	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(glis) }()
-	go func() { errc <- hs.Serve(hlis) }()
+	go func() {
+		if hs.TLSConfig != nil {
+			errc <- hs.ServeTLS(hlis, "", "")
+			return
+		}
+		errc <- hs.Serve(hlis)
+	}()
 	go markServing(ctx, g, engine.Ready)
 	log.Info().
 		Str("grpc_addr", glis.Addr().String()).
@@ -212,6 +220,8 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		Uint64("chain_seq", rec.Head().Seq).
 		Bool("grpc_tls", o.GRPC.TLSCert != "").
 		Bool("grpc_mtls", o.GRPC.ClientCA != "").
+		Bool("http_tls", o.HTTP.TLSCert != "").
+		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
 		Msg("meshproof serving")
 
 	select {

@@ -248,8 +248,8 @@ func TestMetricsAndProbes(t *testing.T) {
 		code int
 		body string
 	}{
-		{"/healthz", http.StatusOK, "ok\n"},
-		{"/readyz", http.StatusOK, "ready\n"},
+		{"/healthz", http.StatusOK, "{\"status\":\"ok\"}\n"},
+		{"/readyz", http.StatusOK, "{\"status\":\"ready\"}\n"},
 		{"/nope", http.StatusNotFound, ""},
 		{"/debug/pprof/", http.StatusNotFound, ""}, // off without --debug-pprof
 	} {

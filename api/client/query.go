@@ -1,0 +1,244 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
+)
+
+// Filter selects records, as the API's query parameters do: zero fields
+// select everything, set fields are ANDed, Verdicts are ORed.
+type Filter struct {
+	// Since and Until bound the records' time (Until exclusive): an RFC
+	// 3339 time, or a duration back from the server's now (90s, 1h, 7d).
+	// Format a time.Time with Time.
+	Since, Until string
+
+	Source, SourcePrefix           string // source principal, exact or prefix
+	Destination, DestinationPrefix string // destination principal, exact or prefix
+	TrustDomain                    string // of the source or the destination
+	Namespace                      string // of the source or the destination
+	Verdicts                       []evidence.Verdict
+	// MTLS true selects verdict mtls, false every other; not with Verdicts.
+	MTLS    *bool
+	Allowed *bool
+	Method  string
+	Host    string // as in :authority
+	// PathPrefix, RequestID (x-request-id) and Replica (the meshproof
+	// instance that recorded it).
+	PathPrefix, RequestID, Replica string
+}
+
+// Values are f's query parameters.
+func (f Filter) Values() url.Values {
+	v := url.Values{}
+	set := func(name, value string) {
+		if value != "" {
+			v.Set(name, value)
+		}
+	}
+	set("since", f.Since)
+	set("until", f.Until)
+	set("source", f.Source)
+	set("source_prefix", f.SourcePrefix)
+	set("destination", f.Destination)
+	set("destination_prefix", f.DestinationPrefix)
+	set("trust_domain", f.TrustDomain)
+	set("namespace", f.Namespace)
+	for _, vd := range f.Verdicts {
+		v.Add("verdict", string(vd))
+	}
+	if f.MTLS != nil {
+		v.Set("mtls", strconv.FormatBool(*f.MTLS))
+	}
+	if f.Allowed != nil {
+		v.Set("allowed", strconv.FormatBool(*f.Allowed))
+	}
+	set("method", f.Method)
+	set("host", f.Host)
+	set("path_prefix", f.PathPrefix)
+	set("request_id", f.RequestID)
+	set("replica", f.Replica)
+	return v
+}
+
+// Time formats t as the API's time parameters take it.
+func Time(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// Page is one page of records, newest first, as GET /v1/evidence answers.
+type Page struct {
+	Records []*evidence.Record `json:"records"`
+	// Next continues the listing (List's cursor); "" on the last page.
+	Next string `json:"next_cursor"`
+}
+
+// List returns one page of the records matching f: the newest, or those
+// after cursor (a previous page's Next). limit 0 is the server's default
+// (100); the most is 1000.
+func (c *Client) List(ctx context.Context, f Filter, cursor string, limit int) (Page, error) {
+	q := f.Values()
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var p Page
+	if err := c.getJSON(ctx, "/v1/evidence", q, &p); err != nil {
+		return Page{}, err
+	}
+	return p, nil
+}
+
+// Get returns one record by id; an *Error with StatusCode 404 when there is
+// none.
+func (c *Client) Get(ctx context.Context, id string) (*evidence.Record, error) {
+	if id == "" {
+		return nil, errors.New("no record id")
+	}
+	var r evidence.Record
+	if err := c.getJSON(ctx, "/v1/evidence/"+url.PathEscape(id), nil, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// maxLine bounds one NDJSON line: a record is cut to size limits when it
+// is stored (evidence.Bound), far below this.
+const maxLine = 16 << 20
+
+// ExportLines streams every record matching f, newest first, calling fn
+// with each NDJSON line as the server sent it (without its newline; fn
+// must not keep it). It stops at fn's first error, returned, or when ctx
+// is done. A stream the server cut short is an error, never taken for a
+// whole one.
+func (c *Client) ExportLines(ctx context.Context, f Filter, fn func(line []byte) error) error {
+	resp, err := c.get(ctx, "/v1/export", f.Values())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	for sc.Scan() {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		if err := fn(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("export cut short (the server failed or the connection broke; what came before is incomplete): %w", err)
+	}
+	return nil
+}
+
+// Export streams every record matching f, newest first, to fn (see
+// ExportLines).
+func (c *Client) Export(ctx context.Context, f Filter, fn func(*evidence.Record) error) error {
+	return c.ExportLines(ctx, f, func(line []byte) error {
+		var r evidence.Record
+		if err := json.Unmarshal(line, &r); err != nil {
+			return fmt.Errorf("export: a line is not a record: %w", err)
+		}
+		return fn(&r)
+	})
+}
+
+// TLSCheck returns the tls-check report of [since, until) (the API's
+// time parameters; "" for the last 24 hours and now), for one destination
+// (host:port or destination principal) or all ("").
+func (c *Client) TLSCheck(ctx context.Context, since, until, destination string) (report.TLSCheckReport, error) {
+	q := url.Values{}
+	setNonEmpty(q, "since", since)
+	setNonEmpty(q, "until", until)
+	setNonEmpty(q, "destination", destination)
+	var rep report.TLSCheckReport
+	err := c.getJSON(ctx, "/v1/reports/tls-check", q, &rep)
+	return rep, err
+}
+
+// StrictReadiness answers whether destination (host:port or destination
+// principal) can go to STRICT, from the traffic of [since, until) (""
+// for the last 7 days and now).
+func (c *Client) StrictReadiness(ctx context.Context, destination, since, until string) (report.StrictReadinessReport, error) {
+	q := url.Values{}
+	setNonEmpty(q, "destination", destination)
+	setNonEmpty(q, "since", since)
+	setNonEmpty(q, "until", until)
+	var rep report.StrictReadinessReport
+	err := c.getJSON(ctx, "/v1/reports/strict-readiness", q, &rep)
+	return rep, err
+}
+
+// Stats summarises the store; the counts by verdict and decision cover
+// the records since since ("" for the last 24 hours).
+func (c *Client) Stats(ctx context.Context, since string) (evidence.Stats, error) {
+	q := url.Values{}
+	setNonEmpty(q, "since", since)
+	var st evidence.Stats
+	err := c.getJSON(ctx, "/v1/stats", q, &st)
+	return st, err
+}
+
+func setNonEmpty(q url.Values, name, value string) {
+	if value != "" {
+		q.Set(name, value)
+	}
+}
+
+// ParseTime reads a time as the API's since and until take it, an RFC 3339
+// time or a duration back from now (90s, 1h, 7d, 1d12h; d is 24 hours),
+// so that a caller can fix a relative window once, on its own clock.
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := parseAgo(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2025-03-03T10:00:00Z) nor a duration back from now (90s, 1h, 7d, 1d12h)", s)
+	}
+	return now.Add(-d), nil
+}
+
+// parseAgo is time.ParseDuration with a leading number of days, and no
+// sign: a duration back from now is never negative.
+func parseAgo(s string) (time.Duration, error) {
+	if s == "" || s[0] == '-' || s[0] == '+' {
+		return 0, errors.New("not a duration")
+	}
+	days, rest, hasDays := strings.Cut(s, "d")
+	if !hasDays {
+		return time.ParseDuration(s)
+	}
+	n, err := strconv.ParseInt(days, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/int64(24*time.Hour) {
+		return 0, errors.New("not a number of days")
+	}
+	d := time.Duration(n) * 24 * time.Hour
+	if rest == "" {
+		return d, nil
+	}
+	if rest[0] == '-' || rest[0] == '+' {
+		return 0, errors.New("not a duration")
+	}
+	more, err := time.ParseDuration(rest)
+	if err != nil || d+more < d {
+		return 0, errors.New("not a duration")
+	}
+	return d + more, nil
+}

@@ -1,0 +1,163 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/evidencetest"
+)
+
+// spec is the part of openapi.json the tests hold the server to.
+type spec struct {
+	Paths map[string]map[string]struct {
+		Parameters []struct {
+			Ref  string `json:"$ref"`
+			Name string `json:"name"`
+		} `json:"parameters"`
+		Responses map[string]json.RawMessage `json:"responses"`
+	} `json:"paths"`
+	Components struct {
+		Parameters map[string]struct{ Name string } `json:"parameters"`
+		Schemas    map[string]schema                `json:"schemas"`
+	} `json:"components"`
+}
+
+type schema struct {
+	Properties map[string]json.RawMessage `json:"properties"`
+	AllOf      []struct {
+		Ref        string                     `json:"$ref"`
+		Properties map[string]json.RawMessage `json:"properties"`
+	} `json:"allOf"`
+}
+
+func loadSpec(t *testing.T) spec {
+	t.Helper()
+	var s spec
+	if err := json.Unmarshal(openAPI, &s); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	return s
+}
+
+// properties lists a schema's property names, following allOf.
+func (s spec) properties(name string) []string {
+	sc := s.Components.Schemas[name]
+	names := slices.Collect(maps.Keys(sc.Properties))
+	for _, part := range sc.AllOf {
+		if ref, ok := strings.CutPrefix(part.Ref, "#/components/schemas/"); ok {
+			names = append(names, s.properties(ref)...)
+		}
+		names = append(names, slices.Collect(maps.Keys(part.Properties))...)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestOpenAPIParameters holds each endpoint's parameters to the document.
+func TestOpenAPIParameters(t *testing.T) {
+	s := loadSpec(t)
+	served := map[string][]string{
+		"/v1/evidence": listParams, "/v1/export": filterParams, "/v1/reports/tls-check": tlsCheckParams,
+		"/v1/reports/strict-readiness": readinessParams, "/v1/stats": statsParams, "/v1/evidence/{id}": {"id"},
+	}
+	for path, want := range served {
+		var got []string
+		for _, p := range s.Paths[path]["get"].Parameters {
+			name := p.Name
+			if ref, ok := strings.CutPrefix(p.Ref, "#/components/parameters/"); ok {
+				name = s.Components.Parameters[ref].Name
+			}
+			got = append(got, name)
+		}
+		slices.Sort(got)
+		want = slices.Sorted(slices.Values(want))
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: openapi.json lists %q, the server takes %q", path, got, want)
+		}
+		if _, ok := s.Paths[path]["get"].Responses["400"]; !ok {
+			t.Errorf("%s: openapi.json has no 400 answer", path)
+		}
+	}
+}
+
+// TestOpenAPIPaths checks that every documented path is served, and that
+// the document served is the embedded one.
+func TestOpenAPIPaths(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
+	ts := newTestServer(t, openStore(t), Config{MetricsHandler: ok, UI: ok}, time.Time{})
+	for path := range loadSpec(t).Paths {
+		path = strings.ReplaceAll(path, "{id}", "01UNKNOWN")
+		path = strings.ReplaceAll(path, "strict-readiness", "strict-readiness?destination=x")
+		resp := ts.get(t, path, "")
+		if resp.status == http.StatusNotFound && !strings.Contains(path, "01UNKNOWN") || resp.status >= 500 {
+			t.Errorf("GET %s: %d %s", path, resp.status, resp.body)
+		}
+	}
+	resp := ts.get(t, "/openapi.json", "")
+	if resp.status != http.StatusOK || !bytes.Equal(resp.body, openAPI) || resp.header.Get("Content-Type") != "application/json" {
+		t.Errorf("/openapi.json: %d %v", resp.status, resp.header)
+	}
+}
+
+// TestOpenAPISchemas checks the JSON the server writes against the
+// document's schemas: no undocumented field, no documented one missing
+// (but for those left out when empty).
+func TestOpenAPISchemas(t *testing.T) {
+	s := loadSpec(t)
+	now := time.Now().UTC().Truncate(time.Minute)
+	store := openStore(t)
+	appendChained(t, store, storyRecords(now))
+	full := evidencetest.Full("01FULL0000000000000000000", "full", now.Add(-time.Hour))
+	appendChained(t, store, []*evidence.Record{full})
+	ts := newTestServer(t, store, Config{}, now)
+	decode := func(path string) map[string]any {
+		var m map[string]any
+		ts.get(t, path, "").decode(t, &m)
+		return m
+	}
+	first := func(v any) map[string]any { return v.([]any)[0].(map[string]any) }
+	tc := decode("/v1/reports/tls-check?since=2d")
+	sr := decode("/v1/reports/strict-readiness?destination=" + httpbin + "&since=2d")
+	page := decode("/v1/evidence?limit=1")
+	rec := decode("/v1/evidence/" + full.ID)
+	object := func(v any) map[string]any { return v.(map[string]any) }
+	optional := map[string]bool{"destination_principal": true, "parameter": true}
+	for _, c := range []struct {
+		schema string
+		json   map[string]any
+	}{
+		{"TLSCheck", tc},
+		{"TLSCheckRow", first(tc["rows"])},
+		{"Client", first(first(tc["rows"])["clients"])},
+		{"StrictReadiness", sr},
+		{"BlockingClient", first(sr["blocking"])},
+		{"Page", page},
+		{"Stats", decode("/v1/stats")},
+		{"Error", decode("/v1/evidence?bad=1")},
+		{"Record", rec},
+		{"Peer", object(rec["source"])},
+		{"SPIFFEID", object(object(rec["source"])["spiffe"])},
+		{"Certificate", object(object(rec["source"])["certificate"])},
+		{"XFCCElement", first(object(rec["xfcc"])["elements"])},
+	} {
+		want := s.properties(c.schema)
+		got := slices.Sorted(maps.Keys(c.json))
+		for _, k := range got {
+			if !slices.Contains(want, k) {
+				t.Errorf("%s: field %q is not in openapi.json", c.schema, k)
+			}
+		}
+		for _, k := range want {
+			if _, ok := c.json[k]; !ok && !optional[k] {
+				t.Errorf("%s: openapi.json's %q is not in the answer %v", c.schema, k, got)
+			}
+		}
+	}
+}

@@ -1,0 +1,194 @@
+// Package api is meshproof's query API over HTTP: the evidence records
+// (a page at a time, one by id, or all as NDJSON), the tls-check and
+// STRICT-readiness reports, store statistics, and the probes, as
+// openapi.json documents them. It reads through evidence.Store only.
+package api
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// openAPI is the API's contract, served at /openapi.json.
+//
+//go:embed openapi.json
+var openAPI []byte
+
+// Config says who may read the evidence and what else the listener serves.
+type Config struct {
+	// Tokens are the accepted bearer tokens (see LoadTokens).
+	Tokens []string
+	// AllowSPIFFE are SPIFFE ID prefixes (matched on path-segment
+	// boundaries) of the client certificates accepted; the listener must
+	// verify client certificates (TLS with a client CA).
+	AllowSPIFFE []string
+	// Insecure serves the API with no authentication at all. With neither
+	// Tokens nor AllowSPIFFE the API is open too: CheckExposure allows that
+	// on loopback only.
+	Insecure bool
+	// MetricsHandler, when set, serves /metrics; MetricsOpen serves it
+	// without authentication (for a Prometheus without credentials).
+	MetricsHandler http.Handler
+	MetricsOpen    bool
+	// Ready answers /readyz; nil is always ready.
+	Ready func() bool
+	// UI, when set, serves /ui/ and everything below it (it sees the whole
+	// path, /ui/...). It is served without authentication: it is the static
+	// page, which asks for a token and sends it with its API calls.
+	UI http.Handler
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	for i, t := range c.Tokens {
+		if err := checkToken(t); err != nil {
+			errs = append(errs, fmt.Errorf("api token %d: %w", i+1, err))
+		}
+	}
+	if err := validateAllow(c.AllowSPIFFE); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Insecure && (len(c.Tokens) > 0 || len(c.AllowSPIFFE) > 0) {
+		errs = append(errs, errors.New("api: --api-insecure turns authentication off, yet tokens or allowed SPIFFE IDs are configured: drop one or the other"))
+	}
+	return errors.Join(errs...)
+}
+
+// queryTimeout bounds a query or report; export is bounded by its client
+// instead (see exportStall).
+const queryTimeout = 30 * time.Second
+
+// Server is the query API.
+type Server struct {
+	store   evidence.Store
+	cfg     Config
+	log     zerolog.Logger
+	auth    *authenticator
+	handler http.Handler
+	now     func() time.Time
+}
+
+// New builds the API over store.
+func New(store evidence.Store, cfg Config, log zerolog.Logger) (*Server, error) {
+	if store == nil {
+		return nil, errors.New("api: no evidence store")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{store: store, cfg: cfg, log: log, auth: newAuthenticator(cfg), now: time.Now}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler serves the API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// handler is an endpoint: an error it returns is answered by fail.
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+// access is who may call an endpoint.
+type access int
+
+const (
+	protected access = iota // a token or an allowed client certificate
+	open                    // anyone: probes, the contract, the UI's static files
+)
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	api := func(pattern string, h handler) { mux.Handle(pattern, s.endpoint(protected, h)) }
+	api("/v1/evidence", s.list)
+	api("/v1/evidence/{id}", s.get)
+	api("/v1/export", s.export)
+	api("/v1/reports/tls-check", s.tlsCheck)
+	api("/v1/reports/strict-readiness", s.strictReadiness)
+	api("/v1/stats", s.stats)
+	mux.Handle("/openapi.json", s.endpoint(open, s.openapi))
+	mux.Handle("/healthz", s.endpoint(open, s.healthz))
+	mux.Handle("/readyz", s.endpoint(open, s.readyz))
+	if s.cfg.MetricsHandler != nil {
+		metrics := protected
+		if s.cfg.MetricsOpen {
+			metrics = open
+		}
+		mux.Handle("/metrics", s.endpoint(metrics, delegate(s.cfg.MetricsHandler)))
+	}
+	if s.cfg.UI != nil {
+		mux.Handle("/ui/", s.endpoint(open, delegate(s.cfg.UI)))
+	}
+	mux.Handle("/", s.endpoint(protected, func(http.ResponseWriter, *http.Request) error {
+		return &apiError{kind: notFound, msg: "no such path; /openapi.json lists them"}
+	}))
+	return s.logged(mux)
+}
+
+// endpoint wraps h: GET only, authentication, and errors answered as JSON.
+func (s *Server) endpoint(a access, h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			s.fail(w, r, &apiError{kind: methodNotAllowed, msg: "method " + clip(r.Method) + " not allowed: the API is read-only (GET)"})
+			return
+		}
+		if a == protected {
+			who, err := s.auth.check(r)
+			noteWho(w, who)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+		}
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}
+
+// fail answers err. A client that went away gets nothing; a failure of the
+// store or the server is logged with its cause and answered without it.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		noteErr(w, err)
+		return
+	}
+	e := classify(err)
+	if e.kind == internal || e.kind == unavailable && e.err != nil {
+		s.log.Error().Err(e.err).Str("path", r.URL.Path).Msg("api: request failed")
+	}
+	noteErr(w, err)
+	writeError(w, e)
+}
+
+func delegate(h http.Handler) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		h.ServeHTTP(w, r)
+		return nil
+	}
+}
+
+func (s *Server) openapi(w http.ResponseWriter, _ *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(openAPI)
+	return err
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) error {
+	if s.cfg.Ready != nil && !s.cfg.Ready() {
+		return &apiError{kind: unavailable, msg: "not ready: no policy loaded yet"}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}

@@ -1,0 +1,114 @@
+// The record detail: everything one evidence record says, laid out as
+// definition lists, key fields marked with data-testid for the tests.
+
+import { api, showError } from './api.js';
+import { h, fill, verdictBadge, decisionText } from './dom.js';
+
+const $ = (id) => document.getElementById(id);
+
+// dl renders [label, value, testid] triples; a value may be a node. Empty
+// values show as a dash so that a missing field is visible, not hidden.
+function dl(rows) {
+  return h('dl', {}, rows.filter(Boolean).map(([label, value, testid]) => [
+    h('dt', {}, label),
+    h('dd', { 'data-testid': testid, class: 'id' }, empty(value) ? '—' : value),
+  ]));
+}
+
+function empty(v) {
+  return v === undefined || v === null || v === '' || (Array.isArray(v) && !v.length);
+}
+
+const list = (a) => (a || []).join(', ');
+
+function peer(title, p = {}, prefix) {
+  const id = p.spiffe || {};
+  const cert = p.certificate;
+  return h('section', { class: 'peer' }, h('h3', {}, title), dl([
+    ['principal', p.principal, `${prefix}-principal`],
+    ['address', [p.address, p.port].filter(Boolean).join(':'), `${prefix}-address`],
+    ['trust domain', id.trust_domain, `${prefix}-trust-domain`],
+    ['SPIFFE path', id.path],
+    ['namespace', id.namespace, `${prefix}-namespace`],
+    ['service account', id.service_account, `${prefix}-service-account`],
+  ]), cert ? [h('h4', {}, 'certificate'), dl([
+    ['sha256', cert.sha256, `${prefix}-cert-sha256`],
+    ['serial', cert.serial, `${prefix}-cert-serial`],
+    ['subject', cert.subject],
+    ['issuer', cert.issuer],
+    ['valid', cert.not_before || cert.not_after ? `${cert.not_before || '?'} → ${cert.not_after || '?'}` : '', `${prefix}-cert-validity`],
+    ['URI SANs', list(cert.uri_sans)],
+    ['DNS SANs', list(cert.dns_sans)],
+    cert.error && ['parse error', cert.error],
+  ])] : h('p', { class: 'hint' }, 'No certificate recorded.'));
+}
+
+function xfcc(x) {
+  if (!x) return h('p', { class: 'hint', 'data-testid': 'xfcc-none' }, 'No x-forwarded-client-cert header.');
+  const elements = (x.elements || []).map((e, i) => h('section', { 'data-testid': 'xfcc-element' },
+    h('h4', {}, `element ${i + 1}${i === x.elements.length - 1 ? ' (this hop)' : ''}`), dl([
+      ['By', list(e.by)], ['Hash', e.hash], ['Subject', e.subject], ['URI', list(e.uri), 'xfcc-uri'],
+      ['DNS', list(e.dns)], ['Cert sha256', e.cert_sha256],
+      ...Object.entries(e.other || {}).map(([k, v]) => [k, list(v)]),
+    ])));
+  return [dl([['raw', x.raw, 'xfcc-raw'], x.error && ['parse error', x.error, 'xfcc-error']]), elements];
+}
+
+function render(r) {
+  const d = r.decision || {};
+  const req = r.request || {};
+  return [
+    dl([
+      ['id', r.id, 'record-id'],
+      ['time', r.time, 'record-time'],
+      ['verdict', verdictBadge(r.verdict), 'verdict'],
+      ['request', [req.method, req.host, req.path, req.protocol].filter(Boolean).join(' '), 'request'],
+      ['request id', r.request_id, 'request-id'],
+      ['trace id', r.trace_id],
+      ['stream id', r.stream_id],
+      ['replica', r.replica, 'replica'],
+      ['TLS SNI', r.tls?.sni],
+      r.truncated && ['truncated', 'some fields were cut to size limits'],
+    ]),
+    h('h3', {}, 'reasons'),
+    h('ul', { 'data-testid': 'reasons' }, (r.reasons || []).map((s) => h('li', {}, s))),
+    h('div', { class: 'peers' }, peer('source', r.source, 'source'), peer('destination', r.destination, 'destination')),
+    h('h3', {}, 'XFCC'), xfcc(r.xfcc),
+    h('h3', {}, 'decision'), dl([
+      ['outcome', decisionText(d), 'decision'],
+      ['policy said', d.allowed ? 'allow' : 'deny', 'decision-allowed'],
+      ['HTTP status', d.http_status ? String(d.http_status) : ''],
+      ['decision id', d.decision_id, 'decision-id'],
+      ['policy revision', d.policy_revision],
+      ['reason', d.reason, 'decision-reason'],
+      ['error', d.error, 'decision-error'],
+    ]),
+    r.headers && [h('h3', {}, 'headers'), dl(Object.entries(r.headers).sort().map(([k, v]) => [k, v]))],
+    h('h3', {}, 'hash chain'), dl([
+      ['seq', String(r.chain?.seq ?? ''), 'chain-seq'],
+      ['prev_hash', r.chain?.prev_hash, 'chain-prev-hash'],
+      ['hash', r.chain?.hash, 'chain-hash'],
+    ]),
+  ];
+}
+
+let shownID = '';
+
+// showRecord opens the detail panel on id, or closes it when id is empty.
+export async function showRecord(id) {
+  const panel = $('detail');
+  panel.hidden = !id;
+  if (!id || id === shownID) return;
+  shownID = id;
+  $('detail-title').textContent = `Record ${id}`;
+  fill($('detail-body'));
+  try {
+    const r = await api(`/v1/evidence/${encodeURIComponent(id)}`);
+    showError($('detail-error'), null);
+    fill($('detail-body'), render(r));
+    panel.scrollIntoView({ block: 'start' });
+  } catch (err) {
+    shownID = '';
+    showError($('detail-error'), err);
+  }
+}

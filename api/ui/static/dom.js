@@ -1,0 +1,89 @@
+// Small DOM helpers. Everything from the API is set as text, never parsed
+// as HTML: evidence is full of strings a client chose.
+
+// h builds an element: attrs sets attributes (data-*, aria-*, class, ...)
+// and on* handlers; children are nodes or strings (null and false skipped).
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c !== null && c !== undefined && c !== false) el.append(c);
+  }
+  return el;
+}
+
+// fill replaces el's children.
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+// when formats an RFC 3339 time as local time, with how long ago.
+export function when(t) {
+  if (!t) return '';
+  const d = new Date(t);
+  const s = Math.round((Date.now() - d) / 1000);
+  let ago;
+  if (s < 60) ago = `${s}s ago`;
+  else if (s < 3600) ago = `${Math.floor(s / 60)}m ago`;
+  else if (s < 86400) ago = `${Math.floor(s / 3600)}h ago`;
+  else ago = `${Math.floor(s / 86400)}d ago`;
+  return `${d.toLocaleString()} (${ago})`;
+}
+
+export function verdictBadge(v) {
+  return h('span', { class: `verdict v-${v}` }, v === 'mtls' ? '🔒 mtls' : `⚠ ${v}`);
+}
+
+// peerName is a peer's principal, or its address when it has none.
+export function peerName(p = {}) {
+  return p.principal || [p.address, p.port].filter(Boolean).join(':') || '—';
+}
+
+// recordLink is the hash that opens a record's detail, keeping the view.
+export function recordLink(id) {
+  const q = new URLSearchParams(location.hash.slice(1));
+  q.set('record', id);
+  return `#${q}`;
+}
+
+// recordAnchor links to a record's detail; the hash is taken when it is
+// followed, so that a window changed since it was drawn is kept.
+export function recordAnchor(id, text) {
+  return h('a', {
+    href: recordLink(id),
+    onclick: (ev) => { ev.preventDefault(); location.hash = recordLink(id); },
+  }, text);
+}
+
+// recordsTable lists records; a click anywhere on a row opens its detail,
+// and the time cell is a link for the keyboard.
+export function recordsTable(records) {
+  if (!records.length) return h('p', { class: 'hint' }, 'No records.');
+  const row = (r) => h('tr', {
+    'data-id': r.id,
+    onclick: (ev) => { if (ev.target.tagName !== 'A') location.hash = recordLink(r.id); },
+  },
+  h('td', {}, recordAnchor(r.id, when(r.time))),
+  h('td', {}, verdictBadge(r.verdict)),
+  h('td', { class: 'id' }, peerName(r.source)),
+  h('td', { class: 'id' }, peerName(r.destination)),
+  h('td', {}, r.request?.method || ''),
+  h('td', {}, r.request?.host || ''),
+  h('td', { class: 'id' }, r.request?.path || ''),
+  h('td', {}, decisionText(r.decision)));
+  return h('table', { class: 'records' },
+    h('thead', {}, h('tr', {}, ['time', 'verdict', 'source', 'destination', 'method', 'host', 'path', 'decision']
+      .map((c) => h('th', { scope: 'col' }, c)))),
+    h('tbody', {}, records.map(row)));
+}
+
+export function decisionText(d = {}) {
+  let s = d.allowed ? 'allowed' : `denied${d.http_status ? ` (${d.http_status})` : ''}`;
+  if (d.dry_run) s += ' — dry run';
+  if (d.error) s += ' — error';
+  return s;
+}

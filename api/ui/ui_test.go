@@ -1,0 +1,239 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// cell is a matrix cell as the browser shows it.
+type cell struct {
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Status      string `json:"status"`
+	Count       string `json:"count"`
+	Text        string `json:"text"`
+	Colour      string `json:"colour"` // computed background-color, then its name
+}
+
+func TestPageInChromium(t *testing.T) {
+	store, recs := fill(t)
+	const token = "token-for-the-browser-test"
+	srv := httptest.NewServer(handler(t, store, token))
+	t.Cleanup(srv.Close)
+	ctx := browser(t)
+	messages := console(t, ctx)
+	requests := requestURLs(t, ctx)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, m := range messages() {
+				t.Logf("browser console: %s", m)
+			}
+		}
+	})
+
+	// The API answers 401: the page asks for a token, says when it is
+	// wrong, and shows the edges once it is right.
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h&refresh=off"),
+		chromedp.WaitVisible(chromedp.ID("token-form")),
+		chromedp.SendKeys(chromedp.ID("token"), "wrong"),
+		chromedp.Click(chromedp.CSS("#token-form button[type=submit]")))
+	poll(t, ctx, `!document.getElementById('token-form').hidden && document.getElementById('token-message').textContent.includes('did not accept')`)
+	do(t, ctx, chromedp.SendKeys(chromedp.ID("token"), token),
+		chromedp.Click(chromedp.CSS("#token-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("button.cell")))
+	if got := run(t, ctx, chromedp.Value(chromedp.ID("window"))); got != "1h" {
+		t.Errorf("window selector shows %q, want the hash's 1h", got)
+	}
+
+	checkCells(t, ctx)
+	plain := checkEdge(t, ctx, legacy, httpbin, recs)
+	checkDetail(t, ctx, plain, recs, map[string]string{
+		"source-principal": "—", "source-address": legacy + ":40000", "destination-principal": "—",
+		"verdict": "⚠ plaintext", "reasons": "no TLS identity on either side", "xfcc-none": "No x-forwarded-client-cert header.",
+	})
+	mtls := checkEdge(t, ctx, sleepID, httpbin, recs)
+	checkDetail(t, ctx, mtls, recs, map[string]string{
+		"source-principal": sleepID, "destination-principal": httpbinID, "source-namespace": "mtls-pg",
+		"source-service-account": "sleep", "source-trust-domain": "cluster.local", "verdict": "🔒 mtls",
+		"source-cert-sha256": recs[mtls].Source.Certificate.SHA256, "xfcc-uri": sleepID,
+	})
+	screenshot(t, ctx, "edges.png")
+
+	do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => { const s = document.getElementById('refresh'); s.value = '30s'; s.dispatchEvent(new Event('change')); })()`))
+	poll(t, ctx, `location.hash.includes('refresh=30s') && location.hash.includes('window=1h') && location.hash.includes('record=`+mtls+`')`)
+
+	checkReadiness(t, ctx)
+	screenshot(t, ctx, "strict.png")
+	checkSearch(t, ctx)
+
+	do(t, ctx, chromedp.Click(chromedp.ID("forget-token")))
+	if kept := run(t, ctx, chromedp.Evaluate[bool](`sessionStorage.length > 0`)); kept {
+		t.Error("forget token left the token in sessionStorage")
+	}
+
+	for _, m := range messages() {
+		if m.Source == "network" && (strings.Contains(m.Text, "status of 401") || strings.Contains(m.Text, "status of 400")) {
+			continue // the token prompt's and the bad search's doing
+		}
+		if m.IsException() || m.Type == "error" || m.Source == "security" {
+			t.Errorf("browser console: %s", m)
+		}
+	}
+	for _, u := range requests() {
+		if !strings.HasPrefix(u, srv.URL+"/") {
+			t.Errorf("the page fetched %s, outside its own server", u)
+		}
+	}
+}
+
+// checkCells compares the matrix with the known evidence: status and count
+// from the data attributes, symbol from the text, colour from the computed
+// style.
+func checkCells(t *testing.T, ctx context.Context) {
+	t.Helper()
+	got := run(t, ctx, chromedp.Evaluate[[]cell](`[...document.querySelectorAll('button.cell')].map(b => ({
+		source: b.dataset.source, destination: b.dataset.destination, status: b.dataset.status,
+		count: b.dataset.count, text: b.textContent, colour: getComputedStyle(b).backgroundColor}))`))
+	for i := range got {
+		got[i].Colour = colourName(got[i].Colour)
+	}
+	slices.SortFunc(got, func(a, b cell) int { return strings.Compare(a.Source+a.Destination, b.Source+b.Destination) })
+	want := []cell{
+		{Source: legacy, Destination: httpbin, Status: "PLAINTEXT", Count: "7", Text: "⚠ 7", Colour: "red"},
+		{Source: productpgID, Destination: reviews, Status: "SUSPECT", Count: "7", Text: "⚠ 7", Colour: "purple"},
+		{Source: sleepID, Destination: httpbin, Status: "OK", Count: "40", Text: "🔒 40", Colour: "green"},
+		{Source: frontendID, Destination: ledger, Status: "OK", Count: "12", Text: "🔒 12", Colour: "green"},
+	}
+	slices.SortFunc(want, func(a, b cell) int { return strings.Compare(a.Source+a.Destination, b.Source+b.Destination) })
+	if !slices.Equal(got, want) {
+		t.Errorf("matrix cells:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// colourName names the dominant hue of a CSS rgb() colour, so that the test
+// checks meaning (green for mTLS) and not the exact shade.
+func colourName(rgb string) string {
+	var r, g, b int
+	if _, err := fmt.Sscanf(rgb, "rgb(%d, %d, %d)", &r, &g, &b); err != nil {
+		return rgb
+	}
+	switch {
+	case g > r && g > b:
+		return "green"
+	case b > g && r > g:
+		return "purple"
+	case r > b && g-b > 30:
+		return "amber"
+	case r > g && r > b:
+		return "red"
+	}
+	return rgb
+}
+
+// checkEdge clicks a cell, checks that the records listed are exactly that
+// edge's, newest first, and returns the newest one's id.
+func checkEdge(t *testing.T, ctx context.Context, client, host string, recs map[string]*evidence.Record) string {
+	t.Helper()
+	do(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`button.cell[data-source=%q][data-destination=%q]`, client, host))))
+	poll(t, ctx, fmt.Sprintf(`document.getElementById('edge-title').textContent.includes(%q) && document.querySelectorAll('#edge-records tbody tr').length > 0`, client))
+	ids := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#edge-records tbody tr')].map(tr => tr.dataset.id)`))
+	var want []string
+	for id, r := range recs {
+		src := r.Source.Principal
+		if src == "" {
+			src = r.Source.Address
+		}
+		if src == client && r.Request.Host == host {
+			want = append(want, id)
+		}
+	}
+	slices.Sort(want)
+	slices.Reverse(want) // ULIDs of increasing times: newest first
+	if len(want) > 20 {
+		want = want[:20]
+	}
+	if len(ids) == 0 || !slices.Equal(ids, want) { // the steps that follow open ids[0]
+		t.Fatalf("records of %s -> %s:\n got %v\nwant %v", client, host, ids, want)
+	}
+	return ids[0]
+}
+
+// checkDetail opens a record from the edge's list and checks the key fields
+// and its chain link against the stored record.
+func checkDetail(t *testing.T, ctx context.Context, id string, recs map[string]*evidence.Record, want map[string]string) {
+	t.Helper()
+	do(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#edge-records tr[data-id=%q] a`, id))))
+	poll(t, ctx, fmt.Sprintf(`document.querySelector('#detail [data-testid=record-id]')?.textContent === %q`, id))
+	got := run(t, ctx, chromedp.Evaluate[map[string]string](`Object.fromEntries([...document.querySelectorAll('#detail [data-testid]')].map(e => [e.dataset.testid, e.textContent]))`))
+	r := recs[id]
+	want["chain-hash"] = r.Chain.Hash
+	want["chain-prev-hash"] = r.Chain.PrevHash
+	want["chain-seq"] = fmt.Sprint(r.Chain.Seq)
+	want["request"] = "GET " + r.Request.Host + " " + r.Request.Path + " HTTP/1.1"
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("record %s: [data-testid=%s] = %q, want %q", id, k, got[k], v)
+		}
+	}
+}
+
+type readiness struct {
+	Destination string   `json:"destination"`
+	Ready       string   `json:"ready"`
+	Says        string   `json:"says"`
+	Blocking    []string `json:"blocking"`
+}
+
+func checkReadiness(t *testing.T, ctx context.Context) {
+	t.Helper()
+	do(t, ctx, chromedp.Click(chromedp.ID("nav-strict")))
+	poll(t, ctx, `document.querySelectorAll('[data-testid=readiness]').length === 3`)
+	got := run(t, ctx, chromedp.Evaluate[[]readiness](`[...document.querySelectorAll('[data-testid=readiness]')].map(a => ({
+		destination: a.dataset.destination, ready: a.dataset.ready, says: a.querySelector('.ready').textContent,
+		blocking: [...a.querySelectorAll('tr[data-client]')].map(tr => tr.dataset.client)}))`))
+	want := []readiness{
+		{Destination: httpbin, Ready: "false", Says: "⚠ Not ready for STRICT", Blocking: []string{legacy}},
+		{Destination: ledger, Ready: "true", Says: "🔒 Ready for STRICT", Blocking: []string{}},
+		{Destination: reviews, Ready: "false", Says: "⚠ Not ready for STRICT", Blocking: []string{productpgID}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("STRICT readiness:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// checkSearch runs the search form: a verdict filter paged with "more",
+// then a bad since that the API refuses, named on the form.
+func checkSearch(t *testing.T, ctx context.Context) {
+	t.Helper()
+	const rows = `document.querySelectorAll('#search-results tbody tr').length`
+	do(t, ctx, chromedp.Click(chromedp.ID("nav-search")),
+		chromedp.Click(chromedp.CSS(`#search-form input[name=verdict][value=mtls]`)),
+		chromedp.Click(chromedp.CSS(`#search-form button[type=submit]`)))
+	poll(t, ctx, rows+` === 50 && !document.getElementById('search-more').hidden`) // 57 mtls records, pages of 50
+	do(t, ctx, chromedp.Click(chromedp.ID("search-more")))
+	poll(t, ctx, rows+` === 57 && document.getElementById('search-more').hidden`)
+	verdicts := run(t, ctx, chromedp.Evaluate[[]string](`[...new Set([...document.querySelectorAll('#search-results tbody tr td:nth-child(2)')].map(td => td.textContent))]`))
+	if !slices.Equal(verdicts, []string{"🔒 mtls"}) {
+		t.Errorf("search for verdict=mtls shows verdicts %q", verdicts)
+	}
+
+	do(t, ctx, chromedp.SendKeys(chromedp.CSS(`#search-form input[name=since]`), "last tuesday"),
+		chromedp.Click(chromedp.CSS(`#search-form button[type=submit]`)))
+	poll(t, ctx, `!document.getElementById('search-error').hidden`)
+	msg := run(t, ctx, chromedp.Text(chromedp.ID("search-error")))
+	if !strings.HasPrefix(msg, "API error 400: ") || !strings.HasSuffix(msg, "(parameter: since)") {
+		t.Errorf("search error shows %q, want the API's 400 naming since", msg)
+	}
+	invalid := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#search-form [aria-invalid=true]')].map(e => e.name)`))
+	if !slices.Equal(invalid, []string{"since"}) {
+		t.Errorf("fields marked invalid: %q, want [since]", invalid)
+	}
+}

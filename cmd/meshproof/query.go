@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshproof/meshproof/api/client"
+	"github.com/meshproof/meshproof/evidence"
+)
+
+const queryDoc = `Print evidence records from the API of a running meshproof serve (newest first).
+
+Without --all, one page of --limit records, and in table output the command for
+the next page. --all prints every matching record; --follow keeps printing new
+ones, oldest first, until interrupted. Times in tables are local and relative;
+JSON keeps the API's RFC 3339 times. Output: table; json (one page: the API's
+{"records", "next_cursor"}; --all: an array); ndjson (one record per line).
+
+Examples:
+  meshproof query --since 1h --mtls false
+  meshproof query --destination spiffe://cluster.local/ns/shop/sa/cart --all --output ndjson > cart.ndjson
+  meshproof query --follow --verdict plaintext --verdict tls_server_only
+  meshproof query --id 01JNB8C3W7X0K6R2M4T9Y5Z1QH --output json`
+
+// queryOptions is the command line of `meshproof query`.
+type queryOptions struct {
+	remote        remoteOptions
+	filter        client.Filter // Since and Until as given; resolve fixes them
+	verdicts      []string
+	mtls, allowed string
+	output        string
+	limit         int
+	cursor        string
+	id            string
+	all, follow   bool
+	interval      time.Duration
+}
+
+func (o *queryOptions) flags(fs *flag.FlagSet) {
+	o.remote.flags(fs)
+	f := &o.filter
+	f.Since, o.output, o.interval = "1h", "table", 2*time.Second
+	fs.StringVar(&f.Since, "since", f.Since, "records from this `time` on: RFC 3339, or a duration back from now (90s, 1h, 7d, 1d12h)")
+	fs.StringVar(&f.Until, "until", f.Until, "records before this `time` (RFC 3339 or a duration back from now); now when unset")
+	fs.StringVar(&f.Source, "source", f.Source, "source principal, exactly")
+	fs.StringVar(&f.SourcePrefix, "source-prefix", f.SourcePrefix, "source principal prefix")
+	fs.StringVar(&f.Destination, "destination", f.Destination, "destination principal, exactly")
+	fs.StringVar(&f.DestinationPrefix, "destination-prefix", f.DestinationPrefix, "destination principal prefix")
+	fs.StringVar(&f.TrustDomain, "trust-domain", f.TrustDomain, "trust domain of the source or the destination")
+	fs.StringVar(&f.Namespace, "namespace", f.Namespace, "Istio namespace of the source or the destination")
+	fs.Var(newListFlag(&o.verdicts), "verdict", "verdict, repeatable or comma-separated (any of them): "+verdictNames())
+	fs.StringVar(&o.mtls, "mtls", o.mtls, "true: verdict mtls only; false: every other verdict (not with --verdict)")
+	fs.StringVar(&o.allowed, "allowed", o.allowed, "true: allowed requests only; false: denied ones only")
+	fs.StringVar(&f.Method, "method", f.Method, "HTTP method")
+	fs.StringVar(&f.Host, "host", f.Host, "host as in :authority (host:port when the client sent one)")
+	fs.StringVar(&f.PathPrefix, "path-prefix", f.PathPrefix, "path prefix")
+	fs.StringVar(&f.RequestID, "request-id", f.RequestID, "x-request-id")
+	fs.StringVar(&f.Replica, "replica", f.Replica, "meshproof instance that recorded the request (serve's --replica)")
+	fs.StringVar(&o.output, "output", o.output, "output `format`: table, json or ndjson")
+	fs.IntVar(&o.limit, "limit", o.limit, "records per page, 1 to 1000 (default 100; with --all, 1000 per request)")
+	fs.StringVar(&o.cursor, "cursor", o.cursor, "continue after a previous page (the cursor its next-page hint or next_cursor gave)")
+	fs.StringVar(&o.id, "id", o.id, "print this one record (the x-meshproof-evidence-id; filters do not apply)")
+	fs.BoolVar(&o.all, "all", o.all, "print every matching record, page after page (ndjson: one streamed export)")
+	fs.BoolVar(&o.follow, "follow", o.follow, "keep printing new records as they arrive, oldest first, until interrupted (table or ndjson)")
+	fs.DurationVar(&o.interval, "interval", o.interval, "with --follow, how often to ask for new records")
+}
+
+func verdictNames() string {
+	names := make([]string, len(evidence.Verdicts))
+	for i, v := range evidence.Verdicts {
+		names[i] = string(v)
+	}
+	return strings.Join(names, ", ")
+}
+
+// runQuery is `meshproof query`.
+func runQuery(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return query(ctx, args, stdout, stderr)
+}
+
+func query(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o queryOptions
+	fs := newFlagSet("query", queryDoc)
+	o.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("query takes no arguments, got %q (filters are flags: --help lists them)", fs.Args())}
+	}
+	now := time.Now()
+	since, err := o.resolve(now)
+	if err != nil {
+		return usageError{err}
+	}
+	c, err := o.remote.client()
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.id != "":
+		err = o.one(ctx, c, stdout)
+	case o.follow:
+		err = o.followRecords(ctx, c, since, stdout, stderr)
+	case o.all:
+		err = o.every(ctx, c, since, stdout)
+	default:
+		err = o.page(ctx, c, fs, since, stdout)
+	}
+	return o.remote.explain(err)
+}
+
+// resolve checks the options and fixes a relative --since and --until on
+// this machine's clock, so that every page of a listing, and the next-page
+// command, cover one window.
+func (o *queryOptions) resolve(now time.Time) (since time.Time, err error) {
+	if err := checkOutput(o.output, "table", "json", "ndjson"); err != nil {
+		return since, err
+	}
+	switch {
+	case o.limit < 0 || o.limit > evidence.MaxLimit:
+		return since, fmt.Errorf("--limit %d: want 1 to %d", o.limit, evidence.MaxLimit)
+	case o.interval <= 0:
+		return since, errors.New("--interval must be positive")
+	case o.id != "" && (o.all || o.follow || o.cursor != ""):
+		return since, errors.New("--id prints one record: not with --all, --follow or --cursor")
+	case o.follow && (o.all || o.cursor != "" || o.filter.Until != ""):
+		return since, errors.New("--follow prints what arrives from now on: not with --all, --cursor or --until")
+	case o.follow && o.output == "json":
+		return since, errors.New("--follow never ends a JSON document: use --output ndjson")
+	case o.all && o.cursor != "":
+		return since, errors.New("--all starts at the newest record: not with --cursor")
+	}
+	if since, err = client.ParseTime(o.filter.Since, now); err != nil {
+		return since, fmt.Errorf("--since: %w", err)
+	}
+	o.filter.Since = client.Time(since)
+	if o.filter.Until != "" {
+		until, err := client.ParseTime(o.filter.Until, now)
+		if err != nil {
+			return since, fmt.Errorf("--until: %w", err)
+		}
+		o.filter.Until = client.Time(until)
+	}
+	for _, list := range o.verdicts {
+		for v := range strings.SplitSeq(list, ",") {
+			if v = strings.TrimSpace(v); !evidence.Verdict(v).Valid() {
+				return since, fmt.Errorf("--verdict %q: want one of %s", v, verdictNames())
+			}
+			o.filter.Verdicts = append(o.filter.Verdicts, evidence.Verdict(v))
+		}
+	}
+	if o.filter.MTLS, err = boolOption("mtls", o.mtls); err != nil {
+		return since, err
+	}
+	if o.filter.MTLS != nil && len(o.filter.Verdicts) > 0 {
+		return since, errors.New("give --mtls or --verdict, not both")
+	}
+	o.filter.Allowed, err = boolOption("allowed", o.allowed)
+	return since, err
+}
+
+// boolOption reads an optional true or false.
+func boolOption(name, v string) (*bool, error) {
+	switch v {
+	case "":
+		return nil, nil
+	case "true", "false":
+		b := v == "true"
+		return &b, nil
+	}
+	return nil, fmt.Errorf("--%s %q: want true or false", name, v)
+}
+
+// page prints one page, and in a table the command for the next.
+func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *flag.FlagSet, since time.Time, stdout io.Writer) error {
+	p, err := c.List(ctx, o.filter, o.cursor, o.limit)
+	if err != nil {
+		return err
+	}
+	if p.Records == nil {
+		p.Records = []*evidence.Record{}
+	}
+	switch o.output {
+	case "json":
+		return writeJSON(stdout, p)
+	case "ndjson":
+		return (&ndjsonSink{w: stdout}).write(p.Records)
+	}
+	now := time.Now()
+	if len(p.Records) == 0 {
+		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, now))
+		return nil
+	}
+	tw := newTable(stdout)
+	writeRows(tw, recordHeader)
+	for _, r := range p.Records {
+		writeRows(tw, recordRow(r, now))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if p.Next != "" {
+		fmt.Fprintf(stdout, "\nNext page: %s\n", cell(nextPageCommand(fs, o.filter.Since, p.Next)))
+	}
+	return nil
+}
+
+// nextPageCommand is the command line that continues at cursor: the flags
+// given, --since fixed to the time this listing started from.
+func nextPageCommand(fs *flag.FlagSet, since, cursor string) string {
+	args := []string{"meshproof", "query", "--since=" + shellQuote(since)}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "since" && f.Name != "cursor" {
+			args = append(args, "--"+f.Name+"="+shellQuote(f.Value.String()))
+		}
+	})
+	return strings.Join(append(args, "--cursor="+shellQuote(cursor)), " ")
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:@%+=,-]+$`)
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// every prints every matching record: ndjson as one export stream, table
+// and json page after page.
+func (o *queryOptions) every(ctx context.Context, c *client.Client, since time.Time, stdout io.Writer) error {
+	if o.output == "ndjson" {
+		w := bufio.NewWriterSize(stdout, 64<<10)
+		err := c.ExportLines(ctx, o.filter, func(line []byte) error {
+			w.Write(line)
+			return w.WriteByte('\n') // a bufio.Writer keeps its first error
+		})
+		return errors.Join(err, w.Flush())
+	}
+	var sink recordSink = newTableSink(stdout)
+	if o.output == "json" {
+		sink = &jsonArraySink{w: bufio.NewWriterSize(stdout, 64<<10)}
+	}
+	limit, cursor, n := o.limit, "", 0
+	if limit == 0 {
+		limit = evidence.MaxLimit
+	}
+	for {
+		p, err := c.List(ctx, o.filter, cursor, limit)
+		if err != nil {
+			return err
+		}
+		if len(p.Records) > 0 {
+			if err := sink.write(p.Records); err != nil {
+				return err
+			}
+		}
+		n += len(p.Records)
+		if p.Next == "" {
+			break
+		}
+		cursor = p.Next
+	}
+	if n == 0 && o.output == "table" {
+		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, time.Now()))
+	}
+	return sink.close()
+}
+
+// one prints the record --id names.
+func (o *queryOptions) one(ctx context.Context, c *client.Client, stdout io.Writer) error {
+	r, err := c.Get(ctx, o.id)
+	if err != nil {
+		return err
+	}
+	switch o.output {
+	case "json":
+		return writeJSON(stdout, r)
+	case "ndjson":
+		return (&ndjsonSink{w: stdout}).write([]*evidence.Record{r})
+	}
+	return writeDetail(stdout, r, time.Now())
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

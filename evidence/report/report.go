@@ -1,0 +1,207 @@
+// Package report answers the operators' questions about mTLS from the
+// evidence rollups: which clients reach a destination without mTLS
+// (TLSCheck, the traffic-based successor of istioctl authn tls-check), and
+// whether a destination can go to PeerAuthentication STRICT without
+// breaking one of them (StrictReadiness). Reports read Reader.Aggregate
+// only, never the records: their cost follows the number of edges, not the
+// traffic.
+package report
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// Counts are requests by verdict. Every verdict has a key, zero or not, so
+// that tables and scripts need no special case for a missing one.
+type Counts map[evidence.Verdict]int64
+
+func newCounts() Counts {
+	c := make(Counts, len(evidence.Verdicts))
+	for _, v := range evidence.Verdicts {
+		c[v] = 0
+	}
+	return c
+}
+
+// suspect reports whether a verdict means the evidence of the hop cannot
+// be trusted: a client certificate contradicted by XFCC, or XFCC without one.
+func suspect(v evidence.Verdict) bool {
+	return v == evidence.MTLSMismatch || v == evidence.XFCCUnverified
+}
+
+// mutual reports whether the connection was mutual TLS, whatever XFCC said.
+func mutual(v evidence.Verdict) bool { return v == evidence.MTLS || v == evidence.MTLSMismatch }
+
+// severity orders verdicts by how much an operator wants to see an example
+// of them: suspect first, then no mTLS, then mTLS.
+func severity(v evidence.Verdict) int {
+	switch {
+	case suspect(v):
+		return 2
+	case v != evidence.MTLS:
+		return 1
+	}
+	return 0
+}
+
+// Client is the traffic of one source identity (its principal, or its
+// address when it had none) to one destination.
+type Client struct {
+	Client    string    `json:"client"`
+	Counts    Counts    `json:"counts"`
+	Total     int64     `json:"total"`
+	Allowed   int64     `json:"allowed"`
+	Denied    int64     `json:"denied"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	// ExampleID is one record of the client's most telling traffic: a
+	// suspect request if any, else one without mTLS if any, else the latest
+	// group's.
+	ExampleID string `json:"example_id"`
+
+	example evidence.Group // the group ExampleID comes from
+}
+
+// add counts one group in c.
+func (c *Client) add(g evidence.Group) {
+	if c.Counts == nil {
+		c.Counts = newCounts()
+	}
+	c.Counts[g.Verdict] += g.Count
+	c.Total += g.Count
+	if g.Allowed {
+		c.Allowed += g.Count
+	} else {
+		c.Denied += g.Count
+	}
+	if c.FirstSeen.IsZero() || g.FirstSeen.Before(c.FirstSeen) {
+		c.FirstSeen = g.FirstSeen
+	}
+	if g.LastSeen.After(c.LastSeen) {
+		c.LastSeen = g.LastSeen
+	}
+	if c.ExampleID == "" || betterExample(g, c.example) {
+		c.example, c.ExampleID = g, g.ExampleID
+	}
+}
+
+func betterExample(g, than evidence.Group) bool {
+	if s, t := severity(g.Verdict), severity(than.Verdict); s != t {
+		return s > t
+	}
+	return g.LastSeen.After(than.LastSeen)
+}
+
+// clients accumulates groups per client.
+type clients map[string]*Client
+
+func (cs clients) add(g evidence.Group) {
+	c, ok := cs[g.Source]
+	if !ok {
+		c = &Client{Client: g.Source}
+		cs[g.Source] = c
+	}
+	c.add(g)
+}
+
+// sorted lists the clients by name.
+func (cs clients) sorted() []Client {
+	out := make([]Client, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b Client) int { return strings.Compare(a.Client, b.Client) })
+	return out
+}
+
+// groupKey identifies a group, to merge the answers of several queries.
+type groupKey struct {
+	source, host, principal string
+	verdict                 evidence.Verdict
+	allowed                 bool
+}
+
+// traffic returns the groups of the traffic to destination ("" for all)
+// in [since, until), and the destination hosts they cover, sorted.
+//
+// A destination principal is widened to the hosts it served: in PERMISSIVE
+// mode a plaintext request carries no destination principal, so asking by
+// principal alone would hide exactly the traffic the reports are for.
+// (One more Aggregate over every destination does it: the rollups are read
+// by time range either way.) Plaintext sent to a host name that never saw
+// mTLS in the window cannot be tied to the principal from the rollups.
+func traffic(ctx context.Context, r evidence.Reader, since, until time.Time, destination string) ([]evidence.Group, []string, error) {
+	q := evidence.AggregateQuery{Since: since, Until: until, Destination: destination}
+	if err := q.Validate(); err != nil {
+		return nil, nil, err
+	}
+	groups, err := r.Aggregate(ctx, q)
+	if err != nil {
+		return nil, nil, fmt.Errorf("report: %w", err)
+	}
+	served := map[string]bool{}
+	for _, g := range groups {
+		if g.DestinationHost != destination && g.DestinationHost != "" {
+			served[g.DestinationHost] = true
+		}
+	}
+	if destination == "" || len(served) == 0 {
+		return groups, hostsOf(groups), nil
+	}
+	seen := map[groupKey]bool{}
+	for _, g := range groups {
+		seen[keyOf(g)] = true
+	}
+	q.Destination = ""
+	all, err := r.Aggregate(ctx, q)
+	if err != nil {
+		return nil, nil, fmt.Errorf("report: %w", err)
+	}
+	for _, g := range all {
+		if served[g.DestinationHost] && !seen[keyOf(g)] {
+			groups = append(groups, g)
+		}
+	}
+	return groups, hostsOf(groups), nil
+}
+
+func keyOf(g evidence.Group) groupKey {
+	return groupKey{g.Source, g.DestinationHost, g.DestinationPrincipal, g.Verdict, g.Allowed}
+}
+
+func hostsOf(groups []evidence.Group) []string {
+	var hosts []string
+	for _, g := range groups {
+		hosts = append(hosts, g.DestinationHost)
+	}
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
+}
+
+// window resolves a zero until to now, so that a report says which window
+// it covers.
+func window(since, until time.Time) (time.Time, time.Time) {
+	if until.IsZero() {
+		until = time.Now()
+	}
+	return since.UTC(), until.UTC()
+}
+
+// plural is "1 client" or "2 clients".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func byCountDesc(a, b BlockingClient) int {
+	return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Client.Client, b.Client.Client))
+}

@@ -1,0 +1,144 @@
+package report
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// Query asks for a tls-check report.
+type Query struct {
+	Since, Until time.Time // Until zero: now
+	// Destination narrows the report to one destination: a host:port as in
+	// :authority, or a destination principal (widened to the hosts it
+	// served, see StrictReadiness).
+	Destination string
+}
+
+// Statuses of a TLSCheck row.
+const (
+	StatusOK        = "OK"        // every request was mTLS
+	StatusPlaintext = "PLAINTEXT" // some plaintext, or TLS without a client certificate
+	StatusSuspect   = "SUSPECT"   // some mtls_mismatch or xfcc_unverified: the evidence contradicts itself
+)
+
+// Server modes observed inbound, as istioctl authn tls-check printed them.
+const (
+	ServerMTLS  = "mTLS"
+	ServerHTTP  = "HTTP"
+	ServerMixed = "HTTP/mTLS"
+)
+
+// TLSCheckReport is the tls-check report: one row per destination.
+type TLSCheckReport struct {
+	Since time.Time     `json:"since,omitzero"`
+	Until time.Time     `json:"until"`
+	Rows  []TLSCheckRow `json:"rows"`
+}
+
+// TLSCheckRow is the traffic to one destination host.
+type TLSCheckRow struct {
+	// Destination is the host:port the clients addressed (:authority).
+	Destination string `json:"destination"`
+	// DestinationPrincipal is the identity that served it over TLS; when
+	// several did, they are listed sorted, separated by ", ". Plaintext
+	// requests carry none.
+	DestinationPrincipal string `json:"destination_principal,omitempty"`
+	Status               string `json:"status"`
+	// Server is the modes the destination accepted: mTLS (mtls and
+	// mtls_mismatch connections), HTTP (everything else), or both.
+	Server    string   `json:"server"`
+	MTLSShare float64  `json:"mtls_share"`
+	Total     int64    `json:"total"`
+	Counts    Counts   `json:"counts"`
+	Clients   []Client `json:"clients"`
+}
+
+// TLSCheck reports, per destination host, which clients reached it over
+// mTLS and which did not, from the rollups of [q.Since, q.Until).
+func TLSCheck(ctx context.Context, r evidence.Reader, q Query) (TLSCheckReport, error) {
+	since, until := window(q.Since, q.Until)
+	groups, _, err := traffic(ctx, r, q.Since, until, q.Destination)
+	if err != nil {
+		return TLSCheckReport{}, err
+	}
+	type acc struct {
+		row        TLSCheckRow
+		principals []string
+		clients    clients
+	}
+	byHost := map[string]*acc{}
+	for _, g := range groups {
+		key := cmp.Or(g.DestinationHost, g.DestinationPrincipal)
+		a, ok := byHost[key]
+		if !ok {
+			a = &acc{row: TLSCheckRow{Destination: key, Counts: newCounts()}, clients: clients{}}
+			byHost[key] = a
+		}
+		if g.DestinationPrincipal != "" {
+			a.principals = append(a.principals, g.DestinationPrincipal)
+		}
+		a.row.Counts[g.Verdict] += g.Count
+		a.row.Total += g.Count
+		a.clients.add(g)
+	}
+	rep := TLSCheckReport{Since: since, Until: until, Rows: make([]TLSCheckRow, 0, len(byHost))}
+	for _, a := range byHost {
+		row := a.row
+		slices.Sort(a.principals)
+		row.DestinationPrincipal = strings.Join(slices.Compact(a.principals), ", ")
+		row.Status, row.Server = judge(row.Counts)
+		if row.Total > 0 {
+			row.MTLSShare = float64(row.Counts[evidence.MTLS]) / float64(row.Total)
+		}
+		row.Clients = a.clients.sorted()
+		rep.Rows = append(rep.Rows, row)
+	}
+	slices.SortFunc(rep.Rows, func(a, b TLSCheckRow) int {
+		return cmp.Or(strings.Compare(a.Destination, b.Destination), strings.Compare(a.DestinationPrincipal, b.DestinationPrincipal))
+	})
+	return rep, nil
+}
+
+// judge gives a row's status and server mode from its counts. SUSPECT wins
+// over PLAINTEXT: contradictory evidence needs looking at before anything.
+func judge(c Counts) (status, server string) {
+	var mtls, other, susp, plain bool
+	for v, n := range c {
+		if n == 0 {
+			continue
+		}
+		if mutual(v) {
+			mtls = true
+		} else {
+			other = true
+		}
+		switch {
+		case suspect(v):
+			susp = true
+		case v != evidence.MTLS:
+			plain = true
+		}
+	}
+	switch {
+	case susp:
+		status = StatusSuspect
+	case plain:
+		status = StatusPlaintext
+	default:
+		status = StatusOK
+	}
+	switch {
+	case mtls && other:
+		server = ServerMixed
+	case mtls:
+		server = ServerMTLS
+	default:
+		server = ServerHTTP
+	}
+	return status, server
+}

@@ -1,0 +1,81 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// ScanJSON calls fn with the stored JSON of every record matching f,
+// newest first, one page at a time as Scan does, without decoding it: the
+// bytes are the record's JSON form as Append wrote it (json.Marshal), one
+// line. Export streams them as they are, sparing a decode and an encode
+// per record (most of Scan's cost). fn must not keep body after it returns.
+func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	cursor := ""
+	for {
+		bodies, next, err := s.bodies(ctx, f, cursor, scanPage)
+		if err != nil {
+			return err
+		}
+		for _, b := range bodies {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(b); err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// QueryJSON returns one page of the records matching f as Query does,
+// each record as its stored JSON (see ScanJSON), and the next cursor.
+func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error) {
+	if err := f.Validate(); err != nil {
+		return nil, "", err
+	}
+	limit := page.Limit
+	if limit <= 0 {
+		limit = evidence.DefaultLimit
+	}
+	return s.bodies(ctx, f, page.Cursor, min(limit, evidence.MaxLimit))
+}
+
+// bodies reads one page of stored records: no rows stay open after it.
+func (s *Store) bodies(ctx context.Context, f evidence.Filter, cursor string, limit int) ([][]byte, string, error) {
+	q, args, err := querySQL(f, cursor, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
+	}
+	defer rows.Close()
+	out := make([][]byte, 0, limit)
+	var t int64
+	var id string
+	for rows.Next() {
+		if len(out) == limit {
+			return out, evidence.EncodeCursor(t, id), nil
+		}
+		var body []byte
+		if err := rows.Scan(&t, &id, &body); err != nil {
+			return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
+		}
+		out = append(out, body)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
+	}
+	return out, "", nil
+}
