@@ -19,11 +19,16 @@ func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evi
 		until = time.Now()
 	}
 	u := rollupUnion(firstMinute(q.Since), endMinute(until), q.Destination)
-	rows, err := s.r.QueryContext(ctx, `SELECT source, dst_host, dst_principal, verdict, allowed,
-			sum(count), min(first_ns), max(last_ns), min(example_id)
-		FROM (`+u.sql+`)
-		GROUP BY source, dst_host, dst_principal, verdict, allowed
-		ORDER BY source, dst_host, dst_principal, verdict, allowed`, u.args...)
+	// Sum the buckets per group number first (small integer rows), then
+	// name the groups; replicas of one edge merge in the outer query.
+	rows, err := s.r.QueryContext(ctx, `SELECT k.source, k.dst_host, k.dst_principal, k.verdict, k.allowed,
+			sum(b.count), min(b.first_ns), max(b.last_ns), min(b.example_id)
+		FROM (SELECT key, sum(count) AS count, min(first_ns) AS first_ns, max(last_ns) AS last_ns,
+				min(example_id) AS example_id
+			FROM (`+u.sql+`) GROUP BY key) AS b
+		JOIN rollup_keys AS k ON k.id = b.key
+		GROUP BY k.source, k.dst_host, k.dst_principal, k.verdict, k.allowed
+		ORDER BY k.source, k.dst_host, k.dst_principal, k.verdict, k.allowed`, u.args...)
 	if err != nil {
 		return nil, fmt.Errorf("evidence sqlite: aggregate: %w", err)
 	}
@@ -117,7 +122,7 @@ func rollupUnion(a, b int64, destination string) union {
 		part := `SELECT * FROM rollups WHERE span = ? AND minute >= ? AND minute < ?`
 		u.args = append(u.args, r.span, r.lo, r.hi)
 		if destination != "" {
-			part += ` AND (dst_host = ? OR dst_principal = ?)`
+			part += ` AND key IN (SELECT id FROM rollup_keys WHERE dst_host = ? UNION SELECT id FROM rollup_keys WHERE dst_principal = ?)`
 			u.args = append(u.args, destination, destination)
 		}
 		parts = append(parts, part)

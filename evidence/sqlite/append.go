@@ -79,7 +79,8 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	if err := s.insertRecords(ctx, tx, batch); err != nil {
 		return err
 	}
-	if err := s.upsertRollups(ctx, tx, batch); err != nil {
+	fresh := map[groupKey]int64{}
+	if err := s.upsertRollups(ctx, tx, batch, fresh); err != nil {
 		return err
 	}
 	if _, err := tx.StmtContext(ctx, s.st.setHead).ExecContext(ctx, replica, int64(last.Seq), last.Hash); err != nil {
@@ -88,8 +89,17 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("evidence sqlite: commit: %w", err)
 	}
+	if len(s.keys)+len(fresh) > maxCachedGroups {
+		clear(s.keys) // plaintext clients by address can be many; the table keeps them all
+	}
+	for g, id := range fresh {
+		s.keys[g] = id
+	}
 	return nil
 }
+
+// maxCachedGroups bounds the writer's memory of rollup group numbers.
+const maxCachedGroups = 100_000
 
 // alreadyStored accepts a batch written before (its commit was in doubt)
 // when the store holds its last record with the same hash.
@@ -123,7 +133,7 @@ const recordColumns = `replica, seq, id, time_ns, src_principal, dst_principal, 
 // Parameters per row.
 const (
 	recordParams = 19
-	rollupParams = 12
+	rollupParams = 7
 )
 
 // chunked calls exec with the rows [start, end) of n, a full chunk at a time
@@ -166,10 +176,13 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 	}, s.st.insertChunk, s.st.insertOne)
 }
 
-// rollupRow is one bucket of one span.
+// groupKey is a rollup group: a RollupKey without its minute.
+type groupKey = evidence.RollupKey
+
+// rollupRow is one bucket of one span of one group.
 type rollupRow struct {
-	span int64
-	key  evidence.RollupKey // Minute: the bucket's first minute
+	span, minute int64
+	key          int64 // rollup_keys.id
 }
 
 type rollupSum struct {
@@ -180,16 +193,23 @@ type rollupSum struct {
 // spans are the rollup bucket widths, in minutes.
 var spans = [...]int64{1, 60, 1440, 10080}
 
-func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence.Record) error {
+// upsertRollups adds the batch to its groups' buckets. New groups get their
+// number inside tx; they are remembered in fresh, which the caller merges
+// into s.keys only once tx has committed.
+func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence.Record, fresh map[groupKey]int64) error {
 	sums := make(map[rollupRow]*rollupSum)
 	var order []rollupRow
 	for _, r := range batch {
-		key := evidence.RollupOf(r)
+		g := evidence.RollupOf(r)
+		g.Minute = 0
+		id, err := s.groupID(ctx, tx, g, fresh)
+		if err != nil {
+			return err
+		}
 		minute := floorDiv(r.Time.Unix(), 60)
 		ns := r.Time.UnixNano()
 		for _, span := range spans {
-			key.Minute = floorDiv(minute, span) * span
-			row := rollupRow{span, key}
+			row := rollupRow{span, floorDiv(minute, span) * span, id}
 			if sum, ok := sums[row]; ok {
 				sum.count++
 				sum.first, sum.last = min(sum.first, ns), max(sum.last, ns)
@@ -203,15 +223,35 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 	return chunked(len(order), rollupChunk, func(start, end int, st *sql.Stmt) error {
 		args = args[:0]
 		for _, row := range order[start:end] {
-			k, sum := row.key, sums[row]
-			args = append(args, row.span, k.Minute, k.Replica, k.Source, k.DestinationHost, k.DestinationPrincipal,
-				k.Verdict, k.Allowed, sum.count, sum.first, sum.last, sum.example)
+			sum := sums[row]
+			args = append(args, row.span, row.minute, row.key, sum.count, sum.first, sum.last, sum.example)
 		}
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("evidence sqlite: updating rollups: %w", err)
 		}
 		return nil
 	}, s.st.upsertChunk, s.st.upsertOne)
+}
+
+// groupID is the number of a rollup group, creating it when new.
+func (s *Store) groupID(ctx context.Context, tx *sql.Tx, g groupKey, fresh map[groupKey]int64) (int64, error) {
+	if id, ok := s.keys[g]; ok {
+		return id, nil
+	}
+	if id, ok := fresh[g]; ok {
+		return id, nil
+	}
+	args := []any{g.Replica, g.Source, g.DestinationHost, g.DestinationPrincipal, g.Verdict, g.Allowed}
+	var id int64
+	err := tx.StmtContext(ctx, s.st.rollupKey).QueryRowContext(ctx, args...).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.StmtContext(ctx, s.st.newRollupKey).QueryRowContext(ctx, args...).Scan(&id)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: rollup group: %w", err)
+	}
+	fresh[g] = id
+	return id, nil
 }
 
 func floorDiv(a, b int64) int64 {

@@ -67,21 +67,30 @@ var migrations = [][]string{
 		// transaction as the records: an aggregate over 30 days reads a few
 		// week rows per group plus the days, hours and minutes at the ends,
 		// never 43,200 minutes of them. minute is the bucket's first Unix
-		// minute.
-		`CREATE TABLE rollups (
-			span          INTEGER NOT NULL,
-			minute        INTEGER NOT NULL,
+		// minute. A group's identity (replica, edge, verdict, outcome) is
+		// stored once in rollup_keys; the bucket rows carry its number, so
+		// they stay small and an aggregate groups integers.
+		`CREATE TABLE rollup_keys (
+			id            INTEGER PRIMARY KEY,
 			replica       TEXT    NOT NULL,
 			source        TEXT    NOT NULL,
 			dst_host      TEXT    NOT NULL,
 			dst_principal TEXT    NOT NULL,
 			verdict       TEXT    NOT NULL,
 			allowed       INTEGER NOT NULL,
-			count         INTEGER NOT NULL,
-			first_ns      INTEGER NOT NULL,
-			last_ns       INTEGER NOT NULL,
-			example_id    TEXT    NOT NULL,
-			PRIMARY KEY (span, minute, replica, source, dst_host, dst_principal, verdict, allowed)
+			UNIQUE (replica, source, dst_host, dst_principal, verdict, allowed)
+		)`,
+		`CREATE INDEX rollup_keys_host ON rollup_keys (dst_host)`,
+		`CREATE INDEX rollup_keys_principal ON rollup_keys (dst_principal)`,
+		`CREATE TABLE rollups (
+			span       INTEGER NOT NULL,
+			minute     INTEGER NOT NULL,
+			key        INTEGER NOT NULL REFERENCES rollup_keys (id),
+			count      INTEGER NOT NULL,
+			first_ns   INTEGER NOT NULL,
+			last_ns    INTEGER NOT NULL,
+			example_id TEXT    NOT NULL,
+			PRIMARY KEY (span, minute, key)
 		) WITHOUT ROWID`,
 	},
 }

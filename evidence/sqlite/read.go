@@ -149,7 +149,8 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, err
 		st.Oldest, st.Newest = time.Unix(0, oldest.Int64).UTC(), time.Unix(0, newest.Int64).UTC()
 	}
 	u := rollupUnion(firstMinute(since), endOfTime, "")
-	rows, err = s.r.QueryContext(ctx, `SELECT verdict, allowed, sum(count) FROM (`+u.sql+`) GROUP BY verdict, allowed`, u.args...)
+	rows, err = s.r.QueryContext(ctx, `SELECT k.verdict, k.allowed, sum(b.count)
+		FROM (`+u.sql+`) AS b JOIN rollup_keys AS k ON k.id = b.key GROUP BY k.verdict, k.allowed`, u.args...)
 	if err != nil {
 		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
 	}

@@ -76,8 +76,9 @@ type Store struct {
 	// r holds the readers (query_only: a bug cannot write through them).
 	r *sql.DB
 
-	wmu sync.Mutex // serialises Append and retention on w
-	st  statements
+	wmu  sync.Mutex // serialises Append and retention on w
+	st   statements
+	keys map[evidence.RollupKey]int64 // rollup group numbers (Minute zero); guarded by wmu
 }
 
 // Open opens (creating it if needed) the evidence file at path and brings
@@ -119,7 +120,7 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	}
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
-	s := &Store{path: abs, w: w, r: r}
+	s := &Store{path: abs, w: w, r: r, keys: map[evidence.RollupKey]int64{}}
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)

@@ -14,12 +14,12 @@ import (
 // inserts of a full chunk of rows and of one row (for the rest of a batch).
 type statements struct {
 	head, storedHash, setHead *sql.Stmt
+	rollupKey, newRollupKey   *sql.Stmt
 	insertChunk, insertOne    *sql.Stmt
 	upsertChunk, upsertOne    *sql.Stmt
 }
 
-const upsertSQL = `INSERT INTO rollups (span, minute, replica, source, dst_host, dst_principal, verdict, allowed,
-		count, first_ns, last_ns, example_id) VALUES %s
+const upsertSQL = `INSERT INTO rollups (span, minute, key, count, first_ns, last_ns, example_id) VALUES %s
 	ON CONFLICT DO UPDATE SET count = count + excluded.count,
 		first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)`
 
@@ -33,6 +33,10 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 		{&st.storedHash, `SELECT hash FROM records WHERE replica = ? AND seq = ?`},
 		{&st.setHead, `INSERT INTO chain_heads (replica, seq, hash) VALUES (?, ?, ?)
 			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`},
+		{&st.rollupKey, `SELECT id FROM rollup_keys WHERE replica = ? AND source = ? AND dst_host = ?
+			AND dst_principal = ? AND verdict = ? AND allowed = ?`},
+		{&st.newRollupKey, `INSERT INTO rollup_keys (replica, source, dst_host, dst_principal, verdict, allowed)
+			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`},
 		{&st.insertChunk, insert + rows(recordChunk, recordParams)},
 		{&st.insertOne, insert + rows(1, recordParams)},
 		{&st.upsertChunk, fmt.Sprintf(upsertSQL, rows(rollupChunk, rollupParams))},
@@ -53,7 +57,8 @@ func rows(n, params int) string {
 }
 
 func (st *statements) close() {
-	for _, s := range []**sql.Stmt{&st.head, &st.storedHash, &st.setHead, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne} {
+	for _, s := range []**sql.Stmt{&st.head, &st.storedHash, &st.setHead, &st.rollupKey, &st.newRollupKey,
+		&st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne} {
 		if *s != nil {
 			(*s).Close()
 			*s = nil
