@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net/url"
 	"os"
@@ -37,12 +38,19 @@ type SVID struct {
 	TLS     tls.Certificate
 }
 
-// NewCA makes a CA for trustDomain.
-func NewCA(t testing.TB, trustDomain string) *CA {
-	t.Helper()
-	key := newKey(t)
+// NewCertAuthority makes a CA for trustDomain, valid from an hour ago for a
+// day. It is NewCA for code that is not a test (the mesh simulation).
+func NewCertAuthority(trustDomain string) (*CA, error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
+		SerialNumber:          sn,
 		Subject:               pkix.Name{Organization: []string{trustDomain}},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
@@ -53,52 +61,78 @@ func NewCA(t testing.TB, trustDomain string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("authztest: CA certificate for %s: %w", trustDomain, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("authztest: CA certificate for %s: %w", trustDomain, err)
 	}
-	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
-// Issue signs an SVID for the SPIFFE ID (Istio's form: empty subject, one
-// URI SAN), valid for client and server use. dnsNames are added as DNS SANs
-// (for a server that clients reach by name).
-func (ca *CA) Issue(t testing.TB, spiffeID string, dnsNames ...string) *SVID {
+// NewCA makes a CA for trustDomain, failing the test if it cannot.
+func NewCA(t testing.TB, trustDomain string) *CA {
 	t.Helper()
-	u, err := url.Parse(spiffeID)
+	ca, err := NewCertAuthority(trustDomain)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := newKey(t)
+	return ca
+}
+
+// NewSVID signs an SVID for the SPIFFE ID id (Istio's form: empty subject,
+// one URI SAN), valid for client and server use for 12 hours. dns are added
+// as DNS SANs (for a server that clients reach by name).
+func (ca *CA) NewSVID(id string, dns ...string) (*SVID, error) {
+	u, err := url.Parse(id)
+	if err != nil {
+		return nil, fmt.Errorf("authztest: SVID %q: %w", id, err)
+	}
+	key, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
+		SerialNumber: sn,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(12 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 		URIs:         []*url.URL{u},
-		DNSNames:     dnsNames,
+		DNSNames:     dns,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("authztest: SVID %s: %w", id, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("authztest: SVID %s: %w", id, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("authztest: SVID %s key: %w", id, err)
 	}
 	s := &SVID{
 		Cert:    cert,
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 	}
-	s.TLS, err = tls.X509KeyPair(s.CertPEM, s.KeyPEM)
+	if s.TLS, err = tls.X509KeyPair(s.CertPEM, s.KeyPEM); err != nil {
+		return nil, fmt.Errorf("authztest: SVID %s: %w", id, err)
+	}
+	return s, nil
+}
+
+// Issue signs an SVID for the SPIFFE ID (see NewSVID), failing the test if
+// it cannot.
+func (ca *CA) Issue(t testing.TB, spiffeID string, dnsNames ...string) *SVID {
+	t.Helper()
+	s, err := ca.NewSVID(spiffeID, dnsNames...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,20 +201,18 @@ func XFCC(by, peer *SVID) string {
 	return strings.Join(parts, ";")
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
+func newKey() (*ecdsa.PrivateKey, error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("authztest: key: %w", err)
 	}
-	return k
+	return k, nil
 }
 
-func serial(t testing.TB) *big.Int {
-	t.Helper()
+func serial() (*big.Int, error) {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("authztest: serial number: %w", err)
 	}
-	return n
+	return n, nil
 }
