@@ -91,7 +91,7 @@ func TestOpenAPIParameters(t *testing.T) {
 // the document served is the embedded one.
 func TestOpenAPIPaths(t *testing.T) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
-	ts := newTestServer(t, openStore(t), Config{MetricsHandler: ok, UI: ok}, time.Time{})
+	ts := newTestServer(t, openStore(t), Config{MetricsHandler: ok, UI: ok, Logs: ok}, time.Time{})
 	for path := range loadSpec(t).Paths {
 		path = strings.ReplaceAll(path, "{id}", "01UNKNOWN")
 		path = strings.ReplaceAll(path, "strict-readiness", "strict-readiness?destination=x")

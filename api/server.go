@@ -39,10 +39,19 @@ type Config struct {
 	MetricsOpen    bool
 	// Ready answers /readyz; nil is always ready.
 	Ready func() bool
+	// Health, when set, adds detail to a ready /readyz's answer (its keys
+	// beside "status"): what works, but degraded, without making the
+	// server unready, such as an evidence store spooling while its
+	// database is down.
+	Health func() map[string]any
 	// UI, when set, serves /ui/ and everything below it (it sees the whole
 	// path, /ui/...). It is served without authentication: it is the static
 	// page, which asks for a token and sends it with its API calls.
 	UI http.Handler
+	// Logs, when set, serves POST /logs, authenticated as the rest of the
+	// API: OPA's decision log uploads (authz.Server.DecisionLogs). It
+	// answers every method itself.
+	Logs http.Handler
 }
 
 // Validate checks the configuration.
@@ -125,6 +134,9 @@ func (s *Server) routes() http.Handler {
 	if s.cfg.UI != nil {
 		mux.Handle("/ui/", s.endpoint(open, delegate(s.cfg.UI)))
 	}
+	if s.cfg.Logs != nil {
+		mux.Handle("/logs", s.authenticated(s.cfg.Logs))
+	}
 	mux.Handle("/", s.endpoint(protected, func(http.ResponseWriter, *http.Request) error {
 		return &apiError{kind: notFound, msg: "no such path; /openapi.json lists them"}
 	}))
@@ -149,6 +161,20 @@ func (s *Server) endpoint(a access, h handler) http.Handler {
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)
 		}
+	})
+}
+
+// authenticated wraps h, which takes its own methods (an upload, not a
+// read), in the API's authentication.
+func (s *Server) authenticated(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who, err := s.auth.check(r)
+		noteWho(w, who)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -189,6 +215,14 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) error {
 	if s.cfg.Ready != nil && !s.cfg.Ready() {
 		return &apiError{kind: unavailable, msg: "not ready: no policy loaded yet"}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	body := map[string]any{"status": "ready"}
+	if s.cfg.Health != nil {
+		for k, v := range s.cfg.Health() {
+			if k != "status" {
+				body[k] = v
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }

@@ -158,17 +158,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	now := time.Now()
 	id := ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
-	attrs := req.GetAttributes()
-	httpReq := attrs.GetRequest().GetHttp()
-	h := newHeaderReader(httpReq)
-	xfccValue, xfccPresent := h.lookup("x-forwarded-client-cert")
-	f := s.facts.get(factsKey{
-		source:      attrs.GetSource().GetPrincipal(),
-		destination: attrs.GetDestination().GetPrincipal(),
-		certificate: attrs.GetSource().GetCertificate(),
-		xfcc:        xfccValue,
-		xfccPresent: xfccPresent,
-	})
+	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
+	f := s.factsOf(req, &h)
 	rec := newRecord(id, now, s.cfg, req, &h, f)
 	res := Result{Record: rec, Verdict: f.verdict}
 
@@ -212,6 +203,19 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	}
 	res.Response = finish(out, id, f.verdict)
 	return res
+}
+
+// factsOf is what the request's identities say (shared, never modified).
+func (s *Server) factsOf(req *authv3.CheckRequest, h *headerReader) *facts {
+	attrs := req.GetAttributes()
+	xfccValue, xfccPresent := h.lookup("x-forwarded-client-cert")
+	return s.facts.get(factsKey{
+		source:      attrs.GetSource().GetPrincipal(),
+		destination: attrs.GetDestination().GetPrincipal(),
+		certificate: attrs.GetSource().GetCertificate(),
+		xfcc:        xfccValue,
+		xfccPresent: xfccPresent,
+	})
 }
 
 func outcomeOf(d evidence.Decision) string {

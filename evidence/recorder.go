@@ -99,7 +99,7 @@ type Recorder struct {
 	m       *RecorderMetrics
 
 	queue    chan *pending
-	mu       sync.RWMutex // held for reading by Record, for writing by Close
+	mu       sync.RWMutex // held for reading by Record, for writing by RecordBatch and Close
 	shut     bool
 	done     chan struct{}
 	stop     chan struct{} // closed by Close when its time is up: stop retrying
@@ -171,6 +171,75 @@ func (r *Recorder) Record(ctx context.Context, rec *Record) error {
 	case <-ctx.Done():
 		return fmt.Errorf("evidence not yet committed: %w", ctx.Err())
 	}
+}
+
+// RecordBatch hands recs over as one unbroken run of the chain: either all
+// of them are queued, with no other record between them, or none is and it
+// returns an error wrapping ErrQueueFull (the queue has not room for all of
+// them now) or ErrClosed. It never waits for room and never drops: its
+// caller is an upload whose client retries, so the client is told to come
+// back rather than a Check kept waiting behind it. In sync durability it
+// returns once every record is committed, or with ctx's error when the
+// caller stops waiting (they are still written). The records belong to the
+// recorder from now on.
+func (r *Recorder) RecordBatch(ctx context.Context, recs []*Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	// Refused before taking the lock, when plainly full: a pending Lock
+	// would hold up every Check's Record meanwhile.
+	if free := cap(r.queue) - len(r.queue); len(recs) > free {
+		return fmt.Errorf("%w: %d records, room for %d", ErrQueueFull, len(recs), free)
+	}
+	ps := make([]*pending, len(recs))
+	for i, rec := range recs {
+		ps[i] = &pending{rec: rec}
+		if r.cfg.Durability == Sync {
+			ps[i].ack = ackPool.Get().(chan error)
+		}
+	}
+	if err := r.enqueueAll(ps); err != nil {
+		for _, p := range ps {
+			if p.ack != nil {
+				ackPool.Put(p.ack)
+			}
+		}
+		return err
+	}
+	if r.cfg.Durability != Sync {
+		return nil
+	}
+	var first error
+	for i, p := range ps {
+		select {
+		case err := <-p.ack:
+			ackPool.Put(p.ack)
+			if first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("evidence not yet committed (%d of %d records confirmed): %w", i, len(ps), ctx.Err())
+		}
+	}
+	return first
+}
+
+// enqueueAll queues every one of ps, or none of them.
+func (r *Recorder) enqueueAll(ps []*pending) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.shut {
+		return ErrClosed
+	}
+	// Holding mu for writing, nobody else sends: the writer only takes
+	// from the queue, so the room counted now is there for every send.
+	if free := cap(r.queue) - len(r.queue); len(ps) > free {
+		return fmt.Errorf("%w: %d records, room for %d", ErrQueueFull, len(ps), free)
+	}
+	for _, p := range ps {
+		r.queue <- p
+	}
+	return nil
 }
 
 func (r *Recorder) enqueue(ctx context.Context, p *pending) error {

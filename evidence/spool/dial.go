@@ -1,0 +1,159 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// redialEvery spaces the attempts to open a store that could not be
+// opened: every caller would otherwise try it again.
+const redialEvery = time.Second
+
+// Dial opens the store dsn names. When it cannot be opened for another
+// reason than its schema (PostgreSQL is down), Dial returns a Store that
+// opens it on first use instead, trying again at most once a second, so
+// that a replica with a spool can start during an outage. A schema that
+// needs `meshproof migrate` is an error at once: time will not fix it.
+func Dial(ctx context.Context, dsn string, opts evidence.Options) (evidence.Store, error) {
+	s, err := evidence.Open(ctx, dsn, opts)
+	if err == nil || errors.Is(err, evidence.ErrSchema) {
+		return s, err
+	}
+	return &deferred{dsn: dsn, opts: opts, err: err, tried: time.Now()}, nil
+}
+
+// deferred is a store opened on first use.
+type deferred struct {
+	dsn  string
+	opts evidence.Options
+
+	mu     sync.Mutex
+	s      evidence.Store
+	err    error // the last attempt's
+	tried  time.Time
+	closed bool
+}
+
+// store returns the open store, opening it if it is time to try again.
+func (d *deferred) store(ctx context.Context) (evidence.Store, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.s != nil:
+		return d.s, nil
+	case d.closed:
+		return nil, errors.New("evidence store closed")
+	case time.Since(d.tried) >= redialEvery:
+		d.tried = time.Now()
+		ctx, cancel := context.WithTimeout(ctx, primaryTimeout)
+		defer cancel()
+		if d.s, d.err = evidence.Open(ctx, d.dsn, d.opts); d.err == nil {
+			return d.s, nil
+		}
+	}
+	return nil, fmt.Errorf("evidence store not opened yet: %w", d.err)
+}
+
+func (d *deferred) Append(ctx context.Context, batch []*evidence.Record) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Append(ctx, batch)
+}
+
+func (d *deferred) Head(ctx context.Context, replica string) (evidence.Link, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return evidence.Link{}, err
+	}
+	return s.Head(ctx, replica)
+}
+
+func (d *deferred) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.DeleteBefore(ctx, t, rollupsBefore, batch)
+}
+
+func (d *deferred) Get(ctx context.Context, id string) (*evidence.Record, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Get(ctx, id)
+}
+
+func (d *deferred) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return evidence.Result{}, err
+	}
+	return s.Query(ctx, f, page)
+}
+
+func (d *deferred) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Scan(ctx, f, fn)
+}
+
+func (d *deferred) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evidence.Group, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Aggregate(ctx, q)
+}
+
+func (d *deferred) Replicas(ctx context.Context) ([]string, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Replicas(ctx)
+}
+
+func (d *deferred) Checkpoint(ctx context.Context, replica string) (evidence.Link, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return evidence.Link{}, err
+	}
+	return s.Checkpoint(ctx, replica)
+}
+
+func (d *deferred) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Columns) error) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Walk(ctx, replica, fn)
+}
+
+func (d *deferred) Stats(ctx context.Context, since time.Time) (evidence.Stats, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return evidence.Stats{}, err
+	}
+	return s.Stats(ctx, since)
+}
+
+// Close closes the store if it was opened; it is never opened after.
+func (d *deferred) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	if d.s == nil {
+		return nil
+	}
+	return d.s.Close()
+}
