@@ -20,6 +20,7 @@ Usage:
   meshproof verify  [flags]   check every hash chain in the evidence store (exit 1 when broken)
   meshproof query   [flags]   print evidence records from a running serve's API (--follow: as they arrive)
   meshproof report  REPORT    tls-check, or strict-readiness (exit 3 when not ready), from a running serve's API
+  meshproof demo    [flags]   run serve with a simulated Istio mesh sending it traffic, to see evidence at once
   meshproof version           print versions
 
 Run "meshproof <command> --help" for a command's flags.
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runQuery(args[1:], stdout, stderr)
 	case "report":
 		err = runReport(args[1:], stdout)
+	case "demo":
+		err = runDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "--help", "-help":

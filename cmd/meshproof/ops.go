@@ -1,15 +1,18 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
@@ -31,11 +34,14 @@ type httpOptions struct {
 	Insecure    bool
 	MetricsOpen bool
 	Pprof       bool
+	// logs takes OPA's decision log uploads at /logs (serve --role serve
+	// sets it); not an option.
+	logs http.Handler
 }
 
 func (o *httpOptions) flags(fs *flag.FlagSet) {
-	fs.StringVar(&o.Addr, "http-addr", o.Addr, "HTTP listener: the evidence API (/v1/...), the page (/ui/), /metrics, /healthz, /readyz")
-	fs.StringVar(&o.TokenFile, "api-token-file", o.TokenFile, "file of bearer tokens (one per line, 16 bytes or more) that may read the evidence API")
+	fs.StringVar(&o.Addr, "http-addr", o.Addr, "HTTP listener: the evidence API (/v1/...), OPA decision log uploads (POST /logs, --role serve), the page (/ui/), /metrics, /healthz, /readyz")
+	fs.StringVar(&o.TokenFile, "api-token-file", o.TokenFile, "file of bearer tokens (one per line, 16 bytes or more) that may read the evidence API (and upload OPA decision logs to /logs)")
 	fs.StringVar(&o.TLSCert, "http-tls-cert", o.TLSCert, "PEM certificate for TLS on the HTTP listener (re-read when it changes)")
 	fs.StringVar(&o.TLSKey, "http-tls-key", o.TLSKey, "PEM private key for --http-tls-cert")
 	fs.StringVar(&o.ClientCA, "http-client-ca", o.ClientCA, "PEM CA bundle: the HTTP listener requires client certificates it signed (with --api-allow-spiffe)")
@@ -59,14 +65,17 @@ func (o *httpOptions) validate() error {
 
 // httpServer builds the HTTP listener's handler and TLS configuration, and
 // refuses to expose the evidence without authentication.
-func (o *httpOptions) httpServer(store evidence.Store, reg *prometheus.Registry, ready func() bool, log zerolog.Logger) (*http.Server, error) {
+// health, when set, adds its detail to /readyz.
+func (o *httpOptions) httpServer(store evidence.Store, reg *prometheus.Registry, ready func() bool, health func() map[string]any, log zerolog.Logger) (*http.Server, error) {
 	cfg := api.Config{
 		AllowSPIFFE:    o.AllowSPIFFE,
 		Insecure:       o.Insecure,
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		MetricsOpen:    o.MetricsOpen,
 		Ready:          ready,
+		Health:         health,
 		UI:             ui.Handler(),
+		Logs:           o.logs,
 	}
 	if o.TokenFile != "" {
 		tokens, err := api.LoadTokens(o.TokenFile)
@@ -95,6 +104,58 @@ func (o *httpOptions) httpServer(store evidence.Store, reg *prometheus.Registry,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}, nil
+}
+
+// serveHTTP serves hs on lis, with TLS when hs has a TLS configuration.
+func serveHTTP(hs *http.Server, lis net.Listener) error {
+	if hs.TLSConfig != nil {
+		return hs.ServeTLS(lis, "", "")
+	}
+	return hs.Serve(lis)
+}
+
+// serveQuery is serve --role query: the evidence API, reports, page and
+// metrics over the store, and nothing of the data path (no ext_authz
+// listener, policy, recorder or retention), until ctx is done.
+func serveQuery(ctx context.Context, o serveOptions, log zerolog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store, err := evidence.Open(ctx, o.Evidence.Store, evidence.Options{})
+	if err != nil {
+		return fmt.Errorf("evidence store: %w", err)
+	}
+	defer store.Close()
+	hs, err := o.HTTP.httpServer(store, reg, nil, nil, log)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", o.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http-addr: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- serveHTTP(hs, lis) }()
+	log.Info().
+		Str("role", o.Role).
+		Str("http_addr", lis.Addr().String()).
+		Str("store", evidence.Redact(o.Evidence.Store)).
+		Bool("http_tls", o.HTTP.TLSCert != "").
+		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
+		Msg("meshproof serving")
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("stopping")
+	case err = <-errc:
+		log.Error().Err(err).Msg("listener failed; stopping")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), o.Grace)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	log.Info().Msg("stopped")
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // withPprof adds Go's profiler in front of h when asked.

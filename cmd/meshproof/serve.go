@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 // serveOptions is the whole configuration of `meshproof serve`.
 type serveOptions struct {
 	Config    string
+	Role      string // roleServe or roleQuery
 	GRPC      authz.GRPCConfig
 	HTTP      httpOptions
 	Policy    rego.Config
@@ -33,6 +35,9 @@ type serveOptions struct {
 	Log       logOptions
 	Grace     time.Duration
 	GCPercent int
+	// onListen, when set, is told the bound addresses once both listeners
+	// serve (meshproof demo asks for :0 ports). Not an option.
+	onListen func(grpcAddr, httpAddr net.Addr)
 }
 
 func defaultServeOptions() serveOptions {
@@ -40,6 +45,7 @@ func defaultServeOptions() serveOptions {
 	a := authz.DefaultConfig()
 	a.Replica = host
 	return serveOptions{
+		Role:     roleServe,
 		GRPC:     authz.DefaultGRPCConfig(),
 		HTTP:     httpOptions{Addr: "127.0.0.1:8181"},
 		Policy:   rego.Defaults(),
@@ -78,6 +84,9 @@ func logFlags(fs *flag.FlagSet, l *logOptions) {
 
 func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Config, "config", "", "YAML file of options; its keys are these flags' names (policy: [a, b] for repeatable ones); flags given here override it")
+	fs.StringVar(&o.Role, "role", o.Role, "serve: the ext_authz server, recording evidence, with the evidence API beside it; "+
+		"query: only the evidence API, reports and page over --store (a fleet's shared PostgreSQL), with no ext_authz listener, policy or recorder, "+
+		"so that auditors' traffic never touches the data path (it takes only --store, the --http-*, --api-*, --metrics-open, --debug-pprof and --log-* flags, --shutdown-grace and --gc-percent)")
 	g := &o.GRPC
 	fs.StringVar(&g.Addr, "grpc-addr", g.Addr, "ext_authz gRPC listener: host:port or unix:///path.sock")
 	fs.StringVar(&g.TLSCert, "grpc-tls-cert", g.TLSCert, "PEM certificate for TLS on the gRPC listener (re-read when it changes)")
@@ -122,7 +131,7 @@ func (o *serveOptions) validate() error {
 
 func runServe(args []string) error {
 	o := defaultServeOptions()
-	fs := newFlagSet("serve", "Run the ext_authz gRPC server.")
+	fs := newFlagSet("serve", "Run the ext_authz gRPC server, recording evidence (--role query: only the evidence API over a shared store).")
 	o.flags(fs)
 	if err := parseOptions(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -132,6 +141,9 @@ func runServe(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
+	}
+	if err := o.checkRole(fs); err != nil {
+		return usageError{err}
 	}
 	if err := o.validate(); err != nil {
 		return usageError{err}
@@ -148,9 +160,59 @@ func runServe(args []string) error {
 	return serve(ctx, o, log)
 }
 
+// Roles of `meshproof serve`.
+const (
+	roleServe = "serve"
+	roleQuery = "query"
+)
+
+// checkRole refuses a role it does not know, and, with --role query, every
+// flag of the data path (ext_authz, policy, evidence writing, spool): the
+// query role would silently ignore them.
+func (o *serveOptions) checkRole(fs *flag.FlagSet) error {
+	switch o.Role {
+	case roleServe:
+		return nil
+	case roleQuery:
+	default:
+		return fmt.Errorf("role %q: want serve or query", o.Role)
+	}
+	q := defaultServeOptions()
+	takes := flag.NewFlagSet("query", flag.ContinueOnError)
+	storeFlag(takes, &q.Evidence.Store)
+	q.HTTP.flags(takes)
+	logFlags(takes, &q.Log)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var refused []string
+	fs.VisitAll(func(f *flag.Flag) {
+		switch f.Name {
+		case "config", "role", "shutdown-grace", "gc-percent":
+			return
+		}
+		// Set on the command line, or by --config (which sets values, not
+		// flags).
+		if takes.Lookup(f.Name) == nil && (set[f.Name] || f.Value.String() != f.DefValue) {
+			refused = append(refused, "--"+f.Name)
+		}
+	})
+	// Options whose flags do not print their value, set by --config.
+	if len(refused) == 0 && (o.GRPC != q.GRPC || o.Evidence.Recorder != q.Evidence.Recorder) {
+		refused = append(refused, "--grpc-* or --evidence-*")
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("--role query serves the evidence API only (no ext_authz listener, policy, recorder or spool), so it does not take %s: drop them, or run with --role serve",
+			strings.Join(refused, ", "))
+	}
+	return nil
+}
+
 // serve runs until ctx is done, then stops in order: the gRPC listener
 // first (in-flight Checks finish), then the rest.
 func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
+	if o.Role == roleQuery {
+		return serveQuery(ctx, o, log)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -163,9 +225,9 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 	}
 	defer engine.Stop(context.Background())
 
-	store, err := evidence.Open(ctx, o.Evidence.Store, evidence.Options{Durable: o.Evidence.Recorder.Durability == evidence.Sync})
+	store, health, err := openStore(ctx, o.Evidence, o.Authz.Replica, log, reg)
 	if err != nil {
-		return fmt.Errorf("evidence store: %w", err)
+		return err
 	}
 	defer store.Close()
 	rec, err := evidence.NewRecorder(ctx, o.Evidence.Recorder, o.Authz.Replica, store, log, evidence.NewRecorderMetrics(reg))
@@ -177,7 +239,11 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		rec.Close(context.Background())
 		return err
 	}
-	hs, err := o.HTTP.httpServer(store, reg, engine.Ready, log)
+	if o.HTTP.logs, err = svc.DecisionLogs(decisionLogConfig(store, o.Evidence, reg)); err != nil {
+		rec.Close(context.Background())
+		return err
+	}
+	hs, err := o.HTTP.httpServer(store, reg, engine.Ready, health, log)
 	if err != nil {
 		rec.Close(context.Background())
 		return err
@@ -201,21 +267,17 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 
 	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(glis) }()
-	go func() {
-		if hs.TLSConfig != nil {
-			errc <- hs.ServeTLS(hlis, "", "")
-			return
-		}
-		errc <- hs.Serve(hlis)
-	}()
+	go func() { errc <- serveHTTP(hs, hlis) }()
 	go markServing(ctx, g, engine.Ready)
 	log.Info().
+		Str("role", o.Role).
 		Str("grpc_addr", glis.Addr().String()).
 		Str("http_addr", hlis.Addr().String()).
 		Str("decision", o.Policy.Decision).
 		Str("policy_revision", engine.Revision()).
 		Bool("dry_run", o.Authz.DryRun).
 		Str("store", evidence.Redact(o.Evidence.Store)).
+		Str("spool", o.Evidence.Spool).
 		Str("durability", string(o.Evidence.Recorder.Durability)).
 		Uint64("chain_seq", rec.Head().Seq).
 		Bool("grpc_tls", o.GRPC.TLSCert != "").
@@ -223,6 +285,9 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		Bool("http_tls", o.HTTP.TLSCert != "").
 		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
 		Msg("meshproof serving")
+	if o.onListen != nil {
+		o.onListen(glis.Addr(), hlis.Addr())
+	}
 
 	select {
 	case <-ctx.Done():

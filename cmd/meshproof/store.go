@@ -8,15 +8,19 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
 	_ "github.com/meshproof/meshproof/evidence/postgres" // postgres:// stores
-	_ "github.com/meshproof/meshproof/evidence/sqlite"   // sqlite: stores
+	"github.com/meshproof/meshproof/evidence/spool"
+	_ "github.com/meshproof/meshproof/evidence/sqlite" // sqlite: stores
 )
 
 // DefaultStore is the embedded default: a SQLite file in the working
@@ -26,6 +30,7 @@ const DefaultStore = "sqlite:meshproof.db"
 // evidenceOptions configure where evidence goes and how it is written.
 type evidenceOptions struct {
 	Store           string
+	Spool           string // a local SQLite file for when Store fails; "": none
 	Recorder        evidence.RecorderConfig
 	Retention       time.Duration
 	RollupRetention time.Duration
@@ -59,6 +64,9 @@ func (o *evidenceOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&r.BatchSize, "evidence-batch-size", r.BatchSize, "records per transaction, at most")
 	fs.DurationVar(&r.FlushInterval, "evidence-flush-interval", r.FlushInterval, "in async mode, how long a batch waits to fill before it is written")
 	fs.DurationVar(&r.BlockTimeout, "evidence-block-timeout", r.BlockTimeout, "with --evidence-overflow block, how long a Check waits for room in the queue")
+	fs.StringVar(&o.Spool, "spool", o.Spool, "local SQLite file that takes the evidence while --store is unreachable or failing, and drains into it in order once it is back, "+
+		"so that an outage neither denies Checks nor loses evidence (with sync durability a Check returns once its record is committed to either); "+
+		"set it with a postgres:// store; none unless set")
 	fs.DurationVar(&o.Retention, "retention", o.Retention, "records older than this are deleted (0 keeps them forever)")
 	fs.DurationVar(&o.RollupRetention, "rollup-retention", o.RollupRetention, "per-minute rollups (reports) older than this are deleted; keep them longer than records")
 }
@@ -68,6 +76,9 @@ func (o *evidenceOptions) validate() error {
 	if o.Store == "" {
 		errs = append(errs, errors.New("store: empty; the default is "+DefaultStore))
 	}
+	if path, ok := strings.CutPrefix(o.Store, "sqlite:"); ok && o.Spool != "" && filepath.Clean(path) == filepath.Clean(o.Spool) {
+		errs = append(errs, errors.New("spool: the store's own file; give the spool a file of its own"))
+	}
 	if o.Retention < 0 || o.RollupRetention < 0 {
 		errs = append(errs, errors.New("retention and rollup-retention must not be negative"))
 	}
@@ -75,6 +86,30 @@ func (o *evidenceOptions) validate() error {
 		errs = append(errs, errors.New("rollup-retention shorter than retention: reports would miss records that still exist"))
 	}
 	return errors.Join(errs...)
+}
+
+// openStore opens the evidence store serve writes, behind a spool when one
+// is configured; health is then the spool's state for /readyz, else nil.
+func openStore(ctx context.Context, o evidenceOptions, replica string, log zerolog.Logger, reg prometheus.Registerer) (s evidence.Store, health func() map[string]any, err error) {
+	opts := evidence.Options{Durable: o.Recorder.Durability == evidence.Sync}
+	if o.Spool == "" {
+		if s, err = evidence.Open(ctx, o.Store, opts); err != nil {
+			return nil, nil, fmt.Errorf("evidence store: %w", err)
+		}
+		return s, nil, nil
+	}
+	// Dial: a replica that has written through its spool before can start
+	// while the store is down.
+	primary, err := spool.Dial(ctx, o.Store, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("evidence store: %w", err)
+	}
+	sp, err := spool.Open(ctx, primary, o.Spool, replica, opts, log, spool.NewMetrics(reg))
+	if err != nil {
+		primary.Close()
+		return nil, nil, err
+	}
+	return sp, func() map[string]any { return map[string]any{"evidence_store": sp.Status()} }, nil
 }
 
 // retain deletes old evidence every interval until ctx ends.

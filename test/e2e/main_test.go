@@ -152,6 +152,9 @@ func startRaw(t testing.TB, args ...string) *server {
 	t.Helper()
 	s := &server{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(meshproofBin, args...)
+	// A test that does not name a store gets the default, meshproof.db in
+	// the working directory: the test's, not the repository's.
+	s.cmd.Dir = t.TempDir()
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start meshproof: %v", err)
@@ -315,6 +318,7 @@ func run(t testing.TB, stdin io.Reader, bin string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
+	cmd.Dir = t.TempDir() // whatever it writes by default stays out of the repository
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		t.Fatalf("%s %s: still running after %v", filepath.Base(bin), strings.Join(args, " "), runTimeout)

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/meshproof/meshproof/api/client"
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/test/mesh"
+)
+
+const demoDoc = `Run meshproof with a simulated Istio mesh sending it traffic, to see real evidence
+within seconds without a mesh: an embedded serve (policy builtin:deny-suspect,
+loopback ports, a temporary SQLite store) and, on loopback, namespace mtls-pg:
+httpbin behind a PERMISSIVE sidecar that calls meshproof's ext_authz, sleep over
+mTLS, a legacy client in plaintext, now and then a forged x-forwarded-client-cert
+header (denied) and a curl with a client certificate but no Istio ALPN (its TLS
+handshake fails on the plaintext chain, so meshproof never sees it). It prints the
+page's URL and commands to try, and runs until interrupted.`
+
+// demoOptions is the command line of `meshproof demo`.
+type demoOptions struct {
+	store              string
+	grpcAddr, httpAddr string
+	interval           time.Duration
+	log                logOptions
+}
+
+// runDemo is `meshproof demo`.
+func runDemo(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return demo(ctx, args, stdout, stderr)
+}
+
+func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	d := demoOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", interval: 200 * time.Millisecond, log: defaultLogOptions()}
+	d.log.Level = "warn"
+	fs := newFlagSet("demo", demoDoc)
+	fs.StringVar(&d.store, "store", d.store, "evidence store (sqlite:PATH or postgres://...); a temporary SQLite file, removed on exit, when unset")
+	fs.StringVar(&d.grpcAddr, "grpc-addr", d.grpcAddr, "ext_authz gRPC listener (port 0: one the OS picks)")
+	fs.StringVar(&d.httpAddr, "http-addr", d.httpAddr, "HTTP listener of the API and the page (port 0: one the OS picks)")
+	fs.DurationVar(&d.interval, "interval", d.interval, "how often sleep sends a request; the others follow its pace")
+	logFlags(fs, &d.log)
+	if err := fs.Parse(args); err != nil {
+		return asUsage(err)
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("demo takes no arguments, got %q", fs.Args())}
+	}
+	if d.interval <= 0 {
+		return usageError{errors.New("--interval must be positive")}
+	}
+	o, cleanup, err := d.serveOptions()
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	log, err := o.Log.logger(stderr)
+	if err != nil {
+		return usageError{err}
+	}
+
+	type addrs struct{ grpc, http net.Addr }
+	bound := make(chan addrs, 1)
+	o.onListen = func(g, h net.Addr) { bound <- addrs{g, h} }
+	// serve stops after the mesh, so that no request of the demo sees it go.
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	defer stopServe()
+	served := make(chan error, 1)
+	go func() { served <- serve(serveCtx, o, log) }()
+	var a addrs
+	select {
+	case a = <-bound:
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+		stopServe()
+		return <-served
+	}
+
+	cfg := mesh.DefaultConfig()
+	cfg.AuthzAddr = a.grpc.String()
+	// Envoy's 200 ms would do; the demo shares the machine with whatever
+	// else runs there.
+	cfg.Timeout = time.Second
+	var stats trafficStats
+	cfg.AccessLog = stats.record
+	m, err := mesh.Start(ctx, cfg)
+	if err != nil {
+		stopServe()
+		return errors.Join(err, <-served)
+	}
+	server := "http://" + a.http.String()
+	printDemoBanner(stdout, server, a.grpc.String(), o.Evidence.Store, d.store == "", m, d.interval)
+	api, err := client.New(server, client.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		m.Close()
+		stopServe()
+		return errors.Join(err, <-served)
+	}
+	generate(ctx, m, d.interval, &stats, api, stdout)
+
+	merr := m.Close()
+	stopServe()
+	serr := <-served
+	fmt.Fprintf(stdout, "\nStopped. %s\n", stats.summary(m.Sidecar.Stats()))
+	return errors.Join(merr, serr)
+}
+
+// serveOptions are the embedded serve's options; cleanup removes the
+// temporary store.
+func (d demoOptions) serveOptions() (serveOptions, func(), error) {
+	o := defaultServeOptions()
+	o.GRPC.Addr, o.HTTP.Addr = d.grpcAddr, d.httpAddr
+	o.Policy.Policies = []string{"builtin:deny-suspect"}
+	o.Policy.Decision = "envoy/authz/decision" // the object decision: denials say why
+	o.Authz.Replica = "demo"
+	o.Log = d.log
+	o.Grace = 5 * time.Second
+	cleanup := func() {}
+	o.Evidence.Store = d.store
+	if d.store == "" {
+		dir, err := os.MkdirTemp("", "meshproof-demo-")
+		if err != nil {
+			return o, cleanup, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		o.Evidence.Store = "sqlite:" + filepath.Join(dir, "evidence.db")
+	}
+	if err := o.validate(); err != nil {
+		cleanup()
+		return o, func() {}, usageError{err}
+	}
+	return o, cleanup, nil
+}
+
+func printDemoBanner(w io.Writer, server, grpcAddr, store string, temporary bool, m *mesh.Mesh, interval time.Duration) {
+	kept := ""
+	if temporary {
+		kept = " (removed on exit; --store keeps one)"
+	}
+	fmt.Fprintf(w, `meshproof demo: a simulated Istio namespace mtls-pg sends traffic through meshproof.
+
+  meshproof     ext_authz gRPC %s, policy builtin:deny-suspect
+  evidence      %s%s
+  httpbin       %s, its sidecar at %s (%s, %s)
+  clients       sleep     mTLS as %s, every %s
+                legacy    plaintext from %s, every %s
+                forger    plaintext from %s with a forged XFCC claiming %s (denied), every %s
+                curl      TLS with a client certificate but no Istio ALPN, every %s: its handshake fails
+
+The page:  %s/ui/
+
+Try:
+  meshproof query --server %s --mtls=false
+  meshproof query --server %s --verdict xfcc_unverified --output json
+  meshproof report tls-check --server %s
+  meshproof report strict-readiness --server %s --destination %s
+
+Ctrl-C stops the demo.
+`,
+		grpcAddr, store, kept,
+		mesh.Host, m.Sidecar.Addr(), m.Sidecar.Mode(), m.Sidecar.ForwardClientCert(),
+		mesh.SleepID, interval, m.Legacy.LocalIP(), interval*legacyEvery, m.Forger.LocalIP(), mesh.ForgedID, interval*oddEvery, interval*oddEvery,
+		server, server, server, server, server, mesh.Host)
+}
+
+// The traffic's pace, in sleep's ticks: legacy every fifth, the forger and
+// curl every 25th (the first ones early, so that a newcomer sees them).
+const (
+	legacyEvery  = 5
+	oddEvery     = 25
+	statusPeriod = 10 * time.Second
+)
+
+// generate sends the demo's traffic, one request at a time, until ctx is
+// done, and prints a status line every statusPeriod.
+func generate(ctx context.Context, m *mesh.Mesh, interval time.Duration, stats *trafficStats, api *client.Client, w io.Writer) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	status := time.NewTicker(statusPeriod)
+	defer status.Stop()
+	paths := []string{"/headers", "/get?show_env=1", "/status/200"}
+	for n := 0; ; n++ {
+		stats.send(ctx, m.Sleep, paths[n%len(paths)])
+		if n%legacyEvery == 1 {
+			stats.send(ctx, m.Legacy, "/get")
+		}
+		if n%oddEvery == 3 {
+			// The forged header reaches meshproof only through a sidecar
+			// that passes a client's XFCC on (ALWAYS_FORWARD_ONLY, a
+			// misconfiguration): httpbin's has it for this one request,
+			// and no other is in flight.
+			m.Sidecar.SetForwardClientCert(mesh.AlwaysForwardOnly)
+			stats.send(ctx, m.Forger, "/headers")
+			m.Sidecar.SetForwardClientCert(mesh.AppendForward)
+		}
+		if n%oddEvery == 4 {
+			stats.send(ctx, m.Curl, "/headers")
+		}
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				waiting = false
+			case <-status.C:
+				fmt.Fprintf(w, "%s  %s\n", time.Now().Format(time.TimeOnly), stats.status(ctx, api, m.Sidecar.Stats()))
+			}
+		}
+	}
+}
+
+// trafficStats count what the demo's clients got.
+type trafficStats struct {
+	mu                        sync.Mutex
+	allowed, denied, failures int
+	lastFailure               string
+}
+
+// record is the sidecar's access log.
+func (s *trafficStats) record(e mesh.Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Allowed {
+		s.allowed++
+	} else {
+		s.denied++
+	}
+}
+
+// send sends one request; a failed handshake is what curl is for, any
+// other failure is counted.
+func (s *trafficStats) send(ctx context.Context, c *mesh.Client, path string) {
+	_, err := c.Get(ctx, path)
+	var he *mesh.HandshakeError
+	if err == nil || ctx.Err() != nil || c.Transport() == mesh.TLSWithoutIstioALPN && errors.As(err, &he) {
+		return
+	}
+	s.mu.Lock()
+	s.failures++
+	s.lastFailure = err.Error()
+	s.mu.Unlock()
+}
+
+func (s *trafficStats) summary(st mesh.Stats) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	line := fmt.Sprintf("requests: %d allowed, %d denied; curl's handshake failed %d times (no Istio ALPN)", s.allowed, s.denied, st.TLSOnPlaintext)
+	if s.failures > 0 {
+		line += fmt.Sprintf("; %d other failures, the last: %s", s.failures, s.lastFailure)
+	}
+	return line
+}
+
+// status is the summary and what meshproof's API says it recorded.
+func (s *trafficStats) status(ctx context.Context, api *client.Client, st mesh.Stats) string {
+	line := s.summary(st)
+	es, err := api.Stats(ctx, "1h")
+	if err != nil {
+		return line + "; evidence: " + err.Error()
+	}
+	var parts []string
+	for _, v := range evidence.Verdicts {
+		if n := es.ByVerdict[v]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", v, n))
+		}
+	}
+	return fmt.Sprintf("%s; meshproof recorded %d (%s)", line, es.Records, strings.Join(parts, ", "))
+}
