@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"sync"
@@ -138,6 +139,84 @@ func BenchmarkIngest1M(b *testing.B) {
 		b.ReportMetric(float64(st.SizeBytes)/float64(st.Records), "bytes/record")
 		b.Logf("%d records in %s appending (%s with making them); %d MB on disk", st.Records, busy.Round(time.Millisecond), wall.Round(time.Millisecond), st.SizeBytes>>20)
 	}
+}
+
+// BenchmarkIngestReplicas is a fleet's ingest into one PostgreSQL: replicas
+// writers, each with a Store of its own (its own connection pool, as a
+// separate meshproof process has) and its own chain, append 300,000 records
+// between them at once, batches of 1000. One writer alone ("replicas=1") is
+// the baseline of the same run; the figures are records/s in all and per
+// replica, and bytes per record on disk. Run it with
+// MESHPROOF_BENCH_INGEST=1 and -benchtime 1x (see DEVELOPERS.md).
+func BenchmarkIngestReplicas(b *testing.B) {
+	if os.Getenv("MESHPROOF_BENCH_INGEST") != "1" {
+		b.Skip("set MESHPROOF_BENCH_INGEST=1 to write 300,000 records per run")
+	}
+	const n = 300_000
+	for _, replicas := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			ctx := context.Background()
+			dsn := postgrestest.DSN(b) // a fresh database for each run
+			stores := make([]*postgres.Store, replicas)
+			for i := range stores {
+				stores[i] = open(b, dsn)
+			}
+			for range b.N {
+				wall := fleetLoad(b, stores, n)
+				if _, err := stores[0].Pool().Exec(ctx, "CHECKPOINT"); err != nil {
+					b.Fatal(err)
+				}
+				st, err := stores[0].Stats(ctx, time.Time{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(n/wall.Seconds(), "records/s")
+				b.ReportMetric(n/wall.Seconds()/float64(replicas), "records/s/replica")
+				b.ReportMetric(float64(st.SizeBytes)/float64(st.Records), "bytes/record")
+			}
+		})
+	}
+}
+
+// fleetLoad appends n records, the same timeline shared by one writer per
+// store (each its own replica and chain), all at once, and returns the wall
+// time from the first append to the last commit. Batches are made before
+// the clock starts.
+func fleetLoad(b *testing.B, stores []*postgres.Store, n int) time.Duration {
+	b.Helper()
+	span := time.Hour
+	step := span / time.Duration(n)
+	per := n / len(stores)
+	batches := make([][][]*evidence.Record, len(stores))
+	for w := range stores {
+		gen := newBenchGen(uint64(w+1), time.Now().Add(-span).Add(time.Duration(w)*step).UTC(), step*time.Duration(len(stores)))
+		gen.idBase = int64(w+1) * 1e15
+		replica := fmt.Sprintf("fleet-%d", w)
+		var head evidence.Link
+		for done := 0; done < per; done += 1000 {
+			batches[w] = append(batches[w], gen.batch(replica, &head, min(1000, per-done)))
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(stores))
+	start := time.Now()
+	for w, s := range stores {
+		wg.Go(func() {
+			for _, batch := range batches[w] {
+				if err := s.Append(context.Background(), batch); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	return wall
 }
 
 // BenchmarkQuery10M measures, with 10,000,000 records over 30 days from

@@ -35,11 +35,12 @@ func benchPrincipal(w int) string {
 
 // benchGen makes records at a steady rate from start.
 type benchGen struct {
-	rng   *rand.Rand
-	start time.Time
-	step  time.Duration
-	n     int64
-	head  evidence.Link // for callers that keep one chain here
+	rng    *rand.Rand
+	start  time.Time
+	step   time.Duration
+	n      int64
+	head   evidence.Link // for callers that keep one chain here
+	idBase int64         // added to n in record ids, so that writers' ids differ
 }
 
 func newBenchGen(seed uint64, start time.Time, step time.Duration) *benchGen {
@@ -68,7 +69,7 @@ func (g *benchGen) record(replica string) *evidence.Record {
 		vi++
 	}
 	v := benchVerdicts[vi]
-	id := fmt.Sprintf("01J%023d", g.n)
+	id := fmt.Sprintf("01J%023d", g.idBase+g.n)
 	r := &evidence.Record{
 		ID: id, Time: at, Replica: replica,
 		RequestID: fmt.Sprintf("%08x-%04x-4%03x-a%03x-%012x", g.rng.Uint32(), g.rng.IntN(1<<16), g.rng.IntN(1<<12), g.rng.IntN(1<<12), g.rng.Int64N(1<<48)),

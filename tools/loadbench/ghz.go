@@ -147,15 +147,21 @@ func measure(ctx context.Context, cfg config, env runEnv, t target, round int) (
 	if err := srv.stop(); err != nil {
 		return sample{}, err
 	}
-	serverCPU := time.Duration(after-before) * time.Second / time.Duration(env.ticks)
+	// Through the exit: SIGTERM makes meshproof write the evidence still
+	// queued, which belongs to the measured Checks.
+	ps := srv.cmd.ProcessState
+	lifetime := ps.UserTime() + ps.SystemTime()
+	serverCPU := lifetime - time.Duration(before)*time.Second/time.Duration(env.ticks)
+	runCPU := time.Duration(after-before) * time.Second / time.Duration(env.ticks)
 	s := sample{
-		RPS:       r.RPS,
-		P50:       r.percentile(50),
-		P99:       r.percentile(99),
-		Checks:    r.Count,
-		Errors:    r.errors(),
-		ServerCPU: perCheck(serverCPU, r.Count),
-		ClientCPU: perCheck(clientCPU, r.Count),
+		RPS:          r.RPS,
+		P50:          r.percentile(50),
+		P99:          r.percentile(99),
+		Checks:       r.Count,
+		Errors:       r.errors(),
+		ServerCPU:    perCheck(serverCPU, r.Count),
+		ServerCPURun: perCheck(runCPU, r.Count),
+		ClientCPU:    perCheck(clientCPU, r.Count),
 	}
 	if s.Errors > 0 {
 		msg := fmt.Sprintf("%d of %d Checks failed: %s", s.Errors, s.Checks, r.failures())

@@ -14,13 +14,18 @@ import (
 
 // sample is one measured run of one target.
 type sample struct {
-	RPS       float64       `json:"rps"`
-	P50       time.Duration `json:"p50_ns"`
-	P99       time.Duration `json:"p99_ns"`
-	Checks    int           `json:"checks"`
-	Errors    int           `json:"errors"`
-	ServerCPU float64       `json:"server_cpu_us_per_check"`
-	ClientCPU float64       `json:"ghz_cpu_us_per_check"` // the load generator shares the cores
+	RPS    float64       `json:"rps"`
+	P50    time.Duration `json:"p50_ns"`
+	P99    time.Duration `json:"p99_ns"`
+	Checks int           `json:"checks"`
+	Errors int           `json:"errors"`
+	// ServerCPU runs from the start of the measured run to the server's
+	// exit after SIGTERM, so that work a Check leaves behind (meshproof's
+	// evidence records still queued when ghz ends) is counted.
+	ServerCPU float64 `json:"server_cpu_us_per_check"`
+	// ServerCPURun is the CPU while ghz ran only.
+	ServerCPURun float64 `json:"server_cpu_run_us_per_check"`
+	ClientCPU    float64 `json:"ghz_cpu_us_per_check"` // the load generator shares the cores
 }
 
 // String is the one-line progress form.
