@@ -19,12 +19,16 @@ type statements struct {
 	upsertChunk, upsertOne    *sql.Stmt
 }
 
-const upsertSQL = `INSERT INTO rollups (span, minute, key, count, first_ns, last_ns, example_id) VALUES %s
+// The inserts are OR FAIL rather than the default OR ABORT: a multi-row
+// ABORT statement keeps a statement journal so that it can undo its own
+// earlier rows, which cost an eighth of the write path's CPU; FAIL keeps
+// none, and an error rolls the whole transaction back anyway.
+const upsertSQL = `INSERT OR FAIL INTO rollups (span, minute, key, count, first_ns, last_ns, example_id) VALUES %s
 	ON CONFLICT DO UPDATE SET count = count + excluded.count,
 		first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)`
 
 func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
-	insert := `INSERT INTO records (` + recordColumns + `) VALUES `
+	insert := `INSERT OR FAIL INTO records (` + recordColumns + `) VALUES `
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
