@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,15 +18,32 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
-	"github.com/meshproof/meshproof/evidence/sqlite"
+	_ "github.com/meshproof/meshproof/evidence/postgres" // postgres:// stores
+	_ "github.com/meshproof/meshproof/evidence/sqlite"   // sqlite: stores
 )
 
+// authTransport sends the bearer token with every request.
+type authTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (a *authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+a.token)
+	return a.next.RoundTrip(r)
+}
+
 // TestLoad measures the issue's figures against a large store:
-// MESHPROOF_BENCH_API=PATH names an SQLite file (build one with
+// MESHPROOF_BENCH_API names it, an SQLite path (build one with
 // evidence/sqlite's TestQuery10M: MESHPROOF_BENCH_10M=PATH
-// MESHPROOF_BENCH_10M_RECORDS=N). It serves the API on loopback with token
-// auth and the access log on, and drives it from this process with
-// MESHPROOF_BENCH_API_CLIENTS concurrent clients (default 1, 4 and 16):
+// MESHPROOF_BENCH_10M_RECORDS=N) or a postgres:// DSN (evidence/postgres's
+// BenchmarkQuery10M with MESHPROOF_BENCH_DSN). It serves the API on
+// loopback with token auth and the access log on, or, with
+// MESHPROOF_BENCH_API_URL, drives a running server instead (such as
+// `meshproof serve --role query --store ... --api-token-file F`, its token
+// in MESHPROOF_BENCH_API_TOKEN), with MESHPROOF_BENCH_API_CLIENTS
+// concurrent clients (default 1, 4 and 16):
 //   - /v1/evidence filtered page (a source principal + verdict=mtls +
 //     since=24h, 100 rows): p50, p99, max and requests/s;
 //   - the tls-check report over 30 days: p50, p99;
@@ -33,13 +51,17 @@ import (
 func TestLoad(t *testing.T) {
 	path := os.Getenv("MESHPROOF_BENCH_API")
 	if path == "" {
-		t.Skip("set MESHPROOF_BENCH_API=PATH of a large SQLite store to measure the API under load")
+		t.Skip("set MESHPROOF_BENCH_API=PATH of a large SQLite store (or a postgres:// DSN) to measure the API under load")
 	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("%v: build a store with MESHPROOF_BENCH_10M=%s go test -run TestQuery10M ./evidence/sqlite/", err, path)
+	dsn := path
+	if !strings.HasPrefix(path, "postgres://") && !strings.HasPrefix(path, "postgresql://") {
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("%v: build a store with MESHPROOF_BENCH_10M=%s go test -run TestQuery10M ./evidence/sqlite/", err, path)
+		}
+		dsn = "sqlite:" + path
 	}
 	ctx := context.Background()
-	store, err := sqlite.Open(ctx, path, evidence.Options{})
+	store, err := evidence.Open(ctx, dsn, evidence.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,19 +72,26 @@ func TestLoad(t *testing.T) {
 	}
 	t.Logf("store: %d records from %s to %s, %d MB", st.Records, st.Oldest.Format(time.RFC3339), st.Newest.Format(time.RFC3339), st.SizeBytes>>20)
 
-	srv, err := New(store, Config{Tokens: []string{tokenA}}, zerolog.New(io.Discard).Level(zerolog.InfoLevel))
-	if err != nil {
-		t.Fatal(err)
+	token := tokenA
+	base := os.Getenv("MESHPROOF_BENCH_API_URL")
+	if base != "" {
+		token = os.Getenv("MESHPROOF_BENCH_API_TOKEN")
+		t.Logf("driving the server at %s", base)
+	} else {
+		srv, err := New(store, Config{Tokens: []string{tokenA}}, zerolog.New(io.Discard).Level(zerolog.InfoLevel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(lis)
+		defer hs.Close()
+		base = "http://" + lis.Addr().String()
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(lis)
-	defer hs.Close()
-	base := "http://" + lis.Addr().String()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	client := &http.Client{Transport: &authTransport{token: token, next: &http.Transport{MaxIdleConnsPerHost: 64}}}
 
 	principals := sourcePrincipals(t, client, base)
 	t.Logf("%d source principals seen in the last 24 h", len(principals))
@@ -118,7 +147,6 @@ func loadLoop(t *testing.T, c *http.Client, clients, total int, url func(i int) 
 		wg.Go(func() {
 			for i := range next {
 				req, _ := http.NewRequest(http.MethodGet, url(i), nil)
-				req.Header.Set("Authorization", "Bearer "+tokenA)
 				st := time.Now()
 				resp, err := c.Do(req)
 				if err != nil {
@@ -146,7 +174,7 @@ func loadLoop(t *testing.T, c *http.Client, clients, total int, url func(i int) 
 // day, from the API itself.
 func sourcePrincipals(t *testing.T, c *http.Client, base string) []string {
 	t.Helper()
-	resp := do(t, c, http.MethodGet, base+"/v1/evidence?verdict=mtls&since=24h&limit=1000", tokenA)
+	resp := do(t, c, http.MethodGet, base+"/v1/evidence?verdict=mtls&since=24h&limit=1000", "") // the client sends the token
 	var p page
 	resp.decode(t, &p)
 	var out []string
@@ -164,7 +192,6 @@ func sourcePrincipals(t *testing.T, c *http.Client, base string) []string {
 func exportCount(t *testing.T, c *http.Client, url string) (records, bytes int64) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+tokenA)
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
