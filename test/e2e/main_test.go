@@ -26,6 +26,7 @@ var (
 	repoRoot     string // the meshproof module's root
 	meshproofBin string // built from ./cmd/meshproof
 	grpcurlBin   string // built from the tools module's pinned grpcurl
+	ghzBin       string // built from the tools module's pinned ghz
 )
 
 const (
@@ -53,11 +54,13 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	meshproofBin = filepath.Join(dir, "meshproof")
 	grpcurlBin = filepath.Join(dir, "grpcurl")
+	ghzBin = filepath.Join(dir, "ghz")
 	builds := []struct{ what, dir, out, pkg string }{
 		{"meshproof", repoRoot, meshproofBin, "./cmd/meshproof"},
 		{"grpcurl (pinned in tools/go.mod)", filepath.Join(repoRoot, "tools"), grpcurlBin, "github.com/fullstorydev/grpcurl/cmd/grpcurl"},
+		{"ghz (pinned in tools/go.mod)", filepath.Join(repoRoot, "tools"), ghzBin, "github.com/bojand/ghz/cmd/ghz"},
 	}
-	// Linking dominates; the two builds run side by side.
+	// Linking dominates; the builds run side by side.
 	errs := make([]error, len(builds))
 	var wg sync.WaitGroup
 	for i, b := range builds {
