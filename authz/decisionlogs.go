@@ -346,7 +346,7 @@ func newUploadMetrics(reg prometheus.Registerer) *uploadMetrics {
 	m := &uploadMetrics{
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshproof_decision_log_uploads_total",
-			Help: "OPA decision log uploads answered, by HTTP status (204 recorded; 4xx refused, OPA retries them until fixed; 503 not taken now).",
+			Help: "OPA decision log uploads answered, by HTTP status (204 recorded; 4xx refused, OPA retries them until fixed; 503 not taken now). Uploads the API refuses before reading them (401, 403: a wrong or missing token) are not counted here; the api request log line shows them.",
 		}, []string{"status"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshproof_decision_log_events_total",

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -277,8 +279,8 @@ func timestampOf(obj map[string]any) (time.Time, error) {
 		if !ok {
 			return time.Time{}, fmt.Errorf("%s is not a number", quoted(k))
 		}
-		n, err := num.Int64()
-		if err != nil {
+		n, ok := jsonInteger(num)
+		if !ok {
 			return time.Time{}, fmt.Errorf("%s is not a 64-bit integer", quoted(k))
 		}
 		switch k {
@@ -298,6 +300,22 @@ func timestampOf(obj map[string]any) (time.Time, error) {
 		return time.Time{}, errors.New("seconds out of range")
 	}
 	return time.Unix(secs, nanos).UTC(), nil
+}
+
+// jsonInteger reads a JSON number that is an integer, in either notation:
+// OPA writes a number it was given as a float64 (by a caller of its SDK or
+// rego package that decoded JSON with encoding/json) in exponent form when
+// it has 7 digits or more, 1.570831792e+09, as protojson reads the other
+// integer fields. Beyond 2^53 only the integer notation is exact.
+func jsonInteger(num json.Number) (int64, bool) {
+	if n, err := num.Int64(); err == nil {
+		return n, true
+	}
+	f, err := strconv.ParseFloat(string(num), 64)
+	if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return 0, false
+	}
+	return int64(f), true
 }
 
 type typedMetadata struct {

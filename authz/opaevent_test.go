@@ -142,6 +142,45 @@ func TestCheckRequestOfOPAEnvoyForm(t *testing.T) {
 	}
 }
 
+// TestCheckRequestOfFloatInput: an input given to OPA as float64 numbers
+// (a caller of OPA's SDK or rego package that decoded it with
+// encoding/json) is logged with its large integers in exponent form,
+// 1.7957808e+09; they are the same integers.
+func TestCheckRequestOfFloatInput(t *testing.T) {
+	var input any
+	if err := json.Unmarshal([]byte(`{"attributes": {
+	    "source": {"address": {"socketAddress": {"address": "10.0.0.1", "portValue": 40000}}},
+	    "request": {"time": {"seconds": 1795780800, "nanos": 123456789}, "http": {"method": "GET", "size": 1500000}}},
+	  "version": {"ext_authz": "v3", "encoding": "protojson"}}`), &input); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ast.InterfaceToValue(input) // as OPA takes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := ast.JSON(v) // as OPA logs it
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), `"seconds":1.7957808e+09`) || !strings.Contains(string(raw), `"nanos":1.23456789e+08`) {
+		t.Fatalf("OPA no longer logs float64 integers in exponent form: %s", raw)
+	}
+	got, err := checkRequestOf(raw)
+	if err != nil {
+		t.Fatalf("%v\ninput: %s", err, raw)
+	}
+	if tm := got.Attributes.Request.Time.AsTime(); !tm.Equal(time.Unix(1795780800, 123456789)) {
+		t.Errorf("time %v", tm)
+	}
+	if got.Attributes.Request.Http.Size != 1500000 || got.Attributes.Source.Address.GetSocketAddress().GetPortValue() != 40000 {
+		t.Errorf("rebuilt request %v", got)
+	}
+}
+
 func b64(b []byte) string {
 	x, _ := json.Marshal(b) // encoding/json writes []byte as standard base64
 	return strings.Trim(string(x), `"`)
@@ -157,6 +196,8 @@ func TestCheckRequestOfRefuses(t *testing.T) {
 		{"attributes not an object", `{"attributes": []}`, "no attributes object"},
 		{"time not numbers", `{"attributes": {"request": {"time": {"seconds": "x"}}}}`, "request.time"},
 		{"time with fractions", `{"attributes": {"request": {"time": {"seconds": 1.5}}}}`, "request.time"},
+		{"time with fractions in exponent form", `{"attributes": {"request": {"time": {"seconds": 1.5e-1}}}}`, "request.time"},
+		{"time beyond a float's integers", `{"attributes": {"request": {"time": {"seconds": 1e300}}}}`, "request.time"},
 		{"nanos out of range", `{"attributes": {"request": {"time": {"seconds": 1, "nanos": 1000000000}}}}`, "nanos out of range"},
 		{"seconds out of range", `{"attributes": {"request": {"time": {"seconds": 9999999999999}}}}`, "seconds out of range"},
 		{"time with another key", `{"attributes": {"request": {"time": {"seconds": 1, "when": 2}}}}`, "unknown key"},
