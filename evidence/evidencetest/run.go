@@ -31,6 +31,7 @@ func Run(t *testing.T, f Factory) {
 		{"Tamper", testTamper},
 		{"ScanStops", testScanStops},
 		{"WalkStops", testWalkStops},
+		{"JSON", testJSON},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, f) })

@@ -123,8 +123,11 @@ func verdictStrings(vs []evidence.Verdict) []string {
 	return s
 }
 
-// selectRecord are the columns decode reads.
-const selectRecord = "SELECT time_ns, id, seq, prev_hash, hash, body FROM records "
+// decodeColumns are the columns decode reads.
+const decodeColumns = "time_ns, id, seq, prev_hash, hash, body"
+
+// selectRecord reads decodeColumns.
+const selectRecord = "SELECT " + decodeColumns + " FROM records "
 
 // decode reads a row of selectRecord: the stored record, with the chain
 // fields of the stored columns.
@@ -156,18 +159,9 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 		limit = evidence.DefaultLimit
 	}
 	limit = min(limit, evidence.MaxLimit)
-	var after *cursor
-	if page.Cursor != "" {
-		t, id, err := evidence.DecodeCursor(page.Cursor)
-		if err != nil {
-			return evidence.Result{}, err
-		}
-		if !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
-			// No stored id is: a forged cursor, which PostgreSQL would
-			// refuse as text.
-			return evidence.Result{}, fmt.Errorf("%w: %q", evidence.ErrBadCursor, page.Cursor)
-		}
-		after = &cursor{t, id}
+	after, err := parseCursor(page.Cursor)
+	if err != nil {
+		return evidence.Result{}, err
 	}
 	recs, next, err := s.page(ctx, f, after, limit)
 	if err != nil {
@@ -180,23 +174,47 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 	return res, nil
 }
 
+// parseCursor reads a page's cursor; nil for the first page.
+func parseCursor(c string) (*cursor, error) {
+	if c == "" {
+		return nil, nil
+	}
+	t, id, err := evidence.DecodeCursor(c)
+	if err != nil {
+		return nil, err
+	}
+	if !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
+		// No stored id is: a forged cursor, which PostgreSQL would refuse
+		// as text.
+		return nil, fmt.Errorf("%w: %q", evidence.ErrBadCursor, c)
+	}
+	return &cursor{t, id}, nil
+}
+
 // cursor is the position after which a page starts.
 type cursor struct {
 	timeNS int64
 	id     string
 }
 
-// page reads up to limit records matching f after the cursor, newest
-// first, and the cursor of the next page (nil on the last one). It holds a
-// connection only while it reads.
-func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limit int) ([]*evidence.Record, *cursor, error) {
+// pageSQL is the query of a page of f after the cursor: cols, newest
+// first, limit+1 rows (the extra one says a next page exists).
+func pageSQL(cols string, f evidence.Filter, after *cursor, limit int) (string, args) {
 	var a args
 	w := where(f, &a)
 	if after != nil {
 		t, id := a.add(after.timeNS), a.add(after.id)
 		w += " AND time_ns <= " + t + " AND (time_ns < " + t + " OR id < " + id + ")"
 	}
-	rows, err := s.pool.Query(ctx, selectRecord+"WHERE "+w+" ORDER BY time_ns DESC, id DESC LIMIT "+a.add(limit+1), a...)
+	return "SELECT " + cols + " FROM records WHERE " + w + " ORDER BY time_ns DESC, id DESC LIMIT " + a.add(limit+1), a
+}
+
+// page reads up to limit records matching f after the cursor, newest
+// first, and the cursor of the next page (nil on the last one). It holds a
+// connection only while it reads.
+func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limit int) ([]*evidence.Record, *cursor, error) {
+	q, a := pageSQL(decodeColumns, f, after, limit)
+	rows, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
@@ -287,4 +305,84 @@ func (s *Store) get(ctx context.Context, id string, since, until time.Time) (*ev
 		return nil, fmt.Errorf("postgres: get: %w", err)
 	}
 	return r, nil
+}
+
+// ScanJSON calls fn with the stored JSON of every record matching f,
+// newest first, a page at a time as Scan does, without decoding it: the
+// bytes are the record's JSON form as Append wrote it (json.Marshal), one
+// line. Export streams them as they are, sparing a decode and an encode
+// per record. fn must not keep body after it returns.
+func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	var after *cursor
+	for {
+		bodies, next, err := s.bodies(ctx, f, after, evidence.MaxLimit)
+		if err != nil {
+			return err
+		}
+		for _, b := range bodies {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(b); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		after = next
+	}
+}
+
+// QueryJSON returns one page of the records matching f as Query does, each
+// record as its stored JSON (see ScanJSON), and the next cursor.
+func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error) {
+	if err := f.Validate(); err != nil {
+		return nil, "", err
+	}
+	limit := page.Limit
+	if limit <= 0 {
+		limit = evidence.DefaultLimit
+	}
+	after, err := parseCursor(page.Cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	bodies, next, err := s.bodies(ctx, f, after, min(limit, evidence.MaxLimit))
+	if err != nil || next == nil {
+		return bodies, "", err
+	}
+	return bodies, evidence.EncodeCursor(next.timeNS, next.id), nil
+}
+
+// bodies reads one page of stored records as they are; it holds a
+// connection only while it reads.
+func (s *Store) bodies(ctx context.Context, f evidence.Filter, after *cursor, limit int) ([][]byte, *cursor, error) {
+	q, a := pageSQL("time_ns, id, body", f, after, limit)
+	rows, err := s.pool.Query(ctx, q, a...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+	}
+	defer rows.Close()
+	out := make([][]byte, 0, min(limit, 128))
+	var next *cursor
+	var at cursor
+	for rows.Next() {
+		if len(out) == limit {
+			next = &at // the last record returned
+			break
+		}
+		var body []byte // pgx gives each row a fresh slice for []byte
+		if err := rows.Scan(&at.timeNS, &at.id, &body); err != nil {
+			return nil, nil, fmt.Errorf("postgres: query: %w", err)
+		}
+		out = append(out, body)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+	}
+	return out, next, nil
 }
