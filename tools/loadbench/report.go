@@ -79,12 +79,13 @@ func summarize(cfg config, ts []target, samples map[string][]sample, ticks int, 
 	for _, t := range ts {
 		ss := samples[t.name]
 		tr := targetReport{Name: t.name, Rounds: ss, Median: sample{
-			RPS:       median(ss, func(s sample) float64 { return s.RPS }),
-			P50:       time.Duration(median(ss, func(s sample) float64 { return float64(s.P50) })),
-			P99:       time.Duration(median(ss, func(s sample) float64 { return float64(s.P99) })),
-			Checks:    int(median(ss, func(s sample) float64 { return float64(s.Checks) })),
-			ServerCPU: median(ss, func(s sample) float64 { return s.ServerCPU }),
-			ClientCPU: median(ss, func(s sample) float64 { return s.ClientCPU }),
+			RPS:          median(ss, func(s sample) float64 { return s.RPS }),
+			P50:          time.Duration(median(ss, func(s sample) float64 { return float64(s.P50) })),
+			P99:          time.Duration(median(ss, func(s sample) float64 { return float64(s.P99) })),
+			Checks:       int(median(ss, func(s sample) float64 { return float64(s.Checks) })),
+			ServerCPU:    median(ss, func(s sample) float64 { return s.ServerCPU }),
+			ServerCPURun: median(ss, func(s sample) float64 { return s.ServerCPURun }),
+			ClientCPU:    median(ss, func(s sample) float64 { return s.ClientCPU }),
 		}}
 		for _, s := range ss {
 			tr.Errors += s.Errors
