@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,7 +36,7 @@ func (c *copySource) Err() error { return nil }
 // encodes it before asking for the next).
 func (c *copySource) Values() ([]any, error) {
 	r := c.recs[c.i-1]
-	body, err := json.Marshal(r)
+	body, err := evidence.MarshalJSON(r)
 	if err != nil {
 		return nil, fmt.Errorf("encoding record %s: %w", r.ID, err)
 	}

@@ -177,7 +177,7 @@ func (f *file) add(ctx context.Context, batch []*evidence.Record) error {
 		}
 		defer st.Close()
 		for _, r := range batch {
-			body, err := json.Marshal(r)
+			body, err := evidence.MarshalJSON(r)
 			if err != nil {
 				return fmt.Errorf("spool: encoding record %s: %w", r.ID, err)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -157,7 +156,7 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
 		args = args[:0]
 		for _, r := range batch[start:end] {
-			body, err := json.Marshal(r)
+			body, err := evidence.MarshalJSON(r)
 			if err != nil {
 				return fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err)
 			}
