@@ -245,25 +245,10 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	var after *cursor
-	for {
+	return evidence.ScanPages(ctx, func(after *cursor) ([]*evidence.Record, *cursor, bool, error) {
 		recs, next, err := s.page(ctx, f, after, evidence.MaxLimit)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		after = next
-	}
+		return recs, next, next != nil, err
+	}, fn)
 }
 
 // Get returns the record with id.
@@ -316,25 +301,10 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	var after *cursor
-	for {
+	return evidence.ScanPages(ctx, func(after *cursor) ([][]byte, *cursor, bool, error) {
 		bodies, next, err := s.bodies(ctx, f, after, evidence.MaxLimit)
-		if err != nil {
-			return err
-		}
-		for _, b := range bodies {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(b); err != nil {
-				return err
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		after = next
-	}
+		return bodies, next, next != nil, err
+	}, fn)
 }
 
 // QueryJSON returns one page of the records matching f as Query does, each

@@ -6,15 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
 // schema is the spool's own: the records waiting for the store, keyed by
@@ -53,8 +52,8 @@ func openFile(ctx context.Context, path string, durable bool) (*file, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", path, err)
 	}
-	if err := create(abs); err != nil {
-		return nil, err
+	if err := sqlite.CreatePrivate(abs); err != nil {
+		return nil, fmt.Errorf("spool %s: %w", path, err)
 	}
 	dsn := "file:" + (&url.URL{Path: abs}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
@@ -74,20 +73,6 @@ func openFile(ctx context.Context, path string, durable bool) (*file, error) {
 		}
 	}
 	return f, nil
-}
-
-func create(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	switch {
-	case err == nil:
-		return f.Close()
-	case errors.Is(err, fs.ErrExist):
-		return nil
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("spool %s: directory %s does not exist: create it first", path, filepath.Dir(path))
-	default:
-		return fmt.Errorf("spool %s: %w", path, err)
-	}
 }
 
 func (f *file) close() error { return f.db.Close() }

@@ -207,25 +207,10 @@ const scanPage = 500
 // Scan calls fn for every record matching f, newest first, one page at a
 // time: no rows or transaction stay open while fn runs.
 func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
-	page := evidence.Page{Limit: scanPage}
-	for {
-		res, err := s.Query(ctx, f, page)
-		if err != nil {
-			return err
-		}
-		for _, r := range res.Records {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-		if res.Next == "" {
-			return nil
-		}
-		page.Cursor = res.Next
-	}
+	return evidence.ScanPages(ctx, func(cursor string) ([]*evidence.Record, string, bool, error) {
+		res, err := s.Query(ctx, f, evidence.Page{Limit: scanPage, Cursor: cursor})
+		return res.Records, res.Next, res.Next != "", err
+	}, fn)
 }
 
 // Get returns the record with id.

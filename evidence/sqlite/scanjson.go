@@ -16,25 +16,10 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	cursor := ""
-	for {
+	return evidence.ScanPages(ctx, func(cursor string) ([][]byte, string, bool, error) {
 		bodies, next, err := s.bodies(ctx, f, cursor, scanPage)
-		if err != nil {
-			return err
-		}
-		for _, b := range bodies {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(b); err != nil {
-				return err
-			}
-		}
-		if next == "" {
-			return nil
-		}
-		cursor = next
-	}
+		return bodies, next, next != "", err
+	}, fn)
 }
 
 // QueryJSON returns one page of the records matching f as Query does,

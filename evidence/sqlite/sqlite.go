@@ -92,8 +92,8 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
-	if err := create(abs); err != nil {
-		return nil, err
+	if err := CreatePrivate(abs); err != nil {
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	synchronous := "NORMAL" // WAL: a commit is atomic, and durable at the next checkpoint
 	if opts.Durable {
@@ -135,10 +135,11 @@ func (s *Store) open(ctx context.Context) error {
 	return s.st.prepare(ctx, s.w)
 }
 
-// create makes a new evidence file readable by its owner only (evidence
-// names every client of the mesh); SQLite gives the -wal and -shm files the
-// same mode. An existing file is left as it is.
-func create(path string) error {
+// CreatePrivate makes a new file readable by its owner only (evidence
+// names every client of the mesh), for SQLite to open; SQLite gives the
+// -wal and -shm files the same mode. An existing file is left as it is. The
+// error says what to do when the directory is missing.
+func CreatePrivate(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	switch {
 	case err == nil:
@@ -146,9 +147,9 @@ func create(path string) error {
 	case errors.Is(err, fs.ErrExist):
 		return nil
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("store sqlite:%s: directory %s does not exist: create it first", path, filepath.Dir(path))
+		return fmt.Errorf("directory %s does not exist: create it first", filepath.Dir(path))
 	default:
-		return fmt.Errorf("store sqlite:%s: %w", path, err)
+		return err
 	}
 }
 
