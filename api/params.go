@@ -1,8 +1,6 @@
 package api
 
 import (
-	"errors"
-	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -90,40 +88,11 @@ func (q query) timeParam(name string, def time.Duration) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 		return t, nil
 	}
-	d, err := parseAgo(v)
+	d, err := evidence.ParseAgo(v)
 	if err != nil {
 		return time.Time{}, badParamf(name, quote(v)+" is neither an RFC 3339 time (2025-03-03T10:00:00Z) nor a duration back from now (90s, 1h, 7d, 1d12h)")
 	}
 	return q.now.Add(-d), nil
-}
-
-// parseAgo reads a duration as time.ParseDuration does, plus a leading
-// number of days: "7d", "1d12h". It refuses a sign: a duration back from
-// now is never negative.
-func parseAgo(s string) (time.Duration, error) {
-	if s == "" || s[0] == '-' || s[0] == '+' {
-		return 0, errors.New("not a duration")
-	}
-	days, rest, hasDays := strings.Cut(s, "d")
-	if !hasDays {
-		return time.ParseDuration(s)
-	}
-	n, err := strconv.ParseInt(days, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/int64(24*time.Hour) {
-		return 0, errors.New("not a number of days")
-	}
-	d := time.Duration(n) * 24 * time.Hour
-	if rest == "" {
-		return d, nil
-	}
-	if rest[0] == '-' || rest[0] == '+' {
-		return 0, errors.New("not a duration")
-	}
-	more, err := time.ParseDuration(rest)
-	if err != nil || d+more < d {
-		return 0, errors.New("not a duration")
-	}
-	return d + more, nil
 }
 
 // boolParam reads true or false; nil when absent.

@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -208,37 +206,9 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
 	}
-	d, err := parseAgo(s)
+	d, err := evidence.ParseAgo(s)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2025-03-03T10:00:00Z) nor a duration back from now (90s, 1h, 7d, 1d12h)", s)
 	}
 	return now.Add(-d), nil
-}
-
-// parseAgo is time.ParseDuration with a leading number of days, and no
-// sign: a duration back from now is never negative.
-func parseAgo(s string) (time.Duration, error) {
-	if s == "" || s[0] == '-' || s[0] == '+' {
-		return 0, errors.New("not a duration")
-	}
-	days, rest, hasDays := strings.Cut(s, "d")
-	if !hasDays {
-		return time.ParseDuration(s)
-	}
-	n, err := strconv.ParseInt(days, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/int64(24*time.Hour) {
-		return 0, errors.New("not a number of days")
-	}
-	d := time.Duration(n) * 24 * time.Hour
-	if rest == "" {
-		return d, nil
-	}
-	if rest[0] == '-' || rest[0] == '+' {
-		return 0, errors.New("not a duration")
-	}
-	more, err := time.ParseDuration(rest)
-	if err != nil || d+more < d {
-		return 0, errors.New("not a duration")
-	}
-	return d + more, nil
 }
