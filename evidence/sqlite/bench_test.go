@@ -2,9 +2,11 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,8 +106,71 @@ func (m *mesh) batch(replica string, t time.Time, step time.Duration, n int) []*
 }
 
 // BenchmarkAppend writes batches of 1000 records through Append, with the
-// production indexes and rollups, into a store that grows as it runs.
+// production indexes and rollups, into a store that grows as it runs; and,
+// as the baseline of the same run ("bare"), the same records' JSON into a
+// table with no index, no other column and no rollup, on the same pragmas:
+// what SQLite (modernc) on this machine allows before the store's work.
 func BenchmarkAppend(b *testing.B) {
+	b.Run("bare", func(b *testing.B) {
+		path := filepath.Join(b.TempDir(), "bare.db")
+		if err := sqlite.CreatePrivate(path); err != nil {
+			b.Fatal(err)
+		}
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=page_size(8192)&_pragma=cache_size(-65536)"+
+			"&_pragma=wal_autocheckpoint(32768)&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		db.SetMaxOpenConns(1)
+		if _, err := db.Exec(`CREATE TABLE bare (body BLOB NOT NULL)`); err != nil {
+			b.Fatal(err)
+		}
+		const chunk = 64
+		ins, err := db.Prepare(`INSERT OR FAIL INTO bare (body) VALUES ` + strings.TrimSuffix(strings.Repeat("(?),", chunk), ","))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ins.Close()
+		m := newMesh(1)
+		t0 := time.Now().Add(-24 * time.Hour)
+		var inAppend time.Duration
+		args := make([]any, 0, chunk)
+		for i := 0; b.Loop(); i++ {
+			b.StopTimer()
+			batch := m.batch("bench", t0.Add(time.Duration(i)*time.Second), time.Millisecond, 1000)
+			b.StartTimer()
+			start := time.Now()
+			tx, err := db.Begin()
+			if err != nil {
+				b.Fatal(err)
+			}
+			st := tx.Stmt(ins)
+			for _, r := range batch {
+				body, err := evidence.MarshalJSON(r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if args = append(args, body); len(args) == chunk {
+					if _, err := st.Exec(args...); err != nil {
+						b.Fatal(err)
+					}
+					args = args[:0]
+				}
+			}
+			for _, body := range args {
+				if _, err := tx.Exec(`INSERT INTO bare (body) VALUES (?)`, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+			args = args[:0]
+			if err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+			inAppend += time.Since(start)
+		}
+		b.ReportMetric(float64(b.N*1000)/inAppend.Seconds(), "records/s")
+	})
 	for _, durable := range []bool{false, true} {
 		b.Run(fmt.Sprintf("durable=%v", durable), func(b *testing.B) {
 			s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), evidence.Options{Durable: durable})
