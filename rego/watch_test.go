@@ -91,7 +91,13 @@ func TestWatchReload(t *testing.T) {
 
 			// An edit is picked up.
 			write("policy.rego", "package envoy.authz\nallow := 2\n")
-			waitFor(t, "the edited policy", func() bool { return e.Revision() != rev0 && decides(t, e, "2") })
+			// Reload counts a reload once the policy is active: wait for
+			// both, then for any second reload the edit would wrongly
+			// cause.
+			waitFor(t, "the edited policy", func() bool {
+				return e.Revision() != rev0 && decides(t, e, "2") && reloads(t, reg, "local", "ok") >= 1
+			})
+			quiet()
 			rev1 := e.Revision()
 			if got := reloads(t, reg, "local", "ok"); got != 1 {
 				t.Errorf("reloads ok = %v after one edit, want 1", got)
@@ -106,7 +112,8 @@ func TestWatchReload(t *testing.T) {
 
 			// Fixing it is picked up again.
 			write("policy.rego", "package envoy.authz\nallow := 3\n")
-			waitFor(t, "the fixed policy", func() bool { return decides(t, e, "3") })
+			waitFor(t, "the fixed policy", func() bool { return decides(t, e, "3") && reloads(t, reg, "local", "ok") >= 2 })
+			quiet()
 			if e.Revision() == rev1 || e.Revision() == rev0 {
 				t.Errorf("revision %q after the fix, not new", e.Revision())
 			}
