@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,7 @@ func TestRecordBatchUnbroken(t *testing.T) {
 			r := newRecorder(t, cfg, s, "r1")
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
+			var recorded atomic.Int64
 			for w := range 8 {
 				wg.Go(func() {
 					for i := 0; ; i++ {
@@ -63,8 +65,22 @@ func TestRecordBatchUnbroken(t *testing.T) {
 							t.Error(err)
 							return
 						}
+						recorded.Add(1)
+						// Paced below what the store takes: a queue kept
+						// full for good would starve the batches, which
+						// never wait for room (by design: OPA retries).
+						time.Sleep(500 * time.Microsecond)
 					}
 				})
+			}
+			// The Checks are recording before the first batch: on a busy
+			// machine the async batches could otherwise all be handed over
+			// before a Check goroutine ran at all.
+			for deadline := time.Now().Add(10 * time.Second); recorded.Load() < 100; {
+				if time.Now().After(deadline) {
+					t.Fatal("the Checks recorded nothing within 10s")
+				}
+				time.Sleep(time.Millisecond)
 			}
 			var batches [][]string
 			for b := range 20 {
