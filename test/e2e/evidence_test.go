@@ -102,6 +102,19 @@ func ids(recs []*evidence.Record) map[string]int {
 	return m
 }
 
+// recordedOnce fails unless every acknowledged Check id of groups has
+// exactly one record in stored (ids of the stored records).
+func recordedOnce(t testing.TB, stored map[string]int, groups ...[]string) {
+	t.Helper()
+	for _, group := range groups {
+		for _, id := range group {
+			if stored[id] != 1 {
+				t.Fatalf("acknowledged Check %s has %d records", id, stored[id])
+			}
+		}
+	}
+}
+
 // TestEvidenceRecorded: every Check leaves one record with what the issue
 // asks for, the chain verifies, and SIGTERM in async mode loses nothing.
 func TestEvidenceRecorded(t *testing.T) {
@@ -118,11 +131,7 @@ func TestEvidenceRecorded(t *testing.T) {
 	}
 	recs := storedRecords(t, dsn)
 	stored := ids(recs)
-	for _, id := range got {
-		if stored[id] != 1 {
-			t.Fatalf("evidence %s stored %d times", id, stored[id])
-		}
-	}
+	recordedOnce(t, stored, got)
 	if len(recs) != len(got) {
 		t.Fatalf("%d records for %d Checks", len(recs), len(got))
 	}
@@ -163,11 +172,7 @@ func TestSyncSurvivesKill(t *testing.T) {
 	check(t, dial(t, s2.GRPCAddr, nil), benchRequest(t))
 	s2.stop()
 	stored := ids(storedRecords(t, dsn))
-	for _, id := range got {
-		if stored[id] != 1 {
-			t.Fatalf("Check %s was answered OK but has %d records after kill -9", id, stored[id])
-		}
-	}
+	recordedOnce(t, stored, got)
 	verifyChains(t, dsn)
 	t.Logf("%d acknowledged Checks, all recorded after kill -9", len(got))
 }
@@ -269,13 +274,7 @@ func TestSQLiteStoreOutage(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	stored := ids(storedRecords(t, dsn))
-	for _, group := range [][]string{before, during, after} {
-		for _, id := range group {
-			if stored[id] != 1 {
-				t.Fatalf("acknowledged Check %s has %d records", id, stored[id])
-			}
-		}
-	}
+	recordedOnce(t, stored, before, during, after)
 	verifyChains(t, dsn)
 	t.Logf("%d+%d+%d acknowledged, %d denied while the files were read-only", len(before), len(during), len(after), denied)
 }
@@ -352,13 +351,7 @@ func TestPostgresStoreOutage(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	stored := ids(storedRecords(t, dsn))
-	for _, group := range [][]string{before, during, after} {
-		for _, id := range group {
-			if stored[id] != 1 {
-				t.Fatalf("acknowledged Check %s has %d records", id, stored[id])
-			}
-		}
-	}
+	recordedOnce(t, stored, before, during, after)
 	if total := len(before) + len(during) + len(after); len(stored) != total {
 		t.Fatalf("%d records for %d acknowledged Checks", len(stored), total)
 	}

@@ -492,13 +492,7 @@ func TestSpoolDrainKilled(t *testing.T) {
 
 	recs := storedRecords(t, dsn)
 	stored := ids(recs)
-	for _, group := range [][]string{before, during, after} {
-		for _, id := range group {
-			if stored[id] != 1 {
-				t.Fatalf("acknowledged Check %s has %d records in PostgreSQL", id, stored[id])
-			}
-		}
-	}
+	recordedOnce(t, stored, before, during, after)
 	if total := acked + len(after); len(recs) != total || len(stored) != total {
 		t.Fatalf("%d records (%d ids) in PostgreSQL for %d acknowledged Checks", len(recs), len(stored), total)
 	}

@@ -120,11 +120,7 @@ func TestPostgresOutageSpooled(t *testing.T) {
 				t.Fatalf("exit %d", code)
 			}
 			stored := ids(storedRecords(t, dsn))
-			for _, id := range acked {
-				if stored[id] != 1 {
-					t.Fatalf("acknowledged Check %s has %d records in PostgreSQL", id, stored[id])
-				}
-			}
+			recordedOnce(t, stored, acked)
 			if len(stored) != len(acked) {
 				t.Fatalf("%d records in PostgreSQL for %d acknowledged Checks", len(stored), len(acked))
 			}
