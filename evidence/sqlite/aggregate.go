@@ -18,7 +18,11 @@ func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evi
 	if until.IsZero() {
 		until = time.Now()
 	}
-	u := rollupUnion(firstMinute(q.Since), endMinute(until), q.Destination)
+	closed, err := s.closedMark(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u := rollupUnion(firstMinute(q.Since), endMinute(until), closed, q.Destination)
 	// Sum the buckets per group number first (small integer rows), then
 	// name the groups; replicas of one edge merge in the outer query.
 	rows, err := s.r.QueryContext(ctx, `SELECT k.source, k.dst_host, k.dst_principal, k.verdict, k.allowed,
@@ -109,10 +113,26 @@ type union struct {
 	args []any
 }
 
+// closedMark is the first minute of the first hour not closed: hours,
+// days and weeks count every record before it, minutes every record (see
+// upsertRollups). A mark read before a later write stays right: closing
+// only adds to buckets before the new mark what their minutes already say.
+func (s *Store) closedMark(ctx context.Context) (int64, error) {
+	var closed int64
+	if err := s.r.QueryRowContext(ctx, `SELECT minute FROM rollup_closed`).Scan(&closed); err != nil {
+		return 0, fmt.Errorf("evidence sqlite: reading the closed rollups mark: %w", err)
+	}
+	return closed, nil
+}
+
 // rollupUnion selects the rollup rows covering the minutes [a, b), each
-// range through the primary key.
-func rollupUnion(a, b int64, destination string) union {
-	ranges := cover(a, b)
+// range through the primary key: whole buckets of every span before the
+// closed mark, minutes after it.
+func rollupUnion(a, b, closed int64, destination string) union {
+	ranges := cover(a, min(b, closed))
+	if from := max(a, closed); from < b {
+		ranges = append(ranges, bucketRange{1, from, b})
+	}
 	if len(ranges) == 0 {
 		return union{sql: `SELECT * FROM rollups WHERE 0`}
 	}

@@ -75,7 +75,8 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 		return fmt.Errorf("%w: replica %s: the batch starts at seq %d after %.12s, the store's head is seq %d (%.12s)",
 			evidence.ErrChainConflict, replica, first.Seq, first.PrevHash, head.Seq, head.Hash)
 	}
-	if err := s.insertRecords(ctx, tx, batch); err != nil {
+	freshEdges := map[edgeKey]int64{}
+	if err := s.insertRecords(ctx, tx, batch, freshEdges); err != nil {
 		return err
 	}
 	fresh := map[groupKey]int64{}
@@ -88,11 +89,18 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("evidence sqlite: commit: %w", err)
 	}
+	s.kickCheckpoint()
 	if len(s.keys)+len(fresh) > maxCachedGroups {
 		clear(s.keys) // plaintext clients by address can be many; the table keeps them all
 	}
 	for g, id := range fresh {
 		s.keys[g] = id
+	}
+	if len(s.edges)+len(freshEdges) > maxCachedGroups {
+		clear(s.edges)
+	}
+	for e, id := range freshEdges {
+		s.edges[e] = id
 	}
 	return nil
 }
@@ -126,12 +134,12 @@ const (
 	rollupChunk = 32
 )
 
-const recordColumns = `replica, seq, id, time_ns, src_principal, dst_principal, src_td, dst_td, src_ns, dst_ns,
-	source_key, verdict, allowed, method, host, path, request_id, hash, body`
+// recordColumns are the columns Append writes (schema version 2).
+const recordColumns = `replica, seq, id, time_ns, edge, method, path, request_id, hash, body`
 
 // Parameters per row.
 const (
-	recordParams = 19
+	recordParams = 10
 	rollupParams = 7
 )
 
@@ -151,19 +159,22 @@ func chunked(n, chunk int, exec func(start, end int, st *sql.Stmt) error, full, 
 	return nil
 }
 
-func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence.Record) error {
+func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence.Record, fresh map[edgeKey]int64) error {
+	bodies := encodeAhead(batch, recordChunk)
 	args := make([]any, 0, recordParams*recordChunk)
 	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
 		args = args[:0]
-		for _, r := range batch[start:end] {
-			body, err := evidence.MarshalJSON(r)
+		for i, r := range batch[start:end] {
+			body, err := bodies.get(start + i)
 			if err != nil {
 				return fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err)
 			}
 			c := evidence.ColumnsOf(r)
-			args = append(args, c.Replica, c.Seq, c.ID, c.TimeNS, c.SourcePrincipal, c.DestinationPrincipal,
-				c.SourceTrustDomain, c.DestTD, c.SourceNamespace, c.DestNamespace, c.SourceKey, c.Verdict,
-				c.Allowed, c.Method, c.Host, c.Path, c.RequestID, r.Chain.Hash, body)
+			edge, err := s.edgeID(ctx, tx, edgeOf(c), fresh)
+			if err != nil {
+				return err
+			}
+			args = append(args, c.Replica, c.Seq, c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body)
 		}
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.id") {
@@ -173,6 +184,74 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 		}
 		return nil
 	}, s.st.insertChunk, s.st.insertOne)
+}
+
+// edgeKey is an edge: the identity columns of a record that filters select
+// on (see migration 2).
+type edgeKey struct {
+	replica                                   string
+	srcPrincipal, srcTD, srcNS                string
+	dstPrincipal, dstTD, dstNS, host, verdict string
+	allowed                                   bool
+}
+
+func edgeOf(c evidence.Columns) edgeKey {
+	return edgeKey{c.Replica, c.SourcePrincipal, c.SourceTrustDomain, c.SourceNamespace,
+		c.DestinationPrincipal, c.DestTD, c.DestNamespace, c.Host, c.Verdict, c.Allowed}
+}
+
+// edgeID is the number of an edge, creating it when new; as groupID does
+// for rollup groups.
+func (s *Store) edgeID(ctx context.Context, tx *sql.Tx, e edgeKey, fresh map[edgeKey]int64) (int64, error) {
+	if id, ok := s.edges[e]; ok {
+		return id, nil
+	}
+	if id, ok := fresh[e]; ok {
+		return id, nil
+	}
+	args := []any{e.replica, e.srcPrincipal, e.srcTD, e.srcNS, e.dstPrincipal, e.dstTD, e.dstNS, e.host, e.verdict, e.allowed}
+	var id int64
+	err := tx.StmtContext(ctx, s.st.edge).QueryRowContext(ctx, args...).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.StmtContext(ctx, s.st.newEdge).QueryRowContext(ctx, args...).Scan(&id)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: edge: %w", err)
+	}
+	fresh[e] = id
+	return id, nil
+}
+
+// encoded is a batch's JSON bodies, encoded by another goroutine a chunk
+// ahead of the inserts: the encoding runs on a second CPU while SQLite
+// writes the chunks before.
+type encoded struct {
+	bodies [][]byte
+	errs   []error
+	ready  []chan struct{} // closed when chunk i is encoded
+	chunk  int
+}
+
+func encodeAhead(batch []*evidence.Record, chunk int) *encoded {
+	n := (len(batch) + chunk - 1) / chunk
+	e := &encoded{bodies: make([][]byte, len(batch)), errs: make([]error, len(batch)), ready: make([]chan struct{}, n), chunk: chunk}
+	for i := range e.ready {
+		e.ready[i] = make(chan struct{})
+	}
+	go func() {
+		for c := range n {
+			for i := c * chunk; i < min((c+1)*chunk, len(batch)); i++ {
+				e.bodies[i], e.errs[i] = evidence.MarshalJSON(batch[i])
+			}
+			close(e.ready[c])
+		}
+	}()
+	return e
+}
+
+func (e *encoded) get(i int) ([]byte, error) {
+	<-e.ready[i/e.chunk]
+	return e.bodies[i], e.errs[i]
 }
 
 // groupKey is a rollup group: a RollupKey without its minute.
@@ -195,7 +274,31 @@ var spans = [...]int64{1, 60, 1440, 10080}
 // upsertRollups adds the batch to its groups' buckets. New groups get their
 // number inside tx; they are remembered in fresh, which the caller merges
 // into s.keys only once tx has committed.
+//
+// Minutes are written for every record; hours, days and weeks only for
+// records of closed hours (see migration 2). A batch holding a later hour
+// than the closed mark first closes the hours before it, summing their
+// minutes as stored, then counts its own records of those hours in every
+// span directly.
 func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence.Record, fresh map[groupKey]int64) error {
+	var closed int64
+	if err := tx.StmtContext(ctx, s.st.closed).QueryRowContext(ctx).Scan(&closed); err != nil {
+		return fmt.Errorf("evidence sqlite: reading the closed rollups mark: %w", err)
+	}
+	mark := closed
+	for _, r := range batch {
+		mark = max(mark, floorDiv(floorDiv(r.Time.Unix(), 60), 60)*60)
+	}
+	if mark > closed {
+		for _, span := range spans[1:] {
+			if _, err := tx.StmtContext(ctx, s.st.closeHours).ExecContext(ctx, span, closed, mark); err != nil {
+				return fmt.Errorf("evidence sqlite: closing the rollups of an hour: %w", err)
+			}
+		}
+		if _, err := tx.StmtContext(ctx, s.st.setClosed).ExecContext(ctx, mark); err != nil {
+			return fmt.Errorf("evidence sqlite: closing the rollups of an hour: %w", err)
+		}
+	}
 	sums := make(map[rollupRow]*rollupSum)
 	var order []rollupRow
 	for _, r := range batch {
@@ -207,7 +310,11 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 		}
 		minute := floorDiv(r.Time.Unix(), 60)
 		ns := r.Time.UnixNano()
-		for _, span := range spans {
+		of := spans[:1]
+		if minute < mark {
+			of = spans[:]
+		}
+		for _, span := range of {
 			row := rollupRow{span, floorDiv(minute, span) * span, id}
 			if sum, ok := sums[row]; ok {
 				sum.count++

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,16 +31,50 @@ func workload(i int) string {
 	return fmt.Sprintf("spiffe://cluster.local/ns/ns-%d/sa/workload-%d", i%20, i)
 }
 
+// memo keeps the mesh's strings, made once: the generator runs beside the
+// store in the ingest benchmarks and should cost it little CPU.
+var memo sync.Map
+
+func memoized(key string, make func() any) any {
+	if v, ok := memo.Load(key); ok {
+		return v
+	}
+	v, _ := memo.LoadOrStore(key, make())
+	return v
+}
+
 func (m *mesh) peer(principal string, address string) evidence.Peer {
 	p := evidence.Peer{Address: address, Port: uint32(1024 + m.rng.IntN(60000)), Principal: principal}
 	if principal != "" {
-		var ns, sa string
-		fmt.Sscanf(principal, "spiffe://cluster.local/ns/%s", &ns)
-		ns, sa, _ = cut(ns, "/sa/")
-		p.SPIFFE = &evidence.SPIFFEID{ID: principal, TrustDomain: "cluster.local", Path: "/ns/" + ns + "/sa/" + sa, Namespace: ns, ServiceAccount: sa}
+		p.SPIFFE = memoized("spiffe "+principal, func() any {
+			var ns, sa string
+			fmt.Sscanf(principal, "spiffe://cluster.local/ns/%s", &ns)
+			ns, sa, _ = cut(ns, "/sa/")
+			return &evidence.SPIFFEID{ID: principal, TrustDomain: "cluster.local", Path: "/ns/" + ns + "/sa/" + sa, Namespace: ns, ServiceAccount: sa}
+		}).(*evidence.SPIFFEID)
 	}
 	return p
 }
+
+// names are the mesh's strings, made once.
+var names = func() (n struct {
+	workload, srcHash [200]string
+	host              [50]string
+	addr              [5][200]string // 10.<kind>.x.y by source or service number
+}) {
+	for i := range n.workload {
+		n.workload[i], n.srcHash[i] = workload(i), fmt.Sprintf("%064x", i)
+	}
+	for i := range n.host {
+		n.host[i] = fmt.Sprintf("svc-%d.ns-%d.svc.cluster.local:8080", i, (i*4)%20)
+	}
+	for k := range n.addr {
+		for i := range n.addr[k] {
+			n.addr[k][i] = fmt.Sprintf("10.%d.%d.%d", k, i/250, i%250)
+		}
+	}
+	return n
+}()
 
 func cut(s, sep string) (string, string, bool) {
 	for i := 0; i+len(sep) <= len(s); i++ {
@@ -57,8 +92,8 @@ func (m *mesh) record(replica string, t time.Time) *evidence.Record {
 	m.seq++
 	src := m.rng.IntN(200)
 	svc := (src*7 + m.rng.IntN(4)*13) % 50
-	dst := workload(svc * 4)
-	host := fmt.Sprintf("svc-%d.ns-%d.svc.cluster.local:8080", svc, (svc*4)%20)
+	dst := names.workload[svc*4]
+	host := names.host[svc]
 	id := fmt.Sprintf("01JQ%010X%012X", t.UnixMilli(), m.rng.Uint64()&0xffffffffffff)
 	r := &evidence.Record{
 		ID: id, Time: t, RequestID: fmt.Sprintf("%08x-%04x-4%03x-a%03x-%012x", m.rng.Uint32(), m.rng.IntN(1<<16), m.rng.IntN(1<<12), m.rng.IntN(1<<12), m.rng.Uint64()&0xffffffffffff),
@@ -67,27 +102,27 @@ func (m *mesh) record(replica string, t time.Time) *evidence.Record {
 		TLS:      evidence.TLS{SNI: host},
 		Decision: evidence.Decision{Allowed: true, DecisionID: id, PolicyRevision: "rev-7"},
 	}
-	r.Destination = m.peer(dst, fmt.Sprintf("10.1.%d.%d", svc/250, svc%250))
+	r.Destination = m.peer(dst, names.addr[1][svc])
 	switch v := m.rng.IntN(100); {
 	case v < 90:
 		r.Verdict, r.Reasons = evidence.MTLS, []string{"client certificate presented", "xfcc matches the connection"}
-		r.Source = m.peer(workload(src), fmt.Sprintf("10.0.%d.%d", src/250, src%250))
-		r.XFCC = &evidence.XFCC{Raw: "By=" + dst + ";Hash=" + fmt.Sprintf("%064x", src) + ";URI=" + workload(src),
-			Elements: []evidence.XFCCElement{{By: []string{dst}, Hash: fmt.Sprintf("%064x", src), URI: []string{workload(src)}}}}
+		r.Source = m.peer(names.workload[src], names.addr[0][src])
+		r.XFCC = &evidence.XFCC{Raw: "By=" + dst + ";Hash=" + names.srcHash[src] + ";URI=" + names.workload[src],
+			Elements: []evidence.XFCCElement{{By: []string{dst}, Hash: names.srcHash[src], URI: []string{names.workload[src]}}}}
 	case v < 94:
 		r.Verdict, r.Reasons = evidence.MTLSMismatch, []string{"client certificate presented", "xfcc: uri differs from the connection"}
-		r.Source = m.peer(workload(src), fmt.Sprintf("10.0.%d.%d", src/250, src%250))
+		r.Source = m.peer(names.workload[src], names.addr[0][src])
 	case v < 97:
 		r.Verdict, r.Reasons = evidence.TLSServerOnly, []string{"no client certificate", "server certificate presented"}
-		r.Source = m.peer("", fmt.Sprintf("10.2.%d.%d", src/250, src%250))
+		r.Source = m.peer("", names.addr[2][src])
 	case v < 99:
 		r.Verdict, r.Reasons = evidence.Plaintext, []string{"no TLS identity on either side"}
-		r.Source = m.peer("", fmt.Sprintf("10.3.%d.%d", src/250, src%250))
+		r.Source = m.peer("", names.addr[3][src])
 		r.Destination = m.peer("", r.Destination.Address)
 	default:
 		r.Verdict, r.Reasons = evidence.XFCCUnverified, []string{"no client certificate", "xfcc header on a connection without one"}
-		r.Source = m.peer("", fmt.Sprintf("10.4.%d.%d", src/250, src%250))
-		r.XFCC = &evidence.XFCC{Raw: "URI=" + workload(src)}
+		r.Source = m.peer("", names.addr[4][src])
+		r.XFCC = &evidence.XFCC{Raw: "URI=" + names.workload[src]}
 	}
 	if m.rng.IntN(20) == 0 {
 		r.Decision = evidence.Decision{Allowed: false, HTTPStatus: 403, DecisionID: id, PolicyRevision: "rev-7", Reason: "not on the allowlist"}

@@ -7,12 +7,9 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 )
 
-// ReadersInUse is how many read connections are busy (held by a query).
-func (s *Store) ReadersInUse() int { return s.r.Stats().InUse }
-
 // Plan is SQLite's plan for the page query of f after cursor.
 func (s *Store) Plan(ctx context.Context, f evidence.Filter, cursor string) (string, error) {
-	q, args, err := querySQL(f, cursor, 101)
+	q, args, err := s.querySQL(ctx, f, cursor, 101)
 	if err != nil {
 		return "", err
 	}

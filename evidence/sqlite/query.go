@@ -32,54 +32,22 @@ func (w *where) String() string {
 	return " WHERE " + strings.Join(w.conds, " AND ")
 }
 
-// filterWhere translates f. The most selective exact match present drives
-// the query through its (column, time_ns, id) index, which also gives the
-// newest-first order; a unary + keeps the planner off the other indexes,
-// whose guesses without statistics can be far worse.
-func filterWhere(f evidence.Filter) *where {
-	w := &where{}
-	drive := ""
-	switch {
-	case f.RequestID != "":
-		drive = "request_id"
-	case f.Source != "":
-		drive = "src_principal"
-	case f.Destination != "":
-		drive = "dst_principal"
-	case f.Host != "":
-		drive = "host"
-	}
-	col := func(name string) string {
-		if drive == "" || drive == name {
-			return name
-		}
-		return "+" + name
-	}
-	if !f.Since.IsZero() {
-		w.and("time_ns >= ?", nanos(f.Since))
-	}
-	if !f.Until.IsZero() {
-		w.and("time_ns < ?", nanos(f.Until))
-	}
+// edgeWhere is f's conditions on a record's edge (see migration 2), on the
+// edges table's columns; ok is false when f has none.
+func edgeWhere(f evidence.Filter) (w *where, ok bool) {
+	w = &where{}
 	exact := []struct{ column, value string }{
-		{"request_id", f.RequestID}, {"src_principal", f.Source}, {"dst_principal", f.Destination},
-		{"host", f.Host}, {"method", f.Method}, {"replica", f.Replica},
+		{"src_principal", f.Source}, {"dst_principal", f.Destination}, {"host", f.Host}, {"replica", f.Replica},
 	}
 	for _, e := range exact {
 		if e.value != "" {
-			w.and(col(e.column)+" = ?", e.value)
+			w.and(e.column+" = ?", e.value)
 		}
 	}
-	prefixes := []struct{ column, value string }{
-		{"src_principal", f.SourcePrefix}, {"dst_principal", f.DestinationPrefix}, {"path", f.PathPrefix},
-	}
+	prefixes := []struct{ column, value string }{{"src_principal", f.SourcePrefix}, {"dst_principal", f.DestinationPrefix}}
 	for _, p := range prefixes {
-		if p.value == "" {
-			continue
-		}
-		w.and(col(p.column)+" >= ?", p.value)
-		if upper, ok := prefixEnd(p.value); ok {
-			w.and(col(p.column)+" < ?", upper)
+		if p.value != "" {
+			prefixRange(w, p.column, p.value)
 		}
 	}
 	if f.TrustDomain != "" {
@@ -89,15 +57,131 @@ func filterWhere(f evidence.Filter) *where {
 		w.and("(src_ns = ? OR dst_ns = ?)", f.Namespace, f.Namespace)
 	}
 	if len(f.Verdicts) > 0 {
-		w.and(col("verdict")+" IN ("+placeholders(len(f.Verdicts))+")", verdictArgs(f.Verdicts)...)
+		w.and("verdict IN ("+placeholders(len(f.Verdicts))+")", verdictArgs(f.Verdicts)...)
 	}
 	if len(f.NotVerdicts) > 0 {
-		w.and("+verdict NOT IN ("+placeholders(len(f.NotVerdicts))+")", verdictArgs(f.NotVerdicts)...)
+		w.and("verdict NOT IN ("+placeholders(len(f.NotVerdicts))+")", verdictArgs(f.NotVerdicts)...)
 	}
 	if f.Allowed != nil {
 		w.and("allowed = ?", *f.Allowed)
 	}
-	return w
+	return w, len(w.conds) > 0
+}
+
+// recordWhere is f's conditions on the record's own columns, and the
+// cursor's position: what no edge says.
+func recordWhere(f evidence.Filter, cursor string) (*where, error) {
+	w := &where{}
+	if !f.Since.IsZero() {
+		w.and("time_ns >= ?", nanos(f.Since))
+	}
+	if !f.Until.IsZero() {
+		w.and("time_ns < ?", nanos(f.Until))
+	}
+	if cursor != "" {
+		t, id, err := evidence.DecodeCursor(cursor)
+		if err != nil {
+			return nil, err
+		}
+		w.and("(time_ns, id) < (?, ?)", t, id)
+	}
+	if f.Method != "" {
+		w.and("method = ?", f.Method)
+	}
+	if f.PathPrefix != "" {
+		prefixRange(w, "path", f.PathPrefix)
+	}
+	if f.RequestID != "" {
+		w.and("request_id = ?", f.RequestID)
+	}
+	return w, nil
+}
+
+// prefixRange adds column LIKE prefix% as the range [prefix, end).
+func prefixRange(w *where, column, prefix string) {
+	w.and(column+" >= ?", prefix)
+	if upper, ok := prefixEnd(prefix); ok {
+		w.and(column+" < ?", upper)
+	}
+}
+
+// mergeEdges is how many edges a filter may name for the page to be read
+// edge by edge: each edge's newest rows through records_edge, merged. More
+// edges than that are a broad filter, read newest first through
+// records_time, the edge checked in the index.
+const mergeEdges = 100
+
+// querySQL is the page query: f's records after the cursor, newest first,
+// as (time_ns, id, body) rows. Its plan is chosen here, not left to the
+// planner (there are no statistics to guide it):
+//   - a request id: its index, every chain segment probed;
+//   - conditions on edges naming up to mergeEdges: each edge's newest rows
+//     from records_edge, merged (SQLite merges the ordered arms of a
+//     compound select), and the bodies of the page only;
+//   - otherwise: records_time, newest first.
+func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, limit int) (string, []any, error) {
+	rw, err := recordWhere(f, cursor)
+	if err != nil {
+		return "", nil, err
+	}
+	ew, hasEdges := edgeWhere(f)
+	if f.RequestID != "" {
+		if hasEdges {
+			rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
+		}
+		return `WITH RECURSIVE segment(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM segment
+				WHERE n < (SELECT coalesce(max(seq), 0) >> 15 FROM chain_heads))
+			SELECT time_ns, id, body FROM records INDEXED BY records_request` + rw.String() + `
+				AND (seq >> 15) IN (SELECT n FROM segment) ORDER BY time_ns DESC, id DESC LIMIT ?`,
+			append(rw.args, limit), nil
+	}
+	if !hasEdges {
+		return `SELECT time_ns, id, body FROM records INDEXED BY records_time` + rw.String() +
+			` ORDER BY time_ns DESC, id DESC LIMIT ?`, append(rw.args, limit), nil
+	}
+	edges, err := s.edgeIDs(ctx, ew, mergeEdges+1)
+	if err != nil {
+		return "", nil, err
+	}
+	switch {
+	case len(edges) == 0:
+		return `SELECT time_ns, id, body FROM records WHERE 0`, nil, nil
+	case len(edges) > mergeEdges:
+		rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
+		return `SELECT time_ns, id, body FROM records INDEXED BY records_time` + rw.String() +
+			` ORDER BY time_ns DESC, id DESC LIMIT ?`, append(rw.args, limit), nil
+	}
+	arms := make([]string, len(edges))
+	var args []any
+	for i, e := range edges {
+		arms[i] = `SELECT * FROM (SELECT time_ns, id, rowid AS n FROM records INDEXED BY records_edge WHERE edge = ?` +
+			strings.Replace(rw.String(), " WHERE ", " AND ", 1) + ` ORDER BY time_ns DESC, id DESC LIMIT ?)`
+		args = append(append(append(args, e), rw.args...), limit)
+	}
+	return `SELECT r.time_ns, r.id, r.body FROM (` + strings.Join(arms, " UNION ALL ") +
+		` ORDER BY 1 DESC, 2 DESC LIMIT ?) AS page JOIN records AS r ON r.rowid = page.n
+		ORDER BY r.time_ns DESC, r.id DESC`, append(args, limit), nil
+}
+
+// edgeIDs lists the edges matching w, at most max of them.
+func (s *Store) edgeIDs(ctx context.Context, w *where, max int) ([]int64, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM edges`+w.String()+` LIMIT ?`, append(w.args, max)...)
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: query: %w", err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("evidence sqlite: query: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("evidence sqlite: query: %w", err)
+	}
+	return ids, nil
 }
 
 // prefixEnd is the least string greater than every string starting with
@@ -146,7 +230,7 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 		limit = evidence.DefaultLimit
 	}
 	limit = min(limit, evidence.MaxLimit)
-	q, args, err := querySQL(f, page.Cursor, limit+1)
+	q, args, err := s.querySQL(ctx, f, page.Cursor, limit+1)
 	if err != nil {
 		return evidence.Result{}, err
 	}
@@ -177,20 +261,6 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 		return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
 	}
 	return res, nil
-}
-
-// querySQL is the page query: f's records after the cursor, newest first.
-func querySQL(f evidence.Filter, cursor string, limit int) (string, []any, error) {
-	w := filterWhere(f)
-	if cursor != "" {
-		t, id, err := evidence.DecodeCursor(cursor)
-		if err != nil {
-			return "", nil, err
-		}
-		w.and("(time_ns, id) < (?, ?)", t, id)
-	}
-	return `SELECT time_ns, id, body FROM records` + w.String() + ` ORDER BY time_ns DESC, id DESC LIMIT ?`,
-		append(w.args, limit), nil
 }
 
 func decode(id string, body []byte) (*evidence.Record, error) {

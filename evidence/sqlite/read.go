@@ -85,8 +85,15 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 }
 
 func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*evidence.Record, []evidence.Columns, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+recordColumns+` FROM records
-		WHERE replica = ? AND seq > ? ORDER BY seq LIMIT ?`, replica, after, walkPage)
+	// The identity columns are the edge's, as queries read them: a record
+	// moved to another edge, or an edge edited, shows as a mismatch (a
+	// missing edge as empty columns).
+	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.id, r.time_ns, r.method, r.path, r.request_id, r.body,
+			coalesce(e.replica, ''), coalesce(e.src_principal, ''), coalesce(e.dst_principal, ''), coalesce(e.src_td, ''),
+			coalesce(e.dst_td, ''), coalesce(e.src_ns, ''), coalesce(e.dst_ns, ''), coalesce(e.verdict, ''),
+			coalesce(e.allowed, 0), coalesce(e.host, '')
+		FROM records AS r LEFT JOIN edges AS e ON e.id = r.edge
+		WHERE r.replica = ? AND r.seq > ? ORDER BY r.seq LIMIT ?`, replica, after, walkPage)
 	if err != nil {
 		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 	}
@@ -95,17 +102,19 @@ func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*e
 	var cols []evidence.Columns
 	for rows.Next() {
 		var c evidence.Columns
-		var hash string
 		var body []byte
-		if err := rows.Scan(&c.Replica, &c.Seq, &c.ID, &c.TimeNS, &c.SourcePrincipal, &c.DestinationPrincipal,
-			&c.SourceTrustDomain, &c.DestTD, &c.SourceNamespace, &c.DestNamespace, &c.SourceKey, &c.Verdict,
-			&c.Allowed, &c.Method, &c.Host, &c.Path, &c.RequestID, &hash, &body); err != nil {
+		if err := rows.Scan(&c.Seq, &c.ID, &c.TimeNS, &c.Method, &c.Path, &c.RequestID, &body,
+			&c.Replica, &c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestTD,
+			&c.SourceNamespace, &c.DestNamespace, &c.Verdict, &c.Allowed, &c.Host); err != nil {
 			return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 		}
 		r, err := decode(c.ID, body)
 		if err != nil {
 			return nil, nil, err
 		}
+		// No column holds the source key (the rollups keep their own), so
+		// nothing a query reads can disagree with the record there.
+		c.SourceKey = evidence.SourceKey(r)
 		recs, cols = append(recs, r), append(cols, c)
 	}
 	if err := rows.Err(); err != nil {
@@ -148,7 +157,11 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, err
 	if oldest.Valid {
 		st.Oldest, st.Newest = time.Unix(0, oldest.Int64).UTC(), time.Unix(0, newest.Int64).UTC()
 	}
-	u := rollupUnion(firstMinute(since), endOfTime, "")
+	closed, err := s.closedMark(ctx)
+	if err != nil {
+		return st, err
+	}
+	u := rollupUnion(firstMinute(since), endOfTime, closed, "")
 	rows, err = s.r.QueryContext(ctx, `SELECT k.verdict, k.allowed, sum(b.count)
 		FROM (`+u.sql+`) AS b JOIN rollup_keys AS k ON k.id = b.key GROUP BY k.verdict, k.allowed`, u.args...)
 	if err != nil {

@@ -37,7 +37,7 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 
 // bodies reads one page of stored records: no rows stay open after it.
 func (s *Store) bodies(ctx context.Context, f evidence.Filter, cursor string, limit int) ([][]byte, string, error) {
-	q, args, err := querySQL(f, cursor, limit+1)
+	q, args, err := s.querySQL(ctx, f, cursor, limit+1)
 	if err != nil {
 		return nil, "", err
 	}

@@ -75,13 +75,43 @@ func (tm tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict
 	}
 	r.Verdict = v
 	body, _ := json.Marshal(r)
-	_, err = tm.db.ExecContext(ctx, `UPDATE records SET body = ?, verdict = ? WHERE id = ?`, body, string(v), id)
+	_, err = tm.db.ExecContext(ctx, `UPDATE records SET body = ? WHERE id = ?`, body, id)
 	return err
 }
 
+// SetVerdictColumn moves the record to the edge that differs from its own
+// by the verdict only, as queries by verdict would then find it.
 func (tm tamperer) SetVerdictColumn(ctx context.Context, id string, v evidence.Verdict) error {
-	_, err := tm.db.ExecContext(ctx, `UPDATE records SET verdict = ? WHERE id = ?`, string(v), id)
+	if _, err := tm.db.ExecContext(ctx, `INSERT OR IGNORE INTO edges (replica, src_principal, src_td, src_ns,
+			dst_principal, dst_td, dst_ns, host, verdict, allowed)
+		SELECT replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, ?, allowed
+		FROM edges WHERE id = (SELECT edge FROM records WHERE id = ?)`, string(v), id); err != nil {
+		return err
+	}
+	_, err := tm.db.ExecContext(ctx, `UPDATE records SET edge = (SELECT n.id FROM edges AS e JOIN edges AS n
+			ON n.replica = e.replica AND n.src_principal = e.src_principal AND n.src_td = e.src_td
+			AND n.src_ns = e.src_ns AND n.dst_principal = e.dst_principal AND n.dst_td = e.dst_td
+			AND n.dst_ns = e.dst_ns AND n.host = e.host AND n.allowed = e.allowed AND n.verdict = ?
+		WHERE e.id = records.edge) WHERE id = ?`, string(v), id)
 	return err
+}
+
+// edgeOf is the number of r's edge, made if new, as the store would.
+func edgeOf(ctx context.Context, tx interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, c evidence.Columns) (int64, error) {
+	args := []any{c.Replica, c.SourcePrincipal, c.SourceTrustDomain, c.SourceNamespace, c.DestinationPrincipal,
+		c.DestTD, c.DestNamespace, c.Host, c.Verdict, c.Allowed}
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO edges (replica, src_principal, src_td, src_ns,
+		dst_principal, dst_td, dst_ns, host, verdict, allowed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM edges WHERE replica = ? AND src_principal = ? AND src_td = ?
+		AND src_ns = ? AND dst_principal = ? AND dst_td = ? AND dst_ns = ? AND host = ? AND verdict = ? AND allowed = ?`,
+		args...).Scan(&id)
+	return id, err
 }
 
 func (tm tamperer) Delete(ctx context.Context, id string) error {
@@ -126,22 +156,25 @@ func (tm tamperer) SwapContent(ctx context.Context, idA, idB string) error {
 func rewrite(ctx context.Context, tx *sql.Tx, id string, r *evidence.Record) error {
 	body, _ := json.Marshal(r)
 	c := evidence.ColumnsOf(r)
-	_, err := tx.ExecContext(ctx, `UPDATE records SET id = ?, time_ns = ?, src_principal = ?, dst_principal = ?,
-		src_td = ?, dst_td = ?, src_ns = ?, dst_ns = ?, source_key = ?, verdict = ?, allowed = ?, method = ?,
-		host = ?, path = ?, request_id = ?, hash = ?, body = ? WHERE id = ?`,
-		c.ID, c.TimeNS, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestTD, c.SourceNamespace,
-		c.DestNamespace, c.SourceKey, c.Verdict, c.Allowed, c.Method, c.Host, c.Path, c.RequestID, r.Chain.Hash, body, id)
+	edge, err := edgeOf(ctx, tx, c)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE records SET id = ?, time_ns = ?, edge = ?, method = ?, path = ?,
+		request_id = ?, hash = ?, body = ? WHERE id = ?`,
+		c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body, id)
 	return err
 }
 
 func (tm tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
 	body, _ := json.Marshal(r)
 	c := evidence.ColumnsOf(r)
-	_, err := tm.db.ExecContext(ctx, `INSERT INTO records (replica, seq, id, time_ns, src_principal, dst_principal,
-		src_td, dst_td, src_ns, dst_ns, source_key, verdict, allowed, method, host, path, request_id, hash, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.Replica, c.Seq, c.ID, c.TimeNS, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestTD,
-		c.SourceNamespace, c.DestNamespace, c.SourceKey, c.Verdict, c.Allowed, c.Method, c.Host, c.Path, c.RequestID,
-		r.Chain.Hash, body)
+	edge, err := edgeOf(ctx, tm.db, c)
+	if err != nil {
+		return err
+	}
+	_, err = tm.db.ExecContext(ctx, `INSERT INTO records (replica, seq, id, time_ns, edge, method, path, request_id, hash, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.Replica, c.Seq, c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body)
 	return err
 }

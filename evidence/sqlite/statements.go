@@ -15,6 +15,9 @@ import (
 type statements struct {
 	head, storedHash, setHead *sql.Stmt
 	rollupKey, newRollupKey   *sql.Stmt
+	edge, newEdge             *sql.Stmt
+	closed, setClosed         *sql.Stmt
+	closeHours                *sql.Stmt
 	insertChunk, insertOne    *sql.Stmt
 	upsertChunk, upsertOne    *sql.Stmt
 }
@@ -24,6 +27,15 @@ type statements struct {
 // earlier rows, which cost an eighth of the write path's CPU; FAIL keeps
 // none, and an error rolls the whole transaction back anyway.
 const upsertSQL = `INSERT OR FAIL INTO rollups (span, minute, key, count, first_ns, last_ns, example_id) VALUES %s
+	ON CONFLICT DO UPDATE SET count = count + excluded.count,
+		first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)`
+
+// closeHoursSQL adds the minutes [?2, ?3) to the buckets of span ?1 (the
+// bucket of a minute m is m - (m mod span), the modulo taken non-negative
+// as floorDiv does).
+const closeHoursSQL = `INSERT OR FAIL INTO rollups (span, minute, key, count, first_ns, last_ns, example_id)
+	SELECT ?1, minute - ((minute % ?1) + ?1) % ?1 AS bucket, key, sum(count), min(first_ns), max(last_ns), min(example_id)
+	FROM rollups WHERE span = 1 AND minute >= ?2 AND minute < ?3 GROUP BY bucket, key
 	ON CONFLICT DO UPDATE SET count = count + excluded.count,
 		first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)`
 
@@ -41,6 +53,13 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 			AND dst_principal = ? AND verdict = ? AND allowed = ?`},
 		{&st.newRollupKey, `INSERT INTO rollup_keys (replica, source, dst_host, dst_principal, verdict, allowed)
 			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`},
+		{&st.edge, `SELECT id FROM edges WHERE replica = ? AND src_principal = ? AND src_td = ? AND src_ns = ?
+			AND dst_principal = ? AND dst_td = ? AND dst_ns = ? AND host = ? AND verdict = ? AND allowed = ?`},
+		{&st.newEdge, `INSERT INTO edges (replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`},
+		{&st.closed, `SELECT minute FROM rollup_closed`},
+		{&st.setClosed, `UPDATE rollup_closed SET minute = ?`},
+		{&st.closeHours, closeHoursSQL},
 		{&st.insertChunk, insert + rows(recordChunk, recordParams)},
 		{&st.insertOne, insert + rows(1, recordParams)},
 		{&st.upsertChunk, fmt.Sprintf(upsertSQL, rows(rollupChunk, rollupParams))},
@@ -62,7 +81,7 @@ func rows(n, params int) string {
 
 func (st *statements) close() {
 	for _, s := range []**sql.Stmt{&st.head, &st.storedHash, &st.setHead, &st.rollupKey, &st.newRollupKey,
-		&st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne} {
+		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne} {
 		if *s != nil {
 			(*s).Close()
 			*s = nil
