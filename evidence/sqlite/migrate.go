@@ -120,31 +120,35 @@ var migrations = [][]string{
 		`INSERT INTO edges (replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed)
 			SELECT DISTINCT replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed
 			FROM records ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10`,
-		`ALTER TABLE records ADD COLUMN edge INTEGER NOT NULL DEFAULT 0`,
-		`UPDATE records SET edge = (SELECT e.id FROM edges AS e WHERE e.replica = records.replica
-			AND e.src_principal = records.src_principal AND e.src_td = records.src_td AND e.src_ns = records.src_ns
-			AND e.dst_principal = records.dst_principal AND e.dst_td = records.dst_td AND e.dst_ns = records.dst_ns
-			AND e.host = records.host AND e.verdict = records.verdict AND e.allowed = records.allowed)`,
-		`DROP INDEX records_time`,
-		`DROP INDEX records_src`,
-		`DROP INDEX records_dst`,
-		`DROP INDEX records_verdict`,
-		`DROP INDEX records_host`,
-		`DROP INDEX records_request`,
+		// The row keeps what no edge says; body is still the stored record,
+		// and last so that filtering on the columns does not read it. One
+		// copy in key order rebuilds the table (a DROP COLUMN per column
+		// would rewrite it once for each). Its indexes go with it.
+		`CREATE TABLE records2 (
+			replica    TEXT    NOT NULL,
+			seq        INTEGER NOT NULL,
+			id         TEXT    NOT NULL,
+			time_ns    INTEGER NOT NULL,
+			edge       INTEGER NOT NULL,
+			method     TEXT    NOT NULL,
+			path       TEXT    NOT NULL,
+			request_id TEXT    NOT NULL,
+			hash       TEXT    NOT NULL,
+			body       BLOB    NOT NULL,
+			PRIMARY KEY (replica, seq)
+		)`,
+		`INSERT INTO records2 (replica, seq, id, time_ns, edge, method, path, request_id, hash, body)
+			SELECT r.replica, r.seq, r.id, r.time_ns, e.id, r.method, r.path, r.request_id, r.hash, r.body
+			FROM records AS r JOIN edges AS e ON e.replica = r.replica AND e.src_principal = r.src_principal
+				AND e.src_td = r.src_td AND e.src_ns = r.src_ns AND e.dst_principal = r.dst_principal
+				AND e.dst_td = r.dst_td AND e.dst_ns = r.dst_ns AND e.host = r.host AND e.verdict = r.verdict
+				AND e.allowed = r.allowed
+			ORDER BY r.replica, r.seq`,
+		`DROP TABLE records`,
+		`ALTER TABLE records2 RENAME TO records`,
+		`CREATE UNIQUE INDEX records_id ON records (id)`,
 		// Newest-first pages: the listing order and the cursor, and the edge
 		// so that a filter on edges is checked in the index, without the row.
-		// The columns the edge now holds go: a narrower row is written
-		// faster. (DROP COLUMN rewrites the table once.)
-		`ALTER TABLE records DROP COLUMN src_principal`,
-		`ALTER TABLE records DROP COLUMN dst_principal`,
-		`ALTER TABLE records DROP COLUMN src_td`,
-		`ALTER TABLE records DROP COLUMN dst_td`,
-		`ALTER TABLE records DROP COLUMN src_ns`,
-		`ALTER TABLE records DROP COLUMN dst_ns`,
-		`ALTER TABLE records DROP COLUMN source_key`,
-		`ALTER TABLE records DROP COLUMN verdict`,
-		`ALTER TABLE records DROP COLUMN allowed`,
-		`ALTER TABLE records DROP COLUMN host`,
 		`CREATE INDEX records_time ON records (time_ns, id, edge)`,
 		`CREATE INDEX records_edge ON records (edge, time_ns, id)`,
 		// Request ids are random: an index on them alone takes each insert

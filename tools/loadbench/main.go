@@ -184,7 +184,6 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	env := runEnv{
 		tmp:      tmp,
-		dir:      filepath.Join(repo, "tools"),
 		request:  filepath.Join(repo, benchDir, "request.json"),
 		protoset: filepath.Join(tmp, "authz.protoset"),
 		ghz:      bins.ghz,

@@ -39,7 +39,6 @@ type target struct {
 // runEnv is what every measurement shares.
 type runEnv struct {
 	tmp      string // logs go here; removed at exit
-	dir      string // working directory of the servers
 	request  string // request.json, for ghz
 	protoset string // descriptors, for ghz
 	ghz      string
@@ -68,8 +67,15 @@ func startServer(ctx context.Context, env runEnv, name, bin string, args []strin
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
+	// Each server runs in a directory of its own, so that meshproof's
+	// default store (sqlite:meshproof.db) starts empty every round instead
+	// of growing across rounds and runs.
+	dir := filepath.Join(env.tmp, fmt.Sprintf("%s-%d", name, round))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Dir = env.dir
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Pdeathsig covers the case where loadbench itself is killed with SIGKILL
 	// and never gets to clean up.
