@@ -117,6 +117,11 @@ var migrations = [][]string{
 			allowed       INTEGER NOT NULL,
 			UNIQUE (replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed)
 		)`,
+		// A page's first step names the edges of its filter: by principal
+		// or host through these, not a scan of thousands of edges.
+		`CREATE INDEX edges_src ON edges (src_principal)`,
+		`CREATE INDEX edges_dst ON edges (dst_principal)`,
+		`CREATE INDEX edges_host ON edges (host)`,
 		`INSERT INTO edges (replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed)
 			SELECT DISTINCT replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed
 			FROM records ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10`,

@@ -41,7 +41,7 @@ func (s *Store) bodies(ctx context.Context, f evidence.Filter, cursor string, li
 	if err != nil {
 		return nil, "", err
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.readStmt(ctx, q, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
 	}

@@ -81,6 +81,7 @@ type Store struct {
 	r *sql.DB
 
 	wmu   sync.Mutex // serialises Append and retention on w
+	rs    readStmts  // the readers' page queries, prepared
 	st    statements
 	keys  map[evidence.RollupKey]int64 // rollup group numbers (Minute zero); guarded by wmu
 	edges map[edgeKey]int64            // edge numbers; guarded by wmu
@@ -236,6 +237,7 @@ func (s *Store) Close() error {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 		s.st.close()
+		s.rs.close()
 		s.closeErr = errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
 	})
 	return s.closeErr
