@@ -200,25 +200,33 @@ func edgeOf(c evidence.Columns) edgeKey {
 		c.DestinationPrincipal, c.DestTD, c.DestNamespace, c.Host, c.Verdict, c.Allowed}
 }
 
-// edgeID is the number of an edge, creating it when new; as groupID does
-// for rollup groups.
+// edgeID is the number of an edge, creating it when new.
 func (s *Store) edgeID(ctx context.Context, tx *sql.Tx, e edgeKey, fresh map[edgeKey]int64) (int64, error) {
-	if id, ok := s.edges[e]; ok {
+	return numberOf(ctx, tx, e, s.edges, fresh, s.st.edge, s.st.newEdge, "edge",
+		e.replica, e.srcPrincipal, e.srcTD, e.srcNS, e.dstPrincipal, e.dstTD, e.dstNS, e.host, e.verdict, e.allowed)
+}
+
+// numberOf is key's number in a table of names (edges, rollup groups): from
+// the writer's cache, from those tx made, or found (find) or made (create) in
+// tx from args. A new number goes into fresh, which the caller merges into
+// the cache once tx has committed.
+func numberOf[K comparable](ctx context.Context, tx *sql.Tx, key K, cache, fresh map[K]int64,
+	find, create *sql.Stmt, what string, args ...any) (int64, error) {
+	if id, ok := cache[key]; ok {
 		return id, nil
 	}
-	if id, ok := fresh[e]; ok {
+	if id, ok := fresh[key]; ok {
 		return id, nil
 	}
-	args := []any{e.replica, e.srcPrincipal, e.srcTD, e.srcNS, e.dstPrincipal, e.dstTD, e.dstNS, e.host, e.verdict, e.allowed}
 	var id int64
-	err := tx.StmtContext(ctx, s.st.edge).QueryRowContext(ctx, args...).Scan(&id)
+	err := tx.StmtContext(ctx, find).QueryRowContext(ctx, args...).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.StmtContext(ctx, s.st.newEdge).QueryRowContext(ctx, args...).Scan(&id)
+		err = tx.StmtContext(ctx, create).QueryRowContext(ctx, args...).Scan(&id)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("evidence sqlite: edge: %w", err)
+		return 0, fmt.Errorf("evidence sqlite: %s: %w", what, err)
 	}
-	fresh[e] = id
+	fresh[key] = id
 	return id, nil
 }
 
@@ -341,23 +349,8 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 
 // groupID is the number of a rollup group, creating it when new.
 func (s *Store) groupID(ctx context.Context, tx *sql.Tx, g groupKey, fresh map[groupKey]int64) (int64, error) {
-	if id, ok := s.keys[g]; ok {
-		return id, nil
-	}
-	if id, ok := fresh[g]; ok {
-		return id, nil
-	}
-	args := []any{g.Replica, g.Source, g.DestinationHost, g.DestinationPrincipal, g.Verdict, g.Allowed}
-	var id int64
-	err := tx.StmtContext(ctx, s.st.rollupKey).QueryRowContext(ctx, args...).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.StmtContext(ctx, s.st.newRollupKey).QueryRowContext(ctx, args...).Scan(&id)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("evidence sqlite: rollup group: %w", err)
-	}
-	fresh[g] = id
-	return id, nil
+	return numberOf(ctx, tx, g, s.keys, fresh, s.st.rollupKey, s.st.newRollupKey, "rollup group",
+		g.Replica, g.Source, g.DestinationHost, g.DestinationPrincipal, g.Verdict, g.Allowed)
 }
 
 func floorDiv(a, b int64) int64 {
