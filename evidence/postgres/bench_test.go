@@ -76,7 +76,7 @@ func benchDSN(b *testing.B) string {
 }
 
 // load appends n records at a steady rate ending now, from writers
-// replicas at once, in batches of 1000, and returns how long the appends
+// replicas at once, in batches of ingestBatch, and returns how long the appends
 // took (records are made outside the timing).
 func load(b *testing.B, s *postgres.Store, n int, span time.Duration, writers int) time.Duration {
 	ctx := context.Background()
@@ -91,8 +91,8 @@ func load(b *testing.B, s *postgres.Store, n int, span time.Duration, writers in
 			gen := newBenchGen(uint64(w+1), time.Now().Add(-span).Add(time.Duration(w)*step).UTC(), step*time.Duration(writers))
 			var head evidence.Link
 			var mine time.Duration
-			for done := 0; done < n/writers; done += 1000 {
-				batch := gen.batch("replica-"+string(rune('a'+w)), &head, min(1000, n/writers-done))
+			for done := 0; done < n/writers; done += ingestBatch {
+				batch := gen.batch("replica-"+string(rune('a'+w)), &head, min(ingestBatch, n/writers-done))
 				t0 := time.Now()
 				if err := s.Append(ctx, batch); err != nil {
 					errs <- err
@@ -113,7 +113,11 @@ func load(b *testing.B, s *postgres.Store, n int, span time.Duration, writers in
 	return busy
 }
 
-// BenchmarkIngest1M writes 1,000,000 records (one writer, batches of 1000)
+// ingestBatch is the batch of the ingest benchmarks: the Recorder's cap,
+// what a writer under sustained load commits.
+var ingestBatch = evidence.DefaultRecorderConfig().BatchSize
+
+// BenchmarkIngest1M writes 1,000,000 records (one writer, batches of ingestBatch)
 // and reports records/s and bytes per record on disk. Run it with
 // MESHPROOF_BENCH_INGEST=1 and -benchtime 1x (see DEVELOPERS.md).
 func BenchmarkIngest1M(b *testing.B) {
@@ -144,7 +148,7 @@ func BenchmarkIngest1M(b *testing.B) {
 // BenchmarkIngestReplicas is a fleet's ingest into one PostgreSQL: replicas
 // writers, each with a Store of its own (its own connection pool, as a
 // separate meshproof process has) and its own chain, append 300,000 records
-// between them at once, batches of 1000. One writer alone ("replicas=1") is
+// between them at once, batches of ingestBatch. One writer alone ("replicas=1") is
 // the baseline of the same run; the figures are records/s in all and per
 // replica, and bytes per record on disk. Run it with
 // MESHPROOF_BENCH_INGEST=1 and -benchtime 1x (see DEVELOPERS.md).
@@ -193,8 +197,8 @@ func fleetLoad(b *testing.B, stores []*postgres.Store, n int) time.Duration {
 		gen.idBase = int64(w+1) * 1e15
 		replica := fmt.Sprintf("fleet-%d", w)
 		var head evidence.Link
-		for done := 0; done < per; done += 1000 {
-			batches[w] = append(batches[w], gen.batch(replica, &head, min(1000, per-done)))
+		for done := 0; done < per; done += ingestBatch {
+			batches[w] = append(batches[w], gen.batch(replica, &head, min(ingestBatch, per-done)))
 		}
 	}
 	var wg sync.WaitGroup
