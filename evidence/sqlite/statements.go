@@ -30,12 +30,12 @@ const upsertSQL = `INSERT OR FAIL INTO rollups (span, minute, key, count, first_
 	ON CONFLICT DO UPDATE SET count = count + excluded.count,
 		first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)`
 
-// closeHoursSQL adds the minutes [?2, ?3) to the buckets of span ?1 (the
-// bucket of a minute m is m - (m mod span), the modulo taken non-negative
-// as floorDiv does).
+// closeHoursSQL adds the rows of span ?4 in [?2, ?3) to the buckets of span
+// ?1 (the bucket of a minute m is m - (m mod span), the modulo taken
+// non-negative as floorDiv does).
 const closeHoursSQL = `INSERT OR FAIL INTO rollups (span, minute, key, count, first_ns, last_ns, example_id)
 	SELECT ?1, minute - ((minute % ?1) + ?1) % ?1 AS bucket, key, sum(count), min(first_ns), max(last_ns), min(example_id)
-	FROM rollups WHERE span = 1 AND minute >= ?2 AND minute < ?3 GROUP BY bucket, key
+	FROM rollups WHERE span = ?4 AND minute >= ?2 AND minute < ?3 GROUP BY bucket, key
 	ON CONFLICT DO UPDATE SET count = count + excluded.count,
 		first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)`
 
