@@ -301,12 +301,8 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 		// The hours from their minutes, then the days and weeks from those
 		// hours (a sixtieth of the rows to read): before this, no record of
 		// these hours had an hour row, so the new ones hold them all.
-		for _, span := range spans[1:] {
-			from := spans[0]
-			if span > spans[1] {
-				from = spans[1]
-			}
-			if _, err := tx.StmtContext(ctx, s.st.closeHours).ExecContext(ctx, span, closed, mark, from); err != nil {
+		for _, c := range [...]struct{ span, from int64 }{{60, 1}, {1440, 60}, {10080, 60}} {
+			if _, err := tx.StmtContext(ctx, s.st.closeHours).ExecContext(ctx, c.span, closed, mark, c.from); err != nil {
 				return fmt.Errorf("evidence sqlite: closing the rollups of an hour: %w", err)
 			}
 		}
