@@ -17,7 +17,7 @@ import (
 	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
 )
 
-// BenchmarkAppend appends batches of 1000 records (made and chained outside
+// BenchmarkAppend appends batches of ingestBatch records (made and chained outside
 // the timed part) with the production indexes and rollups ("store"), and,
 // as the baseline of the same run, COPYs the same rows into a table with
 // no index, no partition and no rollup ("bare-copy"): what the machine
@@ -56,13 +56,13 @@ func appendBench(b *testing.B, gen *benchGen, write func([]*evidence.Record) err
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		batch := gen.batch("bench", &gen.head, 1000)
+		batch := gen.batch("bench", &gen.head, ingestBatch)
 		b.StartTimer()
 		if err := write(batch); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(b.N*ingestBatch)/b.Elapsed().Seconds(), "records/s")
 }
 
 // benchDSN is the database a large benchmark loads: MESHPROOF_BENCH_DSN
