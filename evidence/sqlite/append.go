@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/meshproof/meshproof/evidence"
 )
@@ -293,9 +294,14 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 	if err := tx.StmtContext(ctx, s.st.closed).QueryRowContext(ctx).Scan(&closed); err != nil {
 		return fmt.Errorf("evidence sqlite: reading the closed rollups mark: %w", err)
 	}
+	// Hours up to the batch's last are closed, but none from the current
+	// hour on: a record stamped far ahead (a skewed clock, an uploaded
+	// decision log) would otherwise close every hour until its own, and
+	// every later record would count in all four spans again.
 	mark := closed
+	now := floorDiv(floorDiv(time.Now().Unix(), 60), 60) * 60
 	for _, r := range batch {
-		mark = max(mark, floorDiv(floorDiv(r.Time.Unix(), 60), 60)*60)
+		mark = max(mark, min(floorDiv(floorDiv(r.Time.Unix(), 60), 60)*60, now))
 	}
 	if mark > closed {
 		// The hours from their minutes, then the days and weeks from those

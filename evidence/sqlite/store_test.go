@@ -353,3 +353,50 @@ func appendNext(s *sqlite.Store, head *evidence.Link, n int) error {
 	*head = next
 	return nil
 }
+
+// TestRollupsAcrossTheHourMark writes records far ahead of the clock, then
+// ones of the last hours, then late ones: the aggregates count each record
+// once, whichever spans hold it.
+func TestRollupsAcrossTheHourMark(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "e.db"))
+	defer s.Close()
+	now := time.Now().UTC()
+	at := []time.Time{
+		now.AddDate(10, 0, 0), now.AddDate(10, 0, 0).Add(time.Hour), // a skewed clock
+		now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), now.Add(-time.Minute), now,
+		now.Add(-50 * time.Hour), now.AddDate(0, 0, -9), // late
+		now.AddDate(10, 0, 1),
+	}
+	var head evidence.Link
+	for i, t0 := range at {
+		r := evidencetest.Full(fmt.Sprintf("rec-%02d", i), "replica-one", t0)
+		head = evidencetest.Link(head, r)
+		if err := s.Append(ctx, []*evidence.Record{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []evidence.AggregateQuery{
+		{Since: now.AddDate(0, 0, -30), Until: now.Add(time.Hour)},
+		{Since: now.Add(-4 * time.Hour), Until: now.Add(-90 * time.Minute)},
+		{Since: now.AddDate(9, 0, 0), Until: now.AddDate(11, 0, 0)},
+		{Until: now.AddDate(20, 0, 0)},
+	} {
+		groups, err := s.Aggregate(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, want int64
+		for _, g := range groups {
+			got += g.Count
+		}
+		for _, t0 := range at {
+			if m := t0.Truncate(time.Minute); m.Add(time.Minute).After(q.Since) && m.Before(q.Until) {
+				want++
+			}
+		}
+		if got != want || want == 0 {
+			t.Errorf("aggregate %s to %s: %d, want %d (and some)", q.Since, q.Until, got, want)
+		}
+	}
+}
