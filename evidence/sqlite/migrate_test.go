@@ -75,21 +75,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 			{Since: mid.Add(-7 * time.Minute), Until: mid.Add(26*time.Hour + 11*time.Minute)},
 			{Since: evidencetest.Base.Add(5*24*time.Hour + 30*time.Minute), Until: evidencetest.Base.Add(7 * 24 * time.Hour)},
 		} {
-			groups, err := s.Aggregate(ctx, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got, want int64
-			for _, g := range groups {
-				got += g.Count
-			}
-			for _, r := range recs {
-				m := r.Time.Truncate(time.Minute)
-				if !m.Add(time.Minute).After(q.Since) || !m.Before(q.Until) {
-					continue
-				}
-				want++
-			}
+			got, want := countedAndIn(t, s, q, recs)
 			if got != want {
 				t.Errorf("aggregate %s to %s: %d records counted, want %d", q.Since, q.Until, got, want)
 			}
@@ -125,6 +111,25 @@ func TestMigrateFromSchema1(t *testing.T) {
 	if reports, err := evidence.Verify(ctx, s); err != nil || len(reports) != 3 || reports[0].Broken != nil || reports[0].Checked != 81 {
 		t.Fatalf("Verify after appending: %+v, %v", reports, err)
 	}
+}
+
+// countedAndIn is how many records s's aggregate over q counts, and how
+// many of recs fall in the minutes q overlaps.
+func countedAndIn(t *testing.T, s *sqlite.Store, q evidence.AggregateQuery, recs []*evidence.Record) (counted, in int64) {
+	t.Helper()
+	groups, err := s.Aggregate(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		counted += g.Count
+	}
+	for _, r := range recs {
+		if m := r.Time.Truncate(time.Minute); m.Add(time.Minute).After(q.Since) && m.Before(q.Until) {
+			in++
+		}
+	}
+	return counted, in
 }
 
 func unzip(t *testing.T, from, to string) {

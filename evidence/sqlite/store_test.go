@@ -369,9 +369,11 @@ func TestRollupsAcrossTheHourMark(t *testing.T) {
 		now.AddDate(10, 0, 1),
 	}
 	var head evidence.Link
+	var recs []*evidence.Record
 	for i, t0 := range at {
 		r := evidencetest.Full(fmt.Sprintf("rec-%02d", i), "replica-one", t0)
 		head = evidencetest.Link(head, r)
+		recs = append(recs, r)
 		if err := s.Append(ctx, []*evidence.Record{r}); err != nil {
 			t.Fatal(err)
 		}
@@ -382,19 +384,7 @@ func TestRollupsAcrossTheHourMark(t *testing.T) {
 		{Since: now.AddDate(9, 0, 0), Until: now.AddDate(11, 0, 0)},
 		{Until: now.AddDate(20, 0, 0)},
 	} {
-		groups, err := s.Aggregate(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got, want int64
-		for _, g := range groups {
-			got += g.Count
-		}
-		for _, t0 := range at {
-			if m := t0.Truncate(time.Minute); m.Add(time.Minute).After(q.Since) && m.Before(q.Until) {
-				want++
-			}
-		}
+		got, want := countedAndIn(t, s, q, recs)
 		if got != want || want == 0 {
 			t.Errorf("aggregate %s to %s: %d, want %d (and some)", q.Since, q.Until, got, want)
 		}
