@@ -101,6 +101,15 @@ type Page struct {
 	Cursor string
 }
 
+// Size is the page's size: Limit, DefaultLimit when 0 or less, at most
+// MaxLimit.
+func (p Page) Size() int {
+	if p.Limit <= 0 {
+		return DefaultLimit
+	}
+	return min(p.Limit, MaxLimit)
+}
+
 // Page sizes.
 const (
 	DefaultLimit = 100

@@ -154,11 +154,7 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 	if err := f.Validate(); err != nil {
 		return evidence.Result{}, err
 	}
-	limit := page.Limit
-	if limit <= 0 {
-		limit = evidence.DefaultLimit
-	}
-	limit = min(limit, evidence.MaxLimit)
+	limit := page.Size()
 	after, err := parseCursor(page.Cursor)
 	if err != nil {
 		return evidence.Result{}, err
@@ -313,15 +309,11 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}
-	limit := page.Limit
-	if limit <= 0 {
-		limit = evidence.DefaultLimit
-	}
 	after, err := parseCursor(page.Cursor)
 	if err != nil {
 		return nil, "", err
 	}
-	bodies, next, err := s.bodies(ctx, f, after, min(limit, evidence.MaxLimit))
+	bodies, next, err := s.bodies(ctx, f, after, page.Size())
 	if err != nil || next == nil {
 		return bodies, "", err
 	}

@@ -282,11 +282,7 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 	if err := f.Validate(); err != nil {
 		return evidence.Result{}, err
 	}
-	limit := page.Limit
-	if limit <= 0 {
-		limit = evidence.DefaultLimit
-	}
-	limit = min(limit, evidence.MaxLimit)
+	limit := page.Size()
 	q, args, err := s.querySQL(ctx, f, page.Cursor, limit+1)
 	if err != nil {
 		return evidence.Result{}, err

@@ -28,11 +28,7 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}
-	limit := page.Limit
-	if limit <= 0 {
-		limit = evidence.DefaultLimit
-	}
-	return s.bodies(ctx, f, page.Cursor, min(limit, evidence.MaxLimit))
+	return s.bodies(ctx, f, page.Cursor, page.Size())
 }
 
 // bodies reads one page of stored records: no rows stay open after it.
