@@ -114,9 +114,14 @@ type Decision struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Chain places a record in its replica's hash chain.
+// Chain places a record in its replica's log. Version says which canonical
+// encoding Hash covers: 0 (absent) for version 1, where Hash chains the
+// record to PrevHash (ChainHash); CanonicalV2, where Hash is the record's
+// RFC 6962 leaf hash in the replica's transparency log (leaf Seq-1 less the
+// log's base), PrevHash is empty, and the order is the log's.
 type Chain struct {
 	Seq      uint64 `json:"seq"`
 	PrevHash string `json:"prev_hash,omitempty"`
 	Hash     string `json:"hash,omitempty"`
+	Version  int    `json:"version,omitempty"`
 }

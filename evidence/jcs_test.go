@@ -1,0 +1,205 @@
+package evidence_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/evidencetest"
+)
+
+// jcsOracle is the canonical encoding as a JCS library makes it: the
+// record's encoding/json form without "chain", canonicalized by jsontext
+// (RFC 8785). CanonicalJSON must equal it byte for byte.
+func jcsOracle(t testing.TB, r *evidence.Record) []byte {
+	t.Helper()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "chain")
+	b, err = json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := jsontext.Value(b)
+	if err := v.Canonicalize(); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// hostile returns records full of what JSON encoders disagree on: HTML
+// characters, U+2028, control bytes, invalid UTF-8, keys outside the BMP
+// (sorted by UTF-16 code units, not bytes).
+func hostile() []*evidence.Record {
+	var recs []*evidence.Record
+	for _, s := range []string{"<script>&amp;</script>", "\u2028\u2029\u007f", "é漢字🙂", "\x00\x01\x1f\"\\/\b\f",
+		"\xff\xfe bad utf8", "tab\tnl\n\r", "", "\ufb01", "\U0001F600a"} {
+		r := evidencetest.Full("01HOSTILE", "r", evidencetest.Base)
+		r.Request.Path, r.Source.Principal, r.XFCC.Raw = s, s, s
+		r.Reasons = append(r.Reasons, s)
+		r.XFCC.Elements[0].Other = map[string][]string{s: {s}, "b": {"c"}, "a": {s, s}, "\ufb01": {"x"}, "\U0001F600": {"y"}}
+		r.Headers = map[string]string{s: s, "z": "1", "a": s, "\uffff": "bmp", "\U00010000": "astral"}
+		recs = append(recs, r)
+	}
+	return append(recs, &evidence.Record{}, &evidence.Record{Reasons: []string{}})
+}
+
+// TestCanonicalJSONIsJCS holds CanonicalJSON equal to a JCS library over
+// varied, hostile and fully populated records.
+func TestCanonicalJSONIsJCS(t *testing.T) {
+	recs := append(evidencetest.Varied(2000, 100, 11).Records, hostile()...)
+	recs = append(recs, everyField(t))
+	for _, r := range recs {
+		got, want := r.CanonicalJSON(), jcsOracle(t, r)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("record %s: CanonicalJSON\n%s\nwant (JCS of encoding/json)\n%s", r.ID, got, want)
+		}
+	}
+}
+
+// TestCanonicalJSONRoundTrip: decoding the canonical bytes gives a record
+// whose canonical bytes are the same (so a store that keeps them loses
+// nothing), and the chain fields are not part of them.
+func TestCanonicalJSONRoundTrip(t *testing.T) {
+	recs := append(evidencetest.Varied(500, 100, 12).Records, everyField(t))
+	for _, r := range recs {
+		if strings.ContainsRune(r.Request.Path, '\ufffd') {
+			continue
+		}
+		b := r.CanonicalJSON()
+		var back evidence.Record
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if got := back.CanonicalJSON(); !bytes.Equal(got, b) {
+			t.Fatalf("round trip changed the encoding:\n%s\n%s", got, b)
+		}
+		r2 := *r
+		r2.Chain = evidence.Chain{Seq: 99, Hash: "x", PrevHash: "y", Version: 2}
+		if !bytes.Equal(r2.CanonicalJSON(), b) {
+			t.Fatal("the chain fields changed the canonical encoding")
+		}
+	}
+}
+
+// TestCanonicalJSONGolden pins version 2: stored records are these bytes,
+// and their leaf hashes are in signed checkpoints. Never update it for a
+// released format.
+func TestCanonicalJSONGolden(t *testing.T) {
+	r := evidencetest.Full("01M8EEGE75048W02ZYF3AQ760D", "mp-0", time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC))
+	got := r.CanonicalJSON()
+	const golden = "testdata/canonical-v2.golden"
+	if os.Getenv("MESHPROOF_UPDATE_GOLDEN") == "1" {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("canonical encoding v2 changed:\ngot  %s\nwant %s", got, want)
+	}
+}
+
+// TestJCSStringVectors: the string escapes of RFC 8785 section 3.2.2.2 and
+// its sorting example (section 3.2.3), through the encoder's own path.
+func TestJCSStringVectors(t *testing.T) {
+	r := &evidence.Record{Headers: map[string]string{
+		"\u20ac":     "Euro Sign",
+		"\r":         "Carriage Return",
+		"\ufb33":     "Hebrew Letter Dalet With Dagesh",
+		"1":          "One",
+		"\U0001f600": "Emoji: Grinning Face",
+		"\u0080":     "Control",
+		"\u00f6":     "Latin Small Letter O With Diaeresis",
+	}, Reasons: []string{"\u20ac$\u000f\nA'B\"\\\\\"/"}}
+	b := r.CanonicalJSON()
+	const wantHeaders = `"headers":{"\r":"Carriage Return","1":"One","` + "\u0080" + `":"Control","` + "\u00f6" +
+		`":"Latin Small Letter O With Diaeresis","` + "\u20ac" + `":"Euro Sign","` + "\U0001f600" +
+		`":"Emoji: Grinning Face","` + "\ufb33" + `":"Hebrew Letter Dalet With Dagesh"}`
+	if !bytes.Contains(b, []byte(wantHeaders)) {
+		t.Errorf("headers not in RFC 8785 order:\n%s", b)
+	}
+	const wantString = `"reasons":["` + "\u20ac" + `$\u000f\nA'B\"\\\\\"/"]`
+	if !bytes.Contains(b, []byte(wantString)) {
+		t.Errorf("string not escaped as RFC 8785 says:\n%s", b)
+	}
+}
+
+// everyField returns a record with every field of every struct set to a
+// value that is not zero, found by reflection, so that a field added to
+// Record without being added to CanonicalJSON fails TestCanonicalJSONIsJCS.
+func everyField(t testing.TB) *evidence.Record {
+	r := &evidence.Record{}
+	fill(t, reflect.ValueOf(r).Elem(), 0)
+	r.Chain = evidence.Chain{}
+	return r
+}
+
+func fill(t testing.TB, v reflect.Value, depth int) {
+	if depth > 10 {
+		t.Fatal("record type nests too deep to fill")
+	}
+	if v.Type() == reflect.TypeOf(time.Time{}) {
+		v.Set(reflect.ValueOf(time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC).Add(time.Duration(depth) * time.Hour)))
+		return
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("v-" + v.Type().Name() + strings.Repeat("x", depth))
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		v.SetInt(int64(403 + depth))
+	case reflect.Uint, reflect.Uint32, reflect.Uint64:
+		v.SetUint(uint64(8000 + depth))
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(t, v.Elem(), depth+1)
+	case reflect.Slice:
+		s := reflect.MakeSlice(v.Type(), 2, 2)
+		for i := range 2 {
+			fill(t, s.Index(i), depth+1)
+		}
+		v.Set(s)
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		for _, k := range []string{"k-b", "k-a"} {
+			e := reflect.New(v.Type().Elem()).Elem()
+			fill(t, e, depth+1)
+			m.SetMapIndex(reflect.ValueOf(k), e)
+		}
+		v.Set(m)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fill(t, v.Field(i), depth+1)
+			}
+		}
+	default:
+		t.Fatalf("cannot fill a %s", v.Type())
+	}
+}
+
+func BenchmarkCanonicalJSON(b *testing.B) {
+	r := evidencetest.Full("01BENCH", "r", evidencetest.Base)
+	b.ReportAllocs()
+	for b.Loop() {
+		evidence.LeafHash(r.CanonicalJSON())
+	}
+}
