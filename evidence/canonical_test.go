@@ -100,8 +100,26 @@ func TestCanonicalProperties(t *testing.T) {
 func TestLinkChains(t *testing.T) {
 	var head Link
 	recs := []*Record{fullRecord(), fullRecord(), fullRecord()}
+	recs[1].ID += "x"
 	for _, r := range recs {
 		head = head.Link(r)
+	}
+	for i, r := range recs {
+		if r.Chain.Seq != uint64(i+1) || r.Chain.PrevHash != "" || r.Chain.Version != CanonicalV2 ||
+			r.Chain.Hash != LeafHashHex(r.CanonicalJSON()) {
+			t.Fatalf("record %d: chain %+v, want seq %d, the leaf hash of its canonical bytes, version 2", i, r.Chain, i+1)
+		}
+	}
+	if head != (Link{Seq: 3, Hash: recs[2].Chain.Hash}) || recs[0].Chain.Hash == recs[1].Chain.Hash {
+		t.Fatalf("bad head %+v, or different records with one hash", head)
+	}
+}
+
+func TestLinkV1Chains(t *testing.T) {
+	var head Link
+	recs := []*Record{fullRecord(), fullRecord(), fullRecord()}
+	for _, r := range recs {
+		head = head.LinkV1(r)
 	}
 	if recs[0].Chain.Seq != 1 || recs[0].Chain.PrevHash != "" || recs[2].Chain.Seq != 3 ||
 		recs[1].Chain.PrevHash != recs[0].Chain.Hash || recs[2].Chain.PrevHash != recs[1].Chain.Hash ||

@@ -1,14 +1,19 @@
 package evidence
 
-import (
-	"context"
-	"errors"
-	"fmt"
-)
-
-// Link appends r to the chain whose last link is head: it sets r's seq,
-// prev_hash and hash, and returns r's link, the new head.
+// Link appends r to the replica's log whose last link is head: it sets r's
+// seq, its hash (the RFC 6962 leaf hash of its canonical bytes, version 2)
+// and version, and returns r's link, the new head. The order of the leaves
+// is the log's: the tree's root covers it, and no record names its
+// predecessor.
 func (head Link) Link(r *Record) Link {
+	r.Chain = Chain{Seq: head.Seq + 1, Hash: LeafHashHex(r.CanonicalJSON()), Version: CanonicalV2}
+	return Link{Seq: r.Chain.Seq, Hash: r.Chain.Hash}
+}
+
+// LinkV1 appends r to a version-1 hash chain, as meshproof wrote before the
+// transparency log: its hash covers the predecessor's (ChainHash). Only
+// tests of stores written then use it.
+func (head Link) LinkV1(r *Record) Link {
 	r.Chain = Chain{Seq: head.Seq + 1, PrevHash: head.Hash}
 	r.Chain.Hash = ChainHash(head.Hash, r)
 	return Link{Seq: r.Chain.Seq, Hash: r.Chain.Hash}
@@ -40,98 +45,25 @@ type ChainReport struct {
 	Head    Link   `json:"head"`
 	Checked int64  `json:"checked"`
 	Broken  *Break `json:"broken,omitempty"`
+	// Log is the replica's transparency log, when it has one.
+	Log *LogReport `json:"log,omitempty"`
 }
 
-// Verify walks every replica's chain and reports, per chain, the records
-// checked and the first broken link: an edited record (its hash no longer
-// matches), a deleted one (a gap in seq), a reordered one (its prev_hash is
-// not its predecessor's hash), or a tail that does not end at the head the
-// store recorded with the last write (records removed from, or added after,
-// the end).
-func Verify(ctx context.Context, s Verifiable) ([]ChainReport, error) {
-	replicas, err := s.Replicas(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reports := make([]ChainReport, 0, len(replicas))
-	for _, replica := range replicas {
-		rep, err := verifyChain(ctx, s, replica)
-		if err != nil {
-			return reports, fmt.Errorf("replica %s: %w", replica, err)
-		}
-		reports = append(reports, rep)
-	}
-	return reports, nil
-}
-
-// Verifiable is what Verify reads: the chains and their recorded heads.
-type Verifiable interface {
-	Reader
-	Head(ctx context.Context, replica string) (Link, error)
-}
-
-// errStop ends a walk at the first broken link.
-var errStop = errors.New("first broken link found")
-
-func verifyChain(ctx context.Context, s Verifiable, replica string) (ChainReport, error) {
-	rep := ChainReport{Replica: replica}
-	start, err := s.Checkpoint(ctx, replica)
-	if err != nil {
-		return rep, err
-	}
-	rep.Start = start
-	prev := start
-	err = s.Walk(ctx, replica, func(r *Record, stored Columns) error {
-		rep.Checked++
-		c := r.Chain
-		if rep.Checked == 1 && c.Seq != prev.Seq+1 {
-			// Retention may have moved the checkpoint since it was read.
-			if again, err := s.Checkpoint(ctx, replica); err == nil && again.Seq == c.Seq-1 && again.Hash == c.PrevHash {
-				rep.Start, prev = again, again
-			}
-		}
-		switch {
-		case stored != ColumnsOf(r):
-			rep.Broken = &Break{Kind: BreakEdited, Seq: uint64(stored.Seq), ID: stored.ID,
-				Detail: "the index columns no longer match the record (queries would mislead)"}
-		case c.Seq != prev.Seq+1:
-			rep.Broken = &Break{Kind: BreakDeleted, Seq: c.Seq, ID: r.ID,
-				Detail: fmt.Sprintf("seq %d follows seq %d: %d record(s) missing", c.Seq, prev.Seq, int64(c.Seq)-int64(prev.Seq)-1)}
-		case c.PrevHash != prev.Hash:
-			rep.Broken = &Break{Kind: BreakReordered, Seq: c.Seq, ID: r.ID,
-				Detail: fmt.Sprintf("prev_hash %s is not the hash of seq %d (%s)", short(c.PrevHash), prev.Seq, short(prev.Hash))}
-		default:
-			if got := ChainHash(c.PrevHash, r); got != c.Hash {
-				rep.Broken = &Break{Kind: BreakEdited, Seq: c.Seq, ID: r.ID,
-					Detail: fmt.Sprintf("content hashes to %s, the record says %s", short(got), short(c.Hash))}
-			}
-		}
-		if rep.Broken != nil {
-			return errStop
-		}
-		prev = Link{Seq: c.Seq, Hash: c.Hash}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return rep, err
-	}
-	rep.Head = prev
-	if rep.Broken != nil {
-		return rep, nil
-	}
-	want, err := s.Head(ctx, replica)
-	if err != nil {
-		return rep, err
-	}
-	switch {
-	case want.Seq > prev.Seq:
-		rep.Broken = &Break{Kind: BreakTruncated, Seq: prev.Seq + 1,
-			Detail: fmt.Sprintf("the chain ends at seq %d; the store recorded seq %d as its last write", prev.Seq, want.Seq)}
-	case want.Seq < prev.Seq || want.Hash != prev.Hash:
-		rep.Broken = &Break{Kind: BreakForged, Seq: prev.Seq,
-			Detail: fmt.Sprintf("the chain ends at seq %d (%s); the store recorded seq %d (%s) as its last write", prev.Seq, short(prev.Hash), want.Seq, short(want.Hash))}
-	}
-	return rep, nil
+// LogReport is what Verify found of a replica's transparency log.
+type LogReport struct {
+	Base uint64 `json:"base"`
+	Size int64  `json:"size"`
+	Root string `json:"root"` // base64, as in a checkpoint
+	// Checkpoints is how many signed checkpoints (stored, and given to
+	// Verify) the log was checked against; Signed how many of them had
+	// their signature checked (Verify was given the key).
+	Checkpoints int `json:"checkpoints"`
+	Signed      int `json:"signed"`
+	// Latest is the size of the largest checkpoint checked.
+	Latest int64 `json:"latest_checkpoint,omitempty"`
+	// Unchecked are checkpoints older than the records retention left,
+	// which the stored tiles can no longer recompute.
+	Unchecked int `json:"unchecked,omitempty"`
 }
 
 func short(h string) string {

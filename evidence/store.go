@@ -42,6 +42,7 @@ type Writer interface {
 	// checkpoint, so that Verify knows where the remaining chain starts. A
 	// zero t or rollupsBefore removes nothing of that kind.
 	DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error)
+	CheckpointStore
 }
 
 // Reader is the query side. It never returns records in an order that
@@ -70,9 +71,23 @@ type Reader interface {
 	// memory, and stops at fn's first error (returned as is). Verify uses
 	// it: it must give each record exactly as stored (decoded from the
 	// stored record, chain fields included), never a cached or rebuilt copy.
-	Walk(ctx context.Context, replica string, fn func(r *Record, stored Columns) error) error
+	Walk(ctx context.Context, replica string, fn func(r *Record, stored Stored) error) error
 	// Stats summarises the store.
 	Stats(ctx context.Context, since time.Time) (Stats, error)
+	// The replica's transparency log and its signed checkpoints.
+	LogReader
+	CheckpointReader
+}
+
+// Stored is a record as a store holds it: the index columns beside it and
+// the stored bytes themselves (for a record of canonical encoding v2, its
+// canonical bytes; for v1, its JSON).
+type Stored struct {
+	Columns
+	Body []byte
+	// Err says why Body did not decode (strictly, to its canonical form):
+	// the record passed beside it then holds only its chain fields.
+	Err error
 }
 
 // Link is a position in a replica's hash chain.
