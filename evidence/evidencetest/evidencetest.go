@@ -42,6 +42,12 @@ type Tamperer interface {
 	// AppendForged stores r (already chained by the caller) as if the
 	// replica had written it, without updating the recorded head.
 	AppendForged(ctx context.Context, r *evidence.Record) error
+	// SetBody replaces the stored bytes of the record with id, and with
+	// rehash its hash column too (the leaf hash of the new bytes), as an
+	// attacker who knows the format would.
+	SetBody(ctx context.Context, id string, body []byte, rehash bool) error
+	// Body returns the stored bytes of the record with id.
+	Body(ctx context.Context, id string) ([]byte, error)
 }
 
 // Factory makes a Backend for one subtest; it registers its own cleanup.

@@ -3,7 +3,6 @@ package evidencetest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"testing"
 
@@ -34,7 +33,7 @@ func testJSON(t *testing.T, f Factory) {
 	for _, f := range []evidence.Filter{{}, {Verdicts: []evidence.Verdict{evidence.Plaintext}}, {Allowed: &yes, Since: Base.AddDate(0, 0, 2)}, {Source: "nobody"}} {
 		var want [][]byte
 		if err := b.Store.Scan(ctx, f, func(r *evidence.Record) error {
-			j, err := json.Marshal(r)
+			j, err := evidence.RecordJSON(r)
 			want = append(want, j)
 			return err
 		}); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,7 +24,9 @@ func testReadBack(t *testing.T, f Factory) {
 	plain.Source.Certificate, plain.XFCC, plain.Headers, plain.Reasons = nil, nil, nil, nil
 	full := Full("01JQ0000000000000000000002", "replica-full", at)
 	head := Link(evidence.Link{}, plain, full)
-	if zero := zeroFields(reflect.ValueOf(*full), "Record"); len(zero) > 0 {
+	// PrevHash stays empty: a log's records do not name their predecessor
+	// (TestMigrateFromSchema1 reads v1 records back, prev_hash included).
+	if zero := slices.DeleteFunc(zeroFields(reflect.ValueOf(*full), "Record"), func(f string) bool { return f == "Record.Chain.PrevHash" }); len(zero) > 0 {
 		t.Fatalf("the Full fixture leaves fields zero, so their storage goes untested: %v", zero)
 	}
 	write(t, b.Store, []*evidence.Record{plain, full})
@@ -50,8 +53,8 @@ func testReadBack(t *testing.T, f Factory) {
 	sameRecords(t, "Scan", scanned, want)
 
 	var walked []*evidence.Record
-	if err := b.Store.Walk(ctx, "replica-full", func(r *evidence.Record, stored evidence.Columns) error {
-		if want := evidence.ColumnsOf(r); stored != want {
+	if err := b.Store.Walk(ctx, "replica-full", func(r *evidence.Record, stored evidence.Stored) error {
+		if want := evidence.ColumnsOf(r); stored.Columns != want {
 			t.Errorf("Walk: stored columns of %s = %+v,\nwant %+v", r.ID, stored, want)
 		}
 		walked = append(walked, r)

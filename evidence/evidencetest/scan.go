@@ -100,7 +100,7 @@ func testWalkStops(t *testing.T, f Factory) {
 	b, fx := loaded(t, f, 300)
 	ctx := context.Background()
 	var walked []*evidence.Record
-	if err := b.Store.Walk(ctx, "replica-b", func(r *evidence.Record, _ evidence.Columns) error {
+	if err := b.Store.Walk(ctx, "replica-b", func(r *evidence.Record, _ evidence.Stored) error {
 		walked = append(walked, r)
 		return nil
 	}); err != nil {
@@ -108,7 +108,7 @@ func testWalkStops(t *testing.T, f Factory) {
 	}
 	sameRecords(t, "Walk", walked, ofReplica(fx.Records, "replica-b"))
 	calls := 0
-	err := b.Store.Walk(ctx, "replica-b", func(*evidence.Record, evidence.Columns) error {
+	err := b.Store.Walk(ctx, "replica-b", func(*evidence.Record, evidence.Stored) error {
 		calls++
 		if calls == 3 {
 			return errStop
@@ -119,7 +119,7 @@ func testWalkStops(t *testing.T, f Factory) {
 		t.Errorf("Walk with fn failing at the 3rd record: %v after %d calls; want fn's error as is after 3", err, calls)
 	}
 	calls = 0
-	if err := b.Store.Walk(ctx, "never-wrote", func(*evidence.Record, evidence.Columns) error {
+	if err := b.Store.Walk(ctx, "never-wrote", func(*evidence.Record, evidence.Stored) error {
 		calls++
 		return nil
 	}); err != nil || calls != 0 {

@@ -61,17 +61,15 @@ func testChainConflict(t *testing.T, f Factory) {
 	stored := ofReplica(fx.Records, replica)
 	rewritten := next(3) // other records in place of the last three stored
 	Link(evidence.Link{Seq: stored[len(stored)-4].Chain.Seq, Hash: stored[len(stored)-4].Chain.Hash}, rewritten...)
-	gap, badPrev, fresh := next(2), next(2), next(2)
+	gap, fresh := next(2), next(2)
 	Link(evidence.Link{Seq: head.Seq + 1, Hash: strings.Repeat("e", 64)}, gap...)
-	Link(evidence.Link{Seq: head.Seq, Hash: strings.Repeat("0", 64)}, badPrev...)
 	freshGap := next(1)
 	freshGap[0].Replica = "replica-new"
 	Link(evidence.Link{Seq: 1, Hash: strings.Repeat("a", 64)}, freshGap...)
 	for name, batch := range map[string][]*evidence.Record{
-		"a gap after the head":             gap,
-		"the right seq, another prev_hash": badPrev,
-		"stored seqs, other records":       rewritten,
-		"a new chain not starting at 1":    freshGap,
+		"a gap after the head":          gap,
+		"stored seqs, other records":    rewritten,
+		"a new chain not starting at 1": freshGap,
 	} {
 		if err := b.Store.Append(ctx, batch); !errors.Is(err, evidence.ErrChainConflict) {
 			t.Errorf("%s: Append = %v, want an error wrapping ErrChainConflict", name, err)

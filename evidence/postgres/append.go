@@ -36,7 +36,7 @@ func (c *copySource) Err() error { return nil }
 // encodes it before asking for the next).
 func (c *copySource) Values() ([]any, error) {
 	r := c.recs[c.i-1]
-	body, err := evidence.MarshalJSON(r)
+	body, err := evidence.StoredBody(r)
 	if err != nil {
 		return nil, fmt.Errorf("encoding record %s: %w", r.ID, err)
 	}
@@ -104,7 +104,7 @@ func checkBatch(batch []*evidence.Record) error {
 		}
 		if i > 0 {
 			p := batch[i-1].Chain
-			if r.Chain.Seq != p.Seq+1 || r.Chain.PrevHash != p.Hash {
+			if r.Chain.Seq != p.Seq+1 || (r.Chain.Version != evidence.CanonicalV2 && r.Chain.PrevHash != p.Hash) {
 				return fmt.Errorf("%w: replica %s: seq %d does not follow seq %d within the batch", evidence.ErrChainConflict, replica, r.Chain.Seq, p.Seq)
 			}
 		}
@@ -145,15 +145,22 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, &copySource{recs: batch}); err != nil {
 		return fmt.Errorf("postgres: append: writing %d records of %s: %w", len(batch), replica, err)
 	}
+	root, edge, err := s.appendLog(ctx, tx, head, batch)
+	if err != nil {
+		return err
+	}
 	last := batch[len(batch)-1].Chain
 	b := &pgx.Batch{}
 	queueRollups(b, batch, ids)
-	b.Queue("UPDATE chain_heads SET seq = $2, hash = $3, updated_at = now() WHERE replica = $1", replica, int64(last.Seq), last.Hash)
+	b.Queue("UPDATE chain_heads SET seq = $2, hash = $3, root = $4, updated_at = now() WHERE replica = $1", replica, int64(last.Seq), last.Hash, root)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("postgres: append: rollups and head of %s: %w", replica, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: append: commit: %w", err)
+	}
+	if edge != nil {
+		s.edges.put(replica, edge)
 	}
 	return nil
 }
@@ -164,7 +171,7 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 func stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evidence.Link) (int, error) {
 	first, last := batch[0].Chain, batch[len(batch)-1]
 	switch {
-	case first.Seq == head.Seq+1 && first.PrevHash == head.Hash:
+	case first.Seq == head.Seq+1 && (first.Version == evidence.CanonicalV2 || first.PrevHash == head.Hash):
 		return 0, nil
 	case first.Seq <= head.Seq && last.Chain.Seq > head.Seq:
 		if k := int(head.Seq - first.Seq); batch[k].Chain.Hash == head.Hash {

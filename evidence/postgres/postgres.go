@@ -25,7 +25,11 @@ import (
 func init() {
 	d := evidence.Driver{
 		Open: func(ctx context.Context, dsn string, opts evidence.Options) (evidence.Store, error) {
-			return Open(ctx, dsn, opts)
+			s, err := Open(ctx, dsn, opts)
+			if err != nil {
+				return nil, err // not a nil *Store in a non-nil interface
+			}
+			return s, nil
 		},
 		Migrate: Migrate,
 	}
@@ -41,6 +45,7 @@ type Store struct {
 	// forceSync sets synchronous_commit on for each write: Durable was
 	// asked for and the server's default is off.
 	forceSync bool
+	edges     edges // the replicas' log edges
 }
 
 var _ evidence.Store = (*Store)(nil)

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -141,11 +140,13 @@ func decode(rows pgx.Rows) (r *evidence.Record, at cursor, err error) {
 	if err := rows.Scan(&timeNS, &id, &seq, &prev, &hash, &body); err != nil {
 		return nil, at, err
 	}
-	r = new(evidence.Record)
-	if err := json.Unmarshal(body, r); err != nil {
-		return nil, at, fmt.Errorf("record %s (seq %d): stored body is not a record: %w", id, seq, err)
+	r, err = evidence.DecodeStored(id, body, uint64(seq), hash)
+	if err != nil {
+		return nil, at, fmt.Errorf("postgres: %w", err)
 	}
-	r.Chain = evidence.Chain{Seq: uint64(seq), PrevHash: prev, Hash: hash}
+	if r.Chain.Version != evidence.CanonicalV2 {
+		r.Chain = evidence.Chain{Seq: uint64(seq), PrevHash: prev, Hash: hash}
+	}
 	return r, cursor{timeNS, id}, nil
 }
 
@@ -323,7 +324,7 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 // bodies reads one page of stored records as they are; it holds a
 // connection only while it reads.
 func (s *Store) bodies(ctx context.Context, f evidence.Filter, after *cursor, limit int) ([][]byte, *cursor, error) {
-	q, a := pageSQL("time_ns, id, body", f, after, limit)
+	q, a := pageSQL("time_ns, id, seq, hash, body", f, after, limit)
 	rows, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres: query: %w", err)
@@ -338,8 +339,13 @@ func (s *Store) bodies(ctx context.Context, f evidence.Filter, after *cursor, li
 			break
 		}
 		var body []byte // pgx gives each row a fresh slice for []byte
-		if err := rows.Scan(&at.timeNS, &at.id, &body); err != nil {
+		var seq int64
+		var hash string
+		if err := rows.Scan(&at.timeNS, &at.id, &seq, &hash, &body); err != nil {
 			return nil, nil, fmt.Errorf("postgres: query: %w", err)
+		}
+		if evidence.StoredVersion(body) != evidence.CanonicalV1 {
+			body = evidence.AppendRecordJSON(make([]byte, 0, len(body)+128), body, uint64(seq), hash)
 		}
 		out = append(out, body)
 	}

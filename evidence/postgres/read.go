@@ -3,7 +3,6 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -22,9 +21,9 @@ const walkPage = 1000
 // index columns stored beside it. A stored body that no longer decodes is
 // passed as a record holding only its chain fields, which Verify reports
 // as edited.
-func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Columns) error) error {
+func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
 	var recs []*evidence.Record
-	var cols []evidence.Columns
+	var stored []evidence.Stored
 	after := [2]int64{math.MinInt64, math.MinInt64} // (seq, time_ns): unique per replica
 	for {
 		rows, err := s.pool.Query(ctx, `SELECT seq, time_ns, prev_hash, hash, body, id, replica,
@@ -35,39 +34,46 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 		if err != nil {
 			return fmt.Errorf("postgres: walk %s: %w", replica, err)
 		}
-		recs, cols = recs[:0], cols[:0]
+		recs, stored = recs[:0], stored[:0]
 		for rows.Next() {
-			var c evidence.Columns
+			var st evidence.Stored
+			c := &st.Columns
 			var ch evidence.Chain
-			var body []byte
-			if err := rows.Scan(&c.Seq, &c.TimeNS, &ch.PrevHash, &ch.Hash, &body, &c.ID, &c.Replica,
+			if err := rows.Scan(&c.Seq, &c.TimeNS, &ch.PrevHash, &ch.Hash, &st.Body, &c.ID, &c.Replica,
 				&c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestTD,
 				&c.SourceNamespace, &c.DestNamespace, &c.SourceKey, &c.Verdict, &c.Allowed,
 				&c.Method, &c.Host, &c.Path, &c.RequestID); err != nil {
 				rows.Close()
 				return fmt.Errorf("postgres: walk %s: %w", replica, err)
 			}
-			r := new(evidence.Record)
-			if json.Unmarshal(body, r) != nil {
-				r = new(evidence.Record)
-			}
 			ch.Seq = uint64(c.Seq)
-			r.Chain = ch
-			recs, cols = append(recs, r), append(cols, c)
+			r, err := evidence.DecodeStored(c.ID, st.Body, ch.Seq, ch.Hash)
+			switch {
+			case err != nil:
+				st.Err = err
+				r = &evidence.Record{ID: c.ID, Chain: ch}
+			case r.Chain.Version != evidence.CanonicalV2:
+				// A v1 record's chain fields are its body's; the
+				// columns beside it must agree.
+				if r.Chain != ch {
+					st.Err = fmt.Errorf("record %s: the chain columns (seq %d, %s) no longer match the record", c.ID, ch.Seq, short(ch.Hash))
+				}
+			}
+			recs, stored = append(recs, r), append(stored, st)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("postgres: walk %s: %w", replica, err)
 		}
 		for i, r := range recs {
-			if err := fn(r, cols[i]); err != nil {
+			if err := fn(r, stored[i]); err != nil {
 				return err
 			}
 		}
 		if len(recs) < walkPage {
 			return nil
 		}
-		last := cols[len(cols)-1]
+		last := stored[len(stored)-1]
 		after = [2]int64{last.Seq, last.TimeNS}
 	}
 }

@@ -100,6 +100,11 @@ func (s *Store) dropPartition(ctx context.Context, day int64) (int64, error) {
 		}); err != nil {
 			return err
 		}
+		for replica, seq := range lasts {
+			if err := keepLeafTile(ctx, tx, replica, seq); err != nil {
+				return err
+			}
+		}
 		cps := map[string]link{}
 		for replica, seq := range lasts {
 			var hash string
@@ -127,15 +132,34 @@ func (s *Store) dropPartition(ctx context.Context, day int64) (int64, error) {
 func (s *Store) deleteRows(ctx context.Context, cut int64, batch int) (n int64, done bool, err error) {
 	err = s.retentionTx(ctx, func(tx pgx.Tx) error {
 		n, done = 0, false
-		rows, err := tx.Query(ctx, `DELETE FROM records r
+		// The logs keep the part of the level-0 tile each cut ends in.
+		rows, err := tx.Query(ctx, `SELECT replica, max(seq) FROM (SELECT replica, seq FROM records
+			WHERE time_ns < $1 ORDER BY time_ns LIMIT $2) d GROUP BY replica`, cut, batch)
+		if err != nil {
+			return err
+		}
+		var replica string
+		var seq int64
+		lasts := map[string]int64{}
+		if _, err := pgx.ForEachRow(rows, []any{&replica, &seq}, func() error {
+			lasts[replica] = seq
+			return nil
+		}); err != nil {
+			return err
+		}
+		for replica, seq := range lasts {
+			if err := keepLeafTile(ctx, tx, replica, seq); err != nil {
+				return err
+			}
+		}
+		rows, err = tx.Query(ctx, `DELETE FROM records r
 			USING (SELECT replica, seq, time_ns FROM records WHERE time_ns < $1 ORDER BY time_ns LIMIT $2) d
 			WHERE r.replica = d.replica AND r.seq = d.seq AND r.time_ns = d.time_ns
 			RETURNING r.replica, r.seq, r.hash`, cut, batch)
 		if err != nil {
 			return err
 		}
-		var replica, hash string
-		var seq int64
+		var hash string
 		cps := map[string]link{}
 		if _, err := pgx.ForEachRow(rows, []any{&replica, &seq, &hash}, func() error {
 			n++

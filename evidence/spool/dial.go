@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/meshproof/meshproof/evidence"
 )
 
@@ -131,7 +133,7 @@ func (d *deferred) Checkpoint(ctx context.Context, replica string) (evidence.Lin
 	return s.Checkpoint(ctx, replica)
 }
 
-func (d *deferred) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Columns) error) error {
+func (d *deferred) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
 	s, err := d.store(ctx)
 	if err != nil {
 		return err
@@ -156,4 +158,36 @@ func (d *deferred) Close() error {
 		return nil
 	}
 	return d.s.Close()
+}
+
+func (d *deferred) TreeHead(ctx context.Context, replica string) (evidence.TreeHead, bool, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return evidence.TreeHead{}, false, err
+	}
+	return s.TreeHead(ctx, replica)
+}
+
+func (d *deferred) ReadTiles(ctx context.Context, replica string, tiles []tlog.Tile) ([][]byte, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.ReadTiles(ctx, replica, tiles)
+}
+
+func (d *deferred) Checkpoints(ctx context.Context, replica string, size int64, limit int) ([]evidence.SignedCheckpoint, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Checkpoints(ctx, replica, size, limit)
+}
+
+func (d *deferred) SaveCheckpoint(ctx context.Context, c evidence.SignedCheckpoint) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.SaveCheckpoint(ctx, c)
 }

@@ -192,7 +192,7 @@ func TestDrainInterrupted(t *testing.T) {
 	check = openPrimary()
 	defer check.Close()
 	var got []*evidence.Record
-	if err := check.Walk(ctx, "r", func(r *evidence.Record, _ evidence.Columns) error {
+	if err := check.Walk(ctx, "r", func(r *evidence.Record, _ evidence.Stored) error {
 		got = append(got, r)
 		return nil
 	}); err != nil {

@@ -195,7 +195,7 @@ func (s *Store) spool(ctx context.Context, batch []*evidence.Record) error {
 			return nil
 		}
 		fallthrough
-	case checked && (first.Seq != head.Seq+1 || first.PrevHash != head.Hash):
+	case checked && (first.Seq != head.Seq+1 || (first.Version != evidence.CanonicalV2 && first.PrevHash != head.Hash)):
 		return fmt.Errorf("%w: replica %s: the batch starts at seq %d after %.12s, the spool's head is seq %d (%.12s)",
 			evidence.ErrChainConflict, s.replica, first.Seq, first.PrevHash, head.Seq, head.Hash)
 	}
@@ -265,6 +265,11 @@ func (s *Store) primaryFailed() {
 
 func linkOf(r *evidence.Record) evidence.Link {
 	return evidence.Link{Seq: r.Chain.Seq, Hash: r.Chain.Hash}
+}
+
+// SaveCheckpoint is the primary's: checkpoints sign the store's logs.
+func (s *Store) SaveCheckpoint(ctx context.Context, c evidence.SignedCheckpoint) error {
+	return s.primary.SaveCheckpoint(ctx, c)
 }
 
 // DeleteBefore is the primary's: retention applies to the store.

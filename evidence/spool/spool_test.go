@@ -212,7 +212,7 @@ func checkPrimary(t *testing.T, dsn string, want []*evidence.Record) {
 	}
 	defer s.Close()
 	var got []string
-	if err := s.Walk(ctx, replica, func(r *evidence.Record, _ evidence.Columns) error {
+	if err := s.Walk(ctx, replica, func(r *evidence.Record, _ evidence.Stored) error {
 		got = append(got, fmt.Sprintf("%d:%s", r.Chain.Seq, r.ID))
 		return nil
 	}); err != nil {

@@ -50,7 +50,7 @@ func checkBatch(batch []*evidence.Record) error {
 			return fmt.Errorf("evidence sqlite: one batch holds replicas %q and %q", replica, r.Replica)
 		case r.ID == "" || r.Chain.Hash == "":
 			return fmt.Errorf("evidence sqlite: record %d of the batch has no id or is not chained", i)
-		case i > 0 && (r.Chain.Seq != batch[i-1].Chain.Seq+1 || r.Chain.PrevHash != batch[i-1].Chain.Hash):
+		case i > 0 && (r.Chain.Seq != batch[i-1].Chain.Seq+1 || (r.Chain.Version != evidence.CanonicalV2 && r.Chain.PrevHash != batch[i-1].Chain.Hash)):
 			return fmt.Errorf("evidence sqlite: record %s (seq %d) does not follow seq %d in its batch", r.ID, r.Chain.Seq, batch[i-1].Chain.Seq)
 		}
 	}
@@ -72,10 +72,11 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	switch {
 	case last.Seq <= head.Seq:
 		return alreadyStored(ctx, tx, s.st.storedHash, replica, last)
-	case first.Seq != head.Seq+1 || first.PrevHash != head.Hash:
+	case first.Seq != head.Seq+1 || (first.Version != evidence.CanonicalV2 && first.PrevHash != head.Hash):
 		return fmt.Errorf("%w: replica %s: the batch starts at seq %d after %.12s, the store's head is seq %d (%.12s)",
 			evidence.ErrChainConflict, replica, first.Seq, first.PrevHash, head.Seq, head.Hash)
 	}
+	s.pendingLog, s.pendingEdge = "", nil
 	freshEdges := map[edgeKey]int64{}
 	if err := s.insertRecords(ctx, tx, batch, freshEdges); err != nil {
 		return err
@@ -84,11 +85,22 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	if err := s.upsertRollups(ctx, tx, batch, fresh); err != nil {
 		return err
 	}
-	if _, err := tx.StmtContext(ctx, s.st.setHead).ExecContext(ctx, replica, int64(last.Seq), last.Hash); err != nil {
+	if err := s.appendLog(ctx, tx, head, batch); err != nil {
+		return err
+	}
+	root, err := s.logRoot()
+	if err != nil {
+		return err
+	}
+	if _, err := tx.StmtContext(ctx, s.st.setHead).ExecContext(ctx, replica, int64(last.Seq), last.Hash, root); err != nil {
 		return fmt.Errorf("evidence sqlite: recording the head: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("evidence sqlite: commit: %w", err)
+	}
+	if s.pendingEdge != nil {
+		s.logs[s.pendingLog] = s.pendingEdge
+		s.pendingLog, s.pendingEdge = "", nil
 	}
 	s.kickCheckpoint()
 	if len(s.keys)+len(fresh) > maxCachedGroups {
@@ -250,7 +262,7 @@ func encodeAhead(batch []*evidence.Record, chunk int) *encoded {
 	go func() {
 		for c := range n {
 			for i := c * chunk; i < min((c+1)*chunk, len(batch)); i++ {
-				e.bodies[i], e.errs[i] = evidence.MarshalJSON(batch[i])
+				e.bodies[i], e.errs[i] = evidence.StoredBody(batch[i])
 			}
 			close(e.ready[c])
 		}

@@ -175,6 +175,9 @@ var migrations = [][]string{
 		fmt.Sprintf(`INSERT INTO rollup_closed (one, minute) SELECT 1, coalesce(
 			(SELECT max(minute) - ((max(minute) %% 60) + 60) %% 60 + 60 FROM rollups WHERE span = 1), %d)`, beginningOfTime),
 	},
+	// 3: each replica's transparency log and its signed checkpoints (see
+	// tlog.go). Records written from now on are canonical encoding v2.
+	logMigration,
 }
 
 // SchemaVersion is the schema this code writes.

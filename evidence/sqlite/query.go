@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -113,7 +112,7 @@ func prefixRange(w *where, column, prefix string) {
 const mergeEdges = 100
 
 // querySQL is the page query: f's records after the cursor, newest first,
-// as (time_ns, id, body) rows. Its plan is chosen here, not left to the
+// as (time_ns, id, seq, hash, body) rows. Its plan is chosen here, not left to the
 // planner (there are no statistics to guide it):
 //   - a request id: its index, every chain segment probed;
 //   - conditions on edges naming up to mergeEdges: each edge's newest rows
@@ -132,12 +131,12 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 		}
 		return `WITH RECURSIVE segment(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM segment
 				WHERE n < (SELECT coalesce(max(seq), 0) >> 15 FROM chain_heads))
-			SELECT time_ns, id, body FROM records INDEXED BY records_request` + rw.String() + `
+			SELECT time_ns, id, seq, hash, body FROM records INDEXED BY records_request` + rw.String() + `
 				AND (seq >> 15) IN (SELECT n FROM segment) ORDER BY time_ns DESC, id DESC LIMIT ?`,
 			append(rw.args, limit), nil
 	}
 	if !hasEdges {
-		return `SELECT time_ns, id, body FROM records INDEXED BY records_time` + rw.String() +
+		return `SELECT time_ns, id, seq, hash, body FROM records INDEXED BY records_time` + rw.String() +
 			` ORDER BY time_ns DESC, id DESC LIMIT ?`, append(rw.args, limit), nil
 	}
 	edges, err := s.edgeIDs(ctx, ew, mergeEdges+1)
@@ -146,10 +145,10 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 	}
 	switch {
 	case len(edges) == 0:
-		return `SELECT time_ns, id, body FROM records WHERE 0`, nil, nil
+		return `SELECT time_ns, id, seq, hash, body FROM records WHERE 0`, nil, nil
 	case len(edges) > mergeEdges:
 		rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
-		return `SELECT time_ns, id, body FROM records INDEXED BY records_time` + rw.String() +
+		return `SELECT time_ns, id, seq, hash, body FROM records INDEXED BY records_time` + rw.String() +
 			` ORDER BY time_ns DESC, id DESC LIMIT ?`, append(rw.args, limit), nil
 	}
 	arms := make([]string, len(edges))
@@ -159,7 +158,7 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 			strings.Replace(rw.String(), " WHERE ", " AND ", 1) + ` ORDER BY time_ns DESC, id DESC LIMIT ?)`
 		args = append(append(append(args, e), rw.args...), limit)
 	}
-	return `SELECT r.time_ns, r.id, r.body FROM (` + strings.Join(arms, " UNION ALL ") +
+	return `SELECT r.time_ns, r.id, r.seq, r.hash, r.body FROM (` + strings.Join(arms, " UNION ALL ") +
 		` ORDER BY 1 DESC, 2 DESC LIMIT ?) AS page JOIN records AS r ON r.rowid = page.n
 		ORDER BY r.time_ns DESC, r.id DESC`, append(args, limit), nil
 }
@@ -301,10 +300,12 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 			break
 		}
 		var body []byte
-		if err := rows.Scan(&lastTime, &lastID, &body); err != nil {
+		var seq int64
+		var hash string
+		if err := rows.Scan(&lastTime, &lastID, &seq, &hash, &body); err != nil {
 			return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
 		}
-		r, err := decode(lastID, body)
+		r, err := decode(lastID, body, seq, hash)
 		if err != nil {
 			return evidence.Result{}, err
 		}
@@ -316,10 +317,12 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 	return res, nil
 }
 
-func decode(id string, body []byte) (*evidence.Record, error) {
-	r := new(evidence.Record)
-	if err := json.Unmarshal(body, r); err != nil {
-		return nil, fmt.Errorf("evidence sqlite: record %s: the stored record does not decode: %w", id, err)
+// decode reads a stored record (see evidence.DecodeStored), its chain
+// from the seq and hash columns when the body is canonical encoding v2.
+func decode(id string, body []byte, seq int64, hash string) (*evidence.Record, error) {
+	r, err := evidence.DecodeStored(id, body, uint64(seq), hash)
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: %w", err)
 	}
 	return r, nil
 }
@@ -339,12 +342,14 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 // Get returns the record with id.
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
 	var body []byte
-	err := s.r.QueryRowContext(ctx, `SELECT body FROM records WHERE id = ?`, id).Scan(&body)
+	var seq int64
+	var hash string
+	err := s.r.QueryRowContext(ctx, `SELECT seq, hash, body FROM records WHERE id = ?`, id).Scan(&seq, &hash, &body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("evidence sqlite: get %s: %w", id, err)
 	}
-	return decode(id, body)
+	return decode(id, body, seq, hash)
 }

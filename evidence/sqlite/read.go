@@ -65,7 +65,7 @@ const walkPage = 1000
 
 // Walk calls fn for each record of replica's chain in seq order, decoded
 // from the stored body, with the index columns stored beside it.
-func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Columns) error) error {
+func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
 	after := int64(-1) << 62
 	for {
 		recs, cols, err := s.walkPage(ctx, replica, after)
@@ -84,11 +84,11 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 	}
 }
 
-func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*evidence.Record, []evidence.Columns, error) {
+func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*evidence.Record, []evidence.Stored, error) {
 	// The identity columns are the edge's, as queries read them: a record
 	// moved to another edge, or an edge edited, shows as a mismatch (a
 	// missing edge as empty columns).
-	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.id, r.time_ns, r.method, r.path, r.request_id, r.body,
+	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.id, r.time_ns, r.method, r.path, r.request_id, r.hash, r.body,
 			coalesce(e.replica, ''), coalesce(e.src_principal, ''), coalesce(e.dst_principal, ''), coalesce(e.src_td, ''),
 			coalesce(e.dst_td, ''), coalesce(e.src_ns, ''), coalesce(e.dst_ns, ''), coalesce(e.verdict, ''),
 			coalesce(e.allowed, 0), coalesce(e.host, '')
@@ -99,28 +99,30 @@ func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*e
 	}
 	defer rows.Close()
 	var recs []*evidence.Record
-	var cols []evidence.Columns
+	var stored []evidence.Stored
 	for rows.Next() {
-		var c evidence.Columns
-		var body []byte
-		if err := rows.Scan(&c.Seq, &c.ID, &c.TimeNS, &c.Method, &c.Path, &c.RequestID, &body,
+		var st evidence.Stored
+		c := &st.Columns
+		var hash string
+		if err := rows.Scan(&c.Seq, &c.ID, &c.TimeNS, &c.Method, &c.Path, &c.RequestID, &hash, &st.Body,
 			&c.Replica, &c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestTD,
 			&c.SourceNamespace, &c.DestNamespace, &c.Verdict, &c.Allowed, &c.Host); err != nil {
 			return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 		}
-		r, err := decode(c.ID, body)
+		r, err := evidence.DecodeStored(c.ID, st.Body, uint64(c.Seq), hash)
 		if err != nil {
-			return nil, nil, err
+			st.Err = err
+			r = &evidence.Record{ID: c.ID, Chain: evidence.Chain{Seq: uint64(c.Seq), Hash: hash}}
 		}
 		// No column holds the source key (the rollups keep their own), so
 		// nothing a query reads can disagree with the record there.
 		c.SourceKey = evidence.SourceKey(r)
-		recs, cols = append(recs, r), append(cols, c)
+		recs, stored = append(recs, r), append(stored, st)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 	}
-	return recs, cols, nil
+	return recs, stored, nil
 }
 
 // Stats summarises the store. Records counts the chains' links between

@@ -2,9 +2,11 @@ package sqlite
 
 import (
 	"context"
+
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/meshproof/meshproof/evidence"
 	"time"
 )
 
@@ -78,12 +80,12 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 	// The batch's last record: the batch-th after the checkpoint, or the
 	// last before the cut when fewer remain.
 	var seq int64
-	var body []byte
-	err = tx.QueryRowContext(ctx, `SELECT seq, body FROM records WHERE replica = ? AND seq > ? AND seq <= ?
-		ORDER BY seq LIMIT 1 OFFSET ?`, replica, int64(start.Seq), cut, batch-1).Scan(&seq, &body)
+	var hash string
+	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM records WHERE replica = ? AND seq > ? AND seq <= ?
+		ORDER BY seq LIMIT 1 OFFSET ?`, replica, int64(start.Seq), cut, batch-1).Scan(&seq, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.QueryRowContext(ctx, `SELECT seq, body FROM records WHERE replica = ? AND seq > ? AND seq <= ?
-			ORDER BY seq DESC LIMIT 1`, replica, int64(start.Seq), cut).Scan(&seq, &body)
+		err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM records WHERE replica = ? AND seq > ? AND seq <= ?
+			ORDER BY seq DESC LIMIT 1`, replica, int64(start.Seq), cut).Scan(&seq, &hash)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
@@ -91,19 +93,31 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}
-	last, err := decode("", body)
+	// The log's level-0 tiles of removed records go with them (the tiles
+	// above stand for them in every newer record's proof); the part of the
+	// tile the cut ends in is kept.
+	base, _, hasLog, err := logBase(ctx, tx, replica)
 	if err != nil {
 		return 0, err
+	}
+	if hasLog && uint64(seq) > base {
+		if err := keepLeafTile(ctx, tx, replica, base, uint64(seq)); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tlog_tiles WHERE replica = ? AND level = 0 AND n < ?`,
+			replica, (uint64(seq)-base)>>evidence.TileHeight); err != nil {
+			return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+		}
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM records WHERE replica = ? AND seq <= ?`, replica, seq)
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}
-	// The hash as the record itself says (the one Verify checks the next
-	// record's prev_hash against).
+	// The hash as the record's column says (for a v1 chain, the one Verify
+	// checks the next record's prev_hash against).
 	if _, err := tx.ExecContext(ctx, `INSERT INTO chain_checkpoints (replica, seq, hash) VALUES (?, ?, ?)
 		ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
-		replica, seq, last.Chain.Hash); err != nil {
+		replica, seq, hash); err != nil {
 		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}
 	if err := tx.Commit(); err != nil {

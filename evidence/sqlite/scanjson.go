@@ -11,7 +11,9 @@ import (
 // newest first, one page at a time as Scan does, without decoding it: the
 // bytes are the record's JSON form as Append wrote it (json.Marshal), one
 // line. Export streams them as they are, sparing a decode and an encode
-// per record (most of Scan's cost). fn must not keep body after it returns.
+// per record (most of Scan's cost). A record of canonical encoding v2 is
+// its canonical bytes with the chain member put in front
+// (evidence.AppendRecordJSON). fn must not keep body after it returns.
 func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error {
 	if err := f.Validate(); err != nil {
 		return err
@@ -50,8 +52,13 @@ func (s *Store) bodies(ctx context.Context, f evidence.Filter, cursor string, li
 			return out, evidence.EncodeCursor(t, id), nil
 		}
 		var body []byte
-		if err := rows.Scan(&t, &id, &body); err != nil {
+		var seq int64
+		var hash string
+		if err := rows.Scan(&t, &id, &seq, &hash, &body); err != nil {
 			return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
+		}
+		if evidence.StoredVersion(body) != evidence.CanonicalV1 {
+			body = evidence.AppendRecordJSON(make([]byte, 0, len(body)+128), body, uint64(seq), hash)
 		}
 		out = append(out, body)
 	}

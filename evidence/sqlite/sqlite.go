@@ -32,7 +32,11 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return Open(ctx, path, opts)
+			s, err := Open(ctx, path, opts)
+			if err != nil {
+				return nil, err // not a nil *Store in a non-nil interface
+			}
+			return s, nil
 		},
 		Migrate: func(ctx context.Context, dsn string) error {
 			path, err := PathOf(dsn)
@@ -85,6 +89,12 @@ type Store struct {
 	st    statements
 	keys  map[evidence.RollupKey]int64 // rollup group numbers (Minute zero); guarded by wmu
 	edges map[edgeKey]int64            // edge numbers; guarded by wmu
+	// logs are the edges of the replicas' logs as the last batch left
+	// them; a batch takes its replica's out, and puts the new one back
+	// (pendingEdge) once committed. Guarded by wmu.
+	logs        map[string]*evidence.TreeEdge
+	pendingLog  string
+	pendingEdge *evidence.TreeEdge
 
 	// The checkpointer copies the WAL back into the file from a connection
 	// of its own (see checkpoints).
@@ -144,7 +154,7 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	ck.SetMaxOpenConns(1)
-	s := &Store{path: abs, w: w, r: r, ck: ck, keys: map[evidence.RollupKey]int64{}, edges: map[edgeKey]int64{},
+	s := &Store{path: abs, w: w, r: r, ck: ck, keys: map[evidence.RollupKey]int64{}, edges: map[edgeKey]int64{}, logs: map[string]*evidence.TreeEdge{},
 		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{})}
 	if err := s.open(ctx); err != nil {
 		close(s.ckDone)

@@ -3,7 +3,6 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -61,11 +60,27 @@ type tamperer struct{ db *sql.DB }
 
 func (tm tamperer) body(ctx context.Context, id string) (*evidence.Record, error) {
 	var body []byte
-	if err := tm.db.QueryRowContext(ctx, `SELECT body FROM records WHERE id = ?`, id).Scan(&body); err != nil {
+	var seq int64
+	var hash string
+	if err := tm.db.QueryRowContext(ctx, `SELECT seq, hash, body FROM records WHERE id = ?`, id).Scan(&seq, &hash, &body); err != nil {
 		return nil, fmt.Errorf("record %s: %w", id, err)
 	}
-	r := new(evidence.Record)
-	return r, json.Unmarshal(body, r)
+	return evidence.DecodeStored(id, body, uint64(seq), hash)
+}
+
+func (tm tamperer) SetBody(ctx context.Context, id string, body []byte, rehash bool) error {
+	if rehash {
+		_, err := tm.db.ExecContext(ctx, `UPDATE records SET body = ?, hash = ? WHERE id = ?`, body, evidence.LeafHashHex(body), id)
+		return err
+	}
+	_, err := tm.db.ExecContext(ctx, `UPDATE records SET body = ? WHERE id = ?`, body, id)
+	return err
+}
+
+func (tm tamperer) Body(ctx context.Context, id string) ([]byte, error) {
+	var body []byte
+	err := tm.db.QueryRowContext(ctx, `SELECT body FROM records WHERE id = ?`, id).Scan(&body)
+	return body, err
 }
 
 func (tm tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict) error {
@@ -74,7 +89,7 @@ func (tm tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict
 		return err
 	}
 	r.Verdict = v
-	body, _ := json.Marshal(r)
+	body, _ := evidence.StoredBody(r)
 	_, err = tm.db.ExecContext(ctx, `UPDATE records SET body = ? WHERE id = ?`, body, id)
 	return err
 }
@@ -154,7 +169,7 @@ func (tm tamperer) SwapContent(ctx context.Context, idA, idB string) error {
 
 // rewrite stores r, content and columns, in the row now holding id.
 func rewrite(ctx context.Context, tx *sql.Tx, id string, r *evidence.Record) error {
-	body, _ := json.Marshal(r)
+	body, _ := evidence.StoredBody(r)
 	c := evidence.ColumnsOf(r)
 	edge, err := edgeOf(ctx, tx, c)
 	if err != nil {
@@ -167,7 +182,7 @@ func rewrite(ctx context.Context, tx *sql.Tx, id string, r *evidence.Record) err
 }
 
 func (tm tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
-	body, _ := json.Marshal(r)
+	body, _ := evidence.StoredBody(r)
 	c := evidence.ColumnsOf(r)
 	edge, err := edgeOf(ctx, tm.db, c)
 	if err != nil {
@@ -177,4 +192,14 @@ func (tm tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Replica, c.Seq, c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body)
 	return err
+}
+
+// TestOpenFailureIsNil: a store that fails to open is a nil
+// evidence.Store, not a nil *Store in a non-nil interface, which a caller
+// (the spool's deferred store) would take for an open one and crash on.
+func TestOpenFailureIsNil(t *testing.T) {
+	s, err := evidence.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "missing", "dir", "x.db"), evidence.Options{})
+	if err == nil || s != nil {
+		t.Fatalf("Open of a file in a missing directory = %v, %v; want a nil store and an error", s, err)
+	}
 }

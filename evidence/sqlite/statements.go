@@ -20,6 +20,7 @@ type statements struct {
 	closeHours                *sql.Stmt
 	insertChunk, insertOne    *sql.Stmt
 	upsertChunk, upsertOne    *sql.Stmt
+	putTile                   *sql.Stmt
 }
 
 // The inserts are OR FAIL rather than the default OR ABORT: a multi-row
@@ -47,8 +48,8 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 	}{
 		{&st.head, `SELECT seq, hash FROM chain_heads WHERE replica = ?`},
 		{&st.storedHash, `SELECT hash FROM records WHERE replica = ? AND seq = ?`},
-		{&st.setHead, `INSERT INTO chain_heads (replica, seq, hash) VALUES (?, ?, ?)
-			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`},
+		{&st.setHead, `INSERT INTO chain_heads (replica, seq, hash, root) VALUES (?, ?, ?, ?)
+			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, root = excluded.root`},
 		{&st.rollupKey, `SELECT id FROM rollup_keys WHERE replica = ? AND source = ? AND dst_host = ?
 			AND dst_principal = ? AND verdict = ? AND allowed = ?`},
 		{&st.newRollupKey, `INSERT INTO rollup_keys (replica, source, dst_host, dst_principal, verdict, allowed)
@@ -64,6 +65,8 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 		{&st.insertOne, insert + rows(1, recordParams)},
 		{&st.upsertChunk, fmt.Sprintf(upsertSQL, rows(rollupChunk, rollupParams))},
 		{&st.upsertOne, fmt.Sprintf(upsertSQL, rows(1, rollupParams))},
+		{&st.putTile, `INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES (?, ?, ?, ?)
+			ON CONFLICT (replica, level, n) DO UPDATE SET hashes = excluded.hashes`},
 	} {
 		var err error
 		if *p.stmt, err = db.PrepareContext(ctx, p.sql); err != nil {
@@ -81,7 +84,7 @@ func rows(n, params int) string {
 
 func (st *statements) close() {
 	for _, s := range []**sql.Stmt{&st.head, &st.storedHash, &st.setHead, &st.rollupKey, &st.newRollupKey,
-		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne} {
+		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile} {
 		if *s != nil {
 			(*s).Close()
 			*s = nil

@@ -61,16 +61,33 @@ var _ evidencetest.Tamperer = (*Tamperer)(nil)
 // leaving the hash alone.
 func (tm *Tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict) error {
 	var body []byte
-	if err := tm.DB.QueryRow(ctx, "SELECT body FROM records WHERE id = $1", id).Scan(&body); err != nil {
+	var seq int64
+	var hash string
+	if err := tm.DB.QueryRow(ctx, "SELECT seq, hash, body FROM records WHERE id = $1", id).Scan(&seq, &hash, &body); err != nil {
 		return fmt.Errorf("tamper: %s: %w", id, err)
 	}
-	var r evidence.Record
-	if err := json.Unmarshal(body, &r); err != nil {
+	r, err := evidence.DecodeStored(id, body, uint64(seq), hash)
+	if err != nil {
 		return err
 	}
 	r.Verdict = v
-	body, _ = json.Marshal(&r)
+	body, _ = evidence.StoredBody(r)
 	return tm.exec(ctx, "UPDATE records SET body = $2, verdict = $3 WHERE id = $1", id, body, string(v))
+}
+
+// SetBody replaces the stored bytes, and with rehash the hash column.
+func (tm *Tamperer) SetBody(ctx context.Context, id string, body []byte, rehash bool) error {
+	if rehash {
+		return tm.exec(ctx, "UPDATE records SET body = $2, hash = $3 WHERE id = $1", id, body, evidence.LeafHashHex(body))
+	}
+	return tm.exec(ctx, "UPDATE records SET body = $2 WHERE id = $1", id, body)
+}
+
+// Body returns the stored bytes.
+func (tm *Tamperer) Body(ctx context.Context, id string) ([]byte, error) {
+	var body []byte
+	err := tm.DB.QueryRow(ctx, "SELECT body FROM records WHERE id = $1", id).Scan(&body)
+	return body, err
 }
 
 // SetVerdictColumn rewrites only the verdict column.
@@ -161,8 +178,12 @@ func update(ctx context.Context, tx pgx.Tx, seq int64, timeNS any, id string, va
 // withSeq copies a row's content with the seq in its record set to seq.
 func withSeq(vals []any, seq int64) ([]any, error) {
 	out := append([]any(nil), vals...)
+	body := out[len(out)-1].([]byte)
+	if evidence.StoredVersion(body) == evidence.CanonicalV2 {
+		return out, nil // the seq is the row's, not the body's
+	}
 	var r evidence.Record
-	if err := json.Unmarshal(out[len(out)-1].([]byte), &r); err != nil {
+	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, err
 	}
 	r.Chain.Seq = uint64(seq)
@@ -174,7 +195,7 @@ func withSeq(vals []any, seq int64) ([]any, error) {
 // rollups.
 func (tm *Tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
 	c := evidence.ColumnsOf(r)
-	body, err := json.Marshal(r)
+	body, err := evidence.StoredBody(r)
 	if err != nil {
 		return err
 	}
