@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -176,7 +175,7 @@ func (s storedJSON) QueryJSON(ctx context.Context, f evidence.Filter, p evidence
 	}
 	var out [][]byte
 	for _, r := range res.Records {
-		b, err := json.Marshal(r)
+		b, err := evidence.RecordJSON(r)
 		if err != nil {
 			return nil, "", err
 		}

@@ -38,7 +38,7 @@ type jsonWatch struct{ *scanWatch }
 
 func (s jsonWatch) ScanJSON(ctx context.Context, f evidence.Filter, fn func([]byte) error) error {
 	return s.Scan(ctx, f, func(r *evidence.Record) error {
-		b, err := json.Marshal(r)
+		b, err := evidence.RecordJSON(r)
 		if err != nil {
 			return err
 		}

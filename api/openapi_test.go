@@ -66,6 +66,8 @@ func TestOpenAPIParameters(t *testing.T) {
 	served := map[string][]string{
 		"/v1/evidence": listParams, "/v1/export": filterParams, "/v1/reports/tls-check": tlsCheckParams,
 		"/v1/reports/strict-readiness": readinessParams, "/v1/stats": statsParams, "/v1/evidence/{id}": {"id"},
+		"/v1/evidence/{id}/proof": {"id"}, "/v1/checkpoints": {}, "/v1/checkpoints/{replica}": {"replica"},
+		"/v1/checkpoints/{replica}/consistency": append([]string{"replica"}, consistencyParams...),
 	}
 	for path, want := range served {
 		var got []string
@@ -94,6 +96,8 @@ func TestOpenAPIPaths(t *testing.T) {
 	ts := newTestServer(t, openStore(t), Config{MetricsHandler: ok, UI: ok, Logs: ok}, time.Time{})
 	for path := range loadSpec(t).Paths {
 		path = strings.ReplaceAll(path, "{id}", "01UNKNOWN")
+		path = strings.ReplaceAll(path, "{replica}", "01UNKNOWN")
+		path = strings.ReplaceAll(path, "consistency", "consistency?from=0")
 		path = strings.ReplaceAll(path, "strict-readiness", "strict-readiness?destination=x")
 		resp := ts.get(t, path, "")
 		if resp.status == http.StatusNotFound && !strings.Contains(path, "01UNKNOWN") || resp.status >= 500 {

@@ -20,6 +20,8 @@ var (
 	tlsCheckParams  = []string{"since", "until", "destination"}
 	readinessParams = []string{"destination", "since", "until"}
 	statsParams     = []string{"since"}
+	// consistencyParams are the tree sizes of a consistency proof.
+	consistencyParams = []string{"from", "to"}
 )
 
 // repeatable parameters may be given more than once; every other one once.
@@ -65,6 +67,19 @@ func parseQuery(raw string, now time.Time, names []string) (query, error) {
 		q.values[key] = append(q.values[key], value)
 	}
 	return q, nil
+}
+
+// size reads a tree size parameter: def when absent.
+func (q query) size(name string, def int64) (int64, error) {
+	v := q.get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, badParamf(name, "not a tree size (a whole number, 0 or more)")
+	}
+	return n, nil
 }
 
 // get is the value of a parameter given at most once, or "".

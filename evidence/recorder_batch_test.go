@@ -27,7 +27,7 @@ func batchOf(prefix string, n int) []*evidence.Record {
 func seqs(t *testing.T, s evidence.Store, replica string) map[string]uint64 {
 	t.Helper()
 	m := map[string]uint64{}
-	err := s.Walk(context.Background(), replica, func(r *evidence.Record, _ evidence.Columns) error {
+	err := s.Walk(context.Background(), replica, func(r *evidence.Record, _ evidence.Stored) error {
 		m[r.ID] = r.Chain.Seq
 		return nil
 	})

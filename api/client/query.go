@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
 	"time"
@@ -211,4 +212,54 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2025-03-03T10:00:00Z) nor a duration back from now (90s, 1h, 7d, 1d12h)", s)
 	}
 	return now.Add(-d), nil
+}
+
+// Proof returns a record's inclusion proof in its replica's transparency
+// log (check it with evidence.Proof.Check).
+func (c *Client) Proof(ctx context.Context, id string) (*evidence.Proof, error) {
+	if id == "" {
+		return nil, errors.New("no record id")
+	}
+	var p evidence.Proof
+	if err := c.getJSON(ctx, "/v1/evidence/"+url.PathEscape(id)+"/proof", nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// CheckpointInfo is a replica's latest signed checkpoint, as listed.
+type CheckpointInfo struct {
+	Replica string    `json:"replica"`
+	Size    int64     `json:"size"`
+	Time    time.Time `json:"time"`
+}
+
+// Checkpoints lists each replica's latest signed checkpoint.
+func (c *Client) Checkpoints(ctx context.Context) ([]CheckpointInfo, error) {
+	var out struct {
+		Checkpoints []CheckpointInfo `json:"checkpoints"`
+	}
+	if err := c.getJSON(ctx, "/v1/checkpoints", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Checkpoints, nil
+}
+
+// Checkpoint returns a replica's latest signed checkpoint, the note's text.
+func (c *Client) Checkpoint(ctx context.Context, replica string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.get(ctx, "/v1/checkpoints/"+url.PathEscape(replica), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10+1))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint of %s: %w", replica, err)
+	}
+	if len(b) > 64<<10 {
+		return nil, fmt.Errorf("checkpoint of %s: over 64 KiB", replica)
+	}
+	return b, nil
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -81,6 +83,18 @@ func fill(t *testing.T) (*sqlite.Store, map[string]*evidence.Record) {
 	}
 	if err := store.Append(ctx, ordered); err != nil {
 		t.Fatalf("Append: %v", err)
+	}
+	// A signed checkpoint, so that the page has proofs to check.
+	skey, _, err := evidence.GenerateSigningKey("meshproof.ui-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := evidence.NewCheckpointer(store, signer, time.Hour, zerolog.Nop(), nil).SignAll(ctx); err != nil {
+		t.Fatalf("signing a checkpoint: %v", err)
 	}
 	return store, byID
 }

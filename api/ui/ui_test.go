@@ -172,11 +172,15 @@ func checkDetail(t *testing.T, ctx context.Context, id string, recs map[string]*
 	t.Helper()
 	do(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#edge-records tr[data-id=%q] a`, id))))
 	poll(t, ctx, fmt.Sprintf(`document.querySelector('#detail [data-testid=record-id]')?.textContent === %q`, id))
+	// The proof, checked by the page itself against the signed checkpoint.
+	poll(t, ctx, `document.querySelector('#detail [data-testid=proof-status]')?.dataset.verified === 'true'`)
 	got := run(t, ctx, chromedp.Evaluate[map[string]string](`Object.fromEntries([...document.querySelectorAll('#detail [data-testid]')].map(e => [e.dataset.testid, e.textContent]))`))
 	r := recs[id]
 	want["chain-hash"] = r.Chain.Hash
-	want["chain-prev-hash"] = r.Chain.PrevHash
 	want["chain-seq"] = fmt.Sprint(r.Chain.Seq)
+	if !strings.HasPrefix(got["proof-status"], "verified in this browser: leaf ") {
+		t.Errorf("record %s: proof status %q", id, got["proof-status"])
+	}
 	want["request"] = "GET " + r.Request.Host + " " + r.Request.Path + " HTTP/1.1"
 	for k, v := range want {
 		if got[k] != v {

@@ -17,7 +17,10 @@ Usage:
   meshproof serve   [flags]   run the Envoy ext_authz gRPC server
   meshproof eval    [flags]   evaluate one CheckRequest (protojson) exactly as serve would
   meshproof migrate [flags]   create or update the evidence store's schema
-  meshproof verify  [flags]   check every hash chain in the evidence store (exit 1 when broken)
+  meshproof verify  [flags]   check every chain and transparency log in the evidence store (exit 1 when broken)
+  meshproof verify-proof      check one record's inclusion proof (JSON on standard input) with no store
+  meshproof keygen  [flags]   make the key pair that signs checkpoints (serve --signing-key)
+  meshproof checkpoint save   fetch each replica's latest signed checkpoint from a server into a directory
   meshproof query   [flags]   print evidence records from a running serve's API (--follow: as they arrive)
   meshproof report  REPORT    tls-check, or strict-readiness (exit 3 when not ready), from a running serve's API
   meshproof demo    [flags]   run serve with a simulated Istio mesh sending it traffic, to see evidence at once
@@ -50,6 +53,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(args[1:], stdout)
 	case "verify":
 		err = runVerify(args[1:], stdout)
+	case "verify-proof":
+		err = runVerifyProof(args[1:], os.Stdin, stdout)
+	case "keygen":
+		err = runKeygen(args[1:], stdout)
+	case "checkpoint":
+		err = runCheckpoint(args[1:], stdout)
 	case "query":
 		err = runQuery(args[1:], stdout, stderr)
 	case "report":

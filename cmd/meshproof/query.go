@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/api/client"
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/meshproof/meshproof/evidence"
 )
 
@@ -43,6 +45,8 @@ type queryOptions struct {
 	limit         int
 	cursor        string
 	id            string
+	proof         bool
+	keys          []string
 	all, follow   bool
 	interval      time.Duration
 }
@@ -71,6 +75,8 @@ func (o *queryOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.limit, "limit", o.limit, "records per page, 1 to 1000 (default 100; with --all, 1000 per request)")
 	fs.StringVar(&o.cursor, "cursor", o.cursor, "continue after a previous page (the cursor its next-page hint or next_cursor gave)")
 	fs.StringVar(&o.id, "id", o.id, "print this one record (the x-meshproof-evidence-id; filters do not apply)")
+	fs.BoolVar(&o.proof, "proof", o.proof, "with --id: also fetch the record's transparency-log proof and check it against the latest signed checkpoint (--output json: the proof itself, for meshproof verify-proof)")
+	fs.Var(newListFlag(&o.keys), "public-key", "with --proof: verifier key file (FILE.pub of meshproof keygen) that checks the checkpoint's signature, repeatable")
 	fs.BoolVar(&o.all, "all", o.all, "print every matching record, page after page (ndjson: one streamed export)")
 	fs.BoolVar(&o.follow, "follow", o.follow, "keep printing new records as they arrive, oldest first, until interrupted (table or ndjson)")
 	fs.DurationVar(&o.interval, "interval", o.interval, "with --follow, how often to ask for new records")
@@ -140,6 +146,8 @@ func (o *queryOptions) resolve(now time.Time) (since time.Time, err error) {
 		return since, errors.New("--interval must be positive")
 	case o.id != "" && (o.all || o.follow || o.cursor != ""):
 		return since, errors.New("--id prints one record: not with --all, --follow or --cursor")
+	case (o.proof || len(o.keys) > 0) && o.id == "":
+		return since, errors.New("--proof and --public-key are about one record: give its --id")
 	case o.follow && (o.all || o.cursor != "" || o.filter.Until != ""):
 		return since, errors.New("--follow prints what arrives from now on: not with --all, --cursor or --until")
 	case o.follow && o.output == "json":
@@ -287,6 +295,9 @@ func (o *queryOptions) every(ctx context.Context, c *client.Client, since time.T
 
 // one prints the record --id names.
 func (o *queryOptions) one(ctx context.Context, c *client.Client, stdout io.Writer) error {
+	if o.proof {
+		return o.oneProof(ctx, c, stdout)
+	}
 	r, err := c.Get(ctx, o.id)
 	if err != nil {
 		return err
@@ -298,6 +309,40 @@ func (o *queryOptions) one(ctx context.Context, c *client.Client, stdout io.Writ
 		return (&ndjsonSink{w: stdout}).write([]*evidence.Record{r})
 	}
 	return writeDetail(stdout, r, time.Now())
+}
+
+// oneProof prints the record --id names with its proof, checked: the
+// inclusion always, the checkpoint's signature with --public-key.
+func (o *queryOptions) oneProof(ctx context.Context, c *client.Client, stdout io.Writer) error {
+	var verifiers note.Verifiers
+	if len(o.keys) > 0 {
+		v, err := evidence.LoadVerifiers(o.keys)
+		if err != nil {
+			return usageError{err}
+		}
+		verifiers = v
+	}
+	p, err := c.Proof(ctx, o.id)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" || o.output == "ndjson" {
+		return writeJSON(stdout, p)
+	}
+	cp, r, err := p.Check(verifiers)
+	if err != nil {
+		fmt.Fprintf(stdout, "Proof of %s: FAILS: %v\n", o.id, err)
+		return errBroken
+	}
+	if err := writeDetail(stdout, r, time.Now()); err != nil {
+		return err
+	}
+	signature := "its signature NOT checked (give --public-key FILE.pub)"
+	if verifiers != nil {
+		signature = "whose signature the key given verifies"
+	}
+	fmt.Fprintf(stdout, "\nProof: holds. Leaf %d of %s, in the checkpoint of %d leaves, %s.\n", p.LeafIndex, cp.Origin, cp.Size, signature)
+	return nil
 }
 
 // writeJSON writes v as indented JSON.

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/evidence"
@@ -225,6 +226,12 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 	}
 	defer engine.Stop(context.Background())
 
+	var signer note.Signer
+	if o.Evidence.SigningKey != "" {
+		if signer, err = evidence.LoadSigner(o.Evidence.SigningKey); err != nil {
+			return err
+		}
+	}
 	store, health, err := openStore(ctx, o.Evidence, o.Authz.Replica, log, reg)
 	if err != nil {
 		return err
@@ -251,6 +258,11 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 	rctx, stopRetention := context.WithCancel(context.Background())
 	defer stopRetention()
 	go retain(rctx, store, o.Evidence, log)
+	var cp *evidence.Checkpointer
+	if signer != nil {
+		cp = evidence.NewCheckpointer(store, signer, o.Evidence.CheckpointInterval, log.With().Str("component", "checkpoints").Logger(), reg)
+		go cp.Run(rctx)
+	}
 	g, err := authz.NewGRPC(o.GRPC, svc)
 	if err != nil {
 		return err
@@ -284,6 +296,7 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		Bool("grpc_mtls", o.GRPC.ClientCA != "").
 		Bool("http_tls", o.HTTP.TLSCert != "").
 		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
+		Bool("signed_checkpoints", signer != nil).
 		Msg("meshproof serving")
 	if o.onListen != nil {
 		o.onListen(glis.Addr(), hlis.Addr())
@@ -302,6 +315,12 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 	// Every Check has answered: what they queued is written now.
 	if cerr := rec.Close(sctx); cerr != nil {
 		log.Error().Err(cerr).Msg("evidence not all stored")
+	}
+	if cp != nil {
+		// The last records, in a checkpoint of their own.
+		if cerr := cp.SignAll(sctx); cerr != nil {
+			log.Error().Err(cerr).Msg("the last checkpoints could not be signed")
+		}
 	}
 	_ = hs.Shutdown(sctx)
 	log.Info().Uint64("chain_seq", rec.Head().Seq).Msg("stopped")

@@ -34,14 +34,20 @@ type evidenceOptions struct {
 	Recorder        evidence.RecorderConfig
 	Retention       time.Duration
 	RollupRetention time.Duration
+	// SigningKey is a note signer key file (meshproof keygen): with it,
+	// serve signs a checkpoint of each replica's log every
+	// CheckpointInterval.
+	SigningKey         string
+	CheckpointInterval time.Duration
 }
 
 func defaultEvidenceOptions() evidenceOptions {
 	return evidenceOptions{
-		Store:           DefaultStore,
-		Recorder:        evidence.DefaultRecorderConfig(),
-		Retention:       720 * time.Hour,
-		RollupRetention: 8760 * time.Hour,
+		Store:              DefaultStore,
+		Recorder:           evidence.DefaultRecorderConfig(),
+		Retention:          720 * time.Hour,
+		RollupRetention:    8760 * time.Hour,
+		CheckpointInterval: 10 * time.Second,
 	}
 }
 
@@ -69,6 +75,9 @@ func (o *evidenceOptions) flags(fs *flag.FlagSet) {
 		"set it with a postgres:// store; none unless set")
 	fs.DurationVar(&o.Retention, "retention", o.Retention, "records older than this are deleted (0 keeps them forever)")
 	fs.DurationVar(&o.RollupRetention, "rollup-retention", o.RollupRetention, "per-minute rollups (reports) older than this are deleted; keep them longer than records")
+	fs.StringVar(&o.SigningKey, "signing-key", o.SigningKey, "signer key file (meshproof keygen): sign a checkpoint of each replica's transparency log every --checkpoint-interval and at shutdown, "+
+		"served at /v1/checkpoints and checked by meshproof verify; none unless set")
+	fs.DurationVar(&o.CheckpointInterval, "checkpoint-interval", o.CheckpointInterval, "with --signing-key, how often the logs that grew are signed")
 }
 
 func (o *evidenceOptions) validate() error {
@@ -78,6 +87,9 @@ func (o *evidenceOptions) validate() error {
 	}
 	if path, ok := strings.CutPrefix(o.Store, "sqlite:"); ok && o.Spool != "" && filepath.Clean(path) == filepath.Clean(o.Spool) {
 		errs = append(errs, errors.New("spool: the store's own file; give the spool a file of its own"))
+	}
+	if o.CheckpointInterval <= 0 {
+		errs = append(errs, errors.New("checkpoint-interval must be positive"))
 	}
 	if o.Retention < 0 || o.RollupRetention < 0 {
 		errs = append(errs, errors.New("retention and rollup-retention must not be negative"))
@@ -164,15 +176,25 @@ var errBroken = errors.New("a chain is broken")
 
 func runVerify(args []string, stdout io.Writer) error {
 	dsn, output := DefaultStore, "text"
-	fs := newFlagSet("verify", "Walk every replica's hash chain in the evidence store; exit 0 when every chain is intact, 1 when one is not.")
+	var checkpoints, keys []string
+	fs := newFlagSet("verify", "Walk every replica's chain and transparency log in the evidence store, against their signed checkpoints; exit 0 when every chain is intact, 1 when one is not.")
 	storeFlag(fs, &dsn)
 	fs.StringVar(&output, "output", output, "text or json")
+	fs.Var(newListFlag(&checkpoints), "checkpoint", "signed checkpoint file kept outside the store (meshproof checkpoint save), repeatable: each replica's log must extend it")
+	fs.Var(newListFlag(&keys), "public-key", "verifier key file (FILE.pub of meshproof keygen), repeatable: checks the signatures of the checkpoints given and stored")
+	retention := defaultEvidenceOptions().Retention
+	fs.DurationVar(&retention, "retention", retention, "the store's retention (serve's --retention): records removed although a signed checkpoint younger than this lacks them were removed too early; 0 does not judge")
 	if err := fs.Parse(args); err != nil {
 		return asUsage(err)
 	}
 	if output != "text" && output != "json" {
 		return usageError{fmt.Errorf("output %q: want text or json", output)}
 	}
+	opts, err := verifyOptions(checkpoints, keys)
+	if err != nil {
+		return usageError{err}
+	}
+	opts.Retention = retention
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	s, err := evidence.Open(ctx, dsn, evidence.Options{})
@@ -180,7 +202,7 @@ func runVerify(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer s.Close()
-	reports, err := evidence.Verify(ctx, s)
+	reports, err := evidence.VerifyWith(ctx, s, opts)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
@@ -224,6 +246,16 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 		fmt.Fprintf(tw, "%s\t%d\t%d..%d\t%s\n", r.Replica, r.Checked, r.Start.Seq+1, r.Head.Seq, status)
 	}
 	tw.Flush()
+	for _, r := range reports {
+		if l := r.Log; l != nil {
+			fmt.Fprintf(w, "%s: transparency log of %d leaves (from seq %d), root %s; %d signed checkpoint(s) checked (%d signature(s)), the largest of %d leaves",
+				r.Replica, l.Size, l.Base+1, l.Root, l.Checkpoints, l.Signed, l.Latest)
+			if l.Unchecked > 0 {
+				fmt.Fprintf(w, "; %d older than the records retention left", l.Unchecked)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	fmt.Fprintf(w, "%d records in %d chain(s) checked\n", total, len(reports))
 }
 

@@ -3,6 +3,7 @@
 
 import { api, showError } from './api.js';
 import { h, fill, verdictBadge, decisionText } from './dom.js';
+import { checkInclusion } from './proof.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -84,12 +85,33 @@ function render(r) {
       ['error', d.error, 'decision-error'],
     ]),
     r.headers && [h('h3', {}, 'headers'), dl(Object.entries(r.headers).sort().map(([k, v]) => [k, v]))],
-    h('h3', {}, 'hash chain'), dl([
+    h('h3', {}, r.chain?.version === 2 ? 'transparency log' : 'hash chain'), dl([
       ['seq', String(r.chain?.seq ?? ''), 'chain-seq'],
-      ['prev_hash', r.chain?.prev_hash, 'chain-prev-hash'],
-      ['hash', r.chain?.hash, 'chain-hash'],
+      r.chain?.version !== 2 && ['prev_hash', r.chain?.prev_hash, 'chain-prev-hash'],
+      [r.chain?.version === 2 ? 'leaf hash' : 'hash', r.chain?.hash, 'chain-hash'],
+      r.chain?.version === 2 && ['proof', h('span', { 'data-testid': 'proof-status' }, 'checking…')],
     ]),
   ];
+}
+
+// proofStatus fetches the record's proof and checks it here; it says what
+// it found in the detail's proof-status element.
+async function proofStatus(r) {
+  const el = document.querySelector('#detail [data-testid=proof-status]');
+  if (!el) return;
+  let text;
+  try {
+    const p = await api(`/v1/evidence/${encodeURIComponent(r.id)}/proof`);
+    const c = await checkInclusion(p);
+    text = c.ok
+      ? `verified in this browser: leaf ${p.leaf_index} of ${c.origin}, in its latest signed checkpoint of ${c.size} leaves (check the signature with meshproof verify-proof --public-key)`
+      : `FAILS: ${c.why}`;
+    el.dataset.verified = String(c.ok);
+  } catch (err) {
+    text = err.status === 404 ? err.message : `could not be checked: ${err.message}`;
+    el.dataset.verified = 'unknown';
+  }
+  el.textContent = text;
 }
 
 let shownID = '';
@@ -107,6 +129,7 @@ export async function showRecord(id) {
     showError($('detail-error'), null);
     fill($('detail-body'), render(r));
     panel.scrollIntoView({ block: 'start' });
+    if (r.chain?.version === 2) proofStatus(r);
   } catch (err) {
     shownID = '';
     showError($('detail-error'), err);
