@@ -91,7 +91,7 @@ func verifyChain(ctx context.Context, s Verifiable, replica string) (ChainReport
 			}
 		}
 		switch {
-		case stored != ColumnsOf(r):
+		case !columnsMatch(stored, r):
 			rep.Broken = &Break{Kind: BreakEdited, Seq: uint64(stored.Seq), ID: stored.ID,
 				Detail: "the index columns no longer match the record (queries would mislead)"}
 		case c.Seq != prev.Seq+1:
