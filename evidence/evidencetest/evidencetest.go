@@ -42,6 +42,11 @@ type Tamperer interface {
 	// AppendForged stores r (already chained by the caller) as if the
 	// replica had written it, without updating the recorded head.
 	AppendForged(ctx context.Context, r *evidence.Record) error
+	// AppendStoredAt stores r (already chained by the caller, after the
+	// replica's head) with timeNS in its time column, and moves the
+	// recorded head to it: what a meshproof before time bounds wrote for
+	// a record stamped beyond 2262 (UnixNano wrapped).
+	AppendStoredAt(ctx context.Context, r *evidence.Record, timeNS int64) error
 }
 
 // Factory makes a Backend for one subtest; it registers its own cleanup.

@@ -167,8 +167,22 @@ func rewrite(ctx context.Context, tx *sql.Tx, id string, r *evidence.Record) err
 }
 
 func (tm tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
+	return tm.insert(ctx, r, evidence.ColumnsOf(r).TimeNS)
+}
+
+func (tm tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, timeNS int64) error {
+	if err := tm.insert(ctx, r, timeNS); err != nil {
+		return err
+	}
+	_, err := tm.db.ExecContext(ctx, `UPDATE chain_heads SET seq = ?, hash = ? WHERE replica = ?`,
+		int64(r.Chain.Seq), r.Chain.Hash, r.Replica)
+	return err
+}
+
+func (tm tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64) error {
 	body, _ := json.Marshal(r)
 	c := evidence.ColumnsOf(r)
+	c.TimeNS = timeNS
 	edge, err := edgeOf(ctx, tm.db, c)
 	if err != nil {
 		return err
