@@ -25,7 +25,11 @@ import (
 func init() {
 	d := evidence.Driver{
 		Open: func(ctx context.Context, dsn string, opts evidence.Options) (evidence.Store, error) {
-			return Open(ctx, dsn, opts)
+			s, err := Open(ctx, dsn, opts)
+			if err != nil {
+				return nil, err // not a nil *Store in a non-nil Store
+			}
+			return s, nil
 		},
 		Migrate: Migrate,
 	}

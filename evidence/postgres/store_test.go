@@ -315,3 +315,13 @@ func TestRetentionCutsChainsWhole(t *testing.T) {
 		t.Errorf("Verify checked %d, want 3", reps[0].Checked)
 	}
 }
+
+// TestOpenFailsWithNoStore: a store that cannot be opened is a nil Store,
+// not a nil *Store inside one, which the spool's deferred store took for
+// an open store and called (a nil pointer dereference in its drainer).
+func TestOpenFailsWithNoStore(t *testing.T) {
+	s, err := evidence.Open(context.Background(), "postgres://meshproof@127.0.0.1:1/none?connect_timeout=2", evidence.Options{})
+	if err == nil || s != nil {
+		t.Fatalf("Open(a closed port) = %#v, %v; want nil and an error", s, err)
+	}
+}
