@@ -323,7 +323,7 @@ func (d *decisionLogs) record(ctx context.Context, recs []*evidence.Record) (int
 		ids[i] = rec.ID
 	}
 	if err := d.rec.RecordBatch(ctx, fresh); err != nil {
-		queued := !errors.Is(err, evidence.ErrQueueFull) && !errors.Is(err, evidence.ErrClosed)
+		queued := !errors.Is(err, evidence.ErrQueueFull) && !errors.Is(err, evidence.ErrClosed) && !errors.Is(err, evidence.ErrTimeRange)
 		if !queued {
 			d.seen.release(ids)
 		}

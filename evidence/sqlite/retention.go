@@ -67,11 +67,12 @@ func (s *Store) deleteChainBefore(ctx context.Context, replica string, tns int64
 func (s *Store) retentionCut(ctx context.Context, replica string, tns int64) (sql.NullInt64, error) {
 	// One statement, one snapshot: a record written meanwhile comes after
 	// the last seq it reads. The first subquery walks the chain from its
-	// start (the primary key) and stops at the first record to keep: it
-	// reads the records retention removes, and one more.
+	// start (the primary key; +time_ns keeps the planner off the time
+	// index) and stops at the first record to keep: it reads the records
+	// retention removes, and one more.
 	var cut sql.NullInt64
 	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(
-			(SELECT seq FROM records WHERE replica = ?1 AND (time_ns >= ?2 OR time_ns < ?3) ORDER BY seq LIMIT 1) - 1,
+			(SELECT seq FROM records WHERE replica = ?1 AND (+time_ns >= ?2 OR +time_ns < ?3) ORDER BY seq LIMIT 1) - 1,
 			(SELECT max(seq) FROM records WHERE replica = ?1))`,
 		replica, tns, evidence.MinTimeNS).Scan(&cut); err != nil {
 		return cut, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
