@@ -44,6 +44,11 @@ type DecisionLogConfig struct {
 	// would delete such a record at once, and cut the replica's chain
 	// after it, taking newer records with it.
 	MaxAge time.Duration
+	// MaxClockSkew refuses an upload holding an event stamped further
+	// ahead of this server's clock than this: 5 minutes by default. Such
+	// a record would be kept by retention for as long as its time says,
+	// and keep every record after it on its chain.
+	MaxClockSkew time.Duration
 	// Registerer, when set, gets the endpoint's metrics.
 	Registerer prometheus.Registerer
 }
@@ -61,12 +66,15 @@ func (c DecisionLogConfig) withDefaults() DecisionLogConfig {
 	if c.Remember == 0 {
 		c.Remember = 1 << 17
 	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = 5 * time.Minute
+	}
 	return c
 }
 
 // Validate checks the configuration.
 func (c DecisionLogConfig) Validate() error {
-	if c.MaxBodyBytes < 0 || c.MaxDecodedBytes < 0 || c.MaxEvents < 0 || c.Remember < 0 || c.MaxAge < 0 {
+	if c.MaxBodyBytes < 0 || c.MaxDecodedBytes < 0 || c.MaxEvents < 0 || c.Remember < 0 || c.MaxAge < 0 || c.MaxClockSkew < 0 {
 		return errors.New("decision logs: limits must not be negative")
 	}
 	return nil
@@ -250,10 +258,12 @@ func (d *decisionLogs) parse(body []byte) ([]*opaEvent, *uploadError) {
 // event refuses the upload whole.
 func (d *decisionLogs) convert(events []*opaEvent) ([]*evidence.Record, *uploadError) {
 	recs := make([]*evidence.Record, 0, len(events))
+	now := d.s.now()
 	var oldest time.Time
 	if d.cfg.MaxAge > 0 {
-		oldest = time.Now().Add(-d.cfg.MaxAge)
+		oldest = now.Add(-d.cfg.MaxAge)
 	}
+	latest := now.Add(d.cfg.MaxClockSkew)
 	for i, ev := range events {
 		rec, err := d.s.eventRecord(ev)
 		switch {
@@ -262,6 +272,9 @@ func (d *decisionLogs) convert(events []*opaEvent) ([]*evidence.Record, *uploadE
 			continue
 		case err != nil:
 			return nil, refuse(http.StatusBadRequest, "event %d (decision_id %s): %v", i, quoted(ev.DecisionID), err)
+		case rec.Time.After(latest):
+			return nil, refuse(http.StatusBadRequest, "event %d (decision_id %s): timestamp %s is %s ahead of this server's clock (%s), more than --max-clock-skew %s: fix the clock of the OPA that logged it",
+				i, quoted(ev.DecisionID), rec.Time.Format(time.RFC3339Nano), rec.Time.Sub(now).Round(time.Second), now.UTC().Format(time.RFC3339), d.cfg.MaxClockSkew)
 		case !oldest.IsZero() && rec.Time.Before(oldest):
 			d.m.events.WithLabelValues("too_old").Inc()
 			d.log.Warn().Str("decision_id", ev.DecisionID).Time("time", rec.Time).Dur("max_age", d.cfg.MaxAge).
@@ -310,7 +323,7 @@ func (d *decisionLogs) record(ctx context.Context, recs []*evidence.Record) (int
 		ids[i] = rec.ID
 	}
 	if err := d.rec.RecordBatch(ctx, fresh); err != nil {
-		queued := !errors.Is(err, evidence.ErrQueueFull) && !errors.Is(err, evidence.ErrClosed)
+		queued := !errors.Is(err, evidence.ErrQueueFull) && !errors.Is(err, evidence.ErrClosed) && !errors.Is(err, evidence.ErrTimeRange)
 		if !queued {
 			d.seen.release(ids)
 		}

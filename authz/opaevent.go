@@ -100,7 +100,7 @@ func absent(raw json.RawMessage) bool {
 }
 
 // eventTime reads the event's timestamp: RFC 3339 as OPA writes it, within
-// what a ULID can hold.
+// the times a record may have (evidence.CheckTime).
 func eventTime(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, errors.New("no timestamp")
@@ -109,8 +109,9 @@ func eventTime(s string) (time.Time, error) {
 	switch {
 	case err != nil:
 		return time.Time{}, fmt.Errorf("timestamp %s: not RFC 3339", quoted(s))
-	case t.Before(time.Unix(0, 0)) || ulid.Timestamp(t) > ulid.MaxTime():
-		return time.Time{}, fmt.Errorf("timestamp %s: out of range", quoted(s))
+	case evidence.CheckTime(t) != nil: // within what a ULID holds too
+		return time.Time{}, fmt.Errorf("timestamp %s: out of range: a record's time is within [%s, %s)",
+			quoted(s), evidence.MinTime.Format(time.RFC3339), evidence.MaxTime.Format(time.RFC3339))
 	}
 	return t.UTC(), nil
 }

@@ -111,6 +111,7 @@ type Server struct {
 	facts   *factsCache
 	input   *inputCache
 	metrics *checkMetrics
+	now     func() time.Time // the clock: time.Now, a test's otherwise
 }
 
 // NewServer builds the Check service. rec may be nil: records are then built
@@ -127,6 +128,7 @@ func NewServer(cfg Config, engine Evaluator, rec Recorder, log zerolog.Logger, r
 		facts:   newFactsCache(4096),
 		input:   newInputCache(),
 		metrics: newCheckMetrics(reg),
+		now:     time.Now,
 	}, nil
 }
 
@@ -156,8 +158,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // response mapping, and hands its record to the recorder. It never fails:
 // whatever goes wrong denies the request (fail closed) and is in the record.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
-	now := time.Now()
-	id := ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
+	now := s.now()
+	id := recordID(now)
 	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
 	f := s.factsOf(req, &h)
 	rec := newRecord(id, now, s.cfg, req, &h, f)
@@ -279,6 +281,22 @@ func denyUnrecorded(id string, err error) verdictOf {
 			}},
 		},
 	}
+}
+
+// recordID is a new record's id: a ULID of t, or of the nearest time a
+// ULID holds when the clock is beyond them. Such a clock is broken: the
+// recorder refuses the record (evidence.CheckTime) and an allowed request
+// is denied, as for any record that cannot be stored.
+func recordID(t time.Time) string {
+	var ms uint64
+	switch {
+	case t.Before(time.Unix(0, 0)):
+	case t.After(ulid.Time(ulid.MaxTime())):
+		ms = ulid.MaxTime()
+	default:
+		ms = ulid.Timestamp(t)
+	}
+	return ulid.MustNew(ms, ulid.DefaultEntropy()).String()
 }
 
 // finish adds what meshproof adds to every response: the evidence id and

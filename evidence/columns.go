@@ -33,7 +33,7 @@ type Columns struct {
 // ColumnsOf derives a record's index columns.
 func ColumnsOf(r *Record) Columns {
 	c := Columns{
-		TimeNS: r.Time.UnixNano(), ID: r.ID, Replica: r.Replica, Seq: int64(r.Chain.Seq),
+		TimeNS: Nanos(r.Time), ID: r.ID, Replica: r.Replica, Seq: int64(r.Chain.Seq),
 		SourcePrincipal: r.Source.Principal, DestinationPrincipal: r.Destination.Principal,
 		SourceKey: SourceKey(r),
 		Verdict:   string(r.Verdict), Allowed: r.Decision.Allowed,
@@ -71,7 +71,7 @@ type RollupKey struct {
 // RollupOf is the rollup key of a record.
 func RollupOf(r *Record) RollupKey {
 	return RollupKey{
-		Minute: r.Time.Truncate(time.Minute).Unix() / 60, Replica: r.Replica, Source: SourceKey(r),
+		Minute: minuteOf(r.Time), Replica: r.Replica, Source: SourceKey(r),
 		DestinationHost: r.Request.Host, DestinationPrincipal: r.Destination.Principal,
 		Verdict: string(r.Verdict), Allowed: r.Decision.Allowed,
 	}
@@ -101,5 +101,9 @@ func truncateForError(s string) string {
 	return s
 }
 
-// MinuteTime is the start of a rollup minute.
-func MinuteTime(minute int64) time.Time { return time.Unix(minute*60, 0).UTC() }
+// MinuteTime is the start of a rollup minute, for a minute an int64
+// nanosecond time can fall in (a stored minute beyond is read as the
+// nearest such).
+func MinuteTime(minute int64) time.Time {
+	return time.Unix(min(max(minute, minMinute), maxMinute)*60, 0).UTC()
+}

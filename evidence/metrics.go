@@ -27,7 +27,7 @@ func NewRecorderMetrics(reg prometheus.Registerer) *RecorderMetrics {
 		}),
 		droppedV: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshproof_evidence_dropped_total",
-			Help: "Evidence records not stored, by reason: queue_full (--evidence-overflow drop: request allowed without evidence), denied and block_timeout (request denied), shutdown (stopped before the store took them).",
+			Help: "Evidence records not stored, by reason: queue_full (--evidence-overflow drop: request allowed without evidence), denied and block_timeout (request denied), shutdown (stopped before the store took them), time_range (a time no record may have: a broken clock; the request is denied).",
 		}, []string{"reason"}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meshproof_evidence_batch_size", Help: "Records per committed batch.",
@@ -45,7 +45,7 @@ func NewRecorderMetrics(reg prometheus.Registerer) *RecorderMetrics {
 		}),
 	}
 	m.up.Set(1)
-	for _, reason := range []string{"queue_full", "denied", "block_timeout", "shutdown"} {
+	for _, reason := range []string{"queue_full", "denied", "block_timeout", "shutdown", "time_range"} {
 		m.droppedV.WithLabelValues(reason)
 	}
 	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -152,8 +152,13 @@ func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store 
 // Record hands a record over. In sync durability it returns once the
 // record is committed, or with ctx's error when the caller stops waiting
 // (the record is still written). An error means the request must be
-// denied. The record belongs to the recorder from now on.
+// denied. A record whose time is out of range (see CheckTime) is refused
+// with an error wrapping ErrTimeRange. The record belongs to the recorder
+// from now on.
 func (r *Recorder) Record(ctx context.Context, rec *Record) error {
+	if err := r.checkTime(rec); err != nil {
+		return err
+	}
 	r.mu.RLock()
 	if r.shut {
 		r.mu.RUnlock()
@@ -180,7 +185,8 @@ func (r *Recorder) Record(ctx context.Context, rec *Record) error {
 // RecordBatch hands recs over as one unbroken run of the chain: either all
 // of them are queued, with no other record between them, or none is and it
 // returns an error wrapping ErrQueueFull (the queue has not room for all of
-// them now) or ErrClosed. It never waits for room and never drops: its
+// them now), ErrTimeRange (a record's time is out of range, see CheckTime)
+// or ErrClosed. It never waits for room and never drops: its
 // caller is an upload whose client retries, so the client is told to come
 // back rather than a Check kept waiting behind it. In sync durability it
 // returns once every record is committed, or with ctx's error when the
@@ -189,6 +195,11 @@ func (r *Recorder) Record(ctx context.Context, rec *Record) error {
 func (r *Recorder) RecordBatch(ctx context.Context, recs []*Record) error {
 	if len(recs) == 0 {
 		return nil
+	}
+	for _, rec := range recs {
+		if err := r.checkTime(rec); err != nil {
+			return err
+		}
 	}
 	// Refused before taking the lock, when plainly full: a pending Lock
 	// would hold up every Check's Record meanwhile.
@@ -226,6 +237,15 @@ func (r *Recorder) RecordBatch(ctx context.Context, recs []*Record) error {
 		}
 	}
 	return first
+}
+
+// checkTime refuses a record no store may hold: its time would wrap.
+func (r *Recorder) checkTime(rec *Record) error {
+	if err := CheckTime(rec.Time); err != nil {
+		r.m.dropped("time_range").Inc()
+		return fmt.Errorf("evidence: record %s: %w", rec.ID, err)
+	}
+	return nil
 }
 
 // enqueueAll queues every one of ps, or none of them.

@@ -289,3 +289,50 @@ func TestRecorderConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRecorderRefusesTimesOutOfRange: a record whose time a store cannot
+// hold (a clock or an upload in 2300, before 2000, the zero time) is
+// refused where it enters, by Record and RecordBatch (the whole batch),
+// with ErrTimeRange, and never reaches the store; the chain goes on.
+func TestRecorderRefusesTimesOutOfRange(t *testing.T) {
+	for _, durability := range []evidence.Durability{evidence.Async, evidence.Sync} {
+		t.Run(string(durability), func(t *testing.T) {
+			s, _ := openSQLite(t)
+			cfg := evidence.DefaultRecorderConfig()
+			cfg.Durability = durability
+			reg := prometheus.NewRegistry()
+			r, err := evidence.NewRecorder(context.Background(), cfg, "r1", s, zerolog.Nop(), evidence.NewRecorderMetrics(reg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			for i, tm := range []time.Time{time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(1999, 12, 31, 0, 0, 0, 0, time.UTC), {}} {
+				id := strconv.Itoa(i)
+				rec := record("bad-" + id)
+				rec.Time = tm
+				if err := r.Record(ctx, rec); !errors.Is(err, evidence.ErrTimeRange) {
+					t.Errorf("Record(time %s) = %v, want ErrTimeRange", tm, err)
+				}
+				bad := record("bad-in-batch-" + id)
+				bad.Time = tm
+				batch := []*evidence.Record{record("ok-1-" + id), bad, record("ok-2-" + id)}
+				if err := r.RecordBatch(ctx, batch); !errors.Is(err, evidence.ErrTimeRange) {
+					t.Errorf("RecordBatch(one time %s) = %v, want ErrTimeRange", tm, err)
+				}
+			}
+			if err := r.Record(ctx, record("good")); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(t, s); n != 1 {
+				t.Errorf("%d records stored, want only the good one", n)
+			}
+			verify(t, s)
+			if got := counter(t, reg, "meshproof_evidence_dropped_total", "time_range"); got != 6 {
+				t.Errorf("dropped{time_range} = %v, want 6", got)
+			}
+		})
+	}
+}

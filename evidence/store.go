@@ -36,11 +36,15 @@ type Writer interface {
 	// rollupsBefore), in batches of at most batch records per transaction so
 	// that writers are never stalled for long; it returns how many records
 	// it removed. Chains are cut, never holed: per replica it removes every
-	// seq up to the highest one older than t (a record a little newer than t
-	// may go with them when times are out of order), and the transaction
-	// that removes records saves the last removed link as the chain's
-	// checkpoint, so that Verify knows where the remaining chain starts. A
-	// zero t or rollupsBefore removes nothing of that kind.
+	// seq before its first record that must stay, one whose time is at or
+	// after t or whose stored time is before MinTime (wrapped by an older
+	// meshproof, or edited: its age is unknown), or all of them when none
+	// must. A record a little older than t may stay with the newer
+	// ones when times are out of order; a record's time never takes the
+	// records after it along. The transaction that removes records saves
+	// the last removed link as the chain's checkpoint, so that Verify knows
+	// where the remaining chain starts. A zero t or rollupsBefore removes
+	// nothing of that kind.
 	DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error)
 	CheckpointStore
 }

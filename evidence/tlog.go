@@ -332,3 +332,27 @@ func ReadLogTiles(tiles []tlog.Tile, base uint64, stored func(tlog.Tile) ([]byte
 	}
 	return out, nil
 }
+
+// BuildLog makes a whole log from its leaf hashes (in hex, as Chain.Hash
+// holds them): the tiles a store keeps of it (complete ones, and partial
+// ones above level 0) and its root. Tests that write a store behind its
+// back, as an older meshproof or an attacker would, use it.
+func BuildLog(hexes []string) ([]Tile, tlog.Hash, error) {
+	leaves := make([]tlog.Hash, len(hexes))
+	for i, x := range hexes {
+		h, err := ParseHexHash(x)
+		if err != nil {
+			return nil, tlog.Hash{}, err
+		}
+		leaves[i] = h
+	}
+	e := &TreeEdge{}
+	var kept []Tile
+	for _, t := range e.Append(leaves) {
+		if t.L > 0 || t.W() == tileWidth {
+			kept = append(kept, t)
+		}
+	}
+	root, err := e.Root()
+	return kept, root, err
+}

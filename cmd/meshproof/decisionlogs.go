@@ -14,7 +14,8 @@ import (
 // to the recorder: an upload is queued whole, so it holds at most a queue's
 // worth of events; ids are remembered while they may still be queued; and
 // an event much older than retention keeps would be deleted at once and cut
-// the chain after it, so it is skipped.
+// the chain after it, so it is skipped; one stamped ahead of the clock
+// (more than --max-clock-skew) is refused.
 func decisionLogConfig(store evidence.Store, o evidenceOptions, reg prometheus.Registerer) authz.DecisionLogConfig {
 	return authz.DecisionLogConfig{
 		Exists: func(ctx context.Context, id string) (bool, error) {
@@ -24,9 +25,10 @@ func decisionLogConfig(store evidence.Store, o evidenceOptions, reg prometheus.R
 			}
 			return err == nil, err
 		},
-		MaxEvents:  min(10_000, o.Recorder.QueueSize),
-		Remember:   max(1<<17, o.Recorder.QueueSize+o.Recorder.BatchSize),
-		MaxAge:     o.Retention / 10,
-		Registerer: reg,
+		MaxEvents:    min(10_000, o.Recorder.QueueSize),
+		Remember:     max(1<<17, o.Recorder.QueueSize+o.Recorder.BatchSize),
+		MaxAge:       o.Retention / 10,
+		MaxClockSkew: o.MaxClockSkew,
+		Registerer:   reg,
 	}
 }

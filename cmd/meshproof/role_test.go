@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -115,5 +116,29 @@ func TestOpenStoreWithSpool(t *testing.T) {
 	defer plain.Close()
 	if _, ok := plain.(*spool.Store); ok || health != nil {
 		t.Errorf("without --spool: %T, health %v", plain, health != nil)
+	}
+}
+
+// TestMaxClockSkewFlag: --max-clock-skew reaches the /logs endpoint, 5m
+// by default, and must be positive.
+func TestMaxClockSkewFlag(t *testing.T) {
+	o, err := parseServe(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decisionLogConfig(nil, o.Evidence, nil).MaxClockSkew; got != 5*time.Minute {
+		t.Errorf("default MaxClockSkew = %s, want 5m", got)
+	}
+	if o, err = parseServe(t, "--max-clock-skew", "90s"); err != nil || o.validate() != nil {
+		t.Fatalf("--max-clock-skew 90s: %v, %v", err, o.validate())
+	}
+	if got := decisionLogConfig(nil, o.Evidence, nil).MaxClockSkew; got != 90*time.Second {
+		t.Errorf("MaxClockSkew = %s, want 90s", got)
+	}
+	if o, err = parseServe(t, "--max-clock-skew", "0s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.validate(); err == nil || !strings.Contains(err.Error(), "max-clock-skew must be positive") {
+		t.Errorf("validate(--max-clock-skew 0s) = %v", err)
 	}
 }

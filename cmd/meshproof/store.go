@@ -34,6 +34,9 @@ type evidenceOptions struct {
 	Recorder        evidence.RecorderConfig
 	Retention       time.Duration
 	RollupRetention time.Duration
+	// MaxClockSkew: how far ahead of this clock an uploaded decision log
+	// event may be stamped.
+	MaxClockSkew time.Duration
 	// SigningKey is a note signer key file (meshproof keygen): with it,
 	// serve signs a checkpoint of each replica's log every
 	// CheckpointInterval.
@@ -47,6 +50,7 @@ func defaultEvidenceOptions() evidenceOptions {
 		Recorder:           evidence.DefaultRecorderConfig(),
 		Retention:          720 * time.Hour,
 		RollupRetention:    8760 * time.Hour,
+		MaxClockSkew:       5 * time.Minute,
 		CheckpointInterval: 10 * time.Second,
 	}
 }
@@ -75,6 +79,7 @@ func (o *evidenceOptions) flags(fs *flag.FlagSet) {
 		"set it with a postgres:// store; none unless set")
 	fs.DurationVar(&o.Retention, "retention", o.Retention, "records older than this are deleted (0 keeps them forever)")
 	fs.DurationVar(&o.RollupRetention, "rollup-retention", o.RollupRetention, "per-minute rollups (reports) older than this are deleted; keep them longer than records")
+	fs.DurationVar(&o.MaxClockSkew, "max-clock-skew", o.MaxClockSkew, "an OPA decision log upload (POST /logs) holding an event stamped further ahead of this server's clock than this is refused (400)")
 	fs.StringVar(&o.SigningKey, "signing-key", o.SigningKey, "signer key file (meshproof keygen): sign a checkpoint of each replica's transparency log every --checkpoint-interval and at shutdown, "+
 		"served at /v1/checkpoints and checked by meshproof verify; none unless set")
 	fs.DurationVar(&o.CheckpointInterval, "checkpoint-interval", o.CheckpointInterval, "with --signing-key, how often the logs that grew are signed")
@@ -93,6 +98,9 @@ func (o *evidenceOptions) validate() error {
 	}
 	if o.Retention < 0 || o.RollupRetention < 0 {
 		errs = append(errs, errors.New("retention and rollup-retention must not be negative"))
+	}
+	if o.MaxClockSkew <= 0 {
+		errs = append(errs, errors.New("max-clock-skew must be positive"))
 	}
 	if o.Retention > 0 && o.RollupRetention > 0 && o.RollupRetention < o.Retention {
 		errs = append(errs, errors.New("rollup-retention shorter than retention: reports would miss records that still exist"))

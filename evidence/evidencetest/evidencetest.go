@@ -48,6 +48,11 @@ type Tamperer interface {
 	SetBody(ctx context.Context, id string, body []byte, rehash bool) error
 	// Body returns the stored bytes of the record with id.
 	Body(ctx context.Context, id string) ([]byte, error)
+	// AppendStoredAt stores r (already chained by the caller, after the
+	// replica's head) with timeNS in its time column, and moves the
+	// recorded head to it: what a meshproof before time bounds wrote for
+	// a record stamped beyond 2262 (UnixNano wrapped).
+	AppendStoredAt(ctx context.Context, r *evidence.Record, timeNS int64) error
 }
 
 // Factory makes a Backend for one subtest; it registers its own cleanup.

@@ -3,6 +3,7 @@ package evidencetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -98,5 +99,90 @@ func testRetention(t *testing.T, f Factory) {
 	verifyIntact(t, b.Store, map[string]int64{"replica-a": 0, "replica-b": 0, "replica-c": 0})
 	if got, _ := b.Store.Checkpoint(ctx, "replica-a"); got != head {
 		t.Errorf("Checkpoint after removing everything = %+v, want the head %+v", got, head)
+	}
+}
+
+// testRetentionAbsurdTimes is the attack of a record stamped 2300-01-01:
+// stored wrapped, as a meshproof before time bounds stored it (UnixNano
+// gave a time in 1715), it looked older than any cut, and retention took
+// its whole chain with it, 201 records of 201, Verify still intact. Now
+// Append refuses such a time, and retention keeps a record with a stored
+// time before evidence.MinTime, or at or after the cut, together with
+// every record after it on its chain.
+func testRetentionAbsurdTimes(t *testing.T, f Factory) {
+	ctx := context.Background()
+	b := f(t)
+	chain := func(replica string, n int, at func(i int) time.Time) []*evidence.Record {
+		recs := make([]*evidence.Record, n)
+		for i := range recs {
+			recs[i] = Full(fmt.Sprintf("absurd-%s-%03d", replica, i+1), replica, at(i))
+		}
+		Link(evidence.Link{}, recs...)
+		return recs
+	}
+	minutes := func(i int) time.Time { return Base.Add(time.Duration(i) * time.Minute) }
+	// replica-a: 200 records a minute apart, then one stamped 2300.
+	a := chain("replica-a", 200, minutes)
+	write(t, b.Store, a[:100], a[100:])
+	headA := evidence.Link{Seq: 200, Hash: a[199].Chain.Hash}
+	future := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	late := Full("absurd-replica-a-201", "replica-a", future)
+	Link(headA, late)
+	if err := b.Store.Append(ctx, []*evidence.Record{late}); !errors.Is(err, evidence.ErrTimeRange) {
+		t.Fatalf("Append(a record stamped %s) = %v, want ErrTimeRange", future, err)
+	}
+	if got, err := b.Store.Head(ctx, "replica-a"); err != nil || got != headA {
+		t.Fatalf("Head after a refused Append = %+v, %v; want %+v", got, err, headA)
+	}
+	wrapped := int64(uint64(future.Unix()) * uint64(time.Second))
+	if wrapped >= 0 {
+		t.Fatalf("fixture: %s wraps to %d, want a negative time", future, wrapped)
+	}
+	if err := b.Tamper.AppendStoredAt(ctx, late, wrapped); err != nil {
+		t.Fatalf("storing a record as an older meshproof did: %v", err)
+	}
+	// replica-b: 10 records, the 5th stamped 2200 (a time a record may
+	// have, far ahead of the others).
+	bs := chain("replica-b", 10, func(i int) time.Time {
+		if i == 4 {
+			return time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		return minutes(i)
+	})
+	write(t, b.Store, bs)
+	verifyIntact(t, b.Store, map[string]int64{"replica-a": 201, "replica-b": 10})
+
+	retain := func(cut time.Time, want int64, checked map[string]int64, starts map[string]evidence.Link) {
+		t.Helper()
+		n, err := b.Store.DeleteBefore(ctx, cut, time.Time{}, 7)
+		if err != nil {
+			t.Fatalf("DeleteBefore(%s): %v", cut, err)
+		}
+		if n != want {
+			t.Errorf("DeleteBefore(%s) removed %d records, want %d", cut, n, want)
+		}
+		for _, rep := range verifyIntact(t, b.Store, checked) {
+			if rep.Start != starts[rep.Replica] {
+				t.Errorf("after DeleteBefore(%s): chain %s starts at %+v, want %+v", cut, rep.Replica, rep.Start, starts[rep.Replica])
+			}
+		}
+	}
+	at := func(r *evidence.Record) evidence.Link { return evidence.Link{Seq: r.Chain.Seq, Hash: r.Chain.Hash} }
+	// Every record is newer than the cut: nothing goes (the attack
+	// removed all of replica-a).
+	retain(Base.Add(-time.Hour), 0,
+		map[string]int64{"replica-a": 201, "replica-b": 10}, map[string]evidence.Link{})
+	// A cut after 51 of replica-a's: those go; replica-b's first four go,
+	// the one stamped 2200 and those after it stay.
+	retain(Base.Add(50*time.Minute+30*time.Second), 51+4,
+		map[string]int64{"replica-a": 150, "replica-b": 6},
+		map[string]evidence.Link{"replica-a": at(a[50]), "replica-b": at(bs[3])})
+	// A cut after every honest time: the wrapped record stays, with
+	// nothing after it; replica-b does not move.
+	retain(Base.Add(300*24*time.Hour), 149,
+		map[string]int64{"replica-a": 1, "replica-b": 6},
+		map[string]evidence.Link{"replica-a": headA, "replica-b": at(bs[3])})
+	if got, err := b.Store.Get(ctx, late.ID); err != nil || !got.Time.Equal(future) {
+		t.Errorf("Get(the record stamped 2300) = %v, %v; want it kept", got, err)
 	}
 }

@@ -27,6 +27,7 @@ func Run(t *testing.T, f Factory) {
 		{"Rollups", testRollups},
 		{"Stats", testStats},
 		{"Retention", testRetention},
+		{"RetentionAbsurdTimes", testRetentionAbsurdTimes},
 		{"VerifyIntact", testVerifyIntact},
 		{"Tamper", testTamper},
 		{"ScanStops", testScanStops},

@@ -61,9 +61,12 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 	if err := checkBatch(batch); err != nil {
 		return err
 	}
+	if err := evidence.CheckTimes(batch); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
 	days := make([]int64, 0, 1)
 	for _, r := range batch {
-		if d := dayOf(r.Time.UnixNano()); len(days) == 0 || days[len(days)-1] != d {
+		if d := dayOf(evidence.Nanos(r.Time)); len(days) == 0 || days[len(days)-1] != d {
 			days = append(days, d)
 		}
 	}
@@ -98,9 +101,6 @@ func checkBatch(batch []*evidence.Record) error {
 	for i, r := range batch {
 		if r.Replica != replica {
 			return fmt.Errorf("postgres: append: one batch holds replicas %q and %q", replica, r.Replica)
-		}
-		if y := r.Time.Year(); y < 1700 || y > 2200 {
-			return fmt.Errorf("postgres: append: record %s: time %s out of range", r.ID, r.Time)
 		}
 		if i > 0 {
 			p := batch[i-1].Chain
@@ -182,7 +182,7 @@ func stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evide
 		// the same seq but another time is another record.
 		var hash string
 		err := tx.QueryRow(ctx, "SELECT hash FROM records WHERE replica = $1 AND seq = $2 AND time_ns = $3",
-			last.Replica, int64(last.Chain.Seq), last.Time.UnixNano()).Scan(&hash)
+			last.Replica, int64(last.Chain.Seq), evidence.Nanos(last.Time)).Scan(&hash)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return 0, fmt.Errorf("postgres: append: %w", err)
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // migrations/NNNN_name.sql, applied in order; a file is never edited once
@@ -74,7 +76,11 @@ func Migrate(ctx context.Context, dsn string) error {
 	}
 	// Days ahead get their partitions now, so that writers rarely have to
 	// create one (which takes a lock on the table).
-	today := dayOf(time.Now().UnixNano())
+	now := time.Now()
+	if evidence.CheckTime(now) != nil {
+		return nil // a broken clock: writers create the days they need
+	}
+	today := dayOf(now.UnixNano())
 	return createPartitions(ctx, conn, today, today+1, today+2, today+3)
 }
 

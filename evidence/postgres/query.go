@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
+
 	"strconv"
 	"strings"
 	"time"
@@ -85,17 +85,9 @@ func where(f evidence.Filter, a *args) string {
 	return strings.Join(conds, " AND ")
 }
 
-// clampNano is t in Unix nanoseconds, clamped to the times a record can
-// have (int64 nanoseconds cover 1678 to 2262).
-func clampNano(t time.Time) int64 {
-	switch y := t.Year(); {
-	case y < 1700:
-		return math.MinInt64
-	case y > 2200:
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
+// clampNano is t in Unix nanoseconds, saturated to the int64 range (which
+// holds every record's time, see evidence.MinTime).
+func clampNano(t time.Time) int64 { return evidence.Nanos(t) }
 
 // prefixEnd is the least string above every string that starts with p, in
 // the bytewise ("C") order, which for UTF-8 is code point order: p with
@@ -269,7 +261,7 @@ func (s *Store) get(ctx context.Context, id string, since, until time.Time) (*ev
 	var a args
 	w := "id = " + a.add(id)
 	if !since.IsZero() {
-		w += " AND time_ns >= " + a.add(since.UnixNano()) + " AND time_ns < " + a.add(until.UnixNano())
+		w += " AND time_ns >= " + a.add(clampNano(since)) + " AND time_ns < " + a.add(clampNano(until))
 	}
 	rows, err := s.pool.Query(ctx, selectRecord+"WHERE "+w+" LIMIT 1", a...)
 	if err != nil {

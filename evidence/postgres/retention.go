@@ -6,22 +6,31 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // DeleteBefore removes the records older than t: whole days by dropping
 // their partitions, then the older rows of the day t falls in, batch rows
-// per transaction. Each transaction first saves, per replica, the highest
-// link it removes as the chain's checkpoint, and removes any record of that
-// replica still below it (records a few milliseconds apart can straddle
-// midnight out of seq order), so that every stored chain starts right
-// after its checkpoint. Rollups older than rollupsBefore go too, in
-// batches. It returns the number of records removed.
+// per transaction. Per replica it removes no record from its first one
+// that must stay on (see retentionCuts): a record's time never takes the
+// records after it in the chain along. Each transaction first saves, per
+// replica, the highest link it removes as the chain's checkpoint, and
+// removes any record of that replica still below it (records a few
+// milliseconds apart can straddle midnight out of seq order), so that
+// every stored chain starts right after its checkpoint. Rollups older than
+// rollupsBefore go too, in batches. It returns the number of records
+// removed.
 func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error) {
 	if batch <= 0 {
 		batch = 1000
 	}
 	var n int64
 	if cut, ok := unixNano(t); ok {
+		cuts, err := s.retentionCuts(ctx, cut)
+		if err != nil {
+			return n, fmt.Errorf("postgres: retention: %w", err)
+		}
 		days, err := listPartitions(ctx, s.pool)
 		if err != nil {
 			return n, fmt.Errorf("postgres: retention: %w", err)
@@ -30,14 +39,17 @@ func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, ba
 			if (d+1)*dayNS > cut {
 				break
 			}
-			m, err := s.dropPartition(ctx, d)
+			if d*dayNS < evidence.MinTimeNS {
+				continue // wrapped or edited times: kept (retentionCuts)
+			}
+			m, err := s.dropPartition(ctx, d, cuts)
 			n += m
 			if err != nil {
 				return n, fmt.Errorf("postgres: retention: dropping %s: %w", partitionName(d), err)
 			}
 		}
 		for {
-			m, done, err := s.deleteRows(ctx, cut, batch)
+			m, done, err := s.deleteRows(ctx, cut, cuts, batch)
 			n += m
 			if err != nil {
 				return n, fmt.Errorf("postgres: retention: %w", err)
@@ -53,6 +65,47 @@ func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, ba
 		}
 	}
 	return n, nil
+}
+
+// retentionCuts is, per replica, the last seq retention may remove: the
+// one before its first record that must stay, or its last record when
+// none must. A record must stay when its time is at or after cut, or when
+// its stored time is before evidence.MinTime: a time an older meshproof
+// stored wrapped (a record stamped beyond 2262) or one edited in the
+// store, whose age is unknown. A replica missing from the map (it wrote
+// its first record meanwhile) keeps everything.
+func (s *Store) retentionCuts(ctx context.Context, cut int64) (map[string]int64, error) {
+	replicas, err := s.Replicas(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cuts := make(map[string]int64, len(replicas))
+	for _, replica := range replicas {
+		// One statement, one snapshot: a record written meanwhile comes
+		// after the last seq it reads. The first subquery reads the
+		// chain in seq order (the primary key of each partition that may
+		// hold a record to keep) and stops at the first.
+		var last *int64
+		if err := s.pool.QueryRow(ctx, `SELECT coalesce(
+				(SELECT seq FROM records WHERE replica = $1 AND (time_ns >= $2 OR time_ns < $3) ORDER BY seq LIMIT 1) - 1,
+				(SELECT max(seq) FROM records WHERE replica = $1))`,
+			replica, cut, evidence.MinTimeNS).Scan(&last); err != nil {
+			return nil, fmt.Errorf("the retention cut of %s: %w", replica, err)
+		}
+		if last != nil {
+			cuts[replica] = *last
+		}
+	}
+	return cuts, nil
+}
+
+// cutArrays are cuts as the two arrays deleteRows joins on.
+func cutArrays(cuts map[string]int64) ([]string, []int64) {
+	replicas, lasts := make([]string, 0, len(cuts)), make([]int64, 0, len(cuts))
+	for r, l := range cuts {
+		replicas, lasts = append(replicas, r), append(lasts, l)
+	}
+	return replicas, lasts
 }
 
 // unixNano is t in ns, ok false for a zero time.
@@ -75,17 +128,33 @@ func (s *Store) retentionTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	})
 }
 
-// dropPartition drops one day, after saving each replica's checkpoint.
-func (s *Store) dropPartition(ctx context.Context, day int64) (int64, error) {
+// dropPartition drops one day, after saving each replica's checkpoint,
+// when every record in it is within its replica's cut; else the rows
+// that are go one by one (deleteRows).
+func (s *Store) dropPartition(ctx context.Context, day int64, cuts map[string]int64) (int64, error) {
 	name := partitionName(day)
 	var n int64
+	var kept bool
 	err := s.retentionTx(ctx, func(tx pgx.Tx) error {
 		n = 0
 		var exists bool
 		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", name).Scan(&exists); err != nil || !exists {
 			return err // dropped by another replica meanwhile
 		}
-		// name is made from an integer.
+		// name is made from an integer. A record beyond its replica's cut
+		// is looked for first, through the primary key: a day that must
+		// stay is not read whole every time retention runs.
+		for replica, c := range cuts {
+			var beyond bool
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+name+" WHERE replica = $1 AND seq > $2)",
+				replica, c).Scan(&beyond); err != nil {
+				return err
+			}
+			if beyond {
+				kept = true
+				return nil
+			}
+		}
 		rows, err := tx.Query(ctx, "SELECT replica, max(seq), count(*) FROM "+name+" GROUP BY replica")
 		if err != nil {
 			return err
@@ -99,6 +168,12 @@ func (s *Store) dropPartition(ctx context.Context, day int64) (int64, error) {
 			return nil
 		}); err != nil {
 			return err
+		}
+		for replica, seq := range lasts {
+			if c, ok := cuts[replica]; !ok || seq > c {
+				n, kept = 0, true
+				return nil
+			}
 		}
 		for replica, seq := range lasts {
 			if err := keepLeafTile(ctx, tx, replica, seq); err != nil {
@@ -121,41 +196,47 @@ func (s *Store) dropPartition(ctx context.Context, day int64) (int64, error) {
 		n += m
 		return err
 	})
-	if err == nil {
+	if err == nil && !kept {
 		s.parts.forgetDay(day)
 	}
 	return n, err
 }
 
-// deleteRows deletes up to batch records older than cut, oldest first,
-// saving checkpoints; done is true when none was left.
-func (s *Store) deleteRows(ctx context.Context, cut int64, batch int) (n int64, done bool, err error) {
+// deleteRows deletes up to batch records older than cut and within their
+// replica's cut (retentionCuts), oldest first, saving checkpoints; done is
+// true when none was left.
+func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64, batch int) (n int64, done bool, err error) {
+	replicas, lasts := cutArrays(cuts)
 	err = s.retentionTx(ctx, func(tx pgx.Tx) error {
 		n, done = 0, false
-		// The logs keep the part of the level-0 tile each cut ends in.
-		rows, err := tx.Query(ctx, `SELECT replica, max(seq) FROM (SELECT replica, seq FROM records
-			WHERE time_ns < $1 ORDER BY time_ns LIMIT $2) d GROUP BY replica`, cut, batch)
+		// The records this transaction removes; the logs keep the part of
+		// the level-0 tile each replica's cut ends in.
+		const doomed = `SELECT c.replica, c.seq, c.time_ns FROM records c
+				JOIN unnest($3::text[], $4::bigint[]) AS l (replica, last) ON c.replica = l.replica COLLATE "C" AND c.seq <= l.last
+				WHERE c.time_ns >= $5 AND c.time_ns < $1 ORDER BY c.time_ns LIMIT $2`
+		rows, err := tx.Query(ctx, `SELECT replica, max(seq) FROM (`+doomed+`) d GROUP BY replica`,
+			cut, batch, replicas, lasts, evidence.MinTimeNS)
 		if err != nil {
 			return err
 		}
 		var replica string
 		var seq int64
-		lasts := map[string]int64{}
+		ends := map[string]int64{}
 		if _, err := pgx.ForEachRow(rows, []any{&replica, &seq}, func() error {
-			lasts[replica] = seq
+			ends[replica] = seq
 			return nil
 		}); err != nil {
 			return err
 		}
-		for replica, seq := range lasts {
+		for replica, seq := range ends {
 			if err := keepLeafTile(ctx, tx, replica, seq); err != nil {
 				return err
 			}
 		}
 		rows, err = tx.Query(ctx, `DELETE FROM records r
-			USING (SELECT replica, seq, time_ns FROM records WHERE time_ns < $1 ORDER BY time_ns LIMIT $2) d
+			USING (`+doomed+`) d
 			WHERE r.replica = d.replica AND r.seq = d.seq AND r.time_ns = d.time_ns
-			RETURNING r.replica, r.seq, r.hash`, cut, batch)
+			RETURNING r.replica, r.seq, r.hash`, cut, batch, replicas, lasts, evidence.MinTimeNS)
 		if err != nil {
 			return err
 		}

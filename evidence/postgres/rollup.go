@@ -125,7 +125,7 @@ func queueRollups(b *pgx.Batch, batch []*evidence.Record, ids map[evidence.Rollu
 		k := evidence.RollupOf(r)
 		minute := k.Minute
 		k.Minute = 0
-		id, ns := ids[k], r.Time.UnixNano()
+		id, ns := ids[k], evidence.Nanos(r.Time)
 		for i, l := range levels {
 			uk := unitKey{floorDiv(minute, l.minutes), id}
 			if g := counts[i][uk]; g != nil {

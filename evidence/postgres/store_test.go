@@ -289,27 +289,39 @@ func TestAppendWhileStoreDown(t *testing.T) {
 	}
 }
 
-// TestRetentionCutsChainsWhole drops a day holding a record whose
-// predecessor in the chain is a little newer (times out of order across
-// midnight): the predecessor goes too, so the chain left has no hole.
+// TestRetentionCutsChainsWhole has the day before midnight hold a record
+// whose predecessor in the chain is a little newer (times out of order
+// across midnight): that predecessor stays, so the record stays with it,
+// and the day is not dropped; the record before them goes. The chain left
+// has no hole.
 func TestRetentionCutsChainsWhole(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, postgrestest.DSN(t))
 	midnight := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC)
 	var head evidence.Link
-	batch := chained("r1", &head, midnight.Add(time.Millisecond), midnight.Add(-time.Millisecond),
-		midnight.Add(time.Hour), midnight.Add(2*time.Hour))
+	batch := chained("r1", &head, midnight.Add(-2*time.Millisecond), midnight.Add(time.Millisecond),
+		midnight.Add(-time.Millisecond), midnight.Add(time.Hour))
 	if err := s.Append(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.DeleteBefore(ctx, midnight, time.Time{}, 10)
-	if err != nil || n != 2 {
-		t.Fatalf("DeleteBefore(midnight) = %d, %v; want 2 (seq 2 before midnight, and seq 1)", n, err)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteBefore(midnight) = %d, %v; want 1 (seq 1; seq 3, before midnight, follows seq 2, after it)", n, err)
 	}
-	if cp, _ := s.Checkpoint(ctx, "r1"); cp.Seq != 2 || cp.Hash != batch[1].Chain.Hash {
-		t.Errorf("checkpoint %+v, want seq 2", cp)
+	if cp, _ := s.Checkpoint(ctx, "r1"); cp.Seq != 1 || cp.Hash != batch[0].Chain.Hash {
+		t.Errorf("checkpoint %+v, want seq 1", cp)
 	}
-	if reps := verifyIntact(t, s); reps[0].Checked != 2 {
-		t.Errorf("Verify checked %d, want 2", reps[0].Checked)
+	if reps := verifyIntact(t, s); reps[0].Checked != 3 {
+		t.Errorf("Verify checked %d, want 3", reps[0].Checked)
+	}
+}
+
+// TestOpenFailsWithNoStore: a store that cannot be opened is a nil Store,
+// not a nil *Store inside one, which the spool's deferred store took for
+// an open store and called (a nil pointer dereference in its drainer).
+func TestOpenFailsWithNoStore(t *testing.T) {
+	s, err := evidence.Open(context.Background(), "postgres://meshproof@127.0.0.1:1/none?connect_timeout=2", evidence.Options{})
+	if err == nil || s != nil {
+		t.Fatalf("Open(a closed port) = %#v, %v; want nil and an error", s, err)
 	}
 }

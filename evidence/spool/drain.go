@@ -139,6 +139,11 @@ func (s *Store) drainChunk(timeout time.Duration) (evidence.Link, error) {
 	if err != nil {
 		return head, err
 	}
+	// A record an older meshproof spooled with a time out of range: said
+	// plainly, never handed to the primary to store wrapped.
+	if err := evidence.CheckTimes(rest); err != nil {
+		return head, fmt.Errorf("spool: draining: %w", err)
+	}
 	if len(rest) > 0 {
 		if err := s.primary.Append(ctx, rest); err != nil {
 			return head, err

@@ -155,6 +155,11 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 	if r := batch[0].Replica; r != s.replica {
 		return fmt.Errorf("spool: a batch of replica %q given to the spool of %q", r, s.replica)
 	}
+	// Refused here, not taken for the primary failing: a spooled record
+	// the primary refuses would stop the drain.
+	if err := evidence.CheckTimes(batch); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.depth.Load() == 0 {

@@ -525,3 +525,33 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestTimeOutOfRangeNotSpooled: a batch holding a time no store may hold
+// (stamped 2300) is refused with ErrTimeRange, not taken for a failing
+// primary and spooled (where it would stop the drain); the chain goes on.
+func TestTimeOutOfRangeNotSpooled(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "evidence.db")
+	f := newFixture(t, backend{dsn: "sqlite:" + path})
+	s := f.open(t, false)
+	var head evidence.Link
+	first := batch(&head, 3)
+	appendAll(t, s, first)
+	good := head
+	bad := batch(&head, 3)
+	bad[1].Time = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := s.Append(ctx, bad); !errors.Is(err, evidence.ErrTimeRange) {
+		t.Fatalf("Append(a record stamped 2300) = %v, want ErrTimeRange", err)
+	}
+	if st := s.Status(); st.Spooled != 0 || spooledRows(t, s.Path()) != 0 {
+		t.Fatalf("a batch out of range was spooled: %+v", st)
+	}
+	if h, err := s.Head(ctx, replica); err != nil || h != good {
+		t.Fatalf("Head = %+v, %v; want %+v", h, err, good)
+	}
+	head = good
+	more := batch(&head, 2)
+	appendAll(t, s, more)
+	s.Close()
+	checkPrimary(t, f.dsn, append(first, more...))
+}

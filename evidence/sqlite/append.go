@@ -23,6 +23,9 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 	if err := checkBatch(batch); err != nil {
 		return err
 	}
+	if err := evidence.CheckTimes(batch); err != nil {
+		return fmt.Errorf("evidence sqlite: %w", err)
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	conn, err := s.w.Conn(ctx)
@@ -338,7 +341,7 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 			return err
 		}
 		minute := floorDiv(r.Time.Unix(), 60)
-		ns := r.Time.UnixNano()
+		ns := evidence.Nanos(r.Time)
 		of := spans[:1]
 		if minute < mark {
 			of = spans[:]

@@ -2,16 +2,16 @@ package sqlite
 
 import (
 	"context"
-
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/meshproof/meshproof/evidence"
 	"time"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
-// DeleteBefore removes each replica's chain up to its last record older
-// than t, oldest first, at most batch records per transaction; each
+// DeleteBefore removes each replica's chain up to its first record that
+// must stay (see retentionCut), oldest first, at most batch records per transaction; each
 // transaction also moves the chain's checkpoint to the last link it
 // removed, so the checkpoint and the remaining chain agree at every
 // moment, even if retention stops halfway. Rollup buckets that end at or
@@ -43,15 +43,9 @@ func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, ba
 }
 
 func (s *Store) deleteChainBefore(ctx context.Context, replica string, tns int64, batch int) (int64, error) {
-	// Through the time index (+replica keeps the planner off the primary
-	// key): only the expired records are read.
-	var cut sql.NullInt64
-	if err := s.r.QueryRowContext(ctx, `SELECT max(seq) FROM records WHERE +replica = ? AND time_ns < ?`,
-		replica, tns).Scan(&cut); err != nil {
-		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
-	}
-	if !cut.Valid {
-		return 0, nil
+	cut, err := s.retentionCut(ctx, replica, tns)
+	if err != nil || !cut.Valid {
+		return 0, err
 	}
 	var total int64
 	for {
@@ -61,6 +55,29 @@ func (s *Store) deleteChainBefore(ctx context.Context, replica string, tns int64
 			return total, err
 		}
 	}
+}
+
+// retentionCut is the last seq of replica retention may remove: the one
+// before its first record that must stay, or its last record when none
+// must. A record must stay when its time is at or after the cut, or when
+// its stored time is before evidence.MinTime: a time an older meshproof
+// stored wrapped (a record stamped beyond 2262) or one edited in the
+// store, whose age is unknown. A record's time, which an upload chooses,
+// never takes the records after it in the chain along.
+func (s *Store) retentionCut(ctx context.Context, replica string, tns int64) (sql.NullInt64, error) {
+	// One statement, one snapshot: a record written meanwhile comes after
+	// the last seq it reads. The first subquery walks the chain from its
+	// start (the primary key; +time_ns keeps the planner off the time
+	// index) and stops at the first record to keep: it reads the records
+	// retention removes, and one more.
+	var cut sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(
+			(SELECT seq FROM records WHERE replica = ?1 AND (+time_ns >= ?2 OR +time_ns < ?3) ORDER BY seq LIMIT 1) - 1,
+			(SELECT max(seq) FROM records WHERE replica = ?1))`,
+		replica, tns, evidence.MinTimeNS).Scan(&cut); err != nil {
+		return cut, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	return cut, nil
 }
 
 // deleteChainBatch removes up to batch records of replica after its

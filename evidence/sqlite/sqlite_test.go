@@ -182,8 +182,47 @@ func rewrite(ctx context.Context, tx *sql.Tx, id string, r *evidence.Record) err
 }
 
 func (tm tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
+	return tm.insert(ctx, r, evidence.ColumnsOf(r).TimeNS)
+}
+
+func (tm tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, timeNS int64) error {
+	if err := tm.insert(ctx, r, timeNS); err != nil {
+		return err
+	}
+	// The log as the store would have kept it (its base is 0 here).
+	rows, err := tm.db.QueryContext(ctx, `SELECT hash FROM records WHERE replica = ? ORDER BY seq`, r.Replica)
+	if err != nil {
+		return err
+	}
+	var hexes []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			rows.Close()
+			return err
+		}
+		hexes = append(hexes, h)
+	}
+	rows.Close()
+	tiles, root, err := evidence.BuildLog(hexes)
+	if err != nil {
+		return err
+	}
+	for _, t := range tiles {
+		if _, err := tm.db.ExecContext(ctx, `INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES (?, ?, ?, ?)
+			ON CONFLICT (replica, level, n) DO UPDATE SET hashes = excluded.hashes`, r.Replica, t.L, t.N, t.Data); err != nil {
+			return err
+		}
+	}
+	_, err = tm.db.ExecContext(ctx, `UPDATE chain_heads SET seq = ?, hash = ?, root = ? WHERE replica = ?`,
+		int64(r.Chain.Seq), r.Chain.Hash, root[:], r.Replica)
+	return err
+}
+
+func (tm tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64) error {
 	body, _ := evidence.StoredBody(r)
 	c := evidence.ColumnsOf(r)
+	c.TimeNS = timeNS
 	edge, err := edgeOf(ctx, tm.db, c)
 	if err != nil {
 		return err

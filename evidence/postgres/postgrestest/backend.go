@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -194,7 +195,60 @@ func withSeq(vals []any, seq int64) ([]any, error) {
 // AppendForged inserts r's row without touching the chain's head or the
 // rollups.
 func (tm *Tamperer) AppendForged(ctx context.Context, r *evidence.Record) error {
+	return tm.insert(ctx, r, evidence.ColumnsOf(r).TimeNS)
+}
+
+// AppendStoredAt inserts r's row with timeNS as its time, in a partition
+// made for that day if there is none, and moves the replica's head to it.
+func (tm *Tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, timeNS int64) error {
+	const dayNS = int64(24 * time.Hour)
+	day := timeNS / dayNS
+	if timeNS%dayNS < 0 {
+		day--
+	}
+	// Named as the store names its days, as the store would have made it.
+	name := "records_" + time.Unix(day*86400, 0).UTC().Format("20060102")
+	var exists bool
+	if err := tm.DB.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", name).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := tm.DB.Exec(ctx, fmt.Sprintf(`CREATE TABLE %[1]s (LIKE records INCLUDING DEFAULTS);
+			ALTER TABLE records ATTACH PARTITION %[1]s FOR VALUES FROM (%[2]d) TO (%[3]d)`,
+			name, day*dayNS, (day+1)*dayNS)); err != nil {
+			return fmt.Errorf("tamper: partition for %d: %w", timeNS, err)
+		}
+	}
+	if err := tm.insert(ctx, r, timeNS); err != nil {
+		return err
+	}
+	// The log as the store would have kept it (its base is 0 here).
+	rows, err := tm.DB.Query(ctx, "SELECT hash FROM records WHERE replica = $1 ORDER BY seq", r.Replica)
+	if err != nil {
+		return err
+	}
+	hexes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	tiles, root, err := evidence.BuildLog(hexes)
+	if err != nil {
+		return err
+	}
+	for _, t := range tiles {
+		if _, err := tm.DB.Exec(ctx, `INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (replica, level, n) DO UPDATE SET hashes = excluded.hashes`, r.Replica, t.L, t.N, t.Data); err != nil {
+			return err
+		}
+	}
+	_, err = tm.DB.Exec(ctx, "UPDATE chain_heads SET seq = $2, hash = $3, root = $4 WHERE replica = $1",
+		r.Replica, int64(r.Chain.Seq), r.Chain.Hash, root[:])
+	return err
+}
+
+func (tm *Tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64) error {
 	c := evidence.ColumnsOf(r)
+	c.TimeNS = timeNS
 	body, err := evidence.StoredBody(r)
 	if err != nil {
 		return err
