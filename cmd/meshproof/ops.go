@@ -120,7 +120,8 @@ func serveHTTP(hs *http.Server, lis net.Listener) error {
 func serveQuery(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	store, err := evidence.Open(ctx, o.Evidence.Store, evidence.Options{})
+	// The query role reads a store that serve writes: it never creates one.
+	store, err := evidence.Open(ctx, o.Evidence.Store, evidence.Options{Existing: true})
 	if err != nil {
 		return fmt.Errorf("evidence store: %w", err)
 	}
