@@ -109,6 +109,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&g.KeepaliveTimeout, "grpc-keepalive-timeout", g.KeepaliveTimeout, "close a connection whose ping is not answered within this")
 	fs.DurationVar(&g.KeepaliveMinClientInterval, "grpc-keepalive-min-client-interval", g.KeepaliveMinClientInterval, "shortest keepalive ping interval accepted from clients")
 	o.HTTP.flags(fs)
+	o.HTTP.ingestFlags(fs)
 	policyFlags(fs, &o.Policy)
 	fs.BoolVar(&o.Policy.Watch, "watch", o.Policy.Watch, "reload local policy files when they change")
 	authzFlags(fs, &o.Authz)
@@ -284,6 +285,7 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		Bool("grpc_mtls", o.GRPC.ClientCA != "").
 		Bool("http_tls", o.HTTP.TLSCert != "").
 		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
+		Bool("ingest_auth", o.HTTP.IngestTokenFile != "" || len(o.HTTP.IngestAllowSPIFFE) > 0).
 		Msg("meshproof serving")
 	if o.onListen != nil {
 		o.onListen(glis.Addr(), hlis.Addr())
