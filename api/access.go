@@ -70,7 +70,7 @@ func (s *Server) logged(h http.Handler) http.Handler {
 
 func (s *Server) logAccess(rec *recorder, r *http.Request, start time.Time) {
 	level := zerolog.DebugLevel
-	if strings.HasPrefix(r.URL.Path, "/v1/") || rec.status == http.StatusUnauthorized {
+	if strings.HasPrefix(r.URL.Path, "/v1/") || rec.status == http.StatusUnauthorized || rec.status == http.StatusForbidden {
 		level = zerolog.InfoLevel
 	}
 	status := rec.status

@@ -21,10 +21,16 @@ const MinTokenBytes = 16
 // LoadTokens reads a token file: one token per line; blank lines and lines
 // starting with # are ignored. It needs at least one token, each at least
 // MinTokenBytes long. Errors name the file and line, never a token.
-func LoadTokens(path string) ([]string, error) {
+func LoadTokens(path string) ([]string, error) { return loadTokens("api token file", path) }
+
+// LoadIngestTokens reads a file of ingest tokens (Config.IngestTokens), in
+// the format of LoadTokens.
+func LoadIngestTokens(path string) ([]string, error) { return loadTokens("ingest token file", path) }
+
+func loadTokens(what, path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("api token file: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	var tokens []string
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -35,15 +41,15 @@ func LoadTokens(path string) ([]string, error) {
 			continue
 		}
 		if err := checkToken(tok); err != nil {
-			return nil, fmt.Errorf("api token file %s, line %d: %w", path, line, err)
+			return nil, fmt.Errorf("%s %s, line %d: %w", what, path, line, err)
 		}
 		tokens = append(tokens, tok)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("api token file %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if len(tokens) == 0 {
-		return nil, fmt.Errorf("api token file %s: no token in it: put one per line (make one with: openssl rand -hex 32)", path)
+		return nil, fmt.Errorf("%s %s: no token in it: put one per line (make one with: openssl rand -hex 32)", what, path)
 	}
 	return tokens, nil
 }
@@ -61,44 +67,119 @@ func checkToken(tok string) error {
 	return nil
 }
 
-// authenticator decides who may read the evidence.
-type authenticator struct {
-	open   bool       // no authentication configured (loopback or --api-insecure)
+// role is what a request does with the evidence: read it (the API, the
+// metrics, the profiler) or write it (OPA's decision log uploads, /logs).
+// Each has its own credentials, and those of one are refused (403) by the
+// other: a reader's token must not write evidence, nor an uploader's read
+// it.
+type role int
+
+const (
+	reader role = iota
+	uploader
+)
+
+// credentials are the tokens and client certificates of one role.
+type credentials struct {
 	hashes [][32]byte // SHA-256 of each token: equal-length values for a constant-time compare
 	allow  []string   // SPIFFE ID prefixes of accepted client certificates
 }
 
-func newAuthenticator(cfg Config) *authenticator {
-	a := &authenticator{open: cfg.Insecure || len(cfg.Tokens) == 0 && len(cfg.AllowSPIFFE) == 0, allow: cfg.AllowSPIFFE}
-	for _, t := range cfg.Tokens {
-		a.hashes = append(a.hashes, sha256.Sum256([]byte(t)))
+func newCredentials(tokens, allow []string) credentials {
+	c := credentials{allow: allow}
+	for _, t := range tokens {
+		c.hashes = append(c.hashes, sha256.Sum256([]byte(t)))
 	}
-	return a
+	return c
 }
 
-// check returns who the request comes from ("token 2", a SPIFFE ID,
-// "open"), or an unauthorized error saying what was missing.
-func (a *authenticator) check(r *http.Request) (string, error) {
-	if a.open {
+func (c *credentials) none() bool { return len(c.hashes) == 0 && len(c.allow) == 0 }
+
+// allows reports whether a SPIFFE ID is under one of the allowed prefixes.
+func (c *credentials) allows(id string) bool {
+	for _, p := range c.allow {
+		if spiffe.HasPrefix(id, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticator decides who may read the evidence, and who may upload it.
+type authenticator struct {
+	open       bool // readers need no authentication (loopback or --api-insecure)
+	ingestOpen bool // uploads need no authentication (Config.IngestOpen)
+	read       credentials
+	ingest     credentials
+}
+
+func newAuthenticator(cfg Config) *authenticator {
+	return &authenticator{
+		open:       cfg.Insecure || len(cfg.Tokens) == 0 && len(cfg.AllowSPIFFE) == 0,
+		ingestOpen: cfg.IngestOpen,
+		read:       newCredentials(cfg.Tokens, cfg.AllowSPIFFE),
+		ingest:     newCredentials(cfg.IngestTokens, cfg.IngestAllowSPIFFE),
+	}
+}
+
+// check returns who the request comes from ("token 2", "ingest token 1",
+// a SPIFFE ID, "open"), or an error: unauthorized saying what was missing,
+// forbidden when the credentials are the other role's.
+func (a *authenticator) check(r *http.Request, as role) (string, error) {
+	own, other, tokenName := &a.read, &a.ingest, "token "
+	if as == uploader {
+		own, other, tokenName = &a.ingest, &a.read, "ingest token "
+		switch {
+		case a.ingestOpen:
+			return "open", nil
+		case own.none():
+			return "", &apiError{kind: forbidden, msg: "no ingest credential is configured, so POST /logs takes no upload: " +
+				"give uploaders a token of --ingest-token-file (or allow their client certificates with --ingest-allow-spiffe); " +
+				"the API's reader tokens may not write evidence"}
+		}
+	} else if a.open {
 		return "open", nil
 	}
-	id, ok, certMsg := a.certificate(r)
-	if ok {
-		return id, nil
+	id, certMsg := a.clientID(r)
+	var certForbidden string
+	if id != "" {
+		switch {
+		case own.allows(id):
+			return id, nil
+		case other.allows(id) && as == reader:
+			certForbidden = "the client certificate's SPIFFE ID " + quote(id) + " may only upload decision logs (--ingest-allow-spiffe), not read the evidence (--api-allow-spiffe)"
+		case other.allows(id):
+			certForbidden = "the client certificate's SPIFFE ID " + quote(id) + " may read the evidence (--api-allow-spiffe) but not upload it: allow it with --ingest-allow-spiffe"
+		case len(own.allow) == 0:
+			// This role takes no certificate: the hint says what it takes.
+		case as == reader:
+			certMsg = "the client certificate's SPIFFE ID " + quote(id) + " is not allowed (--api-allow-spiffe)"
+		default:
+			certMsg = "the client certificate's SPIFFE ID " + quote(id) + " may not upload decision logs (--ingest-allow-spiffe)"
+		}
 	}
 	h := r.Header.Get("Authorization")
 	scheme, tok, _ := strings.Cut(h, " ")
 	tok = strings.TrimSpace(tok)
 	switch {
+	case h == "" && certForbidden != "":
+		return "", &apiError{kind: forbidden, msg: certForbidden}
 	case h == "" && certMsg != "":
 		return "", &apiError{kind: unauthorized, msg: certMsg}
 	case h == "":
-		return "", &apiError{kind: unauthorized, msg: a.hint()}
+		return "", &apiError{kind: unauthorized, msg: own.hint(as)}
 	case !strings.EqualFold(scheme, "Bearer") || tok == "":
 		return "", &apiError{kind: unauthorized, msg: "the Authorization header is not \"Bearer <token>\""}
 	}
-	if n := a.token(tok); n > 0 {
-		return "token " + strconv.Itoa(n), nil
+	// Both sets are compared, whatever the first says.
+	n, m := own.token(tok), other.token(tok)
+	switch {
+	case n > 0:
+		return tokenName + strconv.Itoa(n), nil
+	case m > 0 && as == reader:
+		return "", &apiError{kind: forbidden, msg: "the bearer token is an ingest token (--ingest-token-file): it may only upload decision logs to POST /logs, not read the evidence"}
+	case m > 0:
+		return "", &apiError{kind: forbidden, msg: "the bearer token is a reader token (--api-token-file), which may not write evidence: POST /logs takes a token of --ingest-token-file"}
 	}
 	return "", &apiError{kind: unauthorized, msg: "the bearer token is not accepted"}
 }
@@ -107,55 +188,55 @@ func (a *authenticator) check(r *http.Request) (string, error) {
 // Every configured token is compared, whether one matched already or not,
 // and the comparisons are of SHA-256 sums, so that neither the time taken
 // nor its variation says which token matched or how long tokens are.
-func (a *authenticator) token(tok string) int {
+func (c *credentials) token(tok string) int {
 	sum := sha256.Sum256([]byte(tok))
 	match := 0
-	for i := range a.hashes {
-		eq := subtle.ConstantTimeCompare(sum[:], a.hashes[i][:])
+	for i := range c.hashes {
+		eq := subtle.ConstantTimeCompare(sum[:], c.hashes[i][:])
 		match = subtle.ConstantTimeSelect(eq, i+1, match)
 	}
 	return match
 }
 
-// certificate accepts a client certificate that the TLS handshake verified
-// against the client CA, whose one URI SAN is a SPIFFE ID under an allowed
-// prefix (on a path-segment boundary). msg says why a presented
-// certificate is not accepted.
-func (a *authenticator) certificate(r *http.Request) (id string, ok bool, msg string) {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 || len(a.allow) == 0 {
-		return "", false, ""
+// clientID returns the SPIFFE ID of a client certificate that the TLS
+// handshake verified against the client CA and whose one URI SAN is a
+// SPIFFE ID, when an allowlist (of either role) is configured; msg says
+// why a presented certificate is not an X.509-SVID.
+func (a *authenticator) clientID(r *http.Request) (id, msg string) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 || len(a.read.allow) == 0 && len(a.ingest.allow) == 0 {
+		return "", ""
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
 	if len(leaf.URIs) != 1 {
-		return "", false, "the client certificate is not an X.509-SVID (it must have exactly one URI SAN)"
+		return "", "the client certificate is not an X.509-SVID (it must have exactly one URI SAN)"
 	}
 	parsed, err := spiffe.Parse(leaf.URIs[0].String())
 	if err != nil {
-		return "", false, "the client certificate's URI SAN is not a SPIFFE ID"
+		return "", "the client certificate's URI SAN is not a SPIFFE ID"
 	}
-	for _, p := range a.allow {
-		if spiffe.HasPrefix(parsed.ID, p) {
-			return parsed.ID, true, ""
-		}
-	}
-	return "", false, "the client certificate's SPIFFE ID " + quote(parsed.ID) + " is not allowed (--api-allow-spiffe)"
+	return parsed.ID, ""
 }
 
-func (a *authenticator) hint() string {
+func (c *credentials) hint(as role) string {
+	bearer := "send Authorization: Bearer <token>"
+	if as == uploader {
+		bearer = "send Authorization: Bearer <a token of --ingest-token-file>"
+	}
 	switch {
-	case len(a.hashes) > 0 && len(a.allow) > 0:
-		return "authentication required: send Authorization: Bearer <token>, or a client certificate with an allowed SPIFFE ID"
-	case len(a.allow) > 0:
+	case len(c.hashes) > 0 && len(c.allow) > 0:
+		return "authentication required: " + bearer + ", or a client certificate with an allowed SPIFFE ID"
+	case len(c.allow) > 0:
 		return "authentication required: present a client certificate with an allowed SPIFFE ID"
 	}
-	return "authentication required: send Authorization: Bearer <token>"
+	return "authentication required: " + bearer
 }
 
-// validateAllow checks the SPIFFE ID prefixes of Config.AllowSPIFFE.
-func validateAllow(prefixes []string) error {
+// validateAllow checks the SPIFFE ID prefixes of Config.AllowSPIFFE or
+// IngestAllowSPIFFE (what names which).
+func validateAllow(what string, prefixes []string) error {
 	for _, p := range prefixes {
 		if _, err := spiffe.Parse(strings.TrimSuffix(p, "/")); err != nil {
-			return fmt.Errorf("api allow-spiffe %s: want a SPIFFE ID prefix such as spiffe://cluster.local/ns/audit: %w", quote(p), err)
+			return fmt.Errorf("%s %s: want a SPIFFE ID prefix such as spiffe://cluster.local/ns/audit: %w", what, quote(p), err)
 		}
 	}
 	return nil

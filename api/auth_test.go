@@ -148,6 +148,12 @@ func TestConfigValidate(t *testing.T) {
 		{"not a SPIFFE ID", Config{AllowSPIFFE: []string{"https://td/ns/audit"}}, "want a SPIFFE ID prefix"},
 		{"an empty prefix", Config{AllowSPIFFE: []string{""}}, "want a SPIFFE ID prefix"},
 		{"insecure with tokens", Config{Insecure: true, Tokens: []string{tokenA}}, "--api-insecure turns authentication off"},
+		{"ingest tokens", Config{Tokens: []string{tokenA}, IngestTokens: []string{ingestA}, IngestAllowSPIFFE: []string{"spiffe://td/ns/opa"}}, ""},
+		{"insecure with ingest tokens", Config{Insecure: true, IngestTokens: []string{ingestA}}, ""},
+		{"short ingest token", Config{IngestTokens: []string{"short"}}, "api ingest token 1: the token is 5 bytes"},
+		{"ingest prefix not a SPIFFE ID", Config{IngestAllowSPIFFE: []string{"opa"}}, "api ingest-allow-spiffe \"opa\""},
+		{"a token of both roles", Config{Tokens: []string{tokenA, tokenB}, IngestTokens: []string{ingestA, tokenB}}, "both a reader's (--api-token-file) and an uploader's (--ingest-token-file)"},
+		{"open ingest with ingest tokens", Config{IngestOpen: true, IngestTokens: []string{ingestA}}, "ingest without authentication"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,5 +247,58 @@ func TestClientCertificates(t *testing.T) {
 	resp := do(t, client, http.MethodGet, "https://"+lis.Addr().String()+"/v1/export", "")
 	if resp.status != 200 || strings.Count(string(resp.body), "\n") != 50 || resp.header.Get("Content-Type") != "application/x-ndjson" {
 		t.Errorf("export over HTTP/2: %d %v, %d lines", resp.status, resp.header, strings.Count(string(resp.body), "\n"))
+	}
+}
+
+// TestIngestClientCertificates: client certificates of the uploaders'
+// allowlist (--ingest-allow-spiffe) may POST /logs and not read; the
+// readers' may read and not upload.
+func TestIngestClientCertificates(t *testing.T) {
+	ca := authztest.NewCA(t, "td")
+	dir := t.TempDir()
+	certFile, keyFile, caFile := ca.Issue(t, "spiffe://td/ns/meshproof/sa/meshproof", "localhost").WriteFiles(t, dir, ca)
+	tlsCfg, err := tlsfiles.ServerConfig(certFile, keyFile, caFile, "h2", "http/1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	s, err := New(openStore(t), Config{AllowSPIFFE: []string{"spiffe://td/ns/audit"}, IngestAllowSPIFFE: []string{"spiffe://td/ns/opa"},
+		IngestTokens: []string{ingestA}, Logs: logs}, ts0())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: discardLog()}
+	go srv.Serve(tls.NewListener(lis, tlsCfg))
+	t.Cleanup(func() { srv.Close() })
+	base := "https://" + lis.Addr().String()
+
+	tests := []struct {
+		name         string
+		id, token    string
+		read, upload int
+	}{
+		{"an uploader", "spiffe://td/ns/opa/sa/opa", "", 403, 204},
+		{"a reader", "spiffe://td/ns/audit/sa/x", "", 200, 403},
+		{"a reader with an ingest token", "spiffe://td/ns/audit/sa/x", ingestA, 200, 204},
+		{"neither", "spiffe://td/ns/shop/sa/web", "", 401, 401},
+		{"not on a segment boundary", "spiffe://td/ns/opaque", "", 401, 401},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &tls.Config{ServerName: "localhost", RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
+				Certificates: []tls.Certificate{ca.Issue(t, tc.id).TLS}}
+			client := &http.Client{Transport: &http.Transport{TLSClientConfig: c, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+			defer client.CloseIdleConnections()
+			if resp := do(t, client, http.MethodGet, base+"/v1/stats", tc.token); resp.status != tc.read {
+				t.Errorf("GET /v1/stats: %d %s, want %d", resp.status, resp.body, tc.read)
+			}
+			if resp := do(t, client, http.MethodPost, base+"/logs", tc.token); resp.status != tc.upload {
+				t.Errorf("POST /logs: %d %s, want %d", resp.status, resp.body, tc.upload)
+			}
+		})
 	}
 }

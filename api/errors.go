@@ -22,6 +22,7 @@ const (
 	badParam                     // a query parameter is wrong; apiError.param names it
 	notFound                     // no such record or path
 	unauthorized                 // no accepted token or client certificate
+	forbidden                    // credentials of the other role (reader, uploader)
 	methodNotAllowed             // only GET is served
 	unavailable                  // not ready, or the query ran out of time
 )
@@ -34,6 +35,8 @@ func (k kind) status() int {
 		return http.StatusNotFound
 	case unauthorized:
 		return http.StatusUnauthorized
+	case forbidden:
+		return http.StatusForbidden
 	case methodNotAllowed:
 		return http.StatusMethodNotAllowed
 	case unavailable:

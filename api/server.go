@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -48,10 +49,26 @@ type Config struct {
 	// path, /ui/...). It is served without authentication: it is the static
 	// page, which asks for a token and sends it with its API calls.
 	UI http.Handler
-	// Logs, when set, serves POST /logs, authenticated as the rest of the
-	// API: OPA's decision log uploads (authz.Server.DecisionLogs). It
-	// answers every method itself.
+	// Logs, when set, serves POST /logs: OPA's decision log uploads
+	// (authz.Server.DecisionLogs). It answers every method itself. Uploads
+	// write evidence, so they take credentials of their own: IngestTokens
+	// or IngestAllowSPIFFE, never the readers' (403), or none with
+	// IngestOpen. With none of the three /logs refuses every upload (403).
 	Logs http.Handler
+	// IngestTokens are the bearer tokens that may upload to /logs (see
+	// LoadIngestTokens); they may not read the evidence (403).
+	IngestTokens []string
+	// IngestAllowSPIFFE are SPIFFE ID prefixes of the client certificates
+	// that may upload to /logs, as AllowSPIFFE is for readers.
+	IngestAllowSPIFFE []string
+	// IngestOpen takes uploads with no authentication, when no ingest
+	// credential is configured. OpenIngest says when that is safe.
+	IngestOpen bool
+	// Pprof, when set, serves /debug/pprof/ and everything below it (Go's
+	// profiler) to readers, authenticated as the API: its cmdline shows the
+	// command line, the store's DSN with its password included.
+	// CheckExposure refuses it on an open API off loopback.
+	Pprof http.Handler
 }
 
 // Validate checks the configuration.
@@ -62,8 +79,22 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("api token %d: %w", i+1, err))
 		}
 	}
-	if err := validateAllow(c.AllowSPIFFE); err != nil {
+	for i, t := range c.IngestTokens {
+		if err := checkToken(t); err != nil {
+			errs = append(errs, fmt.Errorf("api ingest token %d: %w", i+1, err))
+		}
+	}
+	if err := validateAllow("api allow-spiffe", c.AllowSPIFFE); err != nil {
 		errs = append(errs, err)
+	}
+	if err := validateAllow("api ingest-allow-spiffe", c.IngestAllowSPIFFE); err != nil {
+		errs = append(errs, err)
+	}
+	if n := newCredentials(c.IngestTokens, nil); slices.ContainsFunc(c.Tokens, func(t string) bool { return n.token(t) > 0 }) {
+		errs = append(errs, errors.New("api: a token is both a reader's (--api-token-file) and an uploader's (--ingest-token-file): give each its own"))
+	}
+	if c.IngestOpen && (len(c.IngestTokens) > 0 || len(c.IngestAllowSPIFFE) > 0) {
+		errs = append(errs, errors.New("api: ingest without authentication, yet ingest tokens or allowed SPIFFE IDs are configured"))
 	}
 	if c.Insecure && (len(c.Tokens) > 0 || len(c.AllowSPIFFE) > 0) {
 		errs = append(errs, errors.New("api: --api-insecure turns authentication off, yet tokens or allowed SPIFFE IDs are configured: drop one or the other"))
@@ -139,7 +170,10 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/ui/", s.endpoint(open, delegate(s.cfg.UI)))
 	}
 	if s.cfg.Logs != nil {
-		mux.Handle("/logs", s.authenticated(s.cfg.Logs))
+		mux.Handle("/logs", s.authenticated(uploader, s.cfg.Logs))
+	}
+	if s.cfg.Pprof != nil {
+		mux.Handle("/debug/pprof/", s.authenticated(reader, s.cfg.Pprof))
 	}
 	mux.Handle("/", s.endpoint(protected, func(http.ResponseWriter, *http.Request) error {
 		return &apiError{kind: notFound, msg: "no such path; /openapi.json lists them"}
@@ -155,7 +189,7 @@ func (s *Server) endpoint(a access, h handler) http.Handler {
 			return
 		}
 		if a == protected {
-			who, err := s.auth.check(r)
+			who, err := s.auth.check(r, reader)
 			noteWho(w, who)
 			if err != nil {
 				s.fail(w, r, err)
@@ -168,11 +202,11 @@ func (s *Server) endpoint(a access, h handler) http.Handler {
 	})
 }
 
-// authenticated wraps h, which takes its own methods (an upload, not a
-// read), in the API's authentication.
-func (s *Server) authenticated(h http.Handler) http.Handler {
+// authenticated wraps h, which takes its own methods (an upload, the
+// profiler), in the authentication of a role.
+func (s *Server) authenticated(as role, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		who, err := s.auth.check(r)
+		who, err := s.auth.check(r, as)
 		noteWho(w, who)
 		if err != nil {
 			s.fail(w, r, err)

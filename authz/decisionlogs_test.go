@@ -73,7 +73,7 @@ func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg authz.DecisionLogC
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(store, api.Config{Tokens: []string{logsToken}, Logs: logsHandler}, zerolog.Nop())
+	a, err := api.New(store, api.Config{IngestTokens: []string{logsToken}, Logs: logsHandler}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,11 @@ type Options struct {
 	// Durable asks for every commit to reach stable storage before it
 	// returns (the sync durability mode).
 	Durable bool
+	// Existing opens only a store that exists: a SQLite file that does not
+	// is an error naming it, and is not created. For the commands that
+	// read a store (verify, serve --role query), where a mistyped path
+	// would otherwise be an empty store that holds "no evidence".
+	Existing bool
 }
 
 var (

@@ -110,6 +110,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&g.KeepaliveTimeout, "grpc-keepalive-timeout", g.KeepaliveTimeout, "close a connection whose ping is not answered within this")
 	fs.DurationVar(&g.KeepaliveMinClientInterval, "grpc-keepalive-min-client-interval", g.KeepaliveMinClientInterval, "shortest keepalive ping interval accepted from clients")
 	o.HTTP.flags(fs)
+	o.HTTP.ingestFlags(fs)
 	policyFlags(fs, &o.Policy)
 	fs.BoolVar(&o.Policy.Watch, "watch", o.Policy.Watch, "reload local policy files when they change")
 	authzFlags(fs, &o.Authz)
@@ -297,6 +298,7 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		Bool("http_tls", o.HTTP.TLSCert != "").
 		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
 		Bool("signed_checkpoints", signer != nil).
+		Bool("ingest_auth", o.HTTP.IngestTokenFile != "" || len(o.HTTP.IngestAllowSPIFFE) > 0).
 		Msg("meshproof serving")
 	if o.onListen != nil {
 		o.onListen(glis.Addr(), hlis.Addr())

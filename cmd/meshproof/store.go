@@ -205,7 +205,9 @@ func runVerify(args []string, stdout io.Writer) error {
 	opts.Retention = retention
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	s, err := evidence.Open(ctx, dsn, evidence.Options{})
+	// Existing: a mistyped path is an error, not an empty store whose
+	// chains are all intact.
+	s, err := evidence.Open(ctx, dsn, evidence.Options{Existing: true})
 	if err != nil {
 		return err
 	}

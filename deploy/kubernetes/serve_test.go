@@ -22,7 +22,8 @@ import (
 // arguments and environment, as the kubelet would start it: each mount is a
 // temporary directory filled from the rendered ConfigMap or Secret, $(VAR)s
 // are expanded, and the listeners move from 0.0.0.0 to free loopback ports.
-// It must become ready, keep the API behind the token and stop cleanly.
+// It must become ready, keep the API behind the token, refuse that token
+// at /logs (it is a reader's) and stop cleanly.
 func TestBaseServes(t *testing.T) {
 	in := build(t, "kubernetes/base")
 	spec := in.Deployments["meshproof"].Spec.Template.Spec
@@ -87,6 +88,11 @@ func TestBaseServes(t *testing.T) {
 		if got := get(t, base+c.path, c.token); got != c.want {
 			t.Errorf("GET %s (token %q): %d, want %d", c.path, c.token, got, c.want)
 		}
+	}
+	// The Deployment's token is a reader's: it may not write evidence
+	// through OPA's decision log uploads (no --ingest-token-file here).
+	if got := post(t, base+"/logs", testToken); got != http.StatusForbidden {
+		t.Errorf("POST /logs with the API token: %d, want 403", got)
 	}
 	conn, err := net.DialTimeout("tcp", grpcAddr, time.Second)
 	if err != nil {
@@ -257,6 +263,22 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+func post(t *testing.T, url, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("[]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func get(t *testing.T, url, token string) int {

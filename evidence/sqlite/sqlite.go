@@ -108,7 +108,9 @@ type Store struct {
 
 // Open opens (creating it if needed) the evidence file at path and brings
 // its schema up to date. A file written by a newer meshproof is refused with
-// an error wrapping evidence.ErrSchema.
+// an error wrapping evidence.ErrSchema. With opts.Existing a missing file is
+// an error wrapping fs.ErrNotExist, and nothing is created: SQLite opens
+// the file with mode=rw, which never creates it.
 func Open(ctx context.Context, path string, opts evidence.Options) (*Store, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
 		return nil, fmt.Errorf("store sqlite:%s: want the path of a file (evidence must outlive the process), e.g. sqlite:meshproof.db", path)
@@ -117,7 +119,10 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
-	if err := CreatePrivate(abs); err != nil {
+	file := uri(abs) + "?"
+	if opts.Existing {
+		file += "mode=rw&"
+	} else if err := CreatePrivate(abs); err != nil {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	synchronous := "NORMAL" // WAL: a commit is atomic, and durable at the next checkpoint
@@ -134,20 +139,20 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	// the three together.
 	common := "_pragma=busy_timeout(10000)&_pragma=page_size(" + pageSize + ")&_pragma=temp_store(MEMORY)" +
 		"&_journal_mode=WAL&_synchronous=" + synchronous
-	w, err := sql.Open("sqlite", uri(abs)+"?"+common+"&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(32768)&_pragma=mmap_size(1073741824)&_txlock=immediate")
+	w, err := sql.Open("sqlite", file+common+"&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(32768)&_pragma=mmap_size(1073741824)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
-	r, err := sql.Open("sqlite", uri(abs)+"?"+common+"&_pragma=cache_size(-16384)&_pragma=query_only(1)")
+	r, err := sql.Open("sqlite", file+common+"&_pragma=cache_size(-16384)&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
-	ck, err := sql.Open("sqlite", uri(abs)+"?"+common+"&_pragma=cache_size(-2048)")
+	ck, err := sql.Open("sqlite", file+common+"&_pragma=cache_size(-2048)")
 	if err != nil {
 		w.Close()
 		r.Close()
@@ -159,6 +164,9 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	if err := s.open(ctx); err != nil {
 		close(s.ckDone)
 		s.Close()
+		if _, serr := os.Stat(abs); opts.Existing && errors.Is(serr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("store sqlite:%s: %w: %s (a store that is only read is never created: check the path)", path, fs.ErrNotExist, abs)
+		}
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	go s.checkpoints()

@@ -46,6 +46,39 @@ func TestDSN(t *testing.T) {
 	}
 }
 
+// TestOpenExisting: Options.Existing opens a store that exists, and refuses
+// a missing file by its path without creating it (nor its -wal and -shm).
+func TestOpenExisting(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "MISTYPED.db")
+	for _, dsn := range []string{"sqlite:" + missing, "sqlite:" + filepath.Join(dir, "no-dir", "e.db")} {
+		s, err := evidence.Open(ctx, dsn, evidence.Options{Existing: true})
+		if err == nil {
+			s.Close()
+		}
+		if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), strings.TrimPrefix(dsn, "sqlite:")) {
+			t.Errorf("Open(%s, Existing) = %v; want an error wrapping ErrNotExist that names the file", dsn, err)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("opening a missing store created %v", entries)
+	}
+
+	path := filepath.Join(dir, "e.db")
+	w := open(t, path)
+	write(t, w, 5)
+	w.Close()
+	s, err := evidence.Open(ctx, "sqlite:"+path, evidence.Options{Existing: true})
+	if err != nil {
+		t.Fatalf("Open(an existing store, Existing): %v", err)
+	}
+	defer s.Close()
+	if res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{}); err != nil || len(res.Records) != 5 {
+		t.Fatalf("Query: %d records, %v; want 5", len(res.Records), err)
+	}
+}
+
 func TestFilePermissions(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "e.db")
 	s := open(t, path)

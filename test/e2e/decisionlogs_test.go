@@ -59,16 +59,37 @@ func postLogs(t *testing.T, url, token string, body []byte) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// httpGetToken GETs url with a bearer token.
+func httpGetToken(url, token string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
 // TestDecisionLogs: OPA's decision log upload, as OPA's plugin sends it, to
 // the real binary: recorded once however often it is sent, found by
-// `meshproof query`, chained; refused without the token; not served by the
-// query role.
+// `meshproof query`, chained; refused without the ingest token, and with a
+// reader's token (which used to write evidence); not served by the query
+// role.
 func TestDecisionLogs(t *testing.T) {
 	t.Parallel()
 	token := "opa-uploads-" + strings.Repeat("7", 24)
-	tokenFile := writeFile(t, "tokens", token+"\n")
+	readerToken := "e2e-reader-" + strings.Repeat("8", 24)
+	tokenFile := writeFile(t, "tokens", readerToken+"\n")
+	ingestFile := writeFile(t, "ingest-tokens", token+"\n")
 	dsn := sqliteStore(t)
-	s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--replica", "e2e-logs", "--evidence-durability", "sync")
+	s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--ingest-token-file", ingestFile,
+		"--replica", "e2e-logs", "--evidence-durability", "sync")
 	now := time.Now().UTC()
 	src := "spiffe://cluster.local/ns/shop/sa/web"
 	var events []logs.EventV1
@@ -101,6 +122,12 @@ func TestDecisionLogs(t *testing.T) {
 	url := "http://" + s.HTTPAddr + "/logs"
 	if status, msg := postLogs(t, url, "", gz.Bytes()); status != http.StatusUnauthorized {
 		t.Fatalf("without the token: %d %s", status, msg)
+	}
+	if status, msg := postLogs(t, url, readerToken, gz.Bytes()); status != http.StatusForbidden || !strings.Contains(msg, "--ingest-token-file") {
+		t.Fatalf("with a reader's token: %d %s, want 403 naming --ingest-token-file", status, msg)
+	}
+	if code, body, err := httpGetToken("http://"+s.HTTPAddr+"/v1/stats", token); err != nil || code != http.StatusForbidden {
+		t.Fatalf("GET /v1/stats with the ingest token: %d %s %v, want 403", code, body, err)
 	}
 	for range 2 { // OPA retries an upload whose answer it did not see
 		if status, msg := postLogs(t, url, token, gz.Bytes()); status != http.StatusNoContent {
@@ -142,7 +169,7 @@ func TestDecisionLogs(t *testing.T) {
 
 	// The query role serves no uploads: its API is read-only.
 	q, _ := startQuery(t, "--store", dsn, "--api-token-file", tokenFile)
-	if status, msg := postLogs(t, "http://"+q.HTTPAddr+"/logs", token, gz.Bytes()); status != http.StatusMethodNotAllowed {
+	if status, msg := postLogs(t, "http://"+q.HTTPAddr+"/logs", readerToken, gz.Bytes()); status != http.StatusMethodNotAllowed {
 		t.Fatalf("--role query: POST /logs: %d %s", status, msg)
 	}
 }

@@ -443,20 +443,23 @@ func startLossyProxy(t *testing.T, target string) (*lossyProxy, string) {
 // `meshproof serve`: every decision becomes exactly one record that says
 // what the input and OPA's result say, found by `meshproof query`, chained;
 // an upload whose answer OPA did not see is resent and recorded once; with
-// a wrong token OPA is refused, records nothing, keeps its events and
-// reports the failure, and once its token is right they are recorded.
+// a wrong token, or a reader's (--api-token-file), OPA is refused (401,
+// 403), records nothing, keeps its events and reports the failure, and
+// once its token is an ingest token (--ingest-token-file) they are
+// recorded.
 func TestDecisionLogsFromOPA(t *testing.T) {
 	t.Parallel()
 	base := opaEnvoyBenchInput(t)
-	token := "opa-sdk-uploads-" + strings.Repeat("5", 24)
+	token := "opa-sdk-uploads-" + strings.Repeat("5", 24) // OPA's: an ingest token
+	readerToken := "opa-sdk-reader-" + strings.Repeat("4", 24)
 	const uploads204 = `meshproof_decision_log_uploads_total{status="204"}`
 	const recorded = `meshproof_decision_log_events_total{outcome="recorded"}`
 	const duplicate = `meshproof_decision_log_events_total{outcome="duplicate"}`
 
 	t.Run("uploads", func(t *testing.T) {
-		tokenFile := writeFile(t, "tokens", token+"\n")
+		tokenFile, ingestFile := writeFile(t, "tokens", readerToken+"\n"), writeFile(t, "ingest-tokens", token+"\n")
 		dsn := sqliteStore(t)
-		s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--metrics-open",
+		s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--ingest-token-file", ingestFile, "--metrics-open",
 			"--replica", "e2e-opa", "--evidence-durability", "sync")
 		opa := startOPA(t, "opa-e2e-sdk", "http://"+s.HTTPAddr, map[string]any{"token": token})
 		decisions := opa.decide(t, base, 20)
@@ -495,9 +498,9 @@ func TestDecisionLogsFromOPA(t *testing.T) {
 	})
 
 	t.Run("answer lost", func(t *testing.T) {
-		tokenFile := writeFile(t, "tokens", token+"\n")
+		tokenFile, ingestFile := writeFile(t, "tokens", readerToken+"\n"), writeFile(t, "ingest-tokens", token+"\n")
 		dsn := sqliteStore(t)
-		s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--metrics-open",
+		s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--ingest-token-file", ingestFile, "--metrics-open",
 			"--replica", "e2e-opa-lost", "--evidence-durability", "sync")
 		proxy, proxyURL := startLossyProxy(t, "http://"+s.HTTPAddr)
 		opa := startOPA(t, "opa-e2e-lost", proxyURL, map[string]any{"token": token})
@@ -565,9 +568,9 @@ func TestDecisionLogsFromOPA(t *testing.T) {
 	})
 
 	t.Run("wrong token", func(t *testing.T) {
-		tokenFile := writeFile(t, "tokens", token+"\n")
+		tokenFile, ingestFile := writeFile(t, "tokens", readerToken+"\n"), writeFile(t, "ingest-tokens", token+"\n")
 		dsn := sqliteStore(t)
-		s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--metrics-open",
+		s := startServe(t, "--store", dsn, "--api-token-file", tokenFile, "--ingest-token-file", ingestFile, "--metrics-open",
 			"--replica", "e2e-opa-token", "--evidence-durability", "sync")
 		// OPA reads token_path at every request: fixing the file fixes OPA.
 		opaToken := writeFile(t, "opa-token", "not-the-token-"+strings.Repeat("0", 24)+"\n")
@@ -602,6 +605,28 @@ func TestDecisionLogsFromOPA(t *testing.T) {
 		}
 		if m := s.metrics(t); m[uploads204] != 0 || m[recorded] != 0 {
 			t.Errorf("refused upload: %s %v, %s %v, want 0", uploads204, m[uploads204], recorded, m[recorded])
+		}
+
+		// A reader's token does not write evidence: 403, and OPA keeps the
+		// events.
+		if err := os.WriteFile(opaToken, []byte(readerToken+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err = opa.upload(t)
+		if httpErr, ok := errors.AsType[lstat.HTTPError](err); !ok || httpErr.StatusCode != http.StatusForbidden {
+			t.Fatalf("OPA's upload with a reader's token: error %v, want HTTP 403", err)
+		}
+		if st := opa.logsStatus(t); st.Code == "" || st.HTTPCode != "403" {
+			t.Errorf("OPA's decision log status after the upload with a reader's token: %+v, want an error with HTTP code 403", st)
+		}
+		if opa.held() == 0 {
+			t.Errorf("OPA dropped the events meshproof refused")
+		}
+		if recs := queryAll(t, s, tokenFile); len(recs) != 0 {
+			t.Errorf("upload with a reader's token: meshproof query found %d records, want none", len(recs))
+		}
+		if m := s.metrics(t); m[uploads204] != 0 || m[recorded] != 0 {
+			t.Errorf("upload with a reader's token: %s %v, %s %v, want 0", uploads204, m[uploads204], recorded, m[recorded])
 		}
 
 		if err := os.WriteFile(opaToken, []byte(token+"\n"), 0o600); err != nil {
