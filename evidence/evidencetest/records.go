@@ -58,6 +58,9 @@ func Full(id, replica string, t time.Time) *evidence.Record {
 		Decision: evidence.Decision{Allowed: true, HTTPStatus: 403, DecisionID: "dec-" + id, PolicyRevision: "rev-42",
 			DryRun: true, Reason: "dry run: would deny", Error: "policy: undefined ref"},
 		Truncated: true,
+		// As an amendment that leaves the amended record's outcome as it
+		// was, it counts in no rollup (evidence.RollupDeltas).
+		Amends: &evidence.Amends{ID: "amended-" + id, Allowed: true},
 	}
 }
 
