@@ -207,19 +207,20 @@ func (r *Recorder) Record(ctx context.Context, rec *Record) error {
 		ackPool.Put(p.ack)
 		return err
 	case <-ctx.Done():
-		err := fmt.Errorf("%w: %w", ErrNotCommitted, ctx.Err())
-		if p.letThrough {
-			r.amend(p, ctx.Err())
-		}
-		return err
+		r.amend(p, ctx.Err())
+		return fmt.Errorf("%w: %w", ErrNotCommitted, ctx.Err())
 	}
 }
 
-// amend has the amendment of p's record written: with p's batch when the
-// writer has not finished it (the writer takes it then, so it follows the
-// record in the chain: same batch or the next), else on its own, right
-// after.
+// amend has the amendment of p's record written, when the record says the
+// request was let through: with p's batch when the writer has not finished
+// it (the writer takes it then, so it follows the record in the chain: same
+// batch or the next), else on its own, right after. A record that says
+// denied needs none: Envoy denied the request either way.
 func (r *Recorder) amend(p *pending, cause error) {
+	if !p.letThrough {
+		return
+	}
 	n := &sentInstead{decision: Decision{
 		Allowed: false,
 		Error: "the Check ended (" + cause.Error() + ") before this record was committed: its answer never " +
