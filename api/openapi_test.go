@@ -128,7 +128,7 @@ func TestOpenAPISchemas(t *testing.T) {
 	page := decode("/v1/evidence?limit=1")
 	rec := decode("/v1/evidence/" + full.ID)
 	object := func(v any) map[string]any { return v.(map[string]any) }
-	optional := map[string]bool{"destination_principal": true, "parameter": true}
+	optional := map[string]bool{"destination_principal": true, "parameter": true, "effective": true}
 	for _, c := range []struct {
 		schema string
 		json   map[string]any
