@@ -15,6 +15,8 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/postgres"
+	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -75,16 +77,41 @@ func (g *givingUp) Record(ctx context.Context, r *evidence.Record) error {
 // allowed, is followed in its chain by an amendment saying it was not, and
 // the rollups count the request as denied.
 func TestSyncCheckPastItsDeadlineIsAmended(t *testing.T) {
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
 	store := &stalledStore{Store: db}
+	checkPastDeadline(t, db, store, store.stall, func() {
+		<-store.entered // the record's batch was being written when the Check gave up
+		store.unstall()
+	})
+}
+
+// TestSyncCheckWhilePostgresDownIsAmended: the same with PostgreSQL
+// stopped while the Check waits, and started again after its deadline.
+func TestSyncCheckWhilePostgresDownIsAmended(t *testing.T) {
+	c := postgrestest.NewCluster(t)
+	if err := postgres.Migrate(context.Background(), c.DSN()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.Open(context.Background(), c.DSN(), evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	checkPastDeadline(t, db, db, func() { c.Stop(t, "fast") }, func() { c.Start(t) })
+}
+
+// checkPastDeadline sends a Check in time, then one while the store is out
+// (from outage until restore), which fails at its deadline, and checks the
+// evidence db holds once the recorder, writing to w, has stopped.
+func checkPastDeadline(t *testing.T, db evidence.Store, w evidence.Writer, outage, restore func()) {
+	ctx := context.Background()
 	rc := evidence.DefaultRecorderConfig()
 	rc.Durability = evidence.Sync
-	rec, err := evidence.NewRecorder(ctx, rc, "replica-a", store, zerolog.Nop(), nil)
+	rec, err := evidence.NewRecorder(ctx, rc, "replica-a", w, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,20 +127,23 @@ func TestSyncCheckPastItsDeadlineIsAmended(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	store.stall()
-	// The deadline only has to pass: the store is held until it has.
-	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	outage()
+	// The deadline only has to pass: the store is out until it has.
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	_, err = client.Check(cctx, authztest.NewRequest(authztest.Header("x-request-id", "late")))
 	cancel()
 	if status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("Check with the store stalled: %v, want DeadlineExceeded", err)
+		t.Fatalf("Check with the store out: %v, want DeadlineExceeded", err)
 	}
 	if gerr := <-watch.errs; !errors.Is(gerr, evidence.ErrNotCommitted) {
 		t.Fatalf("Record gave up with %v, want ErrNotCommitted", gerr)
 	}
-	<-store.entered // the record's batch was being written when the Check gave up
-	store.unstall()
-	if err := rec.Close(ctx); err != nil {
+	restore()
+	// Generous: Close returns as soon as everything queued is stored.
+	cctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
+	err = rec.Close(cctx)
+	cancel()
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -137,7 +167,7 @@ func TestSyncCheckPastItsDeadlineIsAmended(t *testing.T) {
 	}
 	if amendment.ID != evidence.AmendmentID(orig.ID) || amendment.Amends.ID != orig.ID || !amendment.Amends.Allowed ||
 		amendment.Decision.Allowed || amendment.Decision.Error == "" || amendment.Chain.Seq <= orig.Chain.Seq ||
-		amendment.Time != orig.Time || amendment.Replica != orig.Replica || amendment.Verdict != orig.Verdict {
+		!amendment.Time.Equal(orig.Time) || amendment.Replica != orig.Replica || amendment.Verdict != orig.Verdict {
 		t.Fatalf("amendment %+v\nof %+v", amendment, orig)
 	}
 	got, err := db.Get(ctx, evidence.AmendmentID(orig.ID))
