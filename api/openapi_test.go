@@ -114,7 +114,7 @@ func TestOpenAPISchemas(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Minute)
 	store := openStore(t)
 	appendChained(t, store, storyRecords(now))
-	full := evidencetest.Full("01FULL0000000000000000000", "full", now.Add(-time.Hour))
+	full := evidencetest.Amended("01FULL0000000000000000000", "full", now.Add(-time.Hour))
 	appendChained(t, store, []*evidence.Record{full})
 	ts := newTestServer(t, store, Config{}, now)
 	decode := func(path string) map[string]any {

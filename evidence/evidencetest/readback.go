@@ -21,7 +21,7 @@ func testReadBack(t *testing.T, f Factory) {
 	// full one: second in its chain, so that even its prev_hash is set.
 	plain := Full("01JQ0000000000000000000001", "replica-full", at.Add(-time.Second))
 	plain.Source.Certificate, plain.XFCC, plain.Headers, plain.Reasons = nil, nil, nil, nil
-	full := Full("01JQ0000000000000000000002", "replica-full", at)
+	full := Amended("01JQ0000000000000000000002", "replica-full", at)
 	head := Link(evidence.Link{}, plain, full)
 	if zero := zeroFields(reflect.ValueOf(*full), "Record"); len(zero) > 0 {
 		t.Fatalf("the Full fixture leaves fields zero, so their storage goes untested: %v", zero)
