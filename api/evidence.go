@@ -1,11 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -32,16 +35,152 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		if records, err = s.withEffective(ctx, records); err != nil {
+			return err
+		}
 		return writePage(w, records, next)
 	}
 	res, err := s.store.Query(ctx, f, page)
 	if err != nil {
 		return err
 	}
-	if res.Records == nil {
-		res.Records = []*evidence.Record{}
+	out := make([]any, len(res.Records))
+	if len(res.Records) > 0 {
+		ids := make([]string, len(res.Records))
+		for i, r := range res.Records {
+			ids[i] = r.ID
+		}
+		// Newest first: the last record is the oldest.
+		am, err := s.amendments(ctx, ids, res.Records[len(res.Records)-1].Time, res.Records[0].Time)
+		if err != nil {
+			return err
+		}
+		for i, r := range res.Records {
+			out[i] = withEffective(r, am[r.ID])
+		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, struct {
+		Records []any  `json:"records"`
+		Next    string `json:"next_cursor"`
+	}{out, res.Next})
+	return nil
+}
+
+// A record with an amendment (see evidence.Amends) is answered with
+// "effective": what its request actually got, from the amendment. The
+// stored record is unchanged (its hash covers it); only the answer adds
+// the field.
+type recordWithEffective struct {
+	*evidence.Record
+	Effective *evidence.Effective `json:"effective,omitempty"`
+}
+
+func withEffective(r, amendment *evidence.Record) recordWithEffective {
+	out := recordWithEffective{Record: r}
+	if amendment != nil {
+		if e := evidence.EffectiveOf(r, amendment); e.AmendedBy != "" {
+			out.Effective = &e
+		}
+	}
+	return out
+}
+
+// amendments finds the amendments of the records with ids, whose times
+// are in [since, until]: at once from a store that can, else one by one.
+func (s *Server) amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*evidence.Record, error) {
+	if ar, ok := s.store.(evidence.AmendmentReader); ok {
+		return ar.Amendments(ctx, ids, since, until)
+	}
+	out := map[string]*evidence.Record{}
+	for _, id := range ids {
+		r, err := s.store.Get(ctx, evidence.AmendmentID(id))
+		if errors.Is(err, evidence.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[id] = r
+	}
+	return out, nil
+}
+
+// withEffective adds "effective" to the stored JSON of each record of a
+// page that has an amendment. A record's JSON starts with its id and time
+// (the Record type's first fields), read here without decoding the rest;
+// the few amended records are decoded to be checked against their
+// amendment.
+func (s *Server) withEffective(ctx context.Context, records [][]byte) ([][]byte, error) {
+	if len(records) == 0 {
+		return records, nil
+	}
+	ids := make([]string, 0, len(records))
+	var since, until time.Time
+	for _, rec := range records {
+		var head struct {
+			ID   string    `json:"id"`
+			Time time.Time `json:"time"`
+		}
+		if err := headOf(rec, &head); err != nil {
+			return nil, fmt.Errorf("a stored record is not JSON: %.40q", rec)
+		}
+		ids = append(ids, head.ID)
+		if since.IsZero() || head.Time.Before(since) {
+			since = head.Time
+		}
+		if head.Time.After(until) {
+			until = head.Time
+		}
+	}
+	am, err := s.amendments(ctx, ids, since, until)
+	if err != nil || len(am) == 0 {
+		return records, err
+	}
+	out := make([][]byte, len(records))
+	for i, rec := range records {
+		out[i] = rec
+		a := am[ids[i]]
+		if a == nil {
+			continue
+		}
+		var r evidence.Record
+		if err := json.Unmarshal(rec, &r); err != nil {
+			return nil, fmt.Errorf("a stored record is not JSON: %.40q", rec)
+		}
+		if e := withEffective(&r, a).Effective; e != nil {
+			b, err := json.Marshal(e)
+			if err != nil {
+				return nil, err
+			}
+			rec = bytes.TrimRight(rec, " \n")
+			if len(rec) == 0 || rec[len(rec)-1] != '}' {
+				return nil, fmt.Errorf("a stored record is not a JSON object: %.40q", rec)
+			}
+			joined := make([]byte, 0, len(rec)+len(b)+16)
+			joined = append(append(append(joined, rec[:len(rec)-1]...), `,"effective":`...), b...)
+			out[i] = append(joined, '}')
+		}
+	}
+	return out, nil
+}
+
+// headOf decodes the id and time that start a stored record's JSON
+// ({"id":"...","time":"...",...}), reading no further.
+func headOf(rec []byte, head any) error {
+	// The end of the time's string: the third '"' after "time":.
+	i := bytes.Index(rec, []byte(`,"time":"`))
+	if i < 0 {
+		return json.Unmarshal(rec, head)
+	}
+	j := bytes.IndexByte(rec[i+len(`,"time":"`):], '"')
+	if j < 0 {
+		return json.Unmarshal(rec, head)
+	}
+	prefix := make([]byte, 0, i+len(`,"time":"`)+j+2)
+	prefix = append(append(prefix, rec[:i+len(`,"time":"`)+j+1]...), '}')
+	if err := json.Unmarshal(prefix, head); err != nil {
+		return json.Unmarshal(rec, head)
+	}
 	return nil
 }
 
@@ -108,7 +247,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rec)
+	am, err := s.amendments(ctx, []string{rec.ID}, rec.Time, rec.Time)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, withEffective(rec, am[rec.ID]))
 	return nil
 }
 

@@ -118,7 +118,7 @@ func TestOpenAPISchemas(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Minute)
 	store := openStore(t)
 	appendChained(t, store, storyRecords(now))
-	full := evidencetest.Full("01FULL0000000000000000000", "full", now.Add(-time.Hour))
+	full := evidencetest.Amended("01FULL0000000000000000000", "full", now.Add(-time.Hour))
 	appendChained(t, store, []*evidence.Record{full})
 	ts := newTestServer(t, store, Config{}, now)
 	decode := func(path string) map[string]any {
@@ -132,7 +132,7 @@ func TestOpenAPISchemas(t *testing.T) {
 	page := decode("/v1/evidence?limit=1")
 	rec := decode("/v1/evidence/" + full.ID)
 	object := func(v any) map[string]any { return v.(map[string]any) }
-	optional := map[string]bool{"destination_principal": true, "parameter": true}
+	optional := map[string]bool{"destination_principal": true, "parameter": true, "effective": true}
 	for _, c := range []struct {
 		schema string
 		json   map[string]any

@@ -195,7 +195,9 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	}
 	if s.rec != nil {
 		// In sync durability this waits for the commit, as long as Envoy
-		// waits; the record is written either way.
+		// waits; the record is written either way, and when Envoy stopped
+		// waiting first, the recorder writes an amendment after it saying
+		// the request was not let through (evidence.Amends).
 		if rerr := s.rec.Record(ctx, rec); rerr != nil && out.allowed {
 			// No allowed request without its evidence. The record itself
 			// is the recorder's now and stays as handed over.

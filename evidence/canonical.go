@@ -70,6 +70,12 @@ func (r *Record) Canonical() []byte {
 	e.strings("reasons", r.Reasons)
 	e.decision(&r.Decision)
 	e.bool("truncated", r.Truncated)
+	if a := r.Amends; a != nil {
+		e.open("amends")
+		e.str("id", a.ID)
+		e.bool("allowed", a.Allowed)
+		e.close()
+	}
 	return e.b
 }
 

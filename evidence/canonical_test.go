@@ -75,6 +75,19 @@ func TestCanonicalProperties(t *testing.T) {
 	if string(back.Canonical()) != base {
 		t.Errorf("JSON round trip changed the encoding:\n%s\n%s", back.Canonical(), base)
 	}
+	amended := fullRecord()
+	amended.Amends = &Amends{ID: "01M8EEGE75048W02ZYF3AQ760C", Allowed: true}
+	b, _ = json.Marshal(amended)
+	back = Record{}
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if string(back.Canonical()) != string(amended.Canonical()) {
+		t.Errorf("JSON round trip changed an amendment's encoding:\n%s\n%s", back.Canonical(), amended.Canonical())
+	}
+	if a, b := amended.Canonical(), []byte(base); string(a[:len(b)]) != base || string(a[len(b):]) != ".6:amends{.2:ids26:01M8EEGE75048W02ZYF3AQ760C.7:allowedt}" {
+		t.Errorf("amends encoded as %q after the rest", a[len(b):])
+	}
 	// Every field matters.
 	for name, change := range map[string]func(*Record){
 		"id": func(r *Record) { r.ID += "x" }, "time": func(r *Record) { r.Time = r.Time.Add(1) },
@@ -88,6 +101,10 @@ func TestCanonicalProperties(t *testing.T) {
 		// Length prefixes keep field boundaries: moving a byte across two
 		// adjacent fields changes the encoding.
 		"boundary": func(r *Record) { r.RequestID, r.StreamID = "req-11", "001" },
+		// Amends, added after the golden file: absent, it leaves the
+		// encoding (and every stored hash) as it was.
+		"amends":         func(r *Record) { r.Amends = &Amends{ID: "01M8EEGE75048W02ZYF3AQ760C"} },
+		"amends allowed": func(r *Record) { r.Amends = &Amends{ID: "01M8EEGE75048W02ZYF3AQ760C", Allowed: true} },
 	} {
 		r := fullRecord()
 		change(r)

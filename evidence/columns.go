@@ -77,6 +77,28 @@ func RollupOf(r *Record) RollupKey {
 	}
 }
 
+// RollupDeltas calls fn with each rollup key r's arrival changes, and by
+// how much, so that the rollups count each request once, with its
+// effective outcome: a record adds one to RollupOf(r); an amendment that
+// changes the amended record's decision.allowed adds one to its own key and
+// takes one from the amended record's (the same minute, edge and verdict:
+// the amendment carries them); an amendment that does not change it counts
+// nothing. The amendment has its amended record's time, so both deltas land
+// in the same minute and no range of whole minutes sees a negative count.
+func RollupDeltas(r *Record, fn func(k RollupKey, delta int64)) {
+	k := RollupOf(r)
+	if r.Amends == nil {
+		fn(k, 1)
+		return
+	}
+	if r.Amends.Allowed == k.Allowed {
+		return
+	}
+	fn(k, 1)
+	k.Allowed = r.Amends.Allowed
+	fn(k, -1)
+}
+
 // EncodeCursor makes the opaque cursor that continues a newest-first
 // listing after the record at (timeNS, id).
 func EncodeCursor(timeNS int64, id string) string {

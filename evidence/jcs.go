@@ -40,6 +40,13 @@ const (
 func (r *Record) CanonicalJSON() []byte {
 	w := &jcsWriter{b: make([]byte, 0, 2048)}
 	w.b = append(w.b, '{')
+	if a := r.Amends; a != nil {
+		w.key("amends")
+		w.b = append(w.b, '{')
+		w.optBool("allowed", a.Allowed)
+		w.str("id", a.ID)
+		w.end()
+	}
 	w.decision("decision", &r.Decision)
 	w.peer("destination", &r.Destination)
 	if len(r.Headers) > 0 {

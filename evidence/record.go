@@ -25,7 +25,85 @@ type Record struct {
 	Reasons     []string          `json:"reasons"`
 	Decision    Decision          `json:"decision"`
 	Truncated   bool              `json:"truncated,omitempty"`
-	Chain       Chain             `json:"chain"`
+	// Amends is set only on an amendment record (see Amendment).
+	Amends *Amends `json:"amends,omitempty"`
+	Chain  Chain   `json:"chain"`
+}
+
+// Amends marks an amendment record: a record of the same replica chain that
+// corrects an earlier one, which stays stored unchanged (its hash covers it).
+// meshproof writes one when a sync-durability Check stopped waiting for its
+// record's commit (its deadline passed) and so was not answered as the record
+// says: the record was queued saying "allowed", the request was denied, or the
+// ext_authz call failed at Envoy. The amendment has the id
+// AmendmentID(amended id), the amended record's time, request and identities,
+// and in its Decision what the client actually got; its Decision.Error says
+// why. The amended record's effective outcome is the amendment's decision.
+type Amends struct {
+	// ID is the id of the amended record.
+	ID string `json:"id"`
+	// Allowed is the amended record's decision.allowed: the rollups move
+	// its count from that outcome to the amendment's (see RollupDeltas).
+	Allowed bool `json:"allowed,omitempty"`
+}
+
+// AmendmentSuffix ends the id of an amendment record: its id is the
+// amended record's followed by this, so that a record's amendment is found
+// by id, with no index of its own. A record has at most one amendment (a
+// Check gives up waiting once).
+const AmendmentSuffix = ".amended"
+
+// AmendmentID is the id the amendment of the record with id has.
+func AmendmentID(id string) string { return id + AmendmentSuffix }
+
+// Effective is what a record's request actually got, as the API shows it:
+// the record's own decision, or its amendment's.
+type Effective struct {
+	Allowed    bool   `json:"allowed"`
+	HTTPStatus int    `json:"http_status,omitempty"`
+	Error      string `json:"error,omitempty"`
+	// AmendedBy is the id of the amendment that says so, "" when the record
+	// itself does.
+	AmendedBy string `json:"amended_by,omitempty"`
+}
+
+// EffectiveOf is the outcome of r's request: let through (allowed, or
+// denied by the policy in dry run) or denied, corrected by amendment when
+// that is r's valid amendment (nil when it has none).
+func EffectiveOf(r, amendment *Record) Effective {
+	if amendment != nil && amendment.Amends != nil && amendment.Amends.ID == r.ID &&
+		amendment.ID == AmendmentID(r.ID) && amendment.Chain.Seq > r.Chain.Seq && amendment.Replica == r.Replica {
+		d := amendment.Decision
+		return Effective{Allowed: d.Allowed || d.DryRun, HTTPStatus: d.HTTPStatus, Error: d.Error, AmendedBy: amendment.ID}
+	}
+	d := r.Decision
+	return Effective{Allowed: d.Allowed || d.DryRun, HTTPStatus: d.HTTPStatus, Error: d.Error}
+}
+
+// Amendment builds the amendment of orig (as stored: bounded, chained) saying
+// that its request got sent instead, for the reason why. Its Decision keeps
+// orig's decision id and policy revision.
+func Amendment(orig *Record, sent Decision, why string) *Record {
+	sent.DecisionID, sent.PolicyRevision = orig.Decision.DecisionID, orig.Decision.PolicyRevision
+	if sent.Error == "" {
+		sent.Error = why
+	}
+	return &Record{
+		ID:          AmendmentID(orig.ID),
+		Time:        orig.Time,
+		RequestID:   orig.RequestID,
+		StreamID:    orig.StreamID,
+		TraceID:     orig.TraceID,
+		Replica:     orig.Replica,
+		Source:      orig.Source,
+		Destination: orig.Destination,
+		TLS:         orig.TLS,
+		Request:     orig.Request,
+		Verdict:     orig.Verdict,
+		Reasons:     orig.Reasons,
+		Decision:    sent,
+		Amends:      &Amends{ID: orig.ID, Allowed: orig.Decision.Allowed},
+	}
 }
 
 // Peer is one end of the hop.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -91,6 +92,11 @@ func (c RecorderConfig) Validate() error {
 var (
 	ErrQueueFull = errors.New("evidence queue full")
 	ErrClosed    = errors.New("evidence recorder stopped")
+	// ErrNotCommitted: in sync durability, the caller stopped waiting
+	// (its context ended) before the record was committed. The record was
+	// queued and is written all the same; when it lets the request through,
+	// an amendment saying the request was not is written after it.
+	ErrNotCommitted = errors.New("evidence not yet committed")
 )
 
 // Recorder takes records from Checks and writes them, in batches and in
@@ -111,12 +117,30 @@ type Recorder struct {
 
 	headMu sync.Mutex
 	head   Link // after the writer's last successful write
+
+	// Amendments of records already written when their Check stopped
+	// waiting (see amend); the writer takes them with its next batch.
+	lateMu sync.Mutex
+	late   []*pending
+	kick   chan struct{} // wakes the writer for them; one slot
 }
 
 type pending struct {
 	rec *Record
 	ack chan error // sync durability only
+	// letThrough: the record says the request is let through (allowed,
+	// or dry run), read before the record is handed over.
+	letThrough bool
+	// amend holds what the Check answered instead, once it stopped
+	// waiting; the writer swaps in writerPassed after the record's batch.
+	amend atomic.Pointer[sentInstead]
 }
+
+// sentInstead is what a Check that stopped waiting for its record answered.
+type sentInstead struct{ decision Decision }
+
+// writerPassed marks a pending whose batch the writer is done with.
+var writerPassed = &sentInstead{}
 
 var ackPool = sync.Pool{New: func() any { return make(chan error, 1) }}
 
@@ -139,6 +163,7 @@ func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store 
 		log:   log.With().Str("component", "evidence").Logger(),
 		m:     m.orNew(),
 		queue: make(chan *pending, cfg.QueueSize),
+		kick:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		stop:  make(chan struct{}),
 		head:  head,
@@ -150,11 +175,18 @@ func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store 
 }
 
 // Record hands a record over. In sync durability it returns once the
-// record is committed, or with ctx's error when the caller stops waiting
-// (the record is still written). An error means the request must be
-// denied. A record whose time is out of range (see CheckTime) is refused
-// with an error wrapping ErrTimeRange. The record belongs to the recorder
-// from now on.
+// record is committed, or with an error wrapping ErrNotCommitted and ctx's
+// error when the caller stops waiting (the record is still written). An
+// error means the request must be denied. A record whose time is out of
+// range (see CheckTime) is refused with an error wrapping ErrTimeRange. The
+// record belongs to the recorder from now on.
+//
+// A Check that stops waiting is over: its answer never reaches Envoy, whose
+// ext_authz call has failed (deadline) or was cancelled. When its record
+// says the request was let through, that record would be wrong, and it
+// cannot be changed (it may be in a batch being written, and is chained):
+// the recorder writes an amendment after it, in the same chain, saying the
+// request was not let through (see Amends).
 func (r *Recorder) Record(ctx context.Context, rec *Record) error {
 	if err := r.checkTime(rec); err != nil {
 		return err
@@ -167,6 +199,7 @@ func (r *Recorder) Record(ctx context.Context, rec *Record) error {
 	p := &pending{rec: rec}
 	if r.cfg.Durability == Sync {
 		p.ack = ackPool.Get().(chan error)
+		p.letThrough = rec.Decision.Allowed || rec.Decision.DryRun
 	}
 	err := r.enqueue(ctx, p)
 	r.mu.RUnlock()
@@ -178,8 +211,55 @@ func (r *Recorder) Record(ctx context.Context, rec *Record) error {
 		ackPool.Put(p.ack)
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("evidence not yet committed: %w", ctx.Err())
+		r.amend(p, ctx.Err())
+		return fmt.Errorf("%w: %w", ErrNotCommitted, ctx.Err())
 	}
+}
+
+// amend has the amendment of p's record written, when the record says the
+// request was let through: with p's batch when the writer has not finished
+// it (the writer takes it then, so it follows the record in the chain: same
+// batch or the next), else on its own, right after. A record that says
+// denied needs none: Envoy denied the request either way.
+func (r *Recorder) amend(p *pending, cause error) {
+	if !p.letThrough {
+		return
+	}
+	n := &sentInstead{decision: Decision{
+		Allowed: false,
+		Error: "the Check ended (" + cause.Error() + ") before this record was committed: its answer never " +
+			"reached Envoy, whose ext_authz call failed (Envoy then denies, unless failure_mode_allow is set)",
+	}}
+	if p.amend.CompareAndSwap(nil, n) {
+		return // the writer takes it after the record's batch
+	}
+	// The writer is done with the record's batch and is sending its acks.
+	if err := <-p.ack; err != nil {
+		return // the record was not stored (Close gave up): nothing to amend
+	}
+	a := &pending{rec: Amendment(p.rec, n.decision, "")}
+	r.lateMu.Lock()
+	r.late = append(r.late, a)
+	r.lateMu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.done:
+		r.log.Error().Str("evidence_id", p.rec.ID).Msg("evidence: the recorder stopped before an amendment could be written: the record says allowed, the request was not")
+		r.m.dropped("shutdown").Inc()
+	default:
+	}
+}
+
+// takeLate returns the amendments amend left for the writer.
+func (r *Recorder) takeLate() []*pending {
+	r.lateMu.Lock()
+	defer r.lateMu.Unlock()
+	l := r.late
+	r.late = nil
+	return l
 }
 
 // RecordBatch hands recs over as one unbroken run of the chain: either all

@@ -94,6 +94,17 @@ type Stored struct {
 	Err error
 }
 
+// AmendmentReader finds the amendments of many records at once (both
+// stores implement it; the API uses it to show a page's effective
+// outcomes).
+type AmendmentReader interface {
+	// Amendments returns the amendment records (see Amends) of the records
+	// with ids, keyed by the amended record's id; records without one are
+	// left out. An amendment has its record's time: since and until
+	// (inclusive) bound the times of the records asked about.
+	Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*Record, error)
+}
+
 // Link is a position in a replica's hash chain.
 type Link struct {
 	Seq  uint64 `json:"seq"`

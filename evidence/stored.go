@@ -12,7 +12,8 @@ import (
 // canonical bytes (CanonicalJSON, no chain fields; the store keeps seq and
 // hash in columns), for v1 the JSON of the whole record (MarshalJSON). A v1
 // body always begins with `{"id":`, the first field of Record; a v2 body
-// never does, since "decision" sorts first and is always there.
+// never does: "decision" is always there and sorts before "id" (as does
+// "amends", on an amendment).
 
 var v1Prefix = []byte(`{"id":`)
 
@@ -61,7 +62,7 @@ func DecodeStored(id string, body []byte, seq uint64, hash string) (*Record, err
 
 // AppendRecordJSON appends the JSON form of a stored record, as the API
 // serves it, to dst: a v1 body as it is; a v2 body with its chain member
-// put first, so that the result is canonical (RFC 8785) too.
+// put first (the rest stays the canonical bytes, in their order).
 func AppendRecordJSON(dst, body []byte, seq uint64, hash string) []byte {
 	if StoredVersion(body) == CanonicalV1 || len(body) < 2 {
 		return append(dst, body...)

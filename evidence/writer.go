@@ -21,12 +21,15 @@ const (
 func (r *Recorder) writer() {
 	defer close(r.done)
 	batch := make([]*pending, 0, r.cfg.BatchSize)
+	var carry []*pending
 	for {
-		batch = r.collect(batch[:0])
+		// Amendments first: they follow their records, which are written.
+		batch = append(append(batch[:0], carry...), r.takeLate()...)
+		batch = r.collect(batch)
 		if len(batch) == 0 {
 			return // queue closed and drained
 		}
-		r.write(batch)
+		carry = r.write(batch)
 	}
 }
 
@@ -35,11 +38,17 @@ func (r *Recorder) writer() {
 // already queued in sync mode (Checks are waiting; the next group forms
 // while this one commits).
 func (r *Recorder) collect(batch []*pending) []*pending {
-	p, ok := <-r.queue
-	if !ok {
-		return batch
+	for len(batch) == 0 {
+		select {
+		case p, ok := <-r.queue:
+			if !ok {
+				return r.takeLate()
+			}
+			batch = append(batch, p)
+		case <-r.kick:
+			batch = r.takeLate()
+		}
 	}
-	batch = append(batch, p)
 	var deadline <-chan time.Time
 	if r.cfg.Durability == Async {
 		t := time.NewTimer(r.cfg.FlushInterval)
@@ -72,7 +81,10 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 	return batch
 }
 
-func (r *Recorder) write(batch []*pending) {
+// write stores batch and answers its Checks. It returns the amendments of
+// the records whose Checks stopped waiting meanwhile (see Recorder.amend),
+// for the next batch.
+func (r *Recorder) write(batch []*pending) []*pending {
 	recs := make([]*Record, len(batch))
 	for i, p := range batch {
 		Bound(p.rec)
@@ -80,11 +92,19 @@ func (r *Recorder) write(batch []*pending) {
 		recs[i] = p.rec
 	}
 	err := r.persist(recs)
+	var amendments []*pending
 	for _, p := range batch {
-		if p.ack != nil {
-			p.ack <- err
+		if p.ack == nil {
+			continue
 		}
+		// Before the ack: a Check that stops waiting from now on finds
+		// writerPassed and writes its amendment itself.
+		if n := p.amend.Swap(writerPassed); n != nil && err == nil {
+			amendments = append(amendments, &pending{rec: Amendment(p.rec, n.decision, "")})
+		}
+		p.ack <- err
 	}
+	return amendments
 }
 
 // link chains recs after head and returns the new head.

@@ -100,6 +100,22 @@ func expectedGroups(recs []*evidence.Record, q evidence.AggregateQuery) (groups 
 			continue
 		}
 		k := groupKey{evidence.SourceKey(r), r.Request.Host, r.Destination.Principal, r.Verdict, r.Decision.Allowed}
+		if a := r.Amends; a != nil {
+			// An amendment moves its amended record from that record's
+			// outcome to its own, or counts nothing.
+			if a.Allowed == r.Decision.Allowed {
+				continue
+			}
+			undo := k
+			undo.allowed = a.Allowed
+			if g := byKey[undo]; g != nil {
+				g.Count--
+			} else {
+				byKey[undo] = &evidence.Group{Source: k.source, DestinationHost: k.host, DestinationPrincipal: k.principal,
+					Verdict: k.verdict, Allowed: a.Allowed, Count: -1, FirstSeen: r.Time, LastSeen: r.Time}
+				ids[undo] = map[string]bool{}
+			}
+		}
 		g, ok := byKey[k]
 		if !ok {
 			g = &evidence.Group{Source: k.source, DestinationHost: k.host, DestinationPrincipal: k.principal,
@@ -117,7 +133,9 @@ func expectedGroups(recs []*evidence.Record, q evidence.AggregateQuery) (groups 
 		ids[k][r.ID] = true
 	}
 	for _, g := range byKey {
-		groups = append(groups, *g)
+		if g.Count > 0 {
+			groups = append(groups, *g)
+		}
 	}
 	sortGroups(groups)
 	return groups, ids

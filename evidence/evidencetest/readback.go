@@ -22,7 +22,7 @@ func testReadBack(t *testing.T, f Factory) {
 	// full one: second in its chain, so that even its prev_hash is set.
 	plain := Full("01JQ0000000000000000000001", "replica-full", at.Add(-time.Second))
 	plain.Source.Certificate, plain.XFCC, plain.Headers, plain.Reasons = nil, nil, nil, nil
-	full := Full("01JQ0000000000000000000002", "replica-full", at)
+	full := Amended("01JQ0000000000000000000002", "replica-full", at)
 	head := Link(evidence.Link{}, plain, full)
 	// PrevHash stays empty: a log's records do not name their predecessor
 	// (TestMigrateFromSchema1 reads v1 records back, prev_hash included).

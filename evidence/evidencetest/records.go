@@ -13,9 +13,9 @@ import (
 // minute boundaries fall on round offsets from it.
 var Base = time.Date(2025, 3, 3, 0, 0, 0, 0, time.UTC)
 
-// Full returns a record with every field of evidence.Record set (the
-// read-back test fails when a field is left zero, so that a field added to
-// the record is added here too), not yet chained.
+// Full returns a record with every field of evidence.Record set but
+// Amends (see Amended; the read-back test fails when a field is left zero,
+// so that a field added to the record is added here too), not yet chained.
 func Full(id, replica string, t time.Time) *evidence.Record {
 	cert := func(cn string) *evidence.Certificate {
 		return &evidence.Certificate{
@@ -59,6 +59,16 @@ func Full(id, replica string, t time.Time) *evidence.Record {
 			DryRun: true, Reason: "dry run: would deny", Error: "policy: undefined ref"},
 		Truncated: true,
 	}
+}
+
+// Amended is Full made an amendment (Amends set: every field of the record
+// is then set), which leaves the amended record's outcome as it was, so
+// that it counts in no rollup (evidence.RollupDeltas). Full itself counts
+// as any record.
+func Amended(id, replica string, t time.Time) *evidence.Record {
+	r := Full(id, replica, t)
+	r.Amends = &evidence.Amends{ID: "amended-" + id, Allowed: true}
+	return r
 }
 
 // Link chains recs in order onto head and returns the new head.

@@ -33,6 +33,7 @@ func Run(t *testing.T, f Factory) {
 		{"ScanStops", testScanStops},
 		{"WalkStops", testWalkStops},
 		{"JSON", testJSON},
+		{"Amendments", testAmendments},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, f) })

@@ -244,7 +244,8 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
 	// A ULID carries its creation time, close to the record's: look in
 	// the partitions around it first.
-	if u, err := ulid.ParseStrict(id); err == nil {
+	// An amendment's id is its record's, suffixed; it has its record's time.
+	if u, err := ulid.ParseStrict(strings.TrimSuffix(id, evidence.AmendmentSuffix)); err == nil {
 		t := ulid.Time(u.Time())
 		r, err := s.get(ctx, id, t.Add(-24*time.Hour), t.Add(24*time.Hour))
 		if !errors.Is(err, evidence.ErrNotFound) {
@@ -345,4 +346,40 @@ func (s *Store) bodies(ctx context.Context, f evidence.Filter, after *cursor, li
 		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
 	return out, next, nil
+}
+
+// Amendments returns the amendments of the records with ids: their ids, in
+// the partitions of [since, until] (an amendment has its record's time).
+func (s *Store) Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*evidence.Record, error) {
+	out := map[string]*evidence.Record{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	want := make([]string, len(ids))
+	for i, id := range ids {
+		want[i] = evidence.AmendmentID(id)
+	}
+	var a args
+	w := "id = ANY(" + a.add(want) + "::text[])"
+	if !since.IsZero() && !until.IsZero() {
+		w += " AND time_ns >= " + a.add(since.UnixNano()) + " AND time_ns <= " + a.add(until.UnixNano())
+	}
+	rows, err := s.pool.Query(ctx, selectRecord+"WHERE "+w, a...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: amendments: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r, _, err := decode(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: amendments: %w", err)
+		}
+		if r.Amends != nil {
+			out[r.Amends.ID] = r
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: amendments: %w", err)
+	}
+	return out, nil
 }

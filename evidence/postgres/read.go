@@ -137,7 +137,9 @@ func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evi
 	}
 	groups := make([]evidence.Group, 0, len(byEdge))
 	for _, g := range byEdge {
-		groups = append(groups, *g)
+		if g.Count > 0 { // an edge whose only record was amended away
+			groups = append(groups, *g)
+		}
 	}
 	slices.SortFunc(groups, func(a, b evidence.Group) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Source, b.Source),

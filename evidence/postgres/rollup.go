@@ -51,16 +51,17 @@ func (s *Store) keyIDs(ctx context.Context, batch []*evidence.Record) (map[evide
 	var missing []evidence.RollupKey
 	s.keys.mu.Lock()
 	for _, r := range batch {
-		k := evidence.RollupOf(r)
-		k.Minute = 0
-		if _, ok := ids[k]; ok {
-			continue
-		}
-		id, ok := s.keys.ids[k]
-		ids[k] = id
-		if !ok {
-			missing = append(missing, k)
-		}
+		evidence.RollupDeltas(r, func(k evidence.RollupKey, _ int64) {
+			k.Minute = 0
+			if _, ok := ids[k]; ok {
+				return
+			}
+			id, ok := s.keys.ids[k]
+			ids[k] = id
+			if !ok {
+				missing = append(missing, k)
+			}
+		})
 	}
 	s.keys.mu.Unlock()
 	if len(missing) == 0 {
@@ -122,19 +123,21 @@ func queueRollups(b *pgx.Batch, batch []*evidence.Record, ids map[evidence.Rollu
 		counts[i] = map[unitKey]*rollup{}
 	}
 	for _, r := range batch {
-		k := evidence.RollupOf(r)
-		minute := k.Minute
-		k.Minute = 0
-		id, ns := ids[k], evidence.Nanos(r.Time)
-		for i, l := range levels {
-			uk := unitKey{floorDiv(minute, l.minutes), id}
-			if g := counts[i][uk]; g != nil {
-				g.count++
-				g.first, g.last = min(g.first, ns), max(g.last, ns)
-			} else {
-				counts[i][uk] = &rollup{count: 1, first: ns, last: ns, example: r.ID}
+		// One delta a record; two for an amendment (evidence.RollupDeltas).
+		evidence.RollupDeltas(r, func(k evidence.RollupKey, delta int64) {
+			minute := k.Minute
+			k.Minute = 0
+			id, ns := ids[k], evidence.Nanos(r.Time)
+			for i, l := range levels {
+				uk := unitKey{floorDiv(minute, l.minutes), id}
+				if g := counts[i][uk]; g != nil {
+					g.count += delta
+					g.first, g.last = min(g.first, ns), max(g.last, ns)
+				} else {
+					counts[i][uk] = &rollup{count: delta, first: ns, last: ns, example: r.ID}
+				}
 			}
-		}
+		})
 	}
 	for i, l := range levels {
 		n := len(counts[i])

@@ -32,6 +32,7 @@ func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evi
 			FROM (`+u.sql+`) GROUP BY key) AS b
 		JOIN rollup_keys AS k ON k.id = b.key
 		GROUP BY k.source, k.dst_host, k.dst_principal, k.verdict, k.allowed
+		HAVING sum(b.count) > 0
 		ORDER BY k.source, k.dst_host, k.dst_principal, k.verdict, k.allowed`, u.args...)
 	if err != nil {
 		return nil, fmt.Errorf("evidence sqlite: aggregate: %w", err)

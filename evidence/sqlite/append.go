@@ -333,28 +333,37 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 	}
 	sums := make(map[rollupRow]*rollupSum)
 	var order []rollupRow
+	var err error
 	for _, r := range batch {
-		g := evidence.RollupOf(r)
-		g.Minute = 0
-		id, err := s.groupID(ctx, tx, g, fresh)
+		// One delta a record; two for an amendment (evidence.RollupDeltas).
+		evidence.RollupDeltas(r, func(g evidence.RollupKey, delta int64) {
+			if err != nil {
+				return
+			}
+			g.Minute = 0
+			var id int64
+			if id, err = s.groupID(ctx, tx, g, fresh); err != nil {
+				return
+			}
+			minute := floorDiv(r.Time.Unix(), 60)
+			ns := evidence.Nanos(r.Time)
+			of := spans[:1]
+			if minute < mark {
+				of = spans[:]
+			}
+			for _, span := range of {
+				row := rollupRow{span, floorDiv(minute, span) * span, id}
+				if sum, ok := sums[row]; ok {
+					sum.count += delta
+					sum.first, sum.last = min(sum.first, ns), max(sum.last, ns)
+					continue
+				}
+				sums[row] = &rollupSum{count: delta, first: ns, last: ns, example: r.ID}
+				order = append(order, row)
+			}
+		})
 		if err != nil {
 			return err
-		}
-		minute := floorDiv(r.Time.Unix(), 60)
-		ns := evidence.Nanos(r.Time)
-		of := spans[:1]
-		if minute < mark {
-			of = spans[:]
-		}
-		for _, span := range of {
-			row := rollupRow{span, floorDiv(minute, span) * span, id}
-			if sum, ok := sums[row]; ok {
-				sum.count++
-				sum.first, sum.last = min(sum.first, ns), max(sum.last, ns)
-				continue
-			}
-			sums[row] = &rollupSum{count: 1, first: ns, last: ns, example: r.ID}
-			order = append(order, row)
 		}
 	}
 	args := make([]any, 0, rollupParams*rollupChunk)

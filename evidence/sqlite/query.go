@@ -353,3 +353,44 @@ func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
 	}
 	return decode(id, body, seq, hash)
 }
+
+// Amendments returns the amendments of the records with ids, by their ids
+// (the unique index on id), in chunks of at most 500.
+func (s *Store) Amendments(ctx context.Context, ids []string, _, _ time.Time) (map[string]*evidence.Record, error) {
+	out := map[string]*evidence.Record{}
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = evidence.AmendmentID(id)
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT id, seq, hash, body FROM records WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("evidence sqlite: amendments: %w", err)
+		}
+		for rows.Next() {
+			var id, hash string
+			var seq int64
+			var body []byte
+			if err := rows.Scan(&id, &seq, &hash, &body); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("evidence sqlite: amendments: %w", err)
+			}
+			r, err := decode(id, body, seq, hash)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if r.Amends != nil {
+				out[r.Amends.ID] = r
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("evidence sqlite: amendments: %w", err)
+		}
+	}
+	return out, nil
+}

@@ -2,7 +2,7 @@
 // definition lists, key fields marked with data-testid for the tests.
 
 import { api, showError } from './api.js';
-import { h, fill, verdictBadge, decisionText } from './dom.js';
+import { h, fill, verdictBadge, decisionText, effectiveText } from './dom.js';
 import { checkInclusion } from './proof.js';
 
 const $ = (id) => document.getElementById(id);
@@ -76,7 +76,10 @@ function render(r) {
     h('div', { class: 'peers' }, peer('source', r.source, 'source'), peer('destination', r.destination, 'destination')),
     h('h3', {}, 'XFCC'), xfcc(r.xfcc),
     h('h3', {}, 'decision'), dl([
-      ['outcome', decisionText(d), 'decision'],
+      r.effective && ['actually sent', `${effectiveText(r.effective)} by ${r.effective.amended_by}`, 'decision-effective'],
+      r.effective && ['why', r.effective.error, 'decision-effective-error'],
+      r.amends && ['amends', r.amends.id, 'amends'],
+      [r.effective ? 'recorded outcome' : 'outcome', decisionText(d), 'decision'],
       ['policy said', d.allowed ? 'allow' : 'deny', 'decision-allowed'],
       ['HTTP status', d.http_status ? String(d.http_status) : ''],
       ['decision id', d.decision_id, 'decision-id'],

@@ -74,11 +74,16 @@ export function recordsTable(records) {
   h('td', {}, r.request?.method || ''),
   h('td', {}, r.request?.host || ''),
   h('td', { class: 'id' }, r.request?.path || ''),
-  h('td', {}, decisionText(r.decision)));
+  h('td', {}, r.effective ? effectiveText(r.effective) : decisionText(r.decision)));
   return h('table', { class: 'records' },
     h('thead', {}, h('tr', {}, ['time', 'verdict', 'source', 'destination', 'method', 'host', 'path', 'decision']
       .map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, records.map(row)));
+}
+
+// effectiveText is what a request whose record was amended actually got.
+export function effectiveText(e = {}) {
+  return `${e.allowed ? 'allowed' : `denied${e.http_status ? ` (${e.http_status})` : ''}`} — amended`;
 }
 
 export function decisionText(d = {}) {
