@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -40,6 +41,10 @@ type ChainReport struct {
 	Head    Link   `json:"head"`
 	Checked int64  `json:"checked"`
 	Broken  *Break `json:"broken,omitempty"`
+	// Quarantined are the records of the chain the store refused, kept
+	// apart (their JSON left out here): their links are checked with the
+	// others, but they are not in Checked.
+	Quarantined []Quarantined `json:"quarantined,omitempty"`
 }
 
 // Verify walks every replica's chain and reports, per chain, the records
@@ -81,13 +86,44 @@ func verifyChain(ctx context.Context, s Verifiable, replica string) (ChainReport
 	}
 	rep.Start = start
 	prev := start
+	// Quarantined records hold their places in the chain: each is checked
+	// where its seq comes, between the stored records around it.
+	quarantined, err := s.Quarantined(ctx, replica)
+	if err != nil {
+		return rep, err
+	}
+	var q []Quarantined
+	for _, e := range quarantined {
+		if e.Seq > start.Seq {
+			q = append(q, e)
+		}
+	}
+	// takeQuarantined checks the quarantined records that come next, up to
+	// seq before (0: all of them).
+	takeQuarantined := func(before uint64) {
+		for len(q) > 0 && rep.Broken == nil && q[0].Seq == prev.Seq+1 && (before == 0 || q[0].Seq < before) {
+			e := q[0]
+			q = q[1:]
+			if rep.Broken = checkQuarantined(e, prev); rep.Broken == nil {
+				e.Record = nil
+				rep.Quarantined = append(rep.Quarantined, e)
+				prev = Link{Seq: e.Seq, Hash: e.Hash}
+			}
+		}
+	}
 	err = s.Walk(ctx, replica, func(r *Record, stored Columns) error {
 		rep.Checked++
 		c := r.Chain
+		if takeQuarantined(c.Seq); rep.Broken != nil {
+			return errStop
+		}
 		if rep.Checked == 1 && c.Seq != prev.Seq+1 {
 			// Retention may have moved the checkpoint since it was read.
 			if again, err := s.Checkpoint(ctx, replica); err == nil && again.Seq == c.Seq-1 && again.Hash == c.PrevHash {
 				rep.Start, prev = again, again
+				for len(q) > 0 && q[0].Seq <= again.Seq {
+					q = q[1:]
+				}
 			}
 		}
 		switch {
@@ -115,6 +151,13 @@ func verifyChain(ctx context.Context, s Verifiable, replica string) (ChainReport
 	if err != nil && !errors.Is(err, errStop) {
 		return rep, err
 	}
+	if rep.Broken == nil {
+		takeQuarantined(0)
+	}
+	if rep.Broken == nil && len(q) > 0 {
+		rep.Broken = &Break{Kind: BreakForged, Seq: q[0].Seq, ID: q[0].ID,
+			Detail: fmt.Sprintf("a quarantined record at seq %d does not fit the chain (it ends at seq %d, or holds that seq already)", q[0].Seq, prev.Seq)}
+	}
 	rep.Head = prev
 	if rep.Broken != nil {
 		return rep, nil
@@ -132,6 +175,31 @@ func verifyChain(ctx context.Context, s Verifiable, replica string) (ChainReport
 			Detail: fmt.Sprintf("the chain ends at seq %d (%s); the store recorded seq %d (%s) as its last write", prev.Seq, short(prev.Hash), want.Seq, short(want.Hash))}
 	}
 	return rep, nil
+}
+
+// checkQuarantined checks that the quarantined record e follows prev: its
+// prev_hash is prev's hash and, when its JSON was kept, the record hashes to
+// its hash at its seq.
+func checkQuarantined(e Quarantined, prev Link) *Break {
+	if e.PrevHash != prev.Hash {
+		return &Break{Kind: BreakReordered, Seq: e.Seq, ID: e.ID,
+			Detail: fmt.Sprintf("quarantined record: prev_hash %s is not the hash of seq %d (%s)", short(e.PrevHash), prev.Seq, short(prev.Hash))}
+	}
+	if len(e.Record) == 0 {
+		return nil
+	}
+	var r Record
+	if err := json.Unmarshal(e.Record, &r); err != nil {
+		return &Break{Kind: BreakEdited, Seq: e.Seq, ID: e.ID, Detail: "quarantined record: its JSON does not decode: " + err.Error()}
+	}
+	if r.Chain.Seq != e.Seq || r.Chain.Hash != e.Hash || r.Chain.PrevHash != e.PrevHash {
+		return &Break{Kind: BreakEdited, Seq: e.Seq, ID: e.ID, Detail: "quarantined record: its JSON holds another place in the chain"}
+	}
+	if got := ChainHash(e.PrevHash, &r); got != e.Hash {
+		return &Break{Kind: BreakEdited, Seq: e.Seq, ID: e.ID,
+			Detail: fmt.Sprintf("quarantined record: content hashes to %s, the record says %s", short(got), short(e.Hash))}
+	}
+	return nil
 }
 
 func short(h string) string {

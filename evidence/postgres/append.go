@@ -38,7 +38,7 @@ func (c *copySource) Values() ([]any, error) {
 	r := c.recs[c.i-1]
 	body, err := evidence.MarshalJSON(r)
 	if err != nil {
-		return nil, fmt.Errorf("encoding record %s: %w", r.ID, err)
+		return nil, evidence.Permanent(fmt.Errorf("encoding record %s: %w", r.ID, err))
 	}
 	k := evidence.ColumnsOf(r)
 	c.row = append(c.row[:0],
@@ -74,7 +74,7 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 		err := s.appendTx(ctx, batch)
 		switch {
 		case err == nil || attempt > 0 || ctx.Err() != nil:
-			return err
+			return classify(err)
 		case isCode(err, "23514"):
 			// No partition for a row: another process dropped one this
 			// store thought was there.
@@ -84,7 +84,7 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 			// once more on a fresh one. Safe even if the commit went
 			// through unseen: the batch is then found stored.
 		default:
-			return err
+			return classify(err)
 		}
 	}
 }
@@ -100,7 +100,7 @@ func checkBatch(batch []*evidence.Record) error {
 			return fmt.Errorf("postgres: append: one batch holds replicas %q and %q", replica, r.Replica)
 		}
 		if y := r.Time.Year(); y < 1700 || y > 2200 {
-			return fmt.Errorf("postgres: append: record %s: time %s out of range", r.ID, r.Time)
+			return evidence.Permanent(fmt.Errorf("postgres: append: record %s: time %s out of range", r.ID, r.Time))
 		}
 		if i > 0 {
 			p := batch[i-1].Chain

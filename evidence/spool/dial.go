@@ -67,6 +67,22 @@ func (d *deferred) Append(ctx context.Context, batch []*evidence.Record) error {
 	return s.Append(ctx, batch)
 }
 
+func (d *deferred) Quarantine(ctx context.Context, rec *evidence.Record, reason string) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Quarantine(ctx, rec, reason)
+}
+
+func (d *deferred) Quarantined(ctx context.Context, replica string) ([]evidence.Quarantined, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Quarantined(ctx, replica)
+}
+
 func (d *deferred) Head(ctx context.Context, replica string) (evidence.Link, error) {
 	s, err := d.store(ctx)
 	if err != nil {

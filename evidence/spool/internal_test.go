@@ -90,7 +90,7 @@ func TestSynchronousFull(t *testing.T) {
 			}
 			defer f.close()
 			var h evidence.Link
-			if err := f.add(ctx, chain(&h, 3)); err != nil {
+			if err := f.add(ctx, chain(&h, 3), ""); err != nil {
 				t.Fatal(err)
 			}
 			var got int
