@@ -32,6 +32,8 @@ func Run(t *testing.T, f Factory) {
 		{"ScanStops", testScanStops},
 		{"WalkStops", testWalkStops},
 		{"JSON", testJSON},
+		{"Quarantine", testQuarantine},
+		{"RecorderQuarantine", testRecorderQuarantine},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, f) })
