@@ -152,7 +152,7 @@ func testRecorderQuarantine(t *testing.T, f Factory) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close(context.Background())
+	defer r.Close(ctx) // bounded: before quarantine it never returned
 	now := time.Now().UTC()
 	first := Full("01JQ00000000000000000REC000", replica, now)
 	if err := r.Record(ctx, first); err != nil {
