@@ -98,6 +98,22 @@ func testQuarantine(t *testing.T, f Factory) {
 		t.Errorf("Quarantine of a record not following the head = %v, want ErrChainConflict", err)
 	}
 
+	// A refused record at the end of a batch: the batch written again
+	// (its commit in doubt) is found stored, not taken for a conflict.
+	tail := []*evidence.Record{
+		Full("01JQ0000000000000000TAIL01", replica, later.Add(30*time.Second)),
+		Poison(stored[4]),
+	}
+	head = Link(head, tail...)
+	if n, err := evidence.AppendIsolating(ctx, b.Store, tail, time.Minute); err != nil || n != 1 {
+		t.Fatalf("AppendIsolating of a batch ending with a refused record = %d, %v; want 1 quarantined", n, err)
+	}
+	for _, batch := range [][]*evidence.Record{tail, tail[1:]} {
+		if err := b.Store.Append(ctx, batch); err != nil {
+			t.Errorf("Append of %d stored records ending with a quarantined one = %v, want nil", len(batch), err)
+		}
+	}
+
 	// Later batches flow.
 	next := []*evidence.Record{
 		Full("01JQ0000000000000000NEXT01", replica, later.Add(time.Minute)),
@@ -110,24 +126,32 @@ func testQuarantine(t *testing.T, f Factory) {
 	for _, r := range fx.Records {
 		counts[r.Replica]++
 	}
-	counts[replica] += int64(len(batch) - 1 + len(next))
+	written := len(batch) - 1 + 1 + len(next) // the batch but its poison, the tail's first, next
+	counts[replica] += int64(written)
 	check := func(s evidence.Store) {
 		t.Helper()
 		for _, rep := range verifyIntact(t, s, counts) {
-			want := 0
+			var want []uint64
 			if rep.Replica == replica {
-				want = 1
+				want = []uint64{poison.Chain.Seq, tail[1].Chain.Seq}
 			}
-			if len(rep.Quarantined) != want || (want == 1 && (rep.Quarantined[0].Seq != poison.Chain.Seq || rep.Quarantined[0].Record != nil)) {
-				t.Errorf("Verify of %s lists quarantined %+v, want %d (seq %d, without its JSON)", rep.Replica, rep.Quarantined, want, poison.Chain.Seq)
+			var got []uint64
+			for _, e := range rep.Quarantined {
+				got = append(got, e.Seq)
+				if e.Record != nil {
+					t.Errorf("Verify lists quarantined seq %d with its JSON", e.Seq)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("Verify of %s lists quarantined seqs %v, want %v", rep.Replica, got, want)
 			}
 		}
 		st, err := s.Stats(ctx, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Quarantined != 1 || st.Records != int64(len(fx.Records)+len(batch)-1+len(next)) {
-			t.Errorf("Stats: %d records, %d quarantined; want %d and 1", st.Records, st.Quarantined, len(fx.Records)+len(batch)-1+len(next))
+		if st.Quarantined != 2 || st.Records != int64(len(fx.Records)+written) {
+			t.Errorf("Stats: %d records, %d quarantined; want %d and 2", st.Records, st.Quarantined, len(fx.Records)+written)
 		}
 	}
 	check(b.Store)

@@ -172,9 +172,11 @@ func stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evide
 		}
 	case first.Seq <= head.Seq:
 		// The time narrows the lookup to one partition; a record with
-		// the same seq but another time is another record.
+		// the same seq but another time is another record. A quarantined
+		// record holds its seq too.
 		var hash string
-		err := tx.QueryRow(ctx, "SELECT hash FROM records WHERE replica = $1 AND seq = $2 AND time_ns = $3",
+		err := tx.QueryRow(ctx, `SELECT hash FROM records WHERE replica = $1 AND seq = $2 AND time_ns = $3
+			UNION ALL SELECT hash FROM quarantine WHERE replica = $1 AND seq = $2 LIMIT 1`,
 			last.Replica, int64(last.Chain.Seq), last.Time.UnixNano()).Scan(&hash)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return 0, fmt.Errorf("postgres: append: %w", err)
