@@ -133,3 +133,38 @@ func TestAppendRefusedRecord(t *testing.T) {
 		t.Errorf("Get of a quarantined record = %v, want ErrNotFound (it is not among the records)", err)
 	}
 }
+
+// TestMigrateToQuarantine: a database of schema 1 holding records (the
+// quarantine table and its version row taken away again) migrates to
+// schema 2, verifies intact, and quarantines a refused record.
+func TestMigrateToQuarantine(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgrestest.DSN(t)
+	s := open(t, dsn)
+	var head evidence.Link
+	now := time.Now().UTC().Truncate(time.Second)
+	recs := chained("r1", &head, every(now, time.Second, 5)...)
+	if err := s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	exec(t, dsn, "DROP TABLE quarantine")
+	exec(t, dsn, "DELETE FROM schema_version WHERE version = 2")
+	if _, err := postgres.Open(ctx, dsn, evidence.Options{}); !errors.Is(err, evidence.ErrSchema) {
+		t.Fatalf("Open of a schema 1 database = %v, want ErrSchema", err)
+	}
+	s = open(t, dsn) // migrates
+	more := chained("r1", &head, every(now.Add(time.Minute), time.Second, 3)...)
+	more[1].Request.Host = "bad\x00host"
+	head = evidence.Link{Seq: recs[4].Chain.Seq, Hash: recs[4].Chain.Hash}
+	for _, r := range more {
+		head = head.Link(r)
+	}
+	if n, err := evidence.AppendIsolating(ctx, s, more, time.Minute); err != nil || n != 1 {
+		t.Fatalf("AppendIsolating = %d, %v; want 1 quarantined", n, err)
+	}
+	reps, err := evidence.Verify(ctx, s)
+	if err != nil || len(reps) != 1 || reps[0].Broken != nil || reps[0].Checked != 7 || len(reps[0].Quarantined) != 1 {
+		t.Fatalf("Verify = %+v, %v; want intact, 7 checked, 1 quarantined", reps, err)
+	}
+}

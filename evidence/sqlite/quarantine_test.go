@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -70,4 +72,61 @@ func TestClassify(t *testing.T) {
 	if evidence.IsPermanent(sqlite.Classify(conflict)) {
 		t.Errorf("a chain conflict classified permanent")
 	}
+}
+
+// TestMigrateFromSchema2 opens a file written by schema 2, before the
+// quarantine (testdata/schema2.db.gz: evidencetest.Varied(240, 40, 2)
+// appended by the schema-2 store, then closed): it verifies intact with no
+// quarantined record, and a record refused afterwards is quarantined on it.
+func TestMigrateFromSchema2(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "schema2.db")
+	unzip(t, "testdata/schema2.db.gz", path)
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		t.Fatalf("Open (migrating): %v", err)
+	}
+	defer s.Close()
+	fx := evidencetest.Varied(240, 40, 2)
+	counts := map[string]int64{}
+	for _, r := range fx.Records {
+		counts[r.Replica]++
+	}
+	verify := func(quarantined int) {
+		t.Helper()
+		reps, err := evidence.Verify(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := 0
+		for _, r := range reps {
+			if r.Broken != nil || r.Checked != counts[r.Replica] {
+				t.Errorf("chain %s: %d checked (want %d), broken %+v", r.Replica, r.Checked, counts[r.Replica], r.Broken)
+			}
+			q += len(r.Quarantined)
+		}
+		if q != quarantined {
+			t.Errorf("%d quarantined, want %d", q, quarantined)
+		}
+	}
+	verify(0)
+	replica := evidencetest.Replicas[0]
+	var stored *evidence.Record
+	for _, r := range fx.Records {
+		if r.Replica == replica {
+			stored = r
+			break
+		}
+	}
+	recs := []*evidence.Record{
+		evidencetest.Full("01JQ0000000000000000MIG2A1", replica, evidencetest.Base.Add(9*24*time.Hour)),
+		evidencetest.Poison(stored),
+		evidencetest.Full("01JQ0000000000000000MIG2A2", replica, evidencetest.Base.Add(9*24*time.Hour+time.Second)),
+	}
+	evidencetest.Link(fx.Heads[replica], recs...)
+	if n, err := evidence.AppendIsolating(ctx, s, recs, time.Minute); err != nil || n != 1 {
+		t.Fatalf("AppendIsolating = %d, %v; want 1 quarantined", n, err)
+	}
+	counts[replica] += 2
+	verify(1)
 }
