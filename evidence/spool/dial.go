@@ -52,9 +52,14 @@ func (d *deferred) store(ctx context.Context) (evidence.Store, error) {
 		d.tried = time.Now()
 		ctx, cancel := context.WithTimeout(ctx, primaryTimeout)
 		defer cancel()
-		if d.s, d.err = evidence.Open(ctx, d.dsn, d.opts); d.err == nil {
-			return d.s, nil
+		// Kept only when it opened: a driver's failed Open may return a
+		// nil *Store in a non-nil interface.
+		s, err := evidence.Open(ctx, d.dsn, d.opts)
+		if err == nil {
+			d.s = s
+			return s, nil
 		}
+		d.err = err
 	}
 	return nil, fmt.Errorf("evidence store not opened yet: %w", d.err)
 }
