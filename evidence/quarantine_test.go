@@ -56,6 +56,7 @@ func TestAppendIsolatingCost(t *testing.T) {
 	if err != nil || q != 1 {
 		t.Fatalf("AppendIsolating = %d, %v; want 1 quarantined", q, err)
 	}
+	t.Logf("%d appends and %d quarantine for one refused record among %d", c.appends.Load(), c.quarantines.Load(), n)
 	if limit := int64(2*bits.Len(n) + 1); c.appends.Load() > limit || c.quarantines.Load() != 1 {
 		t.Errorf("%d appends and %d quarantines for one refused record among %d; want at most %d and 1",
 			c.appends.Load(), c.quarantines.Load(), n, limit)
