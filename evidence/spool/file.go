@@ -35,7 +35,7 @@ var schema = []string{
 		seq     INTEGER NOT NULL,
 		hash    TEXT NOT NULL
 	) WITHOUT ROWID`,
-	`PRAGMA user_version = 1`,
+	`PRAGMA user_version = 2`, // 2: spooled.reason (added to a version 1 file when opened)
 }
 
 // file is the spool's SQLite file, written through one connection.
@@ -86,10 +86,6 @@ func openFile(ctx context.Context, path string, durable bool) (*file, error) {
 			db.Close()
 			return nil, fmt.Errorf("spool %s: %w", path, err)
 		}
-	}
-	if _, err := db.ExecContext(ctx, "PRAGMA user_version = 2"); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("spool %s: %w", path, err)
 	}
 	return f, nil
 }
