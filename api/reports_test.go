@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -118,6 +119,10 @@ func TestReportsTellTheStory(t *testing.T) {
 	if resp.status != http.StatusOK || st.Records != 150 || st.ByVerdict[evidence.MTLS] != 60 || st.ByDecision["allowed"] != 60 ||
 		st.Replicas["story"].Seq != 150 {
 		t.Errorf("stats for the last day: %s", resp.body)
+	}
+	var raw map[string]any
+	if json.Unmarshal(resp.body, &raw) != nil || raw["quarantined"] != 0.0 {
+		t.Errorf("stats say nothing of quarantined records: %s", resp.body)
 	}
 	ts.get(t, "/v1/stats?since=3d", "").decode(t, &st)
 	if st.ByVerdict[evidence.Plaintext] != 30 || st.ByVerdict[evidence.MTLS] != 120 {

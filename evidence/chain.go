@@ -47,6 +47,10 @@ type ChainReport struct {
 	Broken  *Break `json:"broken,omitempty"`
 	// Log is the replica's transparency log, when it has one.
 	Log *LogReport `json:"log,omitempty"`
+	// Quarantined are the records of the chain the store refused, kept
+	// apart (their JSON left out here): their links are checked with the
+	// others, but they are not in Checked.
+	Quarantined []Quarantined `json:"quarantined,omitempty"`
 }
 
 // LogReport is what Verify found of a replica's transparency log.

@@ -1,6 +1,7 @@
 package evidence
 
 import (
+	"errors"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,9 @@ type RecorderMetrics struct {
 	errors   prometheus.Counter
 	up       prometheus.Gauge
 	depth    atomic.Pointer[func() float64]
+	// Quarantined counts the records the store refused (see
+	// ErrPermanent), kept apart in its quarantine.
+	Quarantined prometheus.Counter
 }
 
 // NewRecorderMetrics creates the metrics and registers them with reg (nil:
@@ -44,6 +48,7 @@ func NewRecorderMetrics(reg prometheus.Registerer) *RecorderMetrics {
 			Name: "meshproof_evidence_store_up", Help: "1 when the last write to the evidence store worked, 0 when it failed.",
 		}),
 	}
+	m.Quarantined = QuarantinedCounter(reg)
 	m.up.Set(1)
 	for _, reason := range []string{"queue_full", "denied", "block_timeout", "shutdown", "time_range"} {
 		m.droppedV.WithLabelValues(reason)
@@ -60,6 +65,28 @@ func NewRecorderMetrics(reg prometheus.Registerer) *RecorderMetrics {
 		reg.MustRegister(m.written, m.droppedV, m.batch, m.latency, m.errors, m.up, depth)
 	}
 	return m
+}
+
+// QuarantinedCounter is meshproof_evidence_quarantined_total, registered
+// with reg (nil: not registered). The Recorder and the spool's drainer both
+// count into it: a second call with the same registry returns the counter
+// already registered.
+func QuarantinedCounter(reg prometheus.Registerer) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshproof_evidence_quarantined_total",
+		Help: "Evidence records the store refused for their content, kept apart in its quarantine with the reason (meshproof verify lists them).",
+	})
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var dup prometheus.AlreadyRegisteredError
+		if errors.As(err, &dup) {
+			return dup.ExistingCollector.(prometheus.Counter)
+		}
+		panic(err)
+	}
+	return c
 }
 
 func (m *RecorderMetrics) orNew() *RecorderMetrics {

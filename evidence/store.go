@@ -47,6 +47,13 @@ type Writer interface {
 	// nothing of that kind.
 	DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error)
 	CheckpointStore
+	// Quarantine keeps rec, which the store refused for reason (see
+	// ErrPermanent), apart from the records, at its place in the chain: in
+	// one transaction it stores QuarantineEntry(rec, ...) and moves the
+	// replica's head to rec's link, so that the chain goes on after it. rec
+	// must follow the head (an error wrapping ErrChainConflict otherwise); a
+	// record already quarantined with the same hash is a no-op.
+	Quarantine(ctx context.Context, rec *Record, reason string) error
 }
 
 // Reader is the query side. It never returns records in an order that
@@ -76,6 +83,9 @@ type Reader interface {
 	// it: it must give each record exactly as stored (decoded from the
 	// stored record, chain fields included), never a cached or rebuilt copy.
 	Walk(ctx context.Context, replica string, fn func(r *Record, stored Stored) error) error
+	// Quarantined lists replica's quarantined records in seq order ("":
+	// every replica's, by replica then seq).
+	Quarantined(ctx context.Context, replica string) ([]Quarantined, error)
 	// Stats summarises the store.
 	Stats(ctx context.Context, since time.Time) (Stats, error)
 	// The replica's transparency log and its signed checkpoints.
@@ -186,7 +196,10 @@ type Stats struct {
 	ByVerdict  map[Verdict]int64 `json:"by_verdict"`
 	ByDecision map[string]int64  `json:"by_decision"`
 	SizeBytes  int64             `json:"size_bytes"`
-	Replicas   map[string]Link   `json:"replicas"`
+	// Quarantined counts the records the store refused, kept apart (see
+	// Writer.Quarantine); they are not in Records.
+	Quarantined int64           `json:"quarantined"`
+	Replicas    map[string]Link `json:"replicas"`
 }
 
 // ScanPages drives a paged scan: it calls fetch with the cursor of the

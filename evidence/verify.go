@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -145,13 +146,49 @@ func verifyChain(ctx context.Context, s Verifiable, replica string, opts VerifyO
 		rep.Broken = &Break{Kind: BreakTruncated, Detail: fmt.Sprintf("a signed checkpoint says the log held %d leaves; the store has no log for this replica", given[0].Size)}
 		return rep, nil
 	}
+	// Quarantined records hold their places in the chain (and their leaves
+	// in the log): each is checked where its seq comes, between the stored
+	// records around it.
+	quarantined, err := s.Quarantined(ctx, replica)
+	if err != nil {
+		return rep, err
+	}
+	var q []Quarantined
+	for _, e := range quarantined {
+		if e.Seq > start.Seq {
+			q = append(q, e)
+		}
+	}
+	// takeQuarantined checks the quarantined records that come next, up to
+	// seq before (0: all of them).
+	takeQuarantined := func(before uint64) {
+		for len(q) > 0 && rep.Broken == nil && q[0].Seq == prev.Seq+1 && (before == 0 || q[0].Seq < before) {
+			e := q[0]
+			q = q[1:]
+			inLog := hasLog && e.Seq > th.Base
+			if rep.Broken = checkQuarantined(e, prev, inLog); rep.Broken == nil && inLog {
+				rep.Broken = lv.add(e.Seq, e.Hash, e.ID, prev)
+			}
+			if rep.Broken == nil {
+				e.Record = nil
+				rep.Quarantined = append(rep.Quarantined, e)
+				prev = Link{Seq: e.Seq, Hash: e.Hash}
+			}
+		}
+	}
 	err = s.Walk(ctx, replica, func(r *Record, stored Stored) error {
 		rep.Checked++
 		c := r.Chain
+		if takeQuarantined(c.Seq); rep.Broken != nil {
+			return errStop
+		}
 		if rep.Checked == 1 && c.Seq != prev.Seq+1 {
 			// Retention may have moved the checkpoint since it was read.
 			if again, err := s.Checkpoint(ctx, replica); err == nil && again.Seq == c.Seq-1 && (again.Hash == c.PrevHash || c.Version == CanonicalV2) {
 				rep.Start, prev = again, again
+				for len(q) > 0 && q[0].Seq <= again.Seq {
+					q = q[1:]
+				}
 			}
 		}
 		inLog := hasLog && c.Seq > th.Base
@@ -186,6 +223,13 @@ func verifyChain(ctx context.Context, s Verifiable, replica string, opts VerifyO
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return rep, err
+	}
+	if rep.Broken == nil {
+		takeQuarantined(0)
+	}
+	if rep.Broken == nil && len(q) > 0 {
+		rep.Broken = &Break{Kind: BreakForged, Seq: q[0].Seq, ID: q[0].ID,
+			Detail: fmt.Sprintf("a quarantined record at seq %d does not fit the chain (it ends at seq %d, or holds that seq already)", q[0].Seq, prev.Seq)}
 	}
 	rep.Head = prev
 	if rep.Broken != nil {
@@ -319,6 +363,35 @@ func (v *logVerifier) checkRetention(start Link) *Break {
 	return nil
 }
 
+// checkQuarantined checks a quarantined record at its place: its JSON (when
+// it could be kept) holds that place and hashes to its hash, as a record of
+// the log (inLog) or of a v1 chain, whose prev_hash must be prev's.
+func checkQuarantined(e Quarantined, prev Link, inLog bool) *Break {
+	if !inLog && e.PrevHash != prev.Hash {
+		return &Break{Kind: BreakReordered, Seq: e.Seq, ID: e.ID,
+			Detail: fmt.Sprintf("quarantined record: prev_hash %s is not the hash of seq %d (%s)", short(e.PrevHash), prev.Seq, short(prev.Hash))}
+	}
+	if len(e.Record) == 0 {
+		return nil
+	}
+	var r Record
+	if err := json.Unmarshal(e.Record, &r); err != nil {
+		return &Break{Kind: BreakEdited, Seq: e.Seq, ID: e.ID, Detail: "quarantined record: its JSON does not decode: " + err.Error()}
+	}
+	if r.Chain.Seq != e.Seq || r.Chain.Hash != e.Hash || r.Chain.PrevHash != e.PrevHash || (r.Chain.Version == CanonicalV2) != inLog {
+		return &Break{Kind: BreakEdited, Seq: e.Seq, ID: e.ID, Detail: "quarantined record: its JSON holds another place in the chain"}
+	}
+	got := ChainHash(e.PrevHash, &r)
+	if inLog {
+		got = LeafHashHex(r.CanonicalJSON())
+	}
+	if got != e.Hash {
+		return &Break{Kind: BreakEdited, Seq: e.Seq, ID: e.ID,
+			Detail: fmt.Sprintf("quarantined record: content hashes to %s, the record says %s", short(got), short(e.Hash))}
+	}
+	return nil
+}
+
 // parseUnverified reads a signed note's text without checking a signature.
 func parseUnverified(signed []byte) (Checkpoint, error) {
 	i := bytes.LastIndex(signed, []byte("\n\n"))
@@ -337,6 +410,14 @@ func (v *logVerifier) leaf(r *Record, body []byte, prev Link) *Break {
 		return &Break{Kind: BreakEdited, Seq: c.Seq, ID: r.ID,
 			Detail: fmt.Sprintf("the stored record hashes to %s, its hash says %s", short(got), short(c.Hash))}
 	}
+	return v.add(c.Seq, c.Hash, r.ID, prev)
+}
+
+// add puts the leaf of the record at seq (its hash in hex) in the rebuilt
+// log and compares what it completes.
+func (v *logVerifier) add(seq uint64, hash, id string, prev Link) *Break {
+	c := Chain{Seq: seq, Hash: hash}
+	r := &Record{ID: id}
 	if c.Seq == v.th.Base+1 && prev.Seq == v.th.Base && prev.Hash != v.th.BaseHash {
 		return &Break{Kind: BreakReordered, Seq: c.Seq, ID: r.ID,
 			Detail: fmt.Sprintf("the log starts after seq %d (%s), but the chain before it ends at %s", v.th.Base, short(v.th.BaseHash), short(prev.Hash))}

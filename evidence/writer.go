@@ -116,8 +116,9 @@ func link(head Link, recs []*Record) Link {
 }
 
 // persist chains recs after the head and writes them, retrying until it
-// works or Close gives up. A retried batch keeps its links, so a commit that
-// was in doubt is recognised and not written twice. A chain conflict means
+// works or Close gives up; records the store refuses for their content are
+// quarantined, not retried (see AppendIsolating). A retried batch keeps its
+// links, so a commit that was in doubt is recognised and not written twice. A chain conflict means
 // another process writes as this replica: the batch is chained again after
 // the head the store has, so the chain stays whole, and it is said loudly.
 func (r *Recorder) persist(recs []*Record) error {
@@ -130,23 +131,24 @@ func (r *Recorder) persist(recs []*Record) error {
 	for {
 		start := time.Now()
 		// Its own context: the Checks' are long gone.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := r.store.Append(ctx, recs)
+		quarantined, err := r.appendIsolating(recs)
 		if errors.Is(err, ErrChainConflict) {
 			var stored Link
-			if stored, err = r.store.Head(ctx, r.replica); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+			stored, err = r.store.Head(ctx, r.replica)
+			cancel()
+			if err == nil {
 				r.log.Warn().Str("replica", r.replica).Uint64("stored_seq", stored.Seq).
 					Msg("another process writes evidence as this replica: give every instance its own --replica; chaining after the stored head")
 				head = link(stored, recs)
-				err = r.store.Append(ctx, recs)
+				quarantined, err = r.appendIsolating(recs)
 			}
 		}
-		cancel()
 		if err == nil {
 			r.headMu.Lock()
 			r.head = head
 			r.headMu.Unlock()
-			r.m.written.Add(float64(len(recs)))
+			r.m.written.Add(float64(len(recs) - quarantined))
 			r.m.batch.Observe(float64(len(recs)))
 			r.m.latency.Observe(time.Since(start).Seconds())
 			r.m.up.Set(1)
@@ -173,6 +175,22 @@ func (r *Recorder) persist(recs []*Record) error {
 		}
 		wait = min(2*wait, retryMax)
 	}
+}
+
+// writeTimeout bounds each call to the store.
+const writeTimeout = 30 * time.Second
+
+// appendIsolating writes recs; records the store refuses for their content
+// are quarantined (see AppendIsolating) rather than retried for ever, which
+// would stop every write after them.
+func (r *Recorder) appendIsolating(recs []*Record) (int, error) {
+	n, err := AppendIsolating(context.Background(), r.store, recs, writeTimeout)
+	if n > 0 {
+		r.m.Quarantined.Add(float64(n))
+		r.log.Error().Str("replica", r.replica).Int("quarantined", n).Int("batch", len(recs)).
+			Msg("the evidence store refused records for their content: kept apart in its quarantine, with the reason, at their places in the chain (meshproof verify lists them); the rest of the batch is written")
+	}
+	return n, err
 }
 
 // drainLost answers every record still queued when Close gave up.

@@ -217,13 +217,15 @@ func runVerify(args []string, stdout io.Writer) error {
 		return fmt.Errorf("verify: %w", err)
 	}
 	broken := false
+	quarantined := 0
 	for _, r := range reports {
 		broken = broken || r.Broken != nil
+		quarantined += len(r.Quarantined)
 	}
 	if output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"intact": !broken, "chains": reports}); err != nil {
+		if err := enc.Encode(map[string]any{"intact": !broken, "quarantined": quarantined, "chains": reports}); err != nil {
 			return err
 		}
 	} else {
@@ -241,10 +243,11 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPLICA\tCHECKED\tSEQS\tSTATUS")
-	var total int64
+	fmt.Fprintln(tw, "REPLICA\tCHECKED\tQUARANTINED\tSEQS\tSTATUS")
+	var total, quarantined int64
 	for _, r := range reports {
 		total += r.Checked
+		quarantined += int64(len(r.Quarantined))
 		status := "intact"
 		if b := r.Broken; b != nil {
 			status = fmt.Sprintf("BROKEN at seq %d (%s", b.Seq, b.Kind)
@@ -253,7 +256,10 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 			}
 			status += "): " + b.Detail
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d..%d\t%s\n", r.Replica, r.Checked, r.Start.Seq+1, r.Head.Seq, status)
+		if n := len(r.Quarantined); n > 0 && r.Broken == nil {
+			status += fmt.Sprintf(", %d record(s) quarantined (listed below)", n)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d..%d\t%s\n", r.Replica, r.Checked, len(r.Quarantined), r.Start.Seq+1, r.Head.Seq, status)
 	}
 	tw.Flush()
 	for _, r := range reports {
@@ -266,7 +272,20 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 			fmt.Fprintln(w)
 		}
 	}
-	fmt.Fprintf(w, "%d records in %d chain(s) checked\n", total, len(reports))
+	fmt.Fprintf(w, "%d records in %d chain(s) checked", total, len(reports))
+	if quarantined > 0 {
+		fmt.Fprintf(w, ", %d quarantined", quarantined)
+	}
+	fmt.Fprintln(w)
+	for _, r := range reports {
+		if len(r.Quarantined) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nquarantined records of %s (refused by the store, kept apart; their links are checked):\n", r.Replica)
+		for _, q := range r.Quarantined {
+			fmt.Fprintf(w, "  seq %d  record %q  at %s: %q\n", q.Seq, q.ID, q.At.Format(time.RFC3339), q.Reason)
+		}
+	}
 }
 
 func asUsage(err error) error {

@@ -34,6 +34,8 @@ func Run(t *testing.T, f Factory) {
 		{"WalkStops", testWalkStops},
 		{"JSON", testJSON},
 		{"Amendments", testAmendments},
+		{"Quarantine", testQuarantine},
+		{"RecorderQuarantine", testRecorderQuarantine},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, f) })

@@ -38,7 +38,7 @@ func (c *copySource) Values() ([]any, error) {
 	r := c.recs[c.i-1]
 	body, err := evidence.StoredBody(r)
 	if err != nil {
-		return nil, fmt.Errorf("encoding record %s: %w", r.ID, err)
+		return nil, evidence.Permanent(fmt.Errorf("encoding record %s: %w", r.ID, err))
 	}
 	k := evidence.ColumnsOf(r)
 	c.row = append(c.row[:0],
@@ -62,7 +62,9 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 		return err
 	}
 	if err := evidence.CheckTimes(batch); err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		// The store would refuse it (or keep it wrapped): a refusal, to
+		// quarantine.
+		return evidence.Permanent(fmt.Errorf("postgres: %w", err))
 	}
 	days := make([]int64, 0, 1)
 	for _, r := range batch {
@@ -77,7 +79,7 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 		err := s.appendTx(ctx, batch)
 		switch {
 		case err == nil || attempt > 0 || ctx.Err() != nil:
-			return err
+			return classify(err)
 		case isCode(err, "23514"):
 			// No partition for a row: another process dropped one this
 			// store thought was there.
@@ -87,7 +89,7 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 			// once more on a fresh one. Safe even if the commit went
 			// through unseen: the batch is then found stored.
 		default:
-			return err
+			return classify(err)
 		}
 	}
 }
@@ -179,9 +181,11 @@ func stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evide
 		}
 	case first.Seq <= head.Seq:
 		// The time narrows the lookup to one partition; a record with
-		// the same seq but another time is another record.
+		// the same seq but another time is another record. A quarantined
+		// record holds its seq too.
 		var hash string
-		err := tx.QueryRow(ctx, "SELECT hash FROM records WHERE replica = $1 AND seq = $2 AND time_ns = $3",
+		err := tx.QueryRow(ctx, `SELECT hash FROM records WHERE replica = $1 AND seq = $2 AND time_ns = $3
+			UNION ALL SELECT hash FROM quarantine WHERE replica = $1 AND seq = $2 LIMIT 1`,
 			last.Replica, int64(last.Chain.Seq), evidence.Nanos(last.Time)).Scan(&hash)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return 0, fmt.Errorf("postgres: append: %w", err)

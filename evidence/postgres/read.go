@@ -180,9 +180,12 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, err
 		WHERE c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'records'::regclass)
 			OR c.oid IN ('chain_heads'::regclass, 'chain_checkpoints'::regclass, 'rollup_keys'::regclass,
 				'rollups'::regclass, 'rollups_hourly'::regclass, 'rollups_daily'::regclass, 'rollups_weekly'::regclass,
-				'rollup_horizon'::regclass, 'schema_version'::regclass)`).Scan(&st.SizeBytes)
+				'rollup_horizon'::regclass, 'schema_version'::regclass, 'quarantine'::regclass)`).Scan(&st.SizeBytes)
 	if err != nil {
 		return st, fmt.Errorf("postgres: stats: size: %w", err)
+	}
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM quarantine").Scan(&st.Quarantined); err != nil {
+		return st, fmt.Errorf("postgres: stats: quarantine: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, "SELECT replica, seq, hash FROM chain_heads WHERE seq > 0")
 	if err != nil {

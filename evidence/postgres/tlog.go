@@ -73,7 +73,9 @@ func readTiles(ctx context.Context, q rowsQuerier, replica string, base uint64, 
 		}
 		return data, nil
 	}, func(from, to int64) ([]string, bool, error) {
-		rows, err := q.Query(ctx, `SELECT seq, hash FROM records WHERE replica = $1 AND seq >= $2 AND seq < $3 ORDER BY seq`,
+		// A quarantined record keeps its leaf (see Quarantine).
+		rows, err := q.Query(ctx, `SELECT seq, hash FROM records WHERE replica = $1 AND seq >= $2 AND seq < $3
+			UNION ALL SELECT seq, hash FROM quarantine WHERE replica = $1 AND seq >= $2 AND seq < $3 ORDER BY seq`,
 			replica, from, to)
 		if err != nil {
 			return nil, false, fmt.Errorf("postgres: the log of %s: %w", replica, err)

@@ -54,9 +54,14 @@ func (d *deferred) store(ctx context.Context) (evidence.Store, error) {
 		d.tried = time.Now()
 		ctx, cancel := context.WithTimeout(ctx, primaryTimeout)
 		defer cancel()
-		if d.s, d.err = evidence.Open(ctx, d.dsn, d.opts); d.err == nil {
-			return d.s, nil
+		// Kept only when it opened: a driver's failed Open may return a
+		// nil *Store in a non-nil interface.
+		s, err := evidence.Open(ctx, d.dsn, d.opts)
+		if err == nil {
+			d.s = s
+			return s, nil
 		}
+		d.err = err
 	}
 	return nil, fmt.Errorf("evidence store not opened yet: %w", d.err)
 }
@@ -67,6 +72,22 @@ func (d *deferred) Append(ctx context.Context, batch []*evidence.Record) error {
 		return err
 	}
 	return s.Append(ctx, batch)
+}
+
+func (d *deferred) Quarantine(ctx context.Context, rec *evidence.Record, reason string) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Quarantine(ctx, rec, reason)
+}
+
+func (d *deferred) Quarantined(ctx context.Context, replica string) ([]evidence.Quarantined, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Quarantined(ctx, replica)
 }
 
 func (d *deferred) Head(ctx context.Context, replica string) (evidence.Link, error) {

@@ -124,7 +124,7 @@ func (s *Store) drainSome() error {
 func (s *Store) drainChunk(timeout time.Duration) (evidence.Link, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
-	recs, err := s.file.first(ctx, drainChunk)
+	recs, refused, err := s.file.first(ctx, drainChunk)
 	if err != nil {
 		return evidence.Link{}, err
 	}
@@ -145,7 +145,7 @@ func (s *Store) drainChunk(timeout time.Duration) (evidence.Link, error) {
 		return head, fmt.Errorf("spool: draining: %w", err)
 	}
 	if len(rest) > 0 {
-		if err := s.primary.Append(ctx, rest); err != nil {
+		if err := s.deliver(timeout, rest, refused); err != nil {
 			return head, err
 		}
 		if l := linkOf(rest[len(rest)-1]); l.Seq > head.Seq {
@@ -165,6 +165,44 @@ func (s *Store) drainChunk(timeout time.Duration) (evidence.Link, error) {
 	s.depth.Add(-n)
 	s.m.drained.Add(float64(n))
 	return head, nil
+}
+
+// deliver writes recs (one piece of the chain) to the primary: the ones
+// spooled for quarantine (by seq in refused) into its quarantine, the others
+// into its records, where any the primary refuses for their content are
+// found and quarantined too (evidence.AppendIsolating): a refused record
+// never stops the drain. Each call to the primary gets timeout.
+func (s *Store) deliver(timeout time.Duration, recs []*evidence.Record, refused map[uint64]string) error {
+	for len(recs) > 0 {
+		if reason, ok := refused[recs[0].Chain.Seq]; ok {
+			ctx, cancel := context.WithTimeout(s.ctx, timeout)
+			err := s.primary.Quarantine(ctx, recs[0], reason)
+			cancel()
+			if err != nil {
+				return err
+			}
+			recs = recs[1:]
+			continue
+		}
+		run := 1
+		for run < len(recs) {
+			if _, ok := refused[recs[run].Chain.Seq]; ok {
+				break
+			}
+			run++
+		}
+		n, err := evidence.AppendIsolating(s.ctx, s.primary, recs[:run], timeout)
+		if n > 0 {
+			s.m.quarantined.Add(float64(n))
+			s.log.Error().Int("quarantined", n).Uint64("from_seq", recs[0].Chain.Seq).
+				Msg("the evidence store refused spooled records for their content: kept apart in its quarantine, with the reason, at their places in the chain (meshproof verify lists them); the drain goes on")
+		}
+		if err != nil {
+			return err
+		}
+		recs = recs[run:]
+	}
+	return nil
 }
 
 // after returns the records of recs (one chain, in order) that come after

@@ -19,20 +19,23 @@ import (
 // schema is the spool's own: the records waiting for the store, keyed by
 // their seq in the replica's chain (which keeps them in order and makes a
 // retried write recognisable), and the last head the store is known to
-// have, per replica, for a start while the store is down.
+// have, per replica, for a start while the store is down. A spooled record
+// with a reason is one the store refused for its content: the drainer puts
+// it in the store's quarantine rather than its records.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS spooled (
 		seq     INTEGER PRIMARY KEY,
 		replica TEXT NOT NULL,
 		hash    TEXT NOT NULL,
-		record  BLOB NOT NULL -- json.Marshal of the record, chain included
+		record  BLOB NOT NULL, -- json.Marshal of the record, chain included
+		reason  TEXT           -- set: to be quarantined, refused for this
 	)`,
 	`CREATE TABLE IF NOT EXISTS known_heads (
 		replica TEXT PRIMARY KEY,
 		seq     INTEGER NOT NULL,
 		hash    TEXT NOT NULL
 	) WITHOUT ROWID`,
-	`PRAGMA user_version = 1`,
+	`PRAGMA user_version = 2`, // 2: spooled.reason (added to a version 1 file when opened)
 }
 
 // file is the spool's SQLite file, written through one connection.
@@ -68,6 +71,18 @@ func openFile(ctx context.Context, path string, durable bool) (*file, error) {
 	f := &file{path: abs, db: db, durable: durable}
 	for _, stmt := range schema {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("spool %s: %w", path, err)
+		}
+	}
+	// A spool of user_version 1 has no reason column yet.
+	var hasReason int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('spooled') WHERE name = 'reason'").Scan(&hasReason); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("spool %s: %w", path, err)
+	}
+	if hasReason == 0 {
+		if _, err := db.ExecContext(ctx, "ALTER TABLE spooled ADD COLUMN reason TEXT"); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("spool %s: %w", path, err)
 		}
@@ -153,10 +168,15 @@ func (f *file) write(ctx context.Context, full bool, fn func(tx *sql.Tx) error) 
 }
 
 // add writes batch to the spool in one transaction, durably when the spool
-// was opened so.
-func (f *file) add(ctx context.Context, batch []*evidence.Record) error {
+// was opened so. A reason marks the records as refused by the store, to be
+// quarantined there.
+func (f *file) add(ctx context.Context, batch []*evidence.Record, reason string) error {
+	var why any
+	if reason != "" {
+		why = reason
+	}
 	return f.write(ctx, f.durable, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, "INSERT INTO spooled (seq, replica, hash, record) VALUES (?, ?, ?, ?)")
+		st, err := tx.PrepareContext(ctx, "INSERT INTO spooled (seq, replica, hash, record, reason) VALUES (?, ?, ?, ?, ?)")
 		if err != nil {
 			return fmt.Errorf("spool %s: %w", f.path, err)
 		}
@@ -166,7 +186,7 @@ func (f *file) add(ctx context.Context, batch []*evidence.Record) error {
 			if err != nil {
 				return fmt.Errorf("spool: encoding record %s: %w", r.ID, err)
 			}
-			if _, err := st.ExecContext(ctx, int64(r.Chain.Seq), r.Replica, r.Chain.Hash, body); err != nil {
+			if _, err := st.ExecContext(ctx, int64(r.Chain.Seq), r.Replica, r.Chain.Hash, body, why); err != nil {
 				return fmt.Errorf("spool %s: %w", f.path, err)
 			}
 		}
@@ -187,29 +207,38 @@ func (f *file) hashAt(ctx context.Context, seq uint64) (string, error) {
 	return hash, nil
 }
 
-// first returns up to n spooled records, oldest first, decoded.
-func (f *file) first(ctx context.Context, n int) ([]*evidence.Record, error) {
-	rows, err := f.db.QueryContext(ctx, "SELECT record FROM spooled ORDER BY seq LIMIT ?", n)
+// first returns up to n spooled records, oldest first, decoded, and the
+// reasons of those to be quarantined (by seq).
+func (f *file) first(ctx context.Context, n int) ([]*evidence.Record, map[uint64]string, error) {
+	rows, err := f.db.QueryContext(ctx, "SELECT record, reason FROM spooled ORDER BY seq LIMIT ?", n)
 	if err != nil {
-		return nil, fmt.Errorf("spool %s: %w", f.path, err)
+		return nil, nil, fmt.Errorf("spool %s: %w", f.path, err)
 	}
 	defer rows.Close()
 	var out []*evidence.Record
+	var refused map[uint64]string
 	for rows.Next() {
 		var body []byte
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("spool %s: %w", f.path, err)
+		var reason sql.NullString
+		if err := rows.Scan(&body, &reason); err != nil {
+			return nil, nil, fmt.Errorf("spool %s: %w", f.path, err)
 		}
 		r := new(evidence.Record)
 		if err := json.Unmarshal(body, r); err != nil {
-			return nil, fmt.Errorf("spool %s: a spooled record does not decode: %w", f.path, err)
+			return nil, nil, fmt.Errorf("spool %s: a spooled record does not decode: %w", f.path, err)
+		}
+		if reason.Valid {
+			if refused == nil {
+				refused = map[uint64]string{}
+			}
+			refused[r.Chain.Seq] = reason.String
 		}
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("spool %s: %w", f.path, err)
+		return nil, nil, fmt.Errorf("spool %s: %w", f.path, err)
 	}
-	return out, nil
+	return out, refused, nil
 }
 
 // forget removes the spooled records up to seq (they are in the store) and

@@ -90,7 +90,7 @@ func TestSynchronousFull(t *testing.T) {
 			}
 			defer f.close()
 			var h evidence.Link
-			if err := f.add(ctx, chain(&h, 3)); err != nil {
+			if err := f.add(ctx, chain(&h, 3), ""); err != nil {
 				t.Fatal(err)
 			}
 			var got int
@@ -209,5 +209,42 @@ func TestDrainInterrupted(t *testing.T) {
 	reps, err := evidence.Verify(ctx, check)
 	if err != nil || len(reps) != 1 || reps[0].Broken != nil {
 		t.Fatalf("verify: %+v, %v", reps, err)
+	}
+}
+
+// TestSpoolFileVersion1: a spool file written before quarantine (no reason
+// column) opens, and what it holds drains as records.
+func TestSpoolFileVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "spool.db")
+	f, err := openFile(ctx, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h evidence.Link
+	recs := chain(&h, 2)
+	if err := f.add(ctx, recs, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Back to version 1's table.
+	for _, q := range []string{"ALTER TABLE spooled DROP COLUMN reason", "PRAGMA user_version = 1"} {
+		if _, err := f.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.close()
+	if f, err = openFile(ctx, path, false); err != nil {
+		t.Fatalf("opening a version 1 spool: %v", err)
+	}
+	defer f.close()
+	got, refused, err := f.first(ctx, 10)
+	if err != nil || len(got) != 2 || len(refused) != 0 {
+		t.Fatalf("first = %d records, %v refused, %v; want 2, none", len(got), refused, err)
+	}
+	if err := f.add(ctx, chain(&h, 1), "refused"); err != nil {
+		t.Fatal(err)
+	}
+	if _, refused, err = f.first(ctx, 10); err != nil || refused[3] != "refused" {
+		t.Fatalf("refused = %v, %v; want seq 3", refused, err)
 	}
 }

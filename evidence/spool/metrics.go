@@ -4,14 +4,18 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // Metrics are the spool's metrics. Create them once per registry; a Store
 // reports into them.
 type Metrics struct {
 	drained prometheus.Counter
-	up      prometheus.Gauge
-	depth   atomic.Pointer[func() float64]
+	// quarantined is evidence.QuarantinedCounter: the Recorder's too.
+	quarantined prometheus.Counter
+	up          prometheus.Gauge
+	depth       atomic.Pointer[func() float64]
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -27,6 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 when the last write to (or read of the chain head from) the evidence store behind the spool worked, 0 when it failed.",
 		}),
 	}
+	m.quarantined = evidence.QuarantinedCounter(reg)
 	m.up.Set(1)
 	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshproof_evidence_spool_depth",

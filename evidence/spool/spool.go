@@ -173,17 +173,54 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 		if errors.Is(err, evidence.ErrChainConflict) {
 			return err // the Recorder chains again after Head; spooling would not help
 		}
+		if evidence.IsPermanent(err) {
+			// The store refuses these records for their content, and
+			// would refuse them from the spool too: the caller finds
+			// them (evidence.AppendIsolating) and quarantines them.
+			s.primaryWorks()
+			return err
+		}
 		s.primaryFailed()
 		s.since = time.Now()
 		s.log.Warn().Err(err).Uint64("seq", batch[0].Chain.Seq).
 			Msg("evidence store write failed; spooling evidence to the local file until the store is back")
 	}
-	return s.spool(ctx, batch)
+	return s.spool(ctx, batch, "")
+}
+
+// Quarantine puts rec, refused by the store for reason, in the store's
+// quarantine while the spool is empty; otherwise (or when the store fails)
+// it is spooled marked for quarantine, and the drainer puts it there in its
+// turn. See evidence.Writer.
+func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason string) error {
+	if rec.Replica != s.replica {
+		return fmt.Errorf("spool: a record of replica %q given to the spool of %q", rec.Replica, s.replica)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.depth.Load() == 0 {
+		pctx, cancel := context.WithTimeout(ctx, primaryTimeout)
+		err := s.primary.Quarantine(pctx, rec, reason)
+		cancel()
+		if err == nil {
+			s.sawPrimaryHead(ctx, linkOf(rec))
+			return nil
+		}
+		if errors.Is(err, evidence.ErrChainConflict) {
+			return err
+		}
+		s.primaryFailed()
+		s.since = time.Now()
+		s.log.Warn().Err(err).Uint64("seq", rec.Chain.Seq).
+			Msg("evidence store write failed; spooling evidence to the local file until the store is back")
+	}
+	return s.spool(ctx, []*evidence.Record{rec}, reason)
 }
 
 // spool writes batch to the file after the spool's tail (or, when empty,
-// the primary's last known head). Called with mu held.
-func (s *Store) spool(ctx context.Context, batch []*evidence.Record) error {
+// the primary's last known head), marked for quarantine when reason is
+// set. Called with mu held.
+func (s *Store) spool(ctx context.Context, batch []*evidence.Record, reason string) error {
 	head, checked := s.tail, true
 	if s.depth.Load() == 0 {
 		head, checked = s.known, s.hasKnown
@@ -204,7 +241,7 @@ func (s *Store) spool(ctx context.Context, batch []*evidence.Record) error {
 		return fmt.Errorf("%w: replica %s: the batch starts at seq %d after %.12s, the spool's head is seq %d (%.12s)",
 			evidence.ErrChainConflict, s.replica, first.Seq, first.PrevHash, head.Seq, head.Hash)
 	}
-	if err := s.file.add(ctx, batch); err != nil {
+	if err := s.file.add(ctx, batch, reason); err != nil {
 		// A commit that failed may yet have landed: read the truth back.
 		if st, serr := s.file.state(ctx, s.replica); serr == nil {
 			s.tail = st.tail

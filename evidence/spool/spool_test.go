@@ -555,3 +555,21 @@ func TestTimeOutOfRangeNotSpooled(t *testing.T) {
 	s.Close()
 	checkPrimary(t, f.dsn, append(first, more...))
 }
+
+// TestDialRetriesWhileDown: a store that cannot be opened is tried again
+// (at most once a second) on use, each failed attempt an error, never a
+// crash (a failed open once left a nil store behind, used by the next call).
+func TestDialRetriesWhileDown(t *testing.T) {
+	ctx := context.Background()
+	s, err := spool.Dial(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=5", evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Several redial periods: the first retries fail, later calls go on.
+	for start := time.Now(); time.Since(start) < 3500*time.Millisecond; time.Sleep(50 * time.Millisecond) {
+		if _, err := s.Head(ctx, replica); err == nil || !strings.Contains(err.Error(), "not opened yet") {
+			t.Fatalf("Head with the store down: %v", err)
+		}
+	}
+}

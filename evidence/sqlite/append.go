@@ -37,7 +37,7 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 		conn.Raw(func(any) error { return driver.ErrBadConn })
 	}
 	conn.Close()
-	return err
+	return classify(err)
 }
 
 // checkBatch rejects a batch that is not one replica's chain in order: a
@@ -183,7 +183,7 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 		for i, r := range batch[start:end] {
 			body, err := bodies.get(start + i)
 			if err != nil {
-				return fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err)
+				return evidence.Permanent(fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err))
 			}
 			c := evidence.ColumnsOf(r)
 			edge, err := s.edgeID(ctx, tx, edgeOf(c), fresh)
@@ -193,8 +193,13 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 			args = append(args, c.Replica, c.Seq, c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body)
 		}
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.replica, records.seq") {
+				return fmt.Errorf("%w: a seq of the batch is stored already: %v", evidence.ErrChainConflict, err)
+			}
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.id") {
-				return fmt.Errorf("%w: a record of the batch has an id already stored: %v", evidence.ErrChainConflict, err)
+				// Not a conflict of chains: a record whose id another
+				// record has, refused whatever the head.
+				return fmt.Errorf("evidence sqlite: a record of the batch has an id already stored: %w", err)
 			}
 			return fmt.Errorf("evidence sqlite: inserting records: %w", err)
 		}

@@ -29,3 +29,6 @@ func (s *Store) Plan(ctx context.Context, f evidence.Filter, cursor string) (str
 	}
 	return strings.Join(lines, "; "), rows.Err()
 }
+
+// Classify is classify, for the tests of real SQLite errors.
+var Classify = classify

@@ -175,7 +175,26 @@ var migrations = [][]string{
 		fmt.Sprintf(`INSERT INTO rollup_closed (one, minute) SELECT 1, coalesce(
 			(SELECT max(minute) - ((max(minute) %% 60) + 60) %% 60 + 60 FROM rollups WHERE span = 1), %d)`, beginningOfTime),
 	},
-	// 3: each replica's transparency log and its signed checkpoints (see
+	{ // 3: the quarantine, records the store refused for their content
+		// (evidence.ErrPermanent), kept apart with the reason. A quarantined
+		// record keeps its place in its replica's chain: the head moves past
+		// it as if it were stored, and verify walks records and quarantine
+		// together, so the chain stays whole and nothing is erased. body is
+		// json.Marshal of the record (empty when it would not encode).
+		// Retention leaves the table alone: it is for a person to read.
+		`CREATE TABLE quarantine (
+			replica        TEXT    NOT NULL,
+			seq            INTEGER NOT NULL,
+			id             TEXT    NOT NULL,
+			prev_hash      TEXT    NOT NULL,
+			hash           TEXT    NOT NULL,
+			body           BLOB    NOT NULL,
+			reason         TEXT    NOT NULL,
+			quarantined_ns INTEGER NOT NULL,
+			PRIMARY KEY (replica, seq)
+		) WITHOUT ROWID`,
+	},
+	// 4: each replica's transparency log and its signed checkpoints (see
 	// tlog.go). Records written from now on are canonical encoding v2.
 	logMigration,
 }

@@ -152,6 +152,13 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, err
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
 	}
+	// Quarantined records hold seqs of the chains without being records.
+	var above int64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(q.seq > coalesce(c.seq, 0)), 0)
+		FROM quarantine q LEFT JOIN chain_checkpoints c ON c.replica = q.replica`).Scan(&st.Quarantined, &above); err != nil {
+		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
+	}
+	st.Records -= above
 	var oldest, newest sql.NullInt64
 	if err := s.r.QueryRowContext(ctx, `SELECT min(time_ns), max(time_ns) FROM records`).Scan(&oldest, &newest); err != nil {
 		return st, fmt.Errorf("evidence sqlite: stats: %w", err)

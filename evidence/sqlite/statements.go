@@ -47,7 +47,9 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 		sql  string
 	}{
 		{&st.head, `SELECT seq, hash FROM chain_heads WHERE replica = ?`},
-		{&st.storedHash, `SELECT hash FROM records WHERE replica = ? AND seq = ?`},
+		// A quarantined record holds its seq too (see migration 3).
+		{&st.storedHash, `SELECT hash FROM records WHERE replica = ?1 AND seq = ?2
+			UNION ALL SELECT hash FROM quarantine WHERE replica = ?1 AND seq = ?2 LIMIT 1`},
 		{&st.setHead, `INSERT INTO chain_heads (replica, seq, hash, root) VALUES (?, ?, ?, ?)
 			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, root = excluded.root`},
 		{&st.rollupKey, `SELECT id FROM rollup_keys WHERE replica = ? AND source = ? AND dst_host = ?

@@ -75,7 +75,9 @@ func readTiles(ctx context.Context, q querier, replica string, base uint64, tile
 		}
 		return data, nil
 	}, func(from, to int64) ([]string, bool, error) {
-		rows, err := q.QueryContext(ctx, `SELECT seq, hash FROM records WHERE replica = ? AND seq >= ? AND seq < ? ORDER BY seq`,
+		// A quarantined record keeps its leaf (see Quarantine).
+		rows, err := q.QueryContext(ctx, `SELECT seq, hash FROM records WHERE replica = ?1 AND seq >= ?2 AND seq < ?3
+			UNION ALL SELECT seq, hash FROM quarantine WHERE replica = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq`,
 			replica, from, to)
 		if err != nil {
 			return nil, false, fmt.Errorf("evidence sqlite: the log of %s: %w", replica, err)

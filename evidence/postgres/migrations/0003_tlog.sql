@@ -1,4 +1,4 @@
--- Schema version 2: each replica's transparency log and its signed
+-- Schema version 3: each replica's transparency log and its signed
 -- checkpoints. Records written from now on are canonical encoding v2: body
 -- holds the record's canonical bytes (RFC 8785, no chain fields), hash its
 -- RFC 6962 leaf hash, prev_hash is empty.

@@ -1,0 +1,4 @@
+package postgres
+
+// Classify is classify, for the tests of real PostgreSQL errors.
+var Classify = classify
