@@ -82,13 +82,25 @@ func VerifyWith(ctx context.Context, s Verifiable, opts VerifyOptions) ([]ChainR
 		return nil, err
 	}
 	reports := make([]ChainReport, 0, len(replicas))
+	tally := newRollupTally()
 	for _, replica := range replicas {
-		rep, err := verifyChain(ctx, s, replica, opts, given[replica])
+		rep, err := verifyChain(ctx, s, replica, opts, given[replica], tally)
 		if err != nil {
 			return reports, fmt.Errorf("replica %s: %w", replica, err)
 		}
 		reports = append(reports, rep)
 		delete(given, replica)
+	}
+	// The rollups are counted again only over intact chains: a broken one
+	// is already the answer, and its records are not the rollups' any more.
+	intact := true
+	for _, rep := range reports {
+		intact = intact && rep.Broken == nil
+	}
+	if intact {
+		if rep := tally.check(ctx, s, opts.Now); rep != nil {
+			reports = append(reports, *rep)
+		}
 	}
 	for _, replica := range slices.Sorted(mapsKeys(given)) {
 		c := slices.MaxFunc(given[replica], func(a, b Checkpoint) int { return int(a.Size - b.Size) })
@@ -117,7 +129,7 @@ type Verifiable interface {
 // errStop ends a walk at the first broken link.
 var errStop = errors.New("first broken link found")
 
-func verifyChain(ctx context.Context, s Verifiable, replica string, opts VerifyOptions, given []Checkpoint) (ChainReport, error) {
+func verifyChain(ctx context.Context, s Verifiable, replica string, opts VerifyOptions, given []Checkpoint, tally *rollupTally) (ChainReport, error) {
 	rep := ChainReport{Replica: replica}
 	start, err := s.Checkpoint(ctx, replica)
 	if err != nil {
@@ -218,6 +230,7 @@ func verifyChain(ctx context.Context, s Verifiable, replica string, opts VerifyO
 		if rep.Broken != nil {
 			return errStop
 		}
+		tally.add(replica, r)
 		prev = Link{Seq: c.Seq, Hash: c.Hash}
 		return nil
 	})

@@ -249,6 +249,10 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 		total += r.Checked
 		quarantined += int64(len(r.Quarantined))
 		status := "intact"
+		if b := r.Broken; b != nil && r.Replica == evidence.RollupsReplica {
+			fmt.Fprintf(tw, "%s\t%d groups\t-\t-\tBROKEN (%s): %s\n", r.Replica, r.Checked, b.Kind, b.Detail)
+			continue
+		}
 		if b := r.Broken; b != nil {
 			status = fmt.Sprintf("BROKEN at seq %d (%s", b.Seq, b.Kind)
 			if b.ID != "" {

@@ -163,3 +163,37 @@ func testTamper(t *testing.T, f Factory) {
 		})
 	}
 }
+
+// testRollupTamper: a rollup group turned from plaintext to mtls (what
+// every report reads) is found by Verify, which counts the records again.
+func testRollupTamper(t *testing.T, f Factory) {
+	ctx := context.Background()
+	b, _ := loaded(t, f, 300)
+	reports, err := evidence.Verify(ctx, b.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rep := range reports {
+		if rep.Broken != nil {
+			t.Fatalf("before the edit: %s broken: %+v", rep.Replica, *rep.Broken)
+		}
+	}
+	if err := b.Tamper.FlipRollupVerdict(ctx, evidence.Plaintext, evidence.MTLS); err != nil {
+		t.Fatalf("tamper: %v", err)
+	}
+	// As meshproof verify would see it: opened afresh (a store may keep
+	// the rollup groups' names in memory).
+	reports, err = evidence.Verify(ctx, b.Reopen(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rep := range reports {
+		if rep.Replica == evidence.RollupsReplica {
+			if rep.Broken == nil || !strings.Contains(rep.Broken.Detail, "plaintext") {
+				t.Fatalf("rollups report %+v: want the plaintext group named", rep)
+			}
+			return
+		}
+	}
+	t.Fatalf("a rollup edited from plaintext to mtls went unnoticed: %+v", reports)
+}

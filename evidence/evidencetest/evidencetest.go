@@ -53,6 +53,10 @@ type Tamperer interface {
 	// recorded head to it: what a meshproof before time bounds wrote for
 	// a record stamped beyond 2262 (UnixNano wrapped).
 	AppendStoredAt(ctx context.Context, r *evidence.Record, timeNS int64) error
+	// FlipRollupVerdict turns one rollup group of verdict from into to
+	// (one that does not clash with a group already of to), as an edit
+	// making plaintext traffic look like mtls in every report would.
+	FlipRollupVerdict(ctx context.Context, from, to evidence.Verdict) error
 }
 
 // Factory makes a Backend for one subtest; it registers its own cleanup.

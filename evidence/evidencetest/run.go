@@ -35,6 +35,7 @@ func Run(t *testing.T, f Factory) {
 		{"JSON", testJSON},
 		{"Amendments", testAmendments},
 		{"Quarantine", testQuarantine},
+		{"RollupTamper", testRollupTamper},
 		{"RecorderQuarantine", testRecorderQuarantine},
 	}
 	for _, tc := range tests {

@@ -242,3 +242,14 @@ func TestOpenFailureIsNil(t *testing.T) {
 		t.Fatalf("Open of a file in a missing directory = %v, %v; want a nil store and an error", s, err)
 	}
 }
+
+func (tm tamperer) FlipRollupVerdict(ctx context.Context, from, to evidence.Verdict) error {
+	res, err := tm.db.ExecContext(ctx, `UPDATE rollup_keys SET verdict = ?2 WHERE id = (SELECT k.id FROM rollup_keys AS k
+		WHERE k.verdict = ?1 AND NOT EXISTS (SELECT 1 FROM rollup_keys AS o WHERE o.replica = k.replica AND o.source = k.source
+			AND o.dst_host = k.dst_host AND o.dst_principal = k.dst_principal AND o.allowed = k.allowed AND o.verdict = ?2)
+		LIMIT 1)`, string(from), string(to))
+	if n, _ := res.RowsAffected(); err == nil && n != 1 {
+		return fmt.Errorf("no rollup group of %s to flip", from)
+	}
+	return err
+}

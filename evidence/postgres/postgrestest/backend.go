@@ -263,3 +263,12 @@ func (tm *Tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64
 	}
 	return nil
 }
+
+// FlipRollupVerdict turns one rollup group of verdict from into to.
+func (tm *Tamperer) FlipRollupVerdict(ctx context.Context, from, to evidence.Verdict) error {
+	return tm.exec(ctx, `UPDATE rollup_keys SET verdict = $2 WHERE id = (SELECT k.id FROM rollup_keys AS k
+		WHERE k.verdict = $1 AND NOT EXISTS (SELECT 1 FROM rollup_keys AS o WHERE o.replica = k.replica AND o.source = k.source
+			AND o.destination_host = k.destination_host AND o.destination_principal = k.destination_principal
+			AND o.allowed = k.allowed AND o.verdict = $2)
+		LIMIT 1)`, string(from), string(to))
+}
