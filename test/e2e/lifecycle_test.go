@@ -263,6 +263,7 @@ func TestUnixSocketInUse(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	second := exec.CommandContext(ctx, meshproofBin, append(append([]string{}, serveArgs...), "--policy", benchFile("policy.rego"), "--decision", "envoy/authz/result", "--grpc-addr", target)...)
+	second.Dir = t.TempDir() // its default store, meshproof.db, out of the repository
 	out, err := second.CombinedOutput()
 	switch {
 	case ctx.Err() != nil:
