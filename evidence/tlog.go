@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -83,6 +84,11 @@ type LogReader interface {
 type TreeEdge struct {
 	size  int64
 	tiles []Tile // tiles[L]: N = (size >> (H*L)) >> H, W = (size >> (H*L)) % 2^H hashes
+	// frontier holds the stored hashes (tlog's indexes) of the complete
+	// subtrees that make up the log, one per bit of size: all that tlog
+	// reads to add a leaf (StoredHashesForRecordHash) and to make the root
+	// (TreeHash), so that neither hashes a tile over again.
+	frontier map[int64]tlog.Hash
 }
 
 // EdgeTiles are the tiles a TreeEdge of size is made of (the partial tile
@@ -115,7 +121,63 @@ func NewTreeEdge(size int64, stored map[tlog.Tile][]byte) (*TreeEdge, error) {
 		}
 		e.tiles = append(e.tiles, t)
 	}
+	e.frontier = map[int64]tlog.Hash{}
+	idx := frontierIndexes(size)
+	if len(idx) > 0 {
+		hs, err := e.hashReader().ReadHashes(idx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrIncompleteLog, err)
+		}
+		for i, x := range idx {
+			e.frontier[x] = hs[i]
+		}
+	}
 	return e, nil
+}
+
+// frontierIndexes are the stored-hash indexes of the complete subtrees a
+// log of size leaves is made of.
+func frontierIndexes(size int64) []int64 {
+	var out []int64
+	for l := 0; size>>l > 0; l++ {
+		if size>>l&1 == 1 {
+			out = append(out, tlog.StoredHashIndex(l, size>>l-1))
+		}
+	}
+	return out
+}
+
+// frontierReader reads the frontier's hashes.
+func (e *TreeEdge) frontierReader() tlog.HashReader {
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		for i, x := range indexes {
+			h, ok := e.frontier[x]
+			if !ok {
+				return nil, fmt.Errorf("evidence: hash %d is not on the log's frontier", x)
+			}
+			out[i] = h
+		}
+		return out, nil
+	})
+}
+
+// grow adds the leaf at e.size to the frontier, with tlog's own hashing.
+func (e *TreeEdge) grow(h tlog.Hash) {
+	hs, err := tlog.StoredHashesForRecordHash(e.size, h, e.frontierReader())
+	if err != nil {
+		panic("evidence: the log's frontier is missing a hash: " + err.Error())
+	}
+	first := tlog.StoredHashIndex(0, e.size)
+	for i, x := range hs {
+		e.frontier[first+int64(i)] = x
+	}
+	keep := frontierIndexes(e.size + 1)
+	for x := range e.frontier {
+		if !slices.Contains(keep, x) {
+			delete(e.frontier, x)
+		}
+	}
 }
 
 // Size is the number of leaves.
@@ -133,7 +195,11 @@ func (e *TreeEdge) Append(leaves []tlog.Hash) []Tile {
 		}
 		touched[k] = t
 	}
+	if e.frontier == nil {
+		e.frontier = map[int64]tlog.Hash{}
+	}
 	for _, h := range leaves {
+		e.grow(h)
 		e.size++
 		for l := 0; ; l++ {
 			if l == len(e.tiles) {
@@ -173,12 +239,12 @@ func tileRoot(t Tile) tlog.Hash {
 	return tlog.NodeHash(left, right)
 }
 
-// Root is the log's root hash (tlog.TreeHash over the edge's tiles).
+// Root is the log's root hash (tlog.TreeHash over the frontier).
 func (e *TreeEdge) Root() (tlog.Hash, error) {
 	if e.size == 0 {
 		return tlog.Hash{}, nil
 	}
-	return tlog.TreeHash(e.size, e.hashReader())
+	return tlog.TreeHash(e.size, e.frontierReader())
 }
 
 func (e *TreeEdge) hashReader() tlog.HashReader {
