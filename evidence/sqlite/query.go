@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -73,10 +72,10 @@ func edgeWhere(f evidence.Filter) (w *where, ok bool) {
 func recordWhere(f evidence.Filter, cursor string) (*where, error) {
 	w := &where{}
 	if !f.Since.IsZero() {
-		w.and("time_ns >= ?", nanos(f.Since))
+		w.and("time_ns >= ?", evidence.Nanos(f.Since))
 	}
 	if !f.Until.IsZero() {
-		w.and("time_ns < ?", nanos(f.Until))
+		w.and("time_ns < ?", evidence.Nanos(f.Until))
 	}
 	if cursor != "" {
 		t, id, err := evidence.DecodeCursor(cursor)
@@ -263,17 +262,6 @@ func verdictArgs(vs []evidence.Verdict) []any {
 		args[i] = string(v)
 	}
 	return args
-}
-
-// nanos is t in Unix nanoseconds, saturated to the int64 range.
-func nanos(t time.Time) int64 {
-	switch {
-	case t.Before(time.Unix(0, math.MinInt64)):
-		return math.MinInt64
-	case t.After(time.Unix(0, math.MaxInt64)):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
 }
 
 // Query returns one page of the records matching f, newest first.

@@ -27,7 +27,7 @@ func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, ba
 			return 0, err
 		}
 		for _, replica := range replicas {
-			n, err := s.deleteChainBefore(ctx, replica, nanos(t), batch)
+			n, err := s.deleteChainBefore(ctx, replica, evidence.Nanos(t), batch)
 			total += n
 			if err != nil {
 				return total, err
