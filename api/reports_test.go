@@ -12,7 +12,7 @@ import (
 	"github.com/meshproof/meshproof/evidence/report"
 )
 
-// The story of DOMAIN.md section 4: httpbin in namespace mtls-pg runs in
+// The README's story ("Run with Istio"): httpbin in namespace mtls-pg runs in
 // PERMISSIVE mode; sleep calls it over mTLS; a legacy client without a
 // sidecar calls it in plaintext (no principal on either side), until, a
 // day ago, it was given a sidecar and calls over mTLS too.

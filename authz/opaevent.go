@@ -208,7 +208,7 @@ func decodeNumbers(raw json.RawMessage, v any) error {
 
 // checkRequestOf rebuilds the CheckRequest from OPA-Envoy's input document.
 // That document is the request in protojson field names with three
-// differences protojson does not read (DOMAIN.md section 5, input.go):
+// differences protojson does not read (README "Policies", input.go):
 // request.time is {"seconds", "nanos"}, not an RFC 3339 string; an Any is
 // {"typeUrl", "value"}, not {"@type", fields...}; and OPA-Envoy's own keys
 // (parsed_path, version, ...) beside attributes. 64-bit integers as

@@ -27,7 +27,7 @@ import (
 
 const testToken = "0123456789abcdef0123456789abcdef"
 
-// The story of DOMAIN.md section 4: httpbin in namespace mtls-pg, in
+// The README's story ("Run with Istio"): httpbin in namespace mtls-pg, in
 // PERMISSIVE mode, called by sleep over mTLS and by a client without a
 // sidecar in plaintext.
 const (

@@ -19,7 +19,7 @@ const (
 	reviewsID = "spiffe://cluster.local/ns/bookinfo/sa/reviews"
 )
 
-// storyAPI serves the last hour of the DOMAIN.md story: httpbin reached by
+// storyAPI serves the last hour of the README's story ("Run with Istio"): httpbin reached by
 // sleep over mTLS (6) and by 10.42.0.99 in plaintext (3); ratings reached
 // over mTLS only; reviews reached once with an XFCC that contradicts the
 // connection.
