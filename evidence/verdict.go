@@ -7,7 +7,7 @@ import (
 )
 
 // Verdict says whether one hop was mutually authenticated, judged from what
-// Envoy told us about the connection (DOMAIN.md sections 1, 2 and 4).
+// Envoy told us about the connection (Envoy's ext_authz and x-forwarded-client-cert docs; README, "Run with Envoy").
 type Verdict string
 
 // The verdicts, from best to worst.

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// The facts below come from DOMAIN.md sections 1, 2 and 4. Each assertion
+// The facts below come from Envoy's ext_authz and x-forwarded-client-cert docs and Istio's PERMISSIVE and STRICT modes. Each assertion
 // names the fact, so that an edit that breaks one says which.
 
 const (

@@ -11,7 +11,7 @@ import (
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
-// storyRecord is one request of DOMAIN.md section 4's story: sleep calls
+// storyRecord is one request of the README's story ("Run with Istio"): sleep calls
 // httpbin over mTLS; a legacy client without a sidecar calls it in
 // plaintext (PERMISSIVE: no principal on either side) until it is given a
 // sidecar.

@@ -46,7 +46,7 @@ func newIdentities(t *testing.T) identities {
 var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 // TestCheckRequest: what the sidecar sends meshproof for each kind of
-// connection and forward_client_cert_details mode (DOMAIN.md sections 1, 2).
+// connection and forward_client_cert_details mode (Envoy's ext_authz and x-forwarded-client-cert docs).
 func TestCheckRequest(t *testing.T) {
 	id := newIdentities(t)
 	mtls := func(peer *x509.Certificate) *tls.ConnectionState {

@@ -1,5 +1,5 @@
 // Package mesh simulates, on loopback, the Istio namespace of the story
-// meshproof exists for (see DOMAIN.md sections 1, 2 and 4): httpbin behind a
+// meshproof exists for (see README, "Run with Envoy" and "Run with Istio"): httpbin behind a
 // server-side sidecar that calls meshproof's ext_authz over gRPC, and the
 // clients that reach it over mTLS, plaintext, TLS without an Istio ALPN, or
 // with a forged x-forwarded-client-cert header.

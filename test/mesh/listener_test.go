@@ -18,7 +18,7 @@ import (
 )
 
 // TestChainSelection: which filter chain each client lands on, in each
-// mode, and what reaches meshproof (DOMAIN.md section 4).
+// mode, and what reaches meshproof (README, "Run with Envoy").
 func TestChainSelection(t *testing.T) {
 	m, authz, _ := startMesh(t, allowAll)
 	ctx := testContext(t)
