@@ -223,8 +223,12 @@ func writePage(w http.ResponseWriter, records [][]byte, next string) error {
 // maxID bounds a record id worth looking up: ids are ULIDs (26 bytes).
 const maxID = 128
 
-// recordID is the {id} of the path, when it can be a record's.
-func recordID(r *http.Request) (string, error) {
+// recordID is the {id} of the path, when it can be a record's; the
+// request takes no parameter.
+func (s *Server) recordID(r *http.Request) (string, error) {
+	if _, err := parseQuery(r.URL.RawQuery, s.now(), nil); err != nil {
+		return "", err
+	}
 	id := r.PathValue("id")
 	if len(id) > maxID || !utf8.ValidString(id) {
 		return "", &apiError{kind: notFound, msg: "no such record"}
@@ -234,10 +238,7 @@ func recordID(r *http.Request) (string, error) {
 
 // get answers one record.
 func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
-	if _, err := parseQuery(r.URL.RawQuery, s.now(), nil); err != nil {
-		return err
-	}
-	id, err := recordID(r)
+	id, err := s.recordID(r)
 	if err != nil {
 		return err
 	}

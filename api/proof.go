@@ -23,10 +23,7 @@ type CheckpointInfo struct {
 // proof answers a record's inclusion proof against the latest signed
 // checkpoint of its replica's log.
 func (s *Server) proof(w http.ResponseWriter, r *http.Request) error {
-	if _, err := parseQuery(r.URL.RawQuery, s.now(), nil); err != nil {
-		return err
-	}
-	id, err := recordID(r)
+	id, err := s.recordID(r)
 	if err != nil {
 		return err
 	}

@@ -1,13 +1,14 @@
 package evidence
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"slices"
 	"strconv"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Canonical encodings: the bytes a record's hash covers.
@@ -101,15 +102,8 @@ func (r *Record) CanonicalJSON() []byte {
 }
 
 // LeafHash is the RFC 6962 leaf hash of canonical bytes: SHA-256 of a zero
-// byte followed by them (tlog.RecordHash, without the import here).
-func LeafHash(canonical []byte) [32]byte {
-	h := sha256.New()
-	h.Write([]byte{0})
-	h.Write(canonical)
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
-}
+// byte followed by them.
+func LeafHash(canonical []byte) [32]byte { return tlog.RecordHash(canonical) }
 
 // LeafHashHex is LeafHash in lowercase hex, as Chain.Hash holds it for a
 // version 2 record.

@@ -45,7 +45,7 @@ func (p *Proof) Check(verifiers note.Verifiers) (Checkpoint, *Record, error) {
 	if verifiers != nil {
 		c, err = OpenCheckpoint([]byte(p.Checkpoint), verifiers, p.Replica)
 	} else {
-		c, err = parseUnverified([]byte(p.Checkpoint))
+		c, err = ParseUnverified([]byte(p.Checkpoint))
 	}
 	if err != nil {
 		return c, nil, err
@@ -76,6 +76,6 @@ func (p *Proof) Check(verifiers note.Verifiers) (Checkpoint, *Record, error) {
 	if err != nil {
 		return c, nil, err
 	}
-	r.Chain = Chain{Seq: base + uint64(p.LeafIndex) + 1, Hash: HexHash(tlog.RecordHash(leaf)), Version: CanonicalV2}
+	r.Chain = Chain{Seq: base + uint64(p.LeafIndex) + 1, Hash: LeafHashHex(leaf), Version: CanonicalV2}
 	return c, r, nil
 }

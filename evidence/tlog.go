@@ -2,9 +2,11 @@ package evidence
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -285,28 +287,10 @@ func LeafHashes(batch []*Record) ([]tlog.Hash, error) {
 
 func parseHexHash(s string) (tlog.Hash, error) {
 	var h tlog.Hash
-	if len(s) != 2*tlog.HashSize {
-		return h, fmt.Errorf("hash %q is not 64 hex digits", s)
-	}
-	for i := range h {
-		hi, ok1 := unhex(s[2*i])
-		lo, ok2 := unhex(s[2*i+1])
-		if !ok1 || !ok2 {
-			return h, fmt.Errorf("hash %q is not 64 hex digits", s)
-		}
-		h[i] = hi<<4 | lo
+	if n, err := hex.Decode(h[:], []byte(s)); err != nil || n != tlog.HashSize || len(s) != 2*tlog.HashSize || strings.ToLower(s) != s {
+		return h, fmt.Errorf("hash %q is not 64 lowercase hex digits", s)
 	}
 	return h, nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
 }
 
 // StoredHashReader reads a replica's log hashes from the stored tiles,

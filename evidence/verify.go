@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -102,22 +103,12 @@ func VerifyWith(ctx context.Context, s Verifiable, opts VerifyOptions) ([]ChainR
 			reports = append(reports, *rep)
 		}
 	}
-	for _, replica := range slices.Sorted(mapsKeys(given)) {
+	for _, replica := range slices.Sorted(maps.Keys(given)) {
 		c := slices.MaxFunc(given[replica], func(a, b Checkpoint) int { return int(a.Size - b.Size) })
 		reports = append(reports, ChainReport{Replica: replica, Broken: &Break{Kind: BreakTruncated,
 			Detail: fmt.Sprintf("a signed checkpoint says the log of %s held %d leaves; the store holds none", replica, c.Size)}})
 	}
 	return reports, nil
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // Verifiable is what Verify reads: the chains and their recorded heads.
@@ -302,7 +293,7 @@ func newLogVerifier(ctx context.Context, s Verifiable, replica string, th TreeHe
 				v.rep.Signed++
 			}
 		} else {
-			c, err = parseUnverified(sc.Note)
+			c, err = ParseUnverified(sc.Note)
 		}
 		if err == nil && c.Size != sc.Size {
 			err = fmt.Errorf("it is stored as size %d but says %d", sc.Size, c.Size)
@@ -355,7 +346,7 @@ func (v *logVerifier) checkRetention(start Link) *Break {
 		if v.opts.Verifiers != nil {
 			c, err = OpenCheckpoint(stored[0].Note, v.opts.Verifiers, v.replica)
 		} else {
-			c, err = parseUnverified(stored[0].Note)
+			c, err = ParseUnverified(stored[0].Note)
 		}
 		if err == nil {
 			latest = &checkpointAt{c, "the stored checkpoint"}
@@ -405,8 +396,8 @@ func checkQuarantined(e Quarantined, prev Link, inLog bool) *Break {
 	return nil
 }
 
-// parseUnverified reads a signed note's text without checking a signature.
-func parseUnverified(signed []byte) (Checkpoint, error) {
+// ParseUnverified reads a signed note's text without checking a signature.
+func ParseUnverified(signed []byte) (Checkpoint, error) {
 	i := bytes.LastIndex(signed, []byte("\n\n"))
 	if i < 0 {
 		return Checkpoint{}, errors.New("not a signed note")
@@ -429,18 +420,16 @@ func (v *logVerifier) leaf(r *Record, body []byte, prev Link) *Break {
 // add puts the leaf of the record at seq (its hash in hex) in the rebuilt
 // log and compares what it completes.
 func (v *logVerifier) add(seq uint64, hash, id string, prev Link) *Break {
-	c := Chain{Seq: seq, Hash: hash}
-	r := &Record{ID: id}
-	if c.Seq == v.th.Base+1 && prev.Seq == v.th.Base && prev.Hash != v.th.BaseHash {
-		return &Break{Kind: BreakReordered, Seq: c.Seq, ID: r.ID,
+	if seq == v.th.Base+1 && prev.Seq == v.th.Base && prev.Hash != v.th.BaseHash {
+		return &Break{Kind: BreakReordered, Seq: seq, ID: id,
 			Detail: fmt.Sprintf("the log starts after seq %d (%s), but the chain before it ends at %s", v.th.Base, short(v.th.BaseHash), short(prev.Hash))}
 	}
-	h, err := ParseHexHash(c.Hash)
+	h, err := ParseHexHash(hash)
 	if err != nil {
-		return &Break{Kind: BreakEdited, Seq: c.Seq, ID: r.ID, Detail: err.Error()}
+		return &Break{Kind: BreakEdited, Seq: seq, ID: id, Detail: err.Error()}
 	}
 	if v.edge == nil {
-		if b := v.begin(v.th.Leaf(c.Seq), c.Seq); b != nil {
+		if b := v.begin(v.th.Leaf(seq), seq); b != nil {
 			return b
 		}
 	}
@@ -448,11 +437,11 @@ func (v *logVerifier) add(seq uint64, hash, id string, prev Link) *Break {
 		if t.W() < tileWidth {
 			continue
 		}
-		if b := v.compareTile(t, c.Seq, r.ID); b != nil {
+		if b := v.compareTile(t, seq, id); b != nil {
 			return b
 		}
 	}
-	return v.reached(c.Seq, r.ID)
+	return v.reached(seq, id)
 }
 
 // begin starts the rebuilt log at leaf: empty, or, after retention, from
