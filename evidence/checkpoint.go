@@ -137,6 +137,9 @@ func SignCheckpoint(signer note.Signer, replica string, th TreeHead, now time.Ti
 		c.Extensions = []string{fmt.Sprintf("%s %d %s", BaseExtension, th.Base, th.BaseHash)}
 	}
 	c.Extensions = append(c.Extensions, fmt.Sprintf("%s %d", TimeExtension, now.Unix()))
+	if line := th.Rollups.Line(); line != "" {
+		c.Extensions = append(c.Extensions, line)
+	}
 	return note.Sign(&note.Note{Text: c.Text()}, signer)
 }
 

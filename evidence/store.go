@@ -32,14 +32,16 @@ type Writer interface {
 	// records at the end of a chain shows): seq and hash, or 0 and "" when
 	// the replica has written nothing. Retention does not change it.
 	Head(ctx context.Context, replica string) (Link, error)
-	// DeleteBefore removes records older than t (and rollups older than
-	// rollupsBefore), in batches of at most batch records per transaction so
+	// DeleteBefore removes records older than the start of the hour t
+	// falls in (and rollup buckets that begin before rollupsBefore), after
+	// sealing each replica's rollups of the hours before that start
+	// (RollupSeal: their records are gone, the seal stands for them), in batches of at most batch records per transaction so
 	// that writers are never stalled for long; it returns how many records
 	// it removed. Chains are cut, never holed: per replica it removes every
 	// seq before its first record that must stay, one whose time is at or
-	// after t or whose stored time is before MinTime (wrapped by an older
+	// after the cut or whose stored time is before MinTime (wrapped by an older
 	// meshproof, or edited: its age is unknown), or all of them when none
-	// must. A record a little older than t may stay with the newer
+	// must. A record a little older than the cut may stay with the newer
 	// ones when times are out of order; a record's time never takes the
 	// records after it along. The transaction that removes records saves
 	// the last removed link as the chain's checkpoint, so that Verify knows
@@ -91,6 +93,8 @@ type Reader interface {
 	// The replica's transparency log and its signed checkpoints.
 	LogReader
 	CheckpointReader
+	// The rollups as stored, and their seals.
+	RollupAuditor
 }
 
 // Stored is a record as a store holds it: the index columns beside it and

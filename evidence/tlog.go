@@ -51,6 +51,8 @@ type TreeHead struct {
 	BaseHash string
 	Size     int64
 	Root     tlog.Hash
+	// Rollups is where the replica's rollup seals stand (RollupSeal).
+	Rollups SealHead
 }
 
 // MakeTreeHead checks and assembles a log head as a store reads it.

@@ -30,6 +30,10 @@ type VerifyOptions struct {
 	// checkpoint younger than the window lacks them was cut too early (or
 	// behind the store's back).
 	Retention time.Duration
+	// RollupRetention is the store's rollup retention (serve's
+	// --rollup-retention), 0 when unknown: rollups removed although
+	// younger than it were removed too early.
+	RollupRetention time.Duration
 	// Now is the time to judge retention by; time.Now when zero.
 	Now time.Time
 }
@@ -99,7 +103,11 @@ func VerifyWith(ctx context.Context, s Verifiable, opts VerifyOptions) ([]ChainR
 		intact = intact && rep.Broken == nil
 	}
 	if intact {
-		if rep := tally.check(ctx, s, opts.Now); rep != nil {
+		rep, err := tally.check(ctx, s, opts)
+		if err != nil {
+			return reports, fmt.Errorf("rollups: %w", err)
+		}
+		if rep != nil {
 			reports = append(reports, *rep)
 		}
 	}
@@ -252,6 +260,13 @@ func verifyChain(ctx context.Context, s Verifiable, replica string, opts VerifyO
 			Detail: fmt.Sprintf("the chain ends at seq %d (%s); the store recorded seq %d (%s) as its last write", prev.Seq, short(prev.Hash), want.Seq, short(want.Hash))}
 	case lv != nil:
 		rep.Broken = lv.finish(prev)
+	}
+	if rep.Broken == nil {
+		var cps []checkpointAt
+		if lv != nil {
+			cps = lv.cps
+		}
+		tally.done(replica, rep.Start, cps)
 	}
 	return rep, nil
 }

@@ -192,17 +192,22 @@ func runVerify(args []string, stdout io.Writer) error {
 	fs.Var(newListFlag(&keys), "public-key", "verifier key file (FILE.pub of meshproof keygen), repeatable: checks the signatures of the checkpoints given and stored")
 	retention := defaultEvidenceOptions().Retention
 	fs.DurationVar(&retention, "retention", retention, "the store's retention (serve's --retention): records removed although a signed checkpoint younger than this lacks them were removed too early; 0 does not judge")
+	rollupRetention := defaultEvidenceOptions().RollupRetention
+	fs.DurationVar(&rollupRetention, "rollup-retention", rollupRetention, "the store's rollup retention (serve's --rollup-retention): rollups removed while younger than this were removed too early; 0 does not judge")
 	if err := fs.Parse(args); err != nil {
 		return asUsage(err)
 	}
 	if output != "text" && output != "json" {
 		return usageError{fmt.Errorf("output %q: want text or json", output)}
 	}
+	if retention < 0 || rollupRetention < 0 {
+		return usageError{errors.New("retention and rollup-retention must not be negative")}
+	}
 	opts, err := verifyOptions(checkpoints, keys)
 	if err != nil {
 		return usageError{err}
 	}
-	opts.Retention = retention
+	opts.Retention, opts.RollupRetention = retention, rollupRetention
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// Existing: a mistyped path is an error, not an empty store whose
@@ -250,7 +255,7 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 		quarantined += int64(len(r.Quarantined))
 		status := "intact"
 		if b := r.Broken; b != nil && r.Replica == evidence.RollupsReplica {
-			fmt.Fprintf(tw, "%s\t%d groups\t-\t-\tBROKEN (%s): %s\n", r.Replica, r.Checked, b.Kind, b.Detail)
+			fmt.Fprintf(tw, "%s\t%d hours\t-\t-\tBROKEN (%s): %s\n", r.Replica, r.Checked, b.Kind, b.Detail)
 			continue
 		}
 		if b := r.Broken; b != nil {

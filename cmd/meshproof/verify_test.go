@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -65,5 +66,42 @@ func TestVerifyListsQuarantined(t *testing.T) {
 	if !doc.Intact || doc.Quarantined != 1 || len(doc.Chains) != 1 || len(doc.Chains[0].Quarantined) != 1 ||
 		doc.Chains[0].Quarantined[0].Seq != 2 || doc.Chains[0].Quarantined[0].Reason == "" {
 		t.Errorf("verify --output json: %s", &out)
+	}
+}
+
+// TestVerifyRollupRetention: verify judges the rollups' horizon by
+// --rollup-retention: rollups removed while younger than it are reported
+// (exit 1), 0 does not judge, and a negative one is a usage error.
+func TestVerifyRollupRetention(t *testing.T) {
+	ctx := context.Background()
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "e.db")
+	s, err := evidence.Open(ctx, dsn, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx := evidencetest.Varied(120, 40, 3)
+	for _, b := range fx.Batches {
+		if err := s.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rollup retention as if run with a window that ended a day in.
+	if _, err := s.DeleteBefore(ctx, time.Time{}, evidencetest.Base.Add(24*time.Hour), 100); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	var out bytes.Buffer
+	if err := runVerify([]string{"--store", dsn, "--rollup-retention", "0"}, &out); err != nil {
+		t.Fatalf("verify --rollup-retention 0: %v\n%s", err, &out)
+	}
+	out.Reset()
+	keep := time.Since(evidencetest.Base) + 48*time.Hour // rollups from before Base must still be there
+	err = runVerify([]string{"--store", dsn, "--rollup-retention", keep.Round(time.Hour).String()}, &out)
+	if err != errBroken || !strings.Contains(out.String(), "(rollups)") || !strings.Contains(out.String(), "--rollup-retention") {
+		t.Fatalf("verify with a rollup retention longer than what is kept = %v:\n%s", err, &out)
+	}
+	var usage usageError
+	if err := runVerify([]string{"--store", dsn, "--rollup-retention", "-1h"}, &out); !errors.As(err, &usage) {
+		t.Errorf("verify --rollup-retention -1h = %v, want a usage error", err)
 	}
 }

@@ -6,6 +6,7 @@ package evidencetest
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/meshproof/meshproof/evidence"
 )
@@ -57,6 +58,19 @@ type Tamperer interface {
 	// (one that does not clash with a group already of to), as an edit
 	// making plaintext traffic look like mtls in every report would.
 	FlipRollupVerdict(ctx context.Context, from, to evidence.Verdict) error
+	// AddToRollup adds delta to the count of the first bucket of span
+	// (minutes: 1, 60, 1440, 10080) that begins at or after at.
+	AddToRollup(ctx context.Context, span int64, at time.Time, delta int64) error
+	// DeleteSeal removes the seal of replica's hour (Unix hours).
+	DeleteSeal(ctx context.Context, replica string, hour int64) error
+	// CutSeals removes replica's seals and minute buckets from hour on and
+	// moves its seal head back to the seal before, consistently: the last
+	// hours sealed vanish without a trace in the store.
+	CutSeals(ctx context.Context, replica string, hour int64) error
+	// MoveRollupHorizon removes every bucket that begins before at, and
+	// the seals of those hours, and moves the horizon there, as retention
+	// would with a later cutoff.
+	MoveRollupHorizon(ctx context.Context, at time.Time) error
 }
 
 // Factory makes a Backend for one subtest; it registers its own cleanup.

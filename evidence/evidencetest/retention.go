@@ -172,14 +172,15 @@ func testRetentionAbsurdTimes(t *testing.T, f Factory) {
 	// removed all of replica-a).
 	retain(Base.Add(-time.Hour), 0,
 		map[string]int64{"replica-a": 201, "replica-b": 10}, map[string]evidence.Link{})
-	// A cut after 51 of replica-a's: those go; replica-b's first four go,
-	// the one stamped 2200 and those after it stay.
-	retain(Base.Add(50*time.Minute+30*time.Second), 51+4,
-		map[string]int64{"replica-a": 150, "replica-b": 6},
-		map[string]evidence.Link{"replica-a": at(a[50]), "replica-b": at(bs[3])})
+	// A cut within the hour after 60 of replica-a's (retention cuts at the
+	// start of that hour): those go; replica-b's first four go, the one
+	// stamped 2200 and those after it stay.
+	retain(Base.Add(time.Hour+30*time.Second), 60+4,
+		map[string]int64{"replica-a": 141, "replica-b": 6},
+		map[string]evidence.Link{"replica-a": at(a[59]), "replica-b": at(bs[3])})
 	// A cut after every honest time: the wrapped record stays, with
 	// nothing after it; replica-b does not move.
-	retain(Base.Add(300*24*time.Hour), 149,
+	retain(Base.Add(300*24*time.Hour), 140,
 		map[string]int64{"replica-a": 1, "replica-b": 6},
 		map[string]evidence.Link{"replica-a": headA, "replica-b": at(bs[3])})
 	if got, err := b.Store.Get(ctx, late.ID); err != nil || !got.Time.Equal(future) {

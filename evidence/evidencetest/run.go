@@ -36,6 +36,7 @@ func Run(t *testing.T, f Factory) {
 		{"Amendments", testAmendments},
 		{"Quarantine", testQuarantine},
 		{"RollupTamper", testRollupTamper},
+		{"RollupSeals", testRollupSeals},
 		{"RecorderQuarantine", testRecorderQuarantine},
 	}
 	for _, tc := range tests {

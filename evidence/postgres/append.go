@@ -131,10 +131,12 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 		}
 	}
 	// The head row, locked: one writer per chain at a time.
+	// sealed: records of hours before it are not counted in the rollups
+	// (evidence.RollupSeal); sealing takes this lock too.
 	var head evidence.Link
-	var seq int64
+	var seq, sealed int64
 	err = tx.QueryRow(ctx, `INSERT INTO chain_heads AS h (replica, seq, hash) VALUES ($1, 0, '')
-		ON CONFLICT (replica) DO UPDATE SET seq = h.seq RETURNING seq, hash`, replica).Scan(&seq, &head.Hash)
+		ON CONFLICT (replica) DO UPDATE SET seq = h.seq RETURNING seq, hash, seal_through`, replica).Scan(&seq, &head.Hash, &sealed)
 	if err != nil {
 		return fmt.Errorf("postgres: append: locking the head of %s: %w", replica, err)
 	}
@@ -153,7 +155,7 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 	}
 	last := batch[len(batch)-1].Chain
 	b := &pgx.Batch{}
-	queueRollups(b, batch, ids)
+	queueRollups(b, batch, sealed*60, ids)
 	b.Queue("UPDATE chain_heads SET seq = $2, hash = $3, root = $4, updated_at = now() WHERE replica = $1", replica, int64(last.Seq), last.Hash, root)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("postgres: append: rollups and head of %s: %w", replica, err)

@@ -56,7 +56,7 @@ func loadMigrations() ([]migration, error) {
 
 // SchemaVersion is the schema version this meshproof reads and writes: the
 // number of migrations.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migrateLock is the advisory lock key that serialises migrations: two
 // replicas running `meshproof migrate` at once apply each step once.

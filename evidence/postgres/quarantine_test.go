@@ -153,8 +153,8 @@ func TestMigrateToQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	exec(t, dsn, "DROP TABLE quarantine, tlog_logs, tlog_tiles, tlog_checkpoints")
-	exec(t, dsn, "ALTER TABLE chain_heads DROP COLUMN root")
+	exec(t, dsn, "DROP TABLE quarantine, tlog_logs, tlog_tiles, tlog_checkpoints, rollup_seals")
+	exec(t, dsn, "ALTER TABLE chain_heads DROP COLUMN root, DROP COLUMN seal_first, DROP COLUMN seal_through, DROP COLUMN seal_chain")
 	exec(t, dsn, "DELETE FROM schema_version WHERE version >= 2")
 	if _, err := postgres.Open(ctx, dsn, evidence.Options{}); !errors.Is(err, evidence.ErrSchema) {
 		t.Fatalf("Open of a schema 1 database = %v, want ErrSchema", err)

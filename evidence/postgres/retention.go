@@ -26,6 +26,21 @@ func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, ba
 		batch = 1000
 	}
 	var n int64
+	if _, ok := unixNano(t); ok {
+		// Retention cuts at the start of the hour t falls in, once the
+		// hours before it are sealed (evidence.RollupSeal).
+		until := evidence.SealsUntil(t)
+		replicas, err := s.Replicas(ctx)
+		if err != nil {
+			return n, fmt.Errorf("postgres: retention: %w", err)
+		}
+		for _, replica := range replicas {
+			if err := s.seal(ctx, replica, until); err != nil {
+				return n, fmt.Errorf("postgres: retention: %w", err)
+			}
+		}
+		t = evidence.HourStart(until)
+	}
 	if cut, ok := unixNano(t); ok {
 		cuts, err := s.retentionCuts(ctx, cut)
 		if err != nil {
@@ -290,6 +305,10 @@ func saveCheckpoints(ctx context.Context, tx pgx.Tx, cps map[string]link) (int64
 func (s *Store) deleteRollups(ctx context.Context, minute int64, batch int) error {
 	if _, err := s.pool.Exec(ctx, `INSERT INTO rollup_horizon AS h (minute) VALUES ($1)
 		ON CONFLICT (one) DO UPDATE SET minute = greatest(h.minute, excluded.minute)`, minute); err != nil {
+		return err
+	}
+	// The seals of hours whose minutes are gone in part or whole.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM rollup_seals WHERE hour * 60 < (SELECT minute FROM rollup_horizon)`); err != nil {
 		return err
 	}
 	for _, l := range levels {

@@ -117,7 +117,10 @@ type unitKey struct{ unit, key int64 }
 
 // queueRollups adds to b the upserts of the batch's counts at every level,
 // counted here so that each row is written once per batch.
-func queueRollups(b *pgx.Batch, batch []*evidence.Record, ids map[evidence.RollupKey]int64) {
+//
+// Minutes before sealed belong to sealed hours, closed for good: their
+// records are stored but not counted.
+func queueRollups(b *pgx.Batch, batch []*evidence.Record, sealed int64, ids map[evidence.RollupKey]int64) {
 	counts := make([]map[unitKey]*rollup, len(levels))
 	for i := range counts {
 		counts[i] = map[unitKey]*rollup{}
@@ -125,6 +128,9 @@ func queueRollups(b *pgx.Batch, batch []*evidence.Record, ids map[evidence.Rollu
 	for _, r := range batch {
 		// One delta a record; two for an amendment (evidence.RollupDeltas).
 		evidence.RollupDeltas(r, func(k evidence.RollupKey, delta int64) {
+			if k.Minute < sealed {
+				return
+			}
 			minute := k.Minute
 			k.Minute = 0
 			id, ns := ids[k], evidence.Nanos(r.Time)

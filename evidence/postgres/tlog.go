@@ -227,8 +227,13 @@ func (s *Store) TreeHead(ctx context.Context, replica string) (th evidence.TreeH
 		} else if err != nil {
 			return fmt.Errorf("postgres: the head of %s: %w", replica, err)
 		}
-		th, ok, err = evidence.MakeTreeHead(replica, base, baseHash, uint64(seq), root)
-		return err
+		if th, ok, err = evidence.MakeTreeHead(replica, base, baseHash, uint64(seq), root); err != nil || !ok {
+			return err
+		}
+		if th.Rollups, err = sealHead(ctx, tx, replica, ""); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("postgres: the head of %s: %w", replica, err)
+		}
+		return nil
 	})
 	return th, ok, err
 }

@@ -212,3 +212,27 @@ func (d *deferred) SaveCheckpoint(ctx context.Context, c evidence.SignedCheckpoi
 	}
 	return s.SaveCheckpoint(ctx, c)
 }
+
+func (d *deferred) RollupBuckets(ctx context.Context, fromHour, toHour int64, fn func(evidence.RollupBucket) error) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.RollupBuckets(ctx, fromHour, toHour, fn)
+}
+
+func (d *deferred) RollupSeals(ctx context.Context, replica string, fn func(evidence.RollupSeal) error) (evidence.SealHead, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return evidence.SealHead{}, err
+	}
+	return s.RollupSeals(ctx, replica, fn)
+}
+
+func (d *deferred) RollupBounds(ctx context.Context) (int64, int64, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	return s.RollupBounds(ctx)
+}

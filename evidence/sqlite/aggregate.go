@@ -18,11 +18,13 @@ func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evi
 	if until.IsZero() {
 		until = time.Now()
 	}
-	closed, err := s.closedMark(ctx)
+	horizon, closed, err := s.RollupBounds(ctx)
 	if err != nil {
 		return nil, err
 	}
-	u := rollupUnion(firstMinute(q.Since), endMinute(until), closed, q.Destination)
+	// Before the horizon, retention removed the buckets (every span that
+	// began before it): nothing is left to read there.
+	u := rollupUnion(max(firstMinute(q.Since), horizon), endMinute(until), closed, q.Destination)
 	// Sum the buckets per group number first (small integer rows), then
 	// name the groups; replicas of one edge merge in the outer query.
 	rows, err := s.r.QueryContext(ctx, `SELECT k.source, k.dst_host, k.dst_principal, k.verdict, k.allowed,
@@ -112,18 +114,6 @@ func cover(a, b int64) []bucketRange {
 type union struct {
 	sql  string
 	args []any
-}
-
-// closedMark is the first minute of the first hour not closed: hours,
-// days and weeks count every record before it, minutes every record (see
-// upsertRollups). A mark read before a later write stays right: closing
-// only adds to buckets before the new mark what their minutes already say.
-func (s *Store) closedMark(ctx context.Context) (int64, error) {
-	var closed int64
-	if err := s.r.QueryRowContext(ctx, `SELECT minute FROM rollup_closed`).Scan(&closed); err != nil {
-		return 0, fmt.Errorf("evidence sqlite: reading the closed rollups mark: %w", err)
-	}
-	return closed, nil
 }
 
 // rollupUnion selects the rollup rows covering the minutes [a, b), each

@@ -67,10 +67,15 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	}
 	defer tx.Rollback()
 	replica := batch[0].Replica
-	head, err := link(tx.StmtContext(ctx, s.st.head).QueryRowContext(ctx, replica))
-	if err != nil {
+	// sealed: records of hours before it are not counted in the rollups
+	// (evidence.RollupSeal).
+	var head evidence.Link
+	var seq, sealed int64
+	err = tx.StmtContext(ctx, s.st.appendHead).QueryRowContext(ctx, replica).Scan(&seq, &head.Hash, &sealed)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("evidence sqlite: reading the head of %s: %w", replica, err)
 	}
+	head.Seq = uint64(seq)
 	first, last := batch[0].Chain, batch[len(batch)-1].Chain
 	switch {
 	case last.Seq <= head.Seq:
@@ -85,7 +90,7 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 		return err
 	}
 	fresh := map[groupKey]int64{}
-	if err := s.upsertRollups(ctx, tx, batch, fresh); err != nil {
+	if err := s.upsertRollups(ctx, tx, batch, sealed*60, fresh); err != nil {
 		return err
 	}
 	if err := s.appendLog(ctx, tx, head, batch); err != nil {
@@ -309,7 +314,10 @@ var spans = [...]int64{1, 60, 1440, 10080}
 // than the closed mark first closes the hours before it, summing their
 // minutes as stored, then counts its own records of those hours in every
 // span directly.
-func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence.Record, fresh map[groupKey]int64) error {
+//
+// Minutes before sealed belong to sealed hours, closed for good: their
+// records are stored but not counted.
+func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence.Record, sealed int64, fresh map[groupKey]int64) error {
 	var closed int64
 	if err := tx.StmtContext(ctx, s.st.closed).QueryRowContext(ctx).Scan(&closed); err != nil {
 		return fmt.Errorf("evidence sqlite: reading the closed rollups mark: %w", err)
@@ -342,7 +350,7 @@ func (s *Store) upsertRollups(ctx context.Context, tx *sql.Tx, batch []*evidence
 	for _, r := range batch {
 		// One delta a record; two for an amendment (evidence.RollupDeltas).
 		evidence.RollupDeltas(r, func(g evidence.RollupKey, delta int64) {
-			if err != nil {
+			if err != nil || g.Minute < sealed {
 				return
 			}
 			g.Minute = 0

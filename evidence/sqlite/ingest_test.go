@@ -2,7 +2,10 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -157,4 +160,59 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return fi.Size()
+}
+
+// TestSealAndVerify10M measures what rollup seals cost on a copy of a
+// store TestQuery10M built and kept (MESHPROOF_BENCH_10M=PATH): Verify
+// (and its rollups' part alone, one pass over every bucket), then the
+// first retention, which seals the older half of its 30 days before
+// removing their records, then Verify again.
+func TestSealAndVerify10M(t *testing.T) {
+	where := os.Getenv("MESHPROOF_BENCH_10M")
+	if where == "" || where == "1" {
+		t.Skip("set MESHPROOF_BENCH_10M=PATH of a store TestQuery10M built and kept")
+	}
+	path := filepath.Join(t.TempDir(), "copy.db")
+	if out, err := exec.Command("cp", where, path).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Stats(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := func(when string) {
+		t.Helper()
+		start := time.Now()
+		reports, err := evidence.Verify(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rep := range reports {
+			if rep.Broken != nil {
+				t.Fatalf("%s: %s broken: %+v", when, rep.Replica, *rep.Broken)
+			}
+		}
+		all := time.Since(start)
+		start = time.Now()
+		buckets := 0
+		if err := s.RollupBuckets(ctx, math.MinInt64, math.MaxInt64, func(evidence.RollupBucket) error { buckets++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: Verify %s; reading its %d rollup buckets alone %s", when, all.Round(time.Millisecond), buckets, time.Since(start).Round(time.Millisecond))
+	}
+	verify(fmt.Sprintf("%d records", st.Records))
+	cut := st.Oldest.Add(st.Newest.Sub(st.Oldest) / 2)
+	start := time.Now()
+	n, err := s.DeleteBefore(ctx, cut, time.Time{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("retention sealing %s and removing %d records: %s", cut.Sub(st.Oldest).Round(time.Hour), n, time.Since(start).Round(time.Millisecond))
+	verify("after retention")
 }

@@ -197,6 +197,8 @@ var migrations = [][]string{
 	// 4: each replica's transparency log and its signed checkpoints (see
 	// tlog.go). Records written from now on are canonical encoding v2.
 	logMigration,
+	// 5: rollup seals and the rollups' horizon (see seal.go).
+	sealMigration,
 }
 
 // SchemaVersion is the schema this code writes.

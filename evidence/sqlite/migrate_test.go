@@ -156,3 +156,76 @@ func unzip(t *testing.T, from, to string) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestMigrateFromSchema4 opens a file written by schema 4, before rollup
+// seals (testdata/schema4.db.gz: evidencetest.Varied(240, 40, 4) appended,
+// then retention of the records before Base+24h20m and of the rollup
+// buckets that ended before Base+6h20m, then closed). The migrated store
+// verifies intact; its first retention seals every hour it still holds
+// whole, up to its cut, and Verify then finds an edit to those hours.
+func TestMigrateFromSchema4(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "schema4.db")
+	unzip(t, "testdata/schema4.db.gz", path)
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		t.Fatalf("Open (migrating): %v", err)
+	}
+	defer func() { s.Close() }()
+	intact := func(when string) {
+		t.Helper()
+		reports, err := evidence.Verify(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rep := range reports {
+			if rep.Broken != nil {
+				t.Errorf("%s: %s broken: %+v", when, rep.Replica, *rep.Broken)
+			}
+		}
+	}
+	intact("after the migration")
+	cut := evidencetest.Base.Add(3*24*time.Hour + 10*time.Minute)
+	if _, err := s.DeleteBefore(ctx, cut, time.Time{}, 100); err != nil {
+		t.Fatal(err)
+	}
+	for _, replica := range evidencetest.Replicas {
+		var seals []evidence.RollupSeal
+		head, err := s.RollupSeals(ctx, replica, func(seal evidence.RollupSeal) error {
+			seals = append(seals, seal)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The minutes the old retention left start at Base+6h20m: the hours
+		// from Base+7h are whole, the one before only in part.
+		first := evidence.SealsUntil(evidencetest.Base.Add(6 * time.Hour))
+		if head.First < first || head.First > first+1 || head.Through != evidence.SealsUntil(cut) || int64(len(seals)) != head.Through-head.First {
+			t.Errorf("the seals of %s: %d from hour %d to %d; want them from hour %d or %d to %d", replica, len(seals), head.First, head.Through,
+				first, first+1, evidence.SealsUntil(cut))
+		}
+	}
+	intact("after the first seals")
+	s.Close()
+	db := rawDB(t, path)
+	if _, err := db.ExecContext(ctx, `UPDATE rollups SET count = count + 1 WHERE (span, minute, key) =
+		(SELECT span, minute, key FROM rollups WHERE span = 1 AND minute >= ? ORDER BY minute LIMIT 1)`,
+		evidencetest.Base.Add(30*time.Hour).Unix()/60); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if s, err = sqlite.Open(ctx, path, evidence.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	reports, err := evidence.Verify(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rep := range reports {
+		if rep.Replica == evidence.RollupsReplica && rep.Broken != nil {
+			return
+		}
+	}
+	t.Fatalf("a sealed minute edited after the upgrade went unnoticed: %+v", reports)
+}

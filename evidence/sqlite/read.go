@@ -166,11 +166,11 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, err
 	if oldest.Valid {
 		st.Oldest, st.Newest = time.Unix(0, oldest.Int64).UTC(), time.Unix(0, newest.Int64).UTC()
 	}
-	closed, err := s.closedMark(ctx)
+	horizon, closed, err := s.RollupBounds(ctx)
 	if err != nil {
 		return st, err
 	}
-	u := rollupUnion(firstMinute(since), endOfTime, closed, "")
+	u := rollupUnion(max(firstMinute(since), horizon), endOfTime, closed, "")
 	rows, err = s.r.QueryContext(ctx, `SELECT k.verdict, k.allowed, sum(b.count)
 		FROM (`+u.sql+`) AS b JOIN rollup_keys AS k ON k.id = b.key GROUP BY k.verdict, k.allowed`, u.args...)
 	if err != nil {

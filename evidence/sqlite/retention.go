@@ -14,8 +14,11 @@ import (
 // must stay (see retentionCut), oldest first, at most batch records per transaction; each
 // transaction also moves the chain's checkpoint to the last link it
 // removed, so the checkpoint and the remaining chain agree at every
-// moment, even if retention stops halfway. Rollup buckets that end at or
-// before rollupsBefore go too. A zero time leaves that part alone.
+// moment, even if retention stops halfway. The cut is the start of the
+// hour t falls in: first the replica's rollups of every hour before it
+// are sealed (evidence.RollupSeal), then their records go. Rollup buckets
+// that begin before rollupsBefore go too, with their seals. A zero time
+// leaves that part alone.
 func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error) {
 	if batch <= 0 {
 		batch = 1000
@@ -26,8 +29,12 @@ func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, ba
 		if err != nil {
 			return 0, err
 		}
+		until := evidence.SealsUntil(t)
 		for _, replica := range replicas {
-			n, err := s.deleteChainBefore(ctx, replica, evidence.Nanos(t), batch)
+			if err := s.seal(ctx, replica, until); err != nil {
+				return total, err
+			}
+			n, err := s.deleteChainBefore(ctx, replica, evidence.Nanos(evidence.HourStart(until)), batch)
 			total += n
 			if err != nil {
 				return total, err
@@ -147,11 +154,16 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 // transaction removes: some thousands of rows, not millions.
 var rollupWindow = map[int64]int64{1: 60, 60: 1440, 1440: 43200, 10080: 100800}
 
-// deleteRollupsBefore removes the buckets that end at or before minute
-// cutoff.
+// deleteRollupsBefore moves the horizon to minute cutoff and removes the
+// buckets of every span that begin before it (queries read the remaining
+// minutes of a bucket cut in two, never a count of minutes that are gone),
+// and the seals of the hours whose minutes are gone in part or whole.
 func (s *Store) deleteRollupsBefore(ctx context.Context, cutoff int64) error {
+	if err := s.setHorizon(ctx, cutoff); err != nil {
+		return err
+	}
 	for _, span := range spans {
-		last := cutoff - span // the last bucket start to remove
+		last := cutoff - 1 // the last bucket start to remove
 		for {
 			var first sql.NullInt64
 			if err := s.r.QueryRowContext(ctx, `SELECT min(minute) FROM rollups WHERE span = ?`, span).Scan(&first); err != nil {
@@ -165,6 +177,19 @@ func (s *Store) deleteRollupsBefore(ctx context.Context, cutoff int64) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+func (s *Store) setHorizon(ctx context.Context, cutoff int64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO rollup_horizon (one, minute) VALUES (1, ?)
+		ON CONFLICT (one) DO UPDATE SET minute = max(minute, excluded.minute)`, cutoff); err != nil {
+		return fmt.Errorf("evidence sqlite: rollup retention: %w", err)
+	}
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM rollup_seals WHERE hour * 60 < (SELECT minute FROM rollup_horizon)`); err != nil {
+		return fmt.Errorf("evidence sqlite: rollup retention: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
@@ -252,4 +253,57 @@ func (tm tamperer) FlipRollupVerdict(ctx context.Context, from, to evidence.Verd
 		return fmt.Errorf("no rollup group of %s to flip", from)
 	}
 	return err
+}
+
+func (tm tamperer) exactlyOne(res sql.Result, err error, what string) error {
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("%s: %d rows changed, want 1", what, n)
+	}
+	return nil
+}
+
+func (tm tamperer) AddToRollup(ctx context.Context, span int64, at time.Time, delta int64) error {
+	res, err := tm.db.ExecContext(ctx, `UPDATE rollups SET count = count + ?3 WHERE (span, minute, key) =
+		(SELECT span, minute, key FROM rollups WHERE span = ?1 AND minute >= ?2 ORDER BY minute, key LIMIT 1)`,
+		span, at.Unix()/60, delta)
+	return tm.exactlyOne(res, err, "no bucket to edit")
+}
+
+func (tm tamperer) DeleteSeal(ctx context.Context, replica string, hour int64) error {
+	res, err := tm.db.ExecContext(ctx, `DELETE FROM rollup_seals WHERE replica = ? AND hour = ?`, replica, hour)
+	return tm.exactlyOne(res, err, "no seal to remove")
+}
+
+func (tm tamperer) CutSeals(ctx context.Context, replica string, hour int64) error {
+	var chain []byte
+	if err := tm.db.QueryRowContext(ctx, `SELECT chain FROM rollup_seals WHERE replica = ? AND hour = ?`, replica, hour-1).Scan(&chain); err != nil {
+		return err
+	}
+	for _, q := range []string{
+		`DELETE FROM rollup_seals WHERE replica = ?1 AND hour >= ?2`,
+		`DELETE FROM rollups WHERE span = 1 AND minute >= ?2 * 60 AND key IN (SELECT id FROM rollup_keys WHERE replica = ?1)`,
+		`UPDATE chain_heads SET seal_through = ?2, seal_chain = ?3 WHERE replica = ?1`,
+	} {
+		if _, err := tm.db.ExecContext(ctx, q, replica, hour, chain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (tm tamperer) MoveRollupHorizon(ctx context.Context, at time.Time) error {
+	m := at.Unix() / 60
+	for _, q := range []string{
+		`DELETE FROM rollups WHERE minute < ?1`,
+		`DELETE FROM rollup_seals WHERE hour * 60 < ?1`,
+		`INSERT INTO rollup_horizon (one, minute) VALUES (1, ?1) ON CONFLICT (one) DO UPDATE SET minute = excluded.minute`,
+	} {
+		if _, err := tm.db.ExecContext(ctx, q, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ type statements struct {
 	insertChunk, insertOne    *sql.Stmt
 	upsertChunk, upsertOne    *sql.Stmt
 	putTile                   *sql.Stmt
+	appendHead                *sql.Stmt
 }
 
 // The inserts are OR FAIL rather than the default OR ABORT: a multi-row
@@ -67,6 +68,7 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 		{&st.insertOne, insert + rows(1, recordParams)},
 		{&st.upsertChunk, fmt.Sprintf(upsertSQL, rows(rollupChunk, rollupParams))},
 		{&st.upsertOne, fmt.Sprintf(upsertSQL, rows(1, rollupParams))},
+		{&st.appendHead, `SELECT seq, hash, seal_through FROM chain_heads WHERE replica = ?`},
 		{&st.putTile, `INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES (?, ?, ?, ?)
 			ON CONFLICT (replica, level, n) DO UPDATE SET hashes = excluded.hashes`},
 	} {
@@ -86,7 +88,7 @@ func rows(n, params int) string {
 
 func (st *statements) close() {
 	for _, s := range []**sql.Stmt{&st.head, &st.storedHash, &st.setHead, &st.rollupKey, &st.newRollupKey,
-		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile} {
+		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile, &st.appendHead} {
 		if *s != nil {
 			(*s).Close()
 			*s = nil

@@ -231,7 +231,14 @@ func (s *Store) TreeHead(ctx context.Context, replica string) (evidence.TreeHead
 	} else if err != nil {
 		return evidence.TreeHead{}, false, fmt.Errorf("evidence sqlite: the head of %s: %w", replica, err)
 	}
-	return evidence.MakeTreeHead(replica, base, baseHash, uint64(seq), root)
+	th, ok, err := evidence.MakeTreeHead(replica, base, baseHash, uint64(seq), root)
+	if err != nil || !ok {
+		return th, ok, err
+	}
+	if th.Rollups, err = sealHead(ctx, tx, replica); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return th, false, fmt.Errorf("evidence sqlite: the head of %s: %w", replica, err)
+	}
+	return th, true, nil
 }
 
 // ReadTiles returns stored tiles of replica's log (see evidence.LogReader).

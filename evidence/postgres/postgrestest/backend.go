@@ -272,3 +272,60 @@ func (tm *Tamperer) FlipRollupVerdict(ctx context.Context, from, to evidence.Ver
 			AND o.allowed = k.allowed AND o.verdict = $2)
 		LIMIT 1)`, string(from), string(to))
 }
+
+// levelTables are the rollup tables by span, and their unit columns.
+var levelTables = map[int64][2]string{1: {"rollups", "minute"}, 60: {"rollups_hourly", "hour"},
+	1440: {"rollups_daily", "day"}, 10080: {"rollups_weekly", "week"}}
+
+func (tm *Tamperer) AddToRollup(ctx context.Context, span int64, at time.Time, delta int64) error {
+	l, ok := levelTables[span]
+	if !ok {
+		return fmt.Errorf("tamper: no span of %d minutes", span)
+	}
+	unit := at.Unix() / 60 / span
+	// Table and column names are constants.
+	return tm.exec(ctx, `UPDATE `+l[0]+` SET count = count + $2 WHERE (`+l[1]+`, key) =
+		(SELECT `+l[1]+`, key FROM `+l[0]+` WHERE `+l[1]+` >= $1 ORDER BY `+l[1]+`, key LIMIT 1)`, unit, delta)
+}
+
+func (tm *Tamperer) DeleteSeal(ctx context.Context, replica string, hour int64) error {
+	return tm.exec(ctx, `DELETE FROM rollup_seals WHERE replica = $1 AND hour = $2`, replica, hour)
+}
+
+func (tm *Tamperer) CutSeals(ctx context.Context, replica string, hour int64) error {
+	var chain []byte
+	if err := tm.DB.QueryRow(ctx, `SELECT chain FROM rollup_seals WHERE replica = $1 AND hour = $2`, replica, hour-1).Scan(&chain); err != nil {
+		return fmt.Errorf("tamper: %w", err)
+	}
+	for _, q := range []string{
+		`DELETE FROM rollup_seals WHERE replica = $1 AND hour >= $2`,
+		`DELETE FROM rollups WHERE minute >= $2 * 60 AND key IN (SELECT id FROM rollup_keys WHERE replica = $1)`,
+		`UPDATE chain_heads SET seal_through = $2, seal_chain = $3 WHERE replica = $1`,
+	} {
+		args := []any{replica, hour}
+		if len(q) > 0 && q[0] == 'U' {
+			args = append(args, chain)
+		}
+		if _, err := tm.DB.Exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("tamper: %w", err)
+		}
+	}
+	return nil
+}
+
+func (tm *Tamperer) MoveRollupHorizon(ctx context.Context, at time.Time) error {
+	m := at.Unix() / 60
+	for _, q := range []string{
+		`DELETE FROM rollups WHERE minute < $1`,
+		`DELETE FROM rollups_hourly WHERE hour * 60 < $1`,
+		`DELETE FROM rollups_daily WHERE day * 1440 < $1`,
+		`DELETE FROM rollups_weekly WHERE week * 10080 < $1`,
+		`DELETE FROM rollup_seals WHERE hour * 60 < $1`,
+		`INSERT INTO rollup_horizon (minute) VALUES ($1) ON CONFLICT (one) DO UPDATE SET minute = excluded.minute`,
+	} {
+		if _, err := tm.DB.Exec(ctx, q, m); err != nil {
+			return fmt.Errorf("tamper: %w", err)
+		}
+	}
+	return nil
+}
