@@ -30,9 +30,9 @@ func (e *InputError) Unwrap() error { return e.Err }
 
 // document builds the whole input: OPA-Envoy's document (the CheckRequest,
 // version, parsed_path, parsed_query, parsed_body, truncated_body,
-// source_principal) plus meshproof's own key, input.meshproof. meshproof may
-// be nil (the equivalence test leaves it out). pt is the request path's
-// c.pathTerms.
+// source_principal), plus input.meshproof when meshproof is not nil
+// (--input-meshproof; policies otherwise call the meshproof.* built-ins).
+// pt is the request path's c.pathTerms.
 func document(req *authv3.CheckRequest, h *headerReader, c *inputCache, pt pathTerms, meshproof *ast.Term) (*ast.Term, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	if pt.err != nil {

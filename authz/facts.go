@@ -18,7 +18,8 @@ import (
 
 // facts is what meshproof derives from a hop's identities before the policy
 // runs: parsed principals, the peer certificate, the parsed XFCC header, the
-// verdict, and their Rego view (input.meshproof). It depends only on four
+// verdict, and their Rego view (meshproof.facts(), or input.meshproof with
+// --input-meshproof). It depends only on four
 // strings that repeat for every request of a client/server pair, so it is
 // computed once per pair and shared; it must never be modified.
 type facts struct {
@@ -26,7 +27,7 @@ type facts struct {
 	xfcc                *evidence.XFCC
 	verdict             evidence.Verdict
 	reasons             []string
-	term                *ast.Term // input.meshproof
+	term                *ast.Term // meshproof.facts()
 }
 
 // factsKey is what facts depend on. The XFCC value is part of it because the

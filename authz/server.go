@@ -50,6 +50,10 @@ type Config struct {
 	// RecordQuery keeps the query string in the recorded path; it often
 	// holds tokens and personal data, so by default it is dropped.
 	RecordQuery bool `json:"record_query"`
+	// InputMeshproof also puts meshproof's view of the request into the
+	// input as input.meshproof, as versions before the meshproof.*
+	// built-ins did. Off, the input is exactly OPA-Envoy's.
+	InputMeshproof bool `json:"input_meshproof"`
 }
 
 // DefaultConfig returns the defaults: enforce, 403 on error.
@@ -243,12 +247,16 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 			return val, pol, err
 		}
 	}
-	input, err := document(req, h, s.input, pt, f.term)
+	var inputFacts *ast.Term
+	if s.cfg.InputMeshproof {
+		inputFacts = f.term
+	}
+	input, err := document(req, h, s.input, pt, inputFacts)
 	if err != nil {
 		return nil, nil, err
 	}
 	res.Input = input
-	return s.engine.Eval(ctx, input)
+	return s.engine.Eval(rego.WithFacts(ctx, f.term), input)
 }
 
 // failClosed denies a request no decision could be made for: 400 for a

@@ -192,18 +192,85 @@ allow := {"allowed": true, "dynamic_metadata": {"meshproof": input.meshproof}}`
 			},
 		},
 	}
+	// The same object three ways: meshproof.facts(), each accessor, and
+	// input.meshproof with --input-meshproof.
+	const accessors = `package envoy.authz
+facts.verdict := meshproof.verdict()
+facts.reasons := meshproof.reasons()
+facts.source := meshproof.source()
+facts.destination := meshproof.destination()
+facts.xfcc := meshproof.xfcc()
+facts.xfcc_error := meshproof.facts().xfcc_error
+allow := {"allowed": true, "dynamic_metadata": {"meshproof": facts}}`
+	withInput := authz.DefaultConfig()
+	withInput.InputMeshproof = true
+	for _, way := range []struct {
+		name, policy string
+		cfg          authz.Config
+	}{
+		{"meshproof.facts()", `package envoy.authz
+allow := {"allowed": true, "dynamic_metadata": {"meshproof": meshproof.facts()}}`, authz.DefaultConfig()},
+		{"accessors", accessors, authz.DefaultConfig()},
+		{"input.meshproof", policy, withInput},
+	} {
+		f := newFixture(t, way.policy, "", way.cfg)
+		for _, tt := range tests {
+			t.Run(way.name+"/"+tt.name, func(t *testing.T) {
+				resp, _ := f.check(t, tt.req)
+				want, err := structpb.NewValue(tt.want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := resp.GetDynamicMetadata().GetFields()["meshproof"]; !proto.Equal(got, want) {
+					t.Errorf("%s\n got %v\nwant %v", way.name, got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestInputIsOPAEnvoys: without --input-meshproof the input has exactly
+// OPA-Envoy's keys, so a policy that counts, lists or forwards the whole
+// input sees what it sees under OPA-Envoy; with it, input.meshproof too.
+func TestInputIsOPAEnvoys(t *testing.T) {
+	const policy = `package envoy.authz
+allow := {"allowed": true, "dynamic_metadata": {"keys": sort(object.keys(input))}}`
+	opaEnvoy := []any{"attributes", "parsed_body", "parsed_path", "parsed_query", "source_principal", "truncated_body", "version"}
+	withInput := authz.DefaultConfig()
+	withInput.InputMeshproof = true
+	for _, tt := range []struct {
+		cfg  authz.Config
+		want []any
+	}{
+		{authz.DefaultConfig(), opaEnvoy},
+		{withInput, append([]any{"attributes", "meshproof"}, opaEnvoy[1:]...)},
+	} {
+		f := newFixture(t, policy, "", tt.cfg)
+		resp, _ := f.check(t, authztest.NewRequest(authztest.MTLS(srcID, dstID)))
+		want, _ := structpb.NewValue(tt.want)
+		if got := resp.GetDynamicMetadata().GetFields()["keys"]; !proto.Equal(got, want) {
+			t.Errorf("input-meshproof %v: input keys %v, want %v", tt.cfg.InputMeshproof, got, want)
+		}
+	}
+}
+
+// TestFactsBuiltinsKeyTheDecisionCache: a policy that reads only
+// meshproof.verdict() is cached by the verdict: the same request over
+// mTLS and over plaintext gets each its own decision, however many times
+// it comes.
+func TestFactsBuiltinsKeyTheDecisionCache(t *testing.T) {
+	const policy = `package envoy.authz
+allow := meshproof.verdict() == "mtls"`
 	f := newFixture(t, policy, "", authz.DefaultConfig())
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			resp, _ := f.check(t, tt.req)
-			want, err := structpb.NewValue(tt.want)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := resp.GetDynamicMetadata().GetFields()["meshproof"]; !proto.Equal(got, want) {
-				t.Errorf("input.meshproof\n got %v\nwant %v", got, want)
-			}
-		})
+	for i := range 6 {
+		req, want := authztest.NewRequest(authztest.MTLS(srcID, dstID)), int32(0)
+		if i%2 == 1 {
+			req, want = authztest.NewRequest(), int32(7) // PERMISSION_DENIED
+		}
+		resp, _ := f.check(t, req)
+		if got := resp.GetStatus().GetCode(); got != want {
+			t.Fatalf("request %d (mtls %v): status %d, want %d", i, i%2 == 0, got, want)
+		}
 	}
 }
 

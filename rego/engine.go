@@ -300,7 +300,7 @@ func (e *Engine) Eval(ctx context.Context, input *ast.Term) (ast.Value, *Policy,
 		v, err := e.evalQuery(ctx, p, input)
 		return v, p, err
 	}
-	k, h, ok := m.key(input)
+	k, h, ok := m.key(input, factsOf(ctx))
 	if !ok {
 		v, err := e.evalQuery(ctx, p, input)
 		return v, p, err

@@ -59,17 +59,26 @@ func newMemo(paths []ast.Ref, max int) *memo {
 	return &memo{paths: paths, max: max, entries: map[int][]memoEntry{}}
 }
 
-// key extracts the values the policy reads from a built input document.
-// ok is false when the key is too large to be worth keeping.
-func (m *memo) key(input *ast.Term) (*ast.Array, int, bool) {
+// key extracts the values the policy reads from a built input document,
+// and the meshproof.* built-ins from facts (see WithFacts), as the path
+// input.meshproof. ok is false when the key is too large to be worth
+// keeping.
+func (m *memo) key(input, facts *ast.Term) (*ast.Array, int, bool) {
 	terms := make([]*ast.Term, len(m.paths))
 	for i, p := range m.paths {
-		if v, err := input.Value.Find(p); err == nil {
+		doc, at := input, p
+		if facts != nil && p[0].Equal(factsPath[1]) {
+			doc, at = facts, p[1:]
+		}
+		if v, err := doc.Value.Find(at); err == nil {
 			terms[i] = ast.NewTerm(v)
 		}
 	}
 	return keyOf(terms)
 }
+
+// factsPath is what a call to a meshproof.* built-in reads.
+var factsPath = ast.Ref{ast.InputRootDocument, ast.StringTerm("meshproof")}
 
 // keyOf makes the key of the values at the memo's paths, in order; nil
 // stands for a path that is not in the input.
@@ -240,6 +249,10 @@ func (a *analysis) builtin(op ast.Value) {
 		return
 	}
 	name := ref.String()
+	if callsFacts(name) {
+		a.paths[factsPath.String()] = factsPath
+		return
+	}
 	if strings.HasPrefix(name, "data.") {
 		a.rules(ref.ConstantPrefix()) // a function in the policy
 		return

@@ -85,7 +85,7 @@ func TestMemoStopsWhenKeysDoNotRepeat(t *testing.T) {
 	m := newMemo([]ast.Ref{ast.MustParseRef("input.id")[1:]}, 100000)
 	for i := range memoProbe {
 		in := ast.NewTerm(ast.MustParseTerm(`{"id": ` + itoa(i) + `}`).Value)
-		k, h, ok := m.key(in)
+		k, h, ok := m.key(in, nil)
 		if !ok {
 			t.Fatal("key not built")
 		}

@@ -76,6 +76,7 @@ func authzFlags(fs *flag.FlagSet, a *authz.Config) {
 	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "allow every request; evidence and metrics keep the policy's real decision")
 	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because no decision could be made (fail closed)")
 	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records; the host name unless set")
+	fs.BoolVar(&a.InputMeshproof, "input-meshproof", a.InputMeshproof, "also put meshproof's view of the request (the meshproof.facts() built-in) into the input as input.meshproof, for policies written before the built-ins; off, the input is exactly OPA-Envoy's")
 }
 
 func logFlags(fs *flag.FlagSet, l *logOptions) {

@@ -49,5 +49,5 @@ test_missing_verdict_denied[name] if {
 		"empty input": {},
 	}
 	not authz.allow with input as inp
-	authz.deny_reasons == {"no mTLS verdict in input.meshproof.verdict: is the policy running under meshproof?"} with input as inp
+	authz.deny_reasons == {"no mTLS verdict (meshproof.verdict()): is the policy running under meshproof?"} with input as inp
 }

@@ -3,20 +3,32 @@
 # trusted, the SPIFFE ID prefix match and the OPA-Envoy decision object.
 # meshproof loads this module with every builtin policy.
 #
-# Everything here reads input.meshproof, which meshproof adds to the OPA-Envoy
-# input. Every rule has a value even when input.meshproof is absent (a policy
-# run outside meshproof), and that value never trusts the caller.
+# Everything here reads facts: meshproof's view of the request from the
+# meshproof.facts() built-in, or input.meshproof where that is absent (a
+# test's fixture, or a setup that puts it in the input). Every rule has a
+# value even when neither is there (a policy run outside meshproof), and that
+# value never trusts the caller.
 package meshproof.lib
 
 import rego.v1
 
+# facts is meshproof.facts() under meshproof, else input.meshproof, else {}.
+default facts := {}
+
+facts := f if {
+	f := meshproof.facts()
+} else := f if {
+	f := input.meshproof
+	is_object(f)
+}
+
 # verdict is meshproof's mTLS verdict for this request: "mtls",
 # "mtls_mismatch", "tls_server_only", "xfcc_unverified" or "plaintext". It is
-# "" when the input carries none.
+# "" when the facts carry none.
 default verdict := ""
 
 verdict := v if {
-	v := input.meshproof.verdict
+	v := facts.verdict
 	is_string(v)
 }
 
@@ -24,7 +36,7 @@ verdict := v if {
 default source := {}
 
 source := s if {
-	s := input.meshproof.source
+	s := facts.source
 	is_object(s)
 }
 
@@ -32,7 +44,7 @@ source := s if {
 default destination := {}
 
 destination := d if {
-	d := input.meshproof.destination
+	d := facts.destination
 	is_object(d)
 }
 
@@ -87,8 +99,8 @@ suspect if verdict in suspect_verdicts
 # suspect_reasons explains suspect (empty when not suspect).
 suspect_reasons contains verdict_message(verdict) if suspect
 
-# missing_verdict_reason is given when input.meshproof.verdict is absent.
-missing_verdict_reason := "no mTLS verdict in input.meshproof.verdict: is the policy running under meshproof?"
+# missing_verdict_reason is given when the facts carry no verdict.
+missing_verdict_reason := "no mTLS verdict (meshproof.verdict()): is the policy running under meshproof?"
 
 verdict_text := {
 	"plaintext": "plaintext connection, the caller presented no certificate",

@@ -157,3 +157,12 @@ test_deny_decision_never_has_empty_reason if {
 	d.body == "denied by p"
 	d.reason == "denied by p"
 }
+
+# Under meshproof the facts come from meshproof.facts(), and win over an
+# input.meshproof a caller might send.
+test_facts_from_the_builtin if {
+	lib.verdict == "mtls" with meshproof.facts as {"verdict": "mtls"}
+		with input as {"meshproof": {"verdict": "plaintext"}}
+	lib.source == {"principal": "x"} with meshproof.facts as {"source": {"principal": "x"}}
+	lib.verdict == "" with meshproof.facts as {"verdict": 7}
+}

@@ -62,7 +62,7 @@ test_denied[name] if {
 		},
 		"no meshproof input": {
 			"input": fixtures.without_meshproof, "trust_domains": ["cluster.local"],
-			"reason": "no mTLS verdict in input.meshproof.verdict",
+			"reason": "no mTLS verdict (meshproof.verdict())",
 		},
 	}
 	denied_with(c.input, c.trust_domains, c.reason)

@@ -45,8 +45,8 @@ func TestEval(t *testing.T) {
 			"record.source.spiffe.namespace": "mtls-pg",
 		},
 	}, {
-		name:  "--show-input",
-		args:  []string{"--input", "-", "--show-input"},
+		name:  "--show-input, with --input-meshproof",
+		args:  []string{"--input", "-", "--show-input", "--input-meshproof"},
 		stdin: string(request),
 		want: map[string]any{
 			"input.parsed_path":       []any{"headers"},
