@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -43,6 +44,11 @@ type Config struct {
 	OPAConfig string `json:"opa_config"`
 	// Watch reloads local sources when their files change.
 	Watch bool `json:"watch"`
+	// PolicySettle is how long a policy file written in place must stay
+	// unchanged before it is reloaded (a writer may pause halfway); a file
+	// replaced whole (renamed into place, a ConfigMap's ..data swap) is
+	// reloaded at once. 0: at once either way.
+	PolicySettle time.Duration `json:"policy_settle"`
 	// V0Compatible parses local policies as Rego v0 (OPA before 1.0).
 	V0Compatible bool `json:"v0_compatible"`
 	// DecisionCache is how many decisions of a deterministic policy to
@@ -52,7 +58,7 @@ type Config struct {
 
 // Defaults returns the configuration used when nothing is set.
 func Defaults() Config {
-	return Config{Decision: DefaultDecision, Watch: true, DecisionCache: 10000}
+	return Config{Decision: DefaultDecision, Watch: true, DecisionCache: 10000, PolicySettle: time.Second}
 }
 
 // Validate checks the configuration without touching the file system.
@@ -67,6 +73,9 @@ func (c Config) Validate() error {
 	}
 	if c.DecisionCache < 0 {
 		return errors.New("decision-cache: must be 0 (off) or more")
+	}
+	if c.PolicySettle < 0 || c.PolicySettle > maxPolicySettle {
+		return fmt.Errorf("policy-settle %s: must be between 0 and %s", c.PolicySettle, maxPolicySettle)
 	}
 	return nil
 }

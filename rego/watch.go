@@ -17,6 +17,9 @@ import (
 // temp file, rename it, chmod it) into one reload.
 const debounce = 150 * time.Millisecond
 
+// maxPolicySettle bounds --policy-settle: a policy change waits no longer.
+const maxPolicySettle = time.Minute
+
 // watch reloads the local sources when any of their files changes. Files are
 // watched through their directory, because editors and kubectl's ConfigMap
 // updates replace files (rename, symlink swap) rather than write them.
@@ -122,6 +125,12 @@ func (e *Engine) watchLoop(ctx context.Context, w *fsnotify.Watcher, m matcher) 
 	defer w.Close()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// Files written in place since the last reload: a writer may pause
+	// halfway through (a valid half of a policy once denied thousands of
+	// requests), so the reload waits until they have been unchanged for
+	// PolicySettle. A file replaced whole (created, renamed into place,
+	// removed) is complete: it no longer waits.
+	written := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -140,13 +149,29 @@ func (e *Engine) watchLoop(ctx context.Context, w *fsnotify.Watcher, m matcher) 
 					_ = addWatch(w, ev.Name)
 				}
 			}
-			timer.Reset(debounce)
+			name := filepath.Clean(ev.Name)
+			switch {
+			case ev.Has(fsnotify.Write) && e.cfg.PolicySettle > 0:
+				if !written[name] {
+					e.log.Debug().Str("file", name).Dur("settle", e.cfg.PolicySettle).
+						Msg("policy file written in place; reloading once it has been unchanged for the settle time")
+				}
+				written[name] = true
+			case ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Remove):
+				delete(written, name)
+			}
+			wait := debounce
+			if len(written) > 0 {
+				wait = max(e.cfg.PolicySettle, debounce)
+			}
+			timer.Reset(wait)
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
 			}
 			e.log.Warn().Err(err).Msg("policy watch")
 		case <-timer.C:
+			clear(written)
 			_ = e.Reload(ctx)
 		}
 	}

@@ -1,13 +1,18 @@
 package rego
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 )
 
 // waitFor polls cond every 10ms for up to 5s.
@@ -210,4 +215,91 @@ func TestWatchConfigMapSwap(t *testing.T) {
 			waitFor(t, "the swapped ConfigMap", func() bool { return decides(t, e, "2") })
 		})
 	}
+}
+
+// syncBuffer is a log sink the test reads while the watcher writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestWatchSettle is the policy written in place with a pause: its first
+// half alone is a valid policy that denies everything, and was loaded
+// (3,229 Checks denied) when the writer paused for 300 ms. Now a file
+// written in place is reloaded only once it has been unchanged for
+// PolicySettle, while a file renamed into place is reloaded at once.
+func TestWatchSettle(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.rego")
+	if err := os.WriteFile(path, []byte("package envoy.authz\nallow := 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
+	// A settle far longer than the test: only a rename can reload.
+	e, err := New(Config{Decision: DefaultDecision, Policies: []string{path}, Watch: true, PolicySettle: maxPolicySettle},
+		zerolog.New(logs).Level(zerolog.DebugLevel), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(context.Background()) })
+
+	// The first half, written in place: the watcher waits for more.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("package envoy.authz\nallow := 0\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watcher to wait for the file to settle", func() bool {
+		return strings.Contains(logs.String(), "written in place")
+	})
+	if !decides(t, e, "1") || reloads(t, reg, "local", "ok") != 0 {
+		t.Fatalf("the half-written policy was loaded (reloads %v)", reloads(t, reg, "local", "ok"))
+	}
+	f.Close()
+
+	// A complete file renamed into place is loaded at once, settle or not.
+	tmp := filepath.Join(dir, ".policy.rego.tmp")
+	if err := os.WriteFile(tmp, []byte("package envoy.authz\nallow := 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the renamed policy", func() bool { return decides(t, e, "2") })
+	if got := reloads(t, reg, "local", "ok"); got != 1 {
+		t.Errorf("reloads ok = %v, want 1 (the renamed policy alone)", got)
+	}
+}
+
+// TestWatchSettleReloads: a file written in place is reloaded once it has
+// settled.
+func TestWatchSettleReloads(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.rego")
+	if err := os.WriteFile(path, []byte("package envoy.authz\nallow := 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := mustStart(t, Config{Decision: DefaultDecision, Policies: []string{path}, Watch: true, PolicySettle: 300 * time.Millisecond}, nil)
+	if err := os.WriteFile(path, []byte("package envoy.authz\nallow := 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the settled policy", func() bool { return decides(t, e, "2") })
 }

@@ -68,6 +68,7 @@ func policyFlags(fs *flag.FlagSet, p *rego.Config) {
 	fs.StringVar(&p.OPAConfig, "opa-config", p.OPAConfig, "OPA configuration file (services, bundles, keys) for remote bundles, run by OPA's plugin manager")
 	fs.BoolVar(&p.V0Compatible, "v0-compatible", p.V0Compatible, "parse local policies as Rego v0 (written for OPA before 1.0)")
 	fs.IntVar(&p.DecisionCache, "decision-cache", p.DecisionCache, "remember up to this many decisions of a deterministic policy, keyed by the input values it reads; 0 turns it off")
+	fs.DurationVar(&p.PolicySettle, "policy-settle", p.PolicySettle, "with --watch, how long a policy file written in place must stay unchanged before it is reloaded (a file renamed into place, or a ConfigMap update, is reloaded at once); 0: at once")
 }
 
 func authzFlags(fs *flag.FlagSet, a *authz.Config) {
