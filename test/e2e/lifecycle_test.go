@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,23 +22,52 @@ import (
 	"github.com/meshproof/meshproof/authz/authztest"
 )
 
-// slowPolicy takes about a second to evaluate on an idle 2-CPU machine:
-// well over the 300 ms before SIGTERM, well under the 10 s --shutdown-grace.
-const slowPolicy = `package envoy.authz
+// waitArrived waits for a Check to be held in blockingPolicy's policy.
+func waitArrived(t *testing.T, arrived <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-arrived:
+	case <-time.After(time.Minute):
+		t.Fatal("no Check reached the policy's http.send within a minute")
+	}
+}
+
+// blockingPolicy writes a policy whose evaluation waits, in http.send to a
+// loopback server, until the test releases it: a Check is in flight for as
+// long as the test needs, however busy the machine (a policy that merely
+// took a second idle took over 10 s while the suite ran on 2 cores beside
+// other work). arrived is closed when the first evaluation is waiting.
+func blockingPolicy(t *testing.T) (path string, arrived <-chan struct{}, release func()) {
+	t.Helper()
+	in, out := make(chan struct{}), make(chan struct{})
+	var once, freed sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(in) })
+		select {
+		case <-out:
+		case <-r.Context().Done():
+		}
+	}))
+	release = func() { freed.Do(func() { close(out) }) }
+	t.Cleanup(func() { release(); srv.Close() })
+	path = filepath.Join(t.TempDir(), "blocking.rego")
+	policy := fmt.Sprintf(`package envoy.authz
 
 default allow := false
 
-allow if count([x | some x in numbers.range(1, 1500000)]) > 0
-`
+allow if http.send({"method": "GET", "url": %q, "timeout": "60s"}).status_code == 200
+`, srv.URL)
+	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, in, release
+}
 
 // TestGracefulStop: on SIGTERM the listener closes at once, a Check already
 // running finishes with its answer, and the process exits 0.
 func TestGracefulStop(t *testing.T) {
 	t.Parallel()
-	policy := filepath.Join(t.TempDir(), "slow.rego")
-	if err := os.WriteFile(policy, []byte(slowPolicy), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	policy, arrived, release := blockingPolicy(t)
 	s := startServe(t, "--policy", policy)
 	conn := dial(t, s.GRPCAddr, nil)
 
@@ -51,16 +84,13 @@ func TestGracefulStop(t *testing.T) {
 		resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 		done <- answer{resp, err, time.Now()}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitArrived(t, arrived) // the Check is in flight, held in the policy
 	termAt := time.Now()
 	s.signal(syscall.SIGTERM)
 
 	// While the Check drains, the listener no longer accepts connections.
 	refused := false
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
-		if len(done) > 0 {
-			break // the Check is back; too late to tell
-		}
 		c, err := net.DialTimeout("tcp", s.GRPCAddr, time.Second)
 		if err != nil {
 			refused = true
@@ -69,6 +99,10 @@ func TestGracefulStop(t *testing.T) {
 		c.Close()
 		time.Sleep(10 * time.Millisecond)
 	}
+	if len(done) > 0 {
+		t.Fatal("the Check returned while the policy still held it")
+	}
+	release()
 
 	var a answer
 	select {
@@ -109,10 +143,7 @@ func TestGracefulStop(t *testing.T) {
 // runs out is cut off, and the process still exits 0.
 func TestShutdownGraceExceeded(t *testing.T) {
 	t.Parallel()
-	policy := filepath.Join(t.TempDir(), "slow.rego")
-	if err := os.WriteFile(policy, []byte(slowPolicy), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	policy, arrived, _ := blockingPolicy(t)
 	s := startServe(t, "--policy", policy, "--shutdown-grace", "100ms")
 	conn := dial(t, s.GRPCAddr, nil)
 	done := make(chan error, 1)
@@ -123,7 +154,7 @@ func TestShutdownGraceExceeded(t *testing.T) {
 		_, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 		done <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitArrived(t, arrived) // held in the policy until after the grace period
 	s.signal(syscall.SIGTERM)
 	if code := s.wait(stopTimeout); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
