@@ -110,7 +110,7 @@ func query(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("query takes no arguments, got %q (filters are flags: --help lists them)", fs.Args())}
 	}
-	now := time.Now()
+	now := clock()
 	since, err := o.resolve(now)
 	if err != nil {
 		return usageError{err}
@@ -211,7 +211,7 @@ func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *flag.Flag
 	case "ndjson":
 		return (&ndjsonSink{w: stdout}).write(p.Records)
 	}
-	now := time.Now()
+	now := clock()
 	if len(p.Records) == 0 {
 		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, now))
 		return nil
@@ -288,7 +288,7 @@ func (o *queryOptions) every(ctx context.Context, c *client.Client, since time.T
 		cursor = p.Next
 	}
 	if n == 0 && o.output == "table" {
-		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, time.Now()))
+		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, clock()))
 	}
 	return sink.close()
 }
@@ -308,7 +308,7 @@ func (o *queryOptions) one(ctx context.Context, c *client.Client, stdout io.Writ
 	case "ndjson":
 		return (&ndjsonSink{w: stdout}).write([]*evidence.Record{r})
 	}
-	return writeDetail(stdout, r, time.Now())
+	return writeDetail(stdout, r, clock())
 }
 
 // oneProof prints the record --id names with its proof, checked: the
@@ -334,7 +334,7 @@ func (o *queryOptions) oneProof(ctx context.Context, c *client.Client, stdout io
 		fmt.Fprintf(stdout, "Proof of %s: FAILS: %v\n", o.id, err)
 		return errBroken
 	}
-	if err := writeDetail(stdout, r, time.Now()); err != nil {
+	if err := writeDetail(stdout, r, clock()); err != nil {
 		return err
 	}
 	signature := "its signature NOT checked (give --public-key FILE.pub)"

@@ -26,8 +26,15 @@ type queryFixture struct {
 	inWindow                     []*evidence.Record // newest first
 }
 
+// pinClock makes the CLI's clock stand at now for the test.
+func pinClock(t *testing.T, now time.Time) {
+	clock = func() time.Time { return now }
+	t.Cleanup(func() { clock = time.Now })
+}
+
 func newQueryFixture(t *testing.T) *queryFixture {
 	now := time.Now()
+	pinClock(t, now)
 	f := &queryFixture{api: newTestAPI(t, api.Config{})}
 	f.hostile = rec(now.Add(-20*time.Minute), sleep, "evil\x1b[2J.example:80", httpbinID, evidence.MTLSMismatch)
 	f.hostile.Request.Path = "/\u202e" + strings.Repeat("x", 100)

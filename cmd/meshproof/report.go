@@ -113,7 +113,7 @@ func tlsCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.output == "json" {
 		return writeJSON(stdout, rep)
 	}
-	return writeTLSCheck(stdout, rep, time.Now())
+	return writeTLSCheck(stdout, rep, clock())
 }
 
 // writeTLSCheck prints the report as istioctl authn tls-check's table,
@@ -174,7 +174,7 @@ func strictReadiness(ctx context.Context, args []string, stdout io.Writer) error
 	if o.output == "json" {
 		err = writeJSON(stdout, rep)
 	} else {
-		err = writeReadiness(stdout, rep, time.Now())
+		err = writeReadiness(stdout, rep, clock())
 	}
 	if err == nil && !rep.Ready {
 		return errNotReady

@@ -26,6 +26,7 @@ const (
 func storyAPI(t *testing.T) (*testAPI, []*evidence.Record) {
 	a := newTestAPI(t, api.Config{})
 	now := time.Now()
+	pinClock(t, now)
 	var plain []*evidence.Record
 	for i := range 9 {
 		at := now.Add(-time.Duration(50-5*i) * time.Minute)

@@ -54,6 +54,11 @@ func clipRunes(s string, n int) string {
 	return string([]rune(s)[:n-1]) + "…"
 }
 
+// clock is the time the CLI measures "ago" and relative flags from; tests
+// pin it to their fixture's, so that what they print does not depend on
+// how long they take.
+var clock = time.Now
+
 // when is a time as tables show it: local, with the date when it is not
 // today, and how long ago: "14:03:12 (3m ago)".
 func when(t, now time.Time) string {
