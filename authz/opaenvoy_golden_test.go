@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -440,7 +441,7 @@ func TestRecordOPAEnvoy(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			resp, err := client.Check(ctx, req)
 			cancel()
-			if s, _ := status.FromError(err); err != nil && (s.Code() == 14 || s.Code() == 4) { // Unavailable, DeadlineExceeded
+			if s, _ := status.FromError(err); err != nil && (s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded) { // not an answer
 				t.Fatalf("policy %s at %s, request %s: %v", policy, addr, name, err)
 			}
 			c, err := recordAnswer(resp, err)
