@@ -1,0 +1,3 @@
+package envoy.authz
+
+allow := {"headers": {"x-a": "a"}, "http_status": 401}

@@ -1,0 +1,3 @@
+package envoy.authz
+
+allow := {"allowed": "true", "headers": {"x-a": "a"}}
