@@ -89,7 +89,6 @@ var knownDifferences = []knownDifference{
 	{"undefined_decision/*", 1, "undefined decision: OPA-Envoy answers gRPC Unknown"},
 	{"non_string_keys/empty_request", 1, "undefined decision: OPA-Envoy answers gRPC Unknown"},
 	{"non_string_keys/*", 5, "non-string header and query parameter names: OPA-Envoy JSON-encodes them"},
-	{"input_keys/*", 6, "input.meshproof: a sixth key in the input document"},
 	// headers present: OPA-Envoy reads content-type and
 	// x-envoy-auth-partial-body from headers only (then item 2's text).
 	{"*/headers_and_header_map_partial_only_in_map", 3, "partial-body flag only in header_map: OPA-Envoy parses the body (and fails)"},
