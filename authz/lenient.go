@@ -125,14 +125,23 @@ func lenientDecode(b []byte, m proto.Message, cause error) *UndecodableError {
 // lenientWalker copies a message's wire bytes into out, repairing strings.
 type lenientWalker struct {
 	out  []byte
-	path []string // names of the messages above the field being read
-	bad  string   // the first repaired field
+	path []pathElem // the messages above the field being read
+	bad  string     // the first repaired field
+}
+
+// pathElem is a field in the reason's path; its name is only written out
+// for the one field the reason names.
+type pathElem struct {
+	md    protoreflect.MessageDescriptor // the message the field is in
+	fd    protoreflect.FieldDescriptor
+	key   []byte // in a map entry, the entry's key
+	index int    // in a repeated field, the item's index; else -1
 }
 
 func (w *lenientWalker) message(b []byte, md protoreflect.MessageDescriptor, depth int) error {
 	fields := md.Fields()
-	key := ""            // a map entry's key, once read (Envoy writes it first)
-	var seen map[int]int // per repeated message field, its items so far
+	var key []byte       // a map entry's key, once read (Envoy writes it first)
+	var seen map[int]int // per repeated field, its items so far
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -151,22 +160,22 @@ func (w *lenientWalker) message(b []byte, md protoreflect.MessageDescriptor, dep
 			continue
 		}
 		v, _ := protowire.ConsumeBytes(raw[n:])
-		name := fieldName(md, fd, key)
+		el := pathElem{md: md, fd: fd, key: key, index: -1}
 		if fd.IsList() {
 			if seen == nil {
 				seen = map[int]int{}
 			}
-			name += "[" + strconv.Itoa(seen[int(num)]) + "]"
+			el.index = seen[int(num)]
 			seen[int(num)]++
 		}
 		w.out = protowire.AppendTag(w.out, num, typ)
 		if fd.Kind() == protoreflect.StringKind {
 			if !utf8.Valid(v) {
-				w.note(name)
+				w.note(el)
 				v = []byte(strings.ToValidUTF8(string(v), "\uFFFD"))
 			}
 			if md.IsMapEntry() && num == 1 {
-				key = string(v)
+				key = v
 			}
 			w.out = protowire.AppendBytes(w.out, v)
 			continue
@@ -174,7 +183,7 @@ func (w *lenientWalker) message(b []byte, md protoreflect.MessageDescriptor, dep
 		// A message: its repaired bytes go in place, then their length in
 		// front of them (it may have grown).
 		start := len(w.out)
-		w.path = append(w.path, name)
+		w.path = append(w.path, el)
 		err := w.message(v, fd.Message(), depth+1)
 		w.path = w.path[:len(w.path)-1]
 		if err != nil {
@@ -185,29 +194,29 @@ func (w *lenientWalker) message(b []byte, md protoreflect.MessageDescriptor, dep
 	return nil
 }
 
-// fieldName is how a field shows in the reason: its JSON name, a map
-// value as [key] (quoted, shortened), a map key as "(a key)".
-func fieldName(md protoreflect.MessageDescriptor, fd protoreflect.FieldDescriptor, key string) string {
-	switch {
-	case !md.IsMapEntry():
-		return fd.JSONName()
-	case fd.Number() == 1:
-		return " (a key)"
-	default:
-		return "[" + strconv.Quote(truncate(key, 64)) + "]"
-	}
-}
-
-func (w *lenientWalker) note(name string) {
+// note keeps the path of the first field repaired, by the input's names: a
+// field's JSON name, a map value as ["key"] (quoted, shortened), a map key
+// as " (a key)", a repeated field's item as [i].
+func (w *lenientWalker) note(last pathElem) {
 	if w.bad != "" {
 		return
 	}
 	var s strings.Builder
-	for _, p := range append(w.path, name) {
-		if s.Len() > 0 && p[0] != '[' && p[0] != ' ' {
-			s.WriteByte('.')
+	for _, el := range append(w.path, last) {
+		switch {
+		case !el.md.IsMapEntry():
+			if s.Len() > 0 {
+				s.WriteByte('.')
+			}
+			s.WriteString(el.fd.JSONName())
+		case el.fd.Number() == 1:
+			s.WriteString(" (a key)")
+		default:
+			s.WriteString("[" + strconv.Quote(truncate(string(el.key), 64)) + "]")
 		}
-		s.WriteString(p)
+		if el.index >= 0 {
+			s.WriteString("[" + strconv.Itoa(el.index) + "]")
+		}
 	}
 	w.bad = s.String()
 }
