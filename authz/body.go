@@ -13,10 +13,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/util"
 )
 
-// maxMultipartParts bounds the work one body can cause; Envoy already bounds
-// the body size (with_request_body.max_request_bytes).
-const maxMultipartParts = 1000
-
 // pathTerms are a path's parsed_path and parsed_query, or why it has none.
 type pathTerms struct {
 	path, query *ast.Term
@@ -170,13 +166,14 @@ func multipartTerm(ctype, payload string) (*ast.Term, error) {
 	if !ok {
 		return ast.InternedNullTerm, nil
 	}
+	// As OPA-Envoy, any number of parts: what is kept per part is a few
+	// words beside its bytes in the body, and the body is bounded (Envoy's
+	// max_request_bytes, --grpc-max-recv-msg-bytes), so the memory is too
+	// (TestMultipartMemoryBoundedByBody).
 	values := map[string][]*ast.Term{}
 	var order []string
 	mr := multipart.NewReader(strings.NewReader(payload), boundary)
-	for parts := 0; ; parts++ {
-		if parts == maxMultipartParts {
-			return nil, fmt.Errorf("more than %d parts", maxMultipartParts)
-		}
+	for {
 		p, err := mr.NextPart()
 		if err == io.EOF { //nolint:errorlint // a wrapped EOF is a truncated body, an error, as in OPA-Envoy
 			break

@@ -80,6 +80,7 @@ type fixture struct {
 	rec    *recorder
 	reg    *prometheus.Registry
 	client authv3.AuthorizationClient
+	conn   *grpc.ClientConn
 }
 
 // newFixture loads policy (Rego source) with the decision at decision ("" is
@@ -108,11 +109,18 @@ func newFixture(t *testing.T, policy, decision string, cfg authz.Config) *fixtur
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.client = serve(t, svc)
+	f.conn = serveConn(t, svc)
+	f.client = authv3.NewAuthorizationClient(f.conn)
 	return f
 }
 
 func serve(t *testing.T, svc authv3.AuthorizationServer) authv3.AuthorizationClient {
+	t.Helper()
+	return authv3.NewAuthorizationClient(serveConn(t, svc))
+}
+
+// serveConn serves svc on loopback gRPC and returns a connection to it.
+func serveConn(t *testing.T, svc authv3.AuthorizationServer) *grpc.ClientConn {
 	t.Helper()
 	gc := authz.DefaultGRPCConfig()
 	gc.Addr = "127.0.0.1:0"
@@ -131,7 +139,7 @@ func serve(t *testing.T, svc authv3.AuthorizationServer) authv3.AuthorizationCli
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return authv3.NewAuthorizationClient(conn)
+	return conn
 }
 
 // check sends req and returns the response and the one record it produced.

@@ -145,6 +145,9 @@ func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer) (*GRPC, error) {
 		grpc.NumStreamWorkers(c.StreamWorkers),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: c.KeepaliveTime, Timeout: c.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: c.KeepaliveMinClientInterval, PermitWithoutStream: true}),
+		// gRPC's proto codec, but a CheckRequest that does not decode
+		// (invalid UTF-8) still reaches Check, to be denied and recorded.
+		grpc.ForceServerCodecV2(newLenientCodec()),
 	}
 	if c.TLSCert != "" {
 		tc, err := tlsfiles.ServerConfig(c.TLSCert, c.TLSKey, c.ClientCA, "h2")
@@ -154,7 +157,11 @@ func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer) (*GRPC, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s := grpc.NewServer(opts...)
-	authv3.RegisterAuthorizationServer(s, svc)
+	if _, ok := svc.(lenientChecker); ok {
+		s.RegisterService(&checkServiceDesc, svc)
+	} else {
+		authv3.RegisterAuthorizationServer(s, svc)
+	}
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)

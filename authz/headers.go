@@ -7,16 +7,24 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
-// headerReader finds request headers in either place Envoy may put them:
-// the headers map, or header_map when the filter sets encode_raw_headers
-// (gRPC's proxyless ext_authz always does). Names are lower case in both.
+// headerReader finds request headers where Envoy puts them: the headers
+// map, or header_map when the filter sets encode_raw_headers (gRPC's
+// proxyless ext_authz always does). Envoy fills one or the other. When
+// headers has any entry it is the only place read, by exact name, as
+// OPA-Envoy reads content-type, content-length and x-envoy-auth-partial-body
+// there (a policy written for OPA-Envoy sees the same parsed_body); only when
+// it is empty is header_map read, by name in any case, repeated entries
+// joined (OPA-Envoy gives no parsed_body then).
 type headerReader struct {
 	m    map[string]string
 	list []*corev3.HeaderValue
 }
 
 func newHeaderReader(h *authv3.AttributeContext_HttpRequest) headerReader {
-	return headerReader{m: h.GetHeaders(), list: h.GetHeaderMap().GetHeaders()}
+	if m := h.GetHeaders(); len(m) > 0 {
+		return headerReader{m: m}
+	}
+	return headerReader{list: h.GetHeaderMap().GetHeaders()}
 }
 
 // lookup returns the header's value; repeated header_map entries are joined
@@ -50,7 +58,7 @@ func (r *headerReader) get(name string) string {
 	return v
 }
 
-// each calls fn for every header, from both places.
+// each calls fn for every header read.
 func (r *headerReader) each(fn func(name, value string)) {
 	for k, v := range r.m {
 		fn(k, v)

@@ -81,6 +81,37 @@ func TestInputMatchesReference(t *testing.T) {
 			"--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv1\r\n--XX\r\nContent-Disposition: form-data; name=\"j\"\r\nContent-Type: application/json\r\n\r\n{\"k\":[1]}\r\n--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv2\r\n--XX--\r\n"))},
 		{"multipart no boundary", authztest.NewRequest(authztest.Body("multipart/form-data", "x"))},
 		{"bad multipart", authztest.NewRequest(authztest.Body("multipart/form-data; boundary=XX", "--XX\r\nbroken"))},
+		// headers has entries: OPA-Envoy reads content-type, content-length
+		// and x-envoy-auth-partial-body there only, by exact name.
+		{"content-type only in header_map beside headers", withHeaderMap(
+			authztest.NewRequest(func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Body = `{"a":1}` }),
+			"content-type", "application/json")},
+		{"partial-body only in header_map beside headers", withHeaderMap(
+			authztest.NewRequest(authztest.Body("application/json", `{"a":1}`)),
+			"x-envoy-auth-partial-body", "true")},
+		{"content-length only in header_map beside headers", withHeaderMap(
+			authztest.NewRequest(authztest.Body("application/json", `{"a":1}`)),
+			"content-length", "100")},
+		{"Content-Type in headers", authztest.NewRequest(authztest.Body("application/json", `{"a":1}`),
+			func(r *authv3.CheckRequest) {
+				h := r.Attributes.Request.Http.Headers
+				h["Content-Type"] = h["content-type"]
+				delete(h, "content-type")
+			})},
+		// header_map alone (encode_raw_headers): any case, repeats joined.
+		{"raw headers json body", authztest.NewRequest(authztest.Body("application/json", `{"a":1}`), authztest.RawHeaders())},
+		{"raw headers mixed case", withHeaderMap(
+			authztest.NewRequest(func(r *authv3.CheckRequest) {
+				r.Attributes.Request.Http.Headers = nil
+				r.Attributes.Request.Http.Body = "a=1&b=2"
+			}),
+			"Content-Type", "application/x-www-form-urlencoded", "Content-Length", "7")},
+		{"raw headers repeated content-length", withHeaderMap(
+			authztest.NewRequest(authztest.Body("application/json", `{"a":1}`), authztest.RawHeaders()),
+			"content-length", "7")},
+		{"raw headers partial body", withHeaderMap(
+			authztest.NewRequest(authztest.Body("application/json", `{"a":1}`), authztest.RawHeaders()),
+			"X-Envoy-Auth-Partial-Body", "true")},
 		{"grpc body", authztest.NewRequest(authztest.Body("application/grpc", "\x00\x00\x00\x00\x01x"))},
 		{"raw body json", func() *authv3.CheckRequest {
 			r := authztest.NewRequest(authztest.Header("content-type", "application/json"))
@@ -122,6 +153,19 @@ func TestInputMatchesReference(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { assertSame(t, tt.req) })
 	}
+}
+
+// withHeaderMap appends name, value pairs to the request's header_map, raw as
+// Envoy sends them.
+func withHeaderMap(r *authv3.CheckRequest, kv ...string) *authv3.CheckRequest {
+	h := r.Attributes.Request.Http
+	if h.HeaderMap == nil {
+		h.HeaderMap = &corev3.HeaderMap{}
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.HeaderMap.Headers = append(h.HeaderMap.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+	}
+	return r
 }
 
 // TestInputMatchesProtojson runs the issue's literal slow path, protojson ->

@@ -11,8 +11,9 @@ import (
 // checkMetrics pre-resolves every label combination so that a Check does not
 // hash label values.
 type checkMetrics struct {
-	checks   map[outcomeKey]prometheus.Counter
-	duration prometheus.Histogram
+	checks      map[outcomeKey]prometheus.Counter
+	duration    prometheus.Histogram
+	undecodable prometheus.Counter
 }
 
 type outcomeKey struct {
@@ -30,10 +31,14 @@ func newCheckMetrics(reg prometheus.Registerer) *checkMetrics {
 		Help:    "Time to answer a Check, from request to response, evidence hand-off included.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .2},
 	})
+	undecodable := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshproof_checks_undecodable_total",
+		Help: "CheckRequests that could not be decoded as sent (a string field not UTF-8, or not a CheckRequest at all); each is denied and recorded, and counted in meshproof_checks_total as an error.",
+	})
 	if reg != nil {
-		reg.MustRegister(checks, duration)
+		reg.MustRegister(checks, duration, undecodable)
 	}
-	m := &checkMetrics{checks: map[outcomeKey]prometheus.Counter{}, duration: duration}
+	m := &checkMetrics{checks: map[outcomeKey]prometheus.Counter{}, duration: duration, undecodable: undecodable}
 	for _, d := range []string{"allow", "deny", "error", "dry_run"} {
 		for _, v := range evidence.Verdicts {
 			m.checks[outcomeKey{d, v}] = checks.WithLabelValues(d, string(v))

@@ -40,8 +40,7 @@ func referenceInput(req *authv3.CheckRequest) (ast.Value, error) {
 		pq[k] = v
 	}
 	input["parsed_query"] = pq
-	hr := newHeaderReader(h)
-	body, truncated, err := referenceBody(&hr, h.GetBody(), h.GetRawBody())
+	body, truncated, err := referenceBody(referenceHeader(h), h.GetBody(), h.GetRawBody())
 	if err != nil {
 		return nil, err
 	}
@@ -89,13 +88,40 @@ func protoValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
 	return v.Interface()
 }
 
+// referenceHeader is how a header is read: as OPA-Envoy, from the headers
+// map by exact name; when that map is empty (encode_raw_headers), from
+// header_map by name in any case, repeated entries joined with "," (where
+// OPA-Envoy reads nothing: meshproof's documented extension).
+func referenceHeader(h *authv3.AttributeContext_HttpRequest) func(string) (string, bool) {
+	if m := h.GetHeaders(); len(m) > 0 {
+		return func(name string) (string, bool) {
+			v, ok := m[name]
+			return v, ok
+		}
+	}
+	return func(name string) (string, bool) {
+		var vs []string
+		for _, e := range h.GetHeaderMap().GetHeaders() {
+			if e == nil || !strings.EqualFold(e.Key, name) {
+				continue
+			}
+			v := e.Value
+			if v == "" {
+				v = string(e.RawValue)
+			}
+			vs = append(vs, v)
+		}
+		return strings.Join(vs, ","), vs != nil
+	}
+}
+
 // referenceBody is OPA-Envoy's getParsedBody, minus gRPC payloads (which
 // need descriptors neither side is given).
-func referenceBody(h *headerReader, body string, raw []byte) (any, bool, error) {
-	if h.get("x-envoy-auth-partial-body") == "true" {
+func referenceBody(header func(string) (string, bool), body string, raw []byte) (any, bool, error) {
+	if v, _ := header("x-envoy-auth-partial-body"); v == "true" {
 		return nil, true, nil
 	}
-	ct, ok := h.lookup("content-type")
+	ct, ok := header("content-type")
 	if !ok {
 		return nil, false, nil
 	}
@@ -107,7 +133,7 @@ func referenceBody(h *headerReader, body string, raw []byte) (any, bool, error) 
 	if strings.Contains(ct, "application/grpc") && !strings.Contains(ct, "application/json") || !known || payload == "" {
 		return nil, false, nil
 	}
-	if cl, ok := h.lookup("content-length"); ok {
+	if cl, ok := header("content-length"); ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
 			return nil, false, err

@@ -152,8 +152,18 @@ type Result struct {
 
 // Check is the gRPC method Envoy calls.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return s.checkDecoded(ctx, req, nil)
+}
+
+// checkDecoded is Check for a request the gRPC codec may have decoded only
+// leniently: then undecodable says why, and the request is denied without
+// evaluating the policy, recorded and counted.
+func (s *Server) checkDecoded(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	res := s.Decide(ctx, req)
+	res := s.decide(ctx, req, undecodable)
+	if undecodable != nil {
+		s.metrics.undecodable.Inc()
+	}
 	s.metrics.observe(res.Outcome, res.Verdict, time.Since(start))
 	return res.Response, nil
 }
@@ -162,6 +172,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // response mapping, and hands its record to the recorder. It never fails:
 // whatever goes wrong denies the request (fail closed) and is in the record.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
+	return s.decide(ctx, req, nil)
+}
+
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError) Result {
 	now := s.now()
 	id := recordID(now)
 	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
@@ -169,8 +183,17 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	rec := newRecord(id, now, s.cfg, req, &h, f)
 	res := Result{Record: rec, Verdict: f.verdict}
 
-	var out verdictOf
-	val, pol, err := s.evaluate(ctx, req, &h, f, &res)
+	var (
+		out verdictOf
+		val ast.Value
+		pol *rego.Policy
+		err error
+	)
+	if undecodable != nil {
+		err = undecodable // not what was sent: no policy sees it
+	} else {
+		val, pol, err = s.evaluate(ctx, req, &h, f, &res)
+	}
 	if pol != nil {
 		rec.Decision.PolicyRevision = pol.Revision
 	}
@@ -263,8 +286,13 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 // request meshproof cannot read (as OPA-Envoy), --status-on-error otherwise.
 func (s *Server) failClosed(id string, err error) verdictOf {
 	status, body := s.cfg.StatusOnError, "meshproof: no policy decision; evidence "+id
+	// TODO(--on-policy-error=error): an undecodable request is a gRPC
+	// Internal error in OPA-Envoy; answer that error under that setting.
 	if ie := (*InputError)(nil); errors.As(err, &ie) {
 		status, body = http.StatusBadRequest, "meshproof: "+err.Error()
+	} else if ue := (*UndecodableError)(nil); errors.As(err, &ue) {
+		body = "meshproof: request could not be decoded; evidence " + id
+		s.log.Warn().Err(err).Str("evidence_id", id).Msg("request could not be decoded; denied")
 	} else {
 		s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Msg("policy evaluation failed; no decision")
 	}
