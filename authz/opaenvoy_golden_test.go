@@ -92,9 +92,6 @@ var knownDifferences = []knownDifference{
 	// headers present: OPA-Envoy reads content-type and
 	// x-envoy-auth-partial-body from headers only (then item 2's text).
 	{"*/headers_and_header_map_partial_only_in_map", 3, "partial-body flag only in header_map: OPA-Envoy parses the body (and fails)"},
-	{"body_gate/headers_and_header_map_type_only_in_map", 3, "content-type only in header_map: OPA-Envoy parses no body"},
-	{"echo_parsed/headers_and_header_map_type_only_in_map", 3, "content-type only in header_map: OPA-Envoy parses no body"},
-	{"*/post_multipart_1002_parts", 4, "more than 1,000 multipart parts: OPA-Envoy parses them"},
 	{"echo_headers/empty_request", 1, "undefined decision: OPA-Envoy answers gRPC Unknown"},
 	{"echo_parsed/post_json_huge_exponent", 1, "1e400 in dynamic metadata: OPA-Envoy answers gRPC Unknown"},
 }
