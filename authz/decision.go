@@ -56,6 +56,9 @@ type verdictOf struct {
 	response *authv3.CheckResponse
 	status   int    // HTTP status sent when denied
 	reason   string // from "reason", or the denial body
+	// noDecisionID leaves OPA-Envoy's decision_id out of the metadata, as
+	// OPA-Envoy does when it cannot parse the request.
+	noDecisionID bool
 }
 
 // decide maps a decision value to OPA-Envoy's CheckResponse.

@@ -212,8 +212,14 @@ func noDecision(status int, v evidence.Verdict) func(id string) *authv3.CheckRes
 	}
 }
 
-// badRequest is a 400 with the body left out: the test matches it by
-// prefix, the rest being the standard library's wording.
-func badRequest(id string) *authv3.CheckResponse {
-	return denied(http.StatusBadRequest, "", nil, meta(id, evidence.Plaintext, nil))
+// parseFailure is OPA-Envoy's answer to a request it cannot parse: 400, the
+// status message and body "request_parse_error: <error>", no decision_id;
+// meshproof adds its evidence id and verdict.
+func parseFailure(msg string) func(id string) *authv3.CheckResponse {
+	return func(id string) *authv3.CheckResponse {
+		r := denied(http.StatusBadRequest, msg, nil, meta(id, evidence.Plaintext, nil))
+		r.Status.Message = msg
+		delete(r.DynamicMetadata.Fields, "decision_id")
+		return r
+	}
 }

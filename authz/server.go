@@ -17,6 +17,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -251,22 +253,33 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 	return s.engine.Eval(ctx, input)
 }
 
-// failClosed denies a request no decision could be made for: 400 for a
-// request meshproof cannot read (as OPA-Envoy), --status-on-error otherwise.
+// failClosed denies a request no decision could be made for. A request
+// meshproof cannot read is denied with 400 exactly as OPA-Envoy denies it:
+// "request_parse_error: <error>" as status message and body, and no
+// decision_id. Otherwise: --status-on-error.
 func (s *Server) failClosed(id string, err error) verdictOf {
-	status, body := s.cfg.StatusOnError, "meshproof: no policy decision; evidence "+id
 	if ie := (*InputError)(nil); errors.As(err, &ie) {
-		status, body = http.StatusBadRequest, "meshproof: "+err.Error()
-	} else {
-		s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Msg("policy evaluation failed; no decision")
+		msg := "request_parse_error: " + ie.upstream()
+		return verdictOf{
+			status:       http.StatusBadRequest,
+			noDecisionID: true,
+			response: &authv3.CheckResponse{
+				Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: msg},
+				HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+					Status: &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
+					Body:   msg,
+				}},
+			},
+		}
 	}
+	s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Msg("policy evaluation failed; no decision")
 	return verdictOf{
-		status: status,
+		status: s.cfg.StatusOnError,
 		response: &authv3.CheckResponse{
 			Status: deniedStatus,
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-				Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)},
-				Body:   body,
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode(s.cfg.StatusOnError)},
+				Body:   "meshproof: no policy decision; evidence " + id,
 			}},
 		},
 	}
@@ -312,7 +325,9 @@ func finish(out verdictOf, id string, v evidence.Verdict) *authv3.CheckResponse 
 	}
 	idValue := structpb.NewStringValue(id)
 	resp.DynamicMetadata.Fields[MetadataEvidenceID] = idValue
-	resp.DynamicMetadata.Fields[metadataDecisionID] = idValue
+	if !out.noDecisionID {
+		resp.DynamicMetadata.Fields[metadataDecisionID] = idValue
+	}
 	resp.DynamicMetadata.Fields[MetadataVerdict] = verdictValues[v]
 	if out.allowed {
 		ok := resp.GetOkResponse()
