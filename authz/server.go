@@ -19,6 +19,10 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -39,10 +43,20 @@ const (
 
 // Config configures the Check service.
 type Config struct {
-	// DryRun allows every request; the evidence keeps the real decision.
+	// DryRun lets through what the policy denies (with OnPolicyErrorDeny,
+	// also what it gives no decision for); the evidence keeps the real
+	// decision.
 	DryRun bool `json:"dry_run"`
+	// OnPolicyError is what a Check answers when the policy gives no
+	// decision (an evaluation error, an undefined or malformed decision):
+	// OnPolicyErrorError (also the empty string) answers as OPA-Envoy does,
+	// with a gRPC error (Unknown, OPA-Envoy's message), so that Envoy's
+	// failure_mode_allow and status_on_error decide, dry run or not; and a
+	// request that cannot be parsed gets OPA-Envoy's 400 in dry run too.
+	// OnPolicyErrorDeny denies with StatusOnError (and dry run allows).
+	OnPolicyError string `json:"on_policy_error"`
 	// StatusOnError is the HTTP status of a request denied because no
-	// decision could be made (policy error, invalid decision).
+	// decision could be made, with OnPolicyErrorDeny.
 	StatusOnError int `json:"status_on_error"`
 	// Replica names this instance in evidence records.
 	Replica string `json:"replica"`
@@ -54,11 +68,25 @@ type Config struct {
 	RecordQuery bool `json:"record_query"`
 }
 
-// DefaultConfig returns the defaults: enforce, 403 on error.
-func DefaultConfig() Config { return Config{StatusOnError: http.StatusForbidden} }
+// What a Check answers when the policy gives no decision (Config.OnPolicyError).
+const (
+	OnPolicyErrorError = "error"
+	OnPolicyErrorDeny  = "deny"
+)
+
+// DefaultConfig returns the defaults: enforce; on a policy error, a gRPC
+// error as OPA-Envoy (403 with OnPolicyErrorDeny).
+func DefaultConfig() Config {
+	return Config{OnPolicyError: OnPolicyErrorError, StatusOnError: http.StatusForbidden}
+}
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
+	switch c.OnPolicyError {
+	case "", OnPolicyErrorError, OnPolicyErrorDeny:
+	default:
+		return fmt.Errorf("on-policy-error %q: must be %s or %s", truncate(c.OnPolicyError, 40), OnPolicyErrorDeny, OnPolicyErrorError)
+	}
 	if _, ok := typev3.StatusCode_name[int32(c.StatusOnError)]; !ok || http.StatusText(c.StatusOnError) == "" {
 		return fmt.Errorf("status-on-error %d: not an HTTP status Envoy can send", c.StatusOnError)
 	}
@@ -139,13 +167,16 @@ type Result struct {
 	Response *authv3.CheckResponse
 	Record   *evidence.Record
 	Input    *ast.Term // nil when the request could not be turned into one
-	// Outcome is what was done: allow, deny, error (denied because no
-	// decision could be made or its evidence not recorded) or dry_run
-	// (denied by the policy, let through).
+	// Outcome is what was done: allow, deny, error (no decision could be
+	// made, or its evidence not recorded: denied, or answered with Err) or
+	// dry_run (denied by the policy, let through).
 	Outcome string
 	// Verdict is the record's verdict (the record itself belongs to the
 	// recorder once handed over).
 	Verdict evidence.Verdict
+	// Err, when set, is the gRPC error Check returns instead of Response
+	// (nil then): the policy gave no decision, with OnPolicyErrorError.
+	Err error
 }
 
 // Check is the gRPC method Envoy calls.
@@ -153,12 +184,18 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	res := s.Decide(ctx, req)
 	s.metrics.observe(res.Outcome, res.Verdict, time.Since(start))
+	if res.Err != nil {
+		// Envoy does not read it; grpcurl and other clients see it.
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(EvidenceHeader, res.Record.ID))
+		return nil, res.Err
+	}
 	return res.Response, nil
 }
 
 // Decide runs one request through input building, the policy and the
-// response mapping, and hands its record to the recorder. It never fails:
-// whatever goes wrong denies the request (fail closed) and is in the record.
+// response mapping, and hands its record to the recorder. Whatever goes
+// wrong is in the record, and denies the request (fail closed), or, when
+// the policy gives no decision under OnPolicyErrorError, is res.Err.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	now := s.now()
 	id := recordID(now)
@@ -176,7 +213,7 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 		out, err = decide(val)
 	}
 	if err != nil {
-		out = s.failClosed(id, err)
+		out = s.noDecision(id, err, &res)
 		rec.Decision.Error = err.Error()
 	}
 	rec.Decision.DecisionID = id
@@ -186,7 +223,9 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 		rec.Decision.HTTPStatus = out.status
 	}
 	res.Outcome = outcomeOf(rec.Decision)
-	if s.cfg.DryRun && !out.allowed {
+	// With OnPolicyErrorError, only what the policy denied is let through,
+	// as in OPA-Envoy, where errors return before its dry run applies.
+	if s.cfg.DryRun && !out.allowed && (s.cfg.OnPolicyError == OnPolicyErrorDeny || rec.Decision.Error == "") {
 		if res.Outcome == "deny" {
 			res.Outcome = "dry_run" // an error stays an error
 		}
@@ -207,7 +246,9 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 			res.Outcome = "error"
 		}
 	}
-	res.Response = finish(out, id, f.verdict)
+	if res.Err == nil {
+		res.Response = finish(out, id, f.verdict)
+	}
 	return res
 }
 
@@ -253,11 +294,13 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 	return s.engine.Eval(ctx, input)
 }
 
-// failClosed denies a request no decision could be made for. A request
+// noDecision answers a request no decision could be made for. A request
 // meshproof cannot read is denied with 400 exactly as OPA-Envoy denies it:
 // "request_parse_error: <error>" as status message and body, and no
-// decision_id. Otherwise: --status-on-error.
-func (s *Server) failClosed(id string, err error) verdictOf {
+// decision_id. A policy that gives no decision is a gRPC error Unknown with
+// OPA-Envoy's message (res.Err) with OnPolicyErrorError, and denied with
+// --status-on-error with OnPolicyErrorDeny.
+func (s *Server) noDecision(id string, err error, res *Result) verdictOf {
 	if ie := (*InputError)(nil); errors.As(err, &ie) {
 		msg := "request_parse_error: " + ie.upstream()
 		return verdictOf{
@@ -272,7 +315,11 @@ func (s *Server) failClosed(id string, err error) verdictOf {
 			},
 		}
 	}
-	s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Msg("policy evaluation failed; no decision")
+	s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Str("on_policy_error", s.cfg.OnPolicyError).Msg("policy evaluation failed; no decision")
+	if s.cfg.OnPolicyError != OnPolicyErrorDeny {
+		res.Err = status.Error(codes.Unknown, upstreamMessage(err))
+		return verdictOf{}
+	}
 	return verdictOf{
 		status: s.cfg.StatusOnError,
 		response: &authv3.CheckResponse{
@@ -283,6 +330,16 @@ func (s *Server) failClosed(id string, err error) verdictOf {
 			}},
 		},
 	}
+}
+
+// upstreamMessage is the message of OPA-Envoy's gRPC error for err: its own
+// words for an undefined decision; OPA's error, or the decision mapping's
+// (which decide words as OPA-Envoy does), as they are.
+func upstreamMessage(err error) string {
+	if errors.Is(err, rego.ErrUndefined) {
+		return "undefined decision"
+	}
+	return err.Error()
 }
 
 func denyUnrecorded(id string, err error) verdictOf {
