@@ -34,7 +34,7 @@ import (
 //     goType), which the server answers per --on-policy-error.
 //
 // OPA-Envoy sees the decision after its JSON conversion (ast.JSON), where an
-// object key that is not a string is JSON-encoded: entries does the same.
+// object key that is not a string is JSON-encoded: jsonKeys does the same.
 //
 // meshproof also reads "reason" (a string; OPA-Envoy ignores it) for the
 // evidence record.
@@ -184,7 +184,12 @@ func headerOptions(t *ast.Term) ([]*corev3.HeaderValueOption, error) {
 	}
 	var out []*corev3.HeaderValueOption
 	add := func(obj ast.Object) error {
-		return entries(obj, func(name string, v *ast.Term) error {
+		obj, err := jsonKeys(obj)
+		if err != nil {
+			return err
+		}
+		return obj.Iter(func(k, v *ast.Term) error {
+			name := string(k.Value.(ast.String))
 			if s, ok := v.Value.(ast.String); ok {
 				out = append(out, headerOption(name, string(s)))
 				return nil
@@ -253,8 +258,13 @@ func queryParameters(t *ast.Term) ([]*corev3.QueryParameter, error) {
 	if !ok {
 		return nil, fmt.Errorf("type assertion error, expected query_parameters_to_set to be a map but got '%s'", goType(t.Value))
 	}
+	obj, err := jsonKeys(obj)
+	if err != nil {
+		return nil, err
+	}
 	var out []*corev3.QueryParameter
-	err := entries(obj, func(key string, v *ast.Term) error {
+	err = obj.Iter(func(k, v *ast.Term) error {
+		key := string(k.Value.(ast.String))
 		if s, ok := v.Value.(ast.String); ok {
 			out = append(out, &corev3.QueryParameter{Key: key, Value: string(s)})
 			return nil
@@ -330,43 +340,31 @@ func goType(v ast.Value) string {
 	return ast.ValueName(v)
 }
 
-// entries calls f with each key of obj as OPA-Envoy sees it and its value.
-// OPA's JSON conversion keeps a string key and JSON-encodes any other, as
+// jsonKeys returns obj with its keys as OPA-Envoy sees them: OPA's JSON
+// conversion keeps a string key and JSON-encodes any other, as
 // encoding/json's Encoder writes it (1 -> "1", true -> "true", [1, "a"] ->
 // `[1,"a"]`, {"b": 1} -> `{"b":1}`); keys that encode alike (1 and "1")
-// become one map entry, holding the value of the last in obj's order.
-func entries(obj ast.Object, f func(string, *ast.Term) error) error {
-	if !obj.Until(func(k, _ *ast.Term) bool { _, ok := k.Value.(ast.String); return !ok }) {
-		return obj.Iter(func(k, v *ast.Term) error { return f(string(k.Value.(ast.String)), v) })
+// become one map entry, holding the value of the last in obj's order. obj
+// itself when every key is a string.
+func jsonKeys(obj ast.Object) (ast.Object, error) {
+	if !obj.Until(notString) {
+		return obj, nil
 	}
-	type entry struct {
-		key   string
-		value *ast.Term
-	}
-	list := make([]entry, 0, obj.Len())
-	at := make(map[string]int, obj.Len())
+	out := ast.NewObject()
 	err := obj.Iter(func(k, v *ast.Term) error {
 		key, err := keyString(k)
 		if err != nil {
 			return err
 		}
-		if i, seen := at[key]; seen {
-			list[i].value = v
-			return nil
-		}
-		at[key] = len(list)
-		list = append(list, entry{key, v})
+		out.Insert(ast.StringTerm(key), v) // a key seen before takes v
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	for _, e := range list {
-		if err := f(e.key, e.value); err != nil {
-			return err
-		}
-	}
-	return nil
+	return out, err
+}
+
+func notString(k, _ *ast.Term) bool {
+	_, ok := k.Value.(ast.String)
+	return !ok
 }
 
 // keyString is an object key as OPA's ast.JSON writes it into a map.
