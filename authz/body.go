@@ -42,7 +42,7 @@ func parsedPathQuery(path string) (*ast.Term, *ast.Term, error) {
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
 	decoded, err := url.PathUnescape(rawPath)
 	if err != nil {
-		return nil, nil, fmt.Errorf("path %q: %w", truncate(rawPath, 200), err)
+		return nil, nil, &parseError{fmt.Sprintf("path %q: %v", truncate(rawPath, 200), err), err}
 	}
 	trimmed := strings.TrimLeft(decoded, "/")
 	n := strings.Count(trimmed, "/") + 1
@@ -61,7 +61,7 @@ func parsedPathQuery(path string) (*ast.Term, *ast.Term, error) {
 	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
-		return nil, nil, fmt.Errorf("query string: %w", err)
+		return nil, nil, &parseError{"query string: " + err.Error(), err}
 	}
 	return pathTerm, valuesTerm(q), nil
 }
@@ -117,7 +117,7 @@ func parsedBody(h *headerReader, body string, raw []byte) (*ast.Term, bool, erro
 	if cl, ok := h.lookup("content-length"); ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
-			return nil, false, fmt.Errorf("content-length %q is not a number", truncate(cl, 40))
+			return nil, false, &parseError{fmt.Sprintf("content-length %q is not a number", truncate(cl, 40)), err}
 		}
 		if n != -1 && n > int64(len(payload)) {
 			return ast.InternedNullTerm, true, nil
@@ -127,19 +127,19 @@ func parsedBody(h *headerReader, body string, raw []byte) (*ast.Term, bool, erro
 	case "json":
 		v, err := jsonTerm([]byte(payload))
 		if err != nil {
-			return nil, false, fmt.Errorf("JSON body: %w", err)
+			return nil, false, &parseError{"JSON body: " + err.Error(), err}
 		}
 		return v, false, nil
 	case "form":
 		q, err := url.ParseQuery(payload)
 		if err != nil {
-			return nil, false, fmt.Errorf("form body: %w", err)
+			return nil, false, &parseError{"form body: " + err.Error(), err}
 		}
 		return valuesTerm(q), false, nil
 	default:
 		v, err := multipartTerm(ctype, payload)
 		if err != nil {
-			return nil, false, fmt.Errorf("multipart body: %w", err)
+			return nil, false, &parseError{"multipart body: " + err.Error(), err}
 		}
 		return v, false, nil
 	}
@@ -187,12 +187,12 @@ func multipartTerm(ctype, payload string) (*ast.Term, error) {
 		}
 		b, err := io.ReadAll(p)
 		if err != nil {
-			return nil, fmt.Errorf("part %q: %w", name, err)
+			return nil, &parseError{fmt.Sprintf("part %q: %v", name, err), err}
 		}
 		var t *ast.Term
 		if strings.Contains(p.Header.Get("Content-Type"), "application/json") {
 			if t, err = jsonTerm(b); err != nil {
-				return nil, fmt.Errorf("part %q: JSON: %w", name, err)
+				return nil, &parseError{fmt.Sprintf("part %q: JSON: %v", name, err), err}
 			}
 		} else {
 			t = ast.StringTerm(string(b))
@@ -215,3 +215,14 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// parseError is a part of the request that cannot be parsed: msg says which
+// and why, for the record; err is the error OPA-Envoy reports for it (its
+// 400 says exactly that, and so does meshproof's: InputError.Upstream).
+type parseError struct {
+	msg string
+	err error
+}
+
+func (e *parseError) Error() string { return e.msg }
+func (e *parseError) Unwrap() error { return e.err }

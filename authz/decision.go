@@ -1,9 +1,12 @@
 package authz
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -26,7 +29,12 @@ import (
 //     "response_headers_to_add", "query_parameters_to_set" and
 //     "query_parameters_to_remove" apply; when denied, "body" (string) and
 //     "http_status" (a status Envoy knows, default 403);
-//   - anything else is an error, and the request is denied (fail closed).
+//   - anything else is an error, with OPA-Envoy's message word for word
+//     (Go type names included, as %T of the decision's JSON form gives them:
+//     goType), which the server answers per --on-policy-error.
+//
+// OPA-Envoy sees the decision after its JSON conversion (ast.JSON), where an
+// object key that is not a string is JSON-encoded: jsonKeys does the same.
 //
 // meshproof also reads "reason" (a string; OPA-Envoy ignores it) for the
 // evidence record.
@@ -48,6 +56,9 @@ type verdictOf struct {
 	response *authv3.CheckResponse
 	status   int    // HTTP status sent when denied
 	reason   string // from "reason", or the denial body
+	// noDecisionID leaves OPA-Envoy's decision_id out of the metadata, as
+	// OPA-Envoy does when it cannot parse the request.
+	noDecisionID bool
 }
 
 // decide maps a decision value to OPA-Envoy's CheckResponse.
@@ -65,7 +76,7 @@ func decide(v ast.Value) (verdictOf, error) {
 	case ast.Object:
 		return decideObject(d)
 	default:
-		return verdictOf{}, fmt.Errorf("illegal value for policy evaluation result: %s (want a boolean or an object)", ast.ValueName(v))
+		return verdictOf{}, fmt.Errorf("failed to get response status: illegal value for policy evaluation result: %s", goType(v))
 	}
 }
 
@@ -77,24 +88,24 @@ var (
 func decideObject(d ast.Object) (verdictOf, error) {
 	at := d.Get(kAllowed)
 	if at == nil {
-		return verdictOf{}, fmt.Errorf("unable to determine evaluation result due to missing \"allowed\" key")
+		return verdictOf{}, errors.New("failed to get response status: unable to determine evaluation result due to missing \"allowed\" key")
 	}
 	allowed, ok := at.Value.(ast.Boolean)
 	if !ok {
-		return verdictOf{}, fmt.Errorf("type assertion error, expected allowed to be of type 'boolean' but got '%s'", ast.ValueName(at.Value))
+		return verdictOf{}, fmt.Errorf("failed to get response status: type assertion error, expected allowed to be of type 'boolean' but got '%s'", goType(at.Value))
 	}
 	out := verdictOf{allowed: bool(allowed), response: &authv3.CheckResponse{}}
 	if r, ok := stringField(d, kReason); ok {
 		out.reason = r
 	}
-	headers, err := headerOptions(d.Get(kHeaders), "headers")
+	headers, err := headerOptions(d.Get(kHeaders))
 	if err != nil {
 		return verdictOf{}, fmt.Errorf("failed to get response headers: %w", err)
 	}
 	if t := d.Get(kDynamicMetadata); t != nil {
 		obj, ok := t.Value.(ast.Object)
 		if !ok {
-			return verdictOf{}, fmt.Errorf("failed to get dynamic metadata: type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", ast.ValueName(t.Value))
+			return verdictOf{}, fmt.Errorf("failed to get dynamic metadata: type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", goType(t.Value))
 		}
 		md, err := structOf(obj)
 		if err != nil {
@@ -114,7 +125,7 @@ func decideAllowed(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOpt
 	if ok.HeadersToRemove, err = stringList(d.Get(kRequestHeadersToRemove), "request_headers_to_remove"); err != nil {
 		return verdictOf{}, fmt.Errorf("failed to get request headers to remove: %w", err)
 	}
-	if ok.ResponseHeadersToAdd, err = headerOptions(d.Get(kResponseHeadersToAdd), "response_headers_to_add"); err != nil {
+	if ok.ResponseHeadersToAdd, err = headerOptions(d.Get(kResponseHeadersToAdd)); err != nil {
 		return verdictOf{}, fmt.Errorf("failed to get response headers to send to client: %w", err)
 	}
 	if ok.QueryParametersToRemove, err = stringList(d.Get(kQueryParametersToRemove), "query_parameters_to_remove"); err != nil {
@@ -133,7 +144,7 @@ func decideDenied(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOpti
 	if t := d.Get(kBody); t != nil {
 		s, ok := t.Value.(ast.String)
 		if !ok {
-			return verdictOf{}, fmt.Errorf("failed to get response body: type assertion error, expected body to be of type 'string' but got '%s'", ast.ValueName(t.Value))
+			return verdictOf{}, fmt.Errorf("failed to get response body: type assertion error, expected body to be of type 'string' but got '%s'", goType(t.Value))
 		}
 		body = string(s)
 	}
@@ -141,7 +152,7 @@ func decideDenied(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOpti
 	if t := d.Get(kHTTPStatus); t != nil {
 		n, ok := t.Value.(ast.Number)
 		if !ok {
-			return verdictOf{}, fmt.Errorf("failed to get response http status: type assertion error, expected http_status to be of type 'number' but got '%s'", ast.ValueName(t.Value))
+			return verdictOf{}, fmt.Errorf("failed to get response http status: type assertion error, expected http_status to be of type 'number' but got '%s'", goType(t.Value))
 		}
 		i, err := json.Number(n).Int64()
 		if err != nil {
@@ -167,31 +178,32 @@ func decideDenied(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOpti
 
 // headerOptions reads an object, or an array of objects, of header name to
 // a string or an array of strings.
-func headerOptions(t *ast.Term, field string) ([]*corev3.HeaderValueOption, error) {
+func headerOptions(t *ast.Term) ([]*corev3.HeaderValueOption, error) {
 	if t == nil {
 		return nil, nil
 	}
 	var out []*corev3.HeaderValueOption
 	add := func(obj ast.Object) error {
+		obj, err := jsonKeys(obj)
+		if err != nil {
+			return err
+		}
 		return obj.Iter(func(k, v *ast.Term) error {
-			name, ok := k.Value.(ast.String)
-			if !ok {
-				return fmt.Errorf("type assertion error for header %s", k)
-			}
+			name := string(k.Value.(ast.String))
 			if s, ok := v.Value.(ast.String); ok {
-				out = append(out, headerOption(string(name), string(s)))
+				out = append(out, headerOption(name, string(s)))
 				return nil
 			}
 			vals, ok := listOf(v.Value)
 			if !ok {
-				return fmt.Errorf("type assertion error for header '%s'", string(name))
+				return fmt.Errorf("type assertion error for header '%s'", name)
 			}
 			for _, e := range vals {
 				s, ok := e.Value.(ast.String)
 				if !ok {
-					return fmt.Errorf("invalid value type %s for header '%s'", ast.ValueName(e.Value), string(name))
+					return fmt.Errorf("invalid value type %s for header '%s'", goType(e.Value), name)
 				}
-				out = append(out, headerOption(string(name), string(s)))
+				out = append(out, headerOption(name, string(s)))
 			}
 			return nil
 		})
@@ -203,7 +215,8 @@ func headerOptions(t *ast.Term, field string) ([]*corev3.HeaderValueOption, erro
 		for _, e := range list {
 			obj, ok := e.Value.(ast.Object)
 			if !ok {
-				return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(e.Value))
+				// OPA-Envoy says "headers" whichever field it reads.
+				return nil, fmt.Errorf("type assertion error, expected headers to be of type 'object' but got '%s'", goType(e.Value))
 			}
 			if err := add(obj); err != nil {
 				return nil, err
@@ -211,7 +224,7 @@ func headerOptions(t *ast.Term, field string) ([]*corev3.HeaderValueOption, erro
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(t.Value))
+	return nil, fmt.Errorf("type assertion error, expected headers to be of type 'object' but got '%s'", goType(t.Value))
 }
 
 func headerOption(k, v string) *corev3.HeaderValueOption {
@@ -224,13 +237,13 @@ func stringList(t *ast.Term, field string) ([]string, error) {
 	}
 	list, ok := listOf(t.Value)
 	if !ok {
-		return nil, fmt.Errorf("type assertion error, expected %s to be of type '[]string' but got '%s'", field, ast.ValueName(t.Value))
+		return nil, fmt.Errorf("type assertion error, expected %s to be of type '[]string' but got '%s'", field, goType(t.Value))
 	}
 	out := make([]string, len(list))
 	for i, e := range list {
 		s, ok := e.Value.(ast.String)
 		if !ok {
-			return nil, fmt.Errorf("type assertion error, expected %s value to be of type 'string' but got '%s'", field, ast.ValueName(e.Value))
+			return nil, fmt.Errorf("type assertion error, expected %s value to be of type 'string' but got '%s'", field, goType(e.Value))
 		}
 		out[i] = string(s)
 	}
@@ -243,28 +256,29 @@ func queryParameters(t *ast.Term) ([]*corev3.QueryParameter, error) {
 	}
 	obj, ok := t.Value.(ast.Object)
 	if !ok {
-		return nil, fmt.Errorf("type assertion error, expected query_parameters_to_set to be a map but got '%s'", ast.ValueName(t.Value))
+		return nil, fmt.Errorf("type assertion error, expected query_parameters_to_set to be a map but got '%s'", goType(t.Value))
+	}
+	obj, err := jsonKeys(obj)
+	if err != nil {
+		return nil, err
 	}
 	var out []*corev3.QueryParameter
-	err := obj.Iter(func(k, v *ast.Term) error {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			return fmt.Errorf("query parameter name %s is not a string", k)
-		}
+	err = obj.Iter(func(k, v *ast.Term) error {
+		key := string(k.Value.(ast.String))
 		if s, ok := v.Value.(ast.String); ok {
-			out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(s)})
+			out = append(out, &corev3.QueryParameter{Key: key, Value: string(s)})
 			return nil
 		}
 		list, ok := listOf(v.Value)
 		if !ok {
-			return fmt.Errorf("type assertion error, expected value to be string or array but got '%s'", ast.ValueName(v.Value))
+			return fmt.Errorf("type assertion error, expected value to be string or array but got '%s'", goType(v.Value))
 		}
 		for _, e := range list {
 			s, ok := e.Value.(ast.String)
 			if !ok {
-				return fmt.Errorf("type assertion error: expected array element to be string but got '%s'", ast.ValueName(e.Value))
+				return fmt.Errorf("type assertion error: expected array element to be string but got '%s'", goType(e.Value))
 			}
-			out = append(out, &corev3.QueryParameter{Key: string(key), Value: string(s)})
+			out = append(out, &corev3.QueryParameter{Key: key, Value: string(s)})
 		}
 		return nil
 	})
@@ -304,4 +318,67 @@ func structOf(obj ast.Object) (*structpb.Struct, error) {
 		return nil, err
 	}
 	return structpb.NewStruct(x.(map[string]any))
+}
+
+// goType names the Go type (%T) OPA-Envoy's messages give for v: it reads the
+// decision's JSON form, where a number is a json.Number and a set an array.
+func goType(v ast.Value) string {
+	switch v.(type) {
+	case ast.String:
+		return "string"
+	case ast.Number:
+		return "json.Number"
+	case ast.Boolean:
+		return "bool"
+	case ast.Null:
+		return "<nil>"
+	case *ast.Array, ast.Set:
+		return "[]interface {}"
+	case ast.Object:
+		return "map[string]interface {}"
+	}
+	return ast.ValueName(v)
+}
+
+// jsonKeys returns obj with its keys as OPA-Envoy sees them: OPA's JSON
+// conversion keeps a string key and JSON-encodes any other, as
+// encoding/json's Encoder writes it (1 -> "1", true -> "true", [1, "a"] ->
+// `[1,"a"]`, {"b": 1} -> `{"b":1}`); keys that encode alike (1 and "1")
+// become one map entry, holding the value of the last in obj's order. obj
+// itself when every key is a string.
+func jsonKeys(obj ast.Object) (ast.Object, error) {
+	if !obj.Until(notString) {
+		return obj, nil
+	}
+	out := ast.NewObject()
+	err := obj.Iter(func(k, v *ast.Term) error {
+		key, err := keyString(k)
+		if err != nil {
+			return err
+		}
+		out.Insert(ast.StringTerm(key), v) // a key seen before takes v
+		return nil
+	})
+	return out, err
+}
+
+func notString(k, _ *ast.Term) bool {
+	_, ok := k.Value.(ast.String)
+	return !ok
+}
+
+// keyString is an object key as OPA's ast.JSON writes it into a map.
+func keyString(k *ast.Term) (string, error) {
+	if s, ok := k.Value.(ast.String); ok {
+		return string(s), nil
+	}
+	x, err := ast.JSON(k.Value)
+	if err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(x); err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(buf.String()), nil
 }

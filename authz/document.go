@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"errors"
+
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -27,6 +29,18 @@ type InputError struct{ Err error }
 
 func (e *InputError) Error() string { return "bad request: " + e.Err.Error() }
 func (e *InputError) Unwrap() error { return e.Err }
+
+// upstream is the error as OPA-Envoy words it: the innermost parseError's
+// cause (the standard library's error, without meshproof's context).
+func (e *InputError) upstream() string {
+	msg := e.Err.Error()
+	for err := e.Err; err != nil; err = errors.Unwrap(err) {
+		if pe, ok := err.(*parseError); ok { //nolint:errorlint // each link of the chain is looked at
+			msg = pe.err.Error()
+		}
+	}
+	return msg
+}
 
 // document builds the whole input: OPA-Envoy's document (the CheckRequest,
 // version, parsed_path, parsed_query, parsed_body, truncated_body,

@@ -23,6 +23,8 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -220,8 +222,39 @@ func noDecision(status int, v evidence.Verdict) func(id string) *authv3.CheckRes
 	}
 }
 
-// badRequest is a 400 with the body left out: the test matches it by
-// prefix, the rest being the standard library's wording.
-func badRequest(id string) *authv3.CheckResponse {
-	return denied(http.StatusBadRequest, "", nil, meta(id, evidence.Plaintext, nil))
+// parseFailure is OPA-Envoy's answer to a request it cannot parse: 400, the
+// status message and body "request_parse_error: <error>", no decision_id;
+// meshproof adds its evidence id and verdict.
+func parseFailure(msg string) func(id string) *authv3.CheckResponse {
+	return func(id string) *authv3.CheckResponse {
+		r := denied(http.StatusBadRequest, msg, nil, meta(id, evidence.Plaintext, nil))
+		r.Status.Message = msg
+		delete(r.DynamicMetadata.Fields, "decision_id")
+		return r
+	}
+}
+
+// checkFails sends req, which must fail with a gRPC error, and returns the
+// error's status and the one record the request produced.
+func (f *fixture) checkFails(t *testing.T, req *authv3.CheckRequest) (*status.Status, *evidence.Record) {
+	t.Helper()
+	before := len(f.rec.records())
+	var trailer metadata.MD
+	resp, err := f.client.Check(context.Background(), req, grpc.Trailer(&trailer))
+	if err == nil {
+		t.Fatalf("Check answered %v, want a gRPC error", resp)
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		t.Fatalf("Check: %v is not a gRPC status", err)
+	}
+	recs := f.rec.records()
+	if len(recs) != before+1 {
+		t.Fatalf("Check gave %d records, want 1", len(recs)-before)
+	}
+	rec := recs[len(recs)-1]
+	if got := trailer.Get(authz.EvidenceHeader); len(got) != 1 || got[0] != rec.ID {
+		t.Errorf("trailer %s: %q, want the record id %s", authz.EvidenceHeader, got, rec.ID)
+	}
+	return st, rec
 }

@@ -52,6 +52,12 @@ var acceptedDifferences = []struct{ pattern, why string }{
 	// OPA 1.19 reads YAML 1.1 (on, y: booleans), OPA 1.22 YAML 1.2.
 	{"yaml_header/get_yaml_bool", "class 7: yaml.unmarshal reads YAML 1.2 in OPA 1.22"},
 	{"yaml_header/get_yaml_doc", "class 7: yaml.unmarshal reads YAML 1.2 in OPA 1.22"},
+	// The same gRPC error (Unknown, OPA's message), but OPA 1.22 words a
+	// conflict more fully: "rule data.envoy.authz.allow produced
+	// conflicting values: true at ...:4, false at ...:6" where OPA 1.19
+	// says "complete rules must not produce multiple outputs".
+	{"eval_conflict/*", "class 7: OPA 1.22 names the rule and the conflicting values"},
+	{"runtime_error/*", "class 7: OPA 1.22 names the function and the conflicting values"},
 	// Envoy's encode_raw_headers sends header_map and no headers: OPA-Envoy
 	// then parses no body; meshproof finds content-type and
 	// x-envoy-auth-partial-body in header_map (issue 12 item 3 keeps this).
@@ -65,35 +71,8 @@ var acceptedDifferences = []struct{ pattern, why string }{
 // here is skipped while it differs and fails once it matches: remove its
 // entry when the fix lands.
 var knownDifferences = []knownDifference{
-	// A request OPA-Envoy cannot parse: status message and body
-	// "request_parse_error: <error>", no decision_id.
-	{"*/get_bad_path", 2, "request_parse_error status message and body, no decision_id"},
-	{"*/get_bad_query", 2, "request_parse_error status message and body, no decision_id"},
-	{"*/get_semicolon_query", 2, "request_parse_error status message and body, no decision_id"},
-	{"*/post_json_malformed", 2, "request_parse_error status message and body, no decision_id"},
-	{"*/post_json_bad_content_length", 2, "request_parse_error status message and body, no decision_id"},
-	{"*/post_urlencoded_bad", 2, "request_parse_error status message and body, no decision_id"},
-	{"*/post_multipart_broken", 2, "request_parse_error status message and body, no decision_id"},
-	{"*/post_multipart_bad_json_part", 2, "request_parse_error status message and body, no decision_id"},
-	// Policy errors, undefined and malformed decisions: gRPC Unknown. A
-	// pattern naming a whole policy comes before those naming a request
-	// for every policy, so that a case two items explain stays listed
-	// until both are fixed.
-	{"allowed_missing/*", 1, "missing allowed: OPA-Envoy answers gRPC Unknown"},
-	{"allowed_not_boolean/*", 1, "non-boolean allowed: OPA-Envoy answers gRPC Unknown"},
-	{"eval_conflict/*", 1, "eval conflict: OPA-Envoy answers gRPC Unknown"},
-	{"runtime_error/*", 1, "runtime error: OPA-Envoy answers gRPC Unknown"},
-	{"status_299/*", 1, "http_status 299: OPA-Envoy answers gRPC Unknown"},
-	{"status_string/*", 1, "http_status \"404\": OPA-Envoy answers gRPC Unknown"},
-	{"wrong_types/*", 1, "wrong field types: OPA-Envoy answers gRPC Unknown"},
-	{"undefined_decision/*", 1, "undefined decision: OPA-Envoy answers gRPC Unknown"},
-	{"non_string_keys/empty_request", 1, "undefined decision: OPA-Envoy answers gRPC Unknown"},
-	{"non_string_keys/*", 5, "non-string header and query parameter names: OPA-Envoy JSON-encodes them"},
-	// headers present: OPA-Envoy reads content-type and
-	// x-envoy-auth-partial-body from headers only (then item 2's text).
-	{"*/headers_and_header_map_partial_only_in_map", 3, "partial-body flag only in header_map: OPA-Envoy parses the body (and fails)"},
-	{"echo_headers/empty_request", 1, "undefined decision: OPA-Envoy answers gRPC Unknown"},
-	{"echo_parsed/post_json_huge_exponent", 1, "1e400 in dynamic metadata: OPA-Envoy answers gRPC Unknown"},
+	// None left: items 1 to 6 of issue 12 are fixed. A difference found
+	// later goes here with the item or issue that fixes it.
 }
 
 type knownDifference struct {
@@ -402,7 +381,7 @@ func compareGolden(t *testing.T, name, want, got string, used map[string]bool) {
 		t.Skipf("issue 12 item %d (%s): %s\nOPA-Envoy: %s\nmeshproof: %s", k.item, k.pattern, k.what, want, got)
 	}
 	if !same {
-		t.Errorf("meshproof answers differently from OPA-Envoy\nOPA-Envoy: %s\nmeshproof: %s", want, got)
+		t.Errorf("meshproof answers differently from OPA-Envoy\nOPA-Envoy: %q\nmeshproof: %q", want, got)
 	}
 }
 

@@ -237,11 +237,11 @@ func TestEventDecision(t *testing.T) {
 			with(func(d *evidence.Decision) { d.HTTPStatus, d.Reason = 403, "not on the list" })},
 		{"no allowed", `"result": {"status": 200}`,
 			with(func(d *evidence.Decision) {
-				d.Error = `unable to determine evaluation result due to missing "allowed" key`
+				d.Error = `failed to get response status: unable to determine evaluation result due to missing "allowed" key`
 			})},
 		{"a string", `"result": "yes"`,
 			with(func(d *evidence.Decision) {
-				d.Error = "illegal value for policy evaluation result: string (want a boolean or an object)"
+				d.Error = "failed to get response status: illegal value for policy evaluation result: string"
 			})},
 		{"evaluation error", `"error": {"code": "eval_conflict_error", "message": "complete rules must not produce multiple outputs"}`,
 			with(func(d *evidence.Decision) {

@@ -17,6 +17,12 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -37,10 +43,20 @@ const (
 
 // Config configures the Check service.
 type Config struct {
-	// DryRun allows every request; the evidence keeps the real decision.
+	// DryRun lets through what the policy denies (with OnPolicyErrorDeny,
+	// also what it gives no decision for); the evidence keeps the real
+	// decision.
 	DryRun bool `json:"dry_run"`
+	// OnPolicyError is what a Check answers when the policy gives no
+	// decision (an evaluation error, an undefined or malformed decision):
+	// OnPolicyErrorError (also the empty string) answers as OPA-Envoy does,
+	// with a gRPC error (Unknown, OPA-Envoy's message), so that Envoy's
+	// failure_mode_allow and status_on_error decide, dry run or not; and a
+	// request that cannot be parsed gets OPA-Envoy's 400 in dry run too.
+	// OnPolicyErrorDeny denies with StatusOnError (and dry run allows).
+	OnPolicyError string `json:"on_policy_error"`
 	// StatusOnError is the HTTP status of a request denied because no
-	// decision could be made (policy error, invalid decision).
+	// decision could be made, with OnPolicyErrorDeny.
 	StatusOnError int `json:"status_on_error"`
 	// Replica names this instance in evidence records.
 	Replica string `json:"replica"`
@@ -56,11 +72,25 @@ type Config struct {
 	InputMeshproof bool `json:"input_meshproof"`
 }
 
-// DefaultConfig returns the defaults: enforce, 403 on error.
-func DefaultConfig() Config { return Config{StatusOnError: http.StatusForbidden} }
+// What a Check answers when the policy gives no decision (Config.OnPolicyError).
+const (
+	OnPolicyErrorError = "error"
+	OnPolicyErrorDeny  = "deny"
+)
+
+// DefaultConfig returns the defaults: enforce; on a policy error, a gRPC
+// error as OPA-Envoy (403 with OnPolicyErrorDeny).
+func DefaultConfig() Config {
+	return Config{OnPolicyError: OnPolicyErrorError, StatusOnError: http.StatusForbidden}
+}
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
+	switch c.OnPolicyError {
+	case "", OnPolicyErrorError, OnPolicyErrorDeny:
+	default:
+		return fmt.Errorf("on-policy-error %q: must be %s or %s", truncate(c.OnPolicyError, 40), OnPolicyErrorDeny, OnPolicyErrorError)
+	}
 	if _, ok := typev3.StatusCode_name[int32(c.StatusOnError)]; !ok || http.StatusText(c.StatusOnError) == "" {
 		return fmt.Errorf("status-on-error %d: not an HTTP status Envoy can send", c.StatusOnError)
 	}
@@ -141,13 +171,16 @@ type Result struct {
 	Response *authv3.CheckResponse
 	Record   *evidence.Record
 	Input    *ast.Term // nil when the request could not be turned into one
-	// Outcome is what was done: allow, deny, error (denied because no
-	// decision could be made or its evidence not recorded) or dry_run
-	// (denied by the policy, let through).
+	// Outcome is what was done: allow, deny, error (no decision could be
+	// made, or its evidence not recorded: denied, or answered with Err) or
+	// dry_run (denied by the policy, let through).
 	Outcome string
 	// Verdict is the record's verdict (the record itself belongs to the
 	// recorder once handed over).
 	Verdict evidence.Verdict
+	// Err, when set, is the gRPC error Check returns instead of Response
+	// (nil then): the policy gave no decision, with OnPolicyErrorError.
+	Err error
 }
 
 // Check is the gRPC method Envoy calls.
@@ -165,12 +198,18 @@ func (s *Server) checkDecoded(ctx context.Context, req *authv3.CheckRequest, und
 		s.metrics.undecodable.Inc()
 	}
 	s.metrics.observe(res.Outcome, res.Verdict, time.Since(start))
+	if res.Err != nil {
+		// Envoy does not read it; grpcurl and other clients see it.
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(EvidenceHeader, res.Record.ID))
+		return nil, res.Err
+	}
 	return res.Response, nil
 }
 
 // Decide runs one request through input building, the policy and the
-// response mapping, and hands its record to the recorder. It never fails:
-// whatever goes wrong denies the request (fail closed) and is in the record.
+// response mapping, and hands its record to the recorder. Whatever goes
+// wrong is in the record, and denies the request (fail closed), or, when
+// the policy gives no decision under OnPolicyErrorError, is res.Err.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	return s.decide(ctx, req, nil)
 }
@@ -201,7 +240,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 		out, err = decide(val)
 	}
 	if err != nil {
-		out = s.failClosed(id, err)
+		out = s.noDecision(id, err, &res)
 		rec.Decision.Error = err.Error()
 	}
 	rec.Decision.DecisionID = id
@@ -211,7 +250,9 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 		rec.Decision.HTTPStatus = out.status
 	}
 	res.Outcome = outcomeOf(rec.Decision)
-	if s.cfg.DryRun && !out.allowed {
+	// With OnPolicyErrorError, only what the policy denied is let through,
+	// as in OPA-Envoy, where errors return before its dry run applies.
+	if s.cfg.DryRun && !out.allowed && (s.cfg.OnPolicyError == OnPolicyErrorDeny || rec.Decision.Error == "") {
 		if res.Outcome == "deny" {
 			res.Outcome = "dry_run" // an error stays an error
 		}
@@ -232,7 +273,9 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 			res.Outcome = "error"
 		}
 	}
-	res.Response = finish(out, id, f.verdict)
+	if res.Err == nil {
+		res.Response = finish(out, id, f.verdict)
+	}
 	return res
 }
 
@@ -282,30 +325,68 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 	return s.engine.Eval(rego.WithFacts(ctx, f.term), input)
 }
 
-// failClosed denies a request no decision could be made for: 400 for a
-// request meshproof cannot read (as OPA-Envoy), --status-on-error otherwise.
-func (s *Server) failClosed(id string, err error) verdictOf {
-	status, body := s.cfg.StatusOnError, "meshproof: no policy decision; evidence "+id
-	// TODO(--on-policy-error=error): an undecodable request is a gRPC
-	// Internal error in OPA-Envoy; answer that error under that setting.
+// noDecision answers a request no decision could be made for. A request
+// meshproof cannot read is denied with 400 exactly as OPA-Envoy denies it:
+// "request_parse_error: <error>" as status message and body, and no
+// decision_id. A policy that gives no decision is a gRPC error Unknown with
+// OPA-Envoy's message (res.Err) with OnPolicyErrorError, and denied with
+// --status-on-error with OnPolicyErrorDeny.
+func (s *Server) noDecision(id string, err error, res *Result) verdictOf {
 	if ie := (*InputError)(nil); errors.As(err, &ie) {
-		status, body = http.StatusBadRequest, "meshproof: "+err.Error()
-	} else if ue := (*UndecodableError)(nil); errors.As(err, &ue) {
+		msg := "request_parse_error: " + ie.upstream()
+		return verdictOf{
+			status:       http.StatusBadRequest,
+			noDecisionID: true,
+			response: &authv3.CheckResponse{
+				Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: msg},
+				HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+					Status: &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
+					Body:   msg,
+				}},
+			},
+		}
+	}
+	body := "meshproof: no policy decision; evidence " + id
+	if ue := (*UndecodableError)(nil); errors.As(err, &ue) {
+		// OPA-Envoy never sees such a request: gRPC's codec answers
+		// Internal before its Check runs.
+		s.log.Warn().Err(err).Str("evidence_id", id).Str("on_policy_error", s.cfg.OnPolicyError).Msg("request could not be decoded; no decision")
+		if s.cfg.OnPolicyError != OnPolicyErrorDeny {
+			res.Err = status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", ue.Err)
+			return verdictOf{}
+		}
 		body = "meshproof: request could not be decoded; evidence " + id
-		s.log.Warn().Err(err).Str("evidence_id", id).Msg("request could not be decoded; denied")
 	} else {
-		s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Msg("policy evaluation failed; no decision")
+		s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Str("on_policy_error", s.cfg.OnPolicyError).Msg("policy evaluation failed; no decision")
+		if s.cfg.OnPolicyError != OnPolicyErrorDeny {
+			res.Err = status.Error(codes.Unknown, upstreamMessage(err))
+			return verdictOf{}
+		}
 	}
 	return verdictOf{
-		status: status,
+		status: s.cfg.StatusOnError,
 		response: &authv3.CheckResponse{
 			Status: deniedStatus,
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-				Status: &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode(s.cfg.StatusOnError)},
 				Body:   body,
 			}},
 		},
 	}
+}
+
+// upstreamMessage is the message of OPA-Envoy's gRPC error for err: its own
+// words for an undefined decision; OPA's error, or the decision mapping's
+// (which decide words as OPA-Envoy does), as they are.
+//
+// The protobuf library puts a non-breaking space after "proto:" in some
+// builds and a plain one in others (so that nobody matches its messages);
+// the message says a plain one, so that it reads the same from every build.
+func upstreamMessage(err error) string {
+	if errors.Is(err, rego.ErrUndefined) {
+		return "undefined decision"
+	}
+	return strings.ReplaceAll(err.Error(), "\u00a0", " ")
 }
 
 func denyUnrecorded(id string, err error) verdictOf {
@@ -348,7 +429,9 @@ func finish(out verdictOf, id string, v evidence.Verdict) *authv3.CheckResponse 
 	}
 	idValue := structpb.NewStringValue(id)
 	resp.DynamicMetadata.Fields[MetadataEvidenceID] = idValue
-	resp.DynamicMetadata.Fields[metadataDecisionID] = idValue
+	if !out.noDecisionID {
+		resp.DynamicMetadata.Fields[metadataDecisionID] = idValue
+	}
 	resp.DynamicMetadata.Fields[MetadataVerdict] = verdictValues[v]
 	if out.allowed {
 		ok := resp.GetOkResponse()

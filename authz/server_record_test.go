@@ -329,18 +329,25 @@ func TestCheckMetrics(t *testing.T) {
 		req      *authv3.CheckRequest
 		decision string
 		verdict  evidence.Verdict
+		fails    bool // the Check is a gRPC error
 	}{
-		{"allow", allowTrue, authz.DefaultConfig(), authztest.NewRequest(authztest.MTLS(srcID, dstID)), "allow", evidence.MTLS},
-		{"deny", "package envoy.authz\nallow := false", authz.DefaultConfig(), authztest.NewRequest(), "deny", evidence.Plaintext},
-		{"error", "package envoy.authz\nallow := 7", authz.DefaultConfig(), authztest.NewRequest(), "error", evidence.Plaintext},
-		{"bad request", allowTrue, authz.DefaultConfig(), authztest.NewRequest(authztest.Path("/%zz")), "error", evidence.Plaintext},
-		{"dry run", "package envoy.authz\nallow := false", authz.Config{DryRun: true, StatusOnError: 403}, authztest.NewRequest(), "dry_run", evidence.Plaintext},
+		{"allow", allowTrue, authz.DefaultConfig(), authztest.NewRequest(authztest.MTLS(srcID, dstID)), "allow", evidence.MTLS, false},
+		{"deny", "package envoy.authz\nallow := false", authz.DefaultConfig(), authztest.NewRequest(), "deny", evidence.Plaintext, false},
+		{"error", "package envoy.authz\nallow := 7", authz.DefaultConfig(), authztest.NewRequest(), "error", evidence.Plaintext, true},
+		{"error denied", "package envoy.authz\nallow := 7", authz.Config{OnPolicyError: authz.OnPolicyErrorDeny, StatusOnError: 403}, authztest.NewRequest(), "error", evidence.Plaintext, false},
+		{"bad request", allowTrue, authz.DefaultConfig(), authztest.NewRequest(authztest.Path("/%zz")), "error", evidence.Plaintext, false},
+		{"dry run", "package envoy.authz\nallow := false", authz.Config{DryRun: true, StatusOnError: 403}, authztest.NewRequest(), "dry_run", evidence.Plaintext, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, tt.policy, "", tt.cfg)
-			f.check(t, tt.req)
-			f.check(t, tt.req)
+			for range 2 {
+				if tt.fails {
+					f.checkFails(t, tt.req)
+				} else {
+					f.check(t, tt.req)
+				}
+			}
 			if got := checksTotal(t, f.reg, tt.decision, tt.verdict); got != 2 {
 				t.Errorf("meshproof_checks_total{decision=%q,verdict=%q} = %v, want 2", tt.decision, tt.verdict, got)
 			}

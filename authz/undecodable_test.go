@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -94,11 +96,14 @@ func errorChecks(t *testing.T, reg *prometheus.Registry) float64 {
 
 // TestUndecodableRequest: a CheckRequest with a string field that is not
 // UTF-8 (Envoy passes header bytes through into the headers map) was a gRPC
-// Internal error from the codec, with no record and no metric. It is denied
-// with --status-on-error, without the policy, and leaves a record naming
-// the field, with the rest of the request (who sent it) decoded.
+// Internal error from the codec, with no record and no metric. With
+// --on-policy-error=deny it is denied with --status-on-error, without the
+// policy, and leaves a record naming the field, with the rest of the
+// request (who sent it) decoded.
 func TestUndecodableRequest(t *testing.T) {
-	f := newFixture(t, "package envoy.authz\nallow := true\n", "", authz.DefaultConfig())
+	cfg := authz.DefaultConfig()
+	cfg.OnPolicyError = authz.OnPolicyErrorDeny
+	f := newFixture(t, "package envoy.authz\nallow := true\n", "", cfg)
 	mtls := authztest.MTLS(srcID, dstID)
 	rawHeadersRequest := authztest.NewRequest(mtls, authztest.RawHeaders())
 	hm := rawHeadersRequest.Attributes.Request.Http.HeaderMap
@@ -191,7 +196,8 @@ func TestUndecodableRequestStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rec.Close(context.Background()) })
-	svc, err := authz.NewServer(authz.Config{StatusOnError: http.StatusServiceUnavailable, Replica: "replica-a"}, noCacheEngine(t, allowTrue), rec, zerolog.Nop(), nil)
+	svc, err := authz.NewServer(authz.Config{StatusOnError: http.StatusServiceUnavailable, Replica: "replica-a", OnPolicyError: authz.OnPolicyErrorDeny},
+		noCacheEngine(t, allowTrue), rec, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,4 +224,31 @@ func TestUndecodableRequestStored(t *testing.T) {
 		t.Errorf("stored decision %+v, want a deny with error %q", got.Decision, want)
 	}
 	verifyChain(t, store, 1)
+}
+
+// TestUndecodableRequestError: under --on-policy-error=error (the default)
+// a request that does not decode gets what OPA-Envoy's gRPC server answers,
+// Internal "grpc: error unmarshalling request: ...", so that Envoy's
+// failure mode applies as configured for OPA-Envoy; it is still recorded,
+// without an HTTP status, and counted.
+func TestUndecodableRequestError(t *testing.T) {
+	f := newFixture(t, "package envoy.authz\nallow := true\n", "", authz.DefaultConfig())
+	raw := marshalWithBadString(t, authztest.NewRequest(authztest.MTLS(srcID, dstID), authztest.Header("x-bad", placeholder)))
+	err := f.conn.Invoke(context.Background(), authv3.Authorization_Check_FullMethodName, raw, &authv3.CheckResponse{}, grpc.ForceCodecV2(rawCodec{}))
+	if st, _ := status.FromError(err); st.Code() != codes.Internal || st.Message() != "grpc: error unmarshalling request: string field contains invalid UTF-8" {
+		t.Fatalf("Check = %v, want gRPC's own Internal error for the request", err)
+	}
+	recs := f.rec.records()
+	if len(recs) != 1 {
+		t.Fatalf("%d records, want 1", len(recs))
+	}
+	if d := recs[0].Decision; d.Allowed || d.HTTPStatus != 0 || !strings.HasPrefix(d.Error, `request could not be decoded: attributes.request.http.headers["x-bad"]`) {
+		t.Errorf("record decision %+v, want not allowed, no HTTP status, the field named", d)
+	}
+	if n := plainCounter(t, f.reg, "meshproof_checks_undecodable_total"); n != 1 {
+		t.Errorf("meshproof_checks_undecodable_total %v, want 1", n)
+	}
+	if n := f.evals.n.Load(); n != 0 {
+		t.Errorf("the policy was evaluated %d times", n)
+	}
 }

@@ -188,7 +188,9 @@ type Decision struct {
 	// key, or the denial body, in an object decision).
 	Reason string `json:"reason,omitempty"`
 	// Error is set when no decision could be made (bad input, policy
-	// error); the request was then denied (fail closed).
+	// error); the request was then denied (fail closed), or, for a policy
+	// error under --on-policy-error=error, answered with a gRPC error, and
+	// Envoy's failure mode decided (HTTPStatus is then 0).
 	Error string `json:"error,omitempty"`
 }
 

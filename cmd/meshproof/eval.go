@@ -12,6 +12,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshproof/meshproof/authz"
@@ -25,11 +26,14 @@ const maxEvalInput = 4 << 20
 
 // evalOutput is what eval prints.
 type evalOutput struct {
-	Response json.RawMessage  `json:"response"`
-	Verdict  evidence.Verdict `json:"verdict"`
-	Reasons  []string         `json:"reasons"`
-	Record   *evidence.Record `json:"record"`
-	Input    json.RawMessage  `json:"input,omitempty"`
+	Response json.RawMessage `json:"response"`
+	// GRPCError is what serve answers instead of a response: the policy
+	// gave no decision, with --on-policy-error=error (a google.rpc.Status).
+	GRPCError json.RawMessage  `json:"grpc_error,omitempty"`
+	Verdict   evidence.Verdict `json:"verdict"`
+	Reasons   []string         `json:"reasons"`
+	Record    *evidence.Record `json:"record"`
+	Input     json.RawMessage  `json:"input,omitempty"`
 }
 
 func runEval(args []string, stdout io.Writer) error {
@@ -115,11 +119,14 @@ func evaluate(ctx context.Context, p rego.Config, a authz.Config, req *authv3.Ch
 		return nil, err
 	}
 	res := svc.Decide(ctx, req)
-	resp, err := protojson.Marshal(res.Response)
-	if err != nil {
+	out := &evalOutput{Response: json.RawMessage("null"), Verdict: res.Record.Verdict, Reasons: res.Record.Reasons, Record: res.Record}
+	if res.Err != nil {
+		if out.GRPCError, err = protojson.Marshal(status.Convert(res.Err).Proto()); err != nil {
+			return nil, err
+		}
+	} else if out.Response, err = protojson.Marshal(res.Response); err != nil {
 		return nil, err
 	}
-	out := &evalOutput{Response: resp, Verdict: res.Record.Verdict, Reasons: res.Record.Reasons, Record: res.Record}
 	if showInput && res.Input != nil {
 		v, err := ast.JSON(res.Input.Value)
 		if err != nil {

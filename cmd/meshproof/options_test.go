@@ -102,6 +102,8 @@ func TestValidate(t *testing.T) {
 		{"empty unix path", []string{"--grpc-addr", "unix://"}, "socket path"},
 		{"bad http addr", []string{"--http-addr", "8181"}, "http-addr"},
 		{"bad status", []string{"--status-on-error", "999"}, "status-on-error"},
+		{"on-policy-error deny", []string{"--on-policy-error", "deny"}, ""},
+		{"bad on-policy-error", []string{"--on-policy-error", "allow"}, `on-policy-error "allow": must be deny or error`},
 		{"bad decision", []string{"--decision", "envoy/authz/[x"}, "decision"},
 	}
 	for _, tt := range tests {

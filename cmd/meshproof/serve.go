@@ -74,8 +74,9 @@ func policyFlags(fs *flag.FlagSet, p *rego.Config) {
 func authzFlags(fs *flag.FlagSet, a *authz.Config) {
 	fs.Var(newListFlag(&a.RecordHeaders), "record-header", "request header to keep in evidence records, repeatable (authorization, cookie, proxy-authorization and x-api-key never are)")
 	fs.BoolVar(&a.RecordQuery, "record-query", a.RecordQuery, "keep the query string in recorded paths (it often holds tokens and personal data)")
-	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "allow every request; evidence and metrics keep the policy's real decision")
-	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because no decision could be made (fail closed)")
+	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "let through what the policy denies (with --on-policy-error=deny, also what it gives no decision for); evidence and metrics keep the policy's real decision")
+	fs.StringVar(&a.OnPolicyError, "on-policy-error", a.OnPolicyError, "when the policy gives no decision (error, undefined or malformed decision): error answers as OPA-Envoy, with a gRPC error that Envoy's failure_mode_allow and status_on_error act on; deny denies with --status-on-error")
+	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because the policy gave no decision, with --on-policy-error=deny")
 	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records; the host name unless set")
 	fs.BoolVar(&a.InputMeshproof, "input-meshproof", a.InputMeshproof, "also put meshproof's view of the request (the meshproof.facts() built-in) into the input as input.meshproof, for policies written before the built-ins; off, the input is exactly OPA-Envoy's")
 }

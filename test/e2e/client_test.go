@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshproof/meshproof/authz/authztest"
@@ -46,6 +47,19 @@ func check(t testing.TB, conn *grpc.ClientConn, req *authv3.CheckRequest) *authv
 		t.Fatalf("Check: %v", err)
 	}
 	return resp
+}
+
+// checkFails sends one Check that must fail with a gRPC error, and returns
+// its status (--on-policy-error=error: the policy gave no decision).
+func checkFails(t testing.TB, conn *grpc.ClientConn, req *authv3.CheckRequest) *status.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	if err == nil {
+		t.Fatalf("Check answered %v, want a gRPC error", resp)
+	}
+	return status.Convert(err)
 }
 
 // benchRequest is test/testdata/bench/request.json: the allowed mTLS request.

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
 )
 
 // requests of the bench workload with the policy's three outcomes.
@@ -18,14 +19,16 @@ func benchOutcomes(t testing.TB) map[string]*authv3.CheckRequest {
 	return map[string]*authv3.CheckRequest{"allowed": benchRequest(t), "denied": denied, "undefined": undefined}
 }
 
-// TestEnforcementFlags: --dry-run lets everything through and counts what the
-// policy would have done; --status-on-error sets the status of a request no
-// decision could be made for.
+// TestEnforcementFlags: --dry-run lets through what the policy denied and
+// counts what it would have done; a policy that gives no decision is a gRPC
+// error (OPA-Envoy's, dry run or not), or with --on-policy-error=deny a
+// denial with --status-on-error (dry run lets that through).
 func TestEnforcementFlags(t *testing.T) {
 	t.Parallel()
 	type outcome struct {
 		allowed bool
-		status  int // HTTP status when denied
+		status  int    // HTTP status when denied
+		grpcErr string // the gRPC error's message, when the Check fails
 	}
 	tests := []struct {
 		name    string
@@ -33,8 +36,18 @@ func TestEnforcementFlags(t *testing.T) {
 		want    map[string]outcome // by benchOutcomes key
 		metrics map[string]float64
 	}{{
-		name:  "--status-on-error 503",
-		flags: []string{"--status-on-error", "503"},
+		name: "defaults: no decision is OPA-Envoy's gRPC error",
+		want: map[string]outcome{
+			"allowed":   {allowed: true},
+			"denied":    {status: http.StatusForbidden},
+			"undefined": {grpcErr: "undefined decision"},
+		},
+		metrics: map[string]float64{
+			`meshproof_checks_total{decision="error",verdict="plaintext"}`: 1,
+		},
+	}, {
+		name:  "--on-policy-error deny --status-on-error 503",
+		flags: []string{"--on-policy-error", "deny", "--status-on-error", "503"},
 		want: map[string]outcome{
 			"allowed":   {allowed: true},
 			"denied":    {status: http.StatusForbidden}, // the policy's own http_status
@@ -48,6 +61,20 @@ func TestEnforcementFlags(t *testing.T) {
 	}, {
 		name:  "--dry-run",
 		flags: []string{"--dry-run"},
+		want: map[string]outcome{
+			"allowed":   {allowed: true},
+			"denied":    {allowed: true},
+			"undefined": {grpcErr: "undefined decision"},
+		},
+		metrics: map[string]float64{
+			`meshproof_checks_total{decision="allow",verdict="mtls"}`:      1,
+			`meshproof_checks_total{decision="dry_run",verdict="mtls"}`:    1,
+			`meshproof_checks_total{decision="deny",verdict="mtls"}`:       0,
+			`meshproof_checks_total{decision="error",verdict="plaintext"}`: 1,
+		},
+	}, {
+		name:  "--dry-run --on-policy-error deny",
+		flags: []string{"--dry-run", "--on-policy-error", "deny"},
 		want: map[string]outcome{
 			"allowed":   {allowed: true},
 			"denied":    {allowed: true},
@@ -66,8 +93,14 @@ func TestEnforcementFlags(t *testing.T) {
 			s := benchServe(t, tt.flags...)
 			conn := dial(t, s.GRPCAddr, nil)
 			for name, req := range benchOutcomes(t) {
-				resp := inspect(t, check(t, conn, req))
 				want := tt.want[name]
+				if want.grpcErr != "" {
+					if st := checkFails(t, conn, req); st.Code() != codes.Unknown || st.Message() != want.grpcErr {
+						t.Errorf("%s request: gRPC error %v %q, want Unknown %q", name, st.Code(), st.Message(), want.grpcErr)
+					}
+					continue
+				}
+				resp := inspect(t, check(t, conn, req))
 				if allowed(resp.CheckResponse) != want.allowed {
 					t.Errorf("%s request: allowed = %v, want %v", name, allowed(resp.CheckResponse), want.allowed)
 					continue

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -95,6 +96,60 @@ func TestEval(t *testing.T) {
 			id := dig(out, "record", "id")
 			if dig(out, "response", "dynamicMetadata", "meshproof_evidence_id") != id || dig(out, "response", "dynamicMetadata", "decision_id") != id {
 				t.Errorf("evidence id differs between record (%v) and dynamic metadata\n%s", id, res.stdout)
+			}
+		})
+	}
+}
+
+// TestEvalPolicyError: eval follows --on-policy-error as serve does: a
+// policy that gives no decision prints serve's gRPC error (and no response),
+// or with deny the denial.
+func TestEvalPolicyError(t *testing.T) {
+	t.Parallel()
+	policy := filepath.Join(t.TempDir(), "policy.rego")
+	if err := os.WriteFile(policy, []byte("package envoy.authz\nallow := {\"allowed\": false, \"http_status\": 299}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const message = "failed to get response http status: invalid HTTP status code 299"
+	tests := []struct {
+		name string
+		args []string
+		want map[string]any
+	}{{
+		name: "default: OPA-Envoy's gRPC error",
+		want: map[string]any{
+			"response":                nil,
+			"grpc_error":              map[string]any{"code": float64(2), "message": message},
+			"record.decision.allowed": false,
+			"record.decision.error":   message,
+		},
+	}, {
+		name: "--on-policy-error deny",
+		args: []string{"--on-policy-error", "deny", "--status-on-error", "503"},
+		want: map[string]any{
+			"grpc_error":                                 nil,
+			"response.deniedResponse.status.code":        "ServiceUnavailable",
+			"record.decision.http_status":                float64(503),
+			"record.decision.error":                      message,
+			"response.dynamicMetadata.meshproof_verdict": "mtls",
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"eval", "--policy", policy, "--input", benchFile("request.json")}, tt.args...)
+			res := meshproof(t, nil, args...)
+			if res.code != 0 {
+				t.Fatalf("eval failed: %s", res)
+			}
+			var out map[string]any
+			if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+				t.Fatalf("eval output is not JSON: %v\n%s", err, res.stdout)
+			}
+			for path, want := range tt.want {
+				if got := dig(out, strings.Split(path, ".")...); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s = %#v, want %#v\n%s", path, got, want, res.stdout)
+				}
 			}
 		})
 	}

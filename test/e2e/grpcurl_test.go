@@ -38,7 +38,8 @@ func TestGrpcurlCheck(t *testing.T) {
 		status     string // deniedResponse.status.code as grpcurl prints it
 		source     string // x-authz-source; "" = absent
 		verdict    string
-		bodyPrefix string // deniedResponse.body
+		bodyPrefix string   // deniedResponse.body
+		grpcErr    []string // grpcurl -v's output on a gRPC error holds these
 	}{{
 		name:    "bench request as is is allowed",
 		request: func() string { return string(raw) },
@@ -73,19 +74,31 @@ func TestGrpcurlCheck(t *testing.T) {
 	}, {
 		// The policy's result reads input.attributes.source.principal, which
 		// is absent on plaintext: the decision is undefined, so meshproof
-		// denies with --status-on-error (fail closed).
-		name: "plaintext leaves the decision undefined and is denied",
+		// answers as OPA-Envoy, with a gRPC error for Envoy's failure mode.
+		name: "plaintext leaves the decision undefined: a gRPC error",
 		request: func() string {
 			r := benchRequest(t)
 			r.Attributes.Source.Principal, r.Attributes.Destination.Principal = "", ""
 			delete(r.Attributes.Request.Http.Headers, "x-forwarded-client-cert")
 			return requestJSON(t, r)
 		},
-		status: "Forbidden", verdict: "plaintext", bodyPrefix: "meshproof: no policy decision; evidence ",
+		grpcErr: []string{"Code: Unknown", "Message: undefined decision", "x-meshproof-evidence-id: "},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			if tt.grpcErr != nil {
+				res := grpcurl(t, strings.NewReader(tt.request()), "-plaintext", "-v", "-d", "@", s.GRPCAddr, checkRPC)
+				if res.code != 64+2 { // grpcurl: 64 + gRPC code UNKNOWN (2)
+					t.Fatalf("grpcurl Check: want exit 66, got %s", res)
+				}
+				for _, w := range tt.grpcErr {
+					if !strings.Contains(res.stdout+res.stderr, w) {
+						t.Errorf("no %q in\n%s", w, res)
+					}
+				}
+				return
+			}
 			res := grpcurl(t, strings.NewReader(tt.request()), "-plaintext", "-d", "@", s.GRPCAddr, checkRPC)
 			if res.code != 0 {
 				t.Fatalf("grpcurl Check failed: %s", res)
@@ -211,13 +224,6 @@ func TestMetricsAndProbes(t *testing.T) {
 			r.Attributes.Request.Http.Path = "/admin"
 			return r
 		}},
-		{1, func() *authv3.CheckRequest {
-			r := benchRequest(t)
-			r.Attributes.Source.Principal = ""
-			r.Attributes.Destination.Principal = ""
-			delete(r.Attributes.Request.Http.Headers, "x-forwarded-client-cert")
-			return r
-		}},
 	}
 	ids := map[string]bool{}
 	for _, snd := range sends {
@@ -225,9 +231,14 @@ func TestMetricsAndProbes(t *testing.T) {
 			ids[inspect(t, check(t, conn, snd.req())).EvidenceID] = true
 		}
 	}
-	if len(ids) != 6 {
-		t.Errorf("6 Checks gave %d distinct evidence ids", len(ids))
+	if len(ids) != 5 {
+		t.Errorf("5 Checks gave %d distinct evidence ids", len(ids))
 	}
+	// Plaintext: the decision is undefined, a gRPC error, counted as one.
+	undefined := benchRequest(t)
+	undefined.Attributes.Source.Principal, undefined.Attributes.Destination.Principal = "", ""
+	delete(undefined.Attributes.Request.Http.Headers, "x-forwarded-client-cert")
+	checkFails(t, conn, undefined)
 	rev, _ := s.findLog("meshproof serving")["policy_revision"].(string)
 	m := s.metrics(t)
 	for series, want := range map[string]float64{

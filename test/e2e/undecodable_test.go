@@ -28,13 +28,15 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 // TestUndecodableCheck: a CheckRequest whose headers map holds a value that
-// is not UTF-8 (Envoy passes header bytes through) is denied, recorded with
-// the field named, and counted; gRPC used to refuse it (Internal) before any
-// Check ran, leaving nothing.
+// is not UTF-8 (Envoy passes header bytes through) is recorded with the
+// field named, counted, and, with --on-policy-error=deny, denied; gRPC used
+// to refuse it (Internal) before any Check ran, leaving nothing. (Under the
+// default, error, the answer is that same Internal error: authz's
+// TestUndecodableRequestError.)
 func TestUndecodableCheck(t *testing.T) {
 	t.Parallel()
 	dsn := sqliteStore(t)
-	s := benchServe(t, "--store", dsn, "--replica", "e2e-undecodable")
+	s := benchServe(t, "--store", dsn, "--replica", "e2e-undecodable", "--on-policy-error", "deny")
 	conn := dial(t, s.GRPCAddr, nil)
 	req := benchRequest(t)
 	const placeholder, bad = "PLACEHOLDER-1", "undecodable-\xff"
