@@ -68,6 +68,7 @@ func policyFlags(fs *flag.FlagSet, p *rego.Config) {
 	fs.StringVar(&p.OPAConfig, "opa-config", p.OPAConfig, "OPA configuration file (services, bundles, keys) for remote bundles, run by OPA's plugin manager")
 	fs.BoolVar(&p.V0Compatible, "v0-compatible", p.V0Compatible, "parse local policies as Rego v0 (written for OPA before 1.0)")
 	fs.IntVar(&p.DecisionCache, "decision-cache", p.DecisionCache, "remember up to this many decisions of a deterministic policy, keyed by the input values it reads; 0 turns it off")
+	fs.IntVar(&p.DecisionCacheBytes, "decision-cache-bytes", p.DecisionCacheBytes, "memory the decision cache may hold, in bytes (keys and decisions charged by their contents); a key over 4 KiB or a decision over 64 KiB is not kept; 0 turns the cache off")
 }
 
 func authzFlags(fs *flag.FlagSet, a *authz.Config) {
