@@ -13,6 +13,7 @@ import (
 type checkMetrics struct {
 	checks   map[outcomeKey]prometheus.Counter
 	duration prometheus.Histogram
+	refused  map[string]prometheus.Counter // by LimitError.Limit
 }
 
 type outcomeKey struct {
@@ -30,10 +31,17 @@ func newCheckMetrics(reg prometheus.Registerer) *checkMetrics {
 		Help:    "Time to answer a Check, from request to response, evidence hand-off included.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .2},
 	})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshproof_checks_over_limit_total",
+		Help: "Checks denied (431, decision error) before evaluation because the request was over a bound on a Check's work, by limit (max-request-headers, max-request-header-bytes).",
+	}, []string{"limit"})
 	if reg != nil {
-		reg.MustRegister(checks, duration)
+		reg.MustRegister(checks, duration, refused)
 	}
-	m := &checkMetrics{checks: map[outcomeKey]prometheus.Counter{}, duration: duration}
+	m := &checkMetrics{checks: map[outcomeKey]prometheus.Counter{}, duration: duration, refused: map[string]prometheus.Counter{}}
+	for _, l := range []string{"max-request-headers", "max-request-header-bytes"} {
+		m.refused[l] = refused.WithLabelValues(l)
+	}
 	for _, d := range []string{"allow", "deny", "error", "dry_run"} {
 		for _, v := range evidence.Verdicts {
 			m.checks[outcomeKey{d, v}] = checks.WithLabelValues(d, string(v))
@@ -47,4 +55,10 @@ func (m *checkMetrics) observe(outcome string, v evidence.Verdict, d time.Durati
 		c.Inc()
 	}
 	m.duration.Observe(d.Seconds())
+}
+
+func (m *checkMetrics) refuse(limit string) {
+	if c := m.refused[limit]; c != nil {
+		c.Inc()
+	}
 }

@@ -50,10 +50,19 @@ type Config struct {
 	// RecordQuery keeps the query string in the recorded path; it often
 	// holds tokens and personal data, so by default it is dropped.
 	RecordQuery bool `json:"record_query"`
+	// MaxRequestHeaders and MaxRequestHeaderBytes bound the work of one
+	// Check: a request with more headers (headers and header_map entries)
+	// or more bytes of header names and values is denied with 431 and
+	// recorded (LimitError). 0 is the default (DefaultMaxRequestHeaders,
+	// DefaultMaxRequestHeaderBytes).
+	MaxRequestHeaders     int `json:"max_request_headers"`
+	MaxRequestHeaderBytes int `json:"max_request_header_bytes"`
 }
 
 // DefaultConfig returns the defaults: enforce, 403 on error.
-func DefaultConfig() Config { return Config{StatusOnError: http.StatusForbidden} }
+func DefaultConfig() Config {
+	return Config{StatusOnError: http.StatusForbidden, MaxRequestHeaders: DefaultMaxRequestHeaders, MaxRequestHeaderBytes: DefaultMaxRequestHeaderBytes}
+}
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
@@ -67,6 +76,12 @@ func (c Config) Validate() error {
 		case !headerName(h):
 			return fmt.Errorf("record-header %q: not a header name", h)
 		}
+	}
+	if c.MaxRequestHeaders < 0 {
+		return fmt.Errorf("max-request-headers %d: must be positive (0: the default, %d)", c.MaxRequestHeaders, DefaultMaxRequestHeaders)
+	}
+	if c.MaxRequestHeaderBytes < 0 {
+		return fmt.Errorf("max-request-header-bytes %d: must be positive (0: the default, %d)", c.MaxRequestHeaderBytes, DefaultMaxRequestHeaderBytes)
 	}
 	if len(c.RecordHeaders) > evidence.MaxListItems {
 		return fmt.Errorf("record-header: at most %d headers", evidence.MaxListItems)
@@ -161,12 +176,21 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
 	now := s.now()
 	id := recordID(now)
 	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
+	lerr := s.checkHeaders(&h)
 	f := s.factsOf(req, &h)
 	rec := newRecord(id, now, s.cfg, req, &h, f)
 	res := Result{Record: rec, Verdict: f.verdict}
 
 	var out verdictOf
-	val, pol, err := s.evaluate(ctx, req, &h, f, &res)
+	var val ast.Value
+	var pol *rego.Policy
+	var err error
+	if lerr != nil {
+		err = lerr
+		s.metrics.refuse(lerr.Limit)
+	} else {
+		val, pol, err = s.evaluate(ctx, req, &h, f, &res)
+	}
 	if pol != nil {
 		rec.Decision.PolicyRevision = pol.Revision
 	}
@@ -255,7 +279,9 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 // request meshproof cannot read (as OPA-Envoy), --status-on-error otherwise.
 func (s *Server) failClosed(id string, err error) verdictOf {
 	status, body := s.cfg.StatusOnError, "meshproof: no policy decision; evidence "+id
-	if ie := (*InputError)(nil); errors.As(err, &ie) {
+	if le := (*LimitError)(nil); errors.As(err, &le) {
+		status, body = statusHeadersTooLarge, "meshproof: "+err.Error()
+	} else if ie := (*InputError)(nil); errors.As(err, &ie) {
 		status, body = http.StatusBadRequest, "meshproof: "+err.Error()
 	} else {
 		s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Msg("policy evaluation failed; no decision")

@@ -77,6 +77,8 @@ func authzFlags(fs *flag.FlagSet, a *authz.Config) {
 	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "allow every request; evidence and metrics keep the policy's real decision")
 	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because no decision could be made (fail closed)")
 	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records; the host name unless set")
+	fs.IntVar(&a.MaxRequestHeaders, "max-request-headers", a.MaxRequestHeaders, "a request with more headers (headers and header_map entries) is denied with 431 before its policy is evaluated, and recorded; keep it above Envoy's max_headers_count")
+	fs.IntVar(&a.MaxRequestHeaderBytes, "max-request-header-bytes", a.MaxRequestHeaderBytes, "a request with more bytes of header names and values is denied with 431 before its policy is evaluated, and recorded; keep it above Envoy's max_request_headers_kb")
 }
 
 func logFlags(fs *flag.FlagSet, l *logOptions) {
