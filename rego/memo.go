@@ -122,6 +122,11 @@ const (
 // It stops as soon as the count passes limit, and then says ok false, so
 // that a huge value costs no more than limit bytes of walking.
 func termSize(t *ast.Term, limit int) (size int, ok bool) {
+	if s, isString := t.Value.(ast.String); isString {
+		// most keys: no sizer, which composite values make escape
+		size = sizeTerm + sizeString + len(s)
+		return size, size <= limit
+	}
 	z := sizer{limit: limit}
 	ok = z.walk(t)
 	return z.size, ok
