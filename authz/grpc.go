@@ -32,6 +32,10 @@ type GRPCConfig struct {
 	ClientCA string `json:"client_ca"`
 	// MaxRecvMsgBytes bounds one CheckRequest (bodies included).
 	MaxRecvMsgBytes int `json:"max_recv_msg_bytes"`
+	// CheckMemoryBudget bounds the memory of the Checks in flight, each
+	// charged 64 bytes per byte of its request (checkBudget): a Check
+	// waits for room before its request is decoded. 0 turns it off.
+	CheckMemoryBudget int64 `json:"check_memory_budget"`
 	// MaxConcurrentStreams bounds concurrent Checks per connection.
 	MaxConcurrentStreams uint32 `json:"max_concurrent_streams"`
 	// StreamWorkers is the number of long-lived goroutines that run Checks;
@@ -51,6 +55,7 @@ func DefaultGRPCConfig() GRPCConfig {
 	return GRPCConfig{
 		Addr:                       "127.0.0.1:9191",
 		MaxRecvMsgBytes:            4 << 20,
+		CheckMemoryBudget:          512 << 20,
 		MaxConcurrentStreams:       1000,
 		StreamWorkers:              uint32(8 * runtime.GOMAXPROCS(0)),
 		KeepaliveTime:              30 * time.Second,
@@ -72,6 +77,9 @@ func (c GRPCConfig) Validate() error {
 	}
 	if c.MaxRecvMsgBytes <= 0 {
 		return errors.New("grpc-max-recv-msg-bytes must be positive")
+	}
+	if c.CheckMemoryBudget < 0 {
+		return fmt.Errorf("check-memory-budget %d: must be 0 (off) or more", c.CheckMemoryBudget)
 	}
 	if c.KeepaliveTime <= 0 || c.KeepaliveTimeout <= 0 || c.KeepaliveMinClientInterval < 0 {
 		return errors.New("grpc keepalive durations must be positive")
@@ -157,11 +165,17 @@ func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer) (*GRPC, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s := grpc.NewServer(opts...)
+	// Check as the service is: decoded leniently when it can take a
+	// request that did not decode, behind the memory budget when there is
+	// one.
+	desc := authv3.Authorization_ServiceDesc
 	if _, ok := svc.(lenientChecker); ok {
-		s.RegisterService(&checkServiceDesc, svc)
-	} else {
-		authv3.RegisterAuthorizationServer(s, svc)
+		desc = checkServiceDesc
 	}
+	if c.CheckMemoryBudget > 0 {
+		desc = budgeted(desc, newCheckBudget(c.CheckMemoryBudget, c.MaxRecvMsgBytes))
+	}
+	s.RegisterService(&desc, svc)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)

@@ -14,6 +14,7 @@ type checkMetrics struct {
 	checks      map[outcomeKey]prometheus.Counter
 	duration    prometheus.Histogram
 	undecodable prometheus.Counter
+	refused     map[string]prometheus.Counter // by LimitError.Limit
 }
 
 type outcomeKey struct {
@@ -33,12 +34,19 @@ func newCheckMetrics(reg prometheus.Registerer) *checkMetrics {
 	})
 	undecodable := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meshproof_checks_undecodable_total",
-		Help: "CheckRequests that could not be decoded as sent (a string field not UTF-8, or not a CheckRequest at all); each is denied and recorded, and counted in meshproof_checks_total as an error.",
+		Help: "CheckRequests that could not be decoded as sent (a string field not UTF-8, or not a CheckRequest at all); each is recorded, answered as --on-policy-error says, and counted in meshproof_checks_total as an error.",
 	})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshproof_checks_over_limit_total",
+		Help: "Checks denied (431, decision error) before evaluation because the request was over a bound on a Check's work, by limit (max-request-headers, max-request-header-bytes).",
+	}, []string{"limit"})
 	if reg != nil {
-		reg.MustRegister(checks, duration, undecodable)
+		reg.MustRegister(checks, duration, undecodable, refused)
 	}
-	m := &checkMetrics{checks: map[outcomeKey]prometheus.Counter{}, duration: duration, undecodable: undecodable}
+	m := &checkMetrics{checks: map[outcomeKey]prometheus.Counter{}, duration: duration, undecodable: undecodable, refused: map[string]prometheus.Counter{}}
+	for _, l := range []string{"max-request-headers", "max-request-header-bytes"} {
+		m.refused[l] = refused.WithLabelValues(l)
+	}
 	for _, d := range []string{"allow", "deny", "error", "dry_run"} {
 		for _, v := range evidence.Verdicts {
 			m.checks[outcomeKey{d, v}] = checks.WithLabelValues(d, string(v))
@@ -52,4 +60,10 @@ func (m *checkMetrics) observe(outcome string, v evidence.Verdict, d time.Durati
 		c.Inc()
 	}
 	m.duration.Observe(d.Seconds())
+}
+
+func (m *checkMetrics) refuse(limit string) {
+	if c := m.refused[limit]; c != nil {
+		c.Inc()
+	}
 }

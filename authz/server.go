@@ -70,6 +70,13 @@ type Config struct {
 	// input as input.meshproof, as versions before the meshproof.*
 	// built-ins did. Off, the input is exactly OPA-Envoy's.
 	InputMeshproof bool `json:"input_meshproof"`
+	// MaxRequestHeaders and MaxRequestHeaderBytes bound the work of one
+	// Check: a request with more headers (headers and header_map entries)
+	// or more bytes of header names and values is denied with 431 and
+	// recorded (LimitError). 0 is the default (DefaultMaxRequestHeaders,
+	// DefaultMaxRequestHeaderBytes).
+	MaxRequestHeaders     int `json:"max_request_headers"`
+	MaxRequestHeaderBytes int `json:"max_request_header_bytes"`
 }
 
 // What a Check answers when the policy gives no decision (Config.OnPolicyError).
@@ -81,7 +88,8 @@ const (
 // DefaultConfig returns the defaults: enforce; on a policy error, a gRPC
 // error as OPA-Envoy (403 with OnPolicyErrorDeny).
 func DefaultConfig() Config {
-	return Config{OnPolicyError: OnPolicyErrorError, StatusOnError: http.StatusForbidden}
+	return Config{OnPolicyError: OnPolicyErrorError, StatusOnError: http.StatusForbidden,
+		MaxRequestHeaders: DefaultMaxRequestHeaders, MaxRequestHeaderBytes: DefaultMaxRequestHeaderBytes}
 }
 
 // Validate checks the configuration.
@@ -101,6 +109,12 @@ func (c Config) Validate() error {
 		case !headerName(h):
 			return fmt.Errorf("record-header %q: not a header name", h)
 		}
+	}
+	if c.MaxRequestHeaders < 0 {
+		return fmt.Errorf("max-request-headers %d: must be positive (0: the default, %d)", c.MaxRequestHeaders, DefaultMaxRequestHeaders)
+	}
+	if c.MaxRequestHeaderBytes < 0 {
+		return fmt.Errorf("max-request-header-bytes %d: must be positive (0: the default, %d)", c.MaxRequestHeaderBytes, DefaultMaxRequestHeaderBytes)
 	}
 	if len(c.RecordHeaders) > evidence.MaxListItems {
 		return fmt.Errorf("record-header: at most %d headers", evidence.MaxListItems)
@@ -218,6 +232,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 	now := s.now()
 	id := recordID(now)
 	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
+	lerr := s.checkHeaders(req.GetAttributes().GetRequest().GetHttp(), &h)
 	f := s.factsOf(req, &h)
 	rec := newRecord(id, now, s.cfg, req, &h, f)
 	res := Result{Record: rec, Verdict: f.verdict}
@@ -228,9 +243,13 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 		pol *rego.Policy
 		err error
 	)
-	if undecodable != nil {
+	switch {
+	case undecodable != nil:
 		err = undecodable // not what was sent: no policy sees it
-	} else {
+	case lerr != nil:
+		err = lerr
+		s.metrics.refuse(lerr.Limit)
+	default:
 		val, pol, err = s.evaluate(ctx, req, &h, f, &res)
 	}
 	if pol != nil {
@@ -331,7 +350,23 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 // decision_id. A policy that gives no decision is a gRPC error Unknown with
 // OPA-Envoy's message (res.Err) with OnPolicyErrorError, and denied with
 // --status-on-error with OnPolicyErrorDeny.
+//
+// A request over a bound on a Check's work (LimitError) is meshproof's own:
+// denied with 431, whatever the setting.
 func (s *Server) noDecision(id string, err error, res *Result) verdictOf {
+	if le := (*LimitError)(nil); errors.As(err, &le) {
+		s.log.Warn().Err(err).Str("evidence_id", id).Msg("request over a limit; denied")
+		return verdictOf{
+			status: statusHeadersTooLarge,
+			response: &authv3.CheckResponse{
+				Status: deniedStatus,
+				HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+					Status: &typev3.HttpStatus{Code: typev3.StatusCode(statusHeadersTooLarge)},
+					Body:   "meshproof: " + err.Error(),
+				}},
+			},
+		}
+	}
 	if ie := (*InputError)(nil); errors.As(err, &ie) {
 		msg := "request_parse_error: " + ie.upstream()
 		return verdictOf{

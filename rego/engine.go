@@ -54,11 +54,14 @@ type Config struct {
 	// DecisionCache is how many decisions of a deterministic policy to
 	// remember, by the input values it reads; 0 turns it off.
 	DecisionCache int `json:"decision_cache"`
+	// DecisionCacheBytes bounds the memory the cache's keys and values
+	// hold (estimated from their contents); 0 turns it off.
+	DecisionCacheBytes int `json:"decision_cache_bytes"`
 }
 
 // Defaults returns the configuration used when nothing is set.
 func Defaults() Config {
-	return Config{Decision: DefaultDecision, Watch: true, DecisionCache: 10000, PolicySettle: time.Second}
+	return Config{Decision: DefaultDecision, Watch: true, DecisionCache: 10000, DecisionCacheBytes: 64 << 20, PolicySettle: time.Second}
 }
 
 // Validate checks the configuration without touching the file system.
@@ -76,6 +79,9 @@ func (c Config) Validate() error {
 	}
 	if c.PolicySettle < 0 || c.PolicySettle > maxPolicySettle {
 		return fmt.Errorf("policy-settle %s: must be between 0 and %s", c.PolicySettle, maxPolicySettle)
+	}
+	if c.DecisionCacheBytes < 0 {
+		return fmt.Errorf("decision-cache-bytes %d: must be 0 (off) or more", c.DecisionCacheBytes)
 	}
 	return nil
 }
@@ -309,12 +315,12 @@ func (e *Engine) Eval(ctx context.Context, input *ast.Term) (ast.Value, *Policy,
 		v, err := e.evalQuery(ctx, p, input)
 		return v, p, err
 	}
-	k, h, ok := m.key(input, factsOf(ctx))
+	k, ki, ok := m.key(input, factsOf(ctx))
 	if !ok {
 		v, err := e.evalQuery(ctx, p, input)
 		return v, p, err
 	}
-	if v, found := m.get(k, h); found {
+	if v, found := m.get(k, ki.hash); found {
 		m.count(true)
 		e.metrics.cache.WithLabelValues("hit").Inc()
 		if v == nil {
@@ -326,7 +332,7 @@ func (e *Engine) Eval(ctx context.Context, input *ast.Term) (ast.Value, *Policy,
 	e.metrics.cache.WithLabelValues("miss").Inc()
 	v, err := e.evalQuery(ctx, p, input)
 	if err == nil || errors.Is(err, ErrUndefined) {
-		m.put(k, h, v)
+		m.put(k, ki, v)
 	}
 	return v, p, err
 }
@@ -352,11 +358,11 @@ func (e *Engine) Cached(key KeyFunc) (v ast.Value, p *Policy, found bool, err er
 	if !ok {
 		return nil, p, false, nil
 	}
-	k, h, ok := keyOf(terms)
+	k, ki, ok := keyOf(terms)
 	if !ok {
 		return nil, p, false, nil
 	}
-	v, found = m.get(k, h)
+	v, found = m.get(k, ki.hash)
 	if !found {
 		return nil, p, false, nil // Eval counts the miss
 	}
@@ -518,11 +524,11 @@ func (e *Engine) onCompile(txn storage.Transaction) {
 		return
 	}
 	pol := &Policy{compiler: c, query: q, Revision: rev}
-	if e.cfg.DecisionCache > 0 {
+	if e.cfg.DecisionCache > 0 && e.cfg.DecisionCacheBytes > 0 {
 		if paths, err := inputPaths(c, q); err != nil {
 			e.log.Info().Str("revision", rev).Str("why", err.Error()).Msg("decision cache off for this policy")
 		} else {
-			pol.memo = newMemo(paths, e.cfg.DecisionCache)
+			pol.memo = newMemo(paths, e.cfg.DecisionCache, e.cfg.DecisionCacheBytes)
 			e.log.Info().Str("revision", rev).Stringer("input_paths", refList(paths)).Msg("decision cache on: decisions depend only on these input paths")
 		}
 	}

@@ -24,14 +24,18 @@ import (
 // policy that uses input as a whole value, or calls a non-deterministic or
 // side-effecting built-in, is never memoised.
 
-// memo caches decisions by the values at the policy's input paths.
+// memo caches decisions by the values at the policy's input paths. It holds
+// at most max entries and maxBytes bytes (keys and values charged by
+// termSize); when either would be passed it starts over.
 type memo struct {
-	paths []ast.Ref // each without the leading input term
-	max   int
+	paths    []ast.Ref // each without the leading input term
+	max      int
+	maxBytes int
 
 	mu      sync.RWMutex
 	entries map[int][]memoEntry
 	n       int
+	bytes   int
 
 	hits, misses atomic.Int64
 	off          atomic.Bool // switched off: the keys did not repeat
@@ -42,8 +46,16 @@ type memoEntry struct {
 	value ast.Value // nil: undefined
 }
 
-// maxMemoKey keeps requests whose relevant values are large (bodies) out.
-const maxMemoKey = 4 << 10
+// maxMemoKey keeps requests whose relevant values are large (bodies, a whole
+// headers object) out; maxMemoValue does the same for large decisions.
+// Both are measured by termSize, as the cache's byte budget is.
+const (
+	maxMemoKey   = 4 << 10
+	maxMemoValue = 64 << 10
+	// memoEntryBytes is what an entry costs beyond its key and value: the
+	// entry, its slot in the hash map's slice, the key's array.
+	memoEntryBytes = 96
+)
 
 // Give up on a policy whose keys do not repeat: after memoProbe lookups
 // with fewer than one hit in memoMinHitRate, memoising only costs.
@@ -55,15 +67,15 @@ const (
 // undefinedInput marks a path that is not in the input.
 var undefinedInput = ast.NewTerm(ast.Var("$undefined"))
 
-func newMemo(paths []ast.Ref, max int) *memo {
-	return &memo{paths: paths, max: max, entries: map[int][]memoEntry{}}
+func newMemo(paths []ast.Ref, max, maxBytes int) *memo {
+	return &memo{paths: paths, max: max, maxBytes: maxBytes, entries: map[int][]memoEntry{}}
 }
 
 // key extracts the values the policy reads from a built input document,
 // and the meshproof.* built-ins from facts (see WithFacts), as the path
 // input.meshproof. ok is false when the key is too large to be worth
 // keeping.
-func (m *memo) key(input, facts *ast.Term) (*ast.Array, int, bool) {
+func (m *memo) key(input, facts *ast.Term) (*ast.Array, memoKeyInfo, bool) {
 	terms := make([]*ast.Term, len(m.paths))
 	for i, p := range m.paths {
 		doc, at := input, p
@@ -80,26 +92,105 @@ func (m *memo) key(input, facts *ast.Term) (*ast.Array, int, bool) {
 // factsPath is what a call to a meshproof.* built-in reads.
 var factsPath = ast.Ref{ast.InputRootDocument, ast.StringTerm("meshproof")}
 
+// memoKeyInfo is a key's hash and the bytes it holds.
+type memoKeyInfo struct{ hash, size int }
+
 // keyOf makes the key of the values at the memo's paths, in order; nil
-// stands for a path that is not in the input.
-func keyOf(terms []*ast.Term) (*ast.Array, int, bool) {
+// stands for a path that is not in the input. ok is false when the values
+// hold more than maxMemoKey bytes: a composite value (input.headers for a
+// policy that reads headers[name]) is charged everything in it.
+func keyOf(terms []*ast.Term) (*ast.Array, memoKeyInfo, bool) {
 	size := 0
 	for i, t := range terms {
 		if t == nil {
 			terms[i] = undefinedInput
 			continue
 		}
-		if s, ok := t.Value.(ast.String); ok {
-			size += len(s)
-		} else {
-			size += 64 // composite values: a rough charge
+		n, ok := termSize(t, maxMemoKey-size)
+		if !ok {
+			return nil, memoKeyInfo{}, false
 		}
-	}
-	if size > maxMemoKey {
-		return nil, 0, false
+		size += n
 	}
 	k := ast.NewArray(terms...)
-	return k, k.Hash(), true
+	return k, memoKeyInfo{hash: k.Hash(), size: size}, true
+}
+
+// Estimated sizes of OPA's values in memory (amd64): a term (its value's
+// interface and location), a string's header, an array or set element, an
+// object's key-value element and its hash index.
+const (
+	sizeTerm    = 32
+	sizeString  = 16
+	sizeElem    = 16
+	sizeObjElem = 64
+	sizeComplex = 64 // an array, object or set itself
+)
+
+// termSize estimates the bytes t holds: every node and every string in it.
+// It stops as soon as the count passes limit, and then says ok false, so
+// that a huge value costs no more than limit bytes of walking.
+func termSize(t *ast.Term, limit int) (size int, ok bool) {
+	if s, isString := t.Value.(ast.String); isString {
+		// most keys: no sizer, which composite values make escape
+		size = sizeTerm + sizeString + len(s)
+		return size, size <= limit
+	}
+	z := sizer{limit: limit}
+	ok = z.walk(t)
+	return z.size, ok
+}
+
+type sizer struct{ size, limit int }
+
+// walk adds t's size; false when the total passed the limit.
+func (z *sizer) walk(t *ast.Term) bool {
+	z.size += sizeTerm
+	switch v := t.Value.(type) {
+	case ast.String:
+		z.size += sizeString + len(v)
+	case ast.Number:
+		z.size += sizeString + len(v)
+	case ast.Var:
+		z.size += sizeString + len(v)
+	case *ast.Array:
+		if z.add(sizeComplex + sizeElem*v.Len()) {
+			return !v.Until(func(e *ast.Term) bool { return !z.walk(e) })
+		}
+	case ast.Object:
+		if z.add(sizeComplex + sizeObjElem*v.Len()) {
+			return !v.Until(func(k, e *ast.Term) bool { return !z.walk(k) || !z.walk(e) })
+		}
+	case ast.Set:
+		if z.add(sizeComplex + sizeObjElem*v.Len()) {
+			return !v.Until(func(e *ast.Term) bool { return !z.walk(e) })
+		}
+	case ast.Ref:
+		return z.all(v)
+	case ast.Call:
+		return z.all(v)
+	default: // booleans, null; comprehensions are never a decision's value
+		z.size += sizeString
+	}
+	return z.size <= z.limit
+}
+
+// add charges n bytes; false when the total passed the limit.
+func (z *sizer) add(n int) bool {
+	z.size += n
+	return z.size <= z.limit
+}
+
+func (z *sizer) all(ts []*ast.Term) bool {
+	if !z.add(sizeComplex + sizeElem*len(ts)) {
+		return false
+	}
+	for _, e := range ts {
+		if !z.walk(e) {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *memo) get(k *ast.Array, h int) (value ast.Value, found bool) {
@@ -113,15 +204,28 @@ func (m *memo) get(k *ast.Array, h int) (value ast.Value, found bool) {
 	return nil, false
 }
 
-func (m *memo) put(k *ast.Array, h int, v ast.Value) {
+// put remembers v for the key, unless v is larger than maxMemoValue.
+func (m *memo) put(k *ast.Array, ki memoKeyInfo, v ast.Value) {
+	size := ki.size + memoEntryBytes
+	if v != nil {
+		n, ok := termSize(ast.NewTerm(v), maxMemoValue)
+		if !ok {
+			return
+		}
+		size += n
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.n >= m.max {
+	if m.n >= m.max || m.bytes+size > m.maxBytes {
 		clear(m.entries)
-		m.n = 0
+		m.n, m.bytes = 0, 0
 	}
-	m.entries[h] = append(m.entries[h], memoEntry{key: k, value: v})
+	if size > m.maxBytes {
+		return
+	}
+	m.entries[ki.hash] = append(m.entries[ki.hash], memoEntry{key: k, value: v})
 	m.n++
+	m.bytes += size
 }
 
 // count records a lookup and switches memoisation off for a policy whose
@@ -136,6 +240,7 @@ func (m *memo) count(hit bool) {
 		m.off.Store(true)
 		m.mu.Lock()
 		clear(m.entries)
+		m.n, m.bytes = 0, 0
 		m.mu.Unlock()
 	}
 }

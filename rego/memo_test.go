@@ -82,16 +82,16 @@ allow if h`, "error: time.now_ns"},
 }
 
 func TestMemoStopsWhenKeysDoNotRepeat(t *testing.T) {
-	m := newMemo([]ast.Ref{ast.MustParseRef("input.id")[1:]}, 100000)
+	m := newMemo([]ast.Ref{ast.MustParseRef("input.id")[1:]}, 100000, 64<<20)
 	for i := range memoProbe {
 		in := ast.NewTerm(ast.MustParseTerm(`{"id": ` + itoa(i) + `}`).Value)
-		k, h, ok := m.key(in, nil)
+		k, ki, ok := m.key(in, nil)
 		if !ok {
 			t.Fatal("key not built")
 		}
-		_, found := m.get(k, h)
+		_, found := m.get(k, ki.hash)
 		m.count(found)
-		m.put(k, h, ast.Boolean(true))
+		m.put(k, ki, ast.Boolean(true))
 	}
 	if !m.off.Load() {
 		t.Fatal("a memo that never hits must switch itself off")
@@ -107,4 +107,62 @@ func readBench(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestKeyOfChargesRealSizes: a key is charged everything its values hold,
+// so a composite value (the whole headers object, read by headers[name])
+// carrying a large string is never a key. It used to be charged 64 bytes.
+func TestKeyOfChargesRealSizes(t *testing.T) {
+	big := strings.Repeat("x", 1<<20)
+	headers := ast.NewTerm(ast.NewObject(
+		[2]*ast.Term{ast.StringTerm("x-small"), ast.StringTerm("blue")},
+		[2]*ast.Term{ast.StringTerm("x-big"), ast.StringTerm(big)},
+	))
+	if _, _, ok := keyOf([]*ast.Term{ast.StringTerm("GET"), headers}); ok {
+		t.Fatal("a key holding a 1 MiB header value was accepted")
+	}
+	if _, _, ok := keyOf([]*ast.Term{ast.ArrayTerm(ast.StringTerm(big))}); ok {
+		t.Fatal("a key holding an array of a 1 MiB string was accepted")
+	}
+	small := ast.NewTerm(ast.NewObject([2]*ast.Term{ast.StringTerm("x-team"), ast.StringTerm("blue")}))
+	_, ki, ok := keyOf([]*ast.Term{ast.StringTerm("GET"), small, nil})
+	if !ok {
+		t.Fatal("a small key was refused")
+	}
+	if ki.size < len("GET")+len("x-team")+len("blue") || ki.size > 1024 {
+		t.Fatalf("small key charged %d bytes", ki.size)
+	}
+	if n, ok := termSize(ast.StringTerm(big), 4096); ok || n > 4096+len(big)+64 {
+		t.Fatalf("termSize of a 1 MiB string under a 4 KiB limit: %d, %v", n, ok)
+	}
+}
+
+// TestMemoBoundedByBytes: the cache never holds more than its byte budget,
+// however many entries it may hold, and keeps no decision larger than
+// maxMemoValue.
+func TestMemoBoundedByBytes(t *testing.T) {
+	const budget = 256 << 10
+	m := newMemo([]ast.Ref{ast.MustParseRef("input.id")[1:]}, 1<<30, budget)
+	value := strings.Repeat("v", 1000)
+	for i := range 5000 {
+		k, ki, ok := keyOf([]*ast.Term{ast.StringTerm(strings.Repeat("k", 1000) + itoa(i))})
+		if !ok {
+			t.Fatal("key refused")
+		}
+		m.put(k, ki, ast.String(value))
+		if m.bytes > budget {
+			t.Fatalf("after %d puts the memo holds %d bytes, over its budget %d", i+1, m.bytes, budget)
+		}
+		if got := m.n * 2000; got > budget {
+			t.Fatalf("after %d puts the memo holds %d entries of 2,000 bytes, over its budget %d", i+1, m.n, budget)
+		}
+	}
+	if m.n == 0 {
+		t.Fatal("nothing kept")
+	}
+	k, ki, _ := keyOf([]*ast.Term{ast.StringTerm("large decision")})
+	m.put(k, ki, ast.String(strings.Repeat("v", maxMemoValue+1)))
+	if _, found := m.get(k, ki.hash); found {
+		t.Fatal("a decision larger than maxMemoValue was kept")
+	}
 }

@@ -36,6 +36,8 @@ type serveOptions struct {
 	Log       logOptions
 	Grace     time.Duration
 	GCPercent int
+	// MemoryLimit is Go's soft memory limit (as GOMEMLIMIT); 0: none.
+	MemoryLimit int64
 	// onListen, when set, is told the bound addresses once both listeners
 	// serve (meshproof demo asks for :0 ports). Not an option.
 	onListen func(grpcAddr, httpAddr net.Addr)
@@ -58,6 +60,11 @@ func defaultServeOptions() serveOptions {
 		// collects every few MB: at thousands of Checks per second that was
 		// a third of meshproof's CPU. 400 trades tens of MB for it.
 		GCPercent: 400,
+		// With that target the heap may grow to five times the live heap;
+		// the limit makes the collector work harder instead as the heap
+		// nears it, so that a burst of large Checks (bounded by
+		// --check-memory-budget) stays within about 1 GiB of memory.
+		MemoryLimit: 800 << 20,
 	}
 }
 
@@ -69,6 +76,7 @@ func policyFlags(fs *flag.FlagSet, p *rego.Config) {
 	fs.BoolVar(&p.V0Compatible, "v0-compatible", p.V0Compatible, "parse local policies as Rego v0 (written for OPA before 1.0)")
 	fs.IntVar(&p.DecisionCache, "decision-cache", p.DecisionCache, "remember up to this many decisions of a deterministic policy, keyed by the input values it reads; 0 turns it off")
 	fs.DurationVar(&p.PolicySettle, "policy-settle", p.PolicySettle, "with --watch, how long a policy file written in place must stay unchanged before it is reloaded (a file renamed into place, or a ConfigMap update, is reloaded at once); 0: at once")
+	fs.IntVar(&p.DecisionCacheBytes, "decision-cache-bytes", p.DecisionCacheBytes, "memory the decision cache may hold, in bytes (keys and decisions charged by their contents); a key over 4 KiB or a decision over 64 KiB is not kept; 0 turns the cache off")
 }
 
 func authzFlags(fs *flag.FlagSet, a *authz.Config) {
@@ -79,6 +87,8 @@ func authzFlags(fs *flag.FlagSet, a *authz.Config) {
 	fs.IntVar(&a.StatusOnError, "status-on-error", a.StatusOnError, "HTTP status of a request denied because the policy gave no decision, with --on-policy-error=deny")
 	fs.StringVar(&a.Replica, "replica", a.Replica, "name of this instance in evidence records; the host name unless set")
 	fs.BoolVar(&a.InputMeshproof, "input-meshproof", a.InputMeshproof, "also put meshproof's view of the request (the meshproof.facts() built-in) into the input as input.meshproof, for policies written before the built-ins; off, the input is exactly OPA-Envoy's")
+	fs.IntVar(&a.MaxRequestHeaders, "max-request-headers", a.MaxRequestHeaders, "a request with more headers (headers and header_map entries) is denied with 431 before its policy is evaluated, and recorded; keep it above Envoy's max_headers_count")
+	fs.IntVar(&a.MaxRequestHeaderBytes, "max-request-header-bytes", a.MaxRequestHeaderBytes, "a request with more bytes of header names and values is denied with 431 before its policy is evaluated, and recorded; keep it above Envoy's max_request_headers_kb")
 }
 
 func logFlags(fs *flag.FlagSet, l *logOptions) {
@@ -90,13 +100,14 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Config, "config", "", "YAML file of options; its keys are these flags' names (policy: [a, b] for repeatable ones); flags given here override it")
 	fs.StringVar(&o.Role, "role", o.Role, "serve: the ext_authz server, recording evidence, with the evidence API beside it; "+
 		"query: only the evidence API, reports and page over --store (a fleet's shared PostgreSQL), with no ext_authz listener, policy or recorder, "+
-		"so that auditors' traffic never touches the data path (it takes only --store, the --http-*, --api-*, --metrics-open, --debug-pprof and --log-* flags, --shutdown-grace and --gc-percent)")
+		"so that auditors' traffic never touches the data path (it takes only --store, the --http-*, --api-*, --metrics-open, --debug-pprof and --log-* flags, --shutdown-grace, --gc-percent and --memory-limit)")
 	g := &o.GRPC
 	fs.StringVar(&g.Addr, "grpc-addr", g.Addr, "ext_authz gRPC listener: host:port or unix:///path.sock")
 	fs.StringVar(&g.TLSCert, "grpc-tls-cert", g.TLSCert, "PEM certificate for TLS on the gRPC listener (re-read when it changes)")
 	fs.StringVar(&g.TLSKey, "grpc-tls-key", g.TLSKey, "PEM private key for --grpc-tls-cert")
 	fs.StringVar(&g.ClientCA, "grpc-client-ca", g.ClientCA, "PEM CA bundle; when set, callers must present a client certificate it signed (mTLS)")
 	fs.IntVar(&g.MaxRecvMsgBytes, "grpc-max-recv-msg-bytes", g.MaxRecvMsgBytes, "largest CheckRequest accepted, bodies included")
+	fs.Int64Var(&g.CheckMemoryBudget, "check-memory-budget", g.CheckMemoryBudget, "memory the Checks in flight may hold, in bytes, each charged 64 per byte of its request (a request not yet decoded: the largest one's); a Check waits for room before its request is decoded; 0 turns it off")
 	fs.Func("grpc-max-concurrent-streams", fmt.Sprintf("concurrent Checks per connection, at most `n` (default %d)", g.MaxConcurrentStreams), func(s string) error {
 		var n uint32
 		_, err := fmt.Sscan(s, &n)
@@ -121,6 +132,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	logFlags(fs, &o.Log)
 	fs.DurationVar(&o.Grace, "shutdown-grace", o.Grace, "on SIGTERM, how long in-flight Checks may take to finish")
 	fs.IntVar(&o.GCPercent, "gc-percent", o.GCPercent, "Go GC target percentage (as GOGC; GOGC in the environment wins); higher uses more memory and less CPU")
+	fs.Int64Var(&o.MemoryLimit, "memory-limit", o.MemoryLimit, "Go's soft memory limit in bytes (as GOMEMLIMIT; GOMEMLIMIT in the environment wins): the GC works harder as the heap nears it; 0: none")
 }
 
 func (o *serveOptions) validate() error {
@@ -130,6 +142,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.Grace <= 0 {
 		errs = append(errs, errors.New("shutdown-grace must be positive"))
+	}
+	if o.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("memory-limit %d: must be 0 (none) or more", o.MemoryLimit))
 	}
 	return errors.Join(errs...)
 }
@@ -159,6 +174,9 @@ func runServe(args []string) error {
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(o.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && o.MemoryLimit > 0 {
+		debug.SetMemoryLimit(o.MemoryLimit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -192,7 +210,7 @@ func (o *serveOptions) checkRole(fs *flag.FlagSet) error {
 	var refused []string
 	fs.VisitAll(func(f *flag.Flag) {
 		switch f.Name {
-		case "config", "role", "shutdown-grace", "gc-percent":
+		case "config", "role", "shutdown-grace", "gc-percent", "memory-limit":
 			return
 		}
 		// Set on the command line, or by --config (which sets values, not
