@@ -16,10 +16,12 @@ import (
 // them decodes to 204 MB; an empty struct value in metadata, to 140 MB), and
 // the input document and a parsed body add to that. Sixteen such requests at
 // once reached 8.5 GB. checkBudget bounds the memory of the Checks in flight
-// by reserving, from a budget, checkBytesPerByte times each request's size:
-// before the request is decoded its size is not known, so it reserves what
-// the largest request may hold, and once decoded it gives back all but its
-// own share, which it keeps until its Check has returned. A Check waits
+// by reserving, from a budget, checkBytesPerByte times each request's size,
+// from before it is decoded until its Check has returned. The Check service
+// meshproof serves reserves inside its codec, where the size on the wire is
+// known (checkServiceDesc); wrap, for any other unary handler, knows no size
+// before decoding, so it reserves what the largest request may hold and
+// gives back all but the request's own share once decoded. A Check waits
 // (first come, first served) for room, or until its caller gives up.
 type checkBudget struct {
 	sem   *semaphore.Weighted
@@ -42,6 +44,11 @@ func newCheckBudget(size int64, maxMsg int) *checkBudget {
 	worst := checkBaseBytes + checkBytesPerByte*int64(maxMsg)
 	size = max(size, worst)
 	return &checkBudget{sem: semaphore.NewWeighted(size), worst: worst}
+}
+
+// share is the share of a request of n bytes on the wire.
+func (b *checkBudget) share(n int) int64 {
+	return min(b.worst, checkBaseBytes+checkBytesPerByte*int64(n))
 }
 
 // weigh is a decoded request's share.

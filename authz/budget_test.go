@@ -2,11 +2,14 @@ package authz
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -85,5 +88,69 @@ func BenchmarkCheckBudget(b *testing.B) {
 		if _, err := h(nil, ctx, dec, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// heldChecker is a lenientChecker whose Checks of the path hold wait for
+// release, after saying so on entered.
+type heldChecker struct {
+	hold             string
+	entered, release chan struct{}
+}
+
+func (c heldChecker) checkDecoded(_ context.Context, req *authv3.CheckRequest, _ *UndecodableError) (*authv3.CheckResponse, error) {
+	if req.GetAttributes().GetRequest().GetHttp().GetPath() == c.hold {
+		c.entered <- struct{}{}
+		<-c.release
+	}
+	return &authv3.CheckResponse{}, nil
+}
+
+// TestCheckBudgetByWireSize: the Check service reserves a request's share
+// from its size on the wire, inside the codec, not the largest request's:
+// with room for one largest request, a small Check goes through while a
+// Check of half the largest size holds its share (it waited behind it when
+// every Check reserved the largest share first). Each gives its share back
+// when it returns.
+func TestCheckBudgetByWireSize(t *testing.T) {
+	const maxMsg = 1 << 20
+	b := newCheckBudget(0, maxMsg) // room for one request of the largest size
+	desc := checkServiceDesc(b)
+	handler := desc.Methods[0].Handler
+	raw := func(path string) []byte {
+		m, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	codec := newLenientCodec()
+	call := func(srv heldChecker, ctx context.Context, b []byte) error {
+		_, err := handler(srv, ctx, func(m any) error { return codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, m) }, nil)
+		return err
+	}
+	large := "/" + strings.Repeat("l", maxMsg/2)
+	srv := heldChecker{hold: large, entered: make(chan struct{}), release: make(chan struct{})}
+	largeRaw := raw(large)
+	done := make(chan error, 1)
+	go func() { done <- call(srv, context.Background(), largeRaw) }()
+	<-srv.entered
+	if !b.sem.TryAcquire(b.worst - b.share(len(largeRaw))) {
+		t.Fatal("the held Check holds more than its share")
+	}
+	b.sem.Release(b.worst - b.share(len(largeRaw)))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := call(srv, ctx, raw("/x")); err != nil {
+		t.Fatalf("a small Check beside the held one: %v (it waited for the largest request's share)", err)
+	}
+	close(srv.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !b.sem.TryAcquire(b.worst) {
+		t.Fatal("the Checks did not give their shares back")
 	}
 }

@@ -168,12 +168,19 @@ func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer) (*GRPC, error) {
 	// Check as the service is: decoded leniently when it can take a
 	// request that did not decode, behind the memory budget when there is
 	// one.
-	desc := authv3.Authorization_ServiceDesc
-	if _, ok := svc.(lenientChecker); ok {
-		desc = checkServiceDesc
-	}
+	var budget *checkBudget
 	if c.CheckMemoryBudget > 0 {
-		desc = budgeted(desc, newCheckBudget(c.CheckMemoryBudget, c.MaxRecvMsgBytes))
+		budget = newCheckBudget(c.CheckMemoryBudget, c.MaxRecvMsgBytes)
+	}
+	desc := authv3.Authorization_ServiceDesc
+	switch _, lenient := svc.(lenientChecker); {
+	case lenient:
+		// The budget is reserved inside the decoding, where the request's
+		// size is known: a small request never waits for a large one's
+		// worst case.
+		desc = checkServiceDesc(budget)
+	case budget != nil:
+		desc = budgeted(desc, budget)
 	}
 	s.RegisterService(&desc, svc)
 	h := health.NewServer()

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -48,6 +49,10 @@ func (e *UndecodableError) Unwrap() error { return e.Err }
 type lenientCheck struct {
 	req         authv3.CheckRequest
 	undecodable *UndecodableError
+	// reserve, when set, is called with the request's size on the wire
+	// before it is decoded (the memory budget, checkBudget); an error stops
+	// the decoding.
+	reserve func(wireBytes int) error
 }
 
 // lenientChecker is the Check service that takes requests decoded
@@ -57,15 +62,35 @@ type lenientChecker interface {
 }
 
 // checkServiceDesc is envoy.service.auth.v3.Authorization with a Check
-// handler that decodes into a lenientCheck.
-var checkServiceDesc = func() grpc.ServiceDesc {
+// handler that decodes into a lenientCheck, within budget b when it is not
+// nil: the request reserves its share, known from its size on the wire
+// before it is decoded, and holds it until its Check has returned.
+func checkServiceDesc(b *checkBudget) grpc.ServiceDesc {
 	d := authv3.Authorization_ServiceDesc
-	d.Methods = []grpc.MethodDesc{{MethodName: "Check", Handler: checkHandler}}
+	d.Methods = []grpc.MethodDesc{{MethodName: "Check", Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		return checkHandler(srv, ctx, dec, ic, b)
+	}}}
 	return d
-}()
+}
 
-func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor, b *checkBudget) (any, error) {
 	in := new(lenientCheck)
+	if b != nil {
+		var held int64
+		in.reserve = func(wireBytes int) error {
+			w := b.share(wireBytes)
+			if err := b.sem.Acquire(ctx, w); err != nil {
+				return status.FromContextError(err).Err()
+			}
+			held = w
+			return nil
+		}
+		defer func() {
+			if held > 0 {
+				b.sem.Release(held)
+			}
+		}()
+	}
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -91,6 +116,11 @@ func (c lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	lc, ok := v.(*lenientCheck)
 	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
+	}
+	if lc.reserve != nil {
+		if err := lc.reserve(data.Len()); err != nil {
+			return err
+		}
 	}
 	err := c.CodecV2.Unmarshal(data, &lc.req)
 	if err == nil {
