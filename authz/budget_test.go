@@ -3,11 +3,11 @@ package authz
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
@@ -16,55 +16,49 @@ import (
 	"github.com/meshproof/meshproof/authz/authztest"
 )
 
-// TestCheckBudget: a Check reserves the largest request's share before its
-// request is decoded, keeps only its own share after, and gives it back
-// when it returns; a Check with no room waits without decoding, until its
-// caller gives up.
-func TestCheckBudget(t *testing.T) {
-	b := newCheckBudget(0, 1000) // room for one request of the largest size
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/x"}}}}
-	share := b.weigh(req)
-	if share >= b.worst || share < checkBaseBytes+checkBytesPerByte*int64(proto.Size(req)) {
-		t.Fatalf("share %d of a %d-byte request (largest %d)", share, proto.Size(req), b.worst)
+// checkPath is a marshalled CheckRequest for path.
+func checkPath(t testing.TB, path string) []byte {
+	t.Helper()
+	m, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path}}}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	decoded, release := make(chan struct{}), make(chan struct{})
-	h := b.wrap(func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-		in := new(authv3.CheckRequest)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		decoded <- struct{}{}
-		<-release
-		return in, nil
-	})
-	ctx := context.Background()
-	first := make(chan error, 1)
-	go func() {
-		_, err := h(nil, ctx, func(m any) error { proto.Merge(m.(proto.Message), req); return nil }, nil)
-		first <- err
-	}()
-	<-decoded
-	if !b.sem.TryAcquire(b.worst - share) {
-		t.Fatal("a decoded Check holds more than its share")
-	}
-	b.sem.Release(b.worst - share)
+	return m
+}
 
-	waiting, cancel := context.WithCancel(ctx)
-	second := make(chan error, 1)
-	go func() {
-		_, err := h(nil, waiting, func(any) error {
-			t.Error("a Check decoded its request without room")
-			return nil
-		}, nil)
-		second <- err
-	}()
+// callCheck runs the Check handler of budget b on raw, as gRPC would.
+func callCheck(srv any, ctx context.Context, b *checkBudget, raw []byte) error {
+	codec := newLenientCodec()
+	desc := checkServiceDesc(b)
+	_, err := desc.Methods[0].Handler(srv, ctx, func(m any) error { return codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(raw)}, m) }, nil)
+	return err
+}
+
+// TestCheckBudget: a Check with no room left waits without decoding its
+// request, until its caller gives up; the budget is whole again once the
+// Check holding it has returned.
+func TestCheckBudget(t *testing.T) {
+	const maxMsg = 1000
+	b := newCheckBudget(0, maxMsg) // room for one request of the largest size
+	large := "/" + strings.Repeat("l", maxMsg)
+	srv := heldChecker{hold: large, entered: make(chan struct{}), release: make(chan struct{}), calls: new(atomic.Int32)}
+	first := make(chan error, 1)
+	go func() { first <- callCheck(srv, context.Background(), b, checkPath(t, large)) }()
+	<-srv.entered
+	if b.sem.TryAcquire(1) {
+		t.Fatal("a Check of the largest size left room")
+	}
+
+	waiting, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := <-second; status.Code(err) != codes.Canceled {
+	if err := callCheck(srv, waiting, b, checkPath(t, "/x")); status.Code(err) != codes.Canceled {
 		t.Fatalf("a Check whose caller gave up: %v, want Canceled", err)
 	}
-
-	close(release)
+	if n := srv.calls.Load(); n != 1 {
+		t.Errorf("%d Checks ran, want 1: one ran without room", n)
+	}
+	close(srv.release)
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
@@ -74,20 +68,28 @@ func TestCheckBudget(t *testing.T) {
 }
 
 // BenchmarkCheckBudget is what the budget adds to a Check of the reference
-// request: its size, and two updates of the semaphore.
+// request: decoding it through the Check handler with the budget, and
+// without.
 func BenchmarkCheckBudget(b *testing.B) {
-	budget := newCheckBudget(512<<20, 4<<20)
 	req := authztest.FromFile(b, "../test/testdata/bench/request.json")
-	h := budget.wrap(func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-		return nil, dec(req)
-	})
-	ctx := context.Background()
-	dec := func(any) error { return nil }
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := h(nil, ctx, dec, nil); err != nil {
-			b.Fatal(err)
-		}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := heldChecker{calls: new(atomic.Int32)}
+	for _, c := range []struct {
+		name   string
+		budget *checkBudget
+	}{{"budget", newCheckBudget(512<<20, 4<<20)}, {"none", nil}} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := callCheck(srv, ctx, c.budget, raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -96,9 +98,13 @@ func BenchmarkCheckBudget(b *testing.B) {
 type heldChecker struct {
 	hold             string
 	entered, release chan struct{}
+	calls            *atomic.Int32 // Checks run
 }
 
 func (c heldChecker) checkDecoded(_ context.Context, req *authv3.CheckRequest, _ *UndecodableError) (*authv3.CheckResponse, error) {
+	if c.calls != nil {
+		c.calls.Add(1)
+	}
 	if req.GetAttributes().GetRequest().GetHttp().GetPath() == c.hold {
 		c.entered <- struct{}{}
 		<-c.release
@@ -115,26 +121,11 @@ func (c heldChecker) checkDecoded(_ context.Context, req *authv3.CheckRequest, _
 func TestCheckBudgetByWireSize(t *testing.T) {
 	const maxMsg = 1 << 20
 	b := newCheckBudget(0, maxMsg) // room for one request of the largest size
-	desc := checkServiceDesc(b)
-	handler := desc.Methods[0].Handler
-	raw := func(path string) []byte {
-		m, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	codec := newLenientCodec()
-	call := func(srv heldChecker, ctx context.Context, b []byte) error {
-		_, err := handler(srv, ctx, func(m any) error { return codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, m) }, nil)
-		return err
-	}
 	large := "/" + strings.Repeat("l", maxMsg/2)
 	srv := heldChecker{hold: large, entered: make(chan struct{}), release: make(chan struct{})}
-	largeRaw := raw(large)
+	largeRaw := checkPath(t, large)
 	done := make(chan error, 1)
-	go func() { done <- call(srv, context.Background(), largeRaw) }()
+	go func() { done <- callCheck(srv, context.Background(), b, largeRaw) }()
 	<-srv.entered
 	if !b.sem.TryAcquire(b.worst - b.share(len(largeRaw))) {
 		t.Fatal("the held Check holds more than its share")
@@ -143,7 +134,7 @@ func TestCheckBudgetByWireSize(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := call(srv, ctx, raw("/x")); err != nil {
+	if err := callCheck(srv, ctx, b, checkPath(t, "/x")); err != nil {
 		t.Fatalf("a small Check beside the held one: %v (it waited for the largest request's share)", err)
 	}
 	close(srv.release)

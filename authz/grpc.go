@@ -165,22 +165,16 @@ func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer) (*GRPC, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s := grpc.NewServer(opts...)
-	// Check as the service is: decoded leniently when it can take a
-	// request that did not decode, behind the memory budget when there is
-	// one.
-	var budget *checkBudget
-	if c.CheckMemoryBudget > 0 {
-		budget = newCheckBudget(c.CheckMemoryBudget, c.MaxRecvMsgBytes)
-	}
+	// meshproof's Check service (*Server) is decoded leniently, behind the
+	// memory budget when there is one, reserved inside the decoding where
+	// the request's size is known; any other is registered as it is.
 	desc := authv3.Authorization_ServiceDesc
-	switch _, lenient := svc.(lenientChecker); {
-	case lenient:
-		// The budget is reserved inside the decoding, where the request's
-		// size is known: a small request never waits for a large one's
-		// worst case.
+	if _, ok := svc.(lenientChecker); ok {
+		var budget *checkBudget
+		if c.CheckMemoryBudget > 0 {
+			budget = newCheckBudget(c.CheckMemoryBudget, c.MaxRecvMsgBytes)
+		}
 		desc = checkServiceDesc(budget)
-	case budget != nil:
-		desc = budgeted(desc, budget)
 	}
 	s.RegisterService(&desc, svc)
 	h := health.NewServer()

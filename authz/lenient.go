@@ -49,10 +49,22 @@ func (e *UndecodableError) Unwrap() error { return e.Err }
 type lenientCheck struct {
 	req         authv3.CheckRequest
 	undecodable *UndecodableError
-	// reserve, when set, is called with the request's size on the wire
-	// before it is decoded (the memory budget, checkBudget); an error stops
-	// the decoding.
-	reserve func(wireBytes int) error
+	// budget, when set, is reserved from, under ctx, with the request's
+	// size on the wire before it is decoded (checkBudget); held is what was
+	// reserved, given back when the Check has returned.
+	budget *checkBudget
+	ctx    context.Context
+	held   int64
+}
+
+// reserve takes the share of a request of wireBytes from the budget.
+func (lc *lenientCheck) reserve(wireBytes int) error {
+	w := lc.budget.share(wireBytes)
+	if err := lc.budget.sem.Acquire(lc.ctx, w); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	lc.held = w
+	return nil
 }
 
 // lenientChecker is the Check service that takes requests decoded
@@ -74,23 +86,12 @@ func checkServiceDesc(b *checkBudget) grpc.ServiceDesc {
 }
 
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor, b *checkBudget) (any, error) {
-	in := new(lenientCheck)
-	if b != nil {
-		var held int64
-		in.reserve = func(wireBytes int) error {
-			w := b.share(wireBytes)
-			if err := b.sem.Acquire(ctx, w); err != nil {
-				return status.FromContextError(err).Err()
-			}
-			held = w
-			return nil
+	in := &lenientCheck{budget: b, ctx: ctx}
+	defer func() {
+		if in.held > 0 {
+			b.sem.Release(in.held)
 		}
-		defer func() {
-			if held > 0 {
-				b.sem.Release(held)
-			}
-		}()
-	}
+	}()
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func (c lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
 	}
-	if lc.reserve != nil {
+	if lc.budget != nil {
 		if err := lc.reserve(data.Len()); err != nil {
 			return err
 		}

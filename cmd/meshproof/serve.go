@@ -107,7 +107,7 @@ func (o *serveOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&g.TLSKey, "grpc-tls-key", g.TLSKey, "PEM private key for --grpc-tls-cert")
 	fs.StringVar(&g.ClientCA, "grpc-client-ca", g.ClientCA, "PEM CA bundle; when set, callers must present a client certificate it signed (mTLS)")
 	fs.IntVar(&g.MaxRecvMsgBytes, "grpc-max-recv-msg-bytes", g.MaxRecvMsgBytes, "largest CheckRequest accepted, bodies included")
-	fs.Int64Var(&g.CheckMemoryBudget, "check-memory-budget", g.CheckMemoryBudget, "memory the Checks in flight may hold, in bytes, each charged 64 per byte of its request (a request not yet decoded: the largest one's); a Check waits for room before its request is decoded; 0 turns it off")
+	fs.Int64Var(&g.CheckMemoryBudget, "check-memory-budget", g.CheckMemoryBudget, "memory the Checks in flight may hold, in bytes, each charged 64 per byte of its request on the wire; a Check waits for room before its request is decoded; 0 turns it off")
 	fs.Func("grpc-max-concurrent-streams", fmt.Sprintf("concurrent Checks per connection, at most `n` (default %d)", g.MaxConcurrentStreams), func(s string) error {
 		var n uint32
 		_, err := fmt.Sscan(s, &n)
