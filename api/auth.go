@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meshproof/meshproof/evidence/spiffe"
+	"github.com/meshproof/meshproof/identity/spiffe"
 )
 
 // MinTokenBytes is the shortest token accepted: shorter ones can be guessed.

@@ -17,8 +17,8 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
-	"github.com/meshproof/meshproof/evidence/spiffe"
-	"github.com/meshproof/meshproof/evidence/xfcc"
+	"github.com/meshproof/meshproof/identity/spiffe"
+	"github.com/meshproof/meshproof/identity/xfcc"
 )
 
 const allowTrue = "package envoy.authz\nallow := true"

@@ -3,7 +3,7 @@ package evidence
 import (
 	"slices"
 
-	"github.com/meshproof/meshproof/evidence/xfcc"
+	"github.com/meshproof/meshproof/identity/xfcc"
 )
 
 // Verdict says whether one hop was mutually authenticated, judged from what

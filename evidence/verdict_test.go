@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/meshproof/meshproof/evidence"
-	"github.com/meshproof/meshproof/evidence/xfcc"
+	"github.com/meshproof/meshproof/identity/xfcc"
 )
 
 const (

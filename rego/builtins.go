@@ -6,8 +6,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 	"github.com/open-policy-agent/opa/v1/types"
 
-	"github.com/meshproof/meshproof/evidence/spiffe"
-	"github.com/meshproof/meshproof/evidence/xfcc"
+	"github.com/meshproof/meshproof/identity/spiffe"
+	"github.com/meshproof/meshproof/identity/xfcc"
 )
 
 // The Rego built-ins meshproof adds. OPA only accepts new built-ins before

@@ -6,8 +6,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/meshproof/meshproof/evidence/spiffe"
-	"github.com/meshproof/meshproof/evidence/xfcc"
+	"github.com/meshproof/meshproof/identity/spiffe"
+	"github.com/meshproof/meshproof/identity/xfcc"
 )
 
 // TestBuiltinsInPolicy calls spiffe.parse and xfcc.parse from a policy

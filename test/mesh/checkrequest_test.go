@@ -22,7 +22,7 @@ import (
 
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
-	"github.com/meshproof/meshproof/evidence/xfcc"
+	"github.com/meshproof/meshproof/identity/xfcc"
 )
 
 // identities are the certificates the CheckRequest cases use.
