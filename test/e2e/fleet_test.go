@@ -239,8 +239,8 @@ func TestFleet(t *testing.T) {
 	// Every spool drains while the load goes on; then every replica
 	// finishes a whole ghz run that started after, straight to PostgreSQL.
 	for _, r := range replicas {
-		r.s.waitLog(t, "spool drained; evidence is written to the store again", 60*time.Second)
 		waitMetric(t, r.s, "meshproof_evidence_spool_depth", func(v float64) bool { return v == 0 })
+		r.s.waitLog(t, "spool drained; evidence is written to the store again", 60*time.Second)
 	}
 	drained := time.Now()
 	t.Logf("every spool drained %v after the restart", drained.Sub(restarted).Round(time.Millisecond))
