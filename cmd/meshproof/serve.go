@@ -21,6 +21,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/meshproof/meshproof/authz"
+	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/rego"
 )
@@ -359,7 +360,7 @@ func (s *server) build(ctx context.Context) error {
 	if s.svc, err = authz.NewServer(o.Authz, engine, s.rec, log, s.reg); err != nil {
 		return err
 	}
-	if o.HTTP.logs, err = s.svc.DecisionLogs(decisionLogConfig(s.store, o.Evidence, s.reg)); err != nil {
+	if o.HTTP.logs, err = decisionlog.New(decisionLogConfig(s.store, o.Evidence, s.reg), s.svc, s.rec, log); err != nil {
 		return err
 	}
 	if err := s.listenHTTP(engine.Ready); err != nil {
