@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -87,6 +88,38 @@ func TestServeClosesWhatItOpened(t *testing.T) {
 				t.Errorf("serve failed (%v) and left %d goroutine(s) running:\n%s", err, len(left), strings.Join(left, "\n\n"))
 			}
 		})
+	}
+}
+
+// TestServeListenerFails: a listener failing while serve runs (here the
+// HTTP listener, closed under it) stops serve with its error, and Close
+// leaves nothing open or running.
+func TestServeListenerFails(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("needs /proc/self/fd to see open files")
+	}
+	dir := t.TempDir()
+	o, err := parseServe(t, "--store", "sqlite:"+filepath.Join(dir, "evidence.db"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := goroutines()
+	s, err := newServer(context.Background(), o, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.hlis.Close()
+	if err := s.run(context.Background()); err == nil || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("run = %v, want the HTTP listener's failure", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if files := openFiles(t, dir); len(files) > 0 {
+		t.Errorf("left the store's files open: %v", files)
+	}
+	if left := leftRunning(before); len(left) > 0 {
+		t.Errorf("left %d goroutine(s) running:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }
 
