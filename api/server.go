@@ -50,7 +50,7 @@ type Config struct {
 	// page, which asks for a token and sends it with its API calls.
 	UI http.Handler
 	// Logs, when set, serves POST /logs: OPA's decision log uploads
-	// (authz.Server.DecisionLogs). It answers every method itself. Uploads
+	// (decisionlog.New). It answers every method itself. Uploads
 	// write evidence, so they take credentials of their own: IngestTokens
 	// or IngestAllowSPIFFE, never the readers' (403), or none with
 	// IngestOpen. With none of the three /logs refuses every upload (403).

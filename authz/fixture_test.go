@@ -258,3 +258,37 @@ func (f *fixture) checkFails(t *testing.T, req *authv3.CheckRequest) (*status.St
 	}
 	return st, rec
 }
+
+func syncRecorder() evidence.RecorderConfig {
+	rc := evidence.DefaultRecorderConfig()
+	rc.Durability = evidence.Sync
+	return rc
+}
+
+func verifyChain(t *testing.T, s evidence.Store, n int) {
+	t.Helper()
+	reps, err := evidence.Verify(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 1 || reps[0].Broken != nil || reps[0].Checked != int64(n) {
+		t.Fatalf("chains: %+v", reps)
+	}
+}
+
+// noCacheEngine is a real engine for policy without the decision cache, so
+// that every Decide builds its input document.
+func noCacheEngine(t *testing.T, policy string) *rego.Engine {
+	t.Helper()
+	rc := rego.Defaults()
+	rc.Policies, rc.Watch, rc.DecisionCache = []string{writePolicy(t, "policy.rego", policy)}, false, 0
+	e, err := rego.New(rc, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(context.Background()) })
+	return e
+}

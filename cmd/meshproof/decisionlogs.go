@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshproof/meshproof/authz"
+	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
 )
 
@@ -16,8 +16,8 @@ import (
 // an event much older than retention keeps would be deleted at once and cut
 // the chain after it, so it is skipped; one stamped ahead of the clock
 // (more than --max-clock-skew) is refused.
-func decisionLogConfig(store evidence.Store, o evidenceOptions, reg prometheus.Registerer) authz.DecisionLogConfig {
-	return authz.DecisionLogConfig{
+func decisionLogConfig(store evidence.Store, o evidenceOptions, reg prometheus.Registerer) decisionlog.Config {
+	return decisionlog.Config{
 		Exists: func(ctx context.Context, id string) (bool, error) {
 			_, err := store.Get(ctx, id)
 			if errors.Is(err, evidence.ErrNotFound) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
@@ -142,51 +140,6 @@ func serveHTTP(hs *http.Server, lis net.Listener) error {
 		return hs.ServeTLS(lis, "", "")
 	}
 	return hs.Serve(lis)
-}
-
-// serveQuery is serve --role query: the evidence API, reports, page and
-// metrics over the store, and nothing of the data path (no ext_authz
-// listener, policy, recorder or retention), until ctx is done.
-func serveQuery(ctx context.Context, o serveOptions, log zerolog.Logger) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// The query role reads a store that serve writes: it never creates one.
-	store, err := evidence.Open(ctx, o.Evidence.Store, evidence.Options{Existing: true})
-	if err != nil {
-		return fmt.Errorf("evidence store: %w", err)
-	}
-	defer store.Close()
-	hs, err := o.HTTP.httpServer(store, reg, nil, nil, log)
-	if err != nil {
-		return err
-	}
-	lis, err := net.Listen("tcp", o.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("http-addr: %w", err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- serveHTTP(hs, lis) }()
-	log.Info().
-		Str("role", o.Role).
-		Str("http_addr", lis.Addr().String()).
-		Str("store", evidence.Redact(o.Evidence.Store)).
-		Bool("http_tls", o.HTTP.TLSCert != "").
-		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
-		Msg("meshproof serving")
-	select {
-	case <-ctx.Done():
-		log.Info().Msg("stopping")
-	case err = <-errc:
-		log.Error().Err(err).Msg("listener failed; stopping")
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), o.Grace)
-	defer cancel()
-	_ = hs.Shutdown(sctx)
-	log.Info().Msg("stopped")
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 // pprofHandler is Go's profiler, for api.Config.Pprof (which puts it behind

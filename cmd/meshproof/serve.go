@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/meshproof/meshproof/authz"
+	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/rego"
 )
@@ -231,22 +233,101 @@ func (o *serveOptions) checkRole(fs *flag.FlagSet) error {
 }
 
 // serve runs until ctx is done, then stops in order: the gRPC listener
-// first (in-flight Checks finish), then the rest.
+// first (in-flight Checks finish), then the rest (server.Close).
 func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
-	if o.Role == roleQuery {
-		return serveQuery(ctx, o, log)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	engine, err := rego.New(o.Policy, log, reg)
+	s, err := newServer(ctx, o, log)
 	if err != nil {
 		return err
 	}
+	err = s.run(ctx)
+	// Close logs what it could not stop or close; the exit status is the
+	// listeners', as it always was.
+	_ = s.Close()
+	if s.rec != nil {
+		log.Info().Uint64("chain_seq", s.rec.Head().Seq).Msg("stopped")
+	} else {
+		log.Info().Msg("stopped")
+	}
+	return err
+}
+
+// server is `meshproof serve` built: every component, made by newServer in
+// the order of the fields below, each from those before it. run serves;
+// Close stops and closes what was made in the reverse order, so that each
+// goes before what it uses: the gRPC listener (in-flight Checks finish),
+// the HTTP listener (uploads to /logs and API reads finish), the recorder
+// (what they queued is written), the last checkpoints, the store, the
+// policy engine. --role query makes only the store and the HTTP listener.
+type server struct {
+	o   serveOptions
+	log zerolog.Logger
+	reg *prometheus.Registry
+
+	engine *rego.Engine
+	store  evidence.Store
+	health func() map[string]any  // the spool's state, for /readyz; nil without one
+	cp     *evidence.Checkpointer // nil without --signing-key
+	rec    *evidence.Recorder
+	svc    *authz.Server
+	hs     *http.Server
+	hlis   net.Listener
+	grpc   *authz.GRPC // nil in the query role
+	glis   net.Listener
+
+	// closers undo the construction, one per step that opened something,
+	// in its order.
+	closers []closer
+	// served: run started the listeners; grpcDone and httpDone are closed
+	// when their Serve has returned.
+	served             bool
+	grpcDone, httpDone chan struct{}
+	// stopCtx bounds what Close does after the gRPC listener's own grace.
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+}
+
+type closer struct {
+	name   string
+	failed string // the log message when close fails
+	close  func() error
+}
+
+// opened adds the step that undoes what was just opened.
+func (s *server) opened(name, failed string, close func() error) {
+	s.closers = append(s.closers, closer{name: name, failed: failed, close: close})
+}
+
+// newServer builds every component of o.Role; when a step fails, what the
+// steps before it opened is closed before the error is returned.
+func newServer(ctx context.Context, o serveOptions, log zerolog.Logger) (*server, error) {
+	s := &server{o: o, log: log, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := s.build
+	if o.Role == roleQuery {
+		build = s.buildQuery
+	}
+	if err := build(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *server) build(ctx context.Context) error {
+	o, log := &s.o, s.log
+	engine, err := rego.New(o.Policy, log, s.reg)
+	if err != nil {
+		return err
+	}
+	s.engine = engine
+	// Stopped even when Start fails: OPA's plugin manager may have begun.
+	s.opened("policy engine", "", func() error {
+		engine.Stop(context.Background())
+		return nil
+	})
 	if err := engine.Start(ctx); err != nil {
 		return err
 	}
-	defer engine.Stop(context.Background())
 
 	var signer note.Signer
 	if o.Evidence.SigningKey != "" {
@@ -254,103 +335,227 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 			return err
 		}
 	}
-	store, health, err := openStore(ctx, o.Evidence, o.Authz.Replica, log, reg)
-	if err != nil {
+	if s.store, s.health, err = openStore(ctx, o.Evidence, o.Authz.Replica, log, s.reg); err != nil {
 		return err
 	}
-	defer store.Close()
-	rec, err := evidence.NewRecorder(ctx, o.Evidence.Recorder, o.Authz.Replica, store, log, evidence.NewRecorderMetrics(reg))
-	if err != nil {
-		return err
-	}
-	svc, err := authz.NewServer(o.Authz, engine, rec, log, reg)
-	if err != nil {
-		rec.Close(context.Background())
-		return err
-	}
-	if o.HTTP.logs, err = svc.DecisionLogs(decisionLogConfig(store, o.Evidence, reg)); err != nil {
-		rec.Close(context.Background())
-		return err
-	}
-	hs, err := o.HTTP.httpServer(store, reg, engine.Ready, health, log)
-	if err != nil {
-		rec.Close(context.Background())
-		return err
-	}
-	rctx, stopRetention := context.WithCancel(context.Background())
-	defer stopRetention()
-	go retain(rctx, store, o.Evidence, log)
-	var cp *evidence.Checkpointer
+	s.opened("evidence store", "the evidence store did not close cleanly", s.store.Close)
 	if signer != nil {
-		cp = evidence.NewCheckpointer(store, signer, o.Evidence.CheckpointInterval, log.With().Str("component", "checkpoints").Logger(), reg)
-		go cp.Run(rctx)
+		s.cp = evidence.NewCheckpointer(s.store, signer, o.Evidence.CheckpointInterval, log.With().Str("component", "checkpoints").Logger(), s.reg)
+		s.opened("checkpoints", "the last checkpoints could not be signed", func() error {
+			if !s.served {
+				return nil // nothing was recorded
+			}
+			// The last records, in a checkpoint of their own.
+			return s.cp.SignAll(s.stopContext())
+		})
 	}
-	g, err := authz.NewGRPC(o.GRPC, svc)
+	if s.rec, err = evidence.NewRecorder(ctx, o.Evidence.Recorder, o.Authz.Replica, s.store, log, evidence.NewRecorderMetrics(s.reg)); err != nil {
+		return err
+	}
+	s.opened("recorder", "evidence not all stored", func() error {
+		// Every Check and upload has answered: what they queued is
+		// written now.
+		return s.rec.Close(s.stopContext())
+	})
+	if s.svc, err = authz.NewServer(o.Authz, engine, s.rec, log, s.reg); err != nil {
+		return err
+	}
+	if o.HTTP.logs, err = decisionlog.New(decisionLogConfig(s.store, o.Evidence, s.reg), s.svc, s.rec, log); err != nil {
+		return err
+	}
+	if err := s.listenHTTP(engine.Ready); err != nil {
+		return err
+	}
+	if s.grpc, err = authz.NewGRPC(o.GRPC, s.svc); err != nil {
+		return err
+	}
+	s.opened("gRPC server", "", func() error {
+		if !s.served {
+			s.grpc.Stop() // its stream workers
+			return nil
+		}
+		s.grpc.Shutdown(s.o.Grace)
+		<-s.grpcDone
+		return nil
+	})
+	if s.glis, err = authz.Listen(o.GRPC.Addr); err != nil {
+		return err
+	}
+	s.opened("gRPC listener", "", func() error {
+		if s.served {
+			return nil // closed by the gRPC server's Shutdown
+		}
+		return ignoreClosed(s.glis.Close())
+	})
+	return nil
+}
+
+// buildQuery builds --role query: the evidence API, reports, page and
+// metrics over the store (read only), and nothing of the data path (no
+// ext_authz listener, policy, recorder or retention).
+func (s *server) buildQuery(ctx context.Context) error {
+	// The query role reads a store that serve writes: it never creates one.
+	store, err := evidence.Open(ctx, s.o.Evidence.Store, evidence.Options{Existing: true})
+	if err != nil {
+		return fmt.Errorf("evidence store: %w", err)
+	}
+	s.store = store
+	s.opened("evidence store", "the evidence store did not close cleanly", store.Close)
+	return s.listenHTTP(nil)
+}
+
+// listenHTTP builds the HTTP server and binds its listener.
+func (s *server) listenHTTP(ready func() bool) error {
+	hs, err := s.o.HTTP.httpServer(s.store, s.reg, ready, s.health, s.log)
 	if err != nil {
 		return err
 	}
-	glis, err := authz.Listen(o.GRPC.Addr)
+	lis, err := net.Listen("tcp", s.o.HTTP.Addr)
 	if err != nil {
-		return err
-	}
-	hlis, err := net.Listen("tcp", o.HTTP.Addr)
-	if err != nil {
-		glis.Close()
 		return fmt.Errorf("http-addr: %w", err)
 	}
+	s.hs, s.hlis = hs, lis
+	s.opened("HTTP listener", "the HTTP listener did not stop cleanly", func() error {
+		if !s.served {
+			return ignoreClosed(lis.Close())
+		}
+		err := hs.Shutdown(s.stopContext())
+		if err != nil {
+			hs.Close() // out of time: the connections still open go
+		}
+		<-s.httpDone
+		return err
+	})
+	return nil
+}
 
-	errc := make(chan error, 2)
-	go func() { errc <- g.Serve(glis) }()
-	go func() { errc <- serveHTTP(hs, hlis) }()
-	go markServing(ctx, g, engine.Ready)
-	log.Info().
-		Str("role", o.Role).
-		Str("grpc_addr", glis.Addr().String()).
-		Str("http_addr", hlis.Addr().String()).
-		Str("decision", o.Policy.Decision).
-		Str("policy_revision", engine.Revision()).
-		Bool("dry_run", o.Authz.DryRun).
-		Str("store", evidence.Redact(o.Evidence.Store)).
-		Str("spool", o.Evidence.Spool).
-		Str("durability", string(o.Evidence.Recorder.Durability)).
-		Uint64("chain_seq", rec.Head().Seq).
-		Bool("grpc_tls", o.GRPC.TLSCert != "").
-		Bool("grpc_mtls", o.GRPC.ClientCA != "").
-		Bool("http_tls", o.HTTP.TLSCert != "").
-		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
-		Bool("signed_checkpoints", signer != nil).
-		Bool("ingest_auth", o.HTTP.IngestTokenFile != "" || len(o.HTTP.IngestAllowSPIFFE) > 0).
-		Msg("meshproof serving")
-	if o.onListen != nil {
-		o.onListen(glis.Addr(), hlis.Addr())
+// stopContext bounds the stopping after the gRPC listener's: one grace
+// for the HTTP listener, the recorder and the last checkpoints together.
+func (s *server) stopContext() context.Context {
+	if s.stopCtx == nil {
+		s.stopCtx, s.stopCancel = context.WithTimeout(context.Background(), s.o.Grace)
 	}
+	return s.stopCtx
+}
 
-	select {
-	case <-ctx.Done():
-		log.Info().Msg("stopping: in-flight Checks finish first")
-	case err = <-errc:
-		log.Error().Err(err).Msg("listener failed; stopping")
-	}
-	g.Shutdown(o.Grace)
-	stopRetention()
-	sctx, cancel := context.WithTimeout(context.Background(), o.Grace)
-	defer cancel()
-	// Every Check has answered: what they queued is written now.
-	if cerr := rec.Close(sctx); cerr != nil {
-		log.Error().Err(cerr).Msg("evidence not all stored")
-	}
-	if cp != nil {
-		// The last records, in a checkpoint of their own.
-		if cerr := cp.SignAll(sctx); cerr != nil {
-			log.Error().Err(cerr).Msg("the last checkpoints could not be signed")
+// Close stops and closes, in the reverse order of construction, whatever
+// was opened, logging what fails; it is safe after a partial construction,
+// and a second call does nothing.
+func (s *server) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		c := s.closers[i]
+		if err := c.close(); err != nil {
+			if c.failed != "" {
+				s.log.Error().Err(err).Msg(c.failed)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
 		}
 	}
-	_ = hs.Shutdown(sctx)
-	log.Info().Uint64("chain_seq", rec.Head().Seq).Msg("stopped")
+	s.closers = nil
+	if s.stopCancel != nil {
+		s.stopCancel()
+	}
+	return errors.Join(errs...)
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// run serves until ctx is done or a listener fails, and returns that
+// failure; retention, the checkpoints and the health flip stop with it.
+// Close stops the listeners.
+func (s *server) run(ctx context.Context) error {
+	s.served = true
+	errc := make(chan error, 2)
+	s.httpDone = make(chan struct{})
+	go func() {
+		defer close(s.httpDone)
+		errc <- serveHTTP(s.hs, s.hlis)
+	}()
+	var bg sync.WaitGroup
+	bctx, stopBG := context.WithCancel(ctx)
+	defer func() {
+		stopBG()
+		bg.Wait()
+	}()
+	if s.grpc == nil {
+		s.log.Info().
+			Str("role", s.o.Role).
+			Str("http_addr", s.hlis.Addr().String()).
+			Str("store", evidence.Redact(s.o.Evidence.Store)).
+			Bool("http_tls", s.o.HTTP.TLSCert != "").
+			Bool("api_auth", s.o.HTTP.TokenFile != "" || len(s.o.HTTP.AllowSPIFFE) > 0).
+			Msg("meshproof serving")
+	} else {
+		s.grpcDone = make(chan struct{})
+		go func() {
+			defer close(s.grpcDone)
+			errc <- s.grpc.Serve(s.glis)
+		}()
+		bg.Add(2)
+		go func() {
+			defer bg.Done()
+			retain(bctx, s.store, s.o.Evidence, s.log)
+		}()
+		go func() {
+			defer bg.Done()
+			markServing(bctx, s.grpc, s.engine.Ready)
+		}()
+		if s.cp != nil {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				s.cp.Run(bctx)
+			}()
+		}
+		s.logServing()
+		if s.o.onListen != nil {
+			s.o.onListen(s.glis.Addr(), s.hlis.Addr())
+		}
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+		if s.grpc == nil {
+			s.log.Info().Msg("stopping")
+		} else {
+			s.log.Info().Msg("stopping: in-flight Checks finish first")
+		}
+	case err = <-errc:
+		s.log.Error().Err(err).Msg("listener failed; stopping")
+	}
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+func (s *server) logServing() {
+	o := &s.o
+	s.log.Info().
+		Str("role", o.Role).
+		Str("grpc_addr", s.glis.Addr().String()).
+		Str("http_addr", s.hlis.Addr().String()).
+		Str("decision", o.Policy.Decision).
+		Str("policy_revision", s.engine.Revision()).
+		Bool("dry_run", o.Authz.DryRun).
+		Str("store", evidence.Redact(o.Evidence.Store)).
+		Str("spool", o.Evidence.Spool).
+		Str("durability", string(o.Evidence.Recorder.Durability)).
+		Uint64("chain_seq", s.rec.Head().Seq).
+		Bool("grpc_tls", o.GRPC.TLSCert != "").
+		Bool("grpc_mtls", o.GRPC.ClientCA != "").
+		Bool("http_tls", o.HTTP.TLSCert != "").
+		Bool("api_auth", o.HTTP.TokenFile != "" || len(o.HTTP.AllowSPIFFE) > 0).
+		Bool("signed_checkpoints", s.cp != nil).
+		Bool("ingest_auth", o.HTTP.IngestTokenFile != "" || len(o.HTTP.IngestAllowSPIFFE) > 0).
+		Msg("meshproof serving")
 }
 
 // markServing flips gRPC health to SERVING once the policy is loaded (remote

@@ -1,4 +1,4 @@
-package authz
+package decisionlog
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/evidence"
 )
 
@@ -55,7 +56,7 @@ var errNoInput = errors.New("no input")
 
 // eventRecord converts one event. An error says what is wrong with it;
 // errNoInput marks an event to skip.
-func (s *Server) eventRecord(ev *opaEvent) (*evidence.Record, error) {
+func eventRecord(c Checker, ev *opaEvent) (*evidence.Record, error) {
 	switch {
 	case ev.DecisionID == "":
 		return nil, errors.New("no decision_id")
@@ -75,15 +76,12 @@ func (s *Server) eventRecord(ev *opaEvent) (*evidence.Record, error) {
 		}
 		return nil, errors.New("no input: not an OPA-Envoy decision")
 	}
-	req, err := checkRequestOf(ev.Input)
+	req, err := CheckRequestOf(ev.Input)
 	if err != nil {
 		return nil, err
 	}
-	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
-	f := s.factsOf(req, &h)
-	rec := newRecord(eventID(ev.DecisionID, ts), ts, s.cfg, req, &h, f)
-	// f.reasons is shared: the note goes on a copy.
-	rec.Reasons = append(slices.Clip(f.reasons), "from OPA decision log: instance "+labelOr(ev.Labels["id"])+", path "+labelOr(ev.Path))
+	rec := c.RecordOf(eventID(ev.DecisionID, ts), ts, req)
+	rec.Reasons = append(rec.Reasons, "from OPA decision log: instance "+labelOr(ev.Labels["id"])+", path "+labelOr(ev.Path))
 	rec.Decision = eventDecision(ev)
 	return rec, nil
 }
@@ -127,8 +125,8 @@ func eventID(decisionID string, t time.Time) string {
 	return id.String()
 }
 
-// eventDecision reads the decision as Decide reads meshproof's own (the
-// same decide): a boolean, or an object with allowed, http_status, body
+// eventDecision reads the decision as a Check reads meshproof's own (the
+// same authz.DecisionOf): a boolean, or an object with allowed, http_status, body
 // and reason. No result (an evaluation error, an undefined decision, a
 // masked result) is a decision that could not be made: denied.
 func eventDecision(ev *opaEvent) evidence.Decision {
@@ -154,15 +152,12 @@ func eventDecision(ev *opaEvent) evidence.Decision {
 		d.Error = "result: " + err.Error()
 		return d
 	}
-	out, err := decide(val)
+	allowed, status, reason, err := authz.DecisionOf(val)
 	if err != nil {
 		d.Error = err.Error()
 		return d
 	}
-	d.Allowed, d.Reason = out.allowed, out.reason
-	if !out.allowed {
-		d.HTTPStatus = out.status
-	}
+	d.Allowed, d.HTTPStatus, d.Reason = allowed, status, reason
 	return d
 }
 
@@ -206,15 +201,15 @@ func decodeNumbers(raw json.RawMessage, v any) error {
 	return dec.Decode(v)
 }
 
-// checkRequestOf rebuilds the CheckRequest from OPA-Envoy's input document.
+// CheckRequestOf rebuilds the CheckRequest from OPA-Envoy's input document.
 // That document is the request in protojson field names with three
-// differences protojson does not read (README "Policies", input.go):
+// differences protojson does not read (README "Policies", authz/input.go):
 // request.time is {"seconds", "nanos"}, not an RFC 3339 string; an Any is
 // {"typeUrl", "value"}, not {"@type", fields...}; and OPA-Envoy's own keys
 // (parsed_path, version, ...) beside attributes. 64-bit integers as
 // numbers, enums as numbers and standard base64 bytes protojson reads as
 // they are.
-func checkRequestOf(input json.RawMessage) (*authv3.CheckRequest, error) {
+func CheckRequestOf(input json.RawMessage) (*authv3.CheckRequest, error) {
 	var doc map[string]any
 	if err := decodeNumbers(input, &doc); err != nil || doc == nil {
 		return nil, errors.New("input is not a JSON object: not an OPA-Envoy input")

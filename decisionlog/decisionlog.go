@@ -1,4 +1,8 @@
-package authz
+// Package decisionlog takes OPA's decision log uploads (POST /logs, as
+// OPA's decision log plugin sends them) and records every OPA-Envoy
+// decision in them as the evidence record meshproof would have written had
+// it answered that Check itself (event.go).
+package decisionlog
 
 import (
 	"bytes"
@@ -14,16 +18,17 @@ import (
 	"strings"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
 )
 
-// DecisionLogConfig configures the decision log upload endpoint, which takes
-// what OPA's decision log plugin POSTs to <service url>/logs: a JSON array
-// of events, gzip-compressed. Zero values take the defaults.
-type DecisionLogConfig struct {
+// Config configures the decision log upload endpoint, which takes what
+// OPA's decision log plugin POSTs to <service url>/logs: a JSON array of
+// events, gzip-compressed. Zero values take the defaults.
+type Config struct {
 	// Exists reports whether a record id is already stored, so that an
 	// upload OPA retries is written once. nil: only the ids this process
 	// queued are known.
@@ -53,7 +58,7 @@ type DecisionLogConfig struct {
 	Registerer prometheus.Registerer
 }
 
-func (c DecisionLogConfig) withDefaults() DecisionLogConfig {
+func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 4 << 20
 	}
@@ -73,7 +78,7 @@ func (c DecisionLogConfig) withDefaults() DecisionLogConfig {
 }
 
 // Validate checks the configuration.
-func (c DecisionLogConfig) Validate() error {
+func (c Config) Validate() error {
 	if c.MaxBodyBytes < 0 || c.MaxDecodedBytes < 0 || c.MaxEvents < 0 || c.Remember < 0 || c.MaxAge < 0 || c.MaxClockSkew < 0 {
 		return errors.New("decision logs: limits must not be negative")
 	}
@@ -86,6 +91,12 @@ type BatchRecorder interface {
 	RecordBatch(ctx context.Context, recs []*evidence.Record) error
 }
 
+// Checker builds a record as a Check of the same request would have it
+// (*authz.Server).
+type Checker interface {
+	RecordOf(id string, t time.Time, req *authv3.CheckRequest) *evidence.Record
+}
+
 // uploadReadTimeout bounds how long one upload may take to arrive.
 const uploadReadTimeout = time.Minute
 
@@ -95,35 +106,34 @@ const maxUploads = 4
 
 // decisionLogs is the endpoint.
 type decisionLogs struct {
-	s    *Server
-	cfg  DecisionLogConfig
-	rec  BatchRecorder
-	seen *idSet
-	slot chan struct{}
-	log  zerolog.Logger
-	m    *uploadMetrics
+	check Checker
+	now   func() time.Time
+	cfg   Config
+	rec   BatchRecorder
+	seen  *idSet
+	slot  chan struct{}
+	log   zerolog.Logger
+	m     *uploadMetrics
 }
 
-// DecisionLogs serves OPA's decision log uploads: every event of an upload
-// becomes an evidence record, built as a Check's is, or the upload is
-// refused whole with a 4xx naming the problem (OPA keeps it and retries;
-// fix the cause). 204 when recorded; 503 when the evidence queue or store
-// cannot take it now (OPA retries). The Server's recorder must take
-// batches (BatchRecorder).
-func (s *Server) DecisionLogs(cfg DecisionLogConfig) (http.Handler, error) {
+// New serves OPA's decision log uploads: every event of an upload becomes
+// an evidence record, built by check as a Check's is, and handed to rec;
+// or the upload is refused whole with a 4xx naming the problem (OPA keeps
+// it and retries; fix the cause). 204 when recorded; 503 when the
+// evidence queue or store cannot take it now (OPA retries).
+func New(cfg Config, check Checker, rec BatchRecorder, log zerolog.Logger) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rec, ok := s.rec.(BatchRecorder)
-	if !ok {
-		return nil, errors.New("decision logs: the evidence recorder does not take batches")
+	if check == nil || rec == nil {
+		return nil, errors.New("decision logs: a Check server and an evidence recorder are needed")
 	}
 	cfg = cfg.withDefaults()
 	return &decisionLogs{
-		s: s, cfg: cfg, rec: rec,
+		check: check, now: time.Now, cfg: cfg, rec: rec,
 		seen: newIDSet(cfg.Remember),
 		slot: make(chan struct{}, maxUploads),
-		log:  s.log.With().Str("component", "decision-logs").Logger(),
+		log:  log.With().Str("component", "decision-logs").Logger(),
 		m:    newUploadMetrics(cfg.Registerer),
 	}, nil
 }
@@ -258,14 +268,14 @@ func (d *decisionLogs) parse(body []byte) ([]*opaEvent, *uploadError) {
 // event refuses the upload whole.
 func (d *decisionLogs) convert(events []*opaEvent) ([]*evidence.Record, *uploadError) {
 	recs := make([]*evidence.Record, 0, len(events))
-	now := d.s.now()
+	now := d.now()
 	var oldest time.Time
 	if d.cfg.MaxAge > 0 {
 		oldest = now.Add(-d.cfg.MaxAge)
 	}
 	latest := now.Add(d.cfg.MaxClockSkew)
 	for i, ev := range events {
-		rec, err := d.s.eventRecord(ev)
+		rec, err := eventRecord(d.check, ev)
 		switch {
 		case errors.Is(err, errNoInput):
 			d.m.events.WithLabelValues("no_input").Inc()

@@ -1,4 +1,4 @@
-package authz_test
+package decisionlog_test
 
 import (
 	"bytes"
@@ -28,6 +28,7 @@ import (
 	"github.com/meshproof/meshproof/api"
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
+	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/meshproof/meshproof/rego"
@@ -43,7 +44,7 @@ type logsEnv struct {
 	url   string
 }
 
-func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg authz.DecisionLogConfig) *logsEnv {
+func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg decisionlog.Config) *logsEnv {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
@@ -69,7 +70,7 @@ func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg authz.DecisionLogC
 			return err == nil, err
 		}
 	}
-	logsHandler, err := svc.DecisionLogs(cfg)
+	logsHandler, err := decisionlog.New(cfg, svc, rec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,12 +81,6 @@ func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg authz.DecisionLogC
 	ts := httptest.NewServer(a.Handler())
 	t.Cleanup(ts.Close)
 	return &logsEnv{store: store, rec: rec, url: ts.URL}
-}
-
-func syncRecorder() evidence.RecorderConfig {
-	rc := evidence.DefaultRecorderConfig()
-	rc.Durability = evidence.Sync
-	return rc
 }
 
 // upload POSTs body to /logs as OPA does (gzip unless headers say other).
@@ -214,10 +209,10 @@ const handWritten = `{
 // decision id, time and revision; the chain verifies; the same upload again
 // writes nothing more.
 func TestDecisionLogsUpload(t *testing.T) {
-	env := newLogsEnv(t, syncRecorder(), authz.DecisionLogConfig{})
+	env := newLogsEnv(t, syncRecorder(), decisionlog.Config{})
 	// Inputs come from meshproof's own Check path; its records are the
 	// reference for every field but the decision and the record's identity.
-	check, err := authz.NewServer(authz.Config{StatusOnError: 403, Replica: "replica-a"}, noCacheEngine(t, allowTrue), nil, zerolog.Nop(), nil)
+	check, err := authz.NewServer(authz.Config{StatusOnError: 403, Replica: "replica-a"}, observeEngine(t), nil, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,34 +329,6 @@ func TestDecisionLogsUpload(t *testing.T) {
 	verifyChain(t, env.store, len(wants))
 }
 
-func verifyChain(t *testing.T, s evidence.Store, n int) {
-	t.Helper()
-	reps, err := evidence.Verify(context.Background(), s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(reps) != 1 || reps[0].Broken != nil || reps[0].Checked != int64(n) {
-		t.Fatalf("chains: %+v", reps)
-	}
-}
-
-// noCacheEngine is a real engine for policy without the decision cache, so
-// that every Decide builds its input document.
-func noCacheEngine(t *testing.T, policy string) *rego.Engine {
-	t.Helper()
-	rc := rego.Defaults()
-	rc.Policies, rc.Watch, rc.DecisionCache = []string{writePolicy(t, "policy.rego", policy)}, false, 0
-	e, err := rego.New(rc, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Stop(context.Background()) })
-	return e
-}
-
 func mustProtoJSON(t *testing.T, req *authv3.CheckRequest) []byte {
 	t.Helper()
 	b, err := protojson.Marshal(req.GetAttributes())
@@ -388,7 +355,7 @@ func simpleEvent(t *testing.T, id string, req *authv3.CheckRequest) logs.EventV1
 // TestDecisionLogsRefused: whatever is wrong with an upload, it is refused
 // whole with a 4xx saying what, and nothing of it is written.
 func TestDecisionLogsRefused(t *testing.T) {
-	env := newLogsEnv(t, syncRecorder(), authz.DecisionLogConfig{MaxBodyBytes: 64 << 10, MaxDecodedBytes: 1 << 20, MaxEvents: 20})
+	env := newLogsEnv(t, syncRecorder(), decisionlog.Config{MaxBodyBytes: 64 << 10, MaxDecodedBytes: 1 << 20, MaxEvents: 20})
 	good := func(n int) []logs.EventV1 {
 		evs := make([]logs.EventV1, n)
 		for i := range evs {
@@ -492,11 +459,11 @@ func TestDecisionLogsRefused(t *testing.T) {
 func TestDecisionLogsUnavailable(t *testing.T) {
 	rc := syncRecorder()
 	rc.QueueSize = 2
-	env := newLogsEnv(t, rc, authz.DecisionLogConfig{})
+	env := newLogsEnv(t, rc, decisionlog.Config{})
 	var storeDown atomic.Bool
 	storeDown.Store(true)
 	var env2 *logsEnv
-	env2 = newLogsEnv(t, syncRecorder(), authz.DecisionLogConfig{Exists: func(ctx context.Context, id string) (bool, error) {
+	env2 = newLogsEnv(t, syncRecorder(), decisionlog.Config{Exists: func(ctx context.Context, id string) (bool, error) {
 		if storeDown.Load() {
 			return false, errors.New("connection refused")
 		}
@@ -538,7 +505,7 @@ func TestDecisionLogsUnavailable(t *testing.T) {
 func TestDecisionLogsQueuedNotStored(t *testing.T) {
 	rc := evidence.DefaultRecorderConfig()
 	rc.FlushInterval, rc.BatchSize = time.Hour, 100_000 // nothing is stored before Close
-	env := newLogsEnv(t, rc, authz.DecisionLogConfig{})
+	env := newLogsEnv(t, rc, decisionlog.Config{})
 	var evs []logs.EventV1
 	for i := range 50 {
 		evs = append(evs, simpleEvent(t, "q"+strconv.Itoa(i), authztest.NewRequest(authztest.MTLS(srcID, dstID))))
@@ -571,7 +538,7 @@ func TestDecisionLogsQueuedNotStored(t *testing.T) {
 // TestDecisionLogsTooOld: an event older than MaxAge (retention) is not
 // recorded, and does not hold up the rest of its upload.
 func TestDecisionLogsTooOld(t *testing.T) {
-	env := newLogsEnv(t, syncRecorder(), authz.DecisionLogConfig{MaxAge: time.Hour})
+	env := newLogsEnv(t, syncRecorder(), decisionlog.Config{MaxAge: time.Hour})
 	old := simpleEvent(t, "old", authztest.NewRequest())
 	old.Timestamp = time.Now().Add(-2 * time.Hour)
 	if status, msg := env.upload(t, payload(t, old, simpleEvent(t, "new", authztest.NewRequest())), logsToken); status != http.StatusNoContent {
@@ -581,4 +548,47 @@ func TestDecisionLogsTooOld(t *testing.T) {
 	if len(got) != 1 || got["new"] == nil {
 		t.Fatalf("records %v, want only the new one", got)
 	}
+}
+
+func syncRecorder() evidence.RecorderConfig {
+	rc := evidence.DefaultRecorderConfig()
+	rc.Durability = evidence.Sync
+	return rc
+}
+
+// verifyChain: the store holds one chain, intact, of n records.
+func verifyChain(t *testing.T, s evidence.Store, n int) {
+	t.Helper()
+	reps, err := evidence.Verify(context.Background(), s)
+	if err != nil || len(reps) != 1 || reps[0].Broken != nil || reps[0].Checked != int64(n) {
+		t.Fatalf("chains: %+v, %v; want one intact of %d records", reps, err, n)
+	}
+}
+
+// observeEngine is a real engine running the built-in observe policy,
+// without the decision cache, so that every Decide builds its input
+// document.
+func observeEngine(t *testing.T) *rego.Engine {
+	t.Helper()
+	rc := rego.Defaults()
+	rc.Policies, rc.DecisionCache = []string{rego.BuiltinPrefix + "observe"}, 0
+	e, err := rego.New(rc, zerolog.Nop(), nil)
+	if err == nil {
+		err = e.Start(context.Background())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(context.Background()) })
+	return e
+}
+
+const (
+	srcID = "spiffe://cluster.local/ns/shop/sa/frontend"
+	dstID = "spiffe://cluster.local/ns/shop/sa/backend"
+)
+
+func asJSON(v any) string {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return string(b)
 }
