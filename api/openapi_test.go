@@ -97,7 +97,7 @@ func TestOpenAPIPaths(t *testing.T) {
 	for path := range loadSpec(t).Paths {
 		path = strings.ReplaceAll(path, "{id}", "01UNKNOWN")
 		path = strings.ReplaceAll(path, "{replica}", "01UNKNOWN")
-		path = strings.ReplaceAll(path, "consistency", "consistency?from=0")
+		path = strings.ReplaceAll(path, "consistency", "consistency?from=1")
 		path = strings.ReplaceAll(path, "strict-readiness", "strict-readiness?destination=x")
 		resp := ts.get(t, path, "")
 		if resp.status == http.StatusNotFound && !strings.Contains(path, "01UNKNOWN") || resp.status >= 500 {
