@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/meshproof/meshproof/api/params"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/report"
 )
@@ -147,9 +148,4 @@ func clip(s string) string {
 
 // quote is a bad value as an answer repeats it: quoted, escaped, and at
 // most maxEcho bytes of it.
-func quote(s string) string {
-	if len(s) <= maxEcho {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(s[:maxEcho]) + "..."
-}
+func quote(s string) string { return params.Quote(s) }

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/meshproof/meshproof/api/params"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 )
@@ -97,7 +100,7 @@ func TestOpenAPIPaths(t *testing.T) {
 	for path := range loadSpec(t).Paths {
 		path = strings.ReplaceAll(path, "{id}", "01UNKNOWN")
 		path = strings.ReplaceAll(path, "{replica}", "01UNKNOWN")
-		path = strings.ReplaceAll(path, "consistency", "consistency?from=0")
+		path = strings.ReplaceAll(path, "consistency", "consistency?from=1")
 		path = strings.ReplaceAll(path, "strict-readiness", "strict-readiness?destination=x")
 		resp := ts.get(t, path, "")
 		if resp.status == http.StatusNotFound && !strings.Contains(path, "01UNKNOWN") || resp.status >= 500 {
@@ -163,5 +166,46 @@ func TestOpenAPISchemas(t *testing.T) {
 				t.Errorf("%s: openapi.json's %q is not in the answer %v", c.schema, k, got)
 			}
 		}
+	}
+}
+
+// TestOpenAPIValid validates the document the server serves with a real
+// OpenAPI validator (kin-openapi), examples and defaults included.
+func TestOpenAPIValid(t *testing.T) {
+	ts := newTestServer(t, openStore(t), Config{}, time.Time{})
+	resp := ts.get(t, "/openapi.json", "")
+	if resp.status != http.StatusOK {
+		t.Fatalf("/openapi.json: %d", resp.status)
+	}
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(resp.body)
+	if err != nil {
+		t.Fatalf("loading /openapi.json: %v", err)
+	}
+	if err := doc.Validate(loader.Context, openapi3.EnableExamplesValidation(), openapi3.EnableSchemaDefaultsValidation()); err != nil {
+		t.Errorf("/openapi.json (OpenAPI %s) is not valid: %v", doc.OpenAPI, err)
+	}
+}
+
+// TestOpenAPIFilterFromTable: the filter parameters come from package
+// params' table only; a source document that defines one itself, or that
+// marks no operation as taking them, is refused.
+func TestOpenAPIFilterFromTable(t *testing.T) {
+	for _, src := range []string{
+		`{"components": {"parameters": {"since": {}}}, "paths": {"/x": {"get": {"x-meshproof-filter": true}}}}`,
+		`{"components": {}, "paths": {"/x": {"get": {}}}}`,
+	} {
+		if _, err := buildOpenAPI([]byte(src)); err == nil {
+			t.Errorf("%s: built", src)
+		}
+	}
+	s := loadSpec(t)
+	for _, p := range params.Table {
+		if got := s.Components.Parameters[p.Name].Name; got != p.Name {
+			t.Errorf("components.parameters.%s: named %q", p.Name, got)
+		}
+	}
+	if bytes.Contains(openAPI, []byte("x-meshproof-filter")) {
+		t.Error("the served document keeps the filter mark")
 	}
 }

@@ -7,15 +7,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/api/params"
 	"github.com/meshproof/meshproof/evidence"
 )
 
 // The parameters each endpoint takes, as openapi.json lists them (a test
-// holds the two together). Any other name is refused: a misspelt filter
-// must not silently widen a query.
+// holds the two together); the filter's are package params' table. Any
+// other name is refused: a misspelt filter must not silently widen a
+// query.
 var (
-	filterParams = []string{"since", "until", "source", "source_prefix", "destination", "destination_prefix",
-		"trust_domain", "namespace", "verdict", "mtls", "allowed", "method", "host", "path_prefix", "request_id", "replica"}
+	filterParams    = params.Names()
 	listParams      = append(slices.Clone(filterParams), "limit", "cursor")
 	tlsCheckParams  = []string{"since", "until", "destination"}
 	readinessParams = []string{"destination", "since", "until"}
@@ -24,8 +25,12 @@ var (
 	consistencyParams = []string{"from", "to"}
 )
 
-// repeatable parameters may be given more than once; every other one once.
-var repeatable = map[string]bool{"verdict": true}
+// repeatable says whether a parameter may be given more than once (a
+// repeatable filter parameter); every other one is given once.
+func repeatable(name string) bool {
+	p, ok := params.Lookup(name)
+	return ok && p.Repeatable()
+}
 
 // query is a request's parameters, checked against the names an endpoint
 // takes. Empty values count as absent (HTML forms send every field).
@@ -61,7 +66,7 @@ func parseQuery(raw string, now time.Time, names []string) (query, error) {
 		if value == "" {
 			continue
 		}
-		if len(q.values[key]) > 0 && !repeatable[key] {
+		if len(q.values[key]) > 0 && !repeatable(key) {
 			return q, badParamf(key, "given more than once")
 		}
 		q.values[key] = append(q.values[key], value)
@@ -100,68 +105,22 @@ func (q query) timeParam(name string, def time.Duration) (time.Time, error) {
 		}
 		return q.now.Add(-def), nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return t, nil
-	}
-	d, err := evidence.ParseAgo(v)
+	t, err := params.ParseTime(v, q.now)
 	if err != nil {
-		return time.Time{}, badParamf(name, quote(v)+" is neither an RFC 3339 time (2025-03-03T10:00:00Z) nor a duration back from now (90s, 1h, 7d, 1d12h)")
+		return time.Time{}, badParamf(name, err.Error())
 	}
-	return q.now.Add(-d), nil
+	return t, nil
 }
 
-// boolParam reads true or false; nil when absent.
-func (q query) boolParam(name string) (*bool, error) {
-	switch v := q.get(name); v {
-	case "":
-		return nil, nil
-	case "true", "false":
-		b := v == "true"
-		return &b, nil
-	default:
-		return nil, badParamf(name, quote(v)+" is neither true nor false")
-	}
-}
-
-// filter reads the filter parameters. Filter.Validate then checks the
-// values themselves (length, NUL, UTF-8), naming the parameter.
+// filter reads the filter parameters, with package params' table: the
+// syntax of each, then the values themselves (length, NUL, UTF-8),
+// errors naming the parameter.
 func (q query) filter() (evidence.Filter, error) {
-	var f evidence.Filter
-	var err error
-	if f.Since, err = q.timeParam("since", 0); err != nil {
-		return f, err
+	w, err := params.Decode(q.values)
+	if err != nil {
+		return evidence.Filter{}, err
 	}
-	if f.Until, err = q.timeParam("until", 0); err != nil {
-		return f, err
-	}
-	for name, dst := range map[string]*string{
-		"source": &f.Source, "source_prefix": &f.SourcePrefix, "destination": &f.Destination,
-		"destination_prefix": &f.DestinationPrefix, "trust_domain": &f.TrustDomain, "namespace": &f.Namespace,
-		"method": &f.Method, "host": &f.Host, "path_prefix": &f.PathPrefix, "request_id": &f.RequestID, "replica": &f.Replica,
-	} {
-		*dst = q.get(name)
-	}
-	for _, v := range q.values["verdict"] {
-		if !evidence.Verdict(v).Valid() {
-			return f, badParamf("verdict", quote(v)+" is not one of mtls, mtls_mismatch, tls_server_only, xfcc_unverified, plaintext")
-		}
-		f.Verdicts = append(f.Verdicts, evidence.Verdict(v))
-	}
-	mtls, err := q.boolParam("mtls")
-	switch {
-	case err != nil:
-		return f, err
-	case mtls != nil && len(f.Verdicts) > 0:
-		return f, badParamf("mtls", "give mtls or verdict, not both")
-	case mtls != nil && *mtls:
-		f.Verdicts = []evidence.Verdict{evidence.MTLS}
-	case mtls != nil:
-		f.NotVerdicts = []evidence.Verdict{evidence.MTLS}
-	}
-	if f.Allowed, err = q.boolParam("allowed"); err != nil {
-		return f, err
-	}
-	return f, f.Validate()
+	return w.Resolve(q.now)
 }
 
 // page reads limit and cursor.

@@ -173,6 +173,9 @@ func (s *Server) consistency(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case from < 0:
 		return &apiError{kind: badParam, param: "from", msg: "from: required, a tree size"}
+	case from == 0:
+		// tlog.ProveTree refuses it: every log extends the empty one.
+		return &apiError{kind: badParam, param: "from", msg: "from: at least 1 (there is no proof from the empty log)"}
 	case from > to:
 		return &apiError{kind: badParam, param: "from", msg: "from: larger than to"}
 	case to > th.Size:

@@ -17,11 +17,6 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 )
 
-// openAPI is the API's contract, served at /openapi.json.
-//
-//go:embed openapi.json
-var openAPI []byte
-
 // Config says who may read the evidence and what else the listener serves.
 type Config struct {
 	// Tokens are the accepted bearer tokens (see LoadTokens).

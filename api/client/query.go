@@ -11,68 +11,19 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshproof/meshproof/api/params"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/report"
 )
 
 // Filter selects records, as the API's query parameters do: zero fields
-// select everything, set fields are ANDed, Verdicts are ORed.
-type Filter struct {
-	// Since and Until bound the records' time (Until exclusive): an RFC
-	// 3339 time, or a duration back from the server's now (90s, 1h, 7d).
-	// Format a time.Time with Time.
-	Since, Until string
-
-	Source, SourcePrefix           string // source principal, exact or prefix
-	Destination, DestinationPrefix string // destination principal, exact or prefix
-	TrustDomain                    string // of the source or the destination
-	Namespace                      string // of the source or the destination
-	Verdicts                       []evidence.Verdict
-	// MTLS true selects verdict mtls, false every other; not with Verdicts.
-	MTLS    *bool
-	Allowed *bool
-	Method  string
-	Host    string // as in :authority
-	// PathPrefix, RequestID (x-request-id) and Replica (the meshproof
-	// instance that recorded it).
-	PathPrefix, RequestID, Replica string
-}
-
-// Values are f's query parameters.
-func (f Filter) Values() url.Values {
-	v := url.Values{}
-	set := func(name, value string) {
-		if value != "" {
-			v.Set(name, value)
-		}
-	}
-	set("since", f.Since)
-	set("until", f.Until)
-	set("source", f.Source)
-	set("source_prefix", f.SourcePrefix)
-	set("destination", f.Destination)
-	set("destination_prefix", f.DestinationPrefix)
-	set("trust_domain", f.TrustDomain)
-	set("namespace", f.Namespace)
-	for _, vd := range f.Verdicts {
-		v.Add("verdict", string(vd))
-	}
-	if f.MTLS != nil {
-		v.Set("mtls", strconv.FormatBool(*f.MTLS))
-	}
-	if f.Allowed != nil {
-		v.Set("allowed", strconv.FormatBool(*f.Allowed))
-	}
-	set("method", f.Method)
-	set("host", f.Host)
-	set("path_prefix", f.PathPrefix)
-	set("request_id", f.RequestID)
-	set("replica", f.Replica)
-	return v
-}
+// select everything, set fields are ANDed, Verdicts are ORed. Its
+// parameters, their encoding (Values) and their checks (Resolve) are the
+// API's own table, package params.
+type Filter = params.Filter
 
 // Time formats t as the API's time parameters take it.
-func Time(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+func Time(t time.Time) string { return params.Time(t) }
 
 // Page is one page of records, newest first, as GET /v1/evidence answers.
 type Page struct {
@@ -203,16 +154,7 @@ func setNonEmpty(q url.Values, name, value string) {
 // ParseTime reads a time as the API's since and until take it, an RFC 3339
 // time or a duration back from now (90s, 1h, 7d, 1d12h; d is 24 hours),
 // so that a caller can fix a relative window once, on its own clock.
-func ParseTime(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	d, err := evidence.ParseAgo(s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2025-03-03T10:00:00Z) nor a duration back from now (90s, 1h, 7d, 1d12h)", s)
-	}
-	return now.Add(-d), nil
-}
+func ParseTime(s string, now time.Time) (time.Time, error) { return params.ParseTime(s, now) }
 
 // Proof returns a record's inclusion proof in its replica's transparency
 // log (check it with evidence.Proof.Check).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/api/client"
+	"github.com/meshproof/meshproof/api/params"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -37,40 +38,23 @@ Examples:
 
 // queryOptions is the command line of `meshproof query`.
 type queryOptions struct {
-	remote        remoteOptions
-	filter        client.Filter // Since and Until as given; resolve fixes them
-	verdicts      []string
-	mtls, allowed string
-	output        string
-	limit         int
-	cursor        string
-	id            string
-	proof         bool
-	keys          []string
-	all, follow   bool
-	interval      time.Duration
+	remote      remoteOptions
+	filter      client.Filter // Since and Until as given; resolve fixes them
+	output      string
+	limit       int
+	cursor      string
+	id          string
+	proof       bool
+	keys        []string
+	all, follow bool
+	interval    time.Duration
 }
 
 func (o *queryOptions) flags(fs *flag.FlagSet) {
 	o.remote.flags(fs)
 	f := &o.filter
 	f.Since, o.output, o.interval = "1h", "table", 2*time.Second
-	fs.StringVar(&f.Since, "since", f.Since, "records from this `time` on: RFC 3339, or a duration back from now (90s, 1h, 7d, 1d12h)")
-	fs.StringVar(&f.Until, "until", f.Until, "records before this `time` (RFC 3339 or a duration back from now); now when unset")
-	fs.StringVar(&f.Source, "source", f.Source, "source principal, exactly")
-	fs.StringVar(&f.SourcePrefix, "source-prefix", f.SourcePrefix, "source principal prefix")
-	fs.StringVar(&f.Destination, "destination", f.Destination, "destination principal, exactly")
-	fs.StringVar(&f.DestinationPrefix, "destination-prefix", f.DestinationPrefix, "destination principal prefix")
-	fs.StringVar(&f.TrustDomain, "trust-domain", f.TrustDomain, "trust domain of the source or the destination")
-	fs.StringVar(&f.Namespace, "namespace", f.Namespace, "Istio namespace of the source or the destination")
-	fs.Var(newListFlag(&o.verdicts), "verdict", "verdict, repeatable or comma-separated (any of them): "+verdictNames())
-	fs.StringVar(&o.mtls, "mtls", o.mtls, "true: verdict mtls only; false: every other verdict (not with --verdict)")
-	fs.StringVar(&o.allowed, "allowed", o.allowed, "true: allowed requests only; false: denied ones only")
-	fs.StringVar(&f.Method, "method", f.Method, "HTTP method")
-	fs.StringVar(&f.Host, "host", f.Host, "host as in :authority (host:port when the client sent one)")
-	fs.StringVar(&f.PathPrefix, "path-prefix", f.PathPrefix, "path prefix")
-	fs.StringVar(&f.RequestID, "request-id", f.RequestID, "x-request-id")
-	fs.StringVar(&f.Replica, "replica", f.Replica, "meshproof instance that recorded the request (serve's --replica)")
+	filterFlags(fs, f)
 	fs.StringVar(&o.output, "output", o.output, "output `format`: table, json or ndjson")
 	fs.IntVar(&o.limit, "limit", o.limit, "records per page, 1 to 1000 (default 100; with --all, 1000 per request)")
 	fs.StringVar(&o.cursor, "cursor", o.cursor, "continue after a previous page (the cursor its next-page hint or next_cursor gave)")
@@ -82,12 +66,12 @@ func (o *queryOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.interval, "interval", o.interval, "with --follow, how often to ask for new records")
 }
 
-func verdictNames() string {
-	names := make([]string, len(evidence.Verdicts))
-	for i, v := range evidence.Verdicts {
-		names[i] = string(v)
+// filterFlags registers a flag for each of the API's filter parameters
+// (package params' table), writing into f.
+func filterFlags(fs *flag.FlagSet, f *client.Filter) {
+	for _, p := range params.Table {
+		fs.Var(p.Value(f), p.Flag, p.Usage())
 	}
-	return strings.Join(names, ", ")
 }
 
 // runQuery is `meshproof query`.
@@ -155,45 +139,24 @@ func (o *queryOptions) resolve(now time.Time) (since time.Time, err error) {
 	case o.all && o.cursor != "":
 		return since, errors.New("--all starts at the newest record: not with --cursor")
 	}
-	if since, err = client.ParseTime(o.filter.Since, now); err != nil {
-		return since, fmt.Errorf("--since: %w", err)
-	}
-	o.filter.Since = client.Time(since)
-	if o.filter.Until != "" {
-		until, err := client.ParseTime(o.filter.Until, now)
-		if err != nil {
-			return since, fmt.Errorf("--until: %w", err)
-		}
-		o.filter.Until = client.Time(until)
-	}
-	for _, list := range o.verdicts {
-		for v := range strings.SplitSeq(list, ",") {
-			if v = strings.TrimSpace(v); !evidence.Verdict(v).Valid() {
-				return since, fmt.Errorf("--verdict %q: want one of %s", v, verdictNames())
+	// The API's own checks, on this machine's clock; the flags are
+	// named as the table names them.
+	ef, err := o.filter.Resolve(now)
+	if err != nil {
+		var fe *evidence.FilterError
+		if errors.As(err, &fe) {
+			if p, ok := params.Lookup(fe.Field); ok {
+				return since, fmt.Errorf("--%s: %s", p.Flag, fe.Msg)
 			}
-			o.filter.Verdicts = append(o.filter.Verdicts, evidence.Verdict(v))
 		}
-	}
-	if o.filter.MTLS, err = boolOption("mtls", o.mtls); err != nil {
 		return since, err
 	}
-	if o.filter.MTLS != nil && len(o.filter.Verdicts) > 0 {
-		return since, errors.New("give --mtls or --verdict, not both")
+	since = ef.Since
+	o.filter.Since = client.Time(since)
+	if o.filter.Until != "" {
+		o.filter.Until = client.Time(ef.Until)
 	}
-	o.filter.Allowed, err = boolOption("allowed", o.allowed)
-	return since, err
-}
-
-// boolOption reads an optional true or false.
-func boolOption(name, v string) (*bool, error) {
-	switch v {
-	case "":
-		return nil, nil
-	case "true", "false":
-		b := v == "true"
-		return &b, nil
-	}
-	return nil, fmt.Errorf("--%s %q: want true or false", name, v)
+	return since, nil
 }
 
 // page prints one page, and in a table the command for the next.

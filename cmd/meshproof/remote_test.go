@@ -181,8 +181,11 @@ func TestConnectionErrors(t *testing.T) {
 			[]string{"cannot reach " + down.URL, "--http-addr"}},
 		{"https to an http server", []string{"query", "--server", strings.Replace(a.url, "http:", "https:", 1)}, 1,
 			[]string{"speaks plain HTTP: use an http:// URL"}},
-		{"server refuses a parameter", append([]string{"query"}, a.args("--since", "1h", "--until", "2h")...), 2,
-			[]string{"--until: must be after since (the server refused parameter until)"}},
+		{"server refuses a parameter", append([]string{"query"}, a.args("--cursor", "bogus")...), 2,
+			[]string{"--cursor: not a cursor this server gave out: start again without it (the server refused parameter cursor)"}},
+		// The filter is checked here first, by the API's own table.
+		{"filter checked before asking", append([]string{"query"}, a.args("--since", "1h", "--until", "2h")...), 2,
+			[]string{"--until: must be after since"}},
 		{"report parameter", append([]string{"report", "tls-check"}, a.args("--since", "yesterday")...), 2,
 			[]string{"--since: ", "neither an RFC 3339 time", "(the server refused parameter since)"}},
 		{"missing token file", []string{"query", "--token-file", filepath.Join(t.TempDir(), "none")}, 2,
