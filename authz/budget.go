@@ -3,12 +3,12 @@ package authz
 import "golang.org/x/sync/semaphore"
 
 // A CheckRequest costs far more memory decoded than on the wire: an empty
-// header_map entry is 2 bytes sent and about 100 decoded (a 4 MiB request of
-// them decodes to 204 MB; an empty struct value in metadata, to 140 MB), and
-// the input document and a parsed body add to that. Sixteen such requests at
-// once reached 8.5 GB. checkBudget bounds the memory of the Checks in flight
-// by reserving, from a budget, checkBytesPerByte times each request's size,
-// from before it is decoded until its Check has returned: the Check handler
+// header_map entry is 2 bytes sent and about 100 decoded, an empty struct
+// value in metadata as bad, and the input document and a parsed body add to
+// that; a few such requests at once took gigabytes (docs/performance.md).
+// checkBudget bounds the memory of the Checks in flight by reserving, from a
+// budget, checkBytesPerByte times each request's size, from before it is
+// decoded until its Check has returned: the Check handler
 // (checkServiceDesc) reserves inside the codec, where the size on the wire
 // is known (lenientCheck.reserve). A Check waits (first come, first served)
 // for room, or until its caller gives up.

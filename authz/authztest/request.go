@@ -13,6 +13,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/meshproof/meshproof/internal/svid"
 )
 
 // Option changes a request under construction.
@@ -47,11 +49,7 @@ func NewRequest(opts ...Option) *authv3.CheckRequest {
 }
 
 // SocketAddress is an Envoy socket address.
-func SocketAddress(ip string, port uint32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-	}}}
-}
+func SocketAddress(ip string, port uint32) *corev3.Address { return svid.SocketAddress(ip, port) }
 
 // MTLS makes the request arrive over mTLS from src to dst (SPIFFE IDs), with
 // the XFCC element an Istio sidecar appends; the hash is of a certificate

@@ -16,7 +16,7 @@ import (
 
 	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
-	"github.com/meshproof/meshproof/test/mesh"
+	"github.com/meshproof/meshproof/internal/meshsim"
 )
 
 const demoDoc = `Run meshproof with a simulated Istio mesh sending it traffic, to see real evidence
@@ -89,14 +89,14 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return <-served
 	}
 
-	cfg := mesh.DefaultConfig()
+	cfg := meshsim.DefaultConfig()
 	cfg.AuthzAddr = a.grpc.String()
 	// Envoy's 200 ms would do; the demo shares the machine with whatever
 	// else runs there.
 	cfg.Timeout = time.Second
 	var stats trafficStats
 	cfg.AccessLog = stats.record
-	m, err := mesh.Start(ctx, cfg)
+	m, err := meshsim.Start(ctx, cfg)
 	if err != nil {
 		stopServe()
 		return errors.Join(err, <-served)
@@ -145,7 +145,7 @@ func (d demoOptions) serveOptions() (serveOptions, func(), error) {
 	return o, cleanup, nil
 }
 
-func printDemoBanner(w io.Writer, server, grpcAddr, store string, temporary bool, m *mesh.Mesh, interval time.Duration) {
+func printDemoBanner(w io.Writer, server, grpcAddr, store string, temporary bool, m *meshsim.Mesh, interval time.Duration) {
 	kept := ""
 	if temporary {
 		kept = " (removed on exit; --store keeps one)"
@@ -171,9 +171,9 @@ Try:
 Ctrl-C stops the demo.
 `,
 		grpcAddr, store, kept,
-		mesh.Host, m.Sidecar.Addr(), m.Sidecar.Mode(), m.Sidecar.ForwardClientCert(),
-		mesh.SleepID, interval, m.Legacy.LocalIP(), interval*legacyEvery, m.Forger.LocalIP(), mesh.ForgedID, interval*oddEvery, interval*oddEvery,
-		server, server, server, server, server, mesh.Host)
+		meshsim.Host, m.Sidecar.Addr(), m.Sidecar.Mode(), m.Sidecar.ForwardClientCert(),
+		meshsim.SleepID, interval, m.Legacy.LocalIP(), interval*legacyEvery, m.Forger.LocalIP(), meshsim.ForgedID, interval*oddEvery, interval*oddEvery,
+		server, server, server, server, server, meshsim.Host)
 }
 
 // The traffic's pace, in sleep's ticks: legacy every fifth, the forger and
@@ -186,7 +186,7 @@ const (
 
 // generate sends the demo's traffic, one request at a time, until ctx is
 // done, and prints a status line every statusPeriod.
-func generate(ctx context.Context, m *mesh.Mesh, interval time.Duration, stats *trafficStats, api *client.Client, w io.Writer) {
+func generate(ctx context.Context, m *meshsim.Mesh, interval time.Duration, stats *trafficStats, api *client.Client, w io.Writer) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	status := time.NewTicker(statusPeriod)
@@ -202,9 +202,9 @@ func generate(ctx context.Context, m *mesh.Mesh, interval time.Duration, stats *
 			// that passes a client's XFCC on (ALWAYS_FORWARD_ONLY, a
 			// misconfiguration): httpbin's has it for this one request,
 			// and no other is in flight.
-			m.Sidecar.SetForwardClientCert(mesh.AlwaysForwardOnly)
+			m.Sidecar.SetForwardClientCert(meshsim.AlwaysForwardOnly)
 			stats.send(ctx, m.Forger, "/headers")
-			m.Sidecar.SetForwardClientCert(mesh.AppendForward)
+			m.Sidecar.SetForwardClientCert(meshsim.AppendForward)
 		}
 		if n%oddEvery == 4 {
 			stats.send(ctx, m.Curl, "/headers")
@@ -230,7 +230,7 @@ type trafficStats struct {
 }
 
 // record is the sidecar's access log.
-func (s *trafficStats) record(e mesh.Entry) {
+func (s *trafficStats) record(e meshsim.Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Allowed {
@@ -242,10 +242,10 @@ func (s *trafficStats) record(e mesh.Entry) {
 
 // send sends one request; a failed handshake is what curl is for, any
 // other failure is counted.
-func (s *trafficStats) send(ctx context.Context, c *mesh.Client, path string) {
+func (s *trafficStats) send(ctx context.Context, c *meshsim.Client, path string) {
 	_, err := c.Get(ctx, path)
-	var he *mesh.HandshakeError
-	if err == nil || ctx.Err() != nil || c.Transport() == mesh.TLSWithoutIstioALPN && errors.As(err, &he) {
+	var he *meshsim.HandshakeError
+	if err == nil || ctx.Err() != nil || c.Transport() == meshsim.TLSWithoutIstioALPN && errors.As(err, &he) {
 		return
 	}
 	s.mu.Lock()
@@ -254,7 +254,7 @@ func (s *trafficStats) send(ctx context.Context, c *mesh.Client, path string) {
 	s.mu.Unlock()
 }
 
-func (s *trafficStats) summary(st mesh.Stats) string {
+func (s *trafficStats) summary(st meshsim.Stats) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	line := fmt.Sprintf("requests: %d allowed, %d denied; curl's handshake failed %d times (no Istio ALPN)", s.allowed, s.denied, st.TLSOnPlaintext)
@@ -265,7 +265,7 @@ func (s *trafficStats) summary(st mesh.Stats) string {
 }
 
 // status is the summary and what meshproof's API says it recorded.
-func (s *trafficStats) status(ctx context.Context, api *client.Client, st mesh.Stats) string {
+func (s *trafficStats) status(ctx context.Context, api *client.Client, st meshsim.Stats) string {
 	line := s.summary(st)
 	es, err := api.Stats(ctx, "1h")
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
-	"github.com/meshproof/meshproof/test/mesh"
+	"github.com/meshproof/meshproof/internal/meshsim"
 )
 
 // TestDemo runs `meshproof demo` for a few seconds: the page it prints
@@ -104,7 +104,7 @@ func checkDemoEvidence(t *testing.T, recs []*evidence.Record) {
 		seen[r.Verdict] = true
 		switch r.Verdict {
 		case evidence.MTLS:
-			if r.Source.Principal != mesh.SleepID || r.Destination.Principal != mesh.ServerID || !r.Decision.Allowed ||
+			if r.Source.Principal != meshsim.SleepID || r.Destination.Principal != meshsim.ServerID || !r.Decision.Allowed ||
 				r.Source.Certificate == nil || r.XFCC == nil || len(r.XFCC.Elements) != 1 || r.XFCC.Elements[0].Hash != r.Source.Certificate.SHA256 {
 				t.Errorf("sleep's record: %+v", r)
 			}
@@ -113,7 +113,7 @@ func checkDemoEvidence(t *testing.T, recs []*evidence.Record) {
 				t.Errorf("legacy's record: %+v", r)
 			}
 		case evidence.XFCCUnverified:
-			if r.Source.Principal != "" || r.Decision.Allowed || r.Decision.HTTPStatus != http.StatusForbidden || r.XFCC == nil || r.XFCC.Raw != mesh.ForgedXFCC {
+			if r.Source.Principal != "" || r.Decision.Allowed || r.Decision.HTTPStatus != http.StatusForbidden || r.XFCC == nil || r.XFCC.Raw != meshsim.ForgedXFCC {
 				t.Errorf("forger's record: %+v", r)
 			}
 		default:

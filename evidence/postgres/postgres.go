@@ -101,8 +101,8 @@ func (s *Store) open(ctx context.Context, dsn string, opts evidence.Options) err
 const keysPreloaded = 100_000
 
 // preloadKeys fills the rollup key cache, so that the first report after
-// a start does not name thousands of keys on the way (it took the first
-// tls-check over 30 days from 130 to 440 ms at 25,000 keys), and a writer
+// a start does not name thousands of keys on the way (it more than tripled the first
+// 30-day tls-check: docs/performance.md), and a writer
 // finds the ids of the edges it already knows.
 func (s *Store) preloadKeys(ctx context.Context) error {
 	rows, err := s.pool.Query(ctx, `SELECT id, replica, source, destination_host, destination_principal, verdict, allowed

@@ -70,9 +70,8 @@ const readers = 4
 
 // pageSize is the page size of a new file. Records are 1 to 2 KB of JSON:
 // 16 KiB pages hold seven or eight, and keep the B-trees a level shallower.
-// TestIngest1M (day) wrote 34k records/s with 4 KiB pages, 39-46k with 8,
-// 46-49k with 16, 47k with 32 and 45k with 64. (A file keeps the size it
-// was made with.)
+// TestIngest1M (day) gained up to 16 and nothing beyond
+// (docs/performance.md has each size's figure). (A file keeps the size it was made with.)
 const pageSize = "16384"
 
 // Store is an evidence store in one SQLite file.
@@ -135,8 +134,8 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	// journal off the disk. The writer checkpoints every 256 MiB of WAL
 	// rather than 8, writing a page hot in many batches back once, keeps
 	// 64 MiB of pages, and reads the file through a memory map rather than
-	// a read call per page missed: 11.4k to 13.8k records/s on TestIngest1M,
-	// the three together.
+	// a read call per page missed: the three together sped TestIngest1M up
+	// by a fifth (docs/performance.md).
 	common := "_pragma=busy_timeout(10000)&_pragma=page_size(" + pageSize + ")&_pragma=temp_store(MEMORY)" +
 		"&_journal_mode=WAL&_synchronous=" + synchronous
 	w, err := sql.Open("sqlite", file+common+"&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(32768)&_pragma=mmap_size(1073741824)&_txlock=immediate")

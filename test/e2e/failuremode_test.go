@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshproof/meshproof/test/mesh"
+	"github.com/meshproof/meshproof/internal/meshsim"
 )
 
 // TestFailureModeOnPolicyError: a policy written for OPA-Envoy that gives no
@@ -50,17 +50,17 @@ allow := {"allowed": false, "http_status": 299} if input.parsed_path == ["get"]
 			defer cancel()
 			s := startServe(t, append([]string{"--policy", policy}, tt.flags...)...)
 			var mu sync.Mutex
-			var access []mesh.Entry
-			cfg := mesh.DefaultConfig()
+			var access []meshsim.Entry
+			cfg := meshsim.DefaultConfig()
 			cfg.AuthzAddr = s.GRPCAddr
 			cfg.Timeout = 5 * time.Second // Envoy's 200 ms is tight under the race detector
 			cfg.FailureModeAllow = tt.failureModeAllow
-			cfg.AccessLog = func(e mesh.Entry) {
+			cfg.AccessLog = func(e meshsim.Entry) {
 				mu.Lock()
 				access = append(access, e)
 				mu.Unlock()
 			}
-			m, err := mesh.Start(ctx, cfg)
+			m, err := meshsim.Start(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,7 +14,7 @@ import (
 	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/report"
-	"github.com/meshproof/meshproof/test/mesh"
+	"github.com/meshproof/meshproof/internal/meshsim"
 )
 
 // story is the permissive-mode story of issue 5 running against the real
@@ -25,9 +25,9 @@ type story struct {
 	serve  *server
 	url    string // serve's --http-addr as a URL
 	api    *client.Client
-	mesh   *mesh.Mesh
+	mesh   *meshsim.Mesh
 	mu     sync.Mutex
-	access []mesh.Entry // the sidecar's access log
+	access []meshsim.Entry // the sidecar's access log
 }
 
 // TestStory: the user's investigation, made a standing answer. In
@@ -51,15 +51,15 @@ func TestStory(t *testing.T) {
 	if s.api, err = client.New(s.url, client.Options{Timeout: 10 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := mesh.DefaultConfig()
+	cfg := meshsim.DefaultConfig()
 	cfg.AuthzAddr = s.serve.GRPCAddr
 	cfg.Timeout = 5 * time.Second // Envoy's 200 ms is tight under the race detector
-	cfg.AccessLog = func(e mesh.Entry) {
+	cfg.AccessLog = func(e meshsim.Entry) {
 		s.mu.Lock()
 		s.access = append(s.access, e)
 		s.mu.Unlock()
 	}
-	if s.mesh, err = mesh.Start(ctx, cfg); err != nil {
+	if s.mesh, err = meshsim.Start(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -74,7 +74,7 @@ func TestStory(t *testing.T) {
 	// The move: legacy gets an SVID and a sidecar. The window after it
 	// starts at the next minute, once plaintext is over.
 	moved := time.Now().UTC().Truncate(time.Minute).Add(time.Minute)
-	legacy, err := s.mesh.NewClient(mesh.ClientConfig{Name: "legacy", Transport: mesh.IstioMTLS, ID: mesh.LegacyID, LocalIP: s.mesh.Legacy.LocalIP()})
+	legacy, err := s.mesh.NewClient(meshsim.ClientConfig{Name: "legacy", Transport: meshsim.IstioMTLS, ID: meshsim.LegacyID, LocalIP: s.mesh.Legacy.LocalIP()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestStory(t *testing.T) {
 	}
 	// One more after it, whose record (and rollup) is stored.
 	_, echoed := s.get(legacy, "/headers", http.StatusOK)
-	if r := s.record(echoed["X-Meshproof-Evidence-Id"]); r.Verdict != evidence.MTLS || r.Source.Principal != mesh.LegacyID || r.Time.Before(moved) {
+	if r := s.record(echoed["X-Meshproof-Evidence-Id"]); r.Verdict != evidence.MTLS || r.Source.Principal != meshsim.LegacyID || r.Time.Before(moved) {
 		t.Errorf("legacy after the move: %s", asJSON(r))
 	}
 	s.readyAfterMove(moved)
@@ -101,12 +101,12 @@ func (s *story) permissive() {
 		r := s.record(echoed["X-Meshproof-Evidence-Id"])
 		el := lastElement(t, r)
 		sum := m.Sleep.Identity().SHA256()
-		if r.Verdict != evidence.MTLS || r.Source.Principal != mesh.SleepID || r.Destination.Principal != mesh.ServerID ||
+		if r.Verdict != evidence.MTLS || r.Source.Principal != meshsim.SleepID || r.Destination.Principal != meshsim.ServerID ||
 			!r.Decision.Allowed || r.RequestID != resp.RequestID || r.Source.Certificate == nil ||
-			r.Source.Certificate.SHA256 != sum || el.Hash != sum || !slices.Equal(el.URI, []string{mesh.SleepID}) || !slices.Equal(el.By, []string{mesh.ServerID}) {
+			r.Source.Certificate.SHA256 != sum || el.Hash != sum || !slices.Equal(el.URI, []string{meshsim.SleepID}) || !slices.Equal(el.By, []string{meshsim.ServerID}) {
 			t.Errorf("sleep's evidence: %s", asJSON(r))
 		}
-		if want := "By=" + mesh.ServerID + ";Hash=" + sum + `;Subject="";URI=` + mesh.SleepID; echoed["X-Forwarded-Client-Cert"] != want || r.XFCC.Raw != want {
+		if want := "By=" + meshsim.ServerID + ";Hash=" + sum + `;Subject="";URI=` + meshsim.SleepID; echoed["X-Forwarded-Client-Cert"] != want || r.XFCC.Raw != want {
 			t.Errorf("XFCC: app got %q, evidence %q, want %q", echoed["X-Forwarded-Client-Cert"], r.XFCC.Raw, want)
 		}
 		if echoed["X-Meshproof-Policy"] != "deny-suspect" {
@@ -135,16 +135,16 @@ func (s *story) permissive() {
 	}
 
 	// The forger, through a sidecar that lets a client's XFCC through.
-	m.Sidecar.SetForwardClientCert(mesh.AlwaysForwardOnly)
+	m.Sidecar.SetForwardClientCert(meshsim.AlwaysForwardOnly)
 	resp, err := m.Forger.Get(s.ctx, "/headers")
-	m.Sidecar.SetForwardClientCert(mesh.AppendForward)
+	m.Sidecar.SetForwardClientCert(meshsim.AppendForward)
 	if err != nil || resp.Status != http.StatusForbidden || !strings.Contains(string(resp.Body), "xfcc") {
 		t.Fatalf("forger: %v %+v, want a 403 saying why", err, resp)
 	}
 	e := s.lastAccess()
 	r := s.record(e.EvidenceID)
 	if r.Verdict != evidence.XFCCUnverified || e.Verdict != string(evidence.XFCCUnverified) || r.Decision.Allowed ||
-		r.Decision.HTTPStatus != http.StatusForbidden || r.Source.Principal != "" || r.XFCC == nil || r.XFCC.Raw != mesh.ForgedXFCC ||
+		r.Decision.HTTPStatus != http.StatusForbidden || r.Source.Principal != "" || r.XFCC == nil || r.XFCC.Raw != meshsim.ForgedXFCC ||
 		r.Source.Address != m.Forger.LocalIP() || r.Decision.Reason != string(resp.Body) {
 		t.Errorf("forger's evidence: %s (answer %q)", asJSON(r), resp.Body)
 	}
@@ -154,7 +154,7 @@ func (s *story) permissive() {
 func (s *story) permissiveReports(start time.Time) {
 	t, since := s.t, start.Format(time.RFC3339)
 	var page client.Page
-	s.cli(0, &page, "query", "--source", mesh.SleepID, "--since", since, "--output", "json")
+	s.cli(0, &page, "query", "--source", meshsim.SleepID, "--since", since, "--output", "json")
 	if len(page.Records) != 3 {
 		t.Errorf("query --source sleep: %d records, want 3", len(page.Records))
 	}
@@ -171,14 +171,14 @@ func (s *story) permissiveReports(start time.Time) {
 	s.cli(0, &tc, "report", "tls-check", "--since", since, "--output", "json")
 	row := onlyRow(t, tc)
 	legacy := clientOf(row, s.mesh.Legacy.LocalIP())
-	sleep := clientOf(row, mesh.SleepID)
-	if row.Server != report.ServerMixed || row.DestinationPrincipal != mesh.ServerID || legacy == nil || legacy.Counts[evidence.Plaintext] != 2 ||
+	sleep := clientOf(row, meshsim.SleepID)
+	if row.Server != report.ServerMixed || row.DestinationPrincipal != meshsim.ServerID || legacy == nil || legacy.Counts[evidence.Plaintext] != 2 ||
 		sleep == nil || sleep.Counts[evidence.MTLS] != 3 || sleep.Total != 3 {
 		t.Errorf("tls-check in PERMISSIVE: %s", asJSON(tc))
 	}
 
 	var rr report.StrictReadinessReport
-	s.cli(3, &rr, "report", "strict-readiness", "--destination", mesh.Host, "--since", since, "--output", "json")
+	s.cli(3, &rr, "report", "strict-readiness", "--destination", meshsim.Host, "--since", since, "--output", "json")
 	blocking := false
 	for _, b := range rr.Blocking {
 		blocking = blocking || b.Client.Client == s.mesh.Legacy.LocalIP() && b.Counts[evidence.Plaintext] == 2
@@ -191,11 +191,11 @@ func (s *story) permissiveReports(start time.Time) {
 // readyAfterMove: the traffic since the move is all mTLS.
 func (s *story) readyAfterMove(moved time.Time) {
 	var rr report.StrictReadinessReport
-	s.cli(0, &rr, "report", "strict-readiness", "--destination", mesh.Host, "--since", moved.Format(time.RFC3339), "--output", "json")
+	s.cli(0, &rr, "report", "strict-readiness", "--destination", meshsim.Host, "--since", moved.Format(time.RFC3339), "--output", "json")
 	if !rr.Ready || rr.Total == 0 || rr.Counts[evidence.MTLS] != rr.Total || len(rr.Blocking) != 0 {
 		s.t.Errorf("strict-readiness after the move: %s", asJSON(rr))
 	}
-	out := s.cli(0, nil, "report", "strict-readiness", "--destination", mesh.Host, "--since", moved.Format(time.RFC3339))
+	out := s.cli(0, nil, "report", "strict-readiness", "--destination", meshsim.Host, "--since", moved.Format(time.RFC3339))
 	if !strings.HasPrefix(out, "READY: every request was mTLS") {
 		s.t.Errorf("strict-readiness table:\n%s", out)
 	}
@@ -203,16 +203,16 @@ func (s *story) readyAfterMove(moved time.Time) {
 
 // strict switches the sidecar to STRICT: sleep, the moved legacy client and
 // curl without an Istio ALPN work; plaintext is reset before any Check.
-func (s *story) strict(legacy *mesh.Client, since time.Time) {
+func (s *story) strict(legacy *meshsim.Client, since time.Time) {
 	t, m := s.t, s.mesh
-	m.Sidecar.SetMode(mesh.Strict)
+	m.Sidecar.SetMode(meshsim.Strict)
 	s.get(m.Sleep, "/headers", http.StatusOK)
 	s.get(legacy, "/headers", http.StatusOK)
 	_, echoed := s.get(m.Curl, "/headers", http.StatusOK)
-	if r := s.record(echoed["X-Meshproof-Evidence-Id"]); r.Verdict != evidence.MTLS || r.Source.Principal != mesh.CurlID {
+	if r := s.record(echoed["X-Meshproof-Evidence-Id"]); r.Verdict != evidence.MTLS || r.Source.Principal != meshsim.CurlID {
 		t.Errorf("curl in STRICT: %s", asJSON(r))
 	}
-	for _, c := range []*mesh.Client{m.Legacy, m.Forger} {
+	for _, c := range []*meshsim.Client{m.Legacy, m.Forger} {
 		before := m.Sidecar.Stats()
 		if resp, err := c.Get(s.ctx, "/headers"); err == nil {
 			t.Errorf("%s over plaintext in STRICT: %d, want the connection reset", c.Name(), resp.Status)
@@ -224,14 +224,14 @@ func (s *story) strict(legacy *mesh.Client, since time.Time) {
 	var tc report.TLSCheckReport
 	s.cli(0, &tc, "report", "tls-check", "--since", since.Format(time.RFC3339), "--output", "json")
 	row := onlyRow(t, tc)
-	if row.Server != report.ServerMTLS || row.Status != report.StatusOK || clientOf(row, mesh.CurlID) == nil || clientOf(row, mesh.LegacyID) == nil {
+	if row.Server != report.ServerMTLS || row.Status != report.StatusOK || clientOf(row, meshsim.CurlID) == nil || clientOf(row, meshsim.LegacyID) == nil {
 		t.Errorf("tls-check since the move, STRICT included: %s", asJSON(tc))
 	}
 }
 
 // get sends GET path, wants status, and returns the answer and, for
 // /headers, the headers the app got.
-func (s *story) get(c *mesh.Client, path string, status int) (*mesh.Response, map[string]string) {
+func (s *story) get(c *meshsim.Client, path string, status int) (*meshsim.Response, map[string]string) {
 	s.t.Helper()
 	resp, err := c.Get(s.ctx, path)
 	if err != nil || resp.Status != status {
@@ -281,13 +281,13 @@ func (s *story) checkStreamID(r *evidence.Record) {
 	s.t.Errorf("record %s not in the sidecar's access log", r.ID)
 }
 
-func (s *story) accessLog() []mesh.Entry {
+func (s *story) accessLog() []meshsim.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.access)
 }
 
-func (s *story) lastAccess() mesh.Entry {
+func (s *story) lastAccess() meshsim.Entry {
 	s.t.Helper()
 	log := s.accessLog()
 	if len(log) == 0 {
@@ -315,8 +315,8 @@ func (s *story) cli(want int, v any, args ...string) string {
 
 func onlyRow(t *testing.T, tc report.TLSCheckReport) report.TLSCheckRow {
 	t.Helper()
-	if len(tc.Rows) != 1 || tc.Rows[0].Destination != mesh.Host {
-		t.Fatalf("tls-check: want one row for %s, got %s", mesh.Host, asJSON(tc))
+	if len(tc.Rows) != 1 || tc.Rows[0].Destination != meshsim.Host {
+		t.Fatalf("tls-check: want one row for %s, got %s", meshsim.Host, asJSON(tc))
 	}
 	return tc.Rows[0]
 }
@@ -340,7 +340,7 @@ func lastElement(t *testing.T, r *evidence.Record) evidence.XFCCElement {
 }
 
 func isHandshakeError(err error) bool {
-	var he *mesh.HandshakeError
+	var he *meshsim.HandshakeError
 	return errors.As(err, &he)
 }
 

@@ -1,4 +1,4 @@
-package mesh
+package meshsim
 
 import (
 	"crypto/sha256"

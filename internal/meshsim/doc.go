@@ -1,4 +1,4 @@
-// Package mesh simulates, on loopback, the Istio namespace of the story
+// Package meshsim simulates, on loopback, the Istio namespace of the story
 // meshproof exists for (see README, "Run with Envoy" and "Run with Istio"): httpbin behind a
 // server-side sidecar that calls meshproof's ext_authz over gRPC, and the
 // clients that reach it over mTLS, plaintext, TLS without an Istio ALPN, or
@@ -16,8 +16,10 @@
 // query mutations; status_on_error on a failed Check).
 //
 // It is ordinary code rather than a _test file because `meshproof demo`
-// runs it too.
-package mesh
+// runs it too, and it imports no test package (its certificates come from
+// internal/svid), so that the binary links no test code
+// (TestBinaryLinksNoTestCode in cmd/meshproof).
+package meshsim
 
 // The identities and names of the story: namespace mtls-pg in trust domain
 // cluster.local.

@@ -1,4 +1,4 @@
-package mesh
+package meshsim
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ func (h *hello) offersIstio() bool {
 }
 
 // errInspected stops the sniffing handshake once the ClientHello is read.
-var errInspected = errors.New("mesh: ClientHello inspected")
+var errInspected = errors.New("meshsim: ClientHello inspected")
 
 // inspect reads the start of a connection as Envoy's tls_inspector does: a
 // TLS ClientHello gives its SNI and ALPN; anything else, or nothing within

@@ -1,4 +1,4 @@
-package mesh
+package meshsim
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/meshproof/meshproof/authz/authztest"
+	"github.com/meshproof/meshproof/internal/svid"
 )
 
 // Config configures a sidecar: its inbound listener, the connection
@@ -35,7 +35,7 @@ type Config struct {
 	Upstream string
 	// Identity is the sidecar's own SVID, presented on the mTLS chain.
 	// Required.
-	Identity *authztest.SVID
+	Identity *svid.SVID
 	// Roots verify client certificates on the mTLS chain. Required.
 	Roots *x509.CertPool
 	// Mode is the PeerAuthentication mode at start; SetMode changes it.
@@ -82,19 +82,19 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if c.AuthzAddr == "" {
-		errs = append(errs, errors.New("mesh: AuthzAddr: meshproof's gRPC address is required"))
+		errs = append(errs, errors.New("meshsim: AuthzAddr: meshproof's gRPC address is required"))
 	}
 	if c.Upstream == "" {
-		errs = append(errs, errors.New("mesh: Upstream: the application's address is required"))
+		errs = append(errs, errors.New("meshsim: Upstream: the application's address is required"))
 	}
 	if c.Identity == nil || c.Roots == nil {
-		errs = append(errs, errors.New("mesh: Identity and Roots are required for the mTLS chain"))
+		errs = append(errs, errors.New("meshsim: Identity and Roots are required for the mTLS chain"))
 	}
 	if c.Timeout <= 0 || c.InspectTimeout <= 0 {
-		errs = append(errs, errors.New("mesh: Timeout and InspectTimeout must be positive"))
+		errs = append(errs, errors.New("meshsim: Timeout and InspectTimeout must be positive"))
 	}
 	if http.StatusText(c.StatusOnError) == "" {
-		errs = append(errs, fmt.Errorf("mesh: StatusOnError %d is not an HTTP status", c.StatusOnError))
+		errs = append(errs, fmt.Errorf("meshsim: StatusOnError %d is not an HTTP status", c.StatusOnError))
 	}
 	return errors.Join(errs...)
 }
@@ -175,12 +175,12 @@ func StartSidecar(ctx context.Context, cfg Config) (*Sidecar, error) {
 	}
 	conn, err := grpc.NewClient(cfg.AuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, fmt.Errorf("mesh: ext_authz client for %s: %w", cfg.AuthzAddr, err)
+		return nil, fmt.Errorf("meshsim: ext_authz client for %s: %w", cfg.AuthzAddr, err)
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("mesh: sidecar listener: %w", err)
+		return nil, fmt.Errorf("meshsim: sidecar listener: %w", err)
 	}
 	s := &Sidecar{
 		cfg:   cfg,
@@ -240,7 +240,7 @@ func (s *Sidecar) ForwardClientCert() ForwardClientCert { return ForwardClientCe
 func (s *Sidecar) SetForwardClientCert(f ForwardClientCert) { s.fcc.Store(int32(f)) }
 
 // Identity is the sidecar's own SVID.
-func (s *Sidecar) Identity() *authztest.SVID { return s.cfg.Identity }
+func (s *Sidecar) Identity() *svid.SVID { return s.cfg.Identity }
 
 // Stats returns the counters so far.
 func (s *Sidecar) Stats() Stats {

@@ -1,4 +1,4 @@
-package mesh
+package meshsim
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func StartApp(ctx context.Context, addr string) (*App, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: app listener: %w", err)
+		return nil, fmt.Errorf("meshsim: app listener: %w", err)
 	}
 	a := &App{ln: ln, done: make(chan struct{})}
 	a.srv = &http.Server{Handler: http.HandlerFunc(a.serve), ReadHeaderTimeout: 10 * time.Second}

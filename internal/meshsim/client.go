@@ -1,4 +1,4 @@
-package mesh
+package meshsim
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/meshproof/meshproof/authz/authztest"
+	"github.com/meshproof/meshproof/internal/svid"
 )
 
 // Transport is how a client reaches the sidecar.
@@ -52,7 +52,7 @@ type ClientConfig struct {
 	Target, Host string
 	// Identity is the client's certificate (TLS transports). Mesh.NewClient
 	// issues one for ID when it is nil.
-	Identity *authztest.SVID
+	Identity *svid.SVID
 	ID       string
 	// Roots verify the sidecar's certificate; ServerID, when set, is the
 	// SPIFFE ID it must carry (Istio checks the SAN, not a host name).
@@ -84,10 +84,10 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // NewClient returns a client; TLS transports need an Identity and Roots.
 func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Target == "" || cfg.Host == "" {
-		return nil, errors.New("mesh: a client needs a Target and a Host")
+		return nil, errors.New("meshsim: a client needs a Target and a Host")
 	}
 	if cfg.Transport != Plaintext && (cfg.Identity == nil || cfg.Roots == nil) {
-		return nil, fmt.Errorf("mesh: client %s: a TLS client needs an Identity and Roots", cfg.Name)
+		return nil, fmt.Errorf("meshsim: client %s: a TLS client needs an Identity and Roots", cfg.Name)
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	if cfg.LocalIP != "" {
@@ -124,7 +124,7 @@ func (c *Client) Name() string { return c.cfg.Name }
 func (c *Client) Transport() Transport { return c.cfg.Transport }
 
 // Identity is the client's SVID (nil for a plaintext client).
-func (c *Client) Identity() *authztest.SVID { return c.cfg.Identity }
+func (c *Client) Identity() *svid.SVID { return c.cfg.Identity }
 
 // LocalIP is the client's source address ("" when the OS picks).
 func (c *Client) LocalIP() string { return c.cfg.LocalIP }
@@ -145,7 +145,7 @@ func (c *Client) tlsConfig() *tls.Config {
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
-				return errors.New("mesh: the server sent no certificate")
+				return errors.New("meshsim: the server sent no certificate")
 			}
 			inter := x509.NewCertPool()
 			for _, ic := range cs.PeerCertificates[1:] {
@@ -156,7 +156,7 @@ func (c *Client) tlsConfig() *tls.Config {
 				return err
 			}
 			if want != "" && !slices.ContainsFunc(leaf.URIs, func(u *url.URL) bool { return u.String() == want }) {
-				return fmt.Errorf("mesh: the server is not %s", want)
+				return fmt.Errorf("meshsim: the server is not %s", want)
 			}
 			return nil
 		},
@@ -179,7 +179,7 @@ func (r *Response) Headers() (map[string]string, error) {
 		Headers map[string]string `json:"headers"`
 	}
 	if err := json.Unmarshal(r.Body, &v); err != nil {
-		return nil, fmt.Errorf("mesh: not an httpbin /headers answer (HTTP %d %q): %w", r.Status, r.Body, err)
+		return nil, fmt.Errorf("meshsim: not an httpbin /headers answer (HTTP %d %q): %w", r.Status, r.Body, err)
 	}
 	return v.Headers, nil
 }

@@ -1,4 +1,4 @@
-package mesh
+package meshsim
 
 import (
 	"context"
@@ -9,13 +9,13 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/meshproof/meshproof/authz/authztest"
+	"github.com/meshproof/meshproof/internal/svid"
 )
 
 // Mesh is namespace mtls-pg: httpbin behind its sidecar, and the clients of
 // the story.
 type Mesh struct {
-	CA      *authztest.CA
+	CA      *svid.CA
 	App     *App
 	Sidecar *Sidecar
 	// Sleep is a meshed workload: mTLS with Istio's ALPN, as SleepID.
@@ -39,7 +39,7 @@ var ForgedXFCC = func() string {
 // sidecar's configuration (DefaultConfig plus AuthzAddr, typically);
 // Identity, Roots and Upstream are filled in when empty.
 func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
-	ca, err := authztest.NewCertAuthority(TrustDomain)
+	ca, err := svid.NewCertAuthority(TrustDomain)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package mesh
+package meshsim
 
 import (
 	"net"
@@ -11,7 +11,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/meshproof/meshproof/authz/authztest"
+	"github.com/meshproof/meshproof/internal/svid"
 )
 
 // checkOptions are the ext_authz filter options that shape a CheckRequest.
@@ -32,7 +32,7 @@ func newCheckRequest(d downstream, r *http.Request, h http.Header, streamID uint
 		src.Principal = principal(d.peer())
 		dst.Principal = principal(d.own)
 		if o.includePeerCertificate && d.peer() != nil {
-			src.Certificate = authztest.PercentEncode(string(pemOf(d.peer())))
+			src.Certificate = svid.PercentEncode(string(pemOf(d.peer())))
 		}
 	}
 	path := r.RequestURI
@@ -89,5 +89,5 @@ func socketAddress(hostport string) *corev3.Address {
 		return nil
 	}
 	n, _ := strconv.ParseUint(port, 10, 32)
-	return authztest.SocketAddress(host, uint32(n))
+	return svid.SocketAddress(host, uint32(n))
 }
