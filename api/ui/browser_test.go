@@ -38,8 +38,10 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.WindowSize(1400, 1000),
 	)
-	// The whole browser session has 30 seconds.
-	parent, cancelTimeout := context.WithTimeout(context.Background(), 30*time.Second)
+	// The whole browser session has 5 minutes: a backstop for a browser
+	// that hangs, not a measure of speed (on a 2-core machine at load 23,
+	// 30 seconds were not enough for a page that was right).
+	parent, cancelTimeout := context.WithTimeout(context.Background(), 5*time.Minute)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(parent, opts...)
 	ctx, cancelCtx := chromedp.NewContext(alloc)
 	t.Cleanup(func() { cancelCtx(); cancelAlloc(); cancelTimeout() })
@@ -112,10 +114,11 @@ func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 	return v
 }
 
-// poll waits up to 10 seconds for a JavaScript condition.
+// poll waits up to 2 minutes (a backstop, see newBrowser) for a
+// JavaScript condition.
 func poll(t *testing.T, ctx context.Context, cond string) {
 	t.Helper()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(2*time.Minute))); err != nil {
 		// Say what the page shows, to tell a slow page from a wrong one.
 		state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash + ' | errors: ' +
 			[...document.querySelectorAll('.error:not([hidden])')].map(e => e.textContent).join(' / ')`))
