@@ -114,7 +114,7 @@ func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 	return v
 }
 
-// poll waits up to 2 minutes (a backstop, see newBrowser) for a
+// poll waits up to 2 minutes (a backstop, see browser) for a
 // JavaScript condition.
 func poll(t *testing.T, ctx context.Context, cond string) {
 	t.Helper()
