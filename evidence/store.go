@@ -69,6 +69,22 @@ type Reader interface {
 	// most one page in memory. It stops at fn's first error (returned) or
 	// when ctx is done, releasing everything it held.
 	Scan(ctx context.Context, f Filter, fn func(*Record) error) error
+	// QueryJSON returns the page Query returns, each record as its JSON
+	// form (RecordJSON) read from the stored bytes without decoding them,
+	// and the next cursor.
+	QueryJSON(ctx context.Context, f Filter, page Page) (records [][]byte, next string, err error)
+	// ScanJSON calls fn with the JSON form of every record Scan gives, in
+	// its order, one line each, read from the stored bytes without
+	// decoding them: the API's pages and export send them as they are,
+	// sparing a decode and an encode per record (most of Scan's cost). fn
+	// must not keep body after it returns.
+	ScanJSON(ctx context.Context, f Filter, fn func(body []byte) error) error
+	// Amendments returns the amendment records (see Amends) of the records
+	// with ids, keyed by the amended record's id; records without one are
+	// left out. An amendment has its record's time: since and until
+	// (inclusive) bound the times of the records asked about. The API uses
+	// it to show a page's effective outcomes.
+	Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*Record, error)
 	// Aggregate answers counts grouped by edge and verdict from the
 	// rollups, never from raw records. A minute counts when it overlaps
 	// [Since, Until): counts are exact to the minute.
@@ -106,17 +122,6 @@ type Stored struct {
 	// Err says why Body did not decode (strictly, to its canonical form):
 	// the record passed beside it then holds only its chain fields.
 	Err error
-}
-
-// AmendmentReader finds the amendments of many records at once (both
-// stores implement it; the API uses it to show a page's effective
-// outcomes).
-type AmendmentReader interface {
-	// Amendments returns the amendment records (see Amends) of the records
-	// with ids, keyed by the amended record's id; records without one are
-	// left out. An amendment has its record's time: since and until
-	// (inclusive) bound the times of the records asked about.
-	Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*Record, error)
 }
 
 // Link is a position in a replica's hash chain.

@@ -9,25 +9,13 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 )
 
-// JSONReader is the raw read side both stores offer: records as their
-// stored JSON form, so that the API's export and pages skip a decode and an
-// encode per record.
-type JSONReader interface {
-	ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error
-	QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error)
-}
-
 // testJSON checks that ScanJSON and QueryJSON give, for every filter, the
 // records Scan and Query give, in the same order and pages, each as its
 // JSON form on one line; that ScanJSON stops at fn's error; and that both
-// refuse an invalid filter. A store without them fails: both backends have
-// them, and the API's speed depends on it.
+// refuse an invalid filter.
 func testJSON(t *testing.T, f Factory) {
 	b, _ := loaded(t, f, filterRecords)
-	s, ok := b.Store.(JSONReader)
-	if !ok {
-		t.Fatalf("%T has no ScanJSON and QueryJSON", b.Store)
-	}
+	s := b.Store
 	ctx := context.Background()
 	yes := true
 	for _, f := range []evidence.Filter{{}, {Verdicts: []evidence.Verdict{evidence.Plaintext}}, {Allowed: &yes, Since: Base.AddDate(0, 0, 2)}, {Source: "nobody"}} {
