@@ -1,11 +1,6 @@
 package evidence
 
-import (
-	"encoding/base64"
-	"encoding/binary"
-	"fmt"
-	"time"
-)
+import "time"
 
 // Columns are the values stores index a record by, derived from it the same
 // way by every backend (and by Verify's check that the columns still match
@@ -97,30 +92,6 @@ func RollupDeltas(r *Record, fn func(k RollupKey, delta int64)) {
 	fn(k, 1)
 	k.Allowed = r.Amends.Allowed
 	fn(k, -1)
-}
-
-// EncodeCursor makes the opaque cursor that continues a newest-first
-// listing after the record at (timeNS, id).
-func EncodeCursor(timeNS int64, id string) string {
-	b := make([]byte, 8, 8+len(id))
-	binary.BigEndian.PutUint64(b, uint64(timeNS))
-	return base64.RawURLEncoding.EncodeToString(append(b, id...))
-}
-
-// DecodeCursor reads a cursor made by EncodeCursor.
-func DecodeCursor(c string) (timeNS int64, id string, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) < 8 || len(b) > 8+MaxFieldBytes {
-		return 0, "", fmt.Errorf("%w: %q", ErrBadCursor, truncateForError(c))
-	}
-	return int64(binary.BigEndian.Uint64(b[:8])), string(b[8:]), nil
-}
-
-func truncateForError(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "..."
-	}
-	return s
 }
 
 // MinuteTime is the start of a rollup minute, for a minute an int64

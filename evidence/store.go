@@ -51,8 +51,8 @@ type Writer interface {
 	CheckpointStore
 	// Quarantine keeps rec, which the store refused for reason (see
 	// ErrPermanent), apart from the records, at its place in the chain: in
-	// one transaction it stores QuarantineEntry(rec, ...) and moves the
-	// replica's head to rec's link, so that the chain goes on after it. rec
+	// one transaction it stores storekit.QuarantineEntry(rec, ...) and moves
+	// the replica's head to rec's link, so that the chain goes on after it. rec
 	// must follow the head (an error wrapping ErrChainConflict otherwise); a
 	// record already quarantined with the same hash is a no-op.
 	Quarantine(ctx context.Context, rec *Record, reason string) error
@@ -209,31 +209,4 @@ type Stats struct {
 	// Writer.Quarantine); they are not in Records.
 	Quarantined int64           `json:"quarantined"`
 	Replicas    map[string]Link `json:"replicas"`
-}
-
-// ScanPages drives a paged scan: it calls fetch with the cursor of the
-// page to read (the zero C for the first), then fn with each item of the
-// page, and goes on while fetch says there is more. It stops at fn's first
-// error and when ctx is done, between items: the stores read a page, let
-// go of their connection, then call fn.
-func ScanPages[T, C any](ctx context.Context, fetch func(after C) (items []T, next C, more bool, err error), fn func(T) error) error {
-	var after C
-	for {
-		items, next, more, err := fetch(after)
-		if err != nil {
-			return err
-		}
-		for _, it := range items {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(it); err != nil {
-				return err
-			}
-		}
-		if !more {
-			return nil
-		}
-		after = next
-	}
 }

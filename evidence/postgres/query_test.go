@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // TestHostileFilterValues passes values that would break SQL built from
@@ -60,7 +61,7 @@ func TestHostileFilterValues(t *testing.T) {
 			t.Errorf("Query(%+v): %v, want a FilterError", f, err)
 		}
 	}
-	for _, c := range []string{evidence.EncodeCursor(1, "\xff\xfe"), evidence.EncodeCursor(1, "a\x00b")} {
+	for _, c := range []string{storekit.EncodeCursor(1, "\xff\xfe"), storekit.EncodeCursor(1, "a\x00b")} {
 		if _, err := s.Query(ctx, evidence.Filter{}, evidence.Page{Cursor: c}); !errors.Is(err, evidence.ErrBadCursor) {
 			t.Errorf("Query with a forged cursor %q: %v, want ErrBadCursor", c, err)
 		}

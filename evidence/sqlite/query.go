@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // where is a WHERE clause being built: every value is a bound parameter;
@@ -78,7 +79,7 @@ func recordWhere(f evidence.Filter, cursor string) (*where, error) {
 		w.and("time_ns < ?", evidence.Nanos(f.Until))
 	}
 	if cursor != "" {
-		t, id, err := evidence.DecodeCursor(cursor)
+		t, id, err := storekit.DecodeCursor(cursor)
 		if err != nil {
 			return nil, err
 		}
@@ -284,7 +285,7 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 	var lastID string
 	for rows.Next() {
 		if len(res.Records) == limit {
-			res.Next = evidence.EncodeCursor(lastTime, lastID)
+			res.Next = storekit.EncodeCursor(lastTime, lastID)
 			break
 		}
 		var body []byte
@@ -321,7 +322,7 @@ const scanPage = 500
 // Scan calls fn for every record matching f, newest first, one page at a
 // time: no rows or transaction stay open while fn runs.
 func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
-	return evidence.ScanPages(ctx, func(cursor string) ([]*evidence.Record, string, bool, error) {
+	return storekit.ScanPages(ctx, func(cursor string) ([]*evidence.Record, string, bool, error) {
 		res, err := s.Query(ctx, f, evidence.Page{Limit: scanPage, Cursor: cursor})
 		return res.Records, res.Next, res.Next != "", err
 	}, fn)

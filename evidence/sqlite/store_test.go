@@ -15,6 +15,7 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/sqlite"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 func TestDSN(t *testing.T) {
@@ -199,7 +200,7 @@ func TestQueryPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	all = append(all, broad...)
-	cursor := evidence.EncodeCursor(time.Now().UnixNano(), "01JQ")
+	cursor := storekit.EncodeCursor(time.Now().UnixNano(), "01JQ")
 	day := time.Now().Add(-24 * time.Hour)
 	const (
 		byTime = iota // records_time, newest first, no sort
