@@ -138,7 +138,7 @@ func headOf(rec []byte, head any) error {
 }
 
 // writePage answers a page made of stored JSON records, as writeJSON would
-// answer an evidence.Result. Each record is checked to be JSON, so that a
+// answer an evidence.RecordPage. Each record is checked to be JSON, so that a
 // record edited in the store cannot make the answer unreadable.
 func writePage(w http.ResponseWriter, records [][]byte, next string) error {
 	n := 64

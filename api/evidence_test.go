@@ -169,7 +169,7 @@ type storedJSON struct {
 	bad []byte
 }
 
-func (s storedJSON) QueryJSON(ctx context.Context, f evidence.Filter, p evidence.Page) ([][]byte, string, error) {
+func (s storedJSON) QueryJSON(ctx context.Context, f evidence.Filter, p evidence.PageRequest) ([][]byte, string, error) {
 	res, err := s.Query(ctx, f, p)
 	if err != nil {
 		return nil, "", err

@@ -166,8 +166,8 @@ func (q query) filter() (evidence.Filter, error) {
 
 // page reads limit and cursor. The cursor is the store's to check: one it
 // did not give out is evidence.ErrBadCursor, a 400 naming it (classify).
-func (q query) page() (evidence.Page, error) {
-	p := evidence.Page{Limit: evidence.DefaultLimit, Cursor: q.get("cursor")}
+func (q query) page() (evidence.PageRequest, error) {
+	p := evidence.PageRequest{Limit: evidence.DefaultLimit, Cursor: q.get("cursor")}
 	if v := q.get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > evidence.MaxLimit {

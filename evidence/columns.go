@@ -6,14 +6,14 @@ import "time"
 // way by every backend (and by Verify's check that the columns still match
 // the record).
 type Columns struct {
-	TimeNS                         int64
-	ID                             string
-	Replica                        string
-	Seq                            int64
-	SourcePrincipal                string
-	DestinationPrincipal           string
-	SourceTrustDomain, DestTD      string
-	SourceNamespace, DestNamespace string
+	TimeNS                                    int64
+	ID                                        string
+	Replica                                   string
+	Seq                                       int64
+	SourcePrincipal                           string
+	DestinationPrincipal                      string
+	SourceTrustDomain, DestinationTrustDomain string
+	SourceNamespace, DestinationNamespace     string
 	// SourceKey is the source identity for reports: the principal, or the
 	// address when there is none.
 	SourceKey string
@@ -38,7 +38,7 @@ func ColumnsOf(r *Record) Columns {
 		c.SourceTrustDomain, c.SourceNamespace = s.TrustDomain, s.Namespace
 	}
 	if s := r.Destination.SPIFFE; s != nil {
-		c.DestTD, c.DestNamespace = s.TrustDomain, s.Namespace
+		c.DestinationTrustDomain, c.DestinationNamespace = s.TrustDomain, s.Namespace
 	}
 	return c
 }

@@ -64,7 +64,7 @@ type Reader interface {
 	// Get returns one record, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, id string) (*Record, error)
 	// Query returns one page of the records matching f, newest first.
-	Query(ctx context.Context, f Filter, page Page) (Result, error)
+	Query(ctx context.Context, f Filter, page PageRequest) (RecordPage, error)
 	// Scan calls fn for every record matching f, newest first, holding at
 	// most one page in memory. It stops at fn's first error (returned) or
 	// when ctx is done, releasing everything it held.
@@ -72,7 +72,7 @@ type Reader interface {
 	// QueryJSON returns the page Query returns, each record as its JSON
 	// form (RecordJSON) read from the stored bytes without decoding them,
 	// and the next cursor.
-	QueryJSON(ctx context.Context, f Filter, page Page) (records [][]byte, next string, err error)
+	QueryJSON(ctx context.Context, f Filter, page PageRequest) (records [][]byte, next string, err error)
 	// ScanJSON calls fn with the JSON form of every record Scan gives, in
 	// its order, one line each, read from the stored bytes without
 	// decoding them: the API's pages and export send them as they are,
@@ -141,18 +141,18 @@ var (
 	ErrSchema = errors.New("schema version mismatch")
 )
 
-// Page asks for one page of results.
-type Page struct {
+// PageRequest asks for one page of records (Reader.Query, QueryJSON).
+type PageRequest struct {
 	// Limit is the page size: DefaultLimit when 0 or less, at most MaxLimit.
 	Limit int
-	// Cursor continues after the previous page (its Result.Next); "" starts
-	// at the newest record.
+	// Cursor continues after the previous page (its RecordPage.Next); ""
+	// starts at the newest record.
 	Cursor string
 }
 
 // Size is the page's size: Limit, DefaultLimit when 0 or less, at most
 // MaxLimit.
-func (p Page) Size() int {
+func (p PageRequest) Size() int {
 	if p.Limit <= 0 {
 		return DefaultLimit
 	}
@@ -165,8 +165,9 @@ const (
 	MaxLimit     = 1000
 )
 
-// Result is one page of records.
-type Result struct {
+// RecordPage is one page of records, newest first: Reader.Query's answer,
+// and GET /v1/evidence's.
+type RecordPage struct {
 	Records []*Record `json:"records"`
 	// Next is the cursor of the following page, "" on the last one.
 	Next string `json:"next_cursor"`

@@ -40,7 +40,7 @@ func testJSON(t *testing.T, f Factory) {
 		if i != len(want) {
 			t.Errorf("filter %+v: ScanJSON gave %d records, want %d", f, i, len(want))
 		}
-		page := evidence.Page{Limit: 7}
+		page := evidence.PageRequest{Limit: 7}
 		for i := 0; ; {
 			res, err := b.Store.Query(ctx, f, page)
 			if err != nil {
@@ -69,7 +69,7 @@ func testJSON(t *testing.T, f Factory) {
 	if err := s.ScanJSON(ctx, evidence.Filter{Host: "a\x00"}, func([]byte) error { return nil }); err == nil {
 		t.Error("ScanJSON accepts an invalid filter")
 	}
-	if _, _, err := s.QueryJSON(ctx, evidence.Filter{}, evidence.Page{Cursor: "!not base64!"}); !errors.Is(err, evidence.ErrBadCursor) {
+	if _, _, err := s.QueryJSON(ctx, evidence.Filter{}, evidence.PageRequest{Cursor: "!not base64!"}); !errors.Is(err, evidence.ErrBadCursor) {
 		t.Errorf("QueryJSON with a bad cursor: %v, want ErrBadCursor", err)
 	}
 }

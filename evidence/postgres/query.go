@@ -144,20 +144,20 @@ func decode(rows pgx.Rows) (r *evidence.Record, at cursor, err error) {
 }
 
 // Query returns one page of the records matching f, newest first.
-func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
 	if err := f.Validate(); err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	limit := page.Size()
 	after, err := parseCursor(page.Cursor)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	recs, next, err := s.page(ctx, f, after, limit)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
-	res := evidence.Result{Records: recs}
+	res := evidence.RecordPage{Records: recs}
 	if next != nil {
 		res.Next = storekit.EncodeCursor(next.timeNS, next.id)
 	}
@@ -300,7 +300,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 
 // QueryJSON returns one page of the records matching f as Query does, each
 // record as its stored JSON (see ScanJSON), and the next cursor.
-func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error) {
+func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}

@@ -114,10 +114,10 @@ func (d *deferred) Get(ctx context.Context, id string) (*evidence.Record, error)
 	return s.Get(ctx, id)
 }
 
-func (d *deferred) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+func (d *deferred) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
 	s, err := d.store(ctx)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	return s.Query(ctx, f, page)
 }
@@ -130,7 +130,7 @@ func (d *deferred) Scan(ctx context.Context, f evidence.Filter, fn func(*evidenc
 	return s.Scan(ctx, f, fn)
 }
 
-func (d *deferred) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error) {
+func (d *deferred) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
 	s, err := d.store(ctx)
 	if err != nil {
 		return nil, "", err

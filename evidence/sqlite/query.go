@@ -266,21 +266,21 @@ func verdictArgs(vs []evidence.Verdict) []any {
 }
 
 // Query returns one page of the records matching f, newest first.
-func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
 	if err := f.Validate(); err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	limit := page.Size()
 	q, args, err := s.querySQL(ctx, f, page.Cursor, limit+1)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	rows, err := s.readStmt(ctx, q, args...)
 	if err != nil {
-		return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
+		return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
 	}
 	defer rows.Close()
-	var res evidence.Result
+	var res evidence.RecordPage
 	var lastTime int64
 	var lastID string
 	for rows.Next() {
@@ -292,16 +292,16 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 		var seq int64
 		var hash string
 		if err := rows.Scan(&lastTime, &lastID, &seq, &hash, &body); err != nil {
-			return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
+			return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
 		}
 		r, err := decode(lastID, body, seq, hash)
 		if err != nil {
-			return evidence.Result{}, err
+			return evidence.RecordPage{}, err
 		}
 		res.Records = append(res.Records, r)
 	}
 	if err := rows.Err(); err != nil {
-		return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
+		return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
 	}
 	return res, nil
 }
@@ -323,7 +323,7 @@ const scanPage = 500
 // time: no rows or transaction stay open while fn runs.
 func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
 	return storekit.ScanPages(ctx, func(cursor string) ([]*evidence.Record, string, bool, error) {
-		res, err := s.Query(ctx, f, evidence.Page{Limit: scanPage, Cursor: cursor})
+		res, err := s.Query(ctx, f, evidence.PageRequest{Limit: scanPage, Cursor: cursor})
 		return res.Records, res.Next, res.Next != "", err
 	}, fn)
 }

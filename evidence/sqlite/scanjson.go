@@ -27,7 +27,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 
 // QueryJSON returns one page of the records matching f as Query does,
 // each record as its stored JSON (see ScanJSON), and the next cursor.
-func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error) {
+func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}
