@@ -87,7 +87,7 @@ func BenchmarkListFiltered(b *testing.B) {
 	b.Run("store", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			f := evidence.Filter{Source: workloadID(i % 100), Verdicts: []evidence.Verdict{evidence.MTLS}, Since: now.Add(-24 * time.Hour)}
-			if _, err := s.Query(context.Background(), f, evidence.Page{Limit: 100}); err != nil {
+			if _, err := s.Query(context.Background(), f, evidence.PageRequest{Limit: 100}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -30,40 +29,14 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
-	if jq, ok := s.store.(jsonQuerier); ok {
-		records, next, err := jq.QueryJSON(ctx, f, page)
-		if err != nil {
-			return err
-		}
-		if records, err = s.withEffective(ctx, records); err != nil {
-			return err
-		}
-		return writePage(w, records, next)
-	}
-	res, err := s.store.Query(ctx, f, page)
+	records, next, err := s.store.QueryJSON(ctx, f, page)
 	if err != nil {
 		return err
 	}
-	out := make([]any, len(res.Records))
-	if len(res.Records) > 0 {
-		ids := make([]string, len(res.Records))
-		for i, r := range res.Records {
-			ids[i] = r.ID
-		}
-		// Newest first: the last record is the oldest.
-		am, err := s.amendments(ctx, ids, res.Records[len(res.Records)-1].Time, res.Records[0].Time)
-		if err != nil {
-			return err
-		}
-		for i, r := range res.Records {
-			out[i] = withEffective(r, am[r.ID])
-		}
+	if records, err = s.withEffective(ctx, records); err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Records []any  `json:"records"`
-		Next    string `json:"next_cursor"`
-	}{out, res.Next})
-	return nil
+	return writePage(w, records, next)
 }
 
 // A record with an amendment (see evidence.Amends) is answered with
@@ -83,26 +56,6 @@ func withEffective(r, amendment *evidence.Record) recordWithEffective {
 		}
 	}
 	return out
-}
-
-// amendments finds the amendments of the records with ids, whose times
-// are in [since, until]: at once from a store that can, else one by one.
-func (s *Server) amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*evidence.Record, error) {
-	if ar, ok := s.store.(evidence.AmendmentReader); ok {
-		return ar.Amendments(ctx, ids, since, until)
-	}
-	out := map[string]*evidence.Record{}
-	for _, id := range ids {
-		r, err := s.store.Get(ctx, evidence.AmendmentID(id))
-		if errors.Is(err, evidence.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out[id] = r
-	}
-	return out, nil
 }
 
 // withEffective adds "effective" to the stored JSON of each record of a
@@ -132,7 +85,7 @@ func (s *Server) withEffective(ctx context.Context, records [][]byte) ([][]byte,
 			until = head.Time
 		}
 	}
-	am, err := s.amendments(ctx, ids, since, until)
+	am, err := s.store.Amendments(ctx, ids, since, until)
 	if err != nil || len(am) == 0 {
 		return records, err
 	}
@@ -184,14 +137,8 @@ func headOf(rec []byte, head any) error {
 	return nil
 }
 
-// jsonQuerier is a store that answers a page of records as their stored
-// JSON (see jsonScanner).
-type jsonQuerier interface {
-	QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) (records [][]byte, next string, err error)
-}
-
 // writePage answers a page made of stored JSON records, as writeJSON would
-// answer an evidence.Result. Each record is checked to be JSON, so that a
+// answer an evidence.RecordPage. Each record is checked to be JSON, so that a
 // record edited in the store cannot make the answer unreadable.
 func writePage(w http.ResponseWriter, records [][]byte, next string) error {
 	n := 64
@@ -248,19 +195,12 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	am, err := s.amendments(ctx, []string{rec.ID}, rec.Time, rec.Time)
+	am, err := s.store.Amendments(ctx, []string{rec.ID}, rec.Time, rec.Time)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, withEffective(rec, am[rec.ID]))
 	return nil
-}
-
-// jsonScanner is a store that streams the matching records as their
-// stored JSON (the record's JSON form, one line each), sparing export a
-// decode and an encode per record: most of the cost of Scan.
-type jsonScanner interface {
-	ScanJSON(ctx context.Context, f evidence.Filter, fn func(record []byte) error) error
 }
 
 // export streams every matching record as NDJSON (see ndjson).
@@ -274,11 +214,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := newNDJSON(w)
-	if js, ok := s.store.(jsonScanner); ok {
-		err = js.ScanJSON(r.Context(), f, out.writeJSON)
-	} else {
-		err = s.store.Scan(r.Context(), f, out.write)
-	}
+	err = s.store.ScanJSON(r.Context(), f, out.writeJSON)
 	switch {
 	case err == nil:
 		return out.finish()

@@ -161,14 +161,15 @@ func TestExport(t *testing.T) {
 	}
 }
 
-// storedJSON is a store that answers pages as stored JSON (made here from
-// Query: this store does not), or bad when set.
+// storedJSON is a store that answers pages as JSON made here from Query's
+// records (the store's own QueryJSON reads it from the stored bytes), with
+// bad added when set.
 type storedJSON struct {
 	evidence.Store
 	bad []byte
 }
 
-func (s storedJSON) QueryJSON(ctx context.Context, f evidence.Filter, p evidence.Page) ([][]byte, string, error) {
+func (s storedJSON) QueryJSON(ctx context.Context, f evidence.Filter, p evidence.PageRequest) ([][]byte, string, error) {
 	res, err := s.Query(ctx, f, p)
 	if err != nil {
 		return nil, "", err

@@ -22,14 +22,15 @@ type filterSpy struct {
 	last []evidence.Filter
 }
 
-func (s *filterSpy) Query(ctx context.Context, f evidence.Filter, p evidence.Page) (evidence.Result, error) {
+// The API reads pages and exports as stored JSON.
+func (s *filterSpy) QueryJSON(ctx context.Context, f evidence.Filter, p evidence.PageRequest) ([][]byte, string, error) {
 	s.keep(f)
-	return s.Store.Query(ctx, f, p)
+	return s.Store.QueryJSON(ctx, f, p)
 }
 
-func (s *filterSpy) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
+func (s *filterSpy) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error {
 	s.keep(f)
-	return s.Store.Scan(ctx, f, fn)
+	return s.Store.ScanJSON(ctx, f, fn)
 }
 
 func (s *filterSpy) keep(f evidence.Filter) {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"time"
-
-	"github.com/meshproof/meshproof/evidence"
 )
 
 // Export's pacing: records are buffered and flushed at least every
@@ -26,7 +24,6 @@ type ndjson struct {
 	w         http.ResponseWriter
 	rc        *http.ResponseController
 	bw        *bufio.Writer
-	enc       *json.Encoder
 	started   bool
 	n         int64
 	lastFlush time.Time
@@ -36,7 +33,6 @@ type ndjson struct {
 func newNDJSON(w http.ResponseWriter) *ndjson {
 	out := &ndjson{w: w, rc: http.NewResponseController(w)}
 	out.bw = bufio.NewWriterSize(w, exportBuffer)
-	out.enc = json.NewEncoder(out.bw)
 	return out
 }
 
@@ -46,17 +42,6 @@ func (o *ndjson) start() {
 	o.w.WriteHeader(http.StatusOK)
 	o.lastFlush = time.Now()
 	_ = o.rc.SetWriteDeadline(o.lastFlush.Add(exportStall))
-}
-
-// write is Scan's callback. Its error stops Scan.
-func (o *ndjson) write(r *evidence.Record) error {
-	if !o.started {
-		o.start()
-	}
-	if err := o.enc.Encode(r); err != nil {
-		return o.failed(err)
-	}
-	return o.counted()
 }
 
 // writeJSON is ScanJSON's callback: the record's JSON as stored.
@@ -101,8 +86,7 @@ func (o *ndjson) flush() error {
 	return nil
 }
 
-// failed remembers a write error (json.Encoder only fails writing: records
-// always encode).
+// failed remembers a write error: the client went away.
 func (o *ndjson) failed(err error) error {
 	if o.werr == nil {
 		o.werr = err

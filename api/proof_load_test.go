@@ -55,7 +55,7 @@ func TestProofLoad(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 200 {
 		at := st.Oldest.Add(time.Duration(rng.Int64N(int64(span) + 1)))
-		res, err := store.Query(ctx, evidence.Filter{Until: at}, evidence.Page{Limit: 5})
+		res, err := store.Query(ctx, evidence.Filter{Until: at}, evidence.PageRequest{Limit: 5})
 		if err != nil {
 			t.Fatal(err)
 		}

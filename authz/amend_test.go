@@ -156,7 +156,7 @@ func checkPastDeadline(t *testing.T, db evidence.Store, w evidence.Writer, outag
 		t.Fatal(err)
 	}
 
-	page, err := db.Query(ctx, evidence.Filter{RequestID: "late"}, evidence.Page{})
+	page, err := db.Query(ctx, evidence.Filter{RequestID: "late"}, evidence.PageRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,24 +1,19 @@
 package evidence
 
-import (
-	"encoding/base64"
-	"encoding/binary"
-	"fmt"
-	"time"
-)
+import "time"
 
 // Columns are the values stores index a record by, derived from it the same
 // way by every backend (and by Verify's check that the columns still match
 // the record).
 type Columns struct {
-	TimeNS                         int64
-	ID                             string
-	Replica                        string
-	Seq                            int64
-	SourcePrincipal                string
-	DestinationPrincipal           string
-	SourceTrustDomain, DestTD      string
-	SourceNamespace, DestNamespace string
+	TimeNS                                    int64
+	ID                                        string
+	Replica                                   string
+	Seq                                       int64
+	SourcePrincipal                           string
+	DestinationPrincipal                      string
+	SourceTrustDomain, DestinationTrustDomain string
+	SourceNamespace, DestinationNamespace     string
 	// SourceKey is the source identity for reports: the principal, or the
 	// address when there is none.
 	SourceKey string
@@ -43,7 +38,7 @@ func ColumnsOf(r *Record) Columns {
 		c.SourceTrustDomain, c.SourceNamespace = s.TrustDomain, s.Namespace
 	}
 	if s := r.Destination.SPIFFE; s != nil {
-		c.DestTD, c.DestNamespace = s.TrustDomain, s.Namespace
+		c.DestinationTrustDomain, c.DestinationNamespace = s.TrustDomain, s.Namespace
 	}
 	return c
 }
@@ -97,30 +92,6 @@ func RollupDeltas(r *Record, fn func(k RollupKey, delta int64)) {
 	fn(k, 1)
 	k.Allowed = r.Amends.Allowed
 	fn(k, -1)
-}
-
-// EncodeCursor makes the opaque cursor that continues a newest-first
-// listing after the record at (timeNS, id).
-func EncodeCursor(timeNS int64, id string) string {
-	b := make([]byte, 8, 8+len(id))
-	binary.BigEndian.PutUint64(b, uint64(timeNS))
-	return base64.RawURLEncoding.EncodeToString(append(b, id...))
-}
-
-// DecodeCursor reads a cursor made by EncodeCursor.
-func DecodeCursor(c string) (timeNS int64, id string, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) < 8 || len(b) > 8+MaxFieldBytes {
-		return 0, "", fmt.Errorf("%w: %q", ErrBadCursor, truncateForError(c))
-	}
-	return int64(binary.BigEndian.Uint64(b[:8])), string(b[8:]), nil
-}
-
-func truncateForError(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "..."
-	}
-	return s
 }
 
 // MinuteTime is the start of a rollup minute, for a minute an int64

@@ -102,15 +102,3 @@ func TestPermanent(t *testing.T) {
 		t.Error("a chain conflict is permanent")
 	}
 }
-
-// TestQuarantineEntry: what a store keeps of a refused record is safe for
-// any store: valid UTF-8 without NUL bytes, bounded, the JSON kept whole.
-func TestQuarantineEntry(t *testing.T) {
-	r := record("id\x00\xff")
-	evidence.Link{}.Link(r)
-	long := string(make([]byte, 10*evidence.MaxReasonBytes))
-	e := evidence.QuarantineEntry(r, "bad \x00 byte "+long, time.Now())
-	if e.ID != "id\uFFFD\uFFFD" || len(e.Reason) > evidence.MaxReasonBytes || e.Seq != 1 || len(e.Record) == 0 {
-		t.Errorf("entry %q, reason of %d bytes, seq %d, %d bytes of JSON", e.ID, len(e.Reason), e.Seq, len(e.Record))
-	}
-}

@@ -51,8 +51,8 @@ type Writer interface {
 	CheckpointStore
 	// Quarantine keeps rec, which the store refused for reason (see
 	// ErrPermanent), apart from the records, at its place in the chain: in
-	// one transaction it stores QuarantineEntry(rec, ...) and moves the
-	// replica's head to rec's link, so that the chain goes on after it. rec
+	// one transaction it stores storekit.QuarantineEntry(rec, ...) and moves
+	// the replica's head to rec's link, so that the chain goes on after it. rec
 	// must follow the head (an error wrapping ErrChainConflict otherwise); a
 	// record already quarantined with the same hash is a no-op.
 	Quarantine(ctx context.Context, rec *Record, reason string) error
@@ -64,11 +64,27 @@ type Reader interface {
 	// Get returns one record, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, id string) (*Record, error)
 	// Query returns one page of the records matching f, newest first.
-	Query(ctx context.Context, f Filter, page Page) (Result, error)
+	Query(ctx context.Context, f Filter, page PageRequest) (RecordPage, error)
 	// Scan calls fn for every record matching f, newest first, holding at
 	// most one page in memory. It stops at fn's first error (returned) or
 	// when ctx is done, releasing everything it held.
 	Scan(ctx context.Context, f Filter, fn func(*Record) error) error
+	// QueryJSON returns the page Query returns, each record as its JSON
+	// form (RecordJSON) read from the stored bytes without decoding them,
+	// and the next cursor.
+	QueryJSON(ctx context.Context, f Filter, page PageRequest) (records [][]byte, next string, err error)
+	// ScanJSON calls fn with the JSON form of every record Scan gives, in
+	// its order, one line each, read from the stored bytes without
+	// decoding them: the API's pages and export send them as they are,
+	// sparing a decode and an encode per record (most of Scan's cost). fn
+	// must not keep body after it returns.
+	ScanJSON(ctx context.Context, f Filter, fn func(body []byte) error) error
+	// Amendments returns the amendment records (see Amends) of the records
+	// with ids, keyed by the amended record's id; records without one are
+	// left out. An amendment has its record's time: since and until
+	// (inclusive) bound the times of the records asked about. The API uses
+	// it to show a page's effective outcomes.
+	Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*Record, error)
 	// Aggregate answers counts grouped by edge and verdict from the
 	// rollups, never from raw records. A minute counts when it overlaps
 	// [Since, Until): counts are exact to the minute.
@@ -108,17 +124,6 @@ type Stored struct {
 	Err error
 }
 
-// AmendmentReader finds the amendments of many records at once (both
-// stores implement it; the API uses it to show a page's effective
-// outcomes).
-type AmendmentReader interface {
-	// Amendments returns the amendment records (see Amends) of the records
-	// with ids, keyed by the amended record's id; records without one are
-	// left out. An amendment has its record's time: since and until
-	// (inclusive) bound the times of the records asked about.
-	Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*Record, error)
-}
-
 // Link is a position in a replica's hash chain.
 type Link struct {
 	Seq  uint64 `json:"seq"`
@@ -136,18 +141,18 @@ var (
 	ErrSchema = errors.New("schema version mismatch")
 )
 
-// Page asks for one page of results.
-type Page struct {
+// PageRequest asks for one page of records (Reader.Query, QueryJSON).
+type PageRequest struct {
 	// Limit is the page size: DefaultLimit when 0 or less, at most MaxLimit.
 	Limit int
-	// Cursor continues after the previous page (its Result.Next); "" starts
-	// at the newest record.
+	// Cursor continues after the previous page (its RecordPage.Next); ""
+	// starts at the newest record.
 	Cursor string
 }
 
 // Size is the page's size: Limit, DefaultLimit when 0 or less, at most
 // MaxLimit.
-func (p Page) Size() int {
+func (p PageRequest) Size() int {
 	if p.Limit <= 0 {
 		return DefaultLimit
 	}
@@ -160,8 +165,9 @@ const (
 	MaxLimit     = 1000
 )
 
-// Result is one page of records.
-type Result struct {
+// RecordPage is one page of records, newest first: Reader.Query's answer,
+// and GET /v1/evidence's.
+type RecordPage struct {
 	Records []*Record `json:"records"`
 	// Next is the cursor of the following page, "" on the last one.
 	Next string `json:"next_cursor"`
@@ -204,31 +210,4 @@ type Stats struct {
 	// Writer.Quarantine); they are not in Records.
 	Quarantined int64           `json:"quarantined"`
 	Replicas    map[string]Link `json:"replicas"`
-}
-
-// ScanPages drives a paged scan: it calls fetch with the cursor of the
-// page to read (the zero C for the first), then fn with each item of the
-// page, and goes on while fetch says there is more. It stops at fn's first
-// error and when ctx is done, between items: the stores read a page, let
-// go of their connection, then call fn.
-func ScanPages[T, C any](ctx context.Context, fetch func(after C) (items []T, next C, more bool, err error), fn func(T) error) error {
-	var after C
-	for {
-		items, next, more, err := fetch(after)
-		if err != nil {
-			return err
-		}
-		for _, it := range items {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(it); err != nil {
-				return err
-			}
-		}
-		if !more {
-			return nil
-		}
-		after = next
-	}
 }

@@ -25,17 +25,10 @@ type Filter = params.Filter
 // Time formats t as the API's time parameters take it.
 func Time(t time.Time) string { return params.Time(t) }
 
-// Page is one page of records, newest first, as GET /v1/evidence answers.
-type Page struct {
-	Records []*evidence.Record `json:"records"`
-	// Next continues the listing (List's cursor); "" on the last page.
-	Next string `json:"next_cursor"`
-}
-
 // List returns one page of the records matching f: the newest, or those
-// after cursor (a previous page's Next). limit 0 is the server's default
-// (100); the most is 1000.
-func (c *Client) List(ctx context.Context, f Filter, cursor string, limit int) (Page, error) {
+// after cursor (a previous page's Next, "" on the last page). limit 0 is
+// the server's default (100); the most is 1000.
+func (c *Client) List(ctx context.Context, f Filter, cursor string, limit int) (evidence.RecordPage, error) {
 	q := f.Values()
 	if cursor != "" {
 		q.Set("cursor", cursor)
@@ -43,9 +36,9 @@ func (c *Client) List(ctx context.Context, f Filter, cursor string, limit int) (
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var p Page
+	var p evidence.RecordPage
 	if err := c.getJSON(ctx, "/v1/evidence", q, &p); err != nil {
-		return Page{}, err
+		return evidence.RecordPage{}, err
 	}
 	return p, nil
 }

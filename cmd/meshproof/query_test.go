@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/api"
-	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
 )
 
@@ -121,7 +120,7 @@ func TestQueryJSON(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var page client.Page
+	var page evidence.RecordPage
 	if err := json.Unmarshal([]byte(stdout), &page); err != nil || page.Next != "" || len(page.Records) != 4 {
 		t.Fatalf("page: %v, next %q, %d records:\n%s", err, page.Next, len(page.Records), stdout)
 	}

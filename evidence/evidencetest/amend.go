@@ -54,18 +54,14 @@ func testAmendments(t *testing.T, f Factory) {
 			t.Errorf("effective outcome of %s: %+v, want denied by its amendment", r.ID, eff)
 		}
 	}
-	ar, ok := b.Store.(evidence.AmendmentReader)
-	if !ok {
-		t.Fatalf("%T does not find amendments many at once (evidence.AmendmentReader)", b.Store)
-	}
-	found, err := ar.Amendments(ctx, []string{a.ID, kept.ID, c.ID, amendA.ID, "01JQ00000000000000000NONE0"}, at, c.Time)
+	found, err := b.Store.Amendments(ctx, []string{a.ID, kept.ID, c.ID, amendA.ID, "01JQ00000000000000000NONE0"}, at, c.Time)
 	if err != nil {
 		t.Fatalf("Amendments: %v", err)
 	}
 	if len(found) != 2 || found[a.ID] == nil || found[a.ID].ID != amendA.ID || found[c.ID] == nil || found[c.ID].ID != amendC.ID {
 		t.Errorf("Amendments: %v, want those of %s and %s", found, a.ID, c.ID)
 	}
-	if found, err := ar.Amendments(ctx, nil, time.Time{}, time.Time{}); err != nil || len(found) != 0 {
+	if found, err := b.Store.Amendments(ctx, nil, time.Time{}, time.Time{}); err != nil || len(found) != 0 {
 		t.Errorf("Amendments of nothing: %v, %v", found, err)
 	}
 	got, err := b.Store.Get(ctx, kept.ID)

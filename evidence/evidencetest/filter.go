@@ -117,7 +117,7 @@ func testFilterValidation(t *testing.T, f Factory) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := b.Store.Query(ctx, tc.filter, evidence.Page{})
+			_, err := b.Store.Query(ctx, tc.filter, evidence.PageRequest{})
 			var fe *evidence.FilterError
 			if !errors.As(err, &fe) || fe.Field != tc.field {
 				t.Errorf("Query error = %v, want a FilterError for %s", err, tc.field)

@@ -9,25 +9,13 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 )
 
-// JSONReader is the raw read side both stores offer: records as their
-// stored JSON form, so that the API's export and pages skip a decode and an
-// encode per record.
-type JSONReader interface {
-	ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error
-	QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error)
-}
-
 // testJSON checks that ScanJSON and QueryJSON give, for every filter, the
 // records Scan and Query give, in the same order and pages, each as its
 // JSON form on one line; that ScanJSON stops at fn's error; and that both
-// refuse an invalid filter. A store without them fails: both backends have
-// them, and the API's speed depends on it.
+// refuse an invalid filter.
 func testJSON(t *testing.T, f Factory) {
 	b, _ := loaded(t, f, filterRecords)
-	s, ok := b.Store.(JSONReader)
-	if !ok {
-		t.Fatalf("%T has no ScanJSON and QueryJSON", b.Store)
-	}
+	s := b.Store
 	ctx := context.Background()
 	yes := true
 	for _, f := range []evidence.Filter{{}, {Verdicts: []evidence.Verdict{evidence.Plaintext}}, {Allowed: &yes, Since: Base.AddDate(0, 0, 2)}, {Source: "nobody"}} {
@@ -52,7 +40,7 @@ func testJSON(t *testing.T, f Factory) {
 		if i != len(want) {
 			t.Errorf("filter %+v: ScanJSON gave %d records, want %d", f, i, len(want))
 		}
-		page := evidence.Page{Limit: 7}
+		page := evidence.PageRequest{Limit: 7}
 		for i := 0; ; {
 			res, err := b.Store.Query(ctx, f, page)
 			if err != nil {
@@ -81,7 +69,7 @@ func testJSON(t *testing.T, f Factory) {
 	if err := s.ScanJSON(ctx, evidence.Filter{Host: "a\x00"}, func([]byte) error { return nil }); err == nil {
 		t.Error("ScanJSON accepts an invalid filter")
 	}
-	if _, _, err := s.QueryJSON(ctx, evidence.Filter{}, evidence.Page{Cursor: "!not base64!"}); !errors.Is(err, evidence.ErrBadCursor) {
+	if _, _, err := s.QueryJSON(ctx, evidence.Filter{}, evidence.PageRequest{Cursor: "!not base64!"}); !errors.Is(err, evidence.ErrBadCursor) {
 		t.Errorf("QueryJSON with a bad cursor: %v, want ErrBadCursor", err)
 	}
 }

@@ -28,7 +28,7 @@ func testPagination(t *testing.T, f Factory) {
 		{"capped", 5000, evidence.MaxLimit},
 		{"exact", 42, 42},
 	} {
-		res, err := b.Store.Query(ctx, evidence.Filter{}, evidence.Page{Limit: tc.limit})
+		res, err := b.Store.Query(ctx, evidence.Filter{}, evidence.PageRequest{Limit: tc.limit})
 		if err != nil {
 			t.Fatalf("%s: Query: %v", tc.name, err)
 		}
@@ -45,11 +45,11 @@ func testPagination(t *testing.T, f Factory) {
 
 	// A listing that fills its pages exactly ends with Next "", not with an
 	// empty page.
-	res, err := b.Store.Query(ctx, one, evidence.Page{Limit: len(NewestFirst(fx.Records, one))})
+	res, err := b.Store.Query(ctx, one, evidence.PageRequest{Limit: len(NewestFirst(fx.Records, one))})
 	if err != nil || res.Next != "" {
 		t.Errorf("the only page of a listing: next %q, err %v; want no next cursor", res.Next, err)
 	}
-	res, err = b.Store.Query(ctx, evidence.Filter{Until: Base}, evidence.Page{})
+	res, err = b.Store.Query(ctx, evidence.Filter{Until: Base}, evidence.PageRequest{})
 	if err != nil || len(res.Records) != 0 || res.Next != "" {
 		t.Errorf("an empty listing: %d records, next %q, err %v", len(res.Records), res.Next, err)
 	}
@@ -86,7 +86,7 @@ func testPaginationConcurrent(t *testing.T, f Factory) {
 		}
 	}()
 	seen := map[string]int{}
-	page := evidence.Page{Limit: 29}
+	page := evidence.PageRequest{Limit: 29}
 	for {
 		// Let at least one batch land between two pages.
 		for n, deadline := batches.Load(), time.Now().Add(5*time.Second); batches.Load() == n && time.Now().Before(deadline); {
@@ -136,7 +136,7 @@ func testBadCursor(t *testing.T, f Factory) {
 		"'; DROP TABLE records; --",
 		"AAAAAAAAAAA=",
 	} {
-		if _, err := b.Store.Query(context.Background(), evidence.Filter{}, evidence.Page{Cursor: c}); !errors.Is(err, evidence.ErrBadCursor) {
+		if _, err := b.Store.Query(context.Background(), evidence.Filter{}, evidence.PageRequest{Cursor: c}); !errors.Is(err, evidence.ErrBadCursor) {
 			t.Errorf("cursor %q: error %v, want one wrapping ErrBadCursor", c, err)
 		}
 	}

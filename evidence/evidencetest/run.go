@@ -67,7 +67,7 @@ func write(t testing.TB, s evidence.Writer, batches ...[]*evidence.Record) {
 func everything(t testing.TB, s evidence.Reader, f evidence.Filter, limit int) []*evidence.Record {
 	t.Helper()
 	var out []*evidence.Record
-	page := evidence.Page{Limit: limit}
+	page := evidence.PageRequest{Limit: limit}
 	for i := 0; ; i++ {
 		res, err := s.Query(context.Background(), f, page)
 		if err != nil {

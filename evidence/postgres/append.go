@@ -43,8 +43,8 @@ func (c *copySource) Values() ([]any, error) {
 	k := evidence.ColumnsOf(r)
 	c.row = append(c.row[:0],
 		k.TimeNS, k.Seq, k.Allowed, k.Replica, k.ID,
-		k.SourcePrincipal, k.DestinationPrincipal, k.SourceTrustDomain, k.DestTD,
-		k.SourceNamespace, k.DestNamespace, k.SourceKey, k.Verdict,
+		k.SourcePrincipal, k.DestinationPrincipal, k.SourceTrustDomain, k.DestinationTrustDomain,
+		k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict,
 		k.Method, k.Host, k.Path, k.RequestID, r.Chain.PrevHash, r.Chain.Hash, body)
 	return c.row, nil
 }

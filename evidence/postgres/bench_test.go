@@ -44,7 +44,7 @@ func BenchmarkAppend(b *testing.B) {
 				body, err := json.Marshal(r)
 				k := evidence.ColumnsOf(r)
 				return []any{k.TimeNS, k.Seq, k.Allowed, k.Replica, k.ID, k.SourcePrincipal, k.DestinationPrincipal,
-					k.SourceTrustDomain, k.DestTD, k.SourceNamespace, k.DestNamespace, k.SourceKey, k.Verdict,
+					k.SourceTrustDomain, k.DestinationTrustDomain, k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict,
 					k.Method, k.Host, k.Path, k.RequestID, r.Chain.PrevHash, r.Chain.Hash, body}, err
 			}))
 			return err
@@ -256,7 +256,7 @@ func BenchmarkQuery10M(b *testing.B) {
 			f := evidence.Filter{Source: benchPrincipal(i * 37 % benchWorkloads), Verdicts: []evidence.Verdict{v},
 				Since: time.Now().Add(-24 * time.Hour)}
 			t0 := time.Now()
-			res, err := s.Query(ctx, f, evidence.Page{Limit: 100})
+			res, err := s.Query(ctx, f, evidence.PageRequest{Limit: 100})
 			pages = append(pages, time.Since(t0))
 			if err != nil {
 				b.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // classify marks the errors PostgreSQL gives for the data itself as
@@ -38,7 +39,7 @@ func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason str
 	if replica == "" {
 		return errors.New("postgres: quarantine: a record without a replica")
 	}
-	e := evidence.QuarantineEntry(rec, reason, time.Now())
+	e := storekit.QuarantineEntry(rec, reason, time.Now())
 	var edge *evidence.TreeEdge
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if s.forceSync {

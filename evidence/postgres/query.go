@@ -14,6 +14,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // args collects a statement's bound parameters: every value a filter
@@ -143,22 +144,22 @@ func decode(rows pgx.Rows) (r *evidence.Record, at cursor, err error) {
 }
 
 // Query returns one page of the records matching f, newest first.
-func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
 	if err := f.Validate(); err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	limit := page.Size()
 	after, err := parseCursor(page.Cursor)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	recs, next, err := s.page(ctx, f, after, limit)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
-	res := evidence.Result{Records: recs}
+	res := evidence.RecordPage{Records: recs}
 	if next != nil {
-		res.Next = evidence.EncodeCursor(next.timeNS, next.id)
+		res.Next = storekit.EncodeCursor(next.timeNS, next.id)
 	}
 	return res, nil
 }
@@ -168,7 +169,7 @@ func parseCursor(c string) (*cursor, error) {
 	if c == "" {
 		return nil, nil
 	}
-	t, id, err := evidence.DecodeCursor(c)
+	t, id, err := storekit.DecodeCursor(c)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +235,7 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	return evidence.ScanPages(ctx, func(after *cursor) ([]*evidence.Record, *cursor, bool, error) {
+	return storekit.ScanPages(ctx, func(after *cursor) ([]*evidence.Record, *cursor, bool, error) {
 		recs, next, err := s.page(ctx, f, after, evidence.MaxLimit)
 		return recs, next, next != nil, err
 	}, fn)
@@ -291,7 +292,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	return evidence.ScanPages(ctx, func(after *cursor) ([][]byte, *cursor, bool, error) {
+	return storekit.ScanPages(ctx, func(after *cursor) ([][]byte, *cursor, bool, error) {
 		bodies, next, err := s.bodies(ctx, f, after, evidence.MaxLimit)
 		return bodies, next, next != nil, err
 	}, fn)
@@ -299,7 +300,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 
 // QueryJSON returns one page of the records matching f as Query does, each
 // record as its stored JSON (see ScanJSON), and the next cursor.
-func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error) {
+func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}
@@ -311,7 +312,7 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 	if err != nil || next == nil {
 		return bodies, "", err
 	}
-	return bodies, evidence.EncodeCursor(next.timeNS, next.id), nil
+	return bodies, storekit.EncodeCursor(next.timeNS, next.id), nil
 }
 
 // bodies reads one page of stored records as they are; it holds a

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // TestHostileFilterValues passes values that would break SQL built from
@@ -45,7 +46,7 @@ func TestHostileFilterValues(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := s.Query(ctx, tc.f, evidence.Page{})
+			res, err := s.Query(ctx, tc.f, evidence.PageRequest{})
 			if err != nil {
 				t.Fatalf("Query: %v", err)
 			}
@@ -56,12 +57,12 @@ func TestHostileFilterValues(t *testing.T) {
 	}
 	for _, f := range []evidence.Filter{{Source: "\xff\xfe"}, {SourcePrefix: "spiffe\xff"}, {Host: "\xc3"}} {
 		var fe *evidence.FilterError
-		if _, err := s.Query(ctx, f, evidence.Page{}); !errors.As(err, &fe) {
+		if _, err := s.Query(ctx, f, evidence.PageRequest{}); !errors.As(err, &fe) {
 			t.Errorf("Query(%+v): %v, want a FilterError", f, err)
 		}
 	}
-	for _, c := range []string{evidence.EncodeCursor(1, "\xff\xfe"), evidence.EncodeCursor(1, "a\x00b")} {
-		if _, err := s.Query(ctx, evidence.Filter{}, evidence.Page{Cursor: c}); !errors.Is(err, evidence.ErrBadCursor) {
+	for _, c := range []string{storekit.EncodeCursor(1, "\xff\xfe"), storekit.EncodeCursor(1, "a\x00b")} {
+		if _, err := s.Query(ctx, evidence.Filter{}, evidence.PageRequest{Cursor: c}); !errors.Is(err, evidence.ErrBadCursor) {
 			t.Errorf("Query with a forged cursor %q: %v, want ErrBadCursor", c, err)
 		}
 	}

@@ -40,8 +40,8 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 			c := &st.Columns
 			var ch evidence.Chain
 			if err := rows.Scan(&c.Seq, &c.TimeNS, &ch.PrevHash, &ch.Hash, &st.Body, &c.ID, &c.Replica,
-				&c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestTD,
-				&c.SourceNamespace, &c.DestNamespace, &c.SourceKey, &c.Verdict, &c.Allowed,
+				&c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestinationTrustDomain,
+				&c.SourceNamespace, &c.DestinationNamespace, &c.SourceKey, &c.Verdict, &c.Allowed,
 				&c.Method, &c.Host, &c.Path, &c.RequestID); err != nil {
 				rows.Close()
 				return fmt.Errorf("postgres: walk %s: %w", replica, err)

@@ -110,7 +110,7 @@ func TestPartitionsAcrossDays(t *testing.T) {
 	if err != nil || parent != child {
 		t.Errorf("body compression: records %q, its partition %q (%v); want the same", parent, child, err)
 	}
-	res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{})
+	res, err := s.Query(ctx, evidence.Filter{}, evidence.PageRequest{})
 	if err != nil || len(res.Records) != len(batch) {
 		t.Fatalf("Query: %d records, %v; want %d", len(res.Records), err, len(batch))
 	}

@@ -114,10 +114,10 @@ func (d *deferred) Get(ctx context.Context, id string) (*evidence.Record, error)
 	return s.Get(ctx, id)
 }
 
-func (d *deferred) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+func (d *deferred) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
 	s, err := d.store(ctx)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	return s.Query(ctx, f, page)
 }
@@ -128,6 +128,30 @@ func (d *deferred) Scan(ctx context.Context, f evidence.Filter, fn func(*evidenc
 		return err
 	}
 	return s.Scan(ctx, f, fn)
+}
+
+func (d *deferred) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	return s.QueryJSON(ctx, f, page)
+}
+
+func (d *deferred) ScanJSON(ctx context.Context, f evidence.Filter, fn func([]byte) error) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	return s.ScanJSON(ctx, f, fn)
+}
+
+func (d *deferred) Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*evidence.Record, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Amendments(ctx, ids, since, until)
 }
 
 func (d *deferred) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evidence.Group, error) {

@@ -223,7 +223,7 @@ type edgeKey struct {
 
 func edgeOf(c evidence.Columns) edgeKey {
 	return edgeKey{c.Replica, c.SourcePrincipal, c.SourceTrustDomain, c.SourceNamespace,
-		c.DestinationPrincipal, c.DestTD, c.DestNamespace, c.Host, c.Verdict, c.Allowed}
+		c.DestinationPrincipal, c.DestinationTrustDomain, c.DestinationNamespace, c.Host, c.Verdict, c.Allowed}
 }
 
 // edgeID is the number of an edge, creating it when new.

@@ -124,7 +124,7 @@ func TestQuery10M(t *testing.T) {
 	for i := range 1000 {
 		f := evidence.Filter{Source: workload(i % 200), Verdicts: []evidence.Verdict{evidence.MTLS}, Since: now.Add(-24 * time.Hour)}
 		qs := time.Now()
-		res, err := s.Query(ctx, f, evidence.Page{Limit: 100})
+		res, err := s.Query(ctx, f, evidence.PageRequest{Limit: 100})
 		page = append(page, time.Since(qs))
 		if err != nil {
 			t.Fatal(err)

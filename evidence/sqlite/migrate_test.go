@@ -48,7 +48,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 		{Replica: evidencetest.Replicas[1]},
 	} {
 		var got []string
-		page := evidence.Page{Limit: 25}
+		page := evidence.PageRequest{Limit: 25}
 		for {
 			res, err := s.Query(ctx, f, page)
 			if err != nil {
@@ -104,7 +104,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 		more = append(more, r)
 	}
 	checkAggregates(append(fx.Records, more...))
-	res, err := s.Query(ctx, evidence.Filter{Source: more[0].Source.Principal, Since: evidencetest.Base.Add(5 * 24 * time.Hour)}, evidence.Page{})
+	res, err := s.Query(ctx, evidence.Filter{Source: more[0].Source.Principal, Since: evidencetest.Base.Add(5 * 24 * time.Hour)}, evidence.PageRequest{})
 	if err != nil || len(res.Records) != len(more) {
 		t.Fatalf("new records by source: %d, %v; want %d", len(res.Records), err, len(more))
 	}

@@ -12,6 +12,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // classify marks the errors SQLite gives for the data itself as permanent
@@ -38,7 +39,7 @@ func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason str
 	if replica == "" {
 		return errors.New("evidence sqlite: quarantine: a record without a replica")
 	}
-	e := evidence.QuarantineEntry(rec, reason, time.Now())
+	e := storekit.QuarantineEntry(rec, reason, time.Now())
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	conn, err := s.w.Conn(ctx)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // where is a WHERE clause being built: every value is a bound parameter;
@@ -78,7 +79,7 @@ func recordWhere(f evidence.Filter, cursor string) (*where, error) {
 		w.and("time_ns < ?", evidence.Nanos(f.Until))
 	}
 	if cursor != "" {
-		t, id, err := evidence.DecodeCursor(cursor)
+		t, id, err := storekit.DecodeCursor(cursor)
 		if err != nil {
 			return nil, err
 		}
@@ -265,42 +266,42 @@ func verdictArgs(vs []evidence.Verdict) []any {
 }
 
 // Query returns one page of the records matching f, newest first.
-func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page) (evidence.Result, error) {
+func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
 	if err := f.Validate(); err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	limit := page.Size()
 	q, args, err := s.querySQL(ctx, f, page.Cursor, limit+1)
 	if err != nil {
-		return evidence.Result{}, err
+		return evidence.RecordPage{}, err
 	}
 	rows, err := s.readStmt(ctx, q, args...)
 	if err != nil {
-		return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
+		return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
 	}
 	defer rows.Close()
-	var res evidence.Result
+	var res evidence.RecordPage
 	var lastTime int64
 	var lastID string
 	for rows.Next() {
 		if len(res.Records) == limit {
-			res.Next = evidence.EncodeCursor(lastTime, lastID)
+			res.Next = storekit.EncodeCursor(lastTime, lastID)
 			break
 		}
 		var body []byte
 		var seq int64
 		var hash string
 		if err := rows.Scan(&lastTime, &lastID, &seq, &hash, &body); err != nil {
-			return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
+			return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
 		}
 		r, err := decode(lastID, body, seq, hash)
 		if err != nil {
-			return evidence.Result{}, err
+			return evidence.RecordPage{}, err
 		}
 		res.Records = append(res.Records, r)
 	}
 	if err := rows.Err(); err != nil {
-		return evidence.Result{}, fmt.Errorf("evidence sqlite: query: %w", err)
+		return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
 	}
 	return res, nil
 }
@@ -321,8 +322,8 @@ const scanPage = 500
 // Scan calls fn for every record matching f, newest first, one page at a
 // time: no rows or transaction stay open while fn runs.
 func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
-	return evidence.ScanPages(ctx, func(cursor string) ([]*evidence.Record, string, bool, error) {
-		res, err := s.Query(ctx, f, evidence.Page{Limit: scanPage, Cursor: cursor})
+	return storekit.ScanPages(ctx, func(cursor string) ([]*evidence.Record, string, bool, error) {
+		res, err := s.Query(ctx, f, evidence.PageRequest{Limit: scanPage, Cursor: cursor})
 		return res.Records, res.Next, res.Next != "", err
 	}, fn)
 }

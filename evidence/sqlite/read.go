@@ -105,8 +105,8 @@ func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*e
 		c := &st.Columns
 		var hash string
 		if err := rows.Scan(&c.Seq, &c.ID, &c.TimeNS, &c.Method, &c.Path, &c.RequestID, &hash, &st.Body,
-			&c.Replica, &c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestTD,
-			&c.SourceNamespace, &c.DestNamespace, &c.Verdict, &c.Allowed, &c.Host); err != nil {
+			&c.Replica, &c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestinationTrustDomain,
+			&c.SourceNamespace, &c.DestinationNamespace, &c.Verdict, &c.Allowed, &c.Host); err != nil {
 			return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 		}
 		r, err := evidence.DecodeStored(c.ID, st.Body, uint64(c.Seq), hash)

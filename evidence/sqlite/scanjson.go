@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // ScanJSON calls fn with the stored JSON of every record matching f,
@@ -18,7 +19,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	return evidence.ScanPages(ctx, func(cursor string) ([][]byte, string, bool, error) {
+	return storekit.ScanPages(ctx, func(cursor string) ([][]byte, string, bool, error) {
 		bodies, next, err := s.bodies(ctx, f, cursor, scanPage)
 		return bodies, next, next != "", err
 	}, fn)
@@ -26,7 +27,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 
 // QueryJSON returns one page of the records matching f as Query does,
 // each record as its stored JSON (see ScanJSON), and the next cursor.
-func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.Page) ([][]byte, string, error) {
+func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}
@@ -49,7 +50,7 @@ func (s *Store) bodies(ctx context.Context, f evidence.Filter, cursor string, li
 	var id string
 	for rows.Next() {
 		if len(out) == limit {
-			return out, evidence.EncodeCursor(t, id), nil
+			return out, storekit.EncodeCursor(t, id), nil
 		}
 		var body []byte
 		var seq int64

@@ -118,7 +118,7 @@ func edgeOf(ctx context.Context, tx interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, c evidence.Columns) (int64, error) {
 	args := []any{c.Replica, c.SourcePrincipal, c.SourceTrustDomain, c.SourceNamespace, c.DestinationPrincipal,
-		c.DestTD, c.DestNamespace, c.Host, c.Verdict, c.Allowed}
+		c.DestinationTrustDomain, c.DestinationNamespace, c.Host, c.Verdict, c.Allowed}
 	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO edges (replica, src_principal, src_td, src_ns,
 		dst_principal, dst_td, dst_ns, host, verdict, allowed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...); err != nil {
 		return 0, err

@@ -15,6 +15,7 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/sqlite"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 func TestDSN(t *testing.T) {
@@ -74,7 +75,7 @@ func TestOpenExisting(t *testing.T) {
 		t.Fatalf("Open(an existing store, Existing): %v", err)
 	}
 	defer s.Close()
-	if res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{}); err != nil || len(res.Records) != 5 {
+	if res, err := s.Query(ctx, evidence.Filter{}, evidence.PageRequest{}); err != nil || len(res.Records) != 5 {
 		t.Fatalf("Query: %d records, %v; want 5", len(res.Records), err)
 	}
 }
@@ -122,7 +123,7 @@ func TestReadsBesideWriter(t *testing.T) {
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	res, err := s.Query(qctx, evidence.Filter{}, evidence.Page{})
+	res, err := s.Query(qctx, evidence.Filter{}, evidence.PageRequest{})
 	if err != nil || len(res.Records) != 20 {
 		t.Fatalf("Query beside an open write transaction: %d records, %v; want the 20 committed", len(res.Records), err)
 	}
@@ -199,7 +200,7 @@ func TestQueryPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	all = append(all, broad...)
-	cursor := evidence.EncodeCursor(time.Now().UnixNano(), "01JQ")
+	cursor := storekit.EncodeCursor(time.Now().UnixNano(), "01JQ")
 	day := time.Now().Add(-24 * time.Hour)
 	const (
 		byTime = iota // records_time, newest first, no sort
@@ -245,7 +246,7 @@ func TestQueryPlans(t *testing.T) {
 		}
 		// Every plan gives the oracle's records, page by page.
 		var got []string
-		page := evidence.Page{Limit: 7}
+		page := evidence.PageRequest{Limit: 7}
 		for {
 			res, err := s.Query(ctx, tc.filter, page)
 			if err != nil {
@@ -277,7 +278,7 @@ func TestReadOnlyFile(t *testing.T) {
 		if err := appendNext(s, &head, 10); err == nil {
 			t.Fatal("Append to an immutable file worked")
 		}
-		if res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{}); err != nil || len(res.Records) != 100 {
+		if res, err := s.Query(ctx, evidence.Filter{}, evidence.PageRequest{}); err != nil || len(res.Records) != 100 {
 			t.Errorf("Query while the file is read-only: %d records, %v", len(res.Records), err)
 		}
 		unlock()
@@ -295,7 +296,7 @@ func TestReadOnlyFile(t *testing.T) {
 	}
 	defer s.Close()
 	want := int(head.Seq)
-	if res, err := s.Query(ctx, evidence.Filter{}, evidence.Page{Limit: 1000}); err != nil || len(res.Records) != want {
+	if res, err := s.Query(ctx, evidence.Filter{}, evidence.PageRequest{Limit: 1000}); err != nil || len(res.Records) != want {
 		t.Errorf("Query on the read-only file: %d records, %v; want %d", len(res.Records), err, want)
 	}
 	if err := appendNext(s, &head, 10); err == nil {

@@ -153,7 +153,7 @@ func (s *story) permissive() {
 // permissiveReports asks the CLI what PERMISSIVE looked like since start.
 func (s *story) permissiveReports(start time.Time) {
 	t, since := s.t, start.Format(time.RFC3339)
-	var page client.Page
+	var page evidence.RecordPage
 	s.cli(0, &page, "query", "--source", meshsim.SleepID, "--since", since, "--output", "json")
 	if len(page.Records) != 3 {
 		t.Errorf("query --source sleep: %d records, want 3", len(page.Records))

@@ -256,7 +256,7 @@ func (tm *Tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64
 	_, err = tm.DB.Exec(ctx, `INSERT INTO records (replica, seq, `+content+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
 		c.Replica, c.Seq, c.TimeNS, c.ID, c.Allowed, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain,
-		c.DestTD, c.SourceNamespace, c.DestNamespace, c.SourceKey, c.Verdict, c.Method, c.Host,
+		c.DestinationTrustDomain, c.SourceNamespace, c.DestinationNamespace, c.SourceKey, c.Verdict, c.Method, c.Host,
 		c.Path, c.RequestID, r.Chain.PrevHash, r.Chain.Hash, body)
 	if err != nil {
 		return fmt.Errorf("tamper: forge %s: %w", r.ID, err)
