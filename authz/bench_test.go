@@ -107,7 +107,9 @@ func BenchmarkCheckEvidence(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			svc, err := authz.NewServer(authz.DefaultConfig(), e, rec, zerolog.Nop(), nil)
+			ac := authz.DefaultConfig()
+			ac.Replica = "bench"
+			svc, err := authz.NewServer(ac, e, rec, zerolog.Nop(), nil)
 			if err != nil {
 				b.Fatal(err)
 			}

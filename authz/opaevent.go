@@ -85,6 +85,7 @@ func (s *Server) eventRecord(ev *opaEvent) (*evidence.Record, error) {
 	// f.reasons is shared: the note goes on a copy.
 	rec.Reasons = append(slices.Clip(f.reasons), "from OPA decision log: instance "+labelOr(ev.Labels["id"])+", path "+labelOr(ev.Path))
 	rec.Decision = eventDecision(ev)
+	evidence.Stamp(rec, s.cfg.Replica)
 	return rec, nil
 }
 

@@ -183,14 +183,19 @@ func NewServer(cfg Config, engine Evaluator, rec Recorder, log zerolog.Logger, r
 // Result is everything one Check produced.
 type Result struct {
 	Response *authv3.CheckResponse
-	Record   *evidence.Record
-	Input    *ast.Term // nil when the request could not be turned into one
+	// EvidenceID is the id of the request's evidence record.
+	EvidenceID string
+	// Record is a copy of the evidence record as the store keeps it
+	// (stamped: see evidence.Stamp), taken before the record was handed to
+	// the recorder, whose it is from then on; its link (Chain) is the
+	// writer's to set and stays empty. Decide only: nil from Check.
+	Record *evidence.Record
+	Input  *ast.Term // nil when the request could not be turned into one
 	// Outcome is what was done: allow, deny, error (no decision could be
 	// made, or its evidence not recorded: denied, or answered with Err) or
 	// dry_run (denied by the policy, let through).
 	Outcome string
-	// Verdict is the record's verdict (the record itself belongs to the
-	// recorder once handed over).
+	// Verdict is the record's verdict.
 	Verdict evidence.Verdict
 	// Err, when set, is the gRPC error Check returns instead of Response
 	// (nil then): the policy gave no decision, with OnPolicyErrorError.
@@ -207,14 +212,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // evaluating the policy, recorded and counted.
 func (s *Server) checkDecoded(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	res := s.decide(ctx, req, undecodable)
+	res := s.decide(ctx, req, undecodable, false)
 	if undecodable != nil {
 		s.metrics.undecodable.Inc()
 	}
 	s.metrics.observe(res.Outcome, res.Verdict, time.Since(start))
 	if res.Err != nil {
 		// Envoy does not read it; grpcurl and other clients see it.
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(EvidenceHeader, res.Record.ID))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(EvidenceHeader, res.EvidenceID))
 		return nil, res.Err
 	}
 	return res.Response, nil
@@ -225,17 +230,17 @@ func (s *Server) checkDecoded(ctx context.Context, req *authv3.CheckRequest, und
 // wrong is in the record, and denies the request (fail closed), or, when
 // the policy gives no decision under OnPolicyErrorError, is res.Err.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
-	return s.decide(ctx, req, nil)
+	return s.decide(ctx, req, nil, true)
 }
 
-func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError) Result {
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError, keepRecord bool) Result {
 	now := s.now()
 	id := recordID(now)
 	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
 	lerr := s.checkHeaders(req.GetAttributes().GetRequest().GetHttp(), &h)
 	f := s.factsOf(req, &h)
 	rec := newRecord(id, now, s.cfg, req, &h, f)
-	res := Result{Record: rec, Verdict: f.verdict}
+	res := Result{EvidenceID: id, Verdict: f.verdict}
 
 	var (
 		out verdictOf
@@ -279,6 +284,13 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 		// As OPA-Envoy: the policy's dynamic metadata stays.
 		out.response = &authv3.CheckResponse{Status: okStatus, DynamicMetadata: out.response.GetDynamicMetadata()}
 		out.allowed = true
+	}
+	evidence.Stamp(rec, s.cfg.Replica)
+	if keepRecord {
+		// Nothing in a stamped record changes but its link, which is a
+		// value: a shallow copy stays as it is.
+		kept := *rec
+		res.Record = &kept
 	}
 	if s.rec != nil {
 		// In sync durability this waits for the commit, as long as Envoy

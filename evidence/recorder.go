@@ -97,7 +97,22 @@ var (
 	// queued and is written all the same; when it lets the request through,
 	// an amendment saying the request was not is written after it.
 	ErrNotCommitted = errors.New("evidence not yet committed")
+	// ErrReplica: a record handed over is not stamped for the recorder's
+	// replica (see Stamp). It names another chain, or none.
+	ErrReplica = errors.New("evidence record not stamped for this recorder's replica")
 )
+
+// Stamp makes rec what the store keeps, and is the one place that does: it
+// names the replica whose chain rec goes into and bounds it (Bound:
+// over-long fields cut and Truncated set, bytes no store keeps replaced).
+// Call it once, when the record is complete and before anyone reads it:
+// the Check's answer, meshproof eval's output and the Recorder all see the
+// stamped record. The Recorder refuses a record stamped for another
+// replica (ErrReplica) and changes nothing in it but its link (Chain).
+func Stamp(rec *Record, replica string) {
+	rec.Replica = replica
+	Bound(rec)
+}
 
 // Recorder takes records from Checks and writes them, in batches and in
 // chain order, to a Store. One Recorder writes one replica's chain.
@@ -174,12 +189,13 @@ func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store 
 	return r, nil
 }
 
-// Record hands a record over. In sync durability it returns once the
-// record is committed, or with an error wrapping ErrNotCommitted and ctx's
-// error when the caller stops waiting (the record is still written). An
-// error means the request must be denied. A record whose time is out of
-// range (see CheckTime) is refused with an error wrapping ErrTimeRange. The
-// record belongs to the recorder from now on.
+// Record hands a record over, stamped (Stamp). In sync durability it
+// returns once the record is committed, or with an error wrapping
+// ErrNotCommitted and ctx's error when the caller stops waiting (the record
+// is still written). An error means the request must be denied. A record
+// stamped for another replica is refused with an error wrapping ErrReplica,
+// one whose time is out of range (see CheckTime) with an error wrapping
+// ErrTimeRange. The record belongs to the recorder from now on.
 //
 // A Check that stops waiting is over: its answer never reaches Envoy, whose
 // ext_authz call has failed (deadline) or was cancelled. When its record
@@ -188,7 +204,7 @@ func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store 
 // the recorder writes an amendment after it, in the same chain, saying the
 // request was not let through (see Amends).
 func (r *Recorder) Record(ctx context.Context, rec *Record) error {
-	if err := r.checkTime(rec); err != nil {
+	if err := r.check(rec); err != nil {
 		return err
 	}
 	r.mu.RLock()
@@ -265,8 +281,9 @@ func (r *Recorder) takeLate() []*pending {
 // RecordBatch hands recs over as one unbroken run of the chain: either all
 // of them are queued, with no other record between them, or none is and it
 // returns an error wrapping ErrQueueFull (the queue has not room for all of
-// them now), ErrTimeRange (a record's time is out of range, see CheckTime)
-// or ErrClosed. It never waits for room and never drops: its
+// them now), ErrReplica (a record not stamped for this replica, see Stamp),
+// ErrTimeRange (a record's time is out of range, see CheckTime) or
+// ErrClosed. It never waits for room and never drops: its
 // caller is an upload whose client retries, so the client is told to come
 // back rather than a Check kept waiting behind it. In sync durability it
 // returns once every record is committed, or with ctx's error when the
@@ -277,7 +294,7 @@ func (r *Recorder) RecordBatch(ctx context.Context, recs []*Record) error {
 		return nil
 	}
 	for _, rec := range recs {
-		if err := r.checkTime(rec); err != nil {
+		if err := r.check(rec); err != nil {
 			return err
 		}
 	}
@@ -319,8 +336,13 @@ func (r *Recorder) RecordBatch(ctx context.Context, recs []*Record) error {
 	return first
 }
 
-// checkTime refuses a record no store may hold: its time would wrap.
-func (r *Recorder) checkTime(rec *Record) error {
+// check refuses a record not stamped for this replica (a caller's
+// mistake: the record is not changed to fit), and one no store may hold:
+// its time would wrap.
+func (r *Recorder) check(rec *Record) error {
+	if rec.Replica != r.replica {
+		return fmt.Errorf("%w: record %s is stamped for replica %q, this recorder writes %q's chain", ErrReplica, rec.ID, rec.Replica, r.replica)
+	}
 	if err := CheckTime(rec.Time); err != nil {
 		r.m.dropped("time_range").Inc()
 		return fmt.Errorf("evidence: record %s: %w", rec.ID, err)

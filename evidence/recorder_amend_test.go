@@ -14,7 +14,7 @@ func TestRecorderAmendsAfterItsBatch(t *testing.T) {
 	s, _ := openSQLite(t)
 	cfg := evidence.DefaultRecorderConfig()
 	cfg.Durability = evidence.Sync
-	rec := newRecorder(t, cfg, s, "replica-a")
+	rec := newRecorder(t, cfg, s, "r1")
 	r := record("01JQ0000000000000000000LATE")
 	r.Decision.Allowed = true
 	if err := evidence.RecordGivingUpLate(rec, r, context.DeadlineExceeded); err != nil {
@@ -47,7 +47,7 @@ func TestRecorderSyncDeniedNotAmended(t *testing.T) {
 	s, _ := openSQLite(t)
 	cfg := evidence.DefaultRecorderConfig()
 	cfg.Durability = evidence.Sync
-	rec := newRecorder(t, cfg, s, "replica-a")
+	rec := newRecorder(t, cfg, s, "r1")
 	r := record("01JQ000000000000000000DENY")
 	r.Decision = evidence.Decision{Allowed: false, HTTPStatus: 403}
 	if err := evidence.RecordGivingUpLate(rec, r, context.DeadlineExceeded); err != nil {

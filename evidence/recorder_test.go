@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +30,7 @@ func openSQLite(t *testing.T) (evidence.Store, string) {
 }
 
 func record(id string) *evidence.Record {
-	return &evidence.Record{ID: id, Time: time.Now().UTC(), Verdict: evidence.MTLS, Reasons: []string{"r"},
+	return &evidence.Record{ID: id, Time: time.Now().UTC(), Replica: "r1", Verdict: evidence.MTLS, Reasons: []string{"r"},
 		Source: evidence.Peer{Principal: "spiffe://td/a"}, Request: evidence.Request{Host: "h", Method: "GET"}}
 }
 
@@ -256,7 +258,7 @@ func TestRecorderSameReplicaTwice(t *testing.T) {
 	s, _ := openSQLite(t)
 	cfg := evidence.DefaultRecorderConfig()
 	cfg.Durability = evidence.Sync
-	a, b := newRecorder(t, cfg, s, "dup"), newRecorder(t, cfg, s, "dup")
+	a, b := newRecorder(t, cfg, s, "r1"), newRecorder(t, cfg, s, "r1")
 	for i := range 10 {
 		if err := a.Record(context.Background(), record("a"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
@@ -333,6 +335,63 @@ func TestRecorderRefusesTimesOutOfRange(t *testing.T) {
 			if got := counter(t, reg, "meshproof_evidence_dropped_total", "time_range"); got != 6 {
 				t.Errorf("dropped{time_range} = %v, want 6", got)
 			}
+		})
+	}
+}
+
+// TestRecorderRefusesAnotherReplica: a record is stamped once, by Stamp
+// (the replica and the bounds), before it is handed over. A Recorder
+// refuses, with ErrReplica naming both replicas, a record stamped for
+// another replica or not stamped at all (Record, and RecordBatch for the
+// whole batch), and stores a stamped record exactly as it was stamped. It
+// used to rename such a record silently in its writer, after the Check had
+// answered.
+func TestRecorderRefusesAnotherReplica(t *testing.T) {
+	for _, durability := range []evidence.Durability{evidence.Async, evidence.Sync} {
+		t.Run(string(durability), func(t *testing.T) {
+			s, _ := openSQLite(t)
+			cfg := evidence.DefaultRecorderConfig()
+			cfg.Durability = durability
+			r := newRecorder(t, cfg, s, "r1")
+			ctx := context.Background()
+			for _, other := range []string{"r2", ""} {
+				rec := record("other-" + other)
+				rec.Replica = other
+				err := r.Record(ctx, rec)
+				if !errors.Is(err, evidence.ErrReplica) || !strings.Contains(err.Error(), `"r1"`) || !strings.Contains(err.Error(), strconv.Quote(other)) {
+					t.Errorf("Record(replica %q) = %v, want ErrReplica naming both replicas", other, err)
+				}
+				if rec.Replica != other {
+					t.Errorf("Record changed a refused record's replica to %q", rec.Replica)
+				}
+				batch := []*evidence.Record{record("ok-1-" + other), rec, record("ok-2-" + other)}
+				if err := r.RecordBatch(ctx, batch); !errors.Is(err, evidence.ErrReplica) {
+					t.Errorf("RecordBatch(one of replica %q) = %v, want ErrReplica", other, err)
+				}
+			}
+			long := record("long")
+			long.Request.Path = "/" + strings.Repeat("p", evidence.MaxFieldBytes)
+			evidence.Stamp(long, "r1")
+			want := *long
+			if err := r.Record(ctx, long); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(t, s); n != 1 {
+				t.Errorf("%d records stored, want only the stamped one", n)
+			}
+			got, err := s.Get(ctx, "long")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got.Chain, want.Chain = evidence.Chain{}, evidence.Chain{}
+			got.Time, want.Time = got.Time.UTC(), want.Time.UTC().Truncate(0)
+			if !reflect.DeepEqual(got, &want) || !got.Truncated || got.Replica != "r1" {
+				t.Errorf("stored\n%+v\nwant what Stamp made\n%+v", got, &want)
+			}
+			verify(t, s)
 		})
 	}
 }

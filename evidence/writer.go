@@ -87,9 +87,7 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 func (r *Recorder) write(batch []*pending) []*pending {
 	recs := make([]*Record, len(batch))
 	for i, p := range batch {
-		Bound(p.rec)
-		p.rec.Replica = r.replica
-		recs[i] = p.rec
+		recs[i] = p.rec // stamped by the caller (Stamp), checked by Record
 	}
 	err := r.persist(recs)
 	var amendments []*pending

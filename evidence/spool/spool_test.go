@@ -348,7 +348,7 @@ func TestRecorderThroughOutage(t *testing.T) {
 						default:
 						}
 						id := fmt.Sprintf("w%d-%06d", w, i)
-						err := rec.Record(context.Background(), evidencetest.Full(id, "", time.Now().UTC()))
+						err := rec.Record(context.Background(), evidencetest.Full(id, replica, time.Now().UTC()))
 						mu.Lock()
 						if err != nil {
 							fails = append(fails, err)
