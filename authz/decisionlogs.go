@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 // DecisionLogConfig configures the decision log upload endpoint, which takes
@@ -81,7 +82,7 @@ func (c DecisionLogConfig) Validate() error {
 }
 
 // BatchRecorder takes the records of one upload all at once or not at all
-// (evidence.Recorder.RecordBatch).
+// (recorder.Recorder.RecordBatch).
 type BatchRecorder interface {
 	RecordBatch(ctx context.Context, recs []*evidence.Record) error
 }
@@ -323,7 +324,7 @@ func (d *decisionLogs) record(ctx context.Context, recs []*evidence.Record) (int
 		ids[i] = rec.ID
 	}
 	if err := d.rec.RecordBatch(ctx, fresh); err != nil {
-		queued := !errors.Is(err, evidence.ErrQueueFull) && !errors.Is(err, evidence.ErrClosed) && !errors.Is(err, evidence.ErrTimeRange)
+		queued := !errors.Is(err, recorder.ErrQueueFull) && !errors.Is(err, recorder.ErrClosed) && !errors.Is(err, evidence.ErrTimeRange)
 		if !queued {
 			d.seen.release(ids)
 		}

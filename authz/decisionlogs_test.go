@@ -29,6 +29,7 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/meshproof/meshproof/rego"
 )
@@ -39,11 +40,11 @@ const logsToken = "opa-decision-logs-token-0123456789"
 // real SQLite store and a real recorder, on loopback.
 type logsEnv struct {
 	store *sqlite.Store
-	rec   *evidence.Recorder
+	rec   *recorder.Recorder
 	url   string
 }
 
-func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg authz.DecisionLogConfig) *logsEnv {
+func newLogsEnv(t *testing.T, rc recorder.Config, cfg authz.DecisionLogConfig) *logsEnv {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
@@ -51,7 +52,7 @@ func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg authz.DecisionLogC
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	rec, err := evidence.NewRecorder(ctx, rc, "replica-a", store, zerolog.Nop(), nil)
+	rec, err := recorder.New(ctx, rc, "replica-a", store, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +83,9 @@ func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg authz.DecisionLogC
 	return &logsEnv{store: store, rec: rec, url: ts.URL}
 }
 
-func syncRecorder() evidence.RecorderConfig {
-	rc := evidence.DefaultRecorderConfig()
-	rc.Durability = evidence.Sync
+func syncRecorder() recorder.Config {
+	rc := recorder.DefaultConfig()
+	rc.Durability = recorder.Sync
 	return rc
 }
 
@@ -158,7 +159,7 @@ func anyOf(v any) *any { return &v }
 // converted to a map with ast.JSON as OPA converts a logged input.
 func inputOf(t *testing.T, svc *authz.Server, req *authv3.CheckRequest) (*any, *evidence.Record) {
 	t.Helper()
-	res := svc.Decide(context.Background(), req)
+	res := svc.Explain(context.Background(), req)
 	if res.Input == nil {
 		t.Fatal("no input document built")
 	}
@@ -346,7 +347,7 @@ func verifyChain(t *testing.T, s evidence.Store, n int) {
 }
 
 // noCacheEngine is a real engine for policy without the decision cache, so
-// that every Decide builds its input document.
+// that every Explain builds its input document.
 func noCacheEngine(t *testing.T, policy string) *rego.Engine {
 	t.Helper()
 	rc := rego.Defaults()
@@ -536,7 +537,7 @@ func TestDecisionLogsUnavailable(t *testing.T) {
 // upload's records still wait in the queue (async durability, not stored
 // yet) is written once, and so are two uploads of the same events at once.
 func TestDecisionLogsQueuedNotStored(t *testing.T) {
-	rc := evidence.DefaultRecorderConfig()
+	rc := recorder.DefaultConfig()
 	rc.FlushInterval, rc.BatchSize = time.Hour, 100_000 // nothing is stored before Close
 	env := newLogsEnv(t, rc, authz.DecisionLogConfig{})
 	var evs []logs.EventV1

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 // This file turns one OPA decision log event, as OPA's decision log plugin
@@ -85,7 +86,7 @@ func (s *Server) eventRecord(ev *opaEvent) (*evidence.Record, error) {
 	// f.reasons is shared: the note goes on a copy.
 	rec.Reasons = append(slices.Clip(f.reasons), "from OPA decision log: instance "+labelOr(ev.Labels["id"])+", path "+labelOr(ev.Path))
 	rec.Decision = eventDecision(ev)
-	evidence.Stamp(rec, s.cfg.Replica)
+	recorder.Stamp(rec, s.cfg.Replica)
 	return rec, nil
 }
 
@@ -128,8 +129,8 @@ func eventID(decisionID string, t time.Time) string {
 	return id.String()
 }
 
-// eventDecision reads the decision as Decide reads meshproof's own (the
-// same decide): a boolean, or an object with allowed, http_status, body
+// eventDecision reads the decision as a Check reads meshproof's own (the
+// same answerOf): a boolean, or an object with allowed, http_status, body
 // and reason. No result (an evaluation error, an undefined decision, a
 // masked result) is a decision that could not be made: denied.
 func eventDecision(ev *opaEvent) evidence.Decision {
@@ -155,7 +156,7 @@ func eventDecision(ev *opaEvent) evidence.Decision {
 		d.Error = "result: " + err.Error()
 		return d
 	}
-	out, err := decide(val)
+	out, err := answerOf(val)
 	if err != nil {
 		d.Error = err.Error()
 		return d

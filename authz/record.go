@@ -11,7 +11,7 @@ import (
 )
 
 // newRecord fills the evidence record with everything known before the
-// decision; the caller adds the decision, then stamps it (evidence.Stamp:
+// decision; the caller adds the decision, then stamps it (recorder.Stamp:
 // the replica, and the bounds).
 func newRecord(id string, now time.Time, cfg Config, req *authv3.CheckRequest, h *headerReader, f *facts) *evidence.Record {
 	attrs := req.GetAttributes()

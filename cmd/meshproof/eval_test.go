@@ -17,6 +17,7 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/meshproof/meshproof/rego"
 )
@@ -63,9 +64,9 @@ func TestEvalPrintsTheStoredRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	rc := evidence.DefaultRecorderConfig()
-	rc.Durability = evidence.Sync
-	rec, err := evidence.NewRecorder(ctx, rc, "eval", store, zerolog.Nop(), nil)
+	rc := recorder.DefaultConfig()
+	rc.Durability = recorder.Sync
+	rec, err := recorder.New(ctx, rc, "eval", store, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

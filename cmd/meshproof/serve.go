@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/rego"
 )
 
@@ -259,7 +260,7 @@ func serve(ctx context.Context, o serveOptions, log zerolog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	rec, err := evidence.NewRecorder(ctx, o.Evidence.Recorder, o.Authz.Replica, store, log, evidence.NewRecorderMetrics(reg))
+	rec, err := recorder.New(ctx, o.Evidence.Recorder, o.Authz.Replica, store, log, recorder.NewMetrics(reg))
 	if err != nil {
 		return err
 	}

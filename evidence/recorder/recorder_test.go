@@ -1,4 +1,4 @@
-package evidence_test
+package recorder_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	_ "github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -34,9 +35,9 @@ func record(id string) *evidence.Record {
 		Source: evidence.Peer{Principal: "spiffe://td/a"}, Request: evidence.Request{Host: "h", Method: "GET"}}
 }
 
-func newRecorder(t *testing.T, cfg evidence.RecorderConfig, w evidence.Writer, replica string) *evidence.Recorder {
+func newRecorder(t *testing.T, cfg recorder.Config, w evidence.Writer, replica string) *recorder.Recorder {
 	t.Helper()
-	r, err := evidence.NewRecorder(context.Background(), cfg, replica, w, zerolog.Nop(), nil)
+	r, err := recorder.New(context.Background(), cfg, replica, w, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func verify(t *testing.T, s evidence.Store) []evidence.ChainReport {
 // stored, chained without gaps, and a new recorder resumes the chain.
 func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
+	cfg := recorder.DefaultConfig()
 	cfg.FlushInterval = time.Hour // only Close and full batches flush
 	r := newRecorder(t, cfg, s, "r1")
 	var wg sync.WaitGroup
@@ -96,7 +97,7 @@ func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 	if reps := verify(t, s); len(reps) != 1 || reps[0].Head.Seq != 4000 {
 		t.Fatalf("reports %+v", reps)
 	}
-	r2 := newRecorder(t, evidence.DefaultRecorderConfig(), s, "r1")
+	r2 := newRecorder(t, recorder.DefaultConfig(), s, "r1")
 	if r2.Head().Seq != 4000 {
 		t.Fatalf("a new recorder starts at seq %d, want 4000", r2.Head().Seq)
 	}
@@ -107,7 +108,7 @@ func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 	if reps := verify(t, s); reps[0].Head.Seq != 4001 {
 		t.Fatalf("head %+v", reps[0].Head)
 	}
-	if err := r2.Record(context.Background(), record("late")); !errors.Is(err, evidence.ErrClosed) {
+	if err := r2.Record(context.Background(), record("late")); !errors.Is(err, recorder.ErrClosed) {
 		t.Fatalf("Record after Close: %v", err)
 	}
 }
@@ -116,8 +117,8 @@ func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 // from the store as soon as Record returns.
 func TestRecorderSyncCommitsBeforeReturning(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
 	r := newRecorder(t, cfg, s, "r1")
 	var wg sync.WaitGroup
 	for w := range 16 {
@@ -165,16 +166,16 @@ func (g *gate) Append(ctx context.Context, b []*evidence.Record) error {
 // store is back.
 func TestRecorderOverflow(t *testing.T) {
 	for _, tt := range []struct {
-		overflow evidence.Overflow
+		overflow recorder.Overflow
 		reason   string // of meshproof_evidence_dropped_total
-	}{{evidence.Drop, "queue_full"}, {evidence.Deny, "denied"}, {evidence.Block, "block_timeout"}} {
+	}{{recorder.Drop, "queue_full"}, {recorder.Deny, "denied"}, {recorder.Block, "block_timeout"}} {
 		t.Run(string(tt.overflow), func(t *testing.T) {
 			s, _ := openSQLite(t)
 			g := &gate{Store: s, down: true}
-			cfg := evidence.DefaultRecorderConfig()
+			cfg := recorder.DefaultConfig()
 			cfg.Overflow, cfg.QueueSize, cfg.BatchSize, cfg.BlockTimeout = tt.overflow, 10, 5, 20*time.Millisecond
 			reg := prometheus.NewRegistry()
-			r, err := evidence.NewRecorder(context.Background(), cfg, "r1", g, zerolog.Nop(), evidence.NewRecorderMetrics(reg))
+			r, err := recorder.New(context.Background(), cfg, "r1", g, zerolog.Nop(), recorder.NewMetrics(reg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,9 +185,9 @@ func TestRecorderOverflow(t *testing.T) {
 				err := r.Record(context.Background(), record("o"+strconv.Itoa(i)))
 				switch {
 				case err == nil:
-				case tt.overflow != evidence.Drop && errors.Is(err, evidence.ErrQueueFull):
+				case tt.overflow != recorder.Drop && errors.Is(err, recorder.ErrQueueFull):
 					refused++
-					if tt.overflow == evidence.Block && time.Since(start) < cfg.BlockTimeout {
+					if tt.overflow == recorder.Block && time.Since(start) < cfg.BlockTimeout {
 						t.Fatalf("block gave up after %v", time.Since(start))
 					}
 				default:
@@ -194,7 +195,7 @@ func TestRecorderOverflow(t *testing.T) {
 				}
 			}
 			dropped := int(counter(t, reg, "meshproof_evidence_dropped_total", tt.reason))
-			if dropped < 40-cfg.QueueSize-cfg.BatchSize || (tt.overflow != evidence.Drop && dropped != refused) {
+			if dropped < 40-cfg.QueueSize-cfg.BatchSize || (tt.overflow != recorder.Drop && dropped != refused) {
 				t.Fatalf("dropped counter %d, refused %d, with a queue of %d", dropped, refused, cfg.QueueSize)
 			}
 			g.set(false)
@@ -231,9 +232,9 @@ func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float6
 func TestRecorderCloseGivesUp(t *testing.T) {
 	s, _ := openSQLite(t)
 	g := &gate{Store: s, down: true}
-	cfg := evidence.DefaultRecorderConfig()
+	cfg := recorder.DefaultConfig()
 	cfg.FlushInterval = time.Millisecond
-	r, err := evidence.NewRecorder(context.Background(), cfg, "r1", g, zerolog.Nop(), nil)
+	r, err := recorder.New(context.Background(), cfg, "r1", g, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +248,7 @@ func TestRecorderCloseGivesUp(t *testing.T) {
 	if err := r.Close(ctx); err == nil {
 		t.Fatal("Close with the store down and a deadline must report the loss")
 	}
-	if err := r.Record(context.Background(), record("after")); !errors.Is(err, evidence.ErrClosed) {
+	if err := r.Record(context.Background(), record("after")); !errors.Is(err, recorder.ErrClosed) {
 		t.Fatalf("Record after Close: %v", err)
 	}
 }
@@ -256,8 +257,8 @@ func TestRecorderCloseGivesUp(t *testing.T) {
 // corrupt the chain: the later writer chains after the stored head.
 func TestRecorderSameReplicaTwice(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
 	a, b := newRecorder(t, cfg, s, "r1"), newRecorder(t, cfg, s, "r1")
 	for i := range 10 {
 		if err := a.Record(context.Background(), record("a"+strconv.Itoa(i))); err != nil {
@@ -273,21 +274,21 @@ func TestRecorderSameReplicaTwice(t *testing.T) {
 }
 
 func TestRecorderConfigValidate(t *testing.T) {
-	bad := []func(*evidence.RecorderConfig){
-		func(c *evidence.RecorderConfig) { c.Durability = "eventually" },
-		func(c *evidence.RecorderConfig) { c.Overflow = "ignore" },
-		func(c *evidence.RecorderConfig) { c.Durability, c.Overflow = evidence.Sync, evidence.Drop },
-		func(c *evidence.RecorderConfig) { c.QueueSize = 0 },
-		func(c *evidence.RecorderConfig) { c.BlockTimeout = 0 },
+	bad := []func(*recorder.Config){
+		func(c *recorder.Config) { c.Durability = "eventually" },
+		func(c *recorder.Config) { c.Overflow = "ignore" },
+		func(c *recorder.Config) { c.Durability, c.Overflow = recorder.Sync, recorder.Drop },
+		func(c *recorder.Config) { c.QueueSize = 0 },
+		func(c *recorder.Config) { c.BlockTimeout = 0 },
 	}
 	for i, change := range bad {
-		c := evidence.DefaultRecorderConfig()
+		c := recorder.DefaultConfig()
 		change(&c)
 		if c.Validate() == nil {
 			t.Errorf("case %d: %+v accepted", i, c)
 		}
 	}
-	if err := evidence.DefaultRecorderConfig().Validate(); err != nil {
+	if err := recorder.DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -297,13 +298,13 @@ func TestRecorderConfigValidate(t *testing.T) {
 // refused where it enters, by Record and RecordBatch (the whole batch),
 // with ErrTimeRange, and never reaches the store; the chain goes on.
 func TestRecorderRefusesTimesOutOfRange(t *testing.T) {
-	for _, durability := range []evidence.Durability{evidence.Async, evidence.Sync} {
+	for _, durability := range []recorder.Durability{recorder.Async, recorder.Sync} {
 		t.Run(string(durability), func(t *testing.T) {
 			s, _ := openSQLite(t)
-			cfg := evidence.DefaultRecorderConfig()
+			cfg := recorder.DefaultConfig()
 			cfg.Durability = durability
 			reg := prometheus.NewRegistry()
-			r, err := evidence.NewRecorder(context.Background(), cfg, "r1", s, zerolog.Nop(), evidence.NewRecorderMetrics(reg))
+			r, err := recorder.New(context.Background(), cfg, "r1", s, zerolog.Nop(), recorder.NewMetrics(reg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -347,10 +348,10 @@ func TestRecorderRefusesTimesOutOfRange(t *testing.T) {
 // used to rename such a record silently in its writer, after the Check had
 // answered.
 func TestRecorderRefusesAnotherReplica(t *testing.T) {
-	for _, durability := range []evidence.Durability{evidence.Async, evidence.Sync} {
+	for _, durability := range []recorder.Durability{recorder.Async, recorder.Sync} {
 		t.Run(string(durability), func(t *testing.T) {
 			s, _ := openSQLite(t)
-			cfg := evidence.DefaultRecorderConfig()
+			cfg := recorder.DefaultConfig()
 			cfg.Durability = durability
 			r := newRecorder(t, cfg, s, "r1")
 			ctx := context.Background()
@@ -358,20 +359,20 @@ func TestRecorderRefusesAnotherReplica(t *testing.T) {
 				rec := record("other-" + other)
 				rec.Replica = other
 				err := r.Record(ctx, rec)
-				if !errors.Is(err, evidence.ErrReplica) || !strings.Contains(err.Error(), `"r1"`) || !strings.Contains(err.Error(), strconv.Quote(other)) {
+				if !errors.Is(err, recorder.ErrReplica) || !strings.Contains(err.Error(), `"r1"`) || !strings.Contains(err.Error(), strconv.Quote(other)) {
 					t.Errorf("Record(replica %q) = %v, want ErrReplica naming both replicas", other, err)
 				}
 				if rec.Replica != other {
 					t.Errorf("Record changed a refused record's replica to %q", rec.Replica)
 				}
 				batch := []*evidence.Record{record("ok-1-" + other), rec, record("ok-2-" + other)}
-				if err := r.RecordBatch(ctx, batch); !errors.Is(err, evidence.ErrReplica) {
+				if err := r.RecordBatch(ctx, batch); !errors.Is(err, recorder.ErrReplica) {
 					t.Errorf("RecordBatch(one of replica %q) = %v, want ErrReplica", other, err)
 				}
 			}
 			long := record("long")
 			long.Request.Path = "/" + strings.Repeat("p", evidence.MaxFieldBytes)
-			evidence.Stamp(long, "r1")
+			recorder.Stamp(long, "r1")
 			want := *long
 			if err := r.Record(ctx, long); err != nil {
 				t.Fatal(err)
