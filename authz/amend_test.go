@@ -18,6 +18,7 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/postgres"
 	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -60,7 +61,7 @@ func (s *stalledStore) unstall() {
 
 // givingUp tells when the Check's Record call returned an error.
 type givingUp struct {
-	*evidence.Recorder
+	*recorder.Recorder
 	errs chan error
 }
 
@@ -110,9 +111,9 @@ func TestSyncCheckWhilePostgresDownIsAmended(t *testing.T) {
 // evidence db holds once the recorder, writing to w, has stopped.
 func checkPastDeadline(t *testing.T, db evidence.Store, w evidence.Writer, outage, restore func()) {
 	ctx := context.Background()
-	rc := evidence.DefaultRecorderConfig()
-	rc.Durability = evidence.Sync
-	rec, err := evidence.NewRecorder(ctx, rc, "replica-a", w, zerolog.Nop(), nil)
+	rc := recorder.DefaultConfig()
+	rc.Durability = recorder.Sync
+	rec, err := recorder.New(ctx, rc, "replica-a", w, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func checkPastDeadline(t *testing.T, db evidence.Store, w evidence.Writer, outag
 	default:
 		t.Fatalf("Check with the store out: %v, %v; want DeadlineExceeded or a 503 denial", err, resp)
 	}
-	if gerr := <-watch.errs; !errors.Is(gerr, evidence.ErrNotCommitted) {
+	if gerr := <-watch.errs; !errors.Is(gerr, recorder.ErrNotCommitted) {
 		t.Fatalf("Record gave up with %v, want ErrNotCommitted", gerr)
 	}
 	restore()

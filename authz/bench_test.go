@@ -12,6 +12,7 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	_ "github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/meshproof/meshproof/rego"
 )
@@ -83,7 +84,7 @@ func benchServer(b *testing.B, decisionCache int) *authz.Server {
 // evidence written, bounded by the store's ingest rate, not the cost of
 // queueing a record.
 func BenchmarkCheckEvidence(b *testing.B) {
-	for _, d := range []evidence.Durability{evidence.Async, evidence.Sync} {
+	for _, d := range []recorder.Durability{recorder.Async, recorder.Sync} {
 		b.Run(string(d), func(b *testing.B) {
 			cfg := rego.Defaults()
 			cfg.Policies, cfg.Decision, cfg.Watch = []string{"../test/testdata/bench/policy.rego"}, "envoy/authz/result", false
@@ -95,25 +96,27 @@ func BenchmarkCheckEvidence(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer e.Stop(context.Background())
-			store, err := evidence.Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "e.db"), evidence.Options{Durable: d == evidence.Sync})
+			store, err := evidence.Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "e.db"), evidence.Options{Durable: d == recorder.Sync})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer store.Close()
-			rc := evidence.DefaultRecorderConfig()
+			rc := recorder.DefaultConfig()
 			rc.Durability = d
 			rc.BlockTimeout = time.Minute
-			rec, err := evidence.NewRecorder(context.Background(), rc, "bench", store, zerolog.Nop(), nil)
+			rec, err := recorder.New(context.Background(), rc, "bench", store, zerolog.Nop(), nil)
 			if err != nil {
 				b.Fatal(err)
 			}
-			svc, err := authz.NewServer(authz.DefaultConfig(), e, rec, zerolog.Nop(), nil)
+			ac := authz.DefaultConfig()
+			ac.Replica = "bench"
+			svc, err := authz.NewServer(ac, e, rec, zerolog.Nop(), nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			req := authztest.FromFile(b, "../test/testdata/bench/request.json")
 			b.ReportAllocs()
-			if d == evidence.Sync {
+			if d == recorder.Sync {
 				b.SetParallelism(64)
 			}
 			b.RunParallel(func(pb *testing.PB) {

@@ -50,8 +50,11 @@ var (
 	kReason                  = ast.StringTerm("reason")
 )
 
-// verdictOf is the policy's answer before meshproof's own additions.
-type verdictOf struct {
+// policyAnswer is the answer to a Check before meshproof's own additions
+// (finish): the policy's, read by answerOf, or meshproof's when there is no
+// decision (noDecision, denyUnrecorded). Not the mTLS verdict
+// (evidence.Verdict).
+type policyAnswer struct {
 	allowed  bool
 	response *authv3.CheckResponse
 	status   int    // HTTP status sent when denied
@@ -61,11 +64,11 @@ type verdictOf struct {
 	noDecisionID bool
 }
 
-// decide maps a decision value to OPA-Envoy's CheckResponse.
-func decide(v ast.Value) (verdictOf, error) {
+// answerOf reads a policy's decision value into OPA-Envoy's CheckResponse.
+func answerOf(v ast.Value) (policyAnswer, error) {
 	switch d := v.(type) {
 	case ast.Boolean:
-		out := verdictOf{allowed: bool(d), response: &authv3.CheckResponse{}}
+		out := policyAnswer{allowed: bool(d), response: &authv3.CheckResponse{}}
 		if d {
 			out.response.Status = okStatus
 		} else {
@@ -74,9 +77,9 @@ func decide(v ast.Value) (verdictOf, error) {
 		}
 		return out, nil
 	case ast.Object:
-		return decideObject(d)
+		return answerOfObject(d)
 	default:
-		return verdictOf{}, fmt.Errorf("failed to get response status: illegal value for policy evaluation result: %s", goType(v))
+		return policyAnswer{}, fmt.Errorf("failed to get response status: illegal value for policy evaluation result: %s", goType(v))
 	}
 }
 
@@ -85,66 +88,66 @@ var (
 	deniedStatus = &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)}
 )
 
-func decideObject(d ast.Object) (verdictOf, error) {
+func answerOfObject(d ast.Object) (policyAnswer, error) {
 	at := d.Get(kAllowed)
 	if at == nil {
-		return verdictOf{}, errors.New("failed to get response status: unable to determine evaluation result due to missing \"allowed\" key")
+		return policyAnswer{}, errors.New("failed to get response status: unable to determine evaluation result due to missing \"allowed\" key")
 	}
 	allowed, ok := at.Value.(ast.Boolean)
 	if !ok {
-		return verdictOf{}, fmt.Errorf("failed to get response status: type assertion error, expected allowed to be of type 'boolean' but got '%s'", goType(at.Value))
+		return policyAnswer{}, fmt.Errorf("failed to get response status: type assertion error, expected allowed to be of type 'boolean' but got '%s'", goType(at.Value))
 	}
-	out := verdictOf{allowed: bool(allowed), response: &authv3.CheckResponse{}}
+	out := policyAnswer{allowed: bool(allowed), response: &authv3.CheckResponse{}}
 	if r, ok := stringField(d, kReason); ok {
 		out.reason = r
 	}
 	headers, err := headerOptions(d.Get(kHeaders))
 	if err != nil {
-		return verdictOf{}, fmt.Errorf("failed to get response headers: %w", err)
+		return policyAnswer{}, fmt.Errorf("failed to get response headers: %w", err)
 	}
 	if t := d.Get(kDynamicMetadata); t != nil {
 		obj, ok := t.Value.(ast.Object)
 		if !ok {
-			return verdictOf{}, fmt.Errorf("failed to get dynamic metadata: type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", goType(t.Value))
+			return policyAnswer{}, fmt.Errorf("failed to get dynamic metadata: type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", goType(t.Value))
 		}
 		md, err := structOf(obj)
 		if err != nil {
-			return verdictOf{}, fmt.Errorf("failed to get dynamic metadata: %w", err)
+			return policyAnswer{}, fmt.Errorf("failed to get dynamic metadata: %w", err)
 		}
 		out.response.DynamicMetadata = md
 	}
 	if allowed {
-		return decideAllowed(d, out, headers)
+		return allowedAnswer(d, out, headers)
 	}
-	return decideDenied(d, out, headers)
+	return deniedAnswer(d, out, headers)
 }
 
-func decideAllowed(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOption) (verdictOf, error) {
+func allowedAnswer(d ast.Object, out policyAnswer, headers []*corev3.HeaderValueOption) (policyAnswer, error) {
 	ok := &authv3.OkHttpResponse{Headers: headers}
 	var err error
 	if ok.HeadersToRemove, err = stringList(d.Get(kRequestHeadersToRemove), "request_headers_to_remove"); err != nil {
-		return verdictOf{}, fmt.Errorf("failed to get request headers to remove: %w", err)
+		return policyAnswer{}, fmt.Errorf("failed to get request headers to remove: %w", err)
 	}
 	if ok.ResponseHeadersToAdd, err = headerOptions(d.Get(kResponseHeadersToAdd)); err != nil {
-		return verdictOf{}, fmt.Errorf("failed to get response headers to send to client: %w", err)
+		return policyAnswer{}, fmt.Errorf("failed to get response headers to send to client: %w", err)
 	}
 	if ok.QueryParametersToRemove, err = stringList(d.Get(kQueryParametersToRemove), "query_parameters_to_remove"); err != nil {
-		return verdictOf{}, fmt.Errorf("failed to get request query parameters to remove: %w", err)
+		return policyAnswer{}, fmt.Errorf("failed to get request query parameters to remove: %w", err)
 	}
 	if ok.QueryParametersToSet, err = queryParameters(d.Get(kQueryParametersToSet)); err != nil {
-		return verdictOf{}, fmt.Errorf("failed to get request query parameters to set: %w", err)
+		return policyAnswer{}, fmt.Errorf("failed to get request query parameters to set: %w", err)
 	}
 	out.response.Status = okStatus
 	out.response.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
 	return out, nil
 }
 
-func decideDenied(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOption) (verdictOf, error) {
+func deniedAnswer(d ast.Object, out policyAnswer, headers []*corev3.HeaderValueOption) (policyAnswer, error) {
 	body := ""
 	if t := d.Get(kBody); t != nil {
 		s, ok := t.Value.(ast.String)
 		if !ok {
-			return verdictOf{}, fmt.Errorf("failed to get response body: type assertion error, expected body to be of type 'string' but got '%s'", goType(t.Value))
+			return policyAnswer{}, fmt.Errorf("failed to get response body: type assertion error, expected body to be of type 'string' but got '%s'", goType(t.Value))
 		}
 		body = string(s)
 	}
@@ -152,14 +155,14 @@ func decideDenied(d ast.Object, out verdictOf, headers []*corev3.HeaderValueOpti
 	if t := d.Get(kHTTPStatus); t != nil {
 		n, ok := t.Value.(ast.Number)
 		if !ok {
-			return verdictOf{}, fmt.Errorf("failed to get response http status: type assertion error, expected http_status to be of type 'number' but got '%s'", goType(t.Value))
+			return policyAnswer{}, fmt.Errorf("failed to get response http status: type assertion error, expected http_status to be of type 'number' but got '%s'", goType(t.Value))
 		}
 		i, err := json.Number(n).Int64()
 		if err != nil {
-			return verdictOf{}, fmt.Errorf("failed to get response http status: error converting JSON number to int: %v", err)
+			return policyAnswer{}, fmt.Errorf("failed to get response http status: error converting JSON number to int: %v", err)
 		}
 		if _, known := typev3.StatusCode_name[int32(i)]; !known || http.StatusText(int(i)) == "" || i != int64(int32(i)) {
-			return verdictOf{}, fmt.Errorf("failed to get response http status: invalid HTTP status code %v", i)
+			return policyAnswer{}, fmt.Errorf("failed to get response http status: invalid HTTP status code %v", i)
 		}
 		status = int(i)
 	}

@@ -50,7 +50,7 @@ func withMetadata(r *authv3.CheckResponse, md map[string]any) *authv3.CheckRespo
 	return r
 }
 
-func TestDecide(t *testing.T) {
+func TestAnswerOf(t *testing.T) {
 	tests := []struct {
 		name     string
 		decision string // Rego term
@@ -170,15 +170,15 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decide(ast.MustParseTerm(tt.decision).Value)
+			got, err := answerOf(ast.MustParseTerm(tt.decision).Value)
 			if err != nil {
-				t.Fatalf("decide(%s): %v", tt.decision, err)
+				t.Fatalf("answerOf(%s): %v", tt.decision, err)
 			}
 			if !proto.Equal(sortedResponse(got.response), sortedResponse(tt.want)) {
-				t.Errorf("decide(%s) response\n got %v\nwant %v", tt.decision, got.response, tt.want)
+				t.Errorf("answerOf(%s) response\n got %v\nwant %v", tt.decision, got.response, tt.want)
 			}
 			if got.allowed != tt.allowed || got.status != tt.status || got.reason != tt.reason {
-				t.Errorf("decide(%s) = allowed %v status %d reason %q; want %v %d %q",
+				t.Errorf("answerOf(%s) = allowed %v status %d reason %q; want %v %d %q",
 					tt.decision, got.allowed, got.status, got.reason, tt.allowed, tt.status, tt.reason)
 			}
 		})
@@ -229,12 +229,12 @@ func TestDecideErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decide(ast.MustParseTerm(tt.decision).Value)
+			got, err := answerOf(ast.MustParseTerm(tt.decision).Value)
 			if err == nil {
-				t.Fatalf("decide(%s) = %v, want error %q", tt.decision, got.response, tt.wantErr)
+				t.Fatalf("answerOf(%s) = %v, want error %q", tt.decision, got.response, tt.wantErr)
 			}
 			if err.Error() != tt.wantErr {
-				t.Errorf("decide(%s) error\n got %q\nwant %q", tt.decision, err, tt.wantErr)
+				t.Errorf("answerOf(%s) error\n got %q\nwant %q", tt.decision, err, tt.wantErr)
 			}
 		})
 	}
@@ -287,17 +287,17 @@ func TestDecideNonStringKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decide(ast.MustParseTerm(tt.decision).Value)
+			got, err := answerOf(ast.MustParseTerm(tt.decision).Value)
 			if err != nil {
-				t.Fatalf("decide(%s): %v", tt.decision, err)
+				t.Fatalf("answerOf(%s): %v", tt.decision, err)
 			}
 			if !proto.Equal(sortedResponse(got.response), sortedResponse(tt.want)) {
-				t.Errorf("decide(%s) response\n got %v\nwant %v", tt.decision, got.response, tt.want)
+				t.Errorf("answerOf(%s) response\n got %v\nwant %v", tt.decision, got.response, tt.want)
 			}
 		})
 	}
 	// A bad value under a key that is not a string is named by its JSON form.
-	_, err := decide(ast.MustParseTerm(`{"allowed": true, "headers": {[1]: 2}}`).Value)
+	_, err := answerOf(ast.MustParseTerm(`{"allowed": true, "headers": {[1]: 2}}`).Value)
 	if want := "failed to get response headers: type assertion error for header '[1]'"; err == nil || err.Error() != want {
 		t.Errorf("error %v, want %q", err, want)
 	}
@@ -341,12 +341,12 @@ func TestDecideSetsAsArrays(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decide(ast.MustParseTerm(tt.decision).Value)
+			got, err := answerOf(ast.MustParseTerm(tt.decision).Value)
 			if err != nil {
-				t.Fatalf("decide(%s): %v", tt.decision, err)
+				t.Fatalf("answerOf(%s): %v", tt.decision, err)
 			}
 			if !proto.Equal(sortedResponse(got.response), sortedResponse(tt.want)) {
-				t.Errorf("decide(%s) response\n got %v\nwant %v", tt.decision, got.response, tt.want)
+				t.Errorf("answerOf(%s) response\n got %v\nwant %v", tt.decision, got.response, tt.want)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 // What the OPA decision log ingest (package decisionlog) takes from the
@@ -24,12 +25,18 @@ func (s *Server) RecordOf(id string, t time.Time, req *authv3.CheckRequest) *evi
 	return rec
 }
 
+// Stamp stamps rec, made by RecordOf and complete, as a Check's record is
+// (recorder.Stamp): with the server's replica, and bounded.
+func (s *Server) Stamp(rec *evidence.Record) {
+	recorder.Stamp(rec, s.cfg.Replica)
+}
+
 // DecisionOf reads a decision value as a Check reads its policy's: a
 // boolean, or an object with allowed, http_status, body and reason; an
 // error words what is wrong as OPA-Envoy does. status is the HTTP status
 // of a denial, 0 when allowed.
 func DecisionOf(v ast.Value) (allowed bool, status int, reason string, err error) {
-	out, err := decide(v)
+	out, err := answerOf(v)
 	if err != nil {
 		return false, 0, "", err
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/rego"
 )
 
@@ -38,27 +39,27 @@ const (
 	dstID = "spiffe://cluster.local/ns/shop/sa/backend"
 )
 
-// recorder keeps every record it is given and answers with err.
-type recorder struct {
+// memRecorder keeps every record it is given and answers with err.
+type memRecorder struct {
 	mu   sync.Mutex
 	recs []*evidence.Record
 	err  error
 }
 
-func (r *recorder) Record(_ context.Context, rec *evidence.Record) error {
+func (r *memRecorder) Record(_ context.Context, rec *evidence.Record) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recs = append(r.recs, rec)
 	return r.err
 }
 
-func (r *recorder) setErr(err error) {
+func (r *memRecorder) setErr(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.err = err
 }
 
-func (r *recorder) records() []*evidence.Record {
+func (r *memRecorder) records() []*evidence.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.recs)
@@ -79,7 +80,7 @@ func (c *countingEvaluator) Eval(ctx context.Context, input *ast.Term) (ast.Valu
 type fixture struct {
 	engine *rego.Engine
 	evals  *countingEvaluator
-	rec    *recorder
+	rec    *memRecorder
 	reg    *prometheus.Registry
 	client authv3.AuthorizationClient
 	conn   *grpc.ClientConn
@@ -106,7 +107,7 @@ func newFixture(t *testing.T, policy, decision string, cfg authz.Config) *fixtur
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Stop(context.Background()) })
-	f := &fixture{engine: e, evals: &countingEvaluator{Evaluator: e}, rec: &recorder{}, reg: prometheus.NewRegistry()}
+	f := &fixture{engine: e, evals: &countingEvaluator{Evaluator: e}, rec: &memRecorder{}, reg: prometheus.NewRegistry()}
 	svc, err := authz.NewServer(cfg, f.evals, f.rec, zerolog.Nop(), f.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -259,9 +260,9 @@ func (f *fixture) checkFails(t *testing.T, req *authv3.CheckRequest) (*status.St
 	return st, rec
 }
 
-func syncRecorder() evidence.RecorderConfig {
-	rc := evidence.DefaultRecorderConfig()
-	rc.Durability = evidence.Sync
+func syncRecorder() recorder.Config {
+	rc := recorder.DefaultConfig()
+	rc.Durability = recorder.Sync
 	return rc
 }
 

@@ -96,7 +96,7 @@ func TestHeaderByteLimit(t *testing.T) {
 	for i := range 128 {
 		authztest.Header(fmt.Sprintf("x-big-%03d", i), strings.Repeat("v", 64<<10-len("x-big-000")))(big)
 	}
-	if res := s.Decide(context.Background(), big); res.Outcome != "allow" {
+	if res := s.Explain(context.Background(), big); res.Outcome != "allow" {
 		t.Fatalf("8 MiB of headers (Envoy's largest): %s, %q", res.Outcome, res.Record.Decision.Error)
 	}
 }

@@ -58,7 +58,7 @@ allow if count(object.keys(input)) > 3
 			ctx := context.Background()
 			for i := range 600 {
 				req := pooledRequest(rng)
-				a, b := cached.Decide(ctx, req), plain.Decide(ctx, proto.Clone(req).(*authv3.CheckRequest))
+				a, b := cached.Explain(ctx, req), plain.Explain(ctx, proto.Clone(req).(*authv3.CheckRequest))
 				if a.Outcome != b.Outcome || a.Record.Decision.Reason != b.Record.Decision.Reason ||
 					a.Record.Decision.HTTPStatus != b.Record.Decision.HTTPStatus || a.Record.Decision.Error != b.Record.Decision.Error ||
 					!sameAnswer(a.Response, b.Response) {

@@ -41,11 +41,11 @@ allow if {
 	ctx := context.Background()
 	big := strings.Repeat("b", 1<<20)
 	// warm up: the policy, the caches of strings and peers
-	s.Decide(ctx, authztest.NewRequest(authztest.Header("x-team", "blue")))
+	s.Explain(ctx, authztest.NewRequest(authztest.Header("x-team", "blue")))
 	before := liveHeap()
 	for i := range 150 {
 		req := authztest.NewRequest(authztest.Header("x-big", big[:len(big)-8]+fmt.Sprintf("%08d", i)))
-		if res := s.Decide(ctx, req); res.Outcome != "deny" {
+		if res := s.Explain(ctx, req); res.Outcome != "deny" {
 			t.Fatalf("request %d: %s", i, res.Outcome)
 		}
 	}
@@ -82,13 +82,13 @@ allow if startswith(input.attributes.request.http.headers["x-key"], "blue")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Decide(ctx, authztest.NewRequest(authztest.Header("x-key", "blue")))
+	s.Explain(ctx, authztest.NewRequest(authztest.Header("x-key", "blue")))
 	before := liveHeap()
 	pad := strings.Repeat("k", 2<<10)
 	for i := range 12000 {
 		req := authztest.NewRequest(authztest.Header("x-key", pad+fmt.Sprint(i)))
 		for range 2 {
-			if res := s.Decide(ctx, req); res.Outcome != "deny" {
+			if res := s.Explain(ctx, req); res.Outcome != "deny" {
 				t.Fatalf("request %d: %s", i, res.Outcome)
 			}
 		}

@@ -265,7 +265,7 @@ func goldenServer(t *testing.T, policy string) authv3.AuthorizationClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Stop(context.Background()) })
-	svc, err := authz.NewServer(authz.DefaultConfig(), e, &recorder{}, zerolog.Nop(), prometheus.NewRegistry())
+	svc, err := authz.NewServer(authz.DefaultConfig(), e, &memRecorder{}, zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,8 @@ import (
 )
 
 // newRecord fills the evidence record with everything known before the
-// decision; the caller adds the decision.
+// decision; the caller adds the decision, then stamps it (recorder.Stamp:
+// the replica, and the bounds).
 func newRecord(id string, now time.Time, cfg Config, req *authv3.CheckRequest, h *headerReader, f *facts) *evidence.Record {
 	attrs := req.GetAttributes()
 	httpReq := attrs.GetRequest().GetHttp()
@@ -21,7 +22,6 @@ func newRecord(id string, now time.Time, cfg Config, req *authv3.CheckRequest, h
 		RequestID:   h.get("x-request-id"),
 		StreamID:    httpReq.GetId(),
 		TraceID:     traceID(h),
-		Replica:     cfg.Replica,
 		Source:      f.source,
 		Destination: f.destination,
 		TLS:         evidence.TLS{SNI: attrs.GetTlsSession().GetSni()},

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/rego"
 )
 
@@ -183,14 +184,19 @@ func NewServer(cfg Config, engine Evaluator, rec Recorder, log zerolog.Logger, r
 // Result is everything one Check produced.
 type Result struct {
 	Response *authv3.CheckResponse
-	Record   *evidence.Record
-	Input    *ast.Term // nil when the request could not be turned into one
+	// EvidenceID is the id of the request's evidence record.
+	EvidenceID string
+	// Record is a copy of the evidence record as the store keeps it
+	// (stamped: see recorder.Stamp), taken before the record was handed to
+	// the recorder, whose it is from then on; its link (Chain) is the
+	// writer's to set and stays empty. Explain only: nil from Check.
+	Record *evidence.Record
+	Input  *ast.Term // nil when the request could not be turned into one
 	// Outcome is what was done: allow, deny, error (no decision could be
 	// made, or its evidence not recorded: denied, or answered with Err) or
 	// dry_run (denied by the policy, let through).
 	Outcome string
-	// Verdict is the record's verdict (the record itself belongs to the
-	// recorder once handed over).
+	// Verdict is the record's verdict.
 	Verdict evidence.Verdict
 	// Err, when set, is the gRPC error Check returns instead of Response
 	// (nil then): the policy gave no decision, with OnPolicyErrorError.
@@ -207,38 +213,44 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // evaluating the policy, recorded and counted.
 func (s *Server) checkDecoded(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	res := s.decide(ctx, req, undecodable)
+	res := s.decide(ctx, req, undecodable, false)
 	if undecodable != nil {
 		s.metrics.undecodable.Inc()
 	}
 	s.metrics.observe(res.Outcome, res.Verdict, time.Since(start))
 	if res.Err != nil {
 		// Envoy does not read it; grpcurl and other clients see it.
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(EvidenceHeader, res.Record.ID))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(EvidenceHeader, res.EvidenceID))
 		return nil, res.Err
 	}
 	return res.Response, nil
 }
 
-// Decide runs one request through input building, the policy and the
-// response mapping, and hands its record to the recorder. Whatever goes
-// wrong is in the record, and denies the request (fail closed), or, when
-// the policy gives no decision under OnPolicyErrorError, is res.Err.
-func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) Result {
-	return s.decide(ctx, req, nil)
+// Explain is Check for a caller that wants to see everything (meshproof
+// eval, tests): the same path, and with the answer a copy of the record as
+// stored and the input document (Result.Record, Result.Input).
+func (s *Server) Explain(ctx context.Context, req *authv3.CheckRequest) Result {
+	return s.decide(ctx, req, nil, true)
 }
 
-func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError) Result {
+// decide runs one request through input building, the policy and the
+// response mapping, stamps its record and hands it to the recorder; with
+// keepRecord, res.Record is a copy of it. A request the gRPC codec decoded
+// only leniently (undecodable says why) is denied without evaluating the
+// policy. Whatever goes wrong is in the record, and denies the request
+// (fail closed), or, when the policy gives no decision under
+// OnPolicyErrorError, is res.Err.
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodable *UndecodableError, keepRecord bool) Result {
 	now := s.now()
 	id := recordID(now)
 	h := newHeaderReader(req.GetAttributes().GetRequest().GetHttp())
 	lerr := s.checkHeaders(req.GetAttributes().GetRequest().GetHttp(), &h)
 	f := s.factsOf(req, &h)
 	rec := newRecord(id, now, s.cfg, req, &h, f)
-	res := Result{Record: rec, Verdict: f.verdict}
+	res := Result{EvidenceID: id, Verdict: f.verdict}
 
 	var (
-		out verdictOf
+		out policyAnswer
 		val ast.Value
 		pol *rego.Policy
 		err error
@@ -256,7 +268,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 		rec.Decision.PolicyRevision = pol.Revision
 	}
 	if err == nil {
-		out, err = decide(val)
+		out, err = answerOf(val)
 	}
 	if err != nil {
 		out = s.noDecision(id, err, &res)
@@ -279,6 +291,13 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 		// As OPA-Envoy: the policy's dynamic metadata stays.
 		out.response = &authv3.CheckResponse{Status: okStatus, DynamicMetadata: out.response.GetDynamicMetadata()}
 		out.allowed = true
+	}
+	recorder.Stamp(rec, s.cfg.Replica)
+	if keepRecord {
+		// Nothing in a stamped record changes but its link, which is a
+		// value: a shallow copy stays as it is.
+		kept := *rec
+		res.Record = &kept
 	}
 	if s.rec != nil {
 		// In sync durability this waits for the commit, as long as Envoy
@@ -353,10 +372,10 @@ func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, h *head
 //
 // A request over a bound on a Check's work (LimitError) is meshproof's own:
 // denied with 431, whatever the setting.
-func (s *Server) noDecision(id string, err error, res *Result) verdictOf {
+func (s *Server) noDecision(id string, err error, res *Result) policyAnswer {
 	if le := (*LimitError)(nil); errors.As(err, &le) {
 		s.log.Warn().Err(err).Str("evidence_id", id).Msg("request over a limit; denied")
-		return verdictOf{
+		return policyAnswer{
 			status: statusHeadersTooLarge,
 			response: &authv3.CheckResponse{
 				Status: deniedStatus,
@@ -369,7 +388,7 @@ func (s *Server) noDecision(id string, err error, res *Result) verdictOf {
 	}
 	if ie := (*InputError)(nil); errors.As(err, &ie) {
 		msg := "request_parse_error: " + ie.upstream()
-		return verdictOf{
+		return policyAnswer{
 			status:       http.StatusBadRequest,
 			noDecisionID: true,
 			response: &authv3.CheckResponse{
@@ -388,17 +407,17 @@ func (s *Server) noDecision(id string, err error, res *Result) verdictOf {
 		s.log.Warn().Err(err).Str("evidence_id", id).Str("on_policy_error", s.cfg.OnPolicyError).Msg("request could not be decoded; no decision")
 		if s.cfg.OnPolicyError != OnPolicyErrorDeny {
 			res.Err = status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", ue.Err)
-			return verdictOf{}
+			return policyAnswer{}
 		}
 		body = "meshproof: request could not be decoded; evidence " + id
 	} else {
 		s.log.Warn().Err(err).Str("evidence_id", id).Bool("dry_run", s.cfg.DryRun).Str("on_policy_error", s.cfg.OnPolicyError).Msg("policy evaluation failed; no decision")
 		if s.cfg.OnPolicyError != OnPolicyErrorDeny {
 			res.Err = status.Error(codes.Unknown, upstreamMessage(err))
-			return verdictOf{}
+			return policyAnswer{}
 		}
 	}
-	return verdictOf{
+	return policyAnswer{
 		status: s.cfg.StatusOnError,
 		response: &authv3.CheckResponse{
 			Status: deniedStatus,
@@ -412,7 +431,7 @@ func (s *Server) noDecision(id string, err error, res *Result) verdictOf {
 
 // upstreamMessage is the message of OPA-Envoy's gRPC error for err: its own
 // words for an undefined decision; OPA's error, or the decision mapping's
-// (which decide words as OPA-Envoy does), as they are.
+// (which answerOf words as OPA-Envoy does), as they are.
 //
 // The protobuf library puts a non-breaking space after "proto:" in some
 // builds and a plain one in others (so that nobody matches its messages);
@@ -424,8 +443,8 @@ func upstreamMessage(err error) string {
 	return strings.ReplaceAll(err.Error(), "\u00a0", " ")
 }
 
-func denyUnrecorded(id string, err error) verdictOf {
-	return verdictOf{
+func denyUnrecorded(id string, err error) policyAnswer {
+	return policyAnswer{
 		status: http.StatusServiceUnavailable,
 		response: &authv3.CheckResponse{
 			Status: deniedStatus,
@@ -455,7 +474,7 @@ func recordID(t time.Time) string {
 
 // finish adds what meshproof adds to every response: the evidence id and
 // verdict in dynamic metadata, and the evidence id upstream when allowed.
-func finish(out verdictOf, id string, v evidence.Verdict) *authv3.CheckResponse {
+func finish(out policyAnswer, id string, v evidence.Verdict) *authv3.CheckResponse {
 	resp := out.response
 	if resp.DynamicMetadata == nil {
 		resp.DynamicMetadata = &structpb.Struct{Fields: make(map[string]*structpb.Value, 3)}

@@ -13,6 +13,7 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -27,7 +28,7 @@ func TestCheckClockOutOfRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	rec, err := evidence.NewRecorder(ctx, syncRecorder(), "replica-a", store, zerolog.Nop(), nil)
+	rec, err := recorder.New(ctx, syncRecorder(), "replica-a", store, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,14 +39,14 @@ func TestCheckClockOutOfRange(t *testing.T) {
 	}
 	for _, clock := range []time.Time{time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(1969, 7, 20, 20, 17, 0, 0, time.UTC)} {
 		authz.SetClock(svc, func() time.Time { return clock })
-		res := svc.Decide(ctx, authztest.NewRequest(authztest.MTLS(srcID, dstID)))
+		res := svc.Explain(ctx, authztest.NewRequest(authztest.MTLS(srcID, dstID)))
 		if c := res.Response.GetStatus().GetCode(); c != int32(code.Code_PERMISSION_DENIED) ||
 			!strings.Contains(res.Response.GetDeniedResponse().GetBody(), "time out of range") {
 			t.Errorf("clock %s: status %d %q, want denied, evidence not recorded (time out of range)", clock, c, res.Response.GetDeniedResponse().GetBody())
 		}
 	}
 	authz.SetClock(svc, time.Now)
-	if res := svc.Decide(ctx, authztest.NewRequest(authztest.MTLS(srcID, dstID))); res.Response.GetStatus().GetCode() != int32(code.Code_OK) {
+	if res := svc.Explain(ctx, authztest.NewRequest(authztest.MTLS(srcID, dstID))); res.Response.GetStatus().GetCode() != int32(code.Code_OK) {
 		t.Fatalf("clock right again: %+v, want allowed", res.Response)
 	}
 	if err := rec.Close(ctx); err != nil {

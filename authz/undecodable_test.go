@@ -23,6 +23,7 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -191,7 +192,7 @@ func TestUndecodableRequestStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	rec, err := evidence.NewRecorder(ctx, syncRecorder(), "replica-a", store, zerolog.Nop(), nil)
+	rec, err := recorder.New(ctx, syncRecorder(), "replica-a", store, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 // Config configures the decision log upload endpoint, which takes what
@@ -86,7 +87,7 @@ func (c Config) Validate() error {
 }
 
 // BatchRecorder takes the records of one upload all at once or not at all
-// (evidence.Recorder.RecordBatch).
+// (recorder.Recorder.RecordBatch).
 type BatchRecorder interface {
 	RecordBatch(ctx context.Context, recs []*evidence.Record) error
 }
@@ -95,6 +96,9 @@ type BatchRecorder interface {
 // (*authz.Server).
 type Checker interface {
 	RecordOf(id string, t time.Time, req *authv3.CheckRequest) *evidence.Record
+	// Stamp stamps a record made by RecordOf, once complete, as the
+	// Check path stamps its own (recorder.Stamp): replica and bounds.
+	Stamp(rec *evidence.Record)
 }
 
 // uploadReadTimeout bounds how long one upload may take to arrive.
@@ -333,7 +337,7 @@ func (d *decisionLogs) record(ctx context.Context, recs []*evidence.Record) (int
 		ids[i] = rec.ID
 	}
 	if err := d.rec.RecordBatch(ctx, fresh); err != nil {
-		queued := !errors.Is(err, evidence.ErrQueueFull) && !errors.Is(err, evidence.ErrClosed) && !errors.Is(err, evidence.ErrTimeRange)
+		queued := !errors.Is(err, recorder.ErrQueueFull) && !errors.Is(err, recorder.ErrClosed) && !errors.Is(err, evidence.ErrTimeRange)
 		if !queued {
 			d.seen.release(ids)
 		}

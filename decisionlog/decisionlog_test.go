@@ -30,6 +30,7 @@ import (
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/meshproof/meshproof/rego"
 )
@@ -40,11 +41,11 @@ const logsToken = "opa-decision-logs-token-0123456789"
 // real SQLite store and a real recorder, on loopback.
 type logsEnv struct {
 	store *sqlite.Store
-	rec   *evidence.Recorder
+	rec   *recorder.Recorder
 	url   string
 }
 
-func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg decisionlog.Config) *logsEnv {
+func newLogsEnv(t *testing.T, rc recorder.Config, cfg decisionlog.Config) *logsEnv {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
@@ -52,7 +53,7 @@ func newLogsEnv(t *testing.T, rc evidence.RecorderConfig, cfg decisionlog.Config
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	rec, err := evidence.NewRecorder(ctx, rc, "replica-a", store, zerolog.Nop(), nil)
+	rec, err := recorder.New(ctx, rc, "replica-a", store, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func anyOf(v any) *any { return &v }
 // converted to a map with ast.JSON as OPA converts a logged input.
 func inputOf(t *testing.T, svc *authz.Server, req *authv3.CheckRequest) (*any, *evidence.Record) {
 	t.Helper()
-	res := svc.Decide(context.Background(), req)
+	res := svc.Explain(context.Background(), req)
 	if res.Input == nil {
 		t.Fatal("no input document built")
 	}
@@ -503,7 +504,7 @@ func TestDecisionLogsUnavailable(t *testing.T) {
 // upload's records still wait in the queue (async durability, not stored
 // yet) is written once, and so are two uploads of the same events at once.
 func TestDecisionLogsQueuedNotStored(t *testing.T) {
-	rc := evidence.DefaultRecorderConfig()
+	rc := recorder.DefaultConfig()
 	rc.FlushInterval, rc.BatchSize = time.Hour, 100_000 // nothing is stored before Close
 	env := newLogsEnv(t, rc, decisionlog.Config{})
 	var evs []logs.EventV1
@@ -550,9 +551,9 @@ func TestDecisionLogsTooOld(t *testing.T) {
 	}
 }
 
-func syncRecorder() evidence.RecorderConfig {
-	rc := evidence.DefaultRecorderConfig()
-	rc.Durability = evidence.Sync
+func syncRecorder() recorder.Config {
+	rc := recorder.DefaultConfig()
+	rc.Durability = recorder.Sync
 	return rc
 }
 

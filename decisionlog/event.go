@@ -83,6 +83,7 @@ func eventRecord(c Checker, ev *opaEvent) (*evidence.Record, error) {
 	rec := c.RecordOf(eventID(ev.DecisionID, ts), ts, req)
 	rec.Reasons = append(rec.Reasons, "from OPA decision log: instance "+labelOr(ev.Labels["id"])+", path "+labelOr(ev.Path))
 	rec.Decision = eventDecision(ev)
+	c.Stamp(rec)
 	return rec, nil
 }
 

@@ -50,6 +50,10 @@ func NewCheckpointer(store Store, signer note.Signer, interval time.Duration, lo
 	return c
 }
 
+// logInterval: a failing round is logged once per interval, not once per
+// round.
+const logInterval = 30 * time.Second
+
 // Run signs every interval until ctx is done.
 func (c *Checkpointer) Run(ctx context.Context) {
 	t := time.NewTicker(c.interval)

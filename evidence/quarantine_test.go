@@ -5,12 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	_ "github.com/meshproof/meshproof/evidence/sqlite"
 )
+
+func openSQLite(t *testing.T) (evidence.Store, string) {
+	t.Helper()
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "e.db")
+	s, err := evidence.Open(context.Background(), dsn, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dsn
+}
+
+func record(id string) *evidence.Record {
+	return &evidence.Record{ID: id, Time: time.Now().UTC(), Verdict: evidence.MTLS, Reasons: []string{"r"},
+		Source: evidence.Peer{Principal: "spiffe://td/a"}, Request: evidence.Request{Host: "h", Method: "GET"}}
+}
 
 // counting is the real store, counting the writes it is asked for.
 type counting struct {
@@ -70,11 +88,18 @@ func TestAppendIsolatingCost(t *testing.T) {
 	}
 }
 
+// unreachable is the real store whose writes fail, as in an outage.
+type unreachable struct{ evidence.Store }
+
+func (unreachable) Append(context.Context, []*evidence.Record) error {
+	return errors.New("store unreachable")
+}
+
 // TestAppendIsolatingTransient: an error that is not a refusal of the data
 // is returned as is, quarantining nothing: the caller retries.
 func TestAppendIsolatingTransient(t *testing.T) {
 	s, _ := openSQLite(t)
-	g := &gate{Store: s, down: true}
+	g := unreachable{s}
 	r := record("a")
 	r.Replica = "r1"
 	evidence.Link{}.Link(r)

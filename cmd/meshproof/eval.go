@@ -118,8 +118,8 @@ func evaluate(ctx context.Context, p rego.Config, a authz.Config, req *authv3.Ch
 	if err != nil {
 		return nil, err
 	}
-	res := svc.Decide(ctx, req)
-	out := &evalOutput{Response: json.RawMessage("null"), Verdict: res.Record.Verdict, Reasons: res.Record.Reasons, Record: res.Record}
+	res := svc.Explain(ctx, req)
+	out := &evalOutput{Response: json.RawMessage("null"), Verdict: res.Verdict, Reasons: res.Record.Reasons, Record: res.Record}
 	if res.Err != nil {
 		if out.GRPCError, err = protojson.Marshal(status.Convert(res.Err).Proto()); err != nil {
 			return nil, err

@@ -23,6 +23,7 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/rego"
 )
 
@@ -267,7 +268,7 @@ type server struct {
 	store  evidence.Store
 	health func() map[string]any  // the spool's state, for /readyz; nil without one
 	cp     *evidence.Checkpointer // nil without --signing-key
-	rec    *evidence.Recorder
+	rec    *recorder.Recorder
 	svc    *authz.Server
 	hs     *http.Server
 	hlis   net.Listener
@@ -349,7 +350,7 @@ func (s *server) build(ctx context.Context) error {
 			return s.cp.SignAll(s.stopContext())
 		})
 	}
-	if s.rec, err = evidence.NewRecorder(ctx, o.Evidence.Recorder, o.Authz.Replica, s.store, log, evidence.NewRecorderMetrics(s.reg)); err != nil {
+	if s.rec, err = recorder.New(ctx, o.Evidence.Recorder, o.Authz.Replica, s.store, log, recorder.NewMetrics(s.reg)); err != nil {
 		return err
 	}
 	s.opened("recorder", "evidence not all stored", func() error {

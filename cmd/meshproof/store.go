@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshproof/meshproof/evidence"
 	_ "github.com/meshproof/meshproof/evidence/postgres" // postgres:// stores
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/spool"
 	_ "github.com/meshproof/meshproof/evidence/sqlite" // sqlite: stores
 )
@@ -31,7 +32,7 @@ const DefaultStore = "sqlite:meshproof.db"
 type evidenceOptions struct {
 	Store           string
 	Spool           string // a local SQLite file for when Store fails; "": none
-	Recorder        evidence.RecorderConfig
+	Recorder        recorder.Config
 	Retention       time.Duration
 	RollupRetention time.Duration
 	// MaxClockSkew: how far ahead of this clock an uploaded decision log
@@ -47,7 +48,7 @@ type evidenceOptions struct {
 func defaultEvidenceOptions() evidenceOptions {
 	return evidenceOptions{
 		Store:              DefaultStore,
-		Recorder:           evidence.DefaultRecorderConfig(),
+		Recorder:           recorder.DefaultConfig(),
 		Retention:          720 * time.Hour,
 		RollupRetention:    8760 * time.Hour,
 		MaxClockSkew:       5 * time.Minute,
@@ -63,11 +64,11 @@ func (o *evidenceOptions) flags(fs *flag.FlagSet) {
 	storeFlag(fs, &o.Store)
 	r := &o.Recorder
 	fs.Func("evidence-durability", fmt.Sprintf("async (a Check returns once its record is queued) or sync (once it is committed; group commit) (default %s)", r.Durability), func(s string) error {
-		r.Durability = evidence.Durability(s)
+		r.Durability = recorder.Durability(s)
 		return nil
 	})
 	fs.Func("evidence-overflow", fmt.Sprintf("when the evidence queue is full: block (wait up to --evidence-block-timeout, then deny), drop (allow without evidence, counted) or deny (default %s)", r.Overflow), func(s string) error {
-		r.Overflow = evidence.Overflow(s)
+		r.Overflow = recorder.Overflow(s)
 		return nil
 	})
 	fs.IntVar(&r.QueueSize, "evidence-queue-size", r.QueueSize, "records waiting to be written, at most")
@@ -111,7 +112,7 @@ func (o *evidenceOptions) validate() error {
 // openStore opens the evidence store serve writes, behind a spool when one
 // is configured; health is then the spool's state for /readyz, else nil.
 func openStore(ctx context.Context, o evidenceOptions, replica string, log zerolog.Logger, reg prometheus.Registerer) (s evidence.Store, health func() map[string]any, err error) {
-	opts := evidence.Options{Durable: o.Recorder.Durability == evidence.Sync}
+	opts := evidence.Options{Durable: o.Recorder.Durability == recorder.Sync}
 	if o.Spool == "" {
 		if s, err = evidence.Open(ctx, o.Store, opts); err != nil {
 			return nil, nil, fmt.Errorf("evidence store: %w", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 // Poison is a record every store refuses for its content: it has the id
@@ -165,14 +166,14 @@ func testRecorderQuarantine(t *testing.T, f Factory) {
 	b := f(t)
 	const replica = "replica-r"
 	reg := prometheus.NewRegistry()
-	m := evidence.NewRecorderMetrics(reg)
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
+	m := recorder.NewMetrics(reg)
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
 	// A bound on a hang, not on speed: before quarantine the batch was
 	// retried for ever and no Check after it was answered.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r, err := evidence.NewRecorder(ctx, cfg, replica, b.Store, zerolog.Nop(), m)
+	r, err := recorder.New(ctx, cfg, replica, b.Store, zerolog.Nop(), m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/postgres"
 	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 // BenchmarkAppend appends batches of ingestBatch records (made and chained outside
@@ -115,7 +116,7 @@ func load(b *testing.B, s *postgres.Store, n int, span time.Duration, writers in
 
 // ingestBatch is the batch of the ingest benchmarks: the Recorder's cap,
 // what a writer under sustained load commits.
-var ingestBatch = evidence.DefaultRecorderConfig().BatchSize
+var ingestBatch = recorder.DefaultConfig().BatchSize
 
 // BenchmarkIngest1M writes 1,000,000 records (one writer, batches of ingestBatch)
 // and reports records/s and bytes per record on disk. Run it with

@@ -20,6 +20,7 @@ import (
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/postgres"
 	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/spool"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
@@ -326,9 +327,9 @@ func TestRecorderThroughOutage(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			f := newFixture(t, be.make(t))
 			s := f.open(t, true)
-			cfg := evidence.DefaultRecorderConfig()
-			cfg.Durability, cfg.QueueSize = evidence.Sync, 200
-			rec, err := evidence.NewRecorder(context.Background(), cfg, replica, s, zerolog.New(f.log), nil)
+			cfg := recorder.DefaultConfig()
+			cfg.Durability, cfg.QueueSize = recorder.Sync, 200
+			rec, err := recorder.New(context.Background(), cfg, replica, s, zerolog.New(f.log), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -348,7 +349,7 @@ func TestRecorderThroughOutage(t *testing.T) {
 						default:
 						}
 						id := fmt.Sprintf("w%d-%06d", w, i)
-						err := rec.Record(context.Background(), evidencetest.Full(id, "", time.Now().UTC()))
+						err := rec.Record(context.Background(), evidencetest.Full(id, replica, time.Now().UTC()))
 						mu.Lock()
 						if err != nil {
 							fails = append(fails, err)

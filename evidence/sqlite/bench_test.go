@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -140,7 +141,7 @@ func (m *mesh) batch(replica string, t time.Time, step time.Duration, n int) []*
 	return out
 }
 
-var benchBatch = evidence.DefaultRecorderConfig().BatchSize
+var benchBatch = recorder.DefaultConfig().BatchSize
 
 // BenchmarkAppend writes batches of the Recorder's default size (benchBatch
 // records, one second of time apart) through Append, with the

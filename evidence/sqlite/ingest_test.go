@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -70,7 +71,7 @@ func TestIngest1M(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			inAppend := ingest(t, s, n, evidence.DefaultRecorderConfig().BatchSize, tc.span)
+			inAppend := ingest(t, s, n, recorder.DefaultConfig().BatchSize, tc.span)
 			wall := time.Since(start)
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
@@ -109,7 +110,7 @@ func TestQuery10M(t *testing.T) {
 	defer s.Close()
 	if statErr != nil {
 		start := time.Now()
-		inAppend := ingest(t, s, n, evidence.DefaultRecorderConfig().BatchSize, 30*24*time.Hour)
+		inAppend := ingest(t, s, n, recorder.DefaultConfig().BatchSize, 30*24*time.Hour)
 		t.Logf("built %d records in %s (%.0f records/s in Append)", n, time.Since(start).Round(time.Second), float64(n)/inAppend.Seconds())
 	}
 	st, err := s.Stats(ctx, time.Time{})

@@ -1,10 +1,12 @@
-package evidence_test
+package recorder_test
 
 import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 	_ "github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -28,13 +31,13 @@ func openSQLite(t *testing.T) (evidence.Store, string) {
 }
 
 func record(id string) *evidence.Record {
-	return &evidence.Record{ID: id, Time: time.Now().UTC(), Verdict: evidence.MTLS, Reasons: []string{"r"},
+	return &evidence.Record{ID: id, Time: time.Now().UTC(), Replica: "r1", Verdict: evidence.MTLS, Reasons: []string{"r"},
 		Source: evidence.Peer{Principal: "spiffe://td/a"}, Request: evidence.Request{Host: "h", Method: "GET"}}
 }
 
-func newRecorder(t *testing.T, cfg evidence.RecorderConfig, w evidence.Writer, replica string) *evidence.Recorder {
+func newRecorder(t *testing.T, cfg recorder.Config, w evidence.Writer, replica string) *recorder.Recorder {
 	t.Helper()
-	r, err := evidence.NewRecorder(context.Background(), cfg, replica, w, zerolog.Nop(), nil)
+	r, err := recorder.New(context.Background(), cfg, replica, w, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +72,7 @@ func verify(t *testing.T, s evidence.Store) []evidence.ChainReport {
 // stored, chained without gaps, and a new recorder resumes the chain.
 func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
+	cfg := recorder.DefaultConfig()
 	cfg.FlushInterval = time.Hour // only Close and full batches flush
 	r := newRecorder(t, cfg, s, "r1")
 	var wg sync.WaitGroup
@@ -94,7 +97,7 @@ func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 	if reps := verify(t, s); len(reps) != 1 || reps[0].Head.Seq != 4000 {
 		t.Fatalf("reports %+v", reps)
 	}
-	r2 := newRecorder(t, evidence.DefaultRecorderConfig(), s, "r1")
+	r2 := newRecorder(t, recorder.DefaultConfig(), s, "r1")
 	if r2.Head().Seq != 4000 {
 		t.Fatalf("a new recorder starts at seq %d, want 4000", r2.Head().Seq)
 	}
@@ -105,7 +108,7 @@ func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 	if reps := verify(t, s); reps[0].Head.Seq != 4001 {
 		t.Fatalf("head %+v", reps[0].Head)
 	}
-	if err := r2.Record(context.Background(), record("late")); !errors.Is(err, evidence.ErrClosed) {
+	if err := r2.Record(context.Background(), record("late")); !errors.Is(err, recorder.ErrClosed) {
 		t.Fatalf("Record after Close: %v", err)
 	}
 }
@@ -114,8 +117,8 @@ func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 // from the store as soon as Record returns.
 func TestRecorderSyncCommitsBeforeReturning(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
 	r := newRecorder(t, cfg, s, "r1")
 	var wg sync.WaitGroup
 	for w := range 16 {
@@ -163,16 +166,16 @@ func (g *gate) Append(ctx context.Context, b []*evidence.Record) error {
 // store is back.
 func TestRecorderOverflow(t *testing.T) {
 	for _, tt := range []struct {
-		overflow evidence.Overflow
+		overflow recorder.Overflow
 		reason   string // of meshproof_evidence_dropped_total
-	}{{evidence.Drop, "queue_full"}, {evidence.Deny, "denied"}, {evidence.Block, "block_timeout"}} {
+	}{{recorder.Drop, "queue_full"}, {recorder.Deny, "denied"}, {recorder.Block, "block_timeout"}} {
 		t.Run(string(tt.overflow), func(t *testing.T) {
 			s, _ := openSQLite(t)
 			g := &gate{Store: s, down: true}
-			cfg := evidence.DefaultRecorderConfig()
+			cfg := recorder.DefaultConfig()
 			cfg.Overflow, cfg.QueueSize, cfg.BatchSize, cfg.BlockTimeout = tt.overflow, 10, 5, 20*time.Millisecond
 			reg := prometheus.NewRegistry()
-			r, err := evidence.NewRecorder(context.Background(), cfg, "r1", g, zerolog.Nop(), evidence.NewRecorderMetrics(reg))
+			r, err := recorder.New(context.Background(), cfg, "r1", g, zerolog.Nop(), recorder.NewMetrics(reg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,9 +185,9 @@ func TestRecorderOverflow(t *testing.T) {
 				err := r.Record(context.Background(), record("o"+strconv.Itoa(i)))
 				switch {
 				case err == nil:
-				case tt.overflow != evidence.Drop && errors.Is(err, evidence.ErrQueueFull):
+				case tt.overflow != recorder.Drop && errors.Is(err, recorder.ErrQueueFull):
 					refused++
-					if tt.overflow == evidence.Block && time.Since(start) < cfg.BlockTimeout {
+					if tt.overflow == recorder.Block && time.Since(start) < cfg.BlockTimeout {
 						t.Fatalf("block gave up after %v", time.Since(start))
 					}
 				default:
@@ -192,7 +195,7 @@ func TestRecorderOverflow(t *testing.T) {
 				}
 			}
 			dropped := int(counter(t, reg, "meshproof_evidence_dropped_total", tt.reason))
-			if dropped < 40-cfg.QueueSize-cfg.BatchSize || (tt.overflow != evidence.Drop && dropped != refused) {
+			if dropped < 40-cfg.QueueSize-cfg.BatchSize || (tt.overflow != recorder.Drop && dropped != refused) {
 				t.Fatalf("dropped counter %d, refused %d, with a queue of %d", dropped, refused, cfg.QueueSize)
 			}
 			g.set(false)
@@ -229,9 +232,9 @@ func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float6
 func TestRecorderCloseGivesUp(t *testing.T) {
 	s, _ := openSQLite(t)
 	g := &gate{Store: s, down: true}
-	cfg := evidence.DefaultRecorderConfig()
+	cfg := recorder.DefaultConfig()
 	cfg.FlushInterval = time.Millisecond
-	r, err := evidence.NewRecorder(context.Background(), cfg, "r1", g, zerolog.Nop(), nil)
+	r, err := recorder.New(context.Background(), cfg, "r1", g, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +248,7 @@ func TestRecorderCloseGivesUp(t *testing.T) {
 	if err := r.Close(ctx); err == nil {
 		t.Fatal("Close with the store down and a deadline must report the loss")
 	}
-	if err := r.Record(context.Background(), record("after")); !errors.Is(err, evidence.ErrClosed) {
+	if err := r.Record(context.Background(), record("after")); !errors.Is(err, recorder.ErrClosed) {
 		t.Fatalf("Record after Close: %v", err)
 	}
 }
@@ -254,9 +257,9 @@ func TestRecorderCloseGivesUp(t *testing.T) {
 // corrupt the chain: the later writer chains after the stored head.
 func TestRecorderSameReplicaTwice(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
-	a, b := newRecorder(t, cfg, s, "dup"), newRecorder(t, cfg, s, "dup")
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
+	a, b := newRecorder(t, cfg, s, "r1"), newRecorder(t, cfg, s, "r1")
 	for i := range 10 {
 		if err := a.Record(context.Background(), record("a"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
@@ -271,21 +274,21 @@ func TestRecorderSameReplicaTwice(t *testing.T) {
 }
 
 func TestRecorderConfigValidate(t *testing.T) {
-	bad := []func(*evidence.RecorderConfig){
-		func(c *evidence.RecorderConfig) { c.Durability = "eventually" },
-		func(c *evidence.RecorderConfig) { c.Overflow = "ignore" },
-		func(c *evidence.RecorderConfig) { c.Durability, c.Overflow = evidence.Sync, evidence.Drop },
-		func(c *evidence.RecorderConfig) { c.QueueSize = 0 },
-		func(c *evidence.RecorderConfig) { c.BlockTimeout = 0 },
+	bad := []func(*recorder.Config){
+		func(c *recorder.Config) { c.Durability = "eventually" },
+		func(c *recorder.Config) { c.Overflow = "ignore" },
+		func(c *recorder.Config) { c.Durability, c.Overflow = recorder.Sync, recorder.Drop },
+		func(c *recorder.Config) { c.QueueSize = 0 },
+		func(c *recorder.Config) { c.BlockTimeout = 0 },
 	}
 	for i, change := range bad {
-		c := evidence.DefaultRecorderConfig()
+		c := recorder.DefaultConfig()
 		change(&c)
 		if c.Validate() == nil {
 			t.Errorf("case %d: %+v accepted", i, c)
 		}
 	}
-	if err := evidence.DefaultRecorderConfig().Validate(); err != nil {
+	if err := recorder.DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -295,13 +298,13 @@ func TestRecorderConfigValidate(t *testing.T) {
 // refused where it enters, by Record and RecordBatch (the whole batch),
 // with ErrTimeRange, and never reaches the store; the chain goes on.
 func TestRecorderRefusesTimesOutOfRange(t *testing.T) {
-	for _, durability := range []evidence.Durability{evidence.Async, evidence.Sync} {
+	for _, durability := range []recorder.Durability{recorder.Async, recorder.Sync} {
 		t.Run(string(durability), func(t *testing.T) {
 			s, _ := openSQLite(t)
-			cfg := evidence.DefaultRecorderConfig()
+			cfg := recorder.DefaultConfig()
 			cfg.Durability = durability
 			reg := prometheus.NewRegistry()
-			r, err := evidence.NewRecorder(context.Background(), cfg, "r1", s, zerolog.Nop(), evidence.NewRecorderMetrics(reg))
+			r, err := recorder.New(context.Background(), cfg, "r1", s, zerolog.Nop(), recorder.NewMetrics(reg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -333,6 +336,63 @@ func TestRecorderRefusesTimesOutOfRange(t *testing.T) {
 			if got := counter(t, reg, "meshproof_evidence_dropped_total", "time_range"); got != 6 {
 				t.Errorf("dropped{time_range} = %v, want 6", got)
 			}
+		})
+	}
+}
+
+// TestRecorderRefusesAnotherReplica: a record is stamped once, by Stamp
+// (the replica and the bounds), before it is handed over. A Recorder
+// refuses, with ErrReplica naming both replicas, a record stamped for
+// another replica or not stamped at all (Record, and RecordBatch for the
+// whole batch), and stores a stamped record exactly as it was stamped. It
+// used to rename such a record silently in its writer, after the Check had
+// answered.
+func TestRecorderRefusesAnotherReplica(t *testing.T) {
+	for _, durability := range []recorder.Durability{recorder.Async, recorder.Sync} {
+		t.Run(string(durability), func(t *testing.T) {
+			s, _ := openSQLite(t)
+			cfg := recorder.DefaultConfig()
+			cfg.Durability = durability
+			r := newRecorder(t, cfg, s, "r1")
+			ctx := context.Background()
+			for _, other := range []string{"r2", ""} {
+				rec := record("other-" + other)
+				rec.Replica = other
+				err := r.Record(ctx, rec)
+				if !errors.Is(err, recorder.ErrReplica) || !strings.Contains(err.Error(), `"r1"`) || !strings.Contains(err.Error(), strconv.Quote(other)) {
+					t.Errorf("Record(replica %q) = %v, want ErrReplica naming both replicas", other, err)
+				}
+				if rec.Replica != other {
+					t.Errorf("Record changed a refused record's replica to %q", rec.Replica)
+				}
+				batch := []*evidence.Record{record("ok-1-" + other), rec, record("ok-2-" + other)}
+				if err := r.RecordBatch(ctx, batch); !errors.Is(err, recorder.ErrReplica) {
+					t.Errorf("RecordBatch(one of replica %q) = %v, want ErrReplica", other, err)
+				}
+			}
+			long := record("long")
+			long.Request.Path = "/" + strings.Repeat("p", evidence.MaxFieldBytes)
+			recorder.Stamp(long, "r1")
+			want := *long
+			if err := r.Record(ctx, long); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(t, s); n != 1 {
+				t.Errorf("%d records stored, want only the stamped one", n)
+			}
+			got, err := s.Get(ctx, "long")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got.Chain, want.Chain = evidence.Chain{}, evidence.Chain{}
+			got.Time, want.Time = got.Time.UTC(), want.Time.UTC().Truncate(0)
+			if !reflect.DeepEqual(got, &want) || !got.Truncated || got.Replica != "r1" {
+				t.Errorf("stored\n%+v\nwant what Stamp made\n%+v", got, &want)
+			}
+			verify(t, s)
 		})
 	}
 }

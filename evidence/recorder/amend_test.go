@@ -1,10 +1,11 @@
-package evidence_test
+package recorder_test
 
 import (
 	"context"
 	"testing"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 // TestRecorderAmendsAfterItsBatch: a sync Check that stops waiting only
@@ -12,12 +13,12 @@ import (
 // own, after it in the chain.
 func TestRecorderAmendsAfterItsBatch(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
-	rec := newRecorder(t, cfg, s, "replica-a")
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
+	rec := newRecorder(t, cfg, s, "r1")
 	r := record("01JQ0000000000000000000LATE")
 	r.Decision.Allowed = true
-	if err := evidence.RecordGivingUpLate(rec, r, context.DeadlineExceeded); err != nil {
+	if err := recorder.RecordGivingUpLate(rec, r, context.DeadlineExceeded); err != nil {
 		t.Fatal(err)
 	}
 	if err := rec.Close(context.Background()); err != nil {
@@ -45,12 +46,12 @@ func TestRecorderAmendsAfterItsBatch(t *testing.T) {
 // what Envoy did (deny), whether or not the answer reached it.
 func TestRecorderSyncDeniedNotAmended(t *testing.T) {
 	s, _ := openSQLite(t)
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
-	rec := newRecorder(t, cfg, s, "replica-a")
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
+	rec := newRecorder(t, cfg, s, "r1")
 	r := record("01JQ000000000000000000DENY")
 	r.Decision = evidence.Decision{Allowed: false, HTTPStatus: 403}
-	if err := evidence.RecordGivingUpLate(rec, r, context.DeadlineExceeded); err != nil {
+	if err := recorder.RecordGivingUpLate(rec, r, context.DeadlineExceeded); err != nil {
 		t.Fatal(err)
 	}
 	if err := rec.Close(context.Background()); err != nil {

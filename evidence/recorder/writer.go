@@ -1,9 +1,11 @@
-package evidence
+package recorder
 
 import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // Retry pacing while the store fails, and how often a failing store is
@@ -85,11 +87,9 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 // the records whose Checks stopped waiting meanwhile (see Recorder.amend),
 // for the next batch.
 func (r *Recorder) write(batch []*pending) []*pending {
-	recs := make([]*Record, len(batch))
+	recs := make([]*evidence.Record, len(batch))
 	for i, p := range batch {
-		Bound(p.rec)
-		p.rec.Replica = r.replica
-		recs[i] = p.rec
+		recs[i] = p.rec // stamped by the caller (Stamp), checked by Record
 	}
 	err := r.persist(recs)
 	var amendments []*pending
@@ -100,7 +100,7 @@ func (r *Recorder) write(batch []*pending) []*pending {
 		// Before the ack: a Check that stops waiting from now on finds
 		// writerPassed and writes its amendment itself.
 		if n := p.amend.Swap(writerPassed); n != nil && err == nil {
-			amendments = append(amendments, &pending{rec: Amendment(p.rec, n.decision, "")})
+			amendments = append(amendments, &pending{rec: evidence.Amendment(p.rec, n.decision, "")})
 		}
 		p.ack <- err
 	}
@@ -108,7 +108,7 @@ func (r *Recorder) write(batch []*pending) []*pending {
 }
 
 // link chains recs after head and returns the new head.
-func link(head Link, recs []*Record) Link {
+func link(head evidence.Link, recs []*evidence.Record) evidence.Link {
 	for _, rec := range recs {
 		head = head.Link(rec)
 	}
@@ -117,11 +117,11 @@ func link(head Link, recs []*Record) Link {
 
 // persist chains recs after the head and writes them, retrying until it
 // works or Close gives up; records the store refuses for their content are
-// quarantined, not retried (see AppendIsolating). A retried batch keeps its
+// quarantined, not retried (see evidence.AppendIsolating). A retried batch keeps its
 // links, so a commit that was in doubt is recognised and not written twice. A chain conflict means
 // another process writes as this replica: the batch is chained again after
 // the head the store has, so the chain stays whole, and it is said loudly.
-func (r *Recorder) persist(recs []*Record) error {
+func (r *Recorder) persist(recs []*evidence.Record) error {
 	r.headMu.Lock()
 	head := link(r.head, recs)
 	r.headMu.Unlock()
@@ -132,8 +132,8 @@ func (r *Recorder) persist(recs []*Record) error {
 		start := time.Now()
 		// Its own context: the Checks' are long gone.
 		quarantined, err := r.appendIsolating(recs)
-		if errors.Is(err, ErrChainConflict) {
-			var stored Link
+		if errors.Is(err, evidence.ErrChainConflict) {
+			var stored evidence.Link
 			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 			stored, err = r.store.Head(ctx, r.replica)
 			cancel()
@@ -181,10 +181,10 @@ func (r *Recorder) persist(recs []*Record) error {
 const writeTimeout = 30 * time.Second
 
 // appendIsolating writes recs; records the store refuses for their content
-// are quarantined (see AppendIsolating) rather than retried for ever, which
+// are quarantined (see evidence.AppendIsolating) rather than retried for ever, which
 // would stop every write after them.
-func (r *Recorder) appendIsolating(recs []*Record) (int, error) {
-	n, err := AppendIsolating(context.Background(), r.store, recs, writeTimeout)
+func (r *Recorder) appendIsolating(recs []*evidence.Record) (int, error) {
+	n, err := evidence.AppendIsolating(context.Background(), r.store, recs, writeTimeout)
 	if n > 0 {
 		r.m.Quarantined.Add(float64(n))
 		r.log.Error().Str("replica", r.replica).Int("quarantined", n).Int("batch", len(recs)).

@@ -1,4 +1,4 @@
-package evidence_test
+package recorder_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/recorder"
 )
 
 func batchOf(prefix string, n int) []*evidence.Record {
@@ -41,13 +42,13 @@ func seqs(t *testing.T, s evidence.Store, replica string) map[string]uint64 {
 // concurrently are each stored as one unbroken run of seqs, in their order,
 // in both durabilities; in sync mode every record is readable on return.
 func TestRecordBatchUnbroken(t *testing.T) {
-	for _, d := range []evidence.Durability{evidence.Async, evidence.Sync} {
+	for _, d := range []recorder.Durability{recorder.Async, recorder.Sync} {
 		t.Run(string(d), func(t *testing.T) {
 			s, _ := openSQLite(t)
-			cfg := evidence.DefaultRecorderConfig()
+			cfg := recorder.DefaultConfig()
 			cfg.Durability, cfg.BatchSize, cfg.QueueSize = d, 64, 4096 // the writer's batches cut through ours
-			if d == evidence.Async {
-				cfg.Overflow = evidence.Drop // the Checks outpace the store; their records may go, never a batch
+			if d == recorder.Async {
+				cfg.Overflow = recorder.Drop // the Checks outpace the store; their records may go, never a batch
 			}
 			r := newRecorder(t, cfg, s, "r1")
 			stop := make(chan struct{})
@@ -90,14 +91,14 @@ func TestRecordBatchUnbroken(t *testing.T) {
 					ids[i] = rec.ID
 				}
 				err := r.RecordBatch(context.Background(), recs)
-				for deadline := time.Now().Add(10 * time.Second); errors.Is(err, evidence.ErrQueueFull) && time.Now().Before(deadline); {
+				for deadline := time.Now().Add(10 * time.Second); errors.Is(err, recorder.ErrQueueFull) && time.Now().Before(deadline); {
 					time.Sleep(time.Millisecond) // as a client told to come back would
 					err = r.RecordBatch(context.Background(), recs)
 				}
 				if err != nil {
 					t.Fatalf("batch %d: %v", b, err)
 				}
-				if d == evidence.Sync {
+				if d == recorder.Sync {
 					for _, id := range ids {
 						if _, err := s.Get(context.Background(), id); err != nil {
 							t.Fatalf("%s not readable once RecordBatch returned: %v", id, err)
@@ -135,14 +136,14 @@ func TestRecordBatchUnbroken(t *testing.T) {
 // queued at all, whatever --evidence-overflow says (drop included: the
 // caller retries, nothing is lost), and what was queued before is written.
 func TestRecordBatchAllOrNothing(t *testing.T) {
-	for _, overflow := range []evidence.Overflow{evidence.Block, evidence.Drop, evidence.Deny} {
+	for _, overflow := range []recorder.Overflow{recorder.Block, recorder.Drop, recorder.Deny} {
 		t.Run(string(overflow), func(t *testing.T) {
 			s, _ := openSQLite(t)
 			g := &gate{Store: s, down: true}
-			cfg := evidence.DefaultRecorderConfig()
+			cfg := recorder.DefaultConfig()
 			cfg.Overflow, cfg.QueueSize, cfg.BatchSize, cfg.FlushInterval = overflow, 10, 1, time.Millisecond
 			reg := prometheus.NewRegistry()
-			r, err := evidence.NewRecorder(context.Background(), cfg, "r1", g, zerolog.Nop(), evidence.NewRecorderMetrics(reg))
+			r, err := recorder.New(context.Background(), cfg, "r1", g, zerolog.Nop(), recorder.NewMetrics(reg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,13 +162,13 @@ func TestRecordBatchAllOrNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = r.RecordBatch(context.Background(), batchOf("c", 5)) // 4 free
-			if !errors.Is(err, evidence.ErrQueueFull) {
+			if !errors.Is(err, recorder.ErrQueueFull) {
 				t.Fatalf("a batch of 5 into 4 free places: %v, want ErrQueueFull", err)
 			}
 			if err := r.RecordBatch(context.Background(), batchOf("d", 4)); err != nil {
 				t.Fatalf("a batch of 4 into 4 free places: %v", err)
 			}
-			if err := r.RecordBatch(context.Background(), batchOf("e", 1)); !errors.Is(err, evidence.ErrQueueFull) {
+			if err := r.RecordBatch(context.Background(), batchOf("e", 1)); !errors.Is(err, recorder.ErrQueueFull) {
 				t.Fatalf("a full queue: %v, want ErrQueueFull", err)
 			}
 			g.set(false)
@@ -184,7 +185,7 @@ func TestRecordBatchAllOrNothing(t *testing.T) {
 				}
 			}
 			verify(t, s)
-			if err := r.RecordBatch(context.Background(), batchOf("late", 1)); !errors.Is(err, evidence.ErrClosed) {
+			if err := r.RecordBatch(context.Background(), batchOf("late", 1)); !errors.Is(err, recorder.ErrClosed) {
 				t.Fatalf("RecordBatch after Close: %v", err)
 			}
 		})
@@ -212,8 +213,8 @@ func queueDepth(t *testing.T, reg *prometheus.Registry) float64 {
 func TestRecordBatchSyncContext(t *testing.T) {
 	s, _ := openSQLite(t)
 	g := &gate{Store: s, down: true}
-	cfg := evidence.DefaultRecorderConfig()
-	cfg.Durability = evidence.Sync
+	cfg := recorder.DefaultConfig()
+	cfg.Durability = recorder.Sync
 	r := newRecorder(t, cfg, g, "r1")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

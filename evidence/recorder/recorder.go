@@ -1,4 +1,10 @@
-package evidence
+// Package recorder is the evidence write path: Stamp makes a record what
+// the store keeps, and a Recorder takes stamped records from Checks and
+// decision log uploads and writes them, in batches and in chain order, to
+// an evidence.Writer (group commit in sync durability, amendments for
+// Checks that stopped waiting, quarantine of records the store refuses).
+// It imports evidence; evidence never imports it.
+package recorder
 
 import (
 	"context"
@@ -9,6 +15,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // Durability says when a Check may return.
@@ -40,8 +48,8 @@ const (
 	Deny Overflow = "deny"
 )
 
-// RecorderConfig configures a Recorder.
-type RecorderConfig struct {
+// Config configures a Recorder.
+type Config struct {
 	Durability    Durability    `json:"durability"`
 	Overflow      Overflow      `json:"overflow"`
 	QueueSize     int           `json:"queue_size"`
@@ -50,9 +58,9 @@ type RecorderConfig struct {
 	BlockTimeout  time.Duration `json:"block_timeout"`
 }
 
-// DefaultRecorderConfig returns the defaults.
-func DefaultRecorderConfig() RecorderConfig {
-	return RecorderConfig{
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
 		Durability: Async,
 		Overflow:   Block,
 		QueueSize:  100_000,
@@ -67,7 +75,7 @@ func DefaultRecorderConfig() RecorderConfig {
 }
 
 // Validate checks the configuration.
-func (c RecorderConfig) Validate() error {
+func (c Config) Validate() error {
 	switch c.Durability {
 	case Async, Sync:
 	default:
@@ -97,16 +105,31 @@ var (
 	// queued and is written all the same; when it lets the request through,
 	// an amendment saying the request was not is written after it.
 	ErrNotCommitted = errors.New("evidence not yet committed")
+	// ErrReplica: a record handed over is not stamped for the recorder's
+	// replica (see Stamp). It names another chain, or none.
+	ErrReplica = errors.New("evidence record not stamped for this recorder's replica")
 )
+
+// Stamp makes rec what the store keeps, and is the one place that does: it
+// names the replica whose chain rec goes into and bounds it (evidence.Bound:
+// over-long fields cut and Truncated set, bytes no store keeps replaced).
+// Call it once, when the record is complete and before anyone reads it:
+// the Check's answer, meshproof eval's output and the Recorder all see the
+// stamped record. The Recorder refuses a record stamped for another
+// replica (ErrReplica) and changes nothing in it but its link (Chain).
+func Stamp(rec *evidence.Record, replica string) {
+	rec.Replica = replica
+	evidence.Bound(rec)
+}
 
 // Recorder takes records from Checks and writes them, in batches and in
 // chain order, to a Store. One Recorder writes one replica's chain.
 type Recorder struct {
-	cfg     RecorderConfig
+	cfg     Config
 	replica string
-	store   Writer
+	store   evidence.Writer
 	log     zerolog.Logger
-	m       *RecorderMetrics
+	m       *Metrics
 
 	queue    chan *pending
 	mu       sync.RWMutex // held for reading by Record, for writing by RecordBatch and Close
@@ -116,7 +139,7 @@ type Recorder struct {
 	stopOnce sync.Once
 
 	headMu sync.Mutex
-	head   Link // after the writer's last successful write
+	head   evidence.Link // after the writer's last successful write
 
 	// Amendments of records already written when their Check stopped
 	// waiting (see amend); the writer takes them with its next batch.
@@ -126,7 +149,7 @@ type Recorder struct {
 }
 
 type pending struct {
-	rec *Record
+	rec *evidence.Record
 	ack chan error // sync durability only
 	// letThrough: the record says the request is let through (allowed,
 	// or dry run), read before the record is handed over.
@@ -137,17 +160,17 @@ type pending struct {
 }
 
 // sentInstead is what a Check that stopped waiting for its record answered.
-type sentInstead struct{ decision Decision }
+type sentInstead struct{ decision evidence.Decision }
 
 // writerPassed marks a pending whose batch the writer is done with.
 var writerPassed = &sentInstead{}
 
 var ackPool = sync.Pool{New: func() any { return make(chan error, 1) }}
 
-// NewRecorder starts a recorder for replica, resuming its chain at the head
+// New starts a recorder for replica, resuming its chain at the head
 // the store holds.
 // m may be nil (metrics are then kept but not exported).
-func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store Writer, log zerolog.Logger, m *RecorderMetrics) (*Recorder, error) {
+func New(ctx context.Context, cfg Config, replica string, store evidence.Writer, log zerolog.Logger, m *Metrics) (*Recorder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -174,21 +197,23 @@ func NewRecorder(ctx context.Context, cfg RecorderConfig, replica string, store 
 	return r, nil
 }
 
-// Record hands a record over. In sync durability it returns once the
-// record is committed, or with an error wrapping ErrNotCommitted and ctx's
-// error when the caller stops waiting (the record is still written). An
-// error means the request must be denied. A record whose time is out of
-// range (see CheckTime) is refused with an error wrapping ErrTimeRange. The
-// record belongs to the recorder from now on.
+// Record hands a record over, stamped (Stamp). In sync durability it
+// returns once the record is committed, or with an error wrapping
+// ErrNotCommitted and ctx's error when the caller stops waiting (the record
+// is still written). An error means the request must be denied. A record
+// stamped for another replica is refused with an error wrapping
+// ErrReplica, one whose time is out of range (see evidence.CheckTime) with
+// an error wrapping evidence.ErrTimeRange. The record belongs to the
+// recorder from now on.
 //
 // A Check that stops waiting is over: its answer never reaches Envoy, whose
 // ext_authz call has failed (deadline) or was cancelled. When its record
 // says the request was let through, that record would be wrong, and it
 // cannot be changed (it may be in a batch being written, and is chained):
 // the recorder writes an amendment after it, in the same chain, saying the
-// request was not let through (see Amends).
-func (r *Recorder) Record(ctx context.Context, rec *Record) error {
-	if err := r.checkTime(rec); err != nil {
+// request was not let through (see evidence.Amends).
+func (r *Recorder) Record(ctx context.Context, rec *evidence.Record) error {
+	if err := r.check(rec); err != nil {
 		return err
 	}
 	r.mu.RLock()
@@ -225,7 +250,7 @@ func (r *Recorder) amend(p *pending, cause error) {
 	if !p.letThrough {
 		return
 	}
-	n := &sentInstead{decision: Decision{
+	n := &sentInstead{decision: evidence.Decision{
 		Allowed: false,
 		Error: "the Check ended (" + cause.Error() + ") before this record was committed: its answer never " +
 			"reached Envoy, whose ext_authz call failed (Envoy then denies, unless failure_mode_allow is set)",
@@ -237,7 +262,7 @@ func (r *Recorder) amend(p *pending, cause error) {
 	if err := <-p.ack; err != nil {
 		return // the record was not stored (Close gave up): nothing to amend
 	}
-	a := &pending{rec: Amendment(p.rec, n.decision, "")}
+	a := &pending{rec: evidence.Amendment(p.rec, n.decision, "")}
 	r.lateMu.Lock()
 	r.late = append(r.late, a)
 	r.lateMu.Unlock()
@@ -265,19 +290,20 @@ func (r *Recorder) takeLate() []*pending {
 // RecordBatch hands recs over as one unbroken run of the chain: either all
 // of them are queued, with no other record between them, or none is and it
 // returns an error wrapping ErrQueueFull (the queue has not room for all of
-// them now), ErrTimeRange (a record's time is out of range, see CheckTime)
-// or ErrClosed. It never waits for room and never drops: its
+// them now), ErrReplica (a record not stamped for this replica, see Stamp),
+// evidence.ErrTimeRange (a record's time is out of range, see CheckTime) or
+// ErrClosed. It never waits for room and never drops: its
 // caller is an upload whose client retries, so the client is told to come
 // back rather than a Check kept waiting behind it. In sync durability it
 // returns once every record is committed, or with ctx's error when the
 // caller stops waiting (they are still written). The records belong to the
 // recorder from now on.
-func (r *Recorder) RecordBatch(ctx context.Context, recs []*Record) error {
+func (r *Recorder) RecordBatch(ctx context.Context, recs []*evidence.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
 	for _, rec := range recs {
-		if err := r.checkTime(rec); err != nil {
+		if err := r.check(rec); err != nil {
 			return err
 		}
 	}
@@ -319,9 +345,14 @@ func (r *Recorder) RecordBatch(ctx context.Context, recs []*Record) error {
 	return first
 }
 
-// checkTime refuses a record no store may hold: its time would wrap.
-func (r *Recorder) checkTime(rec *Record) error {
-	if err := CheckTime(rec.Time); err != nil {
+// check refuses a record not stamped for this replica (a caller's
+// mistake: the record is not changed to fit), and one no store may hold:
+// its time would wrap.
+func (r *Recorder) check(rec *evidence.Record) error {
+	if rec.Replica != r.replica {
+		return fmt.Errorf("%w: record %s is stamped for replica %q, this recorder writes %q's chain", ErrReplica, rec.ID, rec.Replica, r.replica)
+	}
+	if err := evidence.CheckTime(rec.Time); err != nil {
 		r.m.dropped("time_range").Inc()
 		return fmt.Errorf("evidence: record %s: %w", rec.ID, err)
 	}
@@ -393,7 +424,7 @@ func (r *Recorder) Close(ctx context.Context) error {
 }
 
 // Head is the chain head after the last successful write.
-func (r *Recorder) Head() Link {
+func (r *Recorder) Head() evidence.Link {
 	r.headMu.Lock()
 	defer r.headMu.Unlock()
 	return r.head

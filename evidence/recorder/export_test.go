@@ -1,15 +1,17 @@
-package evidence
+package recorder
 
 import (
 	"context"
 	"runtime"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // RecordGivingUpLate is Record for a Check that stops waiting (its context
 // ended with cause) only once the writer is done with its record's batch,
 // the race Record's select can lose: the amendment must then be written
 // on its own, after the record.
-func RecordGivingUpLate(r *Recorder, rec *Record, cause error) error {
+func RecordGivingUpLate(r *Recorder, rec *evidence.Record, cause error) error {
 	p := &pending{rec: rec, ack: make(chan error, 1), letThrough: rec.Decision.Allowed || rec.Decision.DryRun}
 	r.mu.RLock()
 	err := r.enqueue(context.Background(), p)
