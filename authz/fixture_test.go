@@ -278,7 +278,7 @@ func verifyChain(t *testing.T, s evidence.Store, n int) {
 }
 
 // noCacheEngine is a real engine for policy without the decision cache, so
-// that every Decide builds its input document.
+// that every Explain builds its input document.
 func noCacheEngine(t *testing.T, policy string) *rego.Engine {
 	t.Helper()
 	rc := rego.Defaults()

@@ -567,7 +567,7 @@ func verifyChain(t *testing.T, s evidence.Store, n int) {
 }
 
 // observeEngine is a real engine running the built-in observe policy,
-// without the decision cache, so that every Decide builds its input
+// without the decision cache, so that every Explain builds its input
 // document.
 func observeEngine(t *testing.T) *rego.Engine {
 	t.Helper()
