@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/meshproof/meshproof/api/params"
 	"github.com/meshproof/meshproof/evidence"
 	_ "github.com/meshproof/meshproof/evidence/postgres" // postgres:// stores
 	_ "github.com/meshproof/meshproof/evidence/sqlite"   // sqlite: stores
@@ -118,7 +119,7 @@ func TestLoad(t *testing.T) {
 	wall := time.Since(start)
 	t.Logf("export since=%s over HTTP: %d records, %d MB in %s: %.0f records/s, %.0f MB/s", since, n, bytes>>20, wall.Round(time.Millisecond),
 		float64(n)/wall.Seconds(), float64(bytes)/wall.Seconds()/(1<<20))
-	d, _ := evidence.ParseAgo(since)
+	d, _ := params.ParseAgo(since)
 	start = time.Now()
 	scanned := 0
 	if err := store.Scan(ctx, evidence.Filter{Since: time.Now().Add(-d)}, func(*evidence.Record) error { scanned++; return nil }); err != nil {

@@ -85,7 +85,7 @@ func buildOpenAPI(src []byte) ([]byte, error) {
 }
 
 // timePattern is what since and until take: an RFC 3339 time, or a
-// duration back from now (evidence.ParseAgo: days, then Go's units).
+// duration back from now (params.ParseAgo: days, then Go's units).
 const timePattern = `^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})|(\d+d)?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)?)$`
 
 // parameterObject is p as an OpenAPI query parameter.

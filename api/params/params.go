@@ -340,7 +340,7 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
 	}
-	d, err := evidence.ParseAgo(s)
+	d, err := ParseAgo(s)
 	if err != nil {
 		return time.Time{}, errors.New(Quote(s) + " is neither an RFC 3339 time (2025-03-03T10:00:00Z) nor a duration back from now (90s, 1h, 7d, 1d12h)")
 	}

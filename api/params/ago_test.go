@@ -1,10 +1,10 @@
-package evidence_test
+package params_test
 
 import (
 	"testing"
 	"time"
 
-	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/api/params"
 )
 
 func TestParseAgo(t *testing.T) {
@@ -36,7 +36,7 @@ func TestParseAgo(t *testing.T) {
 		{"5", -1},
 	}
 	for _, tc := range tests {
-		got, err := evidence.ParseAgo(tc.in)
+		got, err := params.ParseAgo(tc.in)
 		if tc.want < 0 && err == nil || tc.want >= 0 && (err != nil || got != tc.want) {
 			t.Errorf("ParseAgo(%q) = %s, %v; want %s", tc.in, got, err, tc.want)
 		}
