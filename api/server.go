@@ -163,6 +163,15 @@ func (s *Server) routes() http.Handler {
 	}
 	if s.cfg.UI != nil {
 		mux.Handle("/ui/", s.endpoint(open, delegate(s.cfg.UI)))
+		// The listener's root is where a browser pointed at the address
+		// lands: send it to the page (open, as the page is).
+		mux.Handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				s.fail(w, r, &apiError{kind: methodNotAllowed, msg: "method " + clip(r.Method) + " not allowed: / only sends a browser to the page, /ui/"})
+				return
+			}
+			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		}))
 	}
 	if s.cfg.Logs != nil {
 		mux.Handle("/logs", s.authenticated(uploader, s.cfg.Logs))
@@ -171,7 +180,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/debug/pprof/", s.authenticated(reader, s.cfg.Pprof))
 	}
 	mux.Handle("/", s.endpoint(protected, func(http.ResponseWriter, *http.Request) error {
-		return &apiError{kind: notFound, msg: "no such path; /openapi.json lists them"}
+		return &apiError{kind: notFound, msg: "no such path: the page is at /ui/, the API under /v1/ (/openapi.json lists its paths)"}
 	}))
 	return s.logged(mux)
 }
