@@ -25,8 +25,9 @@ loopback ports, a temporary SQLite store) and, on loopback, namespace mtls-pg:
 httpbin behind a PERMISSIVE sidecar that calls meshproof's ext_authz, sleep over
 mTLS, a legacy client in plaintext, now and then a forged x-forwarded-client-cert
 header (denied) and a curl with a client certificate but no Istio ALPN (its TLS
-handshake fails on the plaintext chain, so meshproof never sees it). It prints the
-page's URL and commands to try, and runs until interrupted.`
+handshake fails on the plaintext chain, so meshproof never sees it: curl's exit code
+35). It prints the page's URL and commands to try, writes the certificate its curl
+uses with the commands that repeat that call by hand, and runs until interrupted.`
 
 // demoOptions is the command line of `meshproof demo`.
 type demoOptions struct {
@@ -101,8 +102,16 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		stopServe()
 		return errors.Join(err, <-served)
 	}
+	tlsDir, err := writeDemoTLS(m)
+	if err != nil {
+		m.Close()
+		stopServe()
+		return errors.Join(err, <-served)
+	}
+	defer os.RemoveAll(tlsDir)
 	server := "http://" + a.http.String()
 	printDemoBanner(stdout, server, a.grpc.String(), o.Evidence.Store, d.store == "", m, d.interval)
+	printDemoByHand(stdout, server, tlsDir, m)
 	api, err := client.New(server, client.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		m.Close()
@@ -159,6 +168,7 @@ func printDemoBanner(w io.Writer, server, grpcAddr, store string, temporary bool
                 legacy    plaintext from %s, every %s
                 forger    plaintext from %s with a forged XFCC claiming %s (denied), every %s
                 curl      TLS with a client certificate but no Istio ALPN, every %s: its handshake fails
+                          (curl's exit code 35)
 
 The page:  %s/ui/
 
@@ -168,12 +178,73 @@ Try:
   meshproof report tls-check --server %s
   meshproof report strict-readiness --server %s --destination %s
 
-Ctrl-C stops the demo.
 `,
 		grpcAddr, store, kept,
 		meshsim.Host, m.Sidecar.Addr(), m.Sidecar.Mode(), m.Sidecar.ForwardClientCert(),
 		meshsim.SleepID, interval, m.Legacy.LocalIP(), interval*legacyEvery, m.Forger.LocalIP(), meshsim.ForgedID, interval*oddEvery, interval*oddEvery,
 		server, server, server, server, server, meshsim.Host)
+}
+
+// The files writeDemoTLS writes: the curl client's certificate and key,
+// and the mesh's root certificate.
+const (
+	demoCertFile = "curl-cert.pem"
+	demoKeyFile  = "curl-key.pem"
+	demoRootFile = "root-cert.pem"
+)
+
+// writeDemoTLS writes the curl client's certificate and key (0600) and the
+// mesh's root into a new directory (0700), so that the reader can repeat
+// its call by hand; the caller removes it.
+func writeDemoTLS(m *meshsim.Mesh) (string, error) {
+	dir, err := os.MkdirTemp("", "meshproof-demo-tls-")
+	if err != nil {
+		return "", err
+	}
+	id := m.Curl.Identity()
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{demoCertFile, id.CertPEM, 0o644},
+		{demoKeyFile, id.KeyPEM, 0o600},
+		{demoRootFile, m.CA.PEM, 0o644},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			os.RemoveAll(dir)
+			return "", fmt.Errorf("demo: writing the client certificate for curl: %w", err)
+		}
+	}
+	return dir, nil
+}
+
+// printDemoByHand tells what the demo's curl meets and how to repeat it:
+// the seed's reader saw curl's exit code 35 from a port that takes mTLS
+// and took it for mTLS being off.
+func printDemoByHand(w io.Writer, server, dir string, m *meshsim.Mesh) {
+	file := func(name string) string { return shellQuote(filepath.Join(dir, name)) }
+	sidecar := m.Sidecar.Addr()
+	fmt.Fprintf(w, `
+By hand: the files curl uses are in %s (removed on exit):
+its certificate (%s), its key and the mesh's root.
+curl's call, as the demo's curl makes it:
+  curl -k --cert %s --key %s -H 'Host: %s' https://%s/headers; echo "exit $?"
+ends with exit code 35, with a client certificate or without: httpbin's sidecar is
+PERMISSIVE and takes a TLS client to its mTLS chain only when it offers an Istio ALPN
+(istio-http/1.1, istio, ...), which curl cannot; its ClientHello lands on the plaintext
+chain and the handshake fails. mTLS is not off: that is PERMISSIVE at work (under STRICT
+the same curl gets through). Offering the ALPN, the same certificate gets through over
+mTLS and is recorded (httpbin echoes the headers it got: X-Meshproof-Evidence-Id is
+the record's id, for meshproof query --server %s --id ID):
+  printf 'GET /headers HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' | openssl s_client -quiet -connect %s -alpn istio-http/1.1 -cert %s -key %s -CAfile %s
+
+Ctrl-C stops the demo.
+`,
+		shellQuote(dir), meshsim.CurlID,
+		file(demoCertFile), file(demoKeyFile), meshsim.Host, sidecar,
+		server,
+		meshsim.Host, sidecar, file(demoCertFile), file(demoKeyFile), file(demoRootFile))
 }
 
 // The traffic's pace, in sleep's ticks: legacy every fifth, the forger and
