@@ -1,7 +1,7 @@
 // Command testsum reads `go test -json` on its standard input and writes
 // what plain `go test` would (a line per package, the output of each test
-// that failed, build errors) followed by the failed tests again and one
-// summary line:
+// that failed, build errors) followed by the skipped and the failed tests
+// and one summary line:
 //
 //	1187 passed, 2 failed, 23 skipped (tests of 64 packages; subtests not counted)
 //
@@ -52,8 +52,8 @@ type tally struct {
 	// failedIn counts the failed tests of each package.
 	failedIn map[string]int
 	// failures are the failed tests (and packages that failed outside a
-	// test), in order, for the recap.
-	failures []string
+	// test), in order, for the recap; skips the skipped tests.
+	failures, skips []string
 }
 
 func run(r io.Reader, w io.Writer) int {
@@ -131,6 +131,7 @@ func (t *tally) line(line string) {
 			t.passed++
 		case "skip":
 			t.skipped++
+			t.skips = append(t.skips, k.pkg+" "+k.test)
 		case "fail":
 			t.testFailed(k)
 		}
@@ -179,6 +180,14 @@ func (t *tally) packageFailed(e event) {
 
 // finish prints the recap and the summary, and returns the exit status.
 func (t *tally) finish() int {
+	// A test that skips where it should run (no PostgreSQL, no browser)
+	// passes unseen otherwise.
+	if len(t.skips) > 0 {
+		fmt.Fprintln(t.w, "\nSkipped:")
+		for _, f := range t.skips {
+			fmt.Fprintln(t.w, "  "+f)
+		}
+	}
 	if len(t.failures) > 0 {
 		fmt.Fprintln(t.w, "\nFailed:")
 		for _, f := range t.failures {

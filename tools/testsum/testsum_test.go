@@ -113,6 +113,7 @@ func TestSummary(t *testing.T) {
 			"undefinedThing",                // the build error
 			"ok  \texample.com/fake/pass\t", // a package's result line
 			"FAIL\texample.com/fake/fail\t",
+			"\nSkipped:\n  example.com/fake/pass TestSkipped\n",
 			"\nFailed:\n",
 			"  example.com/fake/fail TestFails\n",
 			"  example.com/fake/fail TestParent\n",
