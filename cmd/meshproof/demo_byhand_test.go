@@ -36,8 +36,20 @@ func TestDemoByHand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out, errOut := &syncBuffer{}, &syncBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- demo(ctx, []string{"--log-format", "json"}, out, errOut) }()
+	done, stopped := make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- demo(ctx, []string{"--log-format", "json"}, out, errOut)
+		close(stopped)
+	}()
+	// Also when the test fails: the demo removes its files before the
+	// test binary exits.
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-stopped:
+		case <-time.After(20 * time.Second):
+		}
+	})
 	defer func() {
 		if t.Failed() {
 			t.Logf("demo stdout:\n%s\nstderr:\n%s", out, errOut)
