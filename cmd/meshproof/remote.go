@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/meshproof/meshproof/api/client"
 )
@@ -27,7 +28,7 @@ type remoteOptions struct {
 	Timeout   time.Duration
 }
 
-func (o *remoteOptions) flags(fs *flag.FlagSet) {
+func (o *remoteOptions) flags(fs *pflag.FlagSet) {
 	o.Server = defaultServer
 	o.Timeout = client.DefaultTimeout
 	fs.StringVar(&o.Server, "server", o.Server, "`URL` of meshproof serve's HTTP listener (its --http-addr; https:// when it has --http-tls-cert)")

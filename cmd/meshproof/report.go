@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
@@ -29,27 +28,25 @@ Run "meshproof report <report> --help" for its flags.
 // errNotReady makes strict-readiness exit 3 once it has printed its answer.
 var errNotReady = errors.New("not ready for STRICT")
 
-// runReport is `meshproof report`.
-func runReport(args []string, stdout io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return reportCommand(ctx, args, stdout)
-}
-
-func reportCommand(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{errors.New("which report? tls-check or strict-readiness\n\n" + reportUsage)}
+// reportCommand is `meshproof report`.
+func reportCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "report REPORT",
+		Short: "tls-check, or strict-readiness (exit 3 when not ready), from a running serve's API",
+		Long:  reportUsage,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 0:
+				return usageError{errors.New("which report? tls-check or strict-readiness\n\n" + reportUsage)}
+			case args[0] == "help":
+				return cmd.Help()
+			}
+			return usageError{fmt.Errorf("unknown report %q\n\n%s", args[0], reportUsage)}
+		},
 	}
-	switch args[0] {
-	case "tls-check":
-		return tlsCheck(ctx, args[1:], stdout)
-	case "strict-readiness":
-		return strictReadiness(ctx, args[1:], stdout)
-	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, reportUsage)
-		return nil
-	}
-	return usageError{fmt.Errorf("unknown report %q\n\n%s", args[0], reportUsage)}
+	cmd.AddCommand(tlsCheckCommand(stdout), readinessCommand(stdout))
+	return cmd
 }
 
 // reportOptions are the flags the reports share.
@@ -60,49 +57,45 @@ type reportOptions struct {
 	output       string
 }
 
-func (o *reportOptions) flags(fs *flag.FlagSet, since, destinationDoc string) {
+func (o *reportOptions) flags(fs *pflag.FlagSet, since, destinationDoc string) {
 	o.remote.flags(fs)
-	o.since, o.output = since, "table"
+	o.since = since
 	fs.StringVar(&o.since, "since", o.since, "traffic from this `time` on: RFC 3339, or a duration back from now (90s, 1h, 7d, 1d12h)")
 	fs.StringVar(&o.until, "until", o.until, "traffic before this `time` (RFC 3339 or a duration back from now); now when unset")
 	fs.StringVar(&o.destination, "destination", o.destination, destinationDoc)
-	fs.StringVar(&o.output, "output", o.output, "output `format`: table or json")
+	outputFlag(fs, &o.output, "table", reportOutputs...)
 }
 
-// parse reads the command line of a report.
-func (o *reportOptions) parse(fs *flag.FlagSet, args []string) (*client.Client, error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Errorf("%s takes no arguments, got %q", fs.Name(), fs.Args())}
-	}
-	if err := checkOutput(o.output, "table", "json"); err != nil {
+// reportOutputs are the reports' -o values; wide is the table.
+var reportOutputs = []string{"table", "wide", "json", "yaml"}
+
+// client checks the options of a report and returns its API client.
+func (o *reportOptions) client() (*client.Client, error) {
+	if err := checkOutput(o.output, reportOutputs...); err != nil {
 		return nil, err
 	}
 	return o.remote.client()
 }
 
-// tlsCheckFlags is the command line of `meshproof report tls-check`.
-func tlsCheckFlags(o *reportOptions) *flag.FlagSet {
-	fs := newFlagSet("report tls-check", `Per destination (host:port as in :authority), which clients reached it over mTLS and
+const tlsCheckDoc = `Per destination (host:port as in :authority), which clients reached it over mTLS and
 which did not, from the traffic meshproof saw: the successor of istioctl authn tls-check.
 
 STATUS is OK (every request mTLS), PLAINTEXT (some without a client certificate) or
 SUSPECT (some mtls_mismatch or xfcc_unverified). SERVER is the modes the destination
 accepted: mTLS, HTTP or HTTP/mTLS. One line per client: its mTLS share, requests and
-last request.`)
-	o.flags(fs, "24h", "only this destination: host:port as in :authority, or a destination principal (with the hosts it served)")
-	return fs
+last request.`
+
+// tlsCheckCommand is `meshproof report tls-check`.
+func tlsCheckCommand(stdout io.Writer) *cobra.Command {
+	var o reportOptions
+	cmd := leaf("tls-check", "per destination, which clients reached it over mTLS and which did not", tlsCheckDoc,
+		func(cmd *cobra.Command) error { return tlsCheck(cmd.Context(), &o, stdout) })
+	o.flags(cmd.Flags(), "24h", "only this destination: host:port as in :authority, or a destination principal (with the hosts it served)")
+	return cmd
 }
 
-func tlsCheck(ctx context.Context, args []string, stdout io.Writer) error {
-	var o reportOptions
-	fs := tlsCheckFlags(&o)
-	c, err := o.parse(fs, args)
+func tlsCheck(ctx context.Context, o *reportOptions, stdout io.Writer) error {
+	c, err := o.client()
 	if err != nil {
 		return err
 	}
@@ -110,8 +103,8 @@ func tlsCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return o.remote.explain(err)
 	}
-	if o.output == "json" {
-		return writeJSON(stdout, rep)
+	if o.output == "json" || o.output == "yaml" {
+		return writeStructured(stdout, o.output, rep)
 	}
 	return writeTLSCheck(stdout, rep, clock())
 }
@@ -147,20 +140,22 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, now time.Time) error 
 	return err
 }
 
-// readinessFlags is the command line of `meshproof report strict-readiness`.
-func readinessFlags(o *reportOptions) *flag.FlagSet {
-	fs := newFlagSet("report strict-readiness", `Can this destination's PeerAuthentication go to STRICT without breaking a client?
+const readinessDoc = `Can this destination's PeerAuthentication go to STRICT without breaking a client?
 READY only when traffic was seen and every request was mTLS; otherwise the clients
 that would break, or look suspect. Exit status: 0 ready, 3 not ready (with --output
-json too), 1 when the question could not be answered, 2 for a wrong command line.`)
-	o.flags(fs, "7d", "the destination (required): host:port as in :authority, or its principal (which takes in every host it served)")
-	return fs
+json too), 1 when the question could not be answered, 2 for a wrong command line.`
+
+// readinessCommand is `meshproof report strict-readiness`.
+func readinessCommand(stdout io.Writer) *cobra.Command {
+	var o reportOptions
+	cmd := leaf("strict-readiness", "can a destination go to PeerAuthentication STRICT? (exit 0 ready, 3 not)", readinessDoc,
+		func(cmd *cobra.Command) error { return strictReadiness(cmd.Context(), &o, stdout) })
+	o.flags(cmd.Flags(), "7d", "the destination (required): host:port as in :authority, or its principal (which takes in every host it served)")
+	return cmd
 }
 
-func strictReadiness(ctx context.Context, args []string, stdout io.Writer) error {
-	var o reportOptions
-	fs := readinessFlags(&o)
-	c, err := o.parse(fs, args)
+func strictReadiness(ctx context.Context, o *reportOptions, stdout io.Writer) error {
+	c, err := o.client()
 	if err != nil {
 		return err
 	}
@@ -171,8 +166,8 @@ func strictReadiness(ctx context.Context, args []string, stdout io.Writer) error
 	if err != nil {
 		return o.remote.explain(err)
 	}
-	if o.output == "json" {
-		err = writeJSON(stdout, rep)
+	if o.output == "json" || o.output == "yaml" {
+		err = writeStructured(stdout, o.output, rep)
 	} else {
 		err = writeReadiness(stdout, rep, clock())
 	}
