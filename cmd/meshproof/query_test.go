@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/meshproof/meshproof/api"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
 )
 
 // queryFixture is the story's traffic of the last minutes, and one old
@@ -404,4 +406,67 @@ func waitLines(t *testing.T, out *syncBuffer, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestQueryDestinationIsTheReports: --destination names a destination as
+// the reports do: a principal, or a host (host:port as in :authority);
+// query finds the records the report counted for it. --count prints how
+// many match.
+func TestQueryDestinationIsTheReports(t *testing.T) {
+	a, plain := storyAPI(t)
+	_, stdout, _ := cli(t, append([]string{"report", "strict-readiness", "-o", "json", "--destination", httpbin}, a.args()...)...)
+	var sr report.StrictReadinessReport
+	if err := json.Unmarshal([]byte(stdout), &sr); err != nil || sr.Total != 9 {
+		t.Fatalf("report: %v, total %d\n%s", err, sr.Total, stdout)
+	}
+	for _, tt := range []struct {
+		dest string
+		want int
+	}{{httpbin, 9}, {httpbinID, 6}, {ratings, 2}, {"nosuch.bookinfo:9080", 0}} {
+		code, stdout, stderr := cli(t, append([]string{"query", "--since", "2h", "--destination", tt.dest, "--count"}, a.args()...)...)
+		if code != 0 || strings.TrimSpace(stdout) != strconv.Itoa(tt.want) {
+			t.Errorf("query --destination %s --count: exit %d, want %d\n%s%s", tt.dest, code, tt.want, stdout, stderr)
+		}
+	}
+	code, stdout, _ := cli(t, append([]string{"query", "--since", "2h", "--destination", httpbin, "--mtls=false", "-o", "json"}, a.args()...)...)
+	var page evidence.RecordPage
+	if err := json.Unmarshal([]byte(stdout), &page); code != 0 || err != nil || !slices.Equal(idsOf(page.Records), reversed(idsOf(plain))) {
+		t.Errorf("query --destination %s --mtls=false: exit %d, %v: %v, want %v", httpbin, code, err, idsOf(page.Records), reversed(idsOf(plain)))
+	}
+	code, stdout, _ = cli(t, append([]string{"query", "--since", "2h", "--count", "-o", "json"}, a.args()...)...)
+	if code != 0 || strings.TrimSpace(stdout) != `{
+  "count": 12
+}` {
+		t.Errorf("--count -o json: exit %d\n%s", code, stdout)
+	}
+	for _, args := range [][]string{
+		{"--destination", httpbin, "--host", ratings},
+		{"--count", "--all"}, {"--count", "-o", "ndjson"},
+		{"-n", "shop", "-A"},
+	} {
+		if code, _, stderr := cli(t, append([]string{"query"}, args...)...); code != 2 {
+			t.Errorf("%q: exit %d, want 2: %s", args, code, stderr)
+		}
+	}
+}
+
+// TestExport: meshproof export streams every matching record, newest
+// first, as NDJSON (or a JSON array), with query's filters.
+func TestExport(t *testing.T) {
+	a, plain := storyAPI(t)
+	code, stdout, stderr := cli(t, append([]string{"export", "--since", "2h", "--destination", httpbin, "--verdict", "plaintext"}, a.args()...)...)
+	if code != 0 || !slices.Equal(ndjsonIDs(t, stdout), reversed(idsOf(plain))) {
+		t.Errorf("export: exit %d: %v, want %v\n%s", code, ndjsonIDs(t, stdout), reversed(idsOf(plain)), stderr)
+	}
+	code, stdout, _ = cli(t, append([]string{"export", "--since", "2h", "-n", "bookinfo", "-o", "json"}, a.args()...)...)
+	var recs []*evidence.Record
+	if err := json.Unmarshal([]byte(stdout), &recs); code != 0 || err != nil || len(recs) != 3 {
+		t.Errorf("export -n bookinfo -o json: exit %d, %v, %d records\n%s", code, err, len(recs), stdout)
+	}
+}
+
+func reversed(s []string) []string {
+	s = slices.Clone(s)
+	slices.Reverse(s)
+	return s
 }
