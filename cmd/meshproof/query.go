@@ -27,7 +27,7 @@ const queryDoc = `Print evidence records from the API of a running meshproof ser
 
 Without --all, one page of --limit records, and in table output the command for
 the next page. --all prints every matching record; --follow keeps printing new
-ones, oldest first, until interrupted. Times in tables are local and relative;
+ones, oldest first, until interrupted. Times in tables are RFC 3339 UTC, and how long ago;
 JSON keeps the API's RFC 3339 times. Output (-o): table; wide (the table);
 json (one page: the API's {"records", "next_cursor"}; --all: an array); yaml
 (the JSON as YAML); ndjson (one record per line). --count prints how many

@@ -61,7 +61,7 @@ func TestQueryTable(t *testing.T) {
 	if len(lines) != 5 || !slices.Equal(strings.Fields(lines[0]), recordHeader) {
 		t.Fatalf("want a header and 4 rows (the last hour, newest first):\n%s", stdout)
 	}
-	clock := func(r *evidence.Record) string { return r.Time.Local().Format("15:04:05") }
+	clock := func(r *evidence.Record) string { return r.Time.UTC().Format(time.RFC3339) }
 	want := [][]string{
 		{clock(f.plain) + " (50s ago)", "plaintext", legacyIP, "10.42.0.5", "GET", httpbin, "/headers", "denied", f.plain.ID},
 		{clock(f.mtls) + " (3m ago)", "mtls", sleepID, httpbinID, "GET", httpbin, "/headers", "allowed", f.mtls.ID},

@@ -39,6 +39,26 @@ func (o *remoteOptions) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to wait for each answer of the server")
 }
 
+// hint is the flags a command printed for the user to paste needs to
+// reach the same server as this one, each followed by a space: those given
+// that differ from their defaults, shell-quoted.
+func (o *remoteOptions) hint() string {
+	var b strings.Builder
+	for _, f := range []struct{ name, value, def string }{
+		{"server", o.Server, defaultServer},
+		{"token-file", o.TokenFile, ""},
+		{"ca-file", o.CAFile, ""},
+		{"cert", o.Cert, ""},
+		{"key", o.Key, ""},
+		{"timeout", o.Timeout.String(), client.DefaultTimeout.String()},
+	} {
+		if f.value != f.def {
+			b.WriteString("--" + f.name + "=" + shellQuote(f.value) + " ")
+		}
+	}
+	return b.String()
+}
+
 func (o *remoteOptions) client() (*client.Client, error) {
 	if o.Timeout <= 0 {
 		return nil, usageError{errors.New("--timeout must be positive")}
