@@ -174,11 +174,23 @@ func migrateCommand(stdout io.Writer) *cobra.Command {
 }
 
 func runMigrate(ctx context.Context, dsn string, stdout io.Writer) error {
-	if err := evidence.Migrate(ctx, dsn); err != nil {
+	m, err := evidence.MigrateVersions(ctx, dsn)
+	if err != nil {
 		return fmt.Errorf("migrate %s: %w", evidence.Redact(dsn), err)
 	}
-	fmt.Fprintf(stdout, "%s: schema up to date\n", evidence.Redact(dsn))
+	fmt.Fprintf(stdout, "%s: %s\n", evidence.Redact(dsn), migrated(m))
 	return nil
+}
+
+// migrated says what a migration did.
+func migrated(m evidence.Migrated) string {
+	switch {
+	case m.From == 0:
+		return fmt.Sprintf("created schema v%d", m.To)
+	case m.From == m.To:
+		return fmt.Sprintf("schema v%d up to date", m.To)
+	}
+	return fmt.Sprintf("migrated schema v%d → v%d", m.From, m.To)
 }
 
 // errBroken makes verify exit 1 without a second message.
