@@ -470,3 +470,32 @@ func reversed(s []string) []string {
 	slices.Reverse(s)
 	return s
 }
+
+// TestQueryHostAnyPort: a host without a port, in --host or --destination,
+// matches it on every port; with a port, that port only. The namespace
+// flags say which side: -n either, --source-namespace,
+// --destination-namespace one.
+func TestQueryHostAnyPort(t *testing.T) {
+	a, _ := storyAPI(t)
+	a.add(t, rec(time.Now().Add(-time.Minute), sleep, "httpbin.mtls-pg:9000", httpbinID, evidence.MTLS),
+		rec(time.Now().Add(-time.Minute), sleep, "httpbin.mtls-pg", httpbinID, evidence.MTLS))
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--host", "httpbin.mtls-pg"}, 11},
+		{[]string{"--destination", "httpbin.mtls-pg"}, 11},
+		{[]string{"--destination", httpbin}, 9},
+		{[]string{"--host", "httpbin.mtls-pg:9000"}, 1},
+		{[]string{"--host", "httpbin"}, 0},
+		{[]string{"-n", "bookinfo"}, 3},
+		{[]string{"--destination-namespace", "mtls-pg"}, 8}, // plaintext requests carry no destination principal
+		{[]string{"--source-namespace", "mtls-pg"}, 11},
+		{[]string{"--source-namespace", "mtls-pg", "--destination-namespace", "bookinfo"}, 3},
+	} {
+		code, stdout, stderr := cli(t, append(append([]string{"query", "--since", "2h", "--count"}, a.args()...), tt.args...)...)
+		if code != 0 || strings.TrimSpace(stdout) != strconv.Itoa(tt.want) {
+			t.Errorf("%q --count: exit %d, %q, want %d\n%s", tt.args, code, stdout, tt.want, stderr)
+		}
+	}
+}
