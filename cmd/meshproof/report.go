@@ -33,7 +33,7 @@ func reportCommand(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "report REPORT",
 		Short: "tls-check, or strict-readiness (exit 3 when not ready), from a running serve's API",
-		Long:  reportUsage,
+		Long:  "Reports on the mTLS evidence, from the API of a running meshproof serve.",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
@@ -194,7 +194,7 @@ Examples:
 // readinessCommand is `meshproof report strict-readiness`.
 func readinessCommand(stdout io.Writer) *cobra.Command {
 	var o reportOptions
-	cmd := leaf("strict-readiness", "can a destination go to PeerAuthentication STRICT? (exit 0 ready, 3 not)", readinessDoc,
+	cmd := leaf("strict-readiness", "can a destination, or a namespace, go to PeerAuthentication STRICT? (exit 0 ready, 3 not)", readinessDoc,
 		func(cmd *cobra.Command) error { return strictReadiness(cmd.Context(), &o, stdout) })
 	o.flags(cmd.Flags(), "7d", "the destination: its principal (spiffe://..., which takes in every host it served), or its host as in :authority (host:port); or give -n or -A")
 	return cmd

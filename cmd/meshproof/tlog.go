@@ -152,6 +152,7 @@ func checkpointCommand(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "checkpoint save",
 		Short: "fetch each replica's latest signed checkpoint from a server into a directory",
+		Long:  "Signed checkpoints: save fetches each replica's latest from a running serve into a directory.",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(*cobra.Command, []string) error {
 			return usageError{errors.New("want: meshproof checkpoint save --server URL --out DIR")}
