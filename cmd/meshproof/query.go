@@ -28,7 +28,8 @@ const queryDoc = `Print evidence records from the API of a running meshproof ser
 Without --all, one page of --limit records, and in table output the command for
 the next page. --all prints every matching record; --follow keeps printing new
 ones, oldest first, until interrupted. Times in tables are RFC 3339 UTC, and how long ago;
-JSON keeps the API's RFC 3339 times. Output (-o): table; wide (the table);
+JSON keeps the API's RFC 3339 times. Output (-o): table; wide (the table, the
+path whole, and the replica, x-request-id and reasons);
 json (one page: the API's {"records", "next_cursor"}; --all: an array); yaml
 (the JSON as YAML); ndjson (one record per line). --count prints how many
 records match, not the records.
@@ -244,10 +245,14 @@ func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *pflag.Fla
 		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, now))
 		return nil
 	}
+	header, row := recordHeader, recordRow
+	if o.output == "wide" {
+		header, row = recordWideHeader, recordWideRow
+	}
 	tw := newTable(stdout)
-	writeRows(tw, recordHeader)
+	writeRows(tw, header)
 	for _, r := range p.Records {
-		writeRows(tw, recordRow(r, now))
+		writeRows(tw, row(r, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -299,7 +304,7 @@ func (o *queryOptions) every(ctx context.Context, c *client.Client, since time.T
 		}
 		return sink.close()
 	}
-	var sink recordSink = newTableSink(stdout)
+	var sink recordSink = newTableSink(stdout, o.output == "wide")
 	switch o.output {
 	case "yaml":
 		sink = &yamlListSink{w: stdout}

@@ -119,13 +119,14 @@ func tlsCheck(ctx context.Context, o *reportOptions, stdout io.Writer) error {
 	if o.output == "json" || o.output == "yaml" {
 		return writeStructured(stdout, o.output, rep)
 	}
-	return writeTLSCheck(stdout, rep, clock())
+	return writeTLSCheck(stdout, rep, o.output == "wide", clock())
 }
 
 // writeTLSCheck prints the report as istioctl authn tls-check's table:
 // a line per destination, with its identity (the principal that served
 // it), then a line per client, indented under it, with the client's.
-func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, now time.Time) error {
+// Wide adds the first request and the denied ones.
+func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.Time) error {
 	window := fmt.Sprintf("between %s and %s", stamp(rep.Since), stamp(rep.Until))
 	if len(rep.Rows) == 0 {
 		_, err := fmt.Fprintf(w, "No traffic seen %s.\n", window)
@@ -147,23 +148,39 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, now time.Time) error 
 	fmt.Fprintf(w, "%s to %s seen, the first at %s, the last at %s (asked %s).\n\n",
 		plural(int(total), "request"), plural(len(rep.Rows), "destination"), stamp(first), when(last, now), window)
 	tw := newTable(w)
-	writeRows(tw, []string{"DESTINATION / CLIENT", "PRINCIPAL", "STATUS", "SERVER", "MTLS", "REQUESTS", "LAST SEEN"})
+	header := []string{"DESTINATION / CLIENT", "PRINCIPAL", "STATUS", "SERVER", "MTLS", "REQUESTS", "LAST SEEN"}
+	if wide {
+		header = append(header, "FIRST SEEN", "DENIED")
+	}
+	writeRows(tw, header)
 	statuses := map[string]int{}
 	for _, row := range rep.Rows {
 		statuses[row.Status]++
-		var rowLast time.Time
-		var mtls int64
+		var rowFirst, rowLast time.Time
+		var mtls, denied int64
 		for _, cl := range row.Clients {
+			if rowFirst.IsZero() || cl.FirstSeen.Before(rowFirst) {
+				rowFirst = cl.FirstSeen
+			}
 			if cl.LastSeen.After(rowLast) {
 				rowLast = cl.LastSeen
 			}
 			mtls += cl.Counts[evidence.MTLS]
+			denied += cl.Denied
 		}
-		writeRows(tw, []string{row.Destination, dash(row.DestinationPrincipal), row.Status, row.Server,
-			share(mtls, row.Total), fmt.Sprint(row.Total), dash(when(rowLast, now))})
+		line := []string{row.Destination, dash(row.DestinationPrincipal), row.Status, row.Server,
+			share(mtls, row.Total), fmt.Sprint(row.Total), dash(when(rowLast, now))}
+		if wide {
+			line = append(line, dash(when(rowFirst, now)), fmt.Sprint(denied))
+		}
+		writeRows(tw, line)
 		for _, cl := range row.Clients { // the destination's clients, indented under it
-			writeRows(tw, []string{"  " + dash(cl.Client), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
-				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))})
+			line := []string{"  " + dash(cl.Client), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
+				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
+			if wide {
+				line = append(line, dash(when(cl.FirstSeen, now)), fmt.Sprint(cl.Denied))
+			}
+			writeRows(tw, line)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"io"
 	"strconv"
 	"strings"
@@ -121,6 +122,16 @@ var recordHeader = []string{"TIME", "VERDICT", "SOURCE", "DESTINATION", "METHOD"
 // recordWidths are the widths a streamed record table starts with, so that
 // its columns seldom move: TIME, the longest verdict, a ULID.
 var recordWidths = []int{len("2006-01-02T15:04:05Z (just now)"), len(evidence.XFCCUnverified), 0, 0, len("DELETE"), 0, 0, len("dry-run"), 26}
+
+// recordWideHeader and recordWideRow are -o wide's: the path whole, and
+// the replica, the x-request-id and the reasons.
+var recordWideHeader = append(slices.Clone(recordHeader), "REPLICA", "REQUEST ID", "REASONS")
+
+func recordWideRow(r *evidence.Record, now time.Time) []string {
+	row := recordRow(r, now)
+	row[6] = dash(r.Request.Path)
+	return append(row, dash(r.Replica), dash(r.RequestID), dash(strings.Join(r.Reasons, ",")))
+}
 
 func recordRow(r *evidence.Record, now time.Time) []string {
 	row := []string{
