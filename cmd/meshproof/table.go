@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
