@@ -173,3 +173,22 @@ func TestServeConfigThroughCommand(t *testing.T) {
 		t.Errorf("unknown key: exit %d: %s", code, stderr)
 	}
 }
+
+// TestVerifyTextIsTable: verify's and verify-proof's old "text" output is
+// still taken, as the table it always was.
+func TestVerifyTextIsTable(t *testing.T) {
+	store := "sqlite:" + filepath.Join(t.TempDir(), "e.db")
+	if code, _, stderr := cli(t, "migrate", "--store", store); code != 0 {
+		t.Fatal(stderr)
+	}
+	_, text, _ := cli(t, "verify", "--store", store, "--output", "text")
+	code, table, stderr := cli(t, "verify", "--store", store)
+	if code != 0 || text != table || !strings.Contains(table, "no chains") {
+		t.Errorf("verify: exit %d, text %q, table %q: %s", code, text, table, stderr)
+	}
+	code, y, _ := cli(t, "verify", "--store", store, "-o", "yaml")
+	var v map[string]any
+	if err := yaml.Unmarshal([]byte(y), &v); code != 0 || err != nil || v["intact"] != true {
+		t.Errorf("verify -o yaml: exit %d, %v\n%s", code, err, y)
+	}
+}

@@ -320,7 +320,7 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 		}
 		fmt.Fprintf(w, "\nquarantined records of %s (refused by the store, kept apart; their links are checked):\n", r.Replica)
 		for _, q := range r.Quarantined {
-			fmt.Fprintf(w, "  seq %d  record %q  at %s: %q\n", q.Seq, q.ID, q.At.Format(time.RFC3339), q.Reason)
+			fmt.Fprintf(w, "  seq %d  record %q  at %s: %q\n", q.Seq, q.ID, stamp(q.At), q.Reason)
 		}
 	}
 }

@@ -234,7 +234,7 @@ func writeDetail(w io.Writer, r *evidence.Record, now time.Time) error {
 		if c := p.peer.Certificate; c != nil {
 			field("  certificate", "sha256 "+c.SHA256)
 			if !c.NotAfter.IsZero() {
-				field("  not after", c.NotAfter.Format(time.RFC3339))
+				field("  not after", stamp(c.NotAfter))
 			}
 			field("  certificate error", c.Error)
 		}

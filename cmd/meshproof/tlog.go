@@ -134,7 +134,7 @@ func runVerifyProof(keys []string, output string, stdin io.Reader, stdout io.Wri
 	}
 	fmt.Fprintf(stdout, "proof holds: record %s is leaf %d of %s, in its checkpoint of %d leaves, whose signature the key given verifies\n",
 		rec.ID, p.LeafIndex, c.Origin, c.Size)
-	fmt.Fprintf(stdout, "  %s  %s -> %s  %s %s%s  verdict %s, %s\n", rec.Time.UTC().Format("2006-01-02T15:04:05Z"),
+	fmt.Fprintf(stdout, "  %s  %s -> %s  %s %s%s  verdict %s, %s\n", stamp(rec.Time),
 		nonEmpty(evidence.SourceKey(rec)), nonEmpty(rec.Destination.Principal), rec.Request.Method, rec.Request.Host, rec.Request.Path,
 		rec.Verdict, map[bool]string{true: "allowed", false: "denied"}[rec.Decision.Allowed])
 	return nil
