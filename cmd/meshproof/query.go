@@ -27,12 +27,11 @@ const queryDoc = `Print evidence records from the API of a running meshproof ser
 
 Without --all, one page of --limit records, and in table output the command for
 the next page. --all prints every matching record; --follow keeps printing new
-ones, oldest first, until interrupted. Times in tables are RFC 3339 UTC, and how long ago;
-JSON keeps the API's RFC 3339 times. Output (-o): table; wide (the table, the
-path whole, and the replica, x-request-id and reasons);
-json (one page: the API's {"records", "next_cursor"}; --all: an array); yaml
-(the JSON as YAML); ndjson (one record per line). --count prints how many
-records match, not the records.
+ones, oldest first, until interrupted. Times in tables are RFC 3339 in UTC, with
+how long ago. Output (-o): table; wide (the table, the path whole, and the
+replica, x-request-id and reasons); json (one page: the API's {"records",
+"next_cursor"}; --all: an array); yaml (the JSON as YAML); ndjson (one record
+per line). --count prints how many records match, not the records.
 
 --destination names the destination by principal (spiffe://...) or by host
 (name or name:port, as in :authority; a name without a port matches it on
