@@ -17,10 +17,12 @@ type Filter struct {
 	Destination, DestinationPrefix string // destination principal, exact or prefix
 	TrustDomain                    string // of the source or the destination
 	Namespace                      string // of the source or the destination (Istio IDs)
+	SourceNamespace                string // of the source only
+	DestinationNamespace           string // of the destination only
 	Verdicts                       []Verdict
 	NotVerdicts                    []Verdict
 	Allowed                        *bool
-	Method, Host, PathPrefix       string
+	Method, Host, PathPrefix       string // Host without a port: on any port (HostAnyPort)
 	RequestID                      string
 	Replica                        string
 }
@@ -38,6 +40,7 @@ func (f Filter) Validate() error {
 	for name, v := range map[string]string{
 		"source": f.Source, "source_prefix": f.SourcePrefix, "destination": f.Destination,
 		"destination_prefix": f.DestinationPrefix, "trust_domain": f.TrustDomain, "namespace": f.Namespace,
+		"source_namespace": f.SourceNamespace, "destination_namespace": f.DestinationNamespace,
 		"method": f.Method, "host": f.Host, "path_prefix": f.PathPrefix, "request_id": f.RequestID, "replica": f.Replica,
 	} {
 		if len(v) > maxFilterValue {
@@ -56,6 +59,17 @@ func (f Filter) Validate() error {
 		}
 	}
 	return nil
+}
+
+// HostAnyPort reports whether a host filter value names no port, and so
+// matches the name with no port and on any port: "web.shop" matches
+// "web.shop" and "web.shop:8080", not "web.shop.svc:80"; "[fd00::1]" any
+// port of that address. A store reads it as the range
+// [host, host+";") of names (';' follows ':'), of which it keeps host
+// itself and those from host+":" on: one index range.
+func HostAnyPort(host string) bool {
+	i := strings.LastIndexByte(host, ':')
+	return i < 0 || i < strings.LastIndexByte(host, ']')
 }
 
 // FilterError is a filter value that cannot be used; Field names it as the

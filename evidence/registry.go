@@ -17,9 +17,14 @@ type Driver struct {
 	// explicitly (a shared database) refuses to open until it is, saying
 	// what to run.
 	Open func(ctx context.Context, dsn string, opts Options) (Store, error)
-	// Migrate brings the schema to this version.
-	Migrate func(ctx context.Context, dsn string) error
+	// Migrate brings the schema to this version, and says from which.
+	Migrate func(ctx context.Context, dsn string) (Migrated, error)
 }
+
+// Migrated is what a migration did: the schema version the store had
+// (From; 0 for a new store, which it created) and the one it has now (To).
+// From == To: it was up to date.
+type Migrated struct{ From, To int }
 
 // Options tune how a store is opened.
 type Options struct {
@@ -72,9 +77,16 @@ func Open(ctx context.Context, dsn string, opts Options) (Store, error) {
 
 // Migrate migrates the store a DSN names.
 func Migrate(ctx context.Context, dsn string) error {
+	_, err := MigrateVersions(ctx, dsn)
+	return err
+}
+
+// MigrateVersions migrates the store a DSN names, and says from which
+// schema version to which.
+func MigrateVersions(ctx context.Context, dsn string) (Migrated, error) {
 	d, err := driverFor(dsn)
 	if err != nil {
-		return err
+		return Migrated{}, err
 	}
 	return d.Migrate(ctx, dsn)
 }

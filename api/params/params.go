@@ -33,12 +33,14 @@ type Filter struct {
 	Destination, DestinationPrefix string // destination principal, exact or prefix
 	TrustDomain                    string // of the source or the destination
 	Namespace                      string // of the source or the destination
+	SourceNamespace                string // of the source only
+	DestinationNamespace           string // of the destination only
 	Verdicts                       []evidence.Verdict
 	// MTLS true selects verdict mtls, false every other; not with Verdicts.
 	MTLS    *bool
 	Allowed *bool
 	Method  string
-	Host    string // as in :authority
+	Host    string // as in :authority; without a port, the name on any port
 	// PathPrefix, RequestID (x-request-id) and Replica (the meshproof
 	// instance that recorded it).
 	PathPrefix, RequestID, Replica string
@@ -88,8 +90,12 @@ var Table = []Param{
 		func(w *Filter) *string { return &w.DestinationPrefix }, func(f *evidence.Filter) *string { return &f.DestinationPrefix }),
 	text("trust_domain", "trust `domain` of the source or the destination",
 		func(w *Filter) *string { return &w.TrustDomain }, func(f *evidence.Filter) *string { return &f.TrustDomain }),
-	text("namespace", "Istio `namespace` of the source or the destination",
+	text("namespace", "Istio `namespace` of the source or the destination (either side; source_namespace and destination_namespace pick one)",
 		func(w *Filter) *string { return &w.Namespace }, func(f *evidence.Filter) *string { return &f.Namespace }),
+	text("source_namespace", "Istio `namespace` of the source",
+		func(w *Filter) *string { return &w.SourceNamespace }, func(f *evidence.Filter) *string { return &f.SourceNamespace }),
+	text("destination_namespace", "Istio `namespace` of the destination",
+		func(w *Filter) *string { return &w.DestinationNamespace }, func(f *evidence.Filter) *string { return &f.DestinationNamespace }),
 	{
 		Name: "verdict", Flag: "verdict", Kind: KindVerdicts,
 		Doc:  "`verdict`, repeatable (any of them): " + verdictNames(),
@@ -127,7 +133,7 @@ var Table = []Param{
 	},
 	text("method", "HTTP `method`",
 		func(w *Filter) *string { return &w.Method }, func(f *evidence.Filter) *string { return &f.Method }),
-	text("host", "`host` as in :authority (host:port when the client sent one)",
+	text("host", "`host` as in :authority: with a port, exactly; without one, the name with no port and on any port",
 		func(w *Filter) *string { return &w.Host }, func(f *evidence.Filter) *string { return &f.Host }),
 	text("path_prefix", "path `prefix`",
 		func(w *Filter) *string { return &w.PathPrefix }, func(f *evidence.Filter) *string { return &f.PathPrefix }),

@@ -7,16 +7,15 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/internal/meshsim"
+	"github.com/spf13/cobra"
 )
 
 const demoDoc = `Run meshproof with a simulated Istio mesh sending it traffic, to see real evidence
@@ -37,28 +36,26 @@ type demoOptions struct {
 	log                logOptions
 }
 
-// runDemo is `meshproof demo`.
-func runDemo(args []string, stdout, stderr io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return demo(ctx, args, stdout, stderr)
-}
-
-func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// demoCommand is `meshproof demo`.
+func demoCommand(stdout, stderr io.Writer) *cobra.Command {
 	d := demoOptions{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", interval: 200 * time.Millisecond, log: defaultLogOptions()}
 	d.log.Level = "warn"
-	fs := newFlagSet("demo", demoDoc)
+	cmd := leaf("demo", "run serve with a simulated Istio mesh sending it traffic, to see evidence at once", demoDoc,
+		func(cmd *cobra.Command) error { return d.run(cmd.Context(), stdout, stderr) })
+	fs := cmd.Flags()
 	fs.StringVar(&d.store, "store", d.store, "evidence store (sqlite:PATH or postgres://...); a temporary SQLite file, removed on exit, when unset")
 	fs.StringVar(&d.grpcAddr, "grpc-addr", d.grpcAddr, "ext_authz gRPC listener (port 0: one the OS picks)")
 	fs.StringVar(&d.httpAddr, "http-addr", d.httpAddr, "HTTP listener of the API and the page (port 0: one the OS picks)")
 	fs.DurationVar(&d.interval, "interval", d.interval, "how often sleep sends a request; the others follow its pace")
 	logFlags(fs, &d.log)
-	if err := fs.Parse(args); err != nil {
-		return asUsage(err)
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("demo takes no arguments, got %q", fs.Args())}
-	}
+	return cmd
+}
+
+func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return execute(ctx, demoCommand(stdout, stderr), args)
+}
+
+func (d demoOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if d.interval <= 0 {
 		return usageError{errors.New("--interval must be positive")}
 	}

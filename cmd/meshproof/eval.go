@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -36,7 +36,19 @@ type evalOutput struct {
 	Input     json.RawMessage  `json:"input,omitempty"`
 }
 
-func runEval(args []string, stdout io.Writer) error {
+// errDenied makes eval --fail-on-deny exit 3 once it has printed its
+// answer.
+var errDenied = errors.New("the policy denies the request")
+
+const evalDoc = `Evaluate one CheckRequest, given as protojson (as grpcurl and ghz send it), through
+exactly the serve path; print the CheckResponse, the mTLS verdict and the evidence record.
+
+Exit status: 0, or with --fail-on-deny 3 when the policy denies the request or
+gives no decision (as opa eval --fail); 1 when it could not be evaluated, 2 for
+a wrong command line.`
+
+// evalCommand is `meshproof eval`.
+func evalCommand(stdout io.Writer) *cobra.Command {
 	p := rego.Defaults()
 	p.Watch = false
 	a := authz.DefaultConfig()
@@ -44,19 +56,21 @@ func runEval(args []string, stdout io.Writer) error {
 	logs := defaultLogOptions()
 	logs.Level = "warn"
 	var inputPath string
-	var showInput bool
-	fs := newFlagSet("eval", "Evaluate one CheckRequest, given as protojson (as grpcurl and ghz send it), through\nexactly the serve path; print the CheckResponse, the mTLS verdict and the evidence record.")
+	var showInput, failOnDeny bool
+	cmd := leaf("eval", "evaluate one CheckRequest (protojson) exactly as serve would", evalDoc, func(cmd *cobra.Command) error {
+		return runEval(cmd.Context(), p, a, logs, inputPath, showInput, failOnDeny, stdout)
+	})
+	fs := cmd.Flags()
 	fs.StringVar(&inputPath, "input", "", "CheckRequest as protojson; - reads standard input (required)")
 	fs.BoolVar(&showInput, "show-input", false, "also print the input document the policy saw")
+	fs.BoolVar(&failOnDeny, "fail-on-deny", false, "exit 3 when the policy denies the request or gives no decision (as opa eval --fail); the output is the same")
 	policyFlags(fs, &p)
 	authzFlags(fs, &a)
 	logFlags(fs, &logs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
+	return cmd
+}
+
+func runEval(ctx context.Context, p rego.Config, a authz.Config, logs logOptions, inputPath string, showInput, failOnDeny bool, stdout io.Writer) error {
 	if inputPath == "" {
 		return usageError{fmt.Errorf("--input is required (a protojson CheckRequest file, or - for standard input)")}
 	}
@@ -71,13 +85,19 @@ func runEval(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	out, err := evaluate(context.Background(), p, a, req, log, showInput)
+	out, err := evaluate(ctx, p, a, req, log, showInput)
 	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	if failOnDeny && (out.GRPCError != nil || !out.Record.Decision.Allowed) {
+		return errDenied
+	}
+	return nil
 }
 
 func readCheckRequest(path string) (*authv3.CheckRequest, error) {

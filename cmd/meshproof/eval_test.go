@@ -109,3 +109,41 @@ func TestEvalPrintsTheStoredRecord(t *testing.T) {
 		t.Errorf("eval printed\n%.600s\nserve stored\n%.600s", p, s)
 	}
 }
+
+// TestEvalFailOnDeny: eval --fail-on-deny exits 3 when the policy denies
+// (as opa eval --fail), 0 when it allows; without it, 0 either way. The
+// output is the same.
+func TestEvalFailOnDeny(t *testing.T) {
+	raw, err := protojson.Marshal(authztest.NewRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	input := filepath.Join(dir, "request.json")
+	allow := filepath.Join(dir, "allow.rego")
+	deny := filepath.Join(dir, "deny.rego")
+	for name, text := range map[string]string{input: string(raw),
+		allow: "package envoy.authz\n\ndefault allow := true\n", deny: "package envoy.authz\n\ndefault allow := false\n"} {
+		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		policy string
+		fail   bool
+		code   int
+	}{{deny, true, 3}, {allow, true, 0}, {deny, false, 0}} {
+		args := []string{"eval", "--input", input, "--policy", tt.policy}
+		if tt.fail {
+			args = append(args, "--fail-on-deny")
+		}
+		code, stdout, stderr := cli(t, args...)
+		var out evalOutput
+		if err := json.Unmarshal([]byte(stdout), &out); code != tt.code || err != nil || out.Record == nil || out.Record.Decision.Allowed != (tt.policy == allow) {
+			t.Errorf("%q: exit %d, want %d (%v)\n%s%s", args, code, tt.code, err, stdout, stderr)
+		}
+	}
+	if _, stdout, _ := cli(t, "eval", "--help"); !strings.Contains(stdout, "--fail-on-deny") || !strings.Contains(stdout, "3 when the policy denies") {
+		t.Errorf("eval --help does not document --fail-on-deny:\n%s", stdout)
+	}
+}

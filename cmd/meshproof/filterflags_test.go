@@ -1,8 +1,6 @@
 package main
 
 import (
-	"flag"
-	"io"
 	"slices"
 	"testing"
 
@@ -15,8 +13,7 @@ import (
 // still there, and that a value given to a flag reaches its parameter.
 func TestQueryFilterFlags(t *testing.T) {
 	var o queryOptions
-	fs := flag.NewFlagSet("query", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("query")
 	o.flags(fs)
 	for _, name := range []string{"since", "until", "source", "source-prefix", "destination", "destination-prefix",
 		"trust-domain", "namespace", "verdict", "mtls", "allowed", "method", "host", "path-prefix", "request-id", "replica"} {
@@ -28,8 +25,7 @@ func TestQueryFilterFlags(t *testing.T) {
 		params.KindBool: "false", params.KindVerdicts: "plaintext,mtls_mismatch"}
 	for _, p := range params.Table {
 		var f client.Filter
-		fs := flag.NewFlagSet("query", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
+		fs := newFlagSet("query")
 		filterFlags(fs, &f)
 		if err := fs.Parse([]string{"--" + p.Flag, sample[p.Kind]}); err != nil {
 			t.Errorf("--%s: %v", p.Flag, err)

@@ -3,19 +3,20 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"sort"
 	"strings"
 
+	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 )
 
 // Options come from three places, in increasing precedence: defaults, the
 // YAML file named by --config (its keys are the flag names), and the command
 // line. Defining each option once, as a flag, keeps --help, the file format
-// and the README in step.
+// and the README in step. The file is read after the command line is parsed
+// and sets only the flags the command line left alone.
 
 // listFlag is a repeatable string flag. Values from the config file are
 // replaced, not extended, by the first value given on the command line.
@@ -33,6 +34,9 @@ func (l *listFlag) String() string {
 	return strings.Join(*l.values, ",")
 }
 
+// Type is what pflag's --help names the value.
+func (l *listFlag) Type() string { return "string" }
+
 func (l *listFlag) Set(v string) error {
 	if l.fromFile {
 		*l.values, l.fromFile = nil, false
@@ -41,38 +45,25 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-// parseOptions applies the config file named in args (if any), then args.
-func parseOptions(fs *flag.FlagSet, args []string) error {
-	if path := configPath(args); path != "" {
-		if err := applyConfigFile(fs, path); err != nil {
-			return err
-		}
+// parseOptions parses args, then applies the config file --config names
+// (if any) to the flags args did not set.
+func parseOptions(fs *pflag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
-	return fs.Parse(args)
+	return applyConfig(fs)
 }
 
-// configPath finds --config before the flag set parses args, since the file
-// must be applied first.
-func configPath(args []string) string {
-	for i, a := range args {
-		if a == "--" {
-			break
-		}
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "config" {
-			continue
-		}
-		if hasValue {
-			return value
-		}
-		if i+1 < len(args) {
-			return args[i+1]
-		}
+// applyConfig applies the file of the parsed --config, if any, to the
+// flags the command line did not set.
+func applyConfig(fs *pflag.FlagSet) error {
+	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+		return applyConfigFile(fs, f.Value.String())
 	}
-	return ""
+	return nil
 }
 
-func applyConfigFile(fs *flag.FlagSet, path string) error {
+func applyConfigFile(fs *pflag.FlagSet, path string) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
@@ -91,6 +82,9 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		if f == nil || k == "config" {
 			return fmt.Errorf("config file %s: unknown option %q (the keys are the flags of `meshproof %s --help`)", path, k, fs.Name())
 		}
+		if f.Changed {
+			continue // the command line wins
+		}
 		if err := setFromFile(f, m[k]); err != nil {
 			return fmt.Errorf("config file %s: %s: %w", path, k, err)
 		}
@@ -98,7 +92,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	return nil
 }
 
-func setFromFile(f *flag.Flag, v any) error {
+func setFromFile(f *pflag.Flag, v any) error {
 	if list, ok := f.Value.(*listFlag); ok {
 		items, isList := v.([]any)
 		if !isList {

@@ -30,7 +30,7 @@ const maxSeen = 100_000
 // first, until ctx is done (SIGINT, SIGTERM): that is a clean end. A server
 // that cannot be reached is retried; any other error ends it.
 func (o *queryOptions) followRecords(ctx context.Context, c *client.Client, since time.Time, stdout, stderr io.Writer) error {
-	var sink recordSink = newTableSink(stdout)
+	var sink recordSink = newTableSink(stdout, o.output == "wide")
 	if o.output == "ndjson" {
 		sink = &ndjsonSink{w: stdout}
 	}
@@ -175,20 +175,25 @@ type recordSink interface {
 type tableSink struct {
 	cols    columns
 	started bool
+	wide    bool // -o wide: recordWideRow
 }
 
-func newTableSink(w io.Writer) *tableSink {
-	return &tableSink{cols: columns{w: w, widths: slices.Clone(recordWidths)}}
+func newTableSink(w io.Writer, wide bool) *tableSink {
+	return &tableSink{cols: columns{w: w, widths: slices.Clone(recordWidths)}, wide: wide}
 }
 
 func (s *tableSink) write(recs []*evidence.Record) error {
 	var rows [][]string
+	header, row := recordHeader, recordRow
+	if s.wide {
+		header, row = recordWideHeader, recordWideRow
+	}
 	if !s.started {
-		rows, s.started = append(rows, recordHeader), true
+		rows, s.started = append(rows, header), true
 	}
 	now := time.Now()
 	for _, r := range recs {
-		rows = append(rows, recordRow(r, now))
+		rows = append(rows, row(r, now))
 	}
 	if len(rows) == 0 {
 		return nil

@@ -210,8 +210,7 @@ func TestIngestCredentials(t *testing.T) {
 // certificates; a bad ingest token file is an error naming it.
 func TestIngestFlags(t *testing.T) {
 	o := defaultServeOptions()
-	fs := newFlagSet("serve", "")
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("serve")
 	o.flags(fs)
 	if err := parseOptions(fs, []string{"--role", "query", "--ingest-token-file", "t", "--ingest-allow-spiffe", "spiffe://td/ns/opa"}); err != nil {
 		t.Fatal(err)

@@ -3,12 +3,13 @@ package main
 import (
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,7 +42,7 @@ type httpOptions struct {
 	logs http.Handler
 }
 
-func (o *httpOptions) flags(fs *flag.FlagSet) {
+func (o *httpOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Addr, "http-addr", o.Addr, "HTTP listener: the evidence API (/v1/...), OPA decision log uploads (POST /logs, --role serve), the page (/ui/), /metrics, /healthz, /readyz")
 	fs.StringVar(&o.TokenFile, "api-token-file", o.TokenFile, "file of bearer tokens (one per line, 16 bytes or more) that may read the evidence API (not upload to /logs: see --ingest-token-file)")
 	fs.StringVar(&o.TLSCert, "http-tls-cert", o.TLSCert, "PEM certificate for TLS on the HTTP listener (re-read when it changes)")
@@ -55,7 +56,7 @@ func (o *httpOptions) flags(fs *flag.FlagSet) {
 
 // ingestFlags say who may upload OPA decision logs to /logs: serve
 // --role serve only (the query role writes no evidence).
-func (o *httpOptions) ingestFlags(fs *flag.FlagSet) {
+func (o *httpOptions) ingestFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.IngestTokenFile, "ingest-token-file", o.IngestTokenFile, "file of bearer tokens (one per line, 16 bytes or more) that may upload OPA decision logs to /logs, and not read the evidence API; "+
 		"without it (or --ingest-allow-spiffe) /logs takes no upload, unless the API is open on loopback")
 	fs.Var(newListFlag(&o.IngestAllowSPIFFE), "ingest-allow-spiffe", "SPIFFE ID prefix (on path-segment boundaries) of client certificates that may upload OPA decision logs to /logs, repeatable (with --http-client-ca)")

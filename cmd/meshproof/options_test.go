@@ -1,20 +1,20 @@
 package main
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func parseServe(t *testing.T, args ...string) (serveOptions, error) {
 	t.Helper()
 	o := defaultServeOptions()
-	fs := newFlagSet("serve", "")
-	fs.SetOutput(new(strings.Builder))
+	fs := newFlagSet("serve")
 	o.flags(fs)
 	err := parseOptions(fs, args)
 	return o, err
@@ -128,10 +128,10 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := defaultServeOptions()
-	fs := newFlagSet("serve", "")
+	fs := newFlagSet("serve")
 	o.flags(fs)
 	n := 0
-	fs.VisitAll(func(f *flag.Flag) {
+	fs.VisitAll(func(f *pflag.Flag) {
 		n++
 		if !strings.Contains(string(readme), "`--"+f.Name+"`") {
 			t.Errorf("README does not document --%s", f.Name)

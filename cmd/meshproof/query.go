@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/api/params"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -26,13 +27,22 @@ const queryDoc = `Print evidence records from the API of a running meshproof ser
 
 Without --all, one page of --limit records, and in table output the command for
 the next page. --all prints every matching record; --follow keeps printing new
-ones, oldest first, until interrupted. Times in tables are local and relative;
-JSON keeps the API's RFC 3339 times. Output: table; json (one page: the API's
-{"records", "next_cursor"}; --all: an array); ndjson (one record per line).
+ones, oldest first, until interrupted. Times in tables are RFC 3339 in UTC, with
+how long ago. Output (-o): table; wide (the table, the path whole, and the
+replica, x-request-id and reasons); json (one page: the API's {"records",
+"next_cursor"}; --all: an array); yaml (the JSON as YAML); ndjson (one record
+per line). --count prints how many records match, not the records.
+
+--destination names the destination by principal (spiffe://...) or by host
+(name or name:port, as in :authority; a name without a port matches it on
+any port), as the reports take it. -n/--namespace matches the source's or
+the destination's namespace (--source-namespace, --destination-namespace:
+one side).
 
 Examples:
   meshproof query --since 1h --mtls false
-  meshproof query --destination spiffe://cluster.local/ns/shop/sa/cart --all --output ndjson > cart.ndjson
+  meshproof query --destination spiffe://cluster.local/ns/shop/sa/cart --all -o ndjson > cart.ndjson
+  meshproof query --destination httpbin.mtls-pg:8000 --count
   meshproof query --follow --verdict plaintext --verdict tls_server_only
   meshproof query --id 01JNB8C3W7X0K6R2M4T9Y5Z1QH --output json`
 
@@ -47,15 +57,24 @@ type queryOptions struct {
 	proof       bool
 	keys        []string
 	all, follow bool
+	count       bool
 	interval    time.Duration
+	// destination is --destination: a principal or a host, which resolve
+	// puts into the filter's Destination or Host.
+	destination   string
+	allNamespaces bool
 }
 
-func (o *queryOptions) flags(fs *flag.FlagSet) {
+// queryOutputs are query's -o values.
+var queryOutputs = []string{"table", "wide", "json", "yaml", "ndjson"}
+
+func (o *queryOptions) flags(fs *pflag.FlagSet) {
 	o.remote.flags(fs)
 	f := &o.filter
-	f.Since, o.output, o.interval = "1h", "table", 2*time.Second
-	filterFlags(fs, f)
-	fs.StringVar(&o.output, "output", o.output, "output `format`: table, json or ndjson")
+	f.Since, o.interval = "1h", 2*time.Second
+	o.filterFlags(fs)
+	outputFlag(fs, &o.output, "table", queryOutputs...)
+	fs.BoolVar(&o.count, "count", o.count, "print the number of matching records (one streamed export, counted here), not the records")
 	fs.IntVar(&o.limit, "limit", o.limit, "records per page, 1 to 1000 (default 100; with --all, 1000 per request)")
 	fs.StringVar(&o.cursor, "cursor", o.cursor, "continue after a previous page (the cursor its next-page hint or next_cursor gave)")
 	fs.StringVar(&o.id, "id", o.id, "print this one record (the x-meshproof-evidence-id; filters do not apply)")
@@ -68,13 +87,56 @@ func (o *queryOptions) flags(fs *flag.FlagSet) {
 
 // filterFlags registers a flag for each of the API's filter parameters
 // (package params' table), writing into f.
-func filterFlags(fs *flag.FlagSet, f *client.Filter) {
+func filterFlags(fs *pflag.FlagSet, f *client.Filter) {
 	for _, p := range params.Table {
-		fs.Var(p.Value(f), p.Flag, p.Usage())
+		fs.VarP(p.Value(f), p.Flag, filterShorthands[p.Flag], p.Usage())
 	}
 }
 
-// runQuery is `meshproof query`.
+// filterShorthands are the filter flags with a letter, as kubectl's.
+var filterShorthands = map[string]string{"namespace": "n"}
+
+// filterFlags registers the filter flags of query and export: the table's,
+// but --destination, which takes a principal or a host, and -A.
+func (o *queryOptions) filterFlags(fs *pflag.FlagSet) {
+	for _, p := range params.Table {
+		if p.Flag == "destination" {
+			fs.StringVar(&o.destination, "destination", o.destination, "the `destination`: its principal (spiffe://...), or its host as in :authority (name or name:port; without a port, any port)")
+			continue
+		}
+		fs.VarP(p.Value(&o.filter), p.Flag, filterShorthands[p.Flag], p.Usage())
+	}
+	fs.BoolVarP(&o.allNamespaces, "all-namespaces", "A", o.allNamespaces, "every namespace (the default; not with --namespace)")
+}
+
+// destinationFilter puts --destination into the filter: a principal into
+// Destination, a host into Host.
+func (o *queryOptions) destinationFilter() error {
+	switch {
+	case o.allNamespaces && o.filter.Namespace != "":
+		return errors.New("--all-namespaces and --namespace: give one")
+	case o.destination == "":
+		return nil
+	case strings.HasPrefix(o.destination, "spiffe://"):
+		o.filter.Destination = o.destination
+	case o.filter.Host != "" && o.filter.Host != o.destination:
+		return fmt.Errorf("--destination %s is a host, and --host %s another: give one", o.destination, o.filter.Host)
+	default:
+		o.filter.Host = o.destination
+	}
+	return nil
+}
+
+// queryCommand is `meshproof query`.
+func queryCommand(stdout, stderr io.Writer) *cobra.Command {
+	var o queryOptions
+	cmd := leaf("query", "print evidence records from a running serve's API (--follow: as they arrive)", queryDoc,
+		func(cmd *cobra.Command) error { return o.run(cmd.Context(), cmd.Flags(), stdout, stderr) })
+	o.flags(cmd.Flags())
+	return cmd
+}
+
+// runQuery is `meshproof query`, stopped by SIGINT or SIGTERM.
 func runQuery(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -82,18 +144,10 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 }
 
 func query(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o queryOptions
-	fs := newFlagSet("query", queryDoc)
-	o.flags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("query takes no arguments, got %q (filters are flags: --help lists them)", fs.Args())}
-	}
+	return execute(ctx, queryCommand(stdout, stderr), args)
+}
+
+func (o *queryOptions) run(ctx context.Context, fs *pflag.FlagSet, stdout, stderr io.Writer) error {
 	now := clock()
 	since, err := o.resolve(now)
 	if err != nil {
@@ -104,6 +158,8 @@ func query(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	switch {
+	case o.count:
+		err = o.countRecords(ctx, c, stdout)
 	case o.id != "":
 		err = o.one(ctx, c, stdout)
 	case o.follow:
@@ -120,10 +176,19 @@ func query(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // this machine's clock, so that every page of a listing, and the next-page
 // command, cover one window.
 func (o *queryOptions) resolve(now time.Time) (since time.Time, err error) {
-	if err := checkOutput(o.output, "table", "json", "ndjson"); err != nil {
+	if err := checkOutput(o.output, queryOutputs...); err != nil {
+		return since, err
+	}
+	if err := o.destinationFilter(); err != nil {
 		return since, err
 	}
 	switch {
+	case o.count && (o.id != "" || o.follow || o.cursor != "" || o.all):
+		return since, errors.New("--count counts every matching record: not with --id, --follow, --cursor or --all")
+	case o.count && o.output == "ndjson":
+		return since, errors.New("--count prints one number: -o table, json or yaml")
+	case o.follow && o.output == "yaml":
+		return since, errors.New("--follow never ends a YAML document: use --output ndjson")
 	case o.limit < 0 || o.limit > evidence.MaxLimit:
 		return since, fmt.Errorf("--limit %d: want 1 to %d", o.limit, evidence.MaxLimit)
 	case o.interval <= 0:
@@ -160,7 +225,7 @@ func (o *queryOptions) resolve(now time.Time) (since time.Time, err error) {
 }
 
 // page prints one page, and in a table the command for the next.
-func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *flag.FlagSet, since time.Time, stdout io.Writer) error {
+func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *pflag.FlagSet, since time.Time, stdout io.Writer) error {
 	p, err := c.List(ctx, o.filter, o.cursor, o.limit)
 	if err != nil {
 		return err
@@ -169,8 +234,8 @@ func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *flag.Flag
 		p.Records = []*evidence.Record{}
 	}
 	switch o.output {
-	case "json":
-		return writeJSON(stdout, p)
+	case "json", "yaml":
+		return writeStructured(stdout, o.output, p)
 	case "ndjson":
 		return (&ndjsonSink{w: stdout}).write(p.Records)
 	}
@@ -179,10 +244,14 @@ func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *flag.Flag
 		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, now))
 		return nil
 	}
+	header, row := recordHeader, recordRow
+	if o.output == "wide" {
+		header, row = recordWideHeader, recordWideRow
+	}
 	tw := newTable(stdout)
-	writeRows(tw, recordHeader)
+	writeRows(tw, header)
 	for _, r := range p.Records {
-		writeRows(tw, recordRow(r, now))
+		writeRows(tw, row(r, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -195,9 +264,9 @@ func (o *queryOptions) page(ctx context.Context, c *client.Client, fs *flag.Flag
 
 // nextPageCommand is the command line that continues at cursor: the flags
 // given, --since fixed to the time this listing started from.
-func nextPageCommand(fs *flag.FlagSet, since, cursor string) string {
+func nextPageCommand(fs *pflag.FlagSet, since, cursor string) string {
 	args := []string{"meshproof", "query", "--since=" + shellQuote(since)}
-	fs.Visit(func(f *flag.Flag) {
+	fs.Visit(func(f *pflag.Flag) {
 		if f.Name != "since" && f.Name != "cursor" {
 			args = append(args, "--"+f.Name+"="+shellQuote(f.Value.String()))
 		}
@@ -215,8 +284,8 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// every prints every matching record: ndjson as one export stream, table
-// and json page after page.
+// every prints every matching record: ndjson and json from one export
+// stream, table and yaml page after page.
 func (o *queryOptions) every(ctx context.Context, c *client.Client, since time.Time, stdout io.Writer) error {
 	if o.output == "ndjson" {
 		w := bufio.NewWriterSize(stdout, 64<<10)
@@ -226,9 +295,18 @@ func (o *queryOptions) every(ctx context.Context, c *client.Client, since time.T
 		})
 		return errors.Join(err, w.Flush())
 	}
-	var sink recordSink = newTableSink(stdout)
 	if o.output == "json" {
-		sink = &jsonArraySink{w: bufio.NewWriterSize(stdout, 64<<10)}
+		sink := &jsonArraySink{w: bufio.NewWriterSize(stdout, 64<<10)}
+		err := c.Export(ctx, o.filter, func(r *evidence.Record) error { return sink.write([]*evidence.Record{r}) })
+		if err != nil {
+			return err
+		}
+		return sink.close()
+	}
+	var sink recordSink = newTableSink(stdout, o.output == "wide")
+	switch o.output {
+	case "yaml":
+		sink = &yamlListSink{w: stdout}
 	}
 	limit, cursor, n := o.limit, "", 0
 	if limit == 0 {
@@ -250,7 +328,7 @@ func (o *queryOptions) every(ctx context.Context, c *client.Client, since time.T
 		}
 		cursor = p.Next
 	}
-	if n == 0 && o.output == "table" {
+	if n == 0 && (o.output == "table" || o.output == "wide") {
 		fmt.Fprintf(stdout, "No records match since %s.\n", when(since, clock()))
 	}
 	return sink.close()
@@ -266,8 +344,8 @@ func (o *queryOptions) one(ctx context.Context, c *client.Client, stdout io.Writ
 		return err
 	}
 	switch o.output {
-	case "json":
-		return writeJSON(stdout, r)
+	case "json", "yaml":
+		return writeStructured(stdout, o.output, r)
 	case "ndjson":
 		return (&ndjsonSink{w: stdout}).write([]*evidence.Record{r})
 	}
@@ -289,8 +367,11 @@ func (o *queryOptions) oneProof(ctx context.Context, c *client.Client, stdout io
 	if err != nil {
 		return err
 	}
-	if o.output == "json" || o.output == "ndjson" {
+	switch o.output {
+	case "json", "ndjson":
 		return writeJSON(stdout, p)
+	case "yaml":
+		return writeStructured(stdout, o.output, p)
 	}
 	cp, r, err := p.Check(verifiers)
 	if err != nil {
@@ -313,4 +394,70 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// countRecords prints how many records match: the API has no count, so
+// one export stream, whose lines are counted and not decoded.
+func (o *queryOptions) countRecords(ctx context.Context, c *client.Client, stdout io.Writer) error {
+	var n int64
+	if err := c.ExportLines(ctx, o.filter, func([]byte) error { n++; return nil }); err != nil {
+		return err
+	}
+	if o.output == "table" || o.output == "wide" {
+		_, err := fmt.Fprintln(stdout, n)
+		return err
+	}
+	return writeStructured(stdout, o.output, map[string]int64{"count": n})
+}
+
+// yamlListSink streams records as one YAML list: the lists of its chunks,
+// written one after the other, are one list.
+type yamlListSink struct {
+	w io.Writer
+	n int
+}
+
+func (s *yamlListSink) write(recs []*evidence.Record) error {
+	s.n += len(recs)
+	return writeStructured(s.w, "yaml", recs)
+}
+
+func (s *yamlListSink) close() error {
+	if s.n == 0 {
+		_, err := io.WriteString(s.w, "[]\n")
+		return err
+	}
+	return nil
+}
+
+const exportDoc = `Stream every matching record from the API of a running meshproof serve (its
+/v1/export), newest first: one JSON record per line (-o ndjson, the default),
+or one JSON array (-o json). The filters are query's.
+
+Examples:
+  meshproof export --since 7d -n shop > shop.ndjson
+  meshproof export --destination httpbin.mtls-pg:8000 --mtls=false -o json`
+
+// exportOutputs are export's -o values.
+var exportOutputs = []string{"ndjson", "json"}
+
+// exportCommand is `meshproof export`.
+func exportCommand(stdout io.Writer) *cobra.Command {
+	var o queryOptions
+	cmd := leaf("export", "stream every matching evidence record (NDJSON) from a running serve's API", exportDoc,
+		func(cmd *cobra.Command) error { return o.export(cmd.Context(), cmd.Flags(), stdout) })
+	fs := cmd.Flags()
+	o.remote.flags(fs)
+	o.filter.Since = "1h"
+	o.filterFlags(fs)
+	outputFlag(fs, &o.output, "ndjson", exportOutputs...)
+	return cmd
+}
+
+func (o *queryOptions) export(ctx context.Context, fs *pflag.FlagSet, stdout io.Writer) error {
+	if err := checkOutput(o.output, exportOutputs...); err != nil {
+		return err
+	}
+	o.all, o.interval = true, time.Second
+	return o.run(ctx, fs, stdout, io.Discard)
 }

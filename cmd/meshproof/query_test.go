@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/meshproof/meshproof/api"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
 )
 
 // queryFixture is the story's traffic of the last minutes, and one old
@@ -59,7 +61,7 @@ func TestQueryTable(t *testing.T) {
 	if len(lines) != 5 || !slices.Equal(strings.Fields(lines[0]), recordHeader) {
 		t.Fatalf("want a header and 4 rows (the last hour, newest first):\n%s", stdout)
 	}
-	clock := func(r *evidence.Record) string { return r.Time.Local().Format("15:04:05") }
+	clock := func(r *evidence.Record) string { return r.Time.UTC().Format(time.RFC3339) }
 	want := [][]string{
 		{clock(f.plain) + " (50s ago)", "plaintext", legacyIP, "10.42.0.5", "GET", httpbin, "/headers", "denied", f.plain.ID},
 		{clock(f.mtls) + " (3m ago)", "mtls", sleepID, httpbinID, "GET", httpbin, "/headers", "allowed", f.mtls.ID},
@@ -403,5 +405,97 @@ func waitLines(t *testing.T, out *syncBuffer, n int) {
 			t.Fatalf("waited for %d lines, got:\n%s", n, out.String())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestQueryDestinationIsTheReports: --destination names a destination as
+// the reports do: a principal, or a host (host:port as in :authority);
+// query finds the records the report counted for it. --count prints how
+// many match.
+func TestQueryDestinationIsTheReports(t *testing.T) {
+	a, plain := storyAPI(t)
+	_, stdout, _ := cli(t, append([]string{"report", "strict-readiness", "-o", "json", "--destination", httpbin}, a.args()...)...)
+	var sr report.StrictReadinessReport
+	if err := json.Unmarshal([]byte(stdout), &sr); err != nil || sr.Total != 9 {
+		t.Fatalf("report: %v, total %d\n%s", err, sr.Total, stdout)
+	}
+	for _, tt := range []struct {
+		dest string
+		want int
+	}{{httpbin, 9}, {httpbinID, 6}, {ratings, 2}, {"nosuch.bookinfo:9080", 0}} {
+		code, stdout, stderr := cli(t, append([]string{"query", "--since", "2h", "--destination", tt.dest, "--count"}, a.args()...)...)
+		if code != 0 || strings.TrimSpace(stdout) != strconv.Itoa(tt.want) {
+			t.Errorf("query --destination %s --count: exit %d, want %d\n%s%s", tt.dest, code, tt.want, stdout, stderr)
+		}
+	}
+	code, stdout, _ := cli(t, append([]string{"query", "--since", "2h", "--destination", httpbin, "--mtls=false", "-o", "json"}, a.args()...)...)
+	var page evidence.RecordPage
+	if err := json.Unmarshal([]byte(stdout), &page); code != 0 || err != nil || !slices.Equal(idsOf(page.Records), reversed(idsOf(plain))) {
+		t.Errorf("query --destination %s --mtls=false: exit %d, %v: %v, want %v", httpbin, code, err, idsOf(page.Records), reversed(idsOf(plain)))
+	}
+	code, stdout, _ = cli(t, append([]string{"query", "--since", "2h", "--count", "-o", "json"}, a.args()...)...)
+	if code != 0 || strings.TrimSpace(stdout) != `{
+  "count": 12
+}` {
+		t.Errorf("--count -o json: exit %d\n%s", code, stdout)
+	}
+	for _, args := range [][]string{
+		{"--destination", httpbin, "--host", ratings},
+		{"--count", "--all"}, {"--count", "-o", "ndjson"},
+		{"-n", "shop", "-A"},
+	} {
+		if code, _, stderr := cli(t, append([]string{"query"}, args...)...); code != 2 {
+			t.Errorf("%q: exit %d, want 2: %s", args, code, stderr)
+		}
+	}
+}
+
+// TestExport: meshproof export streams every matching record, newest
+// first, as NDJSON (or a JSON array), with query's filters.
+func TestExport(t *testing.T) {
+	a, plain := storyAPI(t)
+	code, stdout, stderr := cli(t, append([]string{"export", "--since", "2h", "--destination", httpbin, "--verdict", "plaintext"}, a.args()...)...)
+	if code != 0 || !slices.Equal(ndjsonIDs(t, stdout), reversed(idsOf(plain))) {
+		t.Errorf("export: exit %d: %v, want %v\n%s", code, ndjsonIDs(t, stdout), reversed(idsOf(plain)), stderr)
+	}
+	code, stdout, _ = cli(t, append([]string{"export", "--since", "2h", "-n", "bookinfo", "-o", "json"}, a.args()...)...)
+	var recs []*evidence.Record
+	if err := json.Unmarshal([]byte(stdout), &recs); code != 0 || err != nil || len(recs) != 3 {
+		t.Errorf("export -n bookinfo -o json: exit %d, %v, %d records\n%s", code, err, len(recs), stdout)
+	}
+}
+
+func reversed(s []string) []string {
+	s = slices.Clone(s)
+	slices.Reverse(s)
+	return s
+}
+
+// TestQueryHostAnyPort: a host without a port, in --host or --destination,
+// matches it on every port; with a port, that port only. The namespace
+// flags say which side: -n either, --source-namespace,
+// --destination-namespace one.
+func TestQueryHostAnyPort(t *testing.T) {
+	a, _ := storyAPI(t)
+	a.add(t, rec(time.Now().Add(-time.Minute), sleep, "httpbin.mtls-pg:9000", httpbinID, evidence.MTLS),
+		rec(time.Now().Add(-time.Minute), sleep, "httpbin.mtls-pg", httpbinID, evidence.MTLS))
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--host", "httpbin.mtls-pg"}, 11},
+		{[]string{"--destination", "httpbin.mtls-pg"}, 11},
+		{[]string{"--destination", httpbin}, 9},
+		{[]string{"--host", "httpbin.mtls-pg:9000"}, 1},
+		{[]string{"--host", "httpbin"}, 0},
+		{[]string{"-n", "bookinfo"}, 3},
+		{[]string{"--destination-namespace", "mtls-pg"}, 8}, // plaintext requests carry no destination principal
+		{[]string{"--source-namespace", "mtls-pg"}, 11},
+		{[]string{"--source-namespace", "mtls-pg", "--destination-namespace", "bookinfo"}, 3},
+	} {
+		code, stdout, stderr := cli(t, append(append([]string{"query", "--since", "2h", "--count"}, a.args()...), tt.args...)...)
+		if code != 0 || strings.TrimSpace(stdout) != strconv.Itoa(tt.want) {
+			t.Errorf("%q --count: exit %d, %q, want %d\n%s", tt.args, code, stdout, tt.want, stderr)
+		}
 	}
 }

@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/meshproof/meshproof/api/client"
 )
@@ -27,7 +28,7 @@ type remoteOptions struct {
 	Timeout   time.Duration
 }
 
-func (o *remoteOptions) flags(fs *flag.FlagSet) {
+func (o *remoteOptions) flags(fs *pflag.FlagSet) {
 	o.Server = defaultServer
 	o.Timeout = client.DefaultTimeout
 	fs.StringVar(&o.Server, "server", o.Server, "`URL` of meshproof serve's HTTP listener (its --http-addr; https:// when it has --http-tls-cert)")
@@ -36,6 +37,26 @@ func (o *remoteOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Cert, "cert", o.Cert, "PEM client certificate, for a server that requires mTLS (serve's --http-client-ca and --api-allow-spiffe)")
 	fs.StringVar(&o.Key, "key", o.Key, "PEM private key of --cert")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to wait for each answer of the server")
+}
+
+// hint is the flags a command printed for the user to paste needs to
+// reach the same server as this one, each followed by a space: those given
+// that differ from their defaults, shell-quoted.
+func (o *remoteOptions) hint() string {
+	var b strings.Builder
+	for _, f := range []struct{ name, value, def string }{
+		{"server", o.Server, defaultServer},
+		{"token-file", o.TokenFile, ""},
+		{"ca-file", o.CAFile, ""},
+		{"cert", o.Cert, ""},
+		{"key", o.Key, ""},
+		{"timeout", o.Timeout.String(), client.DefaultTimeout.String()},
+	} {
+		if f.value != f.def {
+			b.WriteString("--" + f.name + "=" + shellQuote(f.value) + " ")
+		}
+	}
+	return b.String()
 }
 
 func (o *remoteOptions) client() (*client.Client, error) {

@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
@@ -21,7 +20,7 @@ const reportUsage = `Reports on the mTLS evidence, from the API of a running mes
 
 Usage:
   meshproof report tls-check        [flags]   per destination, which clients reached it over mTLS and which did not
-  meshproof report strict-readiness [flags]   can a destination go to PeerAuthentication STRICT? (exit 0 ready, 3 not)
+  meshproof report strict-readiness [flags]   can a destination, or a namespace, go to PeerAuthentication STRICT? (exit 0 ready, 3 not)
 
 Run "meshproof report <report> --help" for its flags.
 `
@@ -29,152 +28,214 @@ Run "meshproof report <report> --help" for its flags.
 // errNotReady makes strict-readiness exit 3 once it has printed its answer.
 var errNotReady = errors.New("not ready for STRICT")
 
-// runReport is `meshproof report`.
-func runReport(args []string, stdout io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return reportCommand(ctx, args, stdout)
-}
-
-func reportCommand(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{errors.New("which report? tls-check or strict-readiness\n\n" + reportUsage)}
+// reportCommand is `meshproof report`.
+func reportCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "report REPORT",
+		Short: "tls-check, or strict-readiness (exit 3 when not ready), from a running serve's API",
+		Long:  "Reports on the mTLS evidence, from the API of a running meshproof serve.",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 0:
+				return usageError{errors.New("which report? tls-check or strict-readiness\n\n" + reportUsage)}
+			case args[0] == "help":
+				return cmd.Help()
+			}
+			return usageError{fmt.Errorf("unknown report %q\n\n%s", args[0], reportUsage)}
+		},
 	}
-	switch args[0] {
-	case "tls-check":
-		return tlsCheck(ctx, args[1:], stdout)
-	case "strict-readiness":
-		return strictReadiness(ctx, args[1:], stdout)
-	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, reportUsage)
-		return nil
-	}
-	return usageError{fmt.Errorf("unknown report %q\n\n%s", args[0], reportUsage)}
+	cmd.AddCommand(tlsCheckCommand(stdout), readinessCommand(stdout))
+	return cmd
 }
 
 // reportOptions are the flags the reports share.
 type reportOptions struct {
-	remote       remoteOptions
-	since, until string
-	destination  string
-	output       string
+	remote        remoteOptions
+	since, until  string
+	destination   string
+	namespace     string
+	allNamespaces bool
+	output        string
 }
 
-func (o *reportOptions) flags(fs *flag.FlagSet, since, destinationDoc string) {
+func (o *reportOptions) flags(fs *pflag.FlagSet, since, destinationDoc string) {
 	o.remote.flags(fs)
-	o.since, o.output = since, "table"
+	o.since = since
 	fs.StringVar(&o.since, "since", o.since, "traffic from this `time` on: RFC 3339, or a duration back from now (90s, 1h, 7d, 1d12h)")
 	fs.StringVar(&o.until, "until", o.until, "traffic before this `time` (RFC 3339 or a duration back from now); now when unset")
 	fs.StringVar(&o.destination, "destination", o.destination, destinationDoc)
-	fs.StringVar(&o.output, "output", o.output, "output `format`: table or json")
+	fs.StringVarP(&o.namespace, "namespace", "n", o.namespace, "the destinations of this `namespace`: its SPIFFE namespace, or the NS of a host svc.NS[.svc[.cluster.local]] that served no mTLS (not with --destination)")
+	fs.BoolVarP(&o.allNamespaces, "all-namespaces", "A", o.allNamespaces, "every namespace (not with --destination or --namespace)")
+	outputFlag(fs, &o.output, "table", reportOutputs...)
 }
 
-// parse reads the command line of a report.
-func (o *reportOptions) parse(fs *flag.FlagSet, args []string) (*client.Client, error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Errorf("%s takes no arguments, got %q", fs.Name(), fs.Args())}
-	}
-	if err := checkOutput(o.output, "table", "json"); err != nil {
+// reportOutputs are the reports' -o values; wide is the table.
+var reportOutputs = []string{"table", "wide", "json", "yaml"}
+
+// client checks the options of a report and returns its API client.
+func (o *reportOptions) client() (*client.Client, error) {
+	if err := checkOutput(o.output, reportOutputs...); err != nil {
 		return nil, err
+	}
+	given := 0
+	for _, set := range []bool{o.destination != "", o.namespace != "", o.allNamespaces} {
+		if set {
+			given++
+		}
+	}
+	if given > 1 {
+		return nil, usageError{errors.New("give one of --destination, -n/--namespace and -A/--all-namespaces")}
 	}
 	return o.remote.client()
 }
 
-// tlsCheckFlags is the command line of `meshproof report tls-check`.
-func tlsCheckFlags(o *reportOptions) *flag.FlagSet {
-	fs := newFlagSet("report tls-check", `Per destination (host:port as in :authority), which clients reached it over mTLS and
+const tlsCheckDoc = `Per destination (host:port as in :authority), which clients reached it over mTLS and
 which did not, from the traffic meshproof saw: the successor of istioctl authn tls-check.
 
 STATUS is OK (every request mTLS), PLAINTEXT (some without a client certificate) or
 SUSPECT (some mtls_mismatch or xfcc_unverified). SERVER is the modes the destination
 accepted: mTLS, HTTP or HTTP/mTLS. One line per client: its mTLS share, requests and
-last request.`)
-	o.flags(fs, "24h", "only this destination: host:port as in :authority, or a destination principal (with the hosts it served)")
-	return fs
+last request.`
+
+// tlsCheckCommand is `meshproof report tls-check`.
+func tlsCheckCommand(stdout io.Writer) *cobra.Command {
+	var o reportOptions
+	cmd := leaf("tls-check", "per destination, which clients reached it over mTLS and which did not", tlsCheckDoc,
+		func(cmd *cobra.Command) error { return tlsCheck(cmd.Context(), &o, stdout) })
+	o.flags(cmd.Flags(), "24h", "only this destination: its principal (spiffe://..., with the hosts it served), or its host as in :authority (host:port)")
+	return cmd
 }
 
-func tlsCheck(ctx context.Context, args []string, stdout io.Writer) error {
-	var o reportOptions
-	fs := tlsCheckFlags(&o)
-	c, err := o.parse(fs, args)
+func tlsCheck(ctx context.Context, o *reportOptions, stdout io.Writer) error {
+	c, err := o.client()
 	if err != nil {
 		return err
 	}
-	rep, err := c.TLSCheck(ctx, o.since, o.until, o.destination)
+	rep, err := c.TLSCheck(ctx, o.since, o.until, o.destination, o.namespace)
 	if err != nil {
 		return o.remote.explain(err)
 	}
-	if o.output == "json" {
-		return writeJSON(stdout, rep)
+	if o.output == "json" || o.output == "yaml" {
+		return writeStructured(stdout, o.output, rep)
 	}
-	return writeTLSCheck(stdout, rep, clock())
+	return writeTLSCheck(stdout, rep, o.output == "wide", clock())
 }
 
-// writeTLSCheck prints the report as istioctl authn tls-check's table,
-// with a line per client of each destination.
-func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, now time.Time) error {
-	window := fmt.Sprintf("from %s to %s", when(rep.Since, now), when(rep.Until, now))
+// writeTLSCheck prints the report as istioctl authn tls-check's table:
+// a line per destination, with its identity (the principal that served
+// it), then a line per client, indented under it, with the client's.
+// Wide adds the first request and the denied ones.
+func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.Time) error {
+	window := fmt.Sprintf("between %s and %s", stamp(rep.Since), stamp(rep.Until))
 	if len(rep.Rows) == 0 {
 		_, err := fmt.Fprintf(w, "No traffic seen %s.\n", window)
 		return err
 	}
+	var total int64
+	var first, last time.Time
+	for _, row := range rep.Rows {
+		total += row.Total
+		for _, cl := range row.Clients {
+			if first.IsZero() || cl.FirstSeen.Before(first) {
+				first = cl.FirstSeen
+			}
+			if cl.LastSeen.After(last) {
+				last = cl.LastSeen
+			}
+		}
+	}
+	fmt.Fprintf(w, "%s to %s seen, the first at %s, the last at %s (asked %s).\n\n",
+		plural(int(total), "request"), plural(len(rep.Rows), "destination"), stamp(first), when(last, now), window)
 	tw := newTable(w)
-	writeRows(tw, []string{"HOST:PORT", "STATUS", "SERVER", "CLIENT", "PRINCIPAL", "MTLS", "REQUESTS", "LAST SEEN"})
+	header := []string{"DESTINATION / CLIENT", "PRINCIPAL", "STATUS", "SERVER", "MTLS", "REQUESTS", "LAST SEEN"}
+	if wide {
+		header = append(header, "FIRST SEEN", "DENIED")
+	}
+	writeRows(tw, header)
 	statuses := map[string]int{}
 	for _, row := range rep.Rows {
 		statuses[row.Status]++
-		for i, cl := range row.Clients {
-			dest := []string{row.Destination, row.Status, row.Server}
-			principal := dash(row.DestinationPrincipal)
-			if i > 0 { // the destination's other clients: indented under CLIENT
-				dest, principal = []string{"", "", ""}, ""
+		var rowFirst, rowLast time.Time
+		var mtls, denied int64
+		for _, cl := range row.Clients {
+			if rowFirst.IsZero() || cl.FirstSeen.Before(rowFirst) {
+				rowFirst = cl.FirstSeen
 			}
-			writeRows(tw, append(dest, dash(cl.Client), principal, share(cl.Counts[evidence.MTLS], cl.Total),
-				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))))
+			if cl.LastSeen.After(rowLast) {
+				rowLast = cl.LastSeen
+			}
+			mtls += cl.Counts[evidence.MTLS]
+			denied += cl.Denied
+		}
+		line := []string{row.Destination, dash(row.DestinationPrincipal), row.Status, row.Server,
+			share(mtls, row.Total), fmt.Sprint(row.Total), dash(when(rowLast, now))}
+		if wide {
+			line = append(line, dash(when(rowFirst, now)), fmt.Sprint(denied))
+		}
+		writeRows(tw, line)
+		for _, cl := range row.Clients { // the destination's clients, indented under it
+			line := []string{"  " + dash(cl.Client), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
+				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
+			if wide {
+				line = append(line, dash(when(cl.FirstSeen, now)), fmt.Sprint(cl.Denied))
+			}
+			writeRows(tw, line)
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\n%s: %d OK, %d PLAINTEXT, %d SUSPECT; traffic %s.\n",
-		plural(len(rep.Rows), "destination"), statuses[report.StatusOK], statuses[report.StatusPlaintext], statuses[report.StatusSuspect], window)
+	_, err := fmt.Fprintf(w, "\n%s: %d OK, %d PLAINTEXT, %d SUSPECT.\n",
+		plural(len(rep.Rows), "destination"), statuses[report.StatusOK], statuses[report.StatusPlaintext], statuses[report.StatusSuspect])
 	return err
 }
 
-// readinessFlags is the command line of `meshproof report strict-readiness`.
-func readinessFlags(o *reportOptions) *flag.FlagSet {
-	fs := newFlagSet("report strict-readiness", `Can this destination's PeerAuthentication go to STRICT without breaking a client?
+const readinessDoc = `Can this destination's PeerAuthentication go to STRICT without breaking a client?
 READY only when traffic was seen and every request was mTLS; otherwise the clients
 that would break, or look suspect. Exit status: 0 ready, 3 not ready (with --output
-json too), 1 when the question could not be answered, 2 for a wrong command line.`)
-	o.flags(fs, "7d", "the destination (required): host:port as in :authority, or its principal (which takes in every host it served)")
-	return fs
+json too), 1 when the question could not be answered, 2 for a wrong command line.
+
+-n NS asks it of a namespace (PeerAuthentication is applied per namespace), -A of
+every namespace, not-ready first: per namespace a verdict, what it is based on,
+a line per workload (destination) and the clients that block it. A namespace is
+ready only when every destination known in it (traffic in the last 30 days) had
+traffic in the window, all of it mTLS: a destination with no traffic is not
+ready. Exit 3 when any namespace shown is not ready.
+
+Examples:
+  meshproof report strict-readiness --destination httpbin.mtls-pg:8000
+  meshproof report strict-readiness -n mtls-pg --since 24h
+  meshproof report strict-readiness -A -o json`
+
+// readinessCommand is `meshproof report strict-readiness`.
+func readinessCommand(stdout io.Writer) *cobra.Command {
+	var o reportOptions
+	cmd := leaf("strict-readiness", "can a destination, or a namespace, go to PeerAuthentication STRICT? (exit 0 ready, 3 not)", readinessDoc,
+		func(cmd *cobra.Command) error { return strictReadiness(cmd.Context(), &o, stdout) })
+	o.flags(cmd.Flags(), "7d", "the destination: its principal (spiffe://..., which takes in every host it served), or its host as in :authority (host:port); or give -n or -A")
+	return cmd
 }
 
-func strictReadiness(ctx context.Context, args []string, stdout io.Writer) error {
-	var o reportOptions
-	fs := readinessFlags(&o)
-	c, err := o.parse(fs, args)
+func strictReadiness(ctx context.Context, o *reportOptions, stdout io.Writer) error {
+	c, err := o.client()
 	if err != nil {
 		return err
 	}
+	if o.namespace != "" || o.allNamespaces {
+		return namespaceReadiness(ctx, c, o, stdout)
+	}
 	if o.destination == "" {
-		return usageError{errors.New("--destination is required: a host:port as in :authority, or a destination principal")}
+		return usageError{errors.New("which destination? --destination (a principal, or a host:port as in :authority), -n NAMESPACE or -A (every namespace)")}
 	}
 	rep, err := c.StrictReadiness(ctx, o.destination, o.since, o.until)
 	if err != nil {
 		return o.remote.explain(err)
 	}
-	if o.output == "json" {
-		err = writeJSON(stdout, rep)
+	if o.output == "json" || o.output == "yaml" {
+		err = writeStructured(stdout, o.output, rep)
 	} else {
-		err = writeReadiness(stdout, rep, clock())
+		err = writeReadiness(stdout, rep, o.remote.hint(), clock())
 	}
 	if err == nil && !rep.Ready {
 		return errNotReady
@@ -183,7 +244,8 @@ func strictReadiness(ctx context.Context, args []string, stdout io.Writer) error
 }
 
 // writeReadiness prints the verdict, then the clients that block STRICT.
-func writeReadiness(w io.Writer, rep report.StrictReadinessReport, now time.Time) error {
+// hint is the flags a printed command needs to reach the same server.
+func writeReadiness(w io.Writer, rep report.StrictReadinessReport, hint string, now time.Time) error {
 	verdict := "READY"
 	if !rep.Ready {
 		verdict = "NOT READY"
@@ -193,7 +255,7 @@ func writeReadiness(w io.Writer, rep report.StrictReadinessReport, now time.Time
 	if len(rep.Hosts) > 0 && (len(rep.Hosts) > 1 || rep.Hosts[0] != rep.Destination) {
 		dest += " (hosts: " + cell(strings.Join(rep.Hosts, ", ")) + ")"
 	}
-	fmt.Fprintf(w, "destination %s, traffic from %s to %s: %s\n", dest, when(rep.Since, now), when(rep.Until, now),
+	fmt.Fprintf(w, "destination %s, between %s and %s: %s\n", dest, stamp(rep.Since), stamp(rep.Until),
 		verdictCounts(rep.Total, rep.Counts, true))
 	if len(rep.Blocking) == 0 {
 		return nil
@@ -207,8 +269,89 @@ func writeReadiness(w io.Writer, rep report.StrictReadinessReport, now time.Time
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\nSee an example: meshproof query --id %s\n", cell(shellQuote(rep.Blocking[0].ExampleID)))
+	_, err := fmt.Fprintf(w, "\nSee an example: %s\n", exampleCommand(rep.Blocking[0].ExampleID, hint))
 	return err
+}
+
+// exampleCommand is the command that prints the record id, from the server
+// hint's flags name.
+func exampleCommand(id, hint string) string {
+	return cell("meshproof query " + hint + "--id " + shellQuote(id))
+}
+
+// namespaceReadiness is strict-readiness -n NS or -A.
+func namespaceReadiness(ctx context.Context, c *client.Client, o *reportOptions, stdout io.Writer) error {
+	rep, err := c.NamespaceReadiness(ctx, o.namespace, o.allNamespaces, o.since, o.until)
+	if err != nil {
+		return o.remote.explain(err)
+	}
+	if o.output == "json" || o.output == "yaml" {
+		err = writeStructured(stdout, o.output, rep)
+	} else {
+		err = writeNamespaceReadiness(stdout, rep, o.remote.hint(), clock())
+	}
+	if err != nil {
+		return err
+	}
+	for _, ns := range rep.Namespaces {
+		if !ns.Ready {
+			return errNotReady
+		}
+	}
+	if len(rep.Namespaces) == 0 {
+		return errNotReady // nothing seen: unknown is not ready
+	}
+	return nil
+}
+
+// writeNamespaceReadiness prints per namespace, not ready first: the
+// verdict, what it is based on, a line per workload and the blocking
+// clients, with a command for an example record.
+func writeNamespaceReadiness(w io.Writer, rep report.NamespaceReadinessReport, hint string, now time.Time) error {
+	fmt.Fprintf(w, "%s, between %s and %s (destinations known since %s).\n", cell(rep.Summary), stamp(rep.Since), stamp(rep.Until), stamp(rep.KnownSince))
+	if len(rep.Namespaces) == 0 {
+		_, err := fmt.Fprintln(w, "No destination seen: nothing is known to be ready.")
+		return err
+	}
+	for _, ns := range rep.Namespaces {
+		name := ns.Namespace
+		if name == "" {
+			name = "(unknown namespace)"
+		}
+		verdict := "READY: " + strings.TrimPrefix(ns.Verdict, "ready: ")
+		if !ns.Ready {
+			verdict = "NOT READY: " + strings.TrimPrefix(ns.Verdict, "not ready: ")
+		}
+		fmt.Fprintf(w, "\nnamespace %s: %s\n", cell(name), cell(verdict))
+		fmt.Fprintf(w, "  based on %s\n", cell(ns.BasedOn))
+		if len(ns.Workloads) > 0 {
+			fmt.Fprintln(w)
+			tw := newTable(w)
+			writeRows(tw, []string{"  WORKLOAD", "STATUS", "REQUESTS", "CLIENTS", "MTLS", "LAST SEEN", "DESTINATION"})
+			for _, d := range ns.Workloads {
+				writeRows(tw, []string{"  " + dash(d.Workload), strings.ToUpper(strings.ReplaceAll(d.Status, "_", " ")), fmt.Sprint(d.Total), fmt.Sprint(d.Clients),
+					share(d.Counts[evidence.MTLS], d.Total), dash(when(d.LastSeen, now)), dash(d.Destination)})
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		if len(ns.Blocking) > 0 {
+			fmt.Fprintln(w)
+			tw := newTable(w)
+			writeRows(tw, []string{"  BLOCKING CLIENT", "VERDICTS", "REQUESTS", "LAST SEEN", "EXAMPLE ID"})
+			for _, b := range ns.Blocking {
+				writeRows(tw, []string{"  " + dash(b.Client.Client), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)})
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if id := ns.Blocking[0].ExampleID; id != "" {
+				fmt.Fprintf(w, "  See an example: %s\n", exampleCommand(id, hint))
+			}
+		}
+	}
+	return nil
 }
 
 // verdictCounts is "plaintext 7, tls_server_only 2": the verdicts counted,

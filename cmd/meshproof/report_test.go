@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -51,31 +52,42 @@ func TestReportTLSCheck(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
-	header := []string{"HOST:PORT", "STATUS", "SERVER", "CLIENT", "PRINCIPAL", "MTLS", "REQUESTS", "LAST SEEN"}
-	if len(lines) != 7 || !strings.HasPrefix(lines[0], "HOST:PORT  ") || !slices.Equal(cellsUnder(lines[0], lines[0], header), header) {
-		t.Fatalf("want a header, 4 client lines, a blank line and a summary:\n%s", stdout)
+	// What was seen first: the first and the last request, in RFC 3339.
+	last := plain[len(plain)-1].Time
+	firstLine := regexp.MustCompile(`^12 requests to 3 destinations seen, the first at (\S+Z), the last at \S+Z \(4m ago\) \(asked between \S+Z and \S+Z\)\.$`).FindStringSubmatch(lines[0])
+	if first := plain[0].Time.Add(-10 * time.Minute).UTC().Format(time.RFC3339); firstLine == nil || firstLine[1] != first {
+		t.Errorf("first line: %s\nwant the first request at %s and the last 4m ago", lines[0], first)
 	}
-	lastPlain := plain[len(plain)-1].Time.Local().Format("15:04:05")
+	lines = lines[2:]
+	header := []string{"DESTINATION / CLIENT", "PRINCIPAL", "STATUS", "SERVER", "MTLS", "REQUESTS", "LAST SEEN"}
+	if len(lines) != 10 || !strings.HasPrefix(lines[0], "DESTINATION / CLIENT  ") || !slices.Equal(cellsUnder(lines[0], lines[0], header), header) {
+		t.Fatalf("want a header, 3 destination lines, 4 client lines, a blank line and a summary:\n%s", stdout)
+	}
+	lastPlain := last.UTC().Format(time.RFC3339) + " (10m ago)"
+	// The destination's identity is on its own line; a client's is its name.
 	want := [][]string{
-		{httpbin, "PLAINTEXT", "HTTP/mTLS", legacyIP, httpbinID, "0%", "3", lastPlain + " (10m ago)"},
-		{"", "", "", sleepID, "", "100%", "6", ""},
-		{ratings, "OK", "mTLS", sleepID, ratingsID, "100%", "2", ""},
-		{reviews, "SUSPECT", "mTLS", sleepID, reviewsID, "0%", "1", ""},
+		{httpbin, httpbinID, "PLAINTEXT", "HTTP/mTLS", "66%", "9", lastPlain},
+		{legacyIP, "", "", "", "0%", "3", lastPlain},
+		{sleepID, "", "", "", "100%", "6", ""},
+		{ratings, ratingsID, "OK", "mTLS", "100%", "2", ""},
+		{sleepID, "", "", "", "100%", "2", ""},
+		{reviews, reviewsID, "SUSPECT", "mTLS", "0%", "1", ""},
+		{sleepID, "", "", "", "0%", "1", ""},
 	}
 	for i, row := range want {
 		got := cellsUnder(lines[0], lines[i+1], header)
-		if row[7] == "" {
-			got[7] = "" // checked below
+		if row[6] == "" {
+			got[6] = "" // checked below
 		}
-		if !slices.Equal(got, row) {
-			t.Errorf("line %d:\n got %q\nwant %q\n%s", i+1, got, row, stdout)
+		if !slices.Equal(got, row) || strings.HasPrefix(lines[i+1], "  ") != (row[1] == "") {
+			t.Errorf("line %d (a client's indented):\n got %q\nwant %q\n%s", i+1, got, row, stdout)
 		}
-		if !strings.HasSuffix(lines[i+1], "m ago)") {
-			t.Errorf("line %d: LAST SEEN is not local and relative:\n%s", i+1, lines[i+1])
+		if !regexp.MustCompile(`Z \(\d+m ago\)$`).MatchString(lines[i+1]) {
+			t.Errorf("line %d: LAST SEEN is not RFC 3339 and relative:\n%s", i+1, lines[i+1])
 		}
 	}
-	if !strings.HasPrefix(lines[6], "3 destinations: 1 OK, 1 PLAINTEXT, 1 SUSPECT; traffic from ") || !strings.HasSuffix(lines[6], "(just now).") {
-		t.Errorf("summary: %s", lines[6])
+	if lines[9] != "3 destinations: 1 OK, 1 PLAINTEXT, 1 SUSPECT." {
+		t.Errorf("summary: %s", lines[9])
 	}
 
 	code, stdout, _ = cli(t, append([]string{"report", "tls-check", "--output", "json", "--destination", httpbinID}, a.args()...)...)
@@ -90,7 +102,7 @@ func TestReportTLSCheck(t *testing.T) {
 	}
 
 	code, stdout, _ = cli(t, append([]string{"report", "tls-check", "--since", "30d", "--until", "29d"}, a.args()...)...)
-	if code != 0 || !strings.HasPrefix(stdout, "No traffic seen from ") {
+	if code != 0 || !regexp.MustCompile(`^No traffic seen between \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ and \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\.\n$`).MatchString(stdout) {
 		t.Errorf("no traffic: exit %d:\n%s", code, stdout)
 	}
 }
@@ -126,16 +138,17 @@ func TestReportStrictReadiness(t *testing.T) {
 		t.Fatalf("want the blocking clients' table:\n%s", stdout)
 	}
 	got := cellsUnder(lines[3], lines[4], header)
-	if want := plain[len(plain)-1].Time.Local().Format("15:04:05") + " (10m ago)"; got[0] != legacyIP || got[1] != "plaintext 3" ||
+	if want := plain[len(plain)-1].Time.UTC().Format(time.RFC3339) + " (10m ago)"; got[0] != legacyIP || got[1] != "plaintext 3" ||
 		got[2] != "3" || got[3] != want || !slices.Contains(idsOf(plain), got[4]) {
 		t.Errorf("blocking client %q, want %s, plaintext 3, 3, %s, one of %v", got, legacyIP, want, idsOf(plain))
 	}
-	if !strings.Contains(lines[1], "destination "+httpbin+", traffic from ") || !strings.Contains(lines[1], ": 9 requests (mtls 6, plaintext 3)") {
+	if !regexp.MustCompile(`^destination ` + regexp.QuoteMeta(httpbin) + `, between \S+Z and \S+Z: 9 requests \(mtls 6, plaintext 3\)$`).MatchString(lines[1]) {
 		t.Errorf("second line: %s", lines[1])
 	}
-	// The example the report points at is one command away.
+	// The example the report points at is one command away, pasted as
+	// printed: it names the server and the token file.
 	_, hint, _ := strings.Cut(stdout, "See an example: meshproof ")
-	code, detail, _ := cli(t, append(strings.Fields(hint), a.args()...)...)
+	code, detail, _ := cli(t, strings.Fields(hint)...)
 	if code != 0 || !strings.Contains(detail, legacyIP) || !strings.Contains(detail, "plaintext") {
 		t.Errorf("the example: exit %d:\n%s", code, detail)
 	}
@@ -171,6 +184,78 @@ func TestReportUsage(t *testing.T) {
 		}
 		if code == 2 && !strings.HasPrefix(stderr, "meshproof report: ") {
 			t.Errorf("%q: %s", tt.args, stderr)
+		}
+	}
+}
+
+// TestReportNamespaceReadiness: strict-readiness -n NS and -A answer per
+// namespace, from a real API: a verdict, what it rests on, a line per
+// workload, the blocking clients and an example command that works when
+// pasted; exit 3 when a namespace shown is not ready.
+func TestReportNamespaceReadiness(t *testing.T) {
+	a, plain := storyAPI(t)
+	code, stdout, stderr := cli(t, append([]string{"report", "strict-readiness", "-n", "mtls-pg"}, a.args()...)...)
+	lines := strings.Split(stdout, "\n")
+	if code != 3 || stderr != "" || len(lines) < 12 {
+		t.Fatalf("-n mtls-pg: exit %d, want 3\n%s%s", code, stdout, stderr)
+	}
+	for i, want := range []string{
+		`^0 of 1 destination ready in 1 namespace, between \S+Z and \S+Z \(destinations known since \S+Z\)\.$`,
+		`^$`,
+		`^namespace mtls-pg: NOT READY: 1 client still sends plaintext to 1 of 1 destination$`,
+		`^  based on 9 requests from 2 clients to 1 destination, \S+Z to \S+Z$`,
+		`^$`,
+		`^  WORKLOAD +STATUS +REQUESTS +CLIENTS +MTLS +LAST SEEN +DESTINATION$`,
+		`^  httpbin +NOT READY +9 +2 +66% +\S+Z \(10m ago\) +` + regexp.QuoteMeta(httpbinID) + `$`,
+		`^$`,
+		`^  BLOCKING CLIENT +VERDICTS +REQUESTS +LAST SEEN +EXAMPLE ID$`,
+		`^  ` + regexp.QuoteMeta(legacyIP) + ` +plaintext 3 +3 +\S+Z \(10m ago\) +01TEST\d+$`,
+		`^  See an example: meshproof query --server=\S+ --token-file=\S+ --id 01TEST\d+$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(lines[i]) {
+			t.Errorf("line %d: %q, want %s\n%s", i, lines[i], want, stdout)
+		}
+	}
+	// The example, pasted as printed.
+	_, hint, _ := strings.Cut(stdout, "See an example: meshproof ")
+	code, detail, errOut := cli(t, strings.Fields(hint)...)
+	if code != 0 || !strings.Contains(detail, legacyIP) || !slices.ContainsFunc(idsOf(plain), func(id string) bool { return strings.Contains(detail, id) }) {
+		t.Errorf("the example: exit %d:\n%s%s", code, detail, errOut)
+	}
+
+	// Every namespace, not ready first, then by name; the same as JSON.
+	code, stdout, _ = cli(t, append([]string{"report", "strict-readiness", "-A"}, a.args()...)...)
+	if code != 3 || !strings.HasPrefix(stdout, "1 of 3 destinations ready in 2 namespaces, ") ||
+		strings.Index(stdout, "namespace bookinfo: NOT READY") > strings.Index(stdout, "namespace mtls-pg: NOT READY") ||
+		!regexp.MustCompile(`(?m)^  ratings +READY +2 +1 +100% `).MatchString(stdout) {
+		t.Errorf("-A: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = cli(t, append([]string{"report", "strict-readiness", "-A", "-o", "json"}, a.args()...)...)
+	var rep report.NamespaceReadinessReport
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 3 || err != nil || len(rep.Namespaces) != 2 || rep.Namespaces[0].Namespace != "bookinfo" {
+		t.Errorf("-A -o json: exit %d, %v\n%s", code, err, stdout)
+	}
+
+	// Ready before the plaintext client came; unknown is not ready.
+	if code, stdout, _ := cli(t, append([]string{"report", "strict-readiness", "-n", "mtls-pg", "--until", "43m"}, a.args()...)...); code != 0 ||
+		!strings.Contains(stdout, "namespace mtls-pg: READY: ") {
+		t.Errorf("-n mtls-pg --until 43m: exit %d, want 0\n%s", code, stdout)
+	}
+	if code, stdout, _ := cli(t, append([]string{"report", "strict-readiness", "-n", "nosuch"}, a.args()...)...); code != 3 ||
+		!strings.Contains(stdout, "namespace nosuch: NOT READY: no traffic seen") {
+		t.Errorf("-n nosuch: exit %d, want 3\n%s", code, stdout)
+	}
+
+	// tls-check -n: the namespace's destinations only.
+	code, stdout, _ = cli(t, append([]string{"report", "tls-check", "-n", "bookinfo"}, a.args()...)...)
+	if code != 0 || strings.Contains(stdout, httpbin) || !strings.Contains(stdout, ratings) || !strings.Contains(stdout, reviews) {
+		t.Errorf("tls-check -n bookinfo: exit %d\n%s", code, stdout)
+	}
+
+	for _, args := range [][]string{{"--destination", httpbin, "-n", "x"}, {"-n", "x", "-A"}, {"--destination", httpbin, "-A"}} {
+		if code, _, stderr := cli(t, append(append([]string{"report", "strict-readiness"}, a.args()...), args...)...); code != 2 ||
+			!strings.Contains(stderr, "give one of --destination, -n/--namespace and -A/--all-namespaces") {
+			t.Errorf("%q: exit %d, want 2: %s", args, code, stderr)
 		}
 	}
 }

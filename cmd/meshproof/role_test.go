@@ -43,8 +43,7 @@ func TestRoleQueryFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := defaultServeOptions()
-			fs := newFlagSet("serve", "")
-			fs.SetOutput(new(strings.Builder))
+			fs := newFlagSet("serve")
 			o.flags(fs)
 			if err := parseOptions(fs, tt.args); err != nil {
 				t.Fatal(err)

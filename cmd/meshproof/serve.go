@@ -3,17 +3,17 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -72,7 +72,7 @@ func defaultServeOptions() serveOptions {
 }
 
 // policyFlags are shared by serve and eval.
-func policyFlags(fs *flag.FlagSet, p *rego.Config) {
+func policyFlags(fs *pflag.FlagSet, p *rego.Config) {
 	fs.Var(newListFlag(&p.Policies), "policy", "policy source, repeatable: a .rego or data .json/.yaml file, a directory of them, a .tar.gz bundle, or builtin:NAME (observe, require-spiffe, spiffe-allowlist, deny-suspect); none: builtin:observe")
 	fs.StringVar(&p.Decision, "decision", p.Decision, "decision path, as OPA-Envoy's: envoy/authz/allow or a ref such as data.envoy.authz.result")
 	fs.StringVar(&p.OPAConfig, "opa-config", p.OPAConfig, "OPA configuration file (services, bundles, keys) for remote bundles, run by OPA's plugin manager")
@@ -82,7 +82,7 @@ func policyFlags(fs *flag.FlagSet, p *rego.Config) {
 	fs.IntVar(&p.DecisionCacheBytes, "decision-cache-bytes", p.DecisionCacheBytes, "memory the decision cache may hold, in bytes (keys and decisions charged by their contents); a key over 4 KiB or a decision over 64 KiB is not kept; 0 turns the cache off")
 }
 
-func authzFlags(fs *flag.FlagSet, a *authz.Config) {
+func authzFlags(fs *pflag.FlagSet, a *authz.Config) {
 	fs.Var(newListFlag(&a.RecordHeaders), "record-header", "request header to keep in evidence records, repeatable (authorization, cookie, proxy-authorization and x-api-key never are)")
 	fs.BoolVar(&a.RecordQuery, "record-query", a.RecordQuery, "keep the query string in recorded paths (it often holds tokens and personal data)")
 	fs.BoolVar(&a.DryRun, "dry-run", a.DryRun, "let through what the policy denies (with --on-policy-error=deny, also what it gives no decision for); evidence and metrics keep the policy's real decision")
@@ -94,12 +94,12 @@ func authzFlags(fs *flag.FlagSet, a *authz.Config) {
 	fs.IntVar(&a.MaxRequestHeaderBytes, "max-request-header-bytes", a.MaxRequestHeaderBytes, "a request with more bytes of header names and values is denied with 431 before its policy is evaluated, and recorded; keep it above Envoy's max_request_headers_kb")
 }
 
-func logFlags(fs *flag.FlagSet, l *logOptions) {
+func logFlags(fs *pflag.FlagSet, l *logOptions) {
 	fs.StringVar(&l.Format, "log-format", l.Format, "log format: json or console; console when standard error is a terminal, unless set")
 	fs.StringVar(&l.Level, "log-level", l.Level, "log level: debug, info, warn or error")
 }
 
-func (o *serveOptions) flags(fs *flag.FlagSet) {
+func (o *serveOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Config, "config", "", "YAML file of options; its keys are these flags' names (policy: [a, b] for repeatable ones); flags given here override it")
 	fs.StringVar(&o.Role, "role", o.Role, "serve: the ext_authz server, recording evidence, with the evidence API beside it; "+
 		"query: only the evidence API, reports and page over --store (a fleet's shared PostgreSQL), with no ext_authz listener, policy or recorder, "+
@@ -152,19 +152,22 @@ func (o *serveOptions) validate() error {
 	return errors.Join(errs...)
 }
 
-func runServe(args []string) error {
+// serveCommand is `meshproof serve`.
+func serveCommand() *cobra.Command {
 	o := defaultServeOptions()
-	fs := newFlagSet("serve", "Run the ext_authz gRPC server, recording evidence (--role query: only the evidence API over a shared store).")
-	o.flags(fs)
-	if err := parseOptions(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
-	}
+	cmd := leaf("serve", "run the Envoy ext_authz gRPC server",
+		"Run the ext_authz gRPC server, recording evidence (--role query: only the evidence API over a shared store).",
+		func(cmd *cobra.Command) error {
+			if err := applyConfig(cmd.Flags()); err != nil {
+				return usageError{err}
+			}
+			return runServe(cmd.Context(), o, cmd.Flags())
+		})
+	o.flags(cmd.Flags())
+	return cmd
+}
+
+func runServe(ctx context.Context, o serveOptions, fs *pflag.FlagSet) error {
 	if err := o.checkRole(fs); err != nil {
 		return usageError{err}
 	}
@@ -181,8 +184,6 @@ func runServe(args []string) error {
 	if os.Getenv("GOMEMLIMIT") == "" && o.MemoryLimit > 0 {
 		debug.SetMemoryLimit(o.MemoryLimit)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	return serve(ctx, o, log)
 }
 
@@ -195,7 +196,7 @@ const (
 // checkRole refuses a role it does not know, and, with --role query, every
 // flag of the data path (ext_authz, policy, evidence writing, spool): the
 // query role would silently ignore them.
-func (o *serveOptions) checkRole(fs *flag.FlagSet) error {
+func (o *serveOptions) checkRole(fs *pflag.FlagSet) error {
 	switch o.Role {
 	case roleServe:
 		return nil
@@ -204,14 +205,14 @@ func (o *serveOptions) checkRole(fs *flag.FlagSet) error {
 		return fmt.Errorf("role %q: want serve or query", o.Role)
 	}
 	q := defaultServeOptions()
-	takes := flag.NewFlagSet("query", flag.ContinueOnError)
+	takes := newFlagSet("query")
 	storeFlag(takes, &q.Evidence.Store)
 	q.HTTP.flags(takes)
 	logFlags(takes, &q.Log)
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
 	var refused []string
-	fs.VisitAll(func(f *flag.Flag) {
+	fs.VisitAll(func(f *pflag.Flag) {
 		switch f.Name {
 		case "config", "role", "shutdown-grace", "gc-percent", "memory-limit":
 			return

@@ -2,17 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -56,11 +55,11 @@ func defaultEvidenceOptions() evidenceOptions {
 	}
 }
 
-func storeFlag(fs *flag.FlagSet, p *string) {
+func storeFlag(fs *pflag.FlagSet, p *string) {
 	fs.StringVar(p, "store", *p, "evidence store: sqlite:PATH (embedded, migrates itself) or postgres://... (shared; run meshproof migrate first)")
 }
 
-func (o *evidenceOptions) flags(fs *flag.FlagSet) {
+func (o *evidenceOptions) flags(fs *pflag.FlagSet) {
 	storeFlag(fs, &o.Store)
 	r := &o.Recorder
 	fs.Func("evidence-durability", fmt.Sprintf("async (a Check returns once its record is queued) or sync (once it is committed; group commit) (default %s)", r.Durability), func(s string) error {
@@ -164,42 +163,74 @@ func retain(ctx context.Context, s evidence.Store, o evidenceOptions, log zerolo
 	}
 }
 
-func runMigrate(args []string, stdout io.Writer) error {
+// migrateCommand is `meshproof migrate`.
+func migrateCommand(stdout io.Writer) *cobra.Command {
 	dsn := DefaultStore
-	fs := newFlagSet("migrate", "Create or update the evidence store's schema (a PostgreSQL store is never migrated by serve).")
-	storeFlag(fs, &dsn)
-	if err := fs.Parse(args); err != nil {
-		return asUsage(err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := evidence.Migrate(ctx, dsn); err != nil {
+	cmd := leaf("migrate", "create or update the evidence store's schema",
+		"Create or update the evidence store's schema (a PostgreSQL store is never migrated by serve).",
+		func(cmd *cobra.Command) error { return runMigrate(cmd.Context(), dsn, stdout) })
+	storeFlag(cmd.Flags(), &dsn)
+	return cmd
+}
+
+func runMigrate(ctx context.Context, dsn string, stdout io.Writer) error {
+	m, err := evidence.MigrateVersions(ctx, dsn)
+	if err != nil {
 		return fmt.Errorf("migrate %s: %w", evidence.Redact(dsn), err)
 	}
-	fmt.Fprintf(stdout, "%s: schema up to date\n", evidence.Redact(dsn))
+	fmt.Fprintf(stdout, "%s: %s\n", evidence.Redact(dsn), migrated(m))
 	return nil
+}
+
+// migrated says what a migration did.
+func migrated(m evidence.Migrated) string {
+	switch {
+	case m.From == 0:
+		return fmt.Sprintf("created schema v%d", m.To)
+	case m.From == m.To:
+		return fmt.Sprintf("schema v%d up to date", m.To)
+	}
+	return fmt.Sprintf("migrated schema v%d → v%d", m.From, m.To)
 }
 
 // errBroken makes verify exit 1 without a second message.
 var errBroken = errors.New("a chain is broken")
 
+// verifyFlags are the flags of `meshproof verify`.
+type verifyFlags struct {
+	dsn, output                string
+	checkpoints, keys          []string
+	retention, rollupRetention time.Duration
+}
+
+// verifyCommand is `meshproof verify`.
+func verifyCommand(stdout io.Writer) *cobra.Command {
+	v := verifyFlags{dsn: DefaultStore, output: "table", retention: defaultEvidenceOptions().Retention, rollupRetention: defaultEvidenceOptions().RollupRetention}
+	cmd := leaf("verify", "check every chain and transparency log in the evidence store (exit 1 when broken)",
+		"Walk every replica's chain and transparency log in the evidence store, against their signed checkpoints; exit 0 when every chain is intact, 1 when one is not.",
+		func(cmd *cobra.Command) error { return v.run(cmd.Context(), stdout) })
+	fs := cmd.Flags()
+	storeFlag(fs, &v.dsn)
+	outputFlag(fs, &v.output, "table", verifyOutputs...)
+	fs.Var(newListFlag(&v.checkpoints), "checkpoint", "signed checkpoint file kept outside the store (meshproof checkpoint save), repeatable: each replica's log must extend it")
+	fs.Var(newListFlag(&v.keys), "public-key", "verifier key file (FILE.pub of meshproof keygen), repeatable: checks the signatures of the checkpoints given and stored")
+	fs.DurationVar(&v.retention, "retention", v.retention, "the store's retention (serve's --retention): records removed although a signed checkpoint younger than this lacks them were removed too early; 0 does not judge")
+	fs.DurationVar(&v.rollupRetention, "rollup-retention", v.rollupRetention, "the store's rollup retention (serve's --rollup-retention): rollups removed while younger than this were removed too early; 0 does not judge")
+	return cmd
+}
+
+// verifyOutputs are verify's -o values; text is the table's old name.
+var verifyOutputs = []string{"table", "wide", "json", "yaml", "text"}
+
+// runVerify is `meshproof verify` with args.
 func runVerify(args []string, stdout io.Writer) error {
-	dsn, output := DefaultStore, "text"
-	var checkpoints, keys []string
-	fs := newFlagSet("verify", "Walk every replica's chain and transparency log in the evidence store, against their signed checkpoints; exit 0 when every chain is intact, 1 when one is not.")
-	storeFlag(fs, &dsn)
-	fs.StringVar(&output, "output", output, "text or json")
-	fs.Var(newListFlag(&checkpoints), "checkpoint", "signed checkpoint file kept outside the store (meshproof checkpoint save), repeatable: each replica's log must extend it")
-	fs.Var(newListFlag(&keys), "public-key", "verifier key file (FILE.pub of meshproof keygen), repeatable: checks the signatures of the checkpoints given and stored")
-	retention := defaultEvidenceOptions().Retention
-	fs.DurationVar(&retention, "retention", retention, "the store's retention (serve's --retention): records removed although a signed checkpoint younger than this lacks them were removed too early; 0 does not judge")
-	rollupRetention := defaultEvidenceOptions().RollupRetention
-	fs.DurationVar(&rollupRetention, "rollup-retention", rollupRetention, "the store's rollup retention (serve's --rollup-retention): rollups removed while younger than this were removed too early; 0 does not judge")
-	if err := fs.Parse(args); err != nil {
-		return asUsage(err)
-	}
-	if output != "text" && output != "json" {
-		return usageError{fmt.Errorf("output %q: want text or json", output)}
+	return execute(context.Background(), verifyCommand(stdout), args)
+}
+
+func (v *verifyFlags) run(ctx context.Context, stdout io.Writer) error {
+	dsn, output, checkpoints, keys, retention, rollupRetention := v.dsn, v.output, v.checkpoints, v.keys, v.retention, v.rollupRetention
+	if err := checkOutput(output, verifyOutputs...); err != nil {
+		return err
 	}
 	if retention < 0 || rollupRetention < 0 {
 		return usageError{errors.New("retention and rollup-retention must not be negative")}
@@ -209,8 +240,6 @@ func runVerify(args []string, stdout io.Writer) error {
 		return usageError{err}
 	}
 	opts.Retention, opts.RollupRetention = retention, rollupRetention
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	// Existing: a mistyped path is an error, not an empty store whose
 	// chains are all intact.
 	s, err := evidence.Open(ctx, dsn, evidence.Options{Existing: true})
@@ -228,10 +257,8 @@ func runVerify(args []string, stdout io.Writer) error {
 		broken = broken || r.Broken != nil
 		quarantined += len(r.Quarantined)
 	}
-	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"intact": !broken, "quarantined": quarantined, "chains": reports}); err != nil {
+	if output == "json" || output == "yaml" {
+		if err := writeStructured(stdout, output, map[string]any{"intact": !broken, "quarantined": quarantined, "chains": reports}); err != nil {
 			return err
 		}
 	} else {
@@ -293,14 +320,7 @@ func printReports(w io.Writer, reports []evidence.ChainReport) {
 		}
 		fmt.Fprintf(w, "\nquarantined records of %s (refused by the store, kept apart; their links are checked):\n", r.Replica)
 		for _, q := range r.Quarantined {
-			fmt.Fprintf(w, "  seq %d  record %q  at %s: %q\n", q.Seq, q.ID, q.At.Format(time.RFC3339), q.Reason)
+			fmt.Fprintf(w, "  seq %d  record %q  at %s: %q\n", q.Seq, q.ID, stamp(q.At), q.Reason)
 		}
 	}
-}
-
-func asUsage(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return usageError{err}
 }

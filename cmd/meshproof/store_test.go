@@ -1,14 +1,21 @@
 package main
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/postgres"
+	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
+	"github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/rs/zerolog"
 )
 
@@ -60,5 +67,49 @@ func TestReadersNeverCreateTheStore(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"verify", "--store", "sqlite:" + path}, &out, &out); code != 0 || !strings.Contains(out.String(), "no chains") {
 		t.Fatalf("verify of a new store: exit %d: %s", code, out.String())
+	}
+}
+
+// TestMigrateSaysWhatItDid: migrate on a new store says it created the
+// schema, on an up-to-date one that it is, on an older one from which
+// version to which; for a SQLite file and a PostgreSQL database. It used to
+// say "schema up to date" for a store it had just created.
+func TestMigrateSaysWhatItDid(t *testing.T) {
+	v := sqlite.SchemaVersion
+	dir := t.TempDir()
+	old := filepath.Join(dir, "schema1.db")
+	gunzipTo(t, "../../evidence/sqlite/testdata/schema1.db.gz", old)
+	check := func(t *testing.T, store string, want ...string) {
+		for _, want := range want {
+			code, stdout, stderr := cli(t, "migrate", "--store", store)
+			if code != 0 || stdout != evidence.Redact(store)+": "+want+"\n" {
+				t.Errorf("migrate %s: exit %d, %q, want %q\n%s", evidence.Redact(store), code, stdout, want, stderr)
+			}
+		}
+	}
+	check(t, "sqlite:"+filepath.Join(dir, "new.db"), fmt.Sprintf("created schema v%d", v), fmt.Sprintf("schema v%d up to date", v))
+	check(t, "sqlite:"+old, fmt.Sprintf("migrated schema v1 → v%d", v), fmt.Sprintf("schema v%d up to date", v))
+	t.Run("postgres", func(t *testing.T) {
+		check(t, postgrestest.DSN(t), fmt.Sprintf("created schema v%d", postgres.SchemaVersion), fmt.Sprintf("schema v%d up to date", postgres.SchemaVersion))
+	})
+}
+
+func gunzipTo(t *testing.T, gz, path string) {
+	t.Helper()
+	f, err := os.Open(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,7 +14,7 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 )
 
-// Tables are for people: times are local and relative, values that could
+// Tables are for people: times are RFC 3339 UTC and relative (when), values that could
 // disturb a terminal are quoted, long paths are cut. JSON output keeps
 // everything as the API sent it.
 
@@ -59,22 +60,20 @@ func clipRunes(s string, n int) string {
 // how long they take.
 var clock = time.Now
 
-// when is a time as tables show it: local, with the date when it is not
-// today, and how long ago: "14:03:12 (3m ago)".
+// when is a time as people read it, in every table and line the CLI
+// prints: RFC 3339 in UTC, to the second, and how long ago:
+// "2026-12-06T14:03:12Z (3m ago)". One format, the API's and the logs':
+// a time read off a table can be pasted into --since or --until, and
+// means the same to a reader in another time zone.
 func when(t, now time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	lt, ln := t.Local(), now.Local()
-	layout := "15:04:05"
-	switch {
-	case lt.Year() != ln.Year():
-		layout = "2006-01-02 15:04:05"
-	case lt.YearDay() != ln.YearDay():
-		layout = "Jan 02 15:04:05"
-	}
-	return lt.Format(layout) + " (" + ago(now.Sub(t)) + ")"
+	return stamp(t) + " (" + ago(now.Sub(t)) + ")"
 }
+
+// stamp is t in RFC 3339, UTC, to the second.
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // ago is a duration back from now, coarse: "12s ago", "3m ago", "5h ago",
 // "2d ago"; a time ahead of now (another clock) is "in 2s".
@@ -121,8 +120,18 @@ func share(part, total int64) string {
 var recordHeader = []string{"TIME", "VERDICT", "SOURCE", "DESTINATION", "METHOD", "HOST", "PATH", "DECISION", "ID"}
 
 // recordWidths are the widths a streamed record table starts with, so that
-// its columns seldom move: TIME of today, the longest verdict, a ULID.
-var recordWidths = []int{len("15:04:05 (just now)"), len(evidence.XFCCUnverified), 0, 0, len("DELETE"), 0, 0, len("dry-run"), 26}
+// its columns seldom move: TIME, the longest verdict, a ULID.
+var recordWidths = []int{len("2006-01-02T15:04:05Z (just now)"), len(evidence.XFCCUnverified), 0, 0, len("DELETE"), 0, 0, len("dry-run"), 26}
+
+// recordWideHeader and recordWideRow are -o wide's: the path whole, and
+// the replica, the x-request-id and the reasons.
+var recordWideHeader = append(slices.Clone(recordHeader), "REPLICA", "REQUEST ID", "REASONS")
+
+func recordWideRow(r *evidence.Record, now time.Time) []string {
+	row := recordRow(r, now)
+	row[6] = dash(r.Request.Path)
+	return append(row, dash(r.Replica), dash(r.RequestID), dash(strings.Join(r.Reasons, ",")))
+}
 
 func recordRow(r *evidence.Record, now time.Time) []string {
 	row := []string{
@@ -211,7 +220,7 @@ func writeDetail(w io.Writer, r *evidence.Record, now time.Time) error {
 		}
 	}
 	field("ID", r.ID)
-	field("TIME", when(r.Time, now)+"  "+r.Time.Format(time.RFC3339Nano))
+	field("TIME", r.Time.UTC().Format(time.RFC3339Nano)+" ("+ago(now.Sub(r.Time))+")")
 	field("VERDICT", string(r.Verdict))
 	field("REASONS", strings.Join(r.Reasons, "; "))
 	for _, p := range []struct {
@@ -225,7 +234,7 @@ func writeDetail(w io.Writer, r *evidence.Record, now time.Time) error {
 		if c := p.peer.Certificate; c != nil {
 			field("  certificate", "sha256 "+c.SHA256)
 			if !c.NotAfter.IsZero() {
-				field("  not after", c.NotAfter.Format(time.RFC3339))
+				field("  not after", stamp(c.NotAfter))
 			}
 			field("  certificate error", c.Error)
 		}

@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/spf13/cobra"
 )
 
 // verifyOptions reads verify's checkpoint and key files.
@@ -38,17 +37,18 @@ func verifyOptions(checkpoints, keys []string) (evidence.VerifyOptions, error) {
 	return o, nil
 }
 
-func runKeygen(args []string, stdout io.Writer) error {
+// keygenCommand is `meshproof keygen`.
+func keygenCommand(stdout io.Writer) *cobra.Command {
 	var name, out string
-	fs := newFlagSet("keygen", "Make an Ed25519 key pair for signing checkpoints: FILE (the signer key, for serve --signing-key, mode 0600) and FILE.pub (the verifier key, for verify --public-key and anyone checking proofs).")
-	fs.StringVar(&name, "name", "", "the key's name, which also begins each checkpoint's origin line (NAME/REPLICA): a name of your own, such as meshproof.prod.example.com")
-	fs.StringVar(&out, "out", "", "FILE to write the signer key to (FILE.pub gets the verifier key); neither may exist")
-	if err := fs.Parse(args); err != nil {
-		return asUsage(err)
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("keygen takes no arguments, got %q", fs.Args())}
-	}
+	cmd := leaf("keygen", "make the key pair that signs checkpoints (serve --signing-key)",
+		"Make an Ed25519 key pair for signing checkpoints: FILE (the signer key, for serve --signing-key, mode 0600) and FILE.pub (the verifier key, for verify --public-key and anyone checking proofs).",
+		func(*cobra.Command) error { return runKeygen(name, out, stdout) })
+	cmd.Flags().StringVar(&name, "name", "", "the key's name, which also begins each checkpoint's origin line (NAME/REPLICA): a name of your own, such as meshproof.prod.example.com")
+	cmd.Flags().StringVar(&out, "out", "", "FILE to write the signer key to (FILE.pub gets the verifier key); neither may exist")
+	return cmd
+}
+
+func runKeygen(name, out string, stdout io.Writer) error {
 	if name == "" || out == "" {
 		return usageError{errors.New("--name and --out are required")}
 	}
@@ -84,20 +84,28 @@ func writeNew(path, content string, mode os.FileMode) error {
 // maxProofBytes bounds the proof read from standard input.
 const maxProofBytes = 1 << 20
 
-func runVerifyProof(args []string, stdin io.Reader, stdout io.Writer) error {
+// verifyProofCommand is `meshproof verify-proof`.
+func verifyProofCommand(stdout io.Writer) *cobra.Command {
 	var keys []string
-	output := "text"
-	fs := newFlagSet("verify-proof", "Check a record's inclusion proof (the JSON of GET /v1/evidence/{id}/proof, on standard input) against the signed checkpoint it carries, with no store: exit 0 when it holds, 1 when not.")
-	fs.Var(newListFlag(&keys), "public-key", "verifier key file (FILE.pub of meshproof keygen), repeatable; required")
-	fs.StringVar(&output, "output", output, "text or json (the record the proof holds)")
-	if err := fs.Parse(args); err != nil {
-		return asUsage(err)
-	}
+	var output string
+	cmd := leaf("verify-proof", "check one record's inclusion proof (JSON on standard input) with no store",
+		"Check a record's inclusion proof (the JSON of GET /v1/evidence/{id}/proof, on standard input) against the signed checkpoint it carries, with no store: exit 0 when it holds, 1 when not.",
+		func(cmd *cobra.Command) error { return runVerifyProof(keys, output, cmd.InOrStdin(), stdout) })
+	cmd.Flags().Var(newListFlag(&keys), "public-key", "verifier key file (FILE.pub of meshproof keygen), repeatable; required")
+	outputFlag(cmd.Flags(), &output, "table", proofOutputs...)
+	return cmd
+}
+
+// proofOutputs are verify-proof's -o values (the record the proof holds);
+// text is the table's old name.
+var proofOutputs = []string{"table", "wide", "json", "yaml", "text"}
+
+func runVerifyProof(keys []string, output string, stdin io.Reader, stdout io.Writer) error {
 	if len(keys) == 0 {
 		return usageError{errors.New("--public-key is required: a proof is worth what its checkpoint's signature is")}
 	}
-	if output != "text" && output != "json" {
-		return usageError{fmt.Errorf("output %q: want text or json", output)}
+	if err := checkOutput(output, proofOutputs...); err != nil {
+		return err
 	}
 	verifiers, err := evidence.LoadVerifiers(keys)
 	if err != nil {
@@ -121,14 +129,12 @@ func runVerifyProof(args []string, stdin io.Reader, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "proof FAILS: %v\n", err)
 		return errBroken
 	}
-	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"verified": true, "origin": c.Origin, "tree_size": c.Size, "leaf_index": p.LeafIndex, "record": rec})
+	if output == "json" || output == "yaml" {
+		return writeStructured(stdout, output, map[string]any{"verified": true, "origin": c.Origin, "tree_size": c.Size, "leaf_index": p.LeafIndex, "record": rec})
 	}
 	fmt.Fprintf(stdout, "proof holds: record %s is leaf %d of %s, in its checkpoint of %d leaves, whose signature the key given verifies\n",
 		rec.ID, p.LeafIndex, c.Origin, c.Size)
-	fmt.Fprintf(stdout, "  %s  %s -> %s  %s %s%s  verdict %s, %s\n", rec.Time.UTC().Format("2006-01-02T15:04:05Z"),
+	fmt.Fprintf(stdout, "  %s  %s -> %s  %s %s%s  verdict %s, %s\n", stamp(rec.Time),
 		nonEmpty(evidence.SourceKey(rec)), nonEmpty(rec.Destination.Principal), rec.Request.Method, rec.Request.Host, rec.Request.Path,
 		rec.Verdict, map[bool]string{true: "allowed", false: "denied"}[rec.Decision.Allowed])
 	return nil
@@ -141,19 +147,30 @@ func nonEmpty(s string) string {
 	return s
 }
 
-func runCheckpoint(args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "save" {
-		return usageError{errors.New("want: meshproof checkpoint save --server URL --out DIR")}
+// checkpointCommand is `meshproof checkpoint` (save).
+func checkpointCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "checkpoint save",
+		Short: "fetch each replica's latest signed checkpoint from a server into a directory",
+		Long:  "Signed checkpoints: save fetches each replica's latest from a running serve into a directory.",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return usageError{errors.New("want: meshproof checkpoint save --server URL --out DIR")}
+		},
 	}
 	var o remoteOptions
 	var dir string
-	fs := newFlagSet("checkpoint save", "Fetch each replica's latest signed checkpoint from a running serve and keep it in DIR as REPLICA.checkpoint (and REPLICA.SIZE.checkpoint): "+
-		"run it from cron, outside the cluster, and give the files to meshproof verify --checkpoint.")
-	o.flags(fs)
-	fs.StringVar(&dir, "out", "", "directory to keep the checkpoints in (made if missing)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return asUsage(err)
-	}
+	save := leaf("save", "fetch each replica's latest signed checkpoint from a server into a directory",
+		"Fetch each replica's latest signed checkpoint from a running serve and keep it in DIR as REPLICA.checkpoint (and REPLICA.SIZE.checkpoint): "+
+			"run it from cron, outside the cluster, and give the files to meshproof verify --checkpoint.",
+		func(cmd *cobra.Command) error { return runCheckpointSave(cmd.Context(), o, dir, stdout) })
+	o.flags(save.Flags())
+	save.Flags().StringVar(&dir, "out", "", "directory to keep the checkpoints in (made if missing)")
+	cmd.AddCommand(save)
+	return cmd
+}
+
+func runCheckpointSave(ctx context.Context, o remoteOptions, dir string, stdout io.Writer) error {
 	if dir == "" {
 		return usageError{errors.New("--out DIR is required")}
 	}
@@ -161,8 +178,6 @@ func runCheckpoint(args []string, stdout io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	list, err := c.Checkpoints(ctx)
 	if err != nil {
 		return o.explain(err)

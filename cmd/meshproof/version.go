@@ -5,10 +5,18 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/spf13/cobra"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
+
+// versionCommand is `meshproof version`.
+func versionCommand(stdout io.Writer) *cobra.Command {
+	return leaf("version", "print versions", "Print meshproof's version, and those of OPA, go-control-plane, gRPC and Go it was built with.",
+		func(*cobra.Command) error { return runVersion(stdout) })
+}
 
 func runVersion(w io.Writer) error {
 	fmt.Fprintf(w, "meshproof %s\n", version)

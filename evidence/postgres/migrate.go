@@ -66,31 +66,40 @@ const migrateLock = 0x6d65736870726f66 // "meshprof"
 // the migrations it lacks are applied in order in one transaction, under
 // an advisory lock. It is idempotent, and refuses a newer schema.
 func Migrate(ctx context.Context, dsn string) error {
+	_, err := MigrateVersions(ctx, dsn)
+	return err
+}
+
+// MigrateVersions is Migrate, saying from which schema version to which.
+func MigrateVersions(ctx context.Context, dsn string) (evidence.Migrated, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return fmt.Errorf("postgres store %s: cannot connect: %s", redact(dsn), scrub(err.Error(), dsn))
+		return evidence.Migrated{}, fmt.Errorf("postgres store %s: cannot connect: %s", redact(dsn), scrub(err.Error(), dsn))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := migrate(ctx, conn, dsn); err != nil {
-		return err
+	from, err := migrate(ctx, conn, dsn)
+	if err != nil {
+		return evidence.Migrated{}, err
 	}
+	done := evidence.Migrated{From: from, To: SchemaVersion}
 	// Days ahead get their partitions now, so that writers rarely have to
 	// create one (which takes a lock on the table).
 	now := time.Now()
 	if evidence.CheckTime(now) != nil {
-		return nil // a broken clock: writers create the days they need
+		return done, nil // a broken clock: writers create the days they need
 	}
 	today := dayOf(now.UnixNano())
-	return createPartitions(ctx, conn, today, today+1, today+2, today+3)
+	return done, createPartitions(ctx, conn, today, today+1, today+2, today+3)
 }
 
-// migrate applies the missing migrations in one transaction.
-func migrate(ctx context.Context, conn *pgx.Conn, dsn string) error {
+// migrate applies the missing migrations in one transaction, and returns
+// the version the database had (0: none).
+func migrate(ctx context.Context, conn *pgx.Conn, dsn string) (from int, err error) {
 	ms, err := loadMigrations()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		// The lock first: the version table itself is created under it.
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
 			return fmt.Errorf("postgres store %s: waiting for the migration lock: %w", redact(dsn), err)
@@ -105,6 +114,7 @@ func migrate(ctx context.Context, conn *pgx.Conn, dsn string) error {
 		if err != nil {
 			return err
 		}
+		from = have
 		if have > SchemaVersion {
 			return newerSchema(dsn, have, SchemaVersion)
 		}
@@ -118,4 +128,5 @@ func migrate(ctx context.Context, conn *pgx.Conn, dsn string) error {
 		}
 		return nil
 	})
+	return from, err
 }

@@ -31,7 +31,7 @@ func init() {
 			}
 			return s, nil
 		},
-		Migrate: Migrate,
+		Migrate: MigrateVersions,
 	}
 	evidence.Register("postgres", d)
 	evidence.Register("postgresql", d)

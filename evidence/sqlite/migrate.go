@@ -210,51 +210,52 @@ const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_version (
 	version INTEGER NOT NULL
 )`
 
-// migrate brings the schema up to SchemaVersion. An up-to-date file is only
-// read, so that a read-only one still opens for queries and verification.
-func migrate(ctx context.Context, db *sql.DB) error {
+// migrate brings the schema up to SchemaVersion, and returns the version
+// the file had (0: new). An up-to-date file is only read, so that a
+// read-only one still opens for queries and verification.
+func migrate(ctx context.Context, db *sql.DB) (from int, err error) {
 	v, err := schemaVersion(ctx, db)
 	if err != nil {
-		return err
+		return v, err
 	}
 	if v == SchemaVersion {
-		return nil
+		return v, nil
 	}
 	if v > SchemaVersion {
-		return newerSchema(v)
+		return v, newerSchema(v)
 	}
 	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one migrator at a time
 	if err != nil {
-		return fmt.Errorf("migrating the schema: %w", err)
+		return v, fmt.Errorf("migrating the schema: %w", err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, createVersionTable); err != nil {
-		return fmt.Errorf("migrating the schema: %w", err)
+		return v, fmt.Errorf("migrating the schema: %w", err)
 	}
 	// Read again inside the transaction: another process may have migrated.
 	if err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); errors.Is(err, sql.ErrNoRows) {
 		v = 0
 	} else if err != nil {
-		return fmt.Errorf("reading the schema version: %w", err)
+		return v, fmt.Errorf("reading the schema version: %w", err)
 	}
 	if v > SchemaVersion {
-		return newerSchema(v)
+		return v, newerSchema(v)
 	}
 	for i := v; i < SchemaVersion; i++ {
 		for _, stmt := range migrations[i] {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("migrating the schema to version %d: %w", i+1, err)
+				return v, fmt.Errorf("migrating the schema to version %d: %w", i+1, err)
 			}
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (one, version) VALUES (1, ?)
 		ON CONFLICT (one) DO UPDATE SET version = excluded.version`, SchemaVersion); err != nil {
-		return fmt.Errorf("recording the schema version: %w", err)
+		return v, fmt.Errorf("recording the schema version: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrating the schema: %w", err)
+		return v, fmt.Errorf("migrating the schema: %w", err)
 	}
-	return nil
+	return v, nil
 }
 
 // schemaVersion reads the version, 0 for a new file.

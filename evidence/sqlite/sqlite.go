@@ -38,16 +38,16 @@ func init() {
 			}
 			return s, nil
 		},
-		Migrate: func(ctx context.Context, dsn string) error {
+		Migrate: func(ctx context.Context, dsn string) (evidence.Migrated, error) {
 			path, err := PathOf(dsn)
 			if err != nil {
-				return err
+				return evidence.Migrated{}, err
 			}
 			s, err := Open(ctx, path, evidence.Options{})
 			if err != nil {
-				return err
+				return evidence.Migrated{}, err
 			}
-			return s.Close()
+			return evidence.Migrated{From: s.schemaFrom, To: SchemaVersion}, s.Close()
 		},
 	})
 }
@@ -82,6 +82,9 @@ type Store struct {
 	w *sql.DB
 	// r holds the readers (query_only: a bug cannot write through them).
 	r *sql.DB
+	// schemaFrom is the schema version the file had when opened (0: a new
+	// file), for meshproof migrate to say what it did.
+	schemaFrom int
 
 	wmu   sync.Mutex // serialises Append and retention on w
 	rs    readStmts  // the readers' page queries, prepared
@@ -209,9 +212,11 @@ func (s *Store) kickCheckpoint() {
 }
 
 func (s *Store) open(ctx context.Context) error {
-	if err := migrate(ctx, s.w); err != nil {
+	from, err := migrate(ctx, s.w)
+	if err != nil {
 		return err
 	}
+	s.schemaFrom = from
 	return s.st.prepare(ctx, s.w)
 }
 

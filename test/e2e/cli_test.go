@@ -31,10 +31,11 @@ func TestServeStartupErrors(t *testing.T) {
 	}
 	t.Cleanup(func() { busy.Close() })
 	tests := []struct {
-		name     string
-		args     []string
-		wantCode int
-		want     []string // substrings of stderr
+		name       string
+		args       []string
+		wantCode   int
+		want       []string // substrings of stderr
+		wantStdout []string
 	}{{
 		name:     "policy with a syntax error",
 		args:     []string{"--policy", broken},
@@ -69,7 +70,7 @@ func TestServeStartupErrors(t *testing.T) {
 		name:     "unknown flag",
 		args:     []string{"--no-such-flag"},
 		wantCode: 2,
-		want:     []string{"flag provided but not defined: -no-such-flag", "Usage: meshproof serve"},
+		want:     []string{"unknown flag: --no-such-flag", `Run "meshproof serve --help"`},
 	}, {
 		name:     "flag value of the wrong type",
 		args:     []string{"--shutdown-grace", "soon"},
@@ -101,10 +102,10 @@ func TestServeStartupErrors(t *testing.T) {
 		wantCode: 2,
 		want:     []string{`serve takes no arguments, got ["extra"]`},
 	}, {
-		name:     "--help",
-		args:     []string{"--help"},
-		wantCode: 0,
-		want:     []string{"Usage: meshproof serve [flags]", "-grpc-addr", "-policy", "-decision"},
+		name:       "--help, on stdout",
+		args:       []string{"--help"},
+		wantCode:   0,
+		wantStdout: []string{"Usage:\n  meshproof serve [flags]", "--grpc-addr", "--policy", "--decision"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,6 +117,11 @@ func TestServeStartupErrors(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(res.stderr, w) {
 					t.Errorf("stderr lacks %q\n%s", w, res)
+				}
+			}
+			for _, w := range tt.wantStdout {
+				if !strings.Contains(res.stdout, w) {
+					t.Errorf("stdout lacks %q\n%s", w, res)
 				}
 			}
 		})
@@ -219,8 +225,8 @@ func TestVersionAndUsage(t *testing.T) {
 	}{
 		{"version", []string{"version"}, 0, []string{"meshproof ", "github.com/open-policy-agent/opa v", "google.golang.org/grpc v", "github.com/envoyproxy/go-control-plane/envoy v", "go1."}, nil},
 		{"--version", []string{"--version"}, 0, []string{"meshproof "}, nil},
-		{"no arguments", nil, 2, nil, []string{"Usage:", "meshproof serve", "meshproof eval", "meshproof version"}},
-		{"unknown command", []string{"frobnicate"}, 2, nil, []string{`unknown command "frobnicate"`, "Usage:"}},
+		{"no arguments", nil, 2, nil, []string{"Usage:", "\n  serve ", "\n  eval ", "\n  version "}},
+		{"unknown command", []string{"frobnicate"}, 2, nil, []string{`unknown command "frobnicate"`, `Run "meshproof --help"`}},
 		{"help", []string{"help"}, 0, []string{"Usage:"}, nil},
 	}
 	for _, tt := range tests {

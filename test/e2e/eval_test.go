@@ -191,7 +191,7 @@ func TestEvalErrors(t *testing.T) {
 		name:     "unknown flag",
 		args:     []string{"--input", "-", "--no-such-flag"},
 		wantCode: 2,
-		want:     []string{"flag provided but not defined: -no-such-flag"},
+		want:     []string{"unknown flag: --no-such-flag"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
