@@ -284,7 +284,7 @@ func generate(ctx context.Context, m *meshsim.Mesh, interval time.Duration, stat
 			case <-tick.C:
 				waiting = false
 			case <-status.C:
-				fmt.Fprintf(w, "%s  %s\n", time.Now().Format(time.TimeOnly), stats.status(ctx, api, m.Sidecar.Stats()))
+				fmt.Fprintf(w, "%s  %s\n", time.Now().UTC().Format(time.RFC3339), stats.status(ctx, api, m.Sidecar.Stats()))
 			}
 		}
 	}
