@@ -27,6 +27,11 @@ func TestHelpOnStdout(t *testing.T) {
 		if code != 0 || stderr != "" || !strings.Contains(stdout, "Usage:") || !strings.Contains(stdout, "meshproof") {
 			t.Errorf("%q: exit %d, stderr %q, stdout:\n%s", args, code, stderr, stdout)
 		}
+		// A boolean flag reads as it is used, --all, not pflag's
+		// --all[=true|false].
+		if strings.Contains(stdout, "[=true|false]") {
+			t.Errorf("%q: help writes a boolean flag as pflag's --x[=true|false]:\n%s", args, stdout)
+		}
 	}
 	if code, stdout, _ := cli(t, "demo", "--help"); !strings.Contains(stdout, "simulated Istio mesh") || !strings.Contains(stdout, "--interval") || code != 0 {
 		t.Errorf("demo --help lacks its doc or flags:\n%s", stdout)

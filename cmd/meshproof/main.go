@@ -102,6 +102,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	cobra.AddTemplateFunc("plainBools", plainBools)
+	root.SetUsageTemplate(strings.ReplaceAll(root.UsageTemplate(), ".FlagUsages | trimTrailingWhitespaces", ".FlagUsages | plainBools | trimTrailingWhitespaces"))
 	root.CompletionOptions.HiddenDefaultCmd = false
 	root.AddCommand(
 		serveCommand(),
@@ -120,6 +122,15 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	return root
+}
+
+// plainBools drops the "[=true|false]" pflag writes after every boolean
+// flag in help ("--all[=true|false]"): kubectl, istioctl and opa write
+// "--all", and a bare --all is how the flag is used. Spaces of the same
+// width keep the columns aligned.
+func plainBools(usages string) string {
+	const mark = "[=true|false]"
+	return strings.ReplaceAll(usages, mark, strings.Repeat(" ", len(mark)))
 }
 
 func allCommands(c *cobra.Command) []*cobra.Command {
