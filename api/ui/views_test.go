@@ -1,0 +1,202 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// openServer is the real API over store with no token (open, as on
+// loopback) and the page at /ui/.
+func openServer(t *testing.T, store evidence.Store) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(handler(t, store, ""))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// manyEdges is a mesh of 50 destinations in 7 namespaces, with the long
+// names real clusters have: each destination reached by a client of
+// another namespace over mTLS, every third one also by a plaintext client,
+// every seventh one with a suspect edge.
+func manyEdges() []edge {
+	namespaces := []string{"payments-eu-west-1", "checkout-frontend", "inventory-management", "observability-system",
+		"identity-and-access", "recommendations-ml-serving", "legacy-batch-jobs"}
+	var out []edge
+	for i := range 50 {
+		ns := namespaces[i%len(namespaces)]
+		sa := fmt.Sprintf("workload-with-a-long-descriptive-name-%02d", i)
+		host := fmt.Sprintf("%s.%s.svc.cluster.local:8080", sa, ns)
+		dst := "spiffe://cluster.local/ns/" + ns + "/sa/" + sa
+		client := fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/caller-service-account-%02d", namespaces[(i+3)%len(namespaces)], i%9)
+		out = append(out, edge{client, "10.42.3.1", host, dst, evidence.MTLS, 2, "/v1/items"})
+		if i%3 == 0 {
+			out = append(out, edge{"", fmt.Sprintf("10.42.9.%d", i), host, "", evidence.Plaintext, 1, "/healthz"})
+		}
+		if i%7 == 0 {
+			out = append(out, edge{client, "10.42.3.1", host, dst, evidence.MTLSMismatch, 1, "/v1/items"})
+		}
+	}
+	return out
+}
+
+// brokenWords lists the words (text without spaces: IDs, names, hosts) in
+// the edge view that the browser broke across lines.
+const brokenWords = `(() => {
+	const bad = [];
+	const walk = document.createTreeWalker(document.getElementById('view-edges'), NodeFilter.SHOW_TEXT);
+	for (let n; (n = walk.nextNode());) {
+		const s = n.textContent.trim();
+		if (!s || /\s/.test(s) || n.parentElement.closest('[hidden]')) continue;
+		const r = document.createRange();
+		r.selectNodeContents(n);
+		const lines = new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
+		if (lines.size > 1) bad.push(s);
+	}
+	return bad;
+})()`
+
+// TestEdgesAtFiftyDestinations: the edge view of 50 destinations fits the
+// screen (no horizontal scrolling), breaks no ID or name mid-word, groups
+// the destinations by namespace and puts the full IDs on hover.
+func TestEdgesAtFiftyDestinations(t *testing.T) {
+	store, _ := fillWith(t, manyEdges())
+	srv := openServer(t, store)
+	ctx := browser(t)
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
+	poll(t, ctx, `document.querySelectorAll('button.cell').length === 50 + 17`) // a suspect edge is its client's mTLS edge too
+	for _, width := range []int64{1400, 1024} {
+		do(t, ctx, chromedp.EmulateViewport(width, 900))
+		poll(t, ctx, fmt.Sprintf(`innerWidth === %d`, width))
+		sizes := run(t, ctx, chromedp.Evaluate[[]int](`[document.scrollingElement.scrollWidth, innerWidth]`))
+		if sizes[0] > sizes[1] {
+			over := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth).slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className.baseVal + e.className + ' ' + Math.round(e.getBoundingClientRect().right))`))
+			t.Errorf("at %d px: the page is %d px wide, wider than the window's %d: it scrolls sideways (%q)", width, sizes[0], sizes[1], over)
+		}
+		if bad := run(t, ctx, chromedp.Evaluate[[]string](brokenWords)); len(bad) > 0 {
+			t.Errorf("at %d px: %d words broken across lines, such as %q", width, len(bad), bad[0])
+		}
+		screenshot(t, ctx, fmt.Sprintf("edges-50-%d.png", width))
+	}
+	groups := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#matrix .ns-group')].map(g => g.dataset.namespace + ':' + g.querySelectorAll('tr[data-destination]').length)`))
+	if len(groups) != 7 {
+		t.Errorf("namespace groups %q, want 7", groups)
+	}
+	// The full IDs are on hover: every destination's name carries its
+	// principal and host, every edge its client and destination.
+	missing := run(t, ctx, chromedp.Evaluate[[]string](`[
+		...[...document.querySelectorAll('#matrix tr[data-destination]')].filter(tr => !tr.querySelector('th .name').title.includes(tr.dataset.destination)).map(tr => tr.dataset.destination),
+		...[...document.querySelectorAll('#matrix button.cell')].filter(b => !b.title.includes(b.dataset.source)).map(b => b.dataset.source)]`))
+	if len(missing) > 0 {
+		t.Errorf("no full ID on hover for %q", missing)
+	}
+
+	// The filters narrow the view and are in the URL.
+	do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => { const s = document.querySelector('#edges-filter select[name=status]');
+		s.value = 'not_ok'; s.dispatchEvent(new Event('change')); })()`))
+	poll(t, ctx, `location.hash.includes('status=not_ok') && document.querySelectorAll('#matrix tr[data-destination]').length === 17 + 8 - 3`)
+	statuses := run(t, ctx, chromedp.Evaluate[[]string](`[...new Set([...document.querySelectorAll('#matrix button.cell')].map(b => b.dataset.status))].sort()`))
+	if !slices.Equal(statuses, []string{"PLAINTEXT", "SUSPECT"}) {
+		t.Errorf("not all mTLS: edges of statuses %q", statuses)
+	}
+}
+
+// TestViewsInTheURL: a search, an edge and a record put their state in the
+// URL; the same URL in a fresh tab shows the same; a record links to its
+// edge and to a search.
+func TestViewsInTheURL(t *testing.T) {
+	store, recs := fill(t)
+	srv := openServer(t, store)
+	ctx := browser(t)
+	const rows = `[...document.querySelectorAll('#search-results tbody tr')].map(tr => tr.dataset.id)`
+
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=search&window=1h"),
+		chromedp.WaitVisible(chromedp.ID("search-form")),
+		chromedp.SendKeys(chromedp.CSS(`#search-form input[name=host]`), httpbin),
+		chromedp.Click(chromedp.CSS(`#search-form input[name=verdict][value=plaintext]`)),
+		chromedp.Click(chromedp.CSS(`#search-form button[type=submit]`)))
+	poll(t, ctx, rows+`.length === 7`)
+	hash := run(t, ctx, chromedp.Evaluate[string](`location.hash`))
+	for _, want := range []string{"view=search", "window=1h", "host=" + strings.ReplaceAll(httpbin, ":", "%3A"), "verdict=plaintext"} {
+		if !strings.Contains(hash, want) {
+			t.Errorf("after a search the URL's hash is %q: no %q", hash, want)
+		}
+	}
+	ids := run(t, ctx, chromedp.Evaluate[[]string](rows))
+
+	fresh := func() context.Context {
+		tab, cancel := chromedp.NewContext(ctx)
+		t.Cleanup(cancel)
+		return tab
+	}
+	again := fresh()
+	do(t, again, chromedp.Navigate(srv.URL+"/ui/"+hash))
+	poll(t, again, rows+`.length === 7`)
+	if got := run(t, again, chromedp.Evaluate[[]string](rows)); !slices.Equal(got, ids) {
+		t.Errorf("the search's URL in a fresh tab shows %v, the search showed %v", got, ids)
+	}
+	form := run(t, again, chromedp.Evaluate[[]string](`[document.querySelector('#search-form input[name=host]').value, ...[...document.querySelectorAll('#search-form input[name=verdict]:checked')].map(e => e.value)]`))
+	if !slices.Equal(form, []string{httpbin, "plaintext"}) {
+		t.Errorf("the form in the fresh tab shows %q", form)
+	}
+
+	// An edge clicked, then a record opened: the URL says both.
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
+	do(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`button.cell[data-source=%q][data-destination=%q]`, sleepID, httpbin))))
+	poll(t, ctx, `document.querySelectorAll('#edge-records tbody tr').length === 20`)
+	id := run(t, ctx, chromedp.Evaluate[string](`document.querySelector('#edge-records tbody tr').dataset.id`))
+	do(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#edge-records tr[data-id=%q] a`, id))))
+	poll(t, ctx, fmt.Sprintf(`document.querySelector('#detail [data-testid=record-id]')?.textContent === %q`, id))
+	hash = run(t, ctx, chromedp.Evaluate[string](`location.hash`))
+	q := run(t, ctx, chromedp.Evaluate[map[string]string](`Object.fromEntries(new URLSearchParams(location.hash.slice(1)))`))
+	if q["view"] != "edges" || q["src"] != sleepID || q["dst"] != httpbin || q["record"] != id {
+		t.Errorf("after a click on an edge and a record the URL's hash says %v", q)
+	}
+	edgeRows := `[...document.querySelectorAll('#edge-records tbody tr')].map(tr => tr.dataset.id)`
+	shown := run(t, ctx, chromedp.Evaluate[[]string](edgeRows))
+	again = fresh()
+	do(t, again, chromedp.Navigate(srv.URL+"/ui/"+hash))
+	poll(t, again, fmt.Sprintf(`document.querySelector('#detail [data-testid=record-id]')?.textContent === %q && document.querySelectorAll('#edge-records tbody tr').length === 20`, id))
+	if got := run(t, again, chromedp.Evaluate[[]string](edgeRows)); !slices.Equal(got, shown) {
+		t.Errorf("the edge's URL in a fresh tab lists %v, the click listed %v", got, shown)
+	}
+	if pressed := run(t, again, chromedp.Evaluate[string](`document.querySelector('button.cell[aria-pressed=true]')?.dataset.source || ''`)); pressed != sleepID {
+		t.Errorf("the fresh tab marks the edge of %q as selected, want %q", pressed, sleepID)
+	}
+
+	// The record leads back to a search for its kind of request...
+	poll(t, again, `document.querySelector('#detail [data-testid=chain-says]').dataset.verified === 'true'`)
+	do(t, again, chromedp.Click(chromedp.CSS(`#detail [data-testid=record-search]`)))
+	poll(t, again, `!document.getElementById('view-search').hidden && document.querySelectorAll('#search-results tbody tr').length === 40`)
+	q = run(t, again, chromedp.Evaluate[map[string]string](`Object.fromEntries(new URLSearchParams(location.hash.slice(1)))`))
+	if q["source"] != sleepID || q["host"] != httpbin || q["window"] != "1h" || q["src"] != "" || q["record"] != "" {
+		t.Errorf("the record's search link leads to %v", q)
+	}
+	// ...and, from a plaintext record found there, to its edge.
+	var plain string
+	for pid, r := range recs {
+		if r.Verdict == evidence.Plaintext {
+			plain = pid
+			break
+		}
+	}
+	do(t, again, chromedp.Navigate(srv.URL+"/ui/#view=search&window=1h&record="+plain))
+	poll(t, again, fmt.Sprintf(`document.querySelector('#detail [data-testid=record-id]')?.textContent === %q`, plain))
+	do(t, again, chromedp.Click(chromedp.CSS(`#detail [data-testid=record-edge]`)))
+	poll(t, again, `!document.getElementById('view-edges').hidden && document.querySelectorAll('#edge-records tbody tr').length === 7`)
+	q = run(t, again, chromedp.Evaluate[map[string]string](`Object.fromEntries(new URLSearchParams(location.hash.slice(1)))`))
+	if q["src"] != legacy || q["dst"] != httpbin || q["record"] != "" {
+		t.Errorf("the record's edge link leads to %v", q)
+	}
+	if os.Getenv("MESHPROOF_SCREENSHOTS") != "" {
+		screenshot(t, again, "edge-from-record.png")
+	}
+}
