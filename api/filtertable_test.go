@@ -70,12 +70,14 @@ func TestFilterTableRoundTrip(t *testing.T) {
 			{client.Filter{Until: client.Time(at)}, evidence.Filter{Until: at}},
 			{client.Filter{Until: "36h"}, evidence.Filter{Until: at}},
 		},
-		"source":             {{client.Filter{Source: "spiffe://a/s"}, evidence.Filter{Source: "spiffe://a/s"}}},
-		"source_prefix":      {{client.Filter{SourcePrefix: "spiffe://a/"}, evidence.Filter{SourcePrefix: "spiffe://a/"}}},
-		"destination":        {{client.Filter{Destination: "spiffe://b/d"}, evidence.Filter{Destination: "spiffe://b/d"}}},
-		"destination_prefix": {{client.Filter{DestinationPrefix: "spiffe://b/"}, evidence.Filter{DestinationPrefix: "spiffe://b/"}}},
-		"trust_domain":       {{client.Filter{TrustDomain: "b.example"}, evidence.Filter{TrustDomain: "b.example"}}},
-		"namespace":          {{client.Filter{Namespace: "café"}, evidence.Filter{Namespace: "café"}}},
+		"source":                {{client.Filter{Source: "spiffe://a/s"}, evidence.Filter{Source: "spiffe://a/s"}}},
+		"source_prefix":         {{client.Filter{SourcePrefix: "spiffe://a/"}, evidence.Filter{SourcePrefix: "spiffe://a/"}}},
+		"destination":           {{client.Filter{Destination: "spiffe://b/d"}, evidence.Filter{Destination: "spiffe://b/d"}}},
+		"destination_prefix":    {{client.Filter{DestinationPrefix: "spiffe://b/"}, evidence.Filter{DestinationPrefix: "spiffe://b/"}}},
+		"trust_domain":          {{client.Filter{TrustDomain: "b.example"}, evidence.Filter{TrustDomain: "b.example"}}},
+		"namespace":             {{client.Filter{Namespace: "café"}, evidence.Filter{Namespace: "café"}}},
+		"source_namespace":      {{client.Filter{SourceNamespace: "shop"}, evidence.Filter{SourceNamespace: "shop"}}},
+		"destination_namespace": {{client.Filter{DestinationNamespace: "payments"}, evidence.Filter{DestinationNamespace: "payments"}}},
 		"verdict": {
 			{client.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}, evidence.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}},
 			{client.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext, evidence.XFCCUnverified}},
@@ -157,10 +159,12 @@ func markSet(set map[string]bool, v any) {
 }
 
 // TestFilterTableKeepsTheWireFormat pins the query parameters, as they
-// were before the table: a client of an earlier release keeps working.
+// were before the table, and those added since (source_namespace and
+// destination_namespace): a client of an earlier release keeps working.
 func TestFilterTableKeepsTheWireFormat(t *testing.T) {
 	was := []string{"since", "until", "source", "source_prefix", "destination", "destination_prefix",
-		"trust_domain", "namespace", "verdict", "mtls", "allowed", "method", "host", "path_prefix", "request_id", "replica"}
+		"trust_domain", "namespace", "source_namespace", "destination_namespace", "verdict", "mtls", "allowed", "method", "host",
+		"path_prefix", "request_id", "replica"}
 	if got := params.Names(); !slices.Equal(got, was) {
 		t.Errorf("filter parameters %q, were %q", got, was)
 	}

@@ -68,7 +68,7 @@ func TestOpenAPIParameters(t *testing.T) {
 	s := loadSpec(t)
 	served := map[string][]string{
 		"/v1/evidence": listParams, "/v1/export": filterParams, "/v1/reports/tls-check": tlsCheckParams,
-		"/v1/reports/strict-readiness": readinessParams, "/v1/stats": statsParams, "/v1/evidence/{id}": {"id"},
+		"/v1/reports/strict-readiness": readinessParams, "/v1/reports/timeseries": timeseriesParams, "/v1/stats": statsParams, "/v1/evidence/{id}": {"id"},
 		"/v1/evidence/{id}/proof": {"id"}, "/v1/checkpoints": {}, "/v1/checkpoints/{replica}": {"replica"},
 		"/v1/checkpoints/{replica}/consistency": append([]string{"replica"}, consistencyParams...),
 	}
@@ -132,10 +132,12 @@ func TestOpenAPISchemas(t *testing.T) {
 	first := func(v any) map[string]any { return v.([]any)[0].(map[string]any) }
 	tc := decode("/v1/reports/tls-check?since=2d")
 	sr := decode("/v1/reports/strict-readiness?destination=" + httpbin + "&since=2d")
+	nr := decode("/v1/reports/strict-readiness?all_namespaces=true&since=2d")
+	series := decode("/v1/reports/timeseries?since=2d")
 	page := decode("/v1/evidence?limit=1")
 	rec := decode("/v1/evidence/" + full.ID)
 	object := func(v any) map[string]any { return v.(map[string]any) }
-	optional := map[string]bool{"destination_principal": true, "parameter": true, "effective": true}
+	optional := map[string]bool{"destination_principal": true, "parameter": true, "effective": true, "principal": true}
 	for _, c := range []struct {
 		schema string
 		json   map[string]any
@@ -145,6 +147,13 @@ func TestOpenAPISchemas(t *testing.T) {
 		{"Client", first(first(tc["rows"])["clients"])},
 		{"StrictReadiness", sr},
 		{"BlockingClient", first(sr["blocking"])},
+		{"NamespaceReadinessReport", nr},
+		{"NamespaceReadiness", first(nr["namespaces"])},
+		{"DestinationReadiness", first(first(nr["namespaces"])["workloads"])},
+		{"BlockingClient", first(first(nr["namespaces"])["blocking"])},
+		{"Timeseries", series},
+		{"Series", first(series["series"])},
+		{"Point", first(first(series["series"])["points"])},
 		{"Page", page},
 		{"Stats", decode("/v1/stats")},
 		{"Error", decode("/v1/evidence?bad=1")},

@@ -16,11 +16,12 @@ import (
 // other name is refused: a misspelt filter must not silently widen a
 // query.
 var (
-	filterParams    = params.Names()
-	listParams      = append(slices.Clone(filterParams), "limit", "cursor")
-	tlsCheckParams  = []string{"since", "until", "destination"}
-	readinessParams = []string{"destination", "since", "until"}
-	statsParams     = []string{"since"}
+	filterParams     = params.Names()
+	listParams       = append(slices.Clone(filterParams), "limit", "cursor")
+	tlsCheckParams   = []string{"since", "until", "destination", "namespace"}
+	readinessParams  = []string{"destination", "namespace", "all_namespaces", "since", "until", "known_since"}
+	timeseriesParams = []string{"since", "until", "destination", "namespace", "step"}
+	statsParams      = []string{"since"}
 	// consistencyParams are the tree sizes of a consistency proof.
 	consistencyParams = []string{"from", "to"}
 )

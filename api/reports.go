@@ -5,15 +5,17 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meshproof/meshproof/api/params"
 	"github.com/meshproof/meshproof/evidence/report"
 )
 
 // Default windows, as openapi.json documents them.
 const (
-	day             = 24 * time.Hour
-	tlsCheckWindow  = day
-	readinessWindow = 7 * day
-	statsWindow     = day
+	day              = 24 * time.Hour
+	tlsCheckWindow   = day
+	readinessWindow  = 7 * day
+	statsWindow      = day
+	timeseriesWindow = day
 )
 
 func (s *Server) tlsCheck(w http.ResponseWriter, r *http.Request) error {
@@ -21,7 +23,7 @@ func (s *Server) tlsCheck(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rq := report.Query{Destination: q.get("destination")}
+	rq := report.Query{Destination: q.get("destination"), Namespace: q.get("namespace")}
 	if rq.Since, err = q.timeParam("since", tlsCheckWindow); err != nil {
 		return err
 	}
@@ -41,6 +43,9 @@ func (s *Server) tlsCheck(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// strictReadiness answers one destination (destination=) with the
+// StrictReadinessReport, or namespaces (namespace=, all_namespaces=true)
+// with the NamespaceReadinessReport.
 func (s *Server) strictReadiness(w http.ResponseWriter, r *http.Request) error {
 	q, err := parseQuery(r.URL.RawQuery, s.now(), readinessParams)
 	if err != nil {
@@ -54,13 +59,71 @@ func (s *Server) strictReadiness(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	all := q.get("all_namespaces") == "true"
+	if v := q.get("all_namespaces"); v != "" && v != "true" && v != "false" {
+		return badParamf("all_namespaces", quote(v)+" is neither true nor false")
+	}
+	destination, namespace := q.get("destination"), q.get("namespace")
+	switch {
+	case destination != "" && (namespace != "" || all):
+		return badParamf("destination", "give destination, or namespace or all_namespaces, not both")
+	case destination == "" && namespace == "" && !all:
+		return badParamf("destination", "required, or namespace, or all_namespaces=true: a host:port as in :authority or a destination principal; a namespace; or every namespace")
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
-	rep, err := report.StrictReadiness(ctx, s.store, q.get("destination"), since, until)
+	if destination == "" {
+		nq := report.NamespaceQuery{Namespace: namespace, All: all, Since: since, Until: until}
+		if nq.KnownSince, err = q.timeParam("known_since", 0); err != nil {
+			return err
+		}
+		rep, err := report.StrictReadinessByNamespace(ctx, s.store, nq)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, rep)
+		return nil
+	}
+	if q.get("known_since") != "" {
+		return badParamf("known_since", "goes with namespace or all_namespaces, not destination")
+	}
+	rep, err := report.StrictReadiness(ctx, s.store, destination, since, until)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
+
+// timeseries answers the mTLS share and plaintext requests of destinations
+// over time, from the rollups.
+func (s *Server) timeseries(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r.URL.RawQuery, s.now(), timeseriesParams)
+	if err != nil {
+		return err
+	}
+	tq := report.TimeseriesQuery{Destination: q.get("destination"), Namespace: q.get("namespace")}
+	if tq.Since, err = q.timeParam("since", timeseriesWindow); err != nil {
+		return err
+	}
+	if tq.Until, err = q.timeParam("until", 0); err != nil {
+		return err
+	}
+	if tq.Until.IsZero() {
+		tq.Until = q.now
+	}
+	if v := q.get("step"); v != "" {
+		if tq.Step, err = params.ParseAgo(v); err != nil {
+			return badParamf("step", quote(v)+" is not a duration (1m, 5m, 1h, 1d)")
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+	defer cancel()
+	ts, err := report.TimeseriesOf(ctx, s.store, tq)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ts)
 	return nil
 }
 

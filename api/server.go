@@ -146,6 +146,7 @@ func (s *Server) routes() http.Handler {
 	api("/v1/export", s.export)
 	api("/v1/reports/tls-check", s.tlsCheck)
 	api("/v1/reports/strict-readiness", s.strictReadiness)
+	api("/v1/reports/timeseries", s.timeseries)
 	api("/v1/stats", s.stats)
 	api("/v1/evidence/{id}/proof", s.proof)
 	api("/v1/checkpoints", s.checkpoints)

@@ -17,6 +17,8 @@ type Filter struct {
 	Destination, DestinationPrefix string // destination principal, exact or prefix
 	TrustDomain                    string // of the source or the destination
 	Namespace                      string // of the source or the destination (Istio IDs)
+	SourceNamespace                string // of the source only
+	DestinationNamespace           string // of the destination only
 	Verdicts                       []Verdict
 	NotVerdicts                    []Verdict
 	Allowed                        *bool
@@ -38,6 +40,7 @@ func (f Filter) Validate() error {
 	for name, v := range map[string]string{
 		"source": f.Source, "source_prefix": f.SourcePrefix, "destination": f.Destination,
 		"destination_prefix": f.DestinationPrefix, "trust_domain": f.TrustDomain, "namespace": f.Namespace,
+		"source_namespace": f.SourceNamespace, "destination_namespace": f.DestinationNamespace,
 		"method": f.Method, "host": f.Host, "path_prefix": f.PathPrefix, "request_id": f.RequestID, "replica": f.Replica,
 	} {
 		if len(v) > maxFilterValue {

@@ -143,7 +143,7 @@ func TestClient(t *testing.T) {
 	}
 
 	since, until := Time(evidencetest.Base), Time(evidencetest.Base.Add(6*24*time.Hour))
-	tc, err := c.TLSCheck(ctx, since, until, "")
+	tc, err := c.TLSCheck(ctx, since, until, "", "")
 	if err != nil || len(tc.Rows) == 0 || !tc.Since.Equal(evidencetest.Base) {
 		t.Errorf("TLSCheck: %+v, %v", tc, err)
 	}

@@ -104,12 +104,14 @@ func (c *Client) Export(ctx context.Context, f Filter, fn func(*evidence.Record)
 
 // TLSCheck returns the tls-check report of [since, until) (the API's
 // time parameters; "" for the last 24 hours and now), for one destination
-// (host:port or destination principal) or all ("").
-func (c *Client) TLSCheck(ctx context.Context, since, until, destination string) (report.TLSCheckReport, error) {
+// (host:port or destination principal), the destinations of one namespace,
+// or all (both "").
+func (c *Client) TLSCheck(ctx context.Context, since, until, destination, namespace string) (report.TLSCheckReport, error) {
 	q := url.Values{}
 	setNonEmpty(q, "since", since)
 	setNonEmpty(q, "until", until)
 	setNonEmpty(q, "destination", destination)
+	setNonEmpty(q, "namespace", namespace)
 	var rep report.TLSCheckReport
 	err := c.getJSON(ctx, "/v1/reports/tls-check", q, &rep)
 	return rep, err
@@ -126,6 +128,46 @@ func (c *Client) StrictReadiness(ctx context.Context, destination, since, until 
 	var rep report.StrictReadinessReport
 	err := c.getJSON(ctx, "/v1/reports/strict-readiness", q, &rep)
 	return rep, err
+}
+
+// NamespaceReadiness answers whether namespace's destinations, or every
+// namespace's (all), can go to STRICT, from the traffic of [since, until)
+// ("" for the last 7 days and now); destinations are known from 30 days
+// before until.
+func (c *Client) NamespaceReadiness(ctx context.Context, namespace string, all bool, since, until string) (report.NamespaceReadinessReport, error) {
+	q := url.Values{}
+	setNonEmpty(q, "namespace", namespace)
+	if all {
+		q.Set("all_namespaces", "true")
+	}
+	setNonEmpty(q, "since", since)
+	setNonEmpty(q, "until", until)
+	var rep report.NamespaceReadinessReport
+	err := c.getJSON(ctx, "/v1/reports/strict-readiness", q, &rep)
+	return rep, err
+}
+
+// TimeseriesQuery asks for a time series; every field is optional: the
+// last 24 hours, every destination, a step that gives about 120 points.
+type TimeseriesQuery struct {
+	Since, Until string // the API's time parameters
+	Destination  string // host:port or destination principal
+	Namespace    string // the destinations of one namespace; not with Destination
+	Step         string // a duration of whole minutes: 1m, 5m, 1h, 1d
+}
+
+// Timeseries returns the mTLS share and plaintext requests per destination
+// over time.
+func (c *Client) Timeseries(ctx context.Context, tq TimeseriesQuery) (report.Timeseries, error) {
+	q := url.Values{}
+	setNonEmpty(q, "since", tq.Since)
+	setNonEmpty(q, "until", tq.Until)
+	setNonEmpty(q, "destination", tq.Destination)
+	setNonEmpty(q, "namespace", tq.Namespace)
+	setNonEmpty(q, "step", tq.Step)
+	var ts report.Timeseries
+	err := c.getJSON(ctx, "/v1/reports/timeseries", q, &ts)
+	return ts, err
 }
 
 // Stats summarises the store; the counts by verdict and decision cover

@@ -33,6 +33,8 @@ type Filter struct {
 	Destination, DestinationPrefix string // destination principal, exact or prefix
 	TrustDomain                    string // of the source or the destination
 	Namespace                      string // of the source or the destination
+	SourceNamespace                string // of the source only
+	DestinationNamespace           string // of the destination only
 	Verdicts                       []evidence.Verdict
 	// MTLS true selects verdict mtls, false every other; not with Verdicts.
 	MTLS    *bool
@@ -88,8 +90,12 @@ var Table = []Param{
 		func(w *Filter) *string { return &w.DestinationPrefix }, func(f *evidence.Filter) *string { return &f.DestinationPrefix }),
 	text("trust_domain", "trust `domain` of the source or the destination",
 		func(w *Filter) *string { return &w.TrustDomain }, func(f *evidence.Filter) *string { return &f.TrustDomain }),
-	text("namespace", "Istio `namespace` of the source or the destination",
+	text("namespace", "Istio `namespace` of the source or the destination (either side; source_namespace and destination_namespace pick one)",
 		func(w *Filter) *string { return &w.Namespace }, func(f *evidence.Filter) *string { return &f.Namespace }),
+	text("source_namespace", "Istio `namespace` of the source",
+		func(w *Filter) *string { return &w.SourceNamespace }, func(f *evidence.Filter) *string { return &f.SourceNamespace }),
+	text("destination_namespace", "Istio `namespace` of the destination",
+		func(w *Filter) *string { return &w.DestinationNamespace }, func(f *evidence.Filter) *string { return &f.DestinationNamespace }),
 	{
 		Name: "verdict", Flag: "verdict", Kind: KindVerdicts,
 		Doc:  "`verdict`, repeatable (any of them): " + verdictNames(),

@@ -106,7 +106,7 @@ func tlsCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rep, err := c.TLSCheck(ctx, o.since, o.until, o.destination)
+	rep, err := c.TLSCheck(ctx, o.since, o.until, o.destination, "")
 	if err != nil {
 		return o.remote.explain(err)
 	}

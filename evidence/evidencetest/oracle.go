@@ -22,6 +22,7 @@ func Matches(f evidence.Filter, r *evidence.Record) bool {
 		!exact(f.Destination, c.DestinationPrincipal), !prefix(f.DestinationPrefix, c.DestinationPrincipal),
 		f.TrustDomain != "" && f.TrustDomain != c.SourceTrustDomain && f.TrustDomain != c.DestinationTrustDomain,
 		f.Namespace != "" && f.Namespace != c.SourceNamespace && f.Namespace != c.DestinationNamespace,
+		!exact(f.SourceNamespace, c.SourceNamespace), !exact(f.DestinationNamespace, c.DestinationNamespace),
 		len(f.Verdicts) > 0 && !slices.Contains(f.Verdicts, r.Verdict),
 		slices.Contains(f.NotVerdicts, r.Verdict),
 		f.Allowed != nil && *f.Allowed != c.Allowed,

@@ -63,6 +63,8 @@ func where(f evidence.Filter, a *args) string {
 	prefix("destination_principal", f.DestinationPrefix)
 	either("source_trust_domain", "destination_trust_domain", f.TrustDomain)
 	either("source_namespace", "destination_namespace", f.Namespace)
+	eq("source_namespace", f.SourceNamespace)
+	eq("destination_namespace", f.DestinationNamespace)
 	if len(f.Verdicts) > 0 {
 		cond("verdict = ANY(" + a.add(verdictStrings(f.Verdicts)) + ")")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -56,29 +55,14 @@ func StrictReadiness(ctx context.Context, r evidence.Reader, destination string,
 	if err != nil {
 		return StrictReadinessReport{}, err
 	}
-	rep := StrictReadinessReport{Destination: destination, Since: since, Until: until, Hosts: hosts, Counts: newCounts(),
-		Blocking: []BlockingClient{}}
+	j := judgeGroups(groups)
+	rep := StrictReadinessReport{Destination: destination, Since: since, Until: until, Hosts: hosts, Counts: j.counts,
+		Total: j.total, Blocking: j.blocking}
 	if rep.Hosts == nil {
 		rep.Hosts = []string{}
 	}
-	all, blocking := clients{}, clients{}
-	for _, g := range groups {
-		rep.Counts[g.Verdict] += g.Count
-		rep.Total += g.Count
-		all.add(g)
-		if g.Verdict != evidence.MTLS {
-			blocking.add(g)
-		}
-	}
-	for _, c := range all.sorted() {
-		if b, ok := blocking[c.Client]; ok {
-			c.FirstSeen, c.LastSeen, c.ExampleID = b.FirstSeen, b.LastSeen, b.ExampleID
-			rep.Blocking = append(rep.Blocking, BlockingClient{Client: c, Count: b.Total})
-		}
-	}
-	slices.SortFunc(rep.Blocking, byCountDesc)
 	rep.Ready = rep.Total > 0 && len(rep.Blocking) == 0
-	rep.Reason = reason(rep, len(all))
+	rep.Reason = reason(rep, j.clients)
 	return rep, nil
 }
 

@@ -17,6 +17,9 @@ type Query struct {
 	// :authority, or a destination principal (widened to the hosts it
 	// served, see StrictReadiness).
 	Destination string
+	// Namespace narrows the report to the destinations of one namespace,
+	// placed as StrictReadinessByNamespace places them; not with Destination.
+	Namespace string
 }
 
 // Statuses of a TLSCheck row.
@@ -61,10 +64,20 @@ type TLSCheckRow struct {
 // TLSCheck reports, per destination host, which clients reached it over
 // mTLS and which did not, from the rollups of [q.Since, q.Until).
 func TLSCheck(ctx context.Context, r evidence.Reader, q Query) (TLSCheckReport, error) {
+	if q.Destination != "" && q.Namespace != "" {
+		return TLSCheckReport{}, &evidence.FilterError{Field: "namespace", Msg: "give destination or namespace, not both"}
+	}
+	if err := checkNamespace(q.Namespace); err != nil {
+		return TLSCheckReport{}, err
+	}
 	since, until := window(q.Since, q.Until)
 	groups, _, err := traffic(ctx, r, q.Since, until, q.Destination)
 	if err != nil {
 		return TLSCheckReport{}, err
+	}
+	if q.Namespace != "" {
+		attr := newAttribution(groups)
+		groups = slices.DeleteFunc(groups, func(g evidence.Group) bool { return !attr.in(g, q.Namespace) })
 	}
 	type acc struct {
 		row        TLSCheckRow

@@ -38,6 +38,7 @@ func edgeWhere(f evidence.Filter) (w *where, ok bool) {
 	w = &where{}
 	exact := []struct{ column, value string }{
 		{"src_principal", f.Source}, {"dst_principal", f.Destination}, {"host", f.Host}, {"replica", f.Replica},
+		{"src_ns", f.SourceNamespace}, {"dst_ns", f.DestinationNamespace},
 	}
 	for _, e := range exact {
 		if e.value != "" {
