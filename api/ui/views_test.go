@@ -2,8 +2,12 @@ package ui_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -80,6 +84,14 @@ func TestEdgesAtFiftyDestinations(t *testing.T) {
 		if sizes[0] > sizes[1] {
 			over := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth).slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className.baseVal + e.className + ' ' + Math.round(e.getBoundingClientRect().right))`))
 			t.Errorf("at %d px: the page is %d px wide, wider than the window's %d: it scrolls sideways (%q)", width, sizes[0], sizes[1], over)
+		}
+		// Nor does a box inside it: a table scrolling in its own box is
+		// off the screen all the same.
+		inner := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#view-edges, #view-edges *')]
+			.filter(e => e.scrollWidth > e.clientWidth + 1 && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX))
+			.map(e => e.tagName + '#' + e.id + ' ' + e.scrollWidth + ' > ' + e.clientWidth)`))
+		if len(inner) > 0 {
+			t.Errorf("at %d px: boxes scroll sideways: %q", width, inner)
 		}
 		if bad := run(t, ctx, chromedp.Evaluate[[]string](brokenWords)); len(bad) > 0 {
 			t.Errorf("at %d px: %d words broken across lines, such as %q", width, len(bad), bad[0])
@@ -198,5 +210,105 @@ func TestViewsInTheURL(t *testing.T) {
 	}
 	if os.Getenv("MESHPROOF_SCREENSHOTS") != "" {
 		screenshot(t, again, "edge-from-record.png")
+	}
+}
+
+// chartPoint is a point of the time chart as drawn, or of the API's series.
+type chartPoint struct {
+	T         string  `json:"t"`
+	Total     int64   `json:"total"`
+	MTLS      int64   `json:"mtls"`
+	Plaintext int64   `json:"plaintext"`
+	Share     float64 `json:"share"` // drawn: read back from the dot's height
+}
+
+// TestTimeChart: the chart draws, per destination, exactly the points the
+// API's /v1/reports/timeseries answers for the same window: a dot at the
+// mTLS share of every step with traffic, a bar for every step with
+// plaintext.
+func TestTimeChart(t *testing.T) {
+	store, _ := fill(t)
+	srv := openServer(t, store)
+	ctx := browser(t)
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=trend&window=1h"))
+	poll(t, ctx, `document.querySelectorAll('#trend .series').length === 3`)
+	window := run(t, ctx, chromedp.Evaluate[map[string]string](`({...document.getElementById('trend').dataset})`))
+	type drawn struct {
+		Destination string       `json:"destination"`
+		Points      []chartPoint `json:"points"`
+		Bars        int          `json:"bars"`
+	}
+	// The share from the dot's height: the plot runs from y=8 (100%) to
+	// y=102 (0%) in the chart's viewBox (chart.js).
+	got := run(t, ctx, chromedp.Evaluate[[]drawn](`[...document.querySelectorAll('#trend .series')].map(s => ({
+		destination: s.dataset.destination, bars: s.querySelectorAll('rect.plain-bar').length,
+		points: [...s.querySelectorAll('circle.share-dot')].map(c => ({t: c.dataset.t, total: +c.dataset.total, mtls: +c.dataset.mtls,
+			plaintext: +c.dataset.plaintext, share: (102 - c.cy.baseVal.value) / 94}))}))`))
+	screenshot(t, ctx, "trend.png")
+
+	var api struct {
+		Since       string `json:"since"`
+		Until       string `json:"until"`
+		StepSeconds int    `json:"step_seconds"`
+		Series      []struct {
+			Destination string       `json:"destination"`
+			Points      []chartPoint `json:"points"`
+		} `json:"series"`
+	}
+	getJSON(t, srv.URL+"/v1/reports/timeseries?since="+url.QueryEscape(window["since"])+"&until="+url.QueryEscape(window["until"]), &api)
+	if fmt.Sprint(api.StepSeconds) != window["step"] {
+		t.Errorf("the chart's step is %s s, the API's %d s", window["step"], api.StepSeconds)
+	}
+	if len(api.Series) != len(got) {
+		t.Fatalf("the chart draws %d destinations, the API has %d", len(got), len(api.Series))
+	}
+	for i, s := range api.Series {
+		d := got[i]
+		if d.Destination != s.Destination {
+			t.Errorf("series %d: the chart draws %s, the API has %s", i, d.Destination, s.Destination)
+			continue
+		}
+		var want []chartPoint
+		bars := 0
+		for _, p := range s.Points {
+			if p.Plaintext > 0 {
+				bars++
+			}
+			if p.Total > 0 {
+				p.Share = float64(p.MTLS) / float64(p.Total)
+				want = append(want, p)
+			}
+		}
+		if len(want) == 0 || len(d.Points) != len(want) {
+			t.Errorf("%s: the chart draws %d points, the API has %d with traffic", s.Destination, len(d.Points), len(want))
+			continue
+		}
+		for j, p := range d.Points {
+			w := want[j]
+			if p.T != w.T || p.Total != w.Total || p.MTLS != w.MTLS || p.Plaintext != w.Plaintext || math.Abs(p.Share-w.Share) > 0.01 {
+				t.Errorf("%s point %d: drawn %+v, the API's %+v", s.Destination, j, p, w)
+			}
+		}
+		if d.Bars != bars {
+			t.Errorf("%s: %d plaintext bars, the API has %d steps with plaintext", s.Destination, d.Bars, bars)
+		}
+	}
+	if got[0].Bars+got[1].Bars+got[2].Bars == 0 {
+		t.Error("no plaintext bars at all: the fixture has plaintext to httpbin")
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
 	}
 }

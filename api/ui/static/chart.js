@@ -118,7 +118,7 @@ function seriesChart(s, ts) {
     svg('line', { class: 'axis', x1: left, y1: y(0), x2: W - right, y2: y(0) }),
     label('tick', left - 4, y(1) + 4, '100%', 'end'),
     label('tick', left - 4, y(0) + 4, '0%', 'end'),
-    label('tick plain', W - right + 4, top + 8, String(maxPlain)),
+    plain > 0 && label('tick plain', W - right + 4, top + 8, String(maxPlain)),
     label('tick', left, H - 4, new Date(t0).toLocaleTimeString()),
     label('tick', W - right, H - 4, new Date(t1).toLocaleTimeString(), 'end'),
     bars, lines, dots));
