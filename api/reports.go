@@ -73,6 +73,9 @@ func (s *Server) strictReadiness(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	if destination == "" {
+		if until.IsZero() {
+			until = q.now // known_since's default counts from it
+		}
 		nq := report.NamespaceQuery{Namespace: namespace, All: all, Since: since, Until: until}
 		if nq.KnownSince, err = q.timeParam("known_since", 0); err != nil {
 			return err

@@ -22,7 +22,7 @@ type Filter struct {
 	Verdicts                       []Verdict
 	NotVerdicts                    []Verdict
 	Allowed                        *bool
-	Method, Host, PathPrefix       string
+	Method, Host, PathPrefix       string // Host without a port: on any port (HostAnyPort)
 	RequestID                      string
 	Replica                        string
 }
@@ -59,6 +59,17 @@ func (f Filter) Validate() error {
 		}
 	}
 	return nil
+}
+
+// HostAnyPort reports whether a host filter value names no port, and so
+// matches the name with no port and on any port: "web.shop" matches
+// "web.shop" and "web.shop:8080", not "web.shop.svc:80"; "[fd00::1]" any
+// port of that address. A store reads it as the range
+// [host, host+";") of names (';' follows ':'), of which it keeps host
+// itself and those from host+":" on: one index range.
+func HostAnyPort(host string) bool {
+	i := strings.LastIndexByte(host, ':')
+	return i < 0 || i < strings.LastIndexByte(host, ']')
 }
 
 // FilterError is a filter value that cannot be used; Field names it as the

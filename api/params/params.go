@@ -40,7 +40,7 @@ type Filter struct {
 	MTLS    *bool
 	Allowed *bool
 	Method  string
-	Host    string // as in :authority
+	Host    string // as in :authority; without a port, the name on any port
 	// PathPrefix, RequestID (x-request-id) and Replica (the meshproof
 	// instance that recorded it).
 	PathPrefix, RequestID, Replica string
@@ -133,7 +133,7 @@ var Table = []Param{
 	},
 	text("method", "HTTP `method`",
 		func(w *Filter) *string { return &w.Method }, func(f *evidence.Filter) *string { return &f.Method }),
-	text("host", "`host` as in :authority (host:port when the client sent one)",
+	text("host", "`host` as in :authority: with a port, exactly; without one, the name with no port and on any port",
 		func(w *Filter) *string { return &w.Host }, func(f *evidence.Filter) *string { return &f.Host }),
 	text("path_prefix", "path `prefix`",
 		func(w *Filter) *string { return &w.PathPrefix }, func(f *evidence.Filter) *string { return &f.PathPrefix }),

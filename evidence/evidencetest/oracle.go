@@ -15,6 +15,15 @@ func Matches(f evidence.Filter, r *evidence.Record) bool {
 	c := evidence.ColumnsOf(r)
 	exact := func(want, got string) bool { return want == "" || want == got }
 	prefix := func(p, got string) bool { return p == "" || strings.HasPrefix(got, p) }
+	// A host without a port (no ':' after its last ']') is the name with
+	// none, or on any port.
+	host := func(want, got string) bool {
+		if want == "" || want == got {
+			return true
+		}
+		wantPort := strings.Contains(want[strings.LastIndex(want, "]")+1:], ":")
+		return !wantPort && strings.HasPrefix(got, want+":")
+	}
 	switch {
 	case !f.Since.IsZero() && r.Time.Before(f.Since),
 		!f.Until.IsZero() && !r.Time.Before(f.Until),
@@ -26,7 +35,7 @@ func Matches(f evidence.Filter, r *evidence.Record) bool {
 		len(f.Verdicts) > 0 && !slices.Contains(f.Verdicts, r.Verdict),
 		slices.Contains(f.NotVerdicts, r.Verdict),
 		f.Allowed != nil && *f.Allowed != c.Allowed,
-		!exact(f.Method, c.Method), !exact(f.Host, c.Host), !prefix(f.PathPrefix, c.Path),
+		!exact(f.Method, c.Method), !host(f.Host, c.Host), !prefix(f.PathPrefix, c.Path),
 		!exact(f.RequestID, c.RequestID), !exact(f.Replica, c.Replica):
 		return false
 	}

@@ -17,6 +17,7 @@ func Run(t *testing.T, f Factory) {
 	}{
 		{"ReadBackEveryField", testReadBack},
 		{"Filters", testFilters},
+		{"HostAnyPort", testHostAnyPort},
 		{"FilterValidation", testFilterValidation},
 		{"Pagination", testPagination},
 		{"PaginationUnderConcurrentWrites", testPaginationConcurrent},

@@ -75,7 +75,13 @@ func where(f evidence.Filter, a *args) string {
 		cond("allowed = " + a.add(*f.Allowed))
 	}
 	eq("method", f.Method)
-	eq("host", f.Host)
+	if f.Host != "" && evidence.HostAnyPort(f.Host) {
+		// One range of records_host, as evidence.HostAnyPort says.
+		lo, hi := a.add(f.Host), a.add(f.Host+";")
+		cond("host >= " + lo + " AND host < " + hi + " AND (host = " + lo + " OR host >= " + a.add(f.Host+":") + ")")
+	} else {
+		eq("host", f.Host)
+	}
 	prefix("path", f.PathPrefix)
 	if f.RequestID != "" {
 		// Spelled out so that the partial index applies.

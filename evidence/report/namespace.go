@@ -237,7 +237,7 @@ func buildNamespaces(known, inWindow []evidence.Group, q NamespaceQuery, since, 
 	rep := NamespaceReadinessReport{Since: since, Until: until, KnownSince: knownSince, Namespaces: []NamespaceReadiness{}}
 	var ready, total int
 	for name, n := range spaces {
-		ns := namespaceOf(name, n, since, until)
+		ns := namespaceOf(name, n, since, until, knownSince)
 		ready += ns.ReadyCount
 		total += ns.Destinations
 		rep.Namespaces = append(rep.Namespaces, ns)
@@ -299,7 +299,7 @@ func judgeGroups(groups []evidence.Group) judged {
 
 var statusOrder = map[string]int{DestinationNotReady: 0, DestinationNoTraffic: 1, DestinationReady: 2}
 
-func namespaceOf(name string, n *nsAcc, since, until time.Time) NamespaceReadiness {
+func namespaceOf(name string, n *nsAcc, since, until, knownSince time.Time) NamespaceReadiness {
 	ns := NamespaceReadiness{Namespace: name, Workloads: []DestinationReadiness{}}
 	notReady := 0
 	for _, a := range n.dests {
@@ -326,7 +326,7 @@ func namespaceOf(name string, n *nsAcc, since, until time.Time) NamespaceReadine
 	ns.Destinations = len(n.dests)
 	ns.Total, ns.Counts, ns.Clients, ns.Blocking, ns.FirstSeen, ns.LastSeen = j.total, j.counts, j.clients, j.blocking, j.firstSeen, j.lastSeen
 	ns.Ready = ns.Destinations > 0 && ns.ReadyCount == ns.Destinations
-	ns.Verdict = namespaceVerdict(ns, notReady, since)
+	ns.Verdict = namespaceVerdict(ns, notReady, knownSince)
 	ns.BasedOn = basedOn(ns, since, until)
 	return ns
 }
@@ -355,9 +355,9 @@ func destinationOf(a *destAcc, since time.Time) DestinationReadiness {
 }
 
 // namespaceVerdict is the namespace's one line.
-func namespaceVerdict(ns NamespaceReadiness, notReady int, since time.Time) string {
+func namespaceVerdict(ns NamespaceReadiness, notReady int, knownSince time.Time) string {
 	if ns.Destinations == 0 {
-		return fmt.Sprintf("not ready: no traffic seen to a destination of this namespace since %s", since.Format(time.RFC3339))
+		return fmt.Sprintf("not ready: no traffic seen to a destination of this namespace since %s", knownSince.Format(time.RFC3339))
 	}
 	if ns.Ready {
 		return "ready: every request to " + theDestinations(ns.Destinations) + " was mTLS"

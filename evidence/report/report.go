@@ -1,10 +1,29 @@
 // Package report answers the operators' questions about mTLS from the
 // evidence rollups: which clients reach a destination without mTLS
-// (TLSCheck, the traffic-based successor of istioctl authn tls-check), and
+// (TLSCheck, the traffic-based successor of istioctl authn tls-check),
 // whether a destination can go to PeerAuthentication STRICT without
-// breaking one of them (StrictReadiness). Reports read Reader.Aggregate
-// only, never the records: their cost follows the number of edges, not the
-// traffic.
+// breaking one of them (StrictReadiness), the same for every destination
+// of a namespace (StrictReadinessByNamespace), and the mTLS share and
+// plaintext requests of each destination over time (TimeseriesOf).
+// Reports read Reader.Aggregate only, never the records: their cost
+// follows the number of edges, not the traffic.
+//
+// PeerAuthentication is applied per namespace or workload, so the
+// namespace reports place each destination in a namespace:
+//   - A destination is its principal when mTLS traffic gave one: an Istio
+//     SPIFFE ID, spiffe://TD/ns/NS/sa/SA, is workload SA of namespace NS
+//     (any other ID has namespace "", workload the ID). Else it is its
+//     host, the :authority.
+//   - Plaintext carries no destination principal: a host that served mTLS
+//     for a principal in the period read (since known_since, for
+//     StrictReadinessByNamespace) belongs to that principal's destination,
+//     to each of them when several served it.
+//   - A host that never served mTLS is placed by its name, as Kubernetes'
+//     DNS names services: svc.NS, svc.NS.svc and svc.NS.svc.cluster.local
+//     (any cluster domain, any port) are workload svc of namespace NS. A
+//     bare name, an IP address or any other name has namespace "": the
+//     unknown namespace. (So does the rule place example.com in namespace
+//     com: a two-label name is a service of a namespace to Kubernetes.)
 package report
 
 import (

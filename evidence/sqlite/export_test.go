@@ -13,6 +13,16 @@ func (s *Store) Plan(ctx context.Context, f evidence.Filter, cursor string) (str
 	if err != nil {
 		return "", err
 	}
+	return s.explain(ctx, q, args)
+}
+
+// EdgePlan is the plan of the query that names f's edges.
+func (s *Store) EdgePlan(ctx context.Context, f evidence.Filter) (string, error) {
+	w, _ := edgeWhere(f)
+	return s.explain(ctx, "SELECT id FROM edges"+w.String()+" LIMIT 101", w.args)
+}
+
+func (s *Store) explain(ctx context.Context, q string, args []any) (string, error) {
 	rows, err := s.r.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
 		return "", err

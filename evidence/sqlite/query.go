@@ -37,13 +37,21 @@ func (w *where) String() string {
 func edgeWhere(f evidence.Filter) (w *where, ok bool) {
 	w = &where{}
 	exact := []struct{ column, value string }{
-		{"src_principal", f.Source}, {"dst_principal", f.Destination}, {"host", f.Host}, {"replica", f.Replica},
+		{"src_principal", f.Source}, {"dst_principal", f.Destination}, {"replica", f.Replica},
 		{"src_ns", f.SourceNamespace}, {"dst_ns", f.DestinationNamespace},
 	}
 	for _, e := range exact {
 		if e.value != "" {
 			w.and(e.column+" = ?", e.value)
 		}
+	}
+	switch {
+	case f.Host == "":
+	case evidence.HostAnyPort(f.Host):
+		// One range of edges_host, as evidence.HostAnyPort says.
+		w.and("host >= ? AND host < ? AND (host = ? OR host >= ?)", f.Host, f.Host+";", f.Host, f.Host+":")
+	default:
+		w.and("host = ?", f.Host)
 	}
 	prefixes := []struct{ column, value string }{{"src_principal", f.SourcePrefix}, {"dst_principal", f.DestinationPrefix}}
 	for _, p := range prefixes {

@@ -220,7 +220,8 @@ func TestQueryPlans(t *testing.T) {
 		{"source prefix", evidence.Filter{SourcePrefix: "spiffe://cluster.local/"}, byEdge},
 		{"destination host", evidence.Filter{Destination: "spiffe://cluster.local/ns/shop/sa/cart", Host: "cart.shop.svc.cluster.local"}, byEdge},
 		{"namespace and method", evidence.Filter{Namespace: "shop", Method: "GET"}, byEdge},
-		{"one of 150 hosts", evidence.Filter{Host: "h7.example"}, byEdge},
+		{"one of 150 hosts, any port", evidence.Filter{Host: "h7.example"}, byEdge},
+		{"a host with a port", evidence.Filter{Host: "ledger.payments:8443"}, byEdge},
 		{"verdict of 150 edges", evidence.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}, byTime},
 		{"not mtls", evidence.Filter{NotVerdicts: mtls, Since: day}, byTime},
 		{"request id", evidence.Filter{RequestID: "r", Source: "spiffe://x"}, byRequest},
@@ -242,6 +243,18 @@ func TestQueryPlans(t *testing.T) {
 			}
 			if !ok {
 				t.Errorf("%s (cursor %v): plan %q is not the one wanted", tc.name, c != "", plan)
+			}
+		}
+		// A host names its edges through edges_host: without a port, one
+		// range (evidence.HostAnyPort).
+		if tc.filter.Host != "" && tc.filter.Destination == "" {
+			plan, err := s.EdgePlan(ctx, tc.filter)
+			want := "INDEX edges_host (host=?)"
+			if evidence.HostAnyPort(tc.filter.Host) {
+				want = "INDEX edges_host (host>? AND host<?)"
+			}
+			if err != nil || !strings.Contains(plan, want) {
+				t.Errorf("%s: edges plan %q, %v; want %q", tc.name, plan, err, want)
 			}
 		}
 		// Every plan gives the oracle's records, page by page.
