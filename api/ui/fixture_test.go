@@ -164,8 +164,10 @@ func peer(principal, addr string, port uint32) evidence.Peer {
 		return p
 	}
 	td, path, _ := strings.Cut(rest, "/")
-	parts := strings.Split(path, "/")
-	p.SPIFFE = &evidence.SPIFFEID{ID: principal, TrustDomain: td, Path: "/" + path, Namespace: parts[1], ServiceAccount: parts[3]}
+	p.SPIFFE = &evidence.SPIFFEID{ID: principal, TrustDomain: td, Path: "/" + path}
+	if parts := strings.Split(path, "/"); len(parts) == 4 && parts[0] == "ns" && parts[2] == "sa" {
+		p.SPIFFE.Namespace, p.SPIFFE.ServiceAccount = parts[1], parts[3]
+	}
 	sum := sha256.Sum256([]byte(principal))
 	p.Certificate = &evidence.Certificate{
 		SHA256: hex.EncodeToString(sum[:]), Serial: "0x" + hex.EncodeToString(sum[:4]),

@@ -312,3 +312,51 @@ func getJSON(t *testing.T, url string, v any) {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 }
+
+// TestEdgesPlaceLikeTheAPI: the edge view puts each destination in the
+// namespace the API's namespace filter (tls-check?namespace=) puts it in,
+// hosts that never served mTLS included.
+func TestEdgesPlaceLikeTheAPI(t *testing.T) {
+	store, _ := fillWith(t, append(slices.Clone(edges),
+		edge{"", "10.42.7.1", "legacy-db.data:5432", "", evidence.Plaintext, 1, "/"},
+		edge{"", "10.42.7.1", "metrics-exporter.monitoring.svc:9100", "", evidence.Plaintext, 1, "/metrics"},
+		edge{"", "10.42.7.1", "Search.Data.svc.cluster.example.:9200", "", evidence.Plaintext, 1, "/_search"},
+		edge{"", "10.42.7.1", "10.1.2.3:80", "", evidence.Plaintext, 1, "/"},
+		edge{"", "10.42.7.1", "external-api.example.com:443", "", evidence.TLSServerOnly, 1, "/"},
+		edge{"", "10.42.7.1", "cache:6379", "", evidence.Plaintext, 1, "/"},
+		edge{"spiffe://example.org/workload/batch", "10.42.7.2", "batch.jobs:8080", "spiffe://example.org/custom/batch", evidence.MTLS, 1, "/"},
+	))
+	srv := openServer(t, store)
+	ctx := browser(t)
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
+	poll(t, ctx, `document.querySelectorAll('#matrix tr[data-destination]').length === 10`)
+	got := run(t, ctx, chromedp.Evaluate[map[string][]string](`Object.fromEntries([...document.querySelectorAll('#matrix .ns-group')].map(g =>
+		[g.dataset.namespace, [...g.querySelectorAll('tr[data-destination]')].map(tr => tr.dataset.destination).sort()]))`))
+	placed := 0
+	for ns, hosts := range got {
+		placed += len(hosts)
+		if ns == "" {
+			continue // the API has no filter for the unknown namespace
+		}
+		var rep struct {
+			Rows []struct {
+				Destination string `json:"destination"`
+			} `json:"rows"`
+		}
+		getJSON(t, srv.URL+"/v1/reports/tls-check?since=1h&namespace="+url.QueryEscape(ns), &rep)
+		var want []string
+		for _, r := range rep.Rows {
+			want = append(want, r.Destination)
+		}
+		slices.Sort(want)
+		if !slices.Equal(hosts, want) {
+			t.Errorf("namespace %q: the page lists %q, tls-check?namespace= %q", ns, hosts, want)
+		}
+	}
+	if placed != 10 {
+		t.Errorf("the page placed %d destinations, want 10: %v", placed, got)
+	}
+	if want := []string{"10.1.2.3:80", "batch.jobs:8080", "cache:6379", "external-api.example.com:443"}; !slices.Equal(got[""], want) {
+		t.Errorf("in no known namespace: %q, want %q", got[""], want)
+	}
+}

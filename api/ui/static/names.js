@@ -1,11 +1,10 @@
 // Names as the page shows them: a workload's short name with its full ID
 // on hover, placed in a namespace as the API's namespace reports place it.
 //
-// A destination is its SPIFFE principal when it has one
+// The rule is the namespace reports' (package evidence/report): a
+// destination is its SPIFFE principal when it has one
 // (spiffe://TD/ns/NS/sa/SA: namespace NS, workload SA), else its host,
-// placed by its name Kubernetes style: svc.NS, svc.NS.svc and
-// svc.NS.svc.cluster.local (any port) are in NS; a bare name or an IP is
-// in no known namespace ('').
+// placed by its name.
 
 import { h } from './dom.js';
 
@@ -15,27 +14,32 @@ export function spiffe(id) {
   return m ? { trustDomain: m[1], namespace: m[2], workload: m[3] } : null;
 }
 
-// hostPlace places a host (with or without a port) by its name.
+// hostPlace places a host (with or without a port) by its name, as
+// Kubernetes' DNS names services: svc.NS, svc.NS.svc and
+// svc.NS.svc.<cluster domain>; anything else (a bare name, an IP) is in no
+// known namespace, its workload the name without the port.
 export function hostPlace(host) {
   let name = host || '';
-  const bracket = /^\[([^\]]*)\](?::\d+)?$/.exec(name);
+  const bracket = /^\[([^\]]*)\]/.exec(name);
   if (bracket) return { namespace: '', workload: bracket[1] };
-  name = name.replace(/:\d+$/, '');
-  const parts = name.split('.');
-  const isIP = /^\d+(\.\d+){3}$/.test(name);
-  if (!isIP && (parts.length === 2 || (parts.length === 3 && parts[2] === 'svc')
-    || (parts.length === 5 && parts.slice(2).join('.') === 'svc.cluster.local'))) {
-    return { namespace: parts[1], workload: parts[0] };
+  if ((name.match(/:/g) || []).length === 1) name = name.slice(0, name.indexOf(':'));
+  const labels = name.toLowerCase().replace(/\.$/, '').split('.');
+  const label = (l) => /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(l);
+  const isIP = /^\d+(\.\d+){3}$/.test(name) || name.includes(':');
+  if (!isIP && (labels.length === 2 || (labels.length >= 3 && labels[2] === 'svc')) && label(labels[0]) && label(labels[1])) {
+    return { namespace: labels[1], workload: labels[0] };
   }
   return { namespace: '', workload: name };
 }
 
 // place is where a destination belongs: by its first principal (a host
-// may list several, ", " separated), else by its host.
+// may list several, ", " separated; one not of the form
+// spiffe://TD/ns/NS/sa/SA is in no known namespace), else by its host.
 export function place(host, principals = '') {
-  const id = spiffe(principals.split(', ')[0]);
-  if (id) return { namespace: id.namespace, workload: id.workload };
-  return hostPlace(host);
+  const first = principals.split(', ')[0];
+  if (!first) return hostPlace(host);
+  const id = spiffe(first);
+  return id ? { namespace: id.namespace, workload: id.workload } : { namespace: '', workload: first };
 }
 
 // nsLabel names a namespace, including the unknown one.
