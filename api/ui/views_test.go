@@ -27,6 +27,19 @@ func openServer(t *testing.T, store evidence.Store) *httptest.Server {
 	return srv
 }
 
+// quiet fails the test on any exception or error the page logged.
+func quiet(t *testing.T, ctx context.Context) {
+	t.Helper()
+	messages := console(t, ctx)
+	t.Cleanup(func() {
+		for _, m := range messages() {
+			if m.IsException() || m.Type == "error" || m.Source == "security" {
+				t.Errorf("browser console: %s", m)
+			}
+		}
+	})
+}
+
 // manyEdges is a mesh of 50 destinations in 7 namespaces, with the long
 // names real clusters have: each destination reached by a client of
 // another namespace over mTLS, every third one also by a plaintext client,
@@ -75,6 +88,7 @@ func TestEdgesAtFiftyDestinations(t *testing.T) {
 	store, _ := fillWith(t, manyEdges())
 	srv := openServer(t, store)
 	ctx := browser(t)
+	quiet(t, ctx)
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
 	poll(t, ctx, `document.querySelectorAll('button.cell').length === 50 + 17`) // a suspect edge is its client's mTLS edge too
 	for _, width := range []int64{1400, 1024} {
@@ -128,6 +142,7 @@ func TestViewsInTheURL(t *testing.T) {
 	store, recs := fill(t)
 	srv := openServer(t, store)
 	ctx := browser(t)
+	quiet(t, ctx)
 	const rows = `[...document.querySelectorAll('#search-results tbody tr')].map(tr => tr.dataset.id)`
 
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=search&window=1h"),
@@ -230,6 +245,7 @@ func TestTimeChart(t *testing.T) {
 	store, _ := fill(t)
 	srv := openServer(t, store)
 	ctx := browser(t)
+	quiet(t, ctx)
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=trend&window=1h"))
 	poll(t, ctx, `document.querySelectorAll('#trend .series').length === 3`)
 	window := run(t, ctx, chromedp.Evaluate[map[string]string](`({...document.getElementById('trend').dataset})`))
@@ -296,6 +312,14 @@ func TestTimeChart(t *testing.T) {
 	if got[0].Bars+got[1].Bars+got[2].Bars == 0 {
 		t.Error("no plaintext bars at all: the fixture has plaintext to httpbin")
 	}
+
+	// A namespace picked narrows the chart, and the URL says so.
+	do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => { const s = document.getElementById('trend-ns');
+		s.value = 'mtls-pg'; s.dispatchEvent(new Event('change')); })()`))
+	poll(t, ctx, `location.hash.includes('ns=mtls-pg') && document.getElementById('trend').dataset.namespace === 'mtls-pg'`)
+	if shown := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#trend .series')].map(s => s.dataset.destination)`)); !slices.Equal(shown, []string{httpbinID}) {
+		t.Errorf("namespace mtls-pg: the chart shows %q, want [%s]", shown, httpbinID)
+	}
 }
 
 func getJSON(t *testing.T, url string, v any) {
@@ -328,6 +352,7 @@ func TestEdgesPlaceLikeTheAPI(t *testing.T) {
 	))
 	srv := openServer(t, store)
 	ctx := browser(t)
+	quiet(t, ctx)
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
 	poll(t, ctx, `document.querySelectorAll('#matrix tr[data-destination]').length === 10`)
 	got := run(t, ctx, chromedp.Evaluate[map[string][]string](`Object.fromEntries([...document.querySelectorAll('#matrix .ns-group')].map(g =>

@@ -8,7 +8,6 @@ import { api, showError } from './api.js';
 import { h, fill, svg } from './dom.js';
 import { go } from './hash.js';
 import { nsLabel, name } from './names.js';
-import { unknownNS } from './edges.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -33,7 +32,7 @@ export async function showTrend(q, since, reload) {
   loadedKey = key;
   let ts;
   try {
-    ts = await api('/v1/reports/timeseries', { since, namespace: ns === unknownNS ? '' : ns });
+    ts = await api('/v1/reports/timeseries', { since, namespace: ns });
     showError($('trend-error'), null);
   } catch (err) {
     loadedKey = '';
@@ -41,7 +40,8 @@ export async function showTrend(q, since, reload) {
     return;
   }
   const series = ts.series || [];
-  if (!ns) for (const s of series) namespacesSeen.add(s.namespace || unknownNS);
+  // The API has no filter for the unknown namespace: it is not offered.
+  if (!ns) for (const s of series) if (s.namespace) namespacesSeen.add(s.namespace);
   drawFilter(ns);
   const box = $('trend');
   box.dataset.since = ts.since;
@@ -67,7 +67,7 @@ function drawFilter(ns) {
   const all = [...namespacesSeen];
   if (ns && !all.includes(ns)) all.push(ns);
   all.sort();
-  fill(sel, h('option', { value: '' }, 'all'), all.map((n) => h('option', { value: n }, n === unknownNS ? nsLabel('') : n)));
+  fill(sel, h('option', { value: '' }, 'all'), all.map((n) => h('option', { value: n }, n)));
   sel.value = ns;
 }
 
