@@ -66,10 +66,14 @@ func manyEdges() []edge {
 }
 
 // brokenWords lists the words (text without spaces: IDs, names, hosts) in
-// the edge view that the browser broke across lines.
-const brokenWords = `(() => {
+// a view that the browser broke across lines.
+func brokenWords(view string) string {
+	return fmt.Sprintf(brokenWordsIn, view)
+}
+
+const brokenWordsIn = `(() => {
 	const bad = [];
-	const walk = document.createTreeWalker(document.getElementById('view-edges'), NodeFilter.SHOW_TEXT);
+	const walk = document.createTreeWalker(document.getElementById(%q), NodeFilter.SHOW_TEXT);
 	for (let n; (n = walk.nextNode());) {
 		const s = n.textContent.trim();
 		if (!s || /\s/.test(s) || n.parentElement.closest('[hidden]')) continue;
@@ -107,7 +111,7 @@ func TestEdgesAtFiftyDestinations(t *testing.T) {
 		if len(inner) > 0 {
 			t.Errorf("at %d px: boxes scroll sideways: %q", width, inner)
 		}
-		if bad := run(t, ctx, chromedp.Evaluate[[]string](brokenWords)); len(bad) > 0 {
+		if bad := run(t, ctx, chromedp.Evaluate[[]string](brokenWords("view-edges"))); len(bad) > 0 {
 			t.Errorf("at %d px: %d words broken across lines, such as %q", width, len(bad), bad[0])
 		}
 		screenshot(t, ctx, fmt.Sprintf("edges-50-%d.png", width))
@@ -158,6 +162,11 @@ func TestViewsInTheURL(t *testing.T) {
 		}
 	}
 	ids := run(t, ctx, chromedp.Evaluate[[]string](rows))
+	do(t, ctx, chromedp.EmulateViewport(1024, 900))
+	poll(t, ctx, `innerWidth === 1024`)
+	if bad := run(t, ctx, chromedp.Evaluate[[]string](brokenWords("view-search"))); len(bad) > 0 {
+		t.Errorf("search results at 1024 px: %d words broken across lines, such as %q", len(bad), bad[0])
+	}
 
 	fresh := func() context.Context {
 		tab, cancel := chromedp.NewContext(ctx)

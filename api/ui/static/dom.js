@@ -69,10 +69,11 @@ export function peerName(p = {}) {
   return p.principal || [p.address, p.port].filter(Boolean).join(':') || '—';
 }
 
-// idText is a full ID that may wrap only after a '/', never mid-word.
+// idText is a full ID that may wrap only after a '/', never inside a
+// segment (not at a hyphen either).
 export function idText(id) {
   const parts = String(id).split(/(?<=\/)/);
-  return h('span', { class: 'fullid' }, parts.flatMap((p, i) => (i ? [h('wbr'), p] : [p])));
+  return h('span', { class: 'fullid' }, parts.flatMap((p, i) => [i ? h('wbr') : null, h('span', { class: 'name' }, p)]));
 }
 
 // recordLink is the hash that opens a record's detail, keeping the view.
@@ -104,7 +105,7 @@ export function recordsTable(records) {
   h('td', {}, idText(peerName(r.source))),
   h('td', {}, idText(peerName(r.destination))),
   h('td', {}, r.request?.method || ''),
-  h('td', {}, r.request?.host || ''),
+  h('td', { class: 'name' }, r.request?.host || ''),
   h('td', { class: 'id' }, r.request?.path || ''),
   h('td', {}, r.effective ? effectiveText(r.effective) : decisionText(r.decision)));
   return h('table', { class: 'records' },
