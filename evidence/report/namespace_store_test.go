@@ -17,9 +17,9 @@ import (
 
 // realStores are the two stores, empty: a SQLite file and a PostgreSQL
 // database (skipped without MESHPROOF_TEST_POSTGRES, unless required).
-func realStores(t *testing.T) map[string]func(t *testing.T) evidence.Store {
-	return map[string]func(t *testing.T) evidence.Store{
-		"sqlite": func(t *testing.T) evidence.Store {
+func realStores() map[string]func(t testing.TB) evidence.Store {
+	return map[string]func(t testing.TB) evidence.Store{
+		"sqlite": func(t testing.TB) evidence.Store {
 			s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "e.db"), evidence.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -27,7 +27,7 @@ func realStores(t *testing.T) map[string]func(t *testing.T) evidence.Store {
 			t.Cleanup(func() { s.Close() })
 			return s
 		},
-		"postgres": func(t *testing.T) evidence.Store { return postgrestest.Backend(t).Store },
+		"postgres": func(t testing.TB) evidence.Store { return postgrestest.Backend(t).Store },
 	}
 }
 
@@ -58,7 +58,7 @@ func (m *mesh) send(n int, at time.Time, source, host, principal string, v evide
 	}
 }
 
-func (m *mesh) write(t *testing.T, s evidence.Store) {
+func (m *mesh) write(t testing.TB, s evidence.Store) {
 	t.Helper()
 	if err := s.Append(context.Background(), m.batch); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestNamespaceReadinessStores(t *testing.T) {
 	ctx := context.Background()
 	w0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	w1 := w0.Add(time.Hour)
-	for name, open := range realStores(t) {
+	for name, open := range realStores() {
 		t.Run(name, func(t *testing.T) {
 			s := open(t)
 			shopMesh(w0).write(t, s)
