@@ -77,6 +77,8 @@ export async function showEdges(q, since, reload) {
       report = await api('/v1/reports/tls-check', { since });
       showError($('edges-error'), null);
     } catch (err) {
+      report = null; // not the window's: fetch again on the next look
+      fill($('matrix'));
       showError($('edges-error'), err);
       return;
     }
