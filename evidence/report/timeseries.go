@@ -147,15 +147,13 @@ func TimeseriesOf(ctx context.Context, r evidence.Reader, q TimeseriesQuery) (Ti
 	sq := evidence.SeriesQuery{Since: since, Until: until, Step: step}
 	bounds := sq.Boundaries()
 	n := len(bounds) - 1
+	// The series first, by their totals: points only for those kept.
 	byKey := map[string]*Series{}
 	for _, g := range all {
 		for _, d := range keysOf(g) {
 			s, ok := byKey[d.key]
 			if !ok {
-				s = &Series{Destination: d.key, Namespace: d.namespace, Workload: d.workload, Points: make([]Point, n)}
-				for i := range s.Points {
-					s.Points[i] = Point{T: bounds[i], Counts: newCounts()}
-				}
+				s = &Series{Destination: d.key, Namespace: d.namespace, Workload: d.workload}
 				byKey[d.key] = s
 			}
 			s.total += g.Count
@@ -168,6 +166,25 @@ func TimeseriesOf(ctx context.Context, r evidence.Reader, q TimeseriesQuery) (Ti
 	if len(byKey) == 0 {
 		return ts, nil
 	}
+	kept := make([]*Series, 0, len(byKey))
+	for _, s := range byKey {
+		kept = append(kept, s)
+	}
+	slices.SortFunc(kept, func(a, b *Series) int {
+		return cmp.Or(cmp.Compare(b.plaintext, a.plaintext), cmp.Compare(b.total, a.total), strings.Compare(a.Destination, b.Destination))
+	})
+	if len(kept) > MaxSeries {
+		for _, s := range kept[MaxSeries:] {
+			delete(byKey, s.Destination)
+		}
+		kept, ts.Truncated = kept[:MaxSeries], true
+	}
+	for _, s := range kept {
+		s.Points = make([]Point, n)
+		for i := range s.Points {
+			s.Points[i] = Point{T: bounds[i], Counts: newCounts()}
+		}
+	}
 	points, err := r.AggregateSeries(ctx, sq)
 	if err != nil {
 		return Timeseries{}, fmt.Errorf("report: %w", err)
@@ -179,14 +196,8 @@ func TimeseriesOf(ctx context.Context, r evidence.Reader, q TimeseriesQuery) (Ti
 			}
 		}
 	}
-	for _, s := range byKey {
+	for _, s := range kept {
 		ts.Series = append(ts.Series, *s)
-	}
-	slices.SortFunc(ts.Series, func(a, b Series) int {
-		return cmp.Or(cmp.Compare(b.plaintext, a.plaintext), cmp.Compare(b.total, a.total), strings.Compare(a.Destination, b.Destination))
-	})
-	if len(ts.Series) > MaxSeries {
-		ts.Series, ts.Truncated = ts.Series[:MaxSeries], true
 	}
 	return ts, nil
 }
