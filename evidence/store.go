@@ -89,6 +89,11 @@ type Reader interface {
 	// rollups, never from raw records. A minute counts when it overlaps
 	// [Since, Until): counts are exact to the minute.
 	Aggregate(ctx context.Context, q AggregateQuery) ([]Group, error)
+	// AggregateSeries answers what Aggregate answers of each point of q
+	// (see SeriesQuery.Boundaries), in one read of the rollups: the
+	// coarsest buckets that fit in a step. Groups of every point come
+	// together, in no particular order.
+	AggregateSeries(ctx context.Context, q SeriesQuery) ([]PointGroup, error)
 	// Replicas lists the replicas that have a chain in the store: a head,
 	// or records (a chain whose head row was removed still shows).
 	Replicas(ctx context.Context) ([]string, error)

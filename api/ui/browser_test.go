@@ -91,7 +91,11 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	if !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Fatalf("screenshot %s is not a PNG", name)
 	}
-	path := filepath.Join(t.TempDir(), name)
+	dir := os.Getenv("MESHPROOF_SCREENSHOTS") // a directory to keep them in
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -56,6 +56,13 @@ var edges = []edge{
 // chain, over the last twenty minutes, and returns the records by id.
 func fill(t *testing.T) (*sqlite.Store, map[string]*evidence.Record) {
 	t.Helper()
+	return fillWith(t, edges)
+}
+
+// fillWith stores the requests of edges, spread 15 s apart up to a
+// minute ago.
+func fillWith(t *testing.T, edges []edge) (*sqlite.Store, map[string]*evidence.Record) {
+	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
 	if err != nil {
@@ -134,11 +141,12 @@ func record(e edge) *evidence.Record {
 	case evidence.Plaintext:
 		r.Reasons = []string{"no TLS identity on either side"}
 	case evidence.MTLS, evidence.MTLSMismatch:
-		r.Reasons = []string{"client certificate presented"}
+		// The reasons evidence.Judge gives.
+		r.Reasons = []string{"client certificate presented", "xfcc hash matches peer certificate", "xfcc agrees with connection"}
 		uri := e.srcPrincipal
 		if e.verdict == evidence.MTLSMismatch {
 			uri = "spiffe://cluster.local/ns/bookinfo/sa/someone-else"
-			r.Reasons = append(r.Reasons, "xfcc: uri differs from the connection's principal")
+			r.Reasons = []string{"client certificate presented", "xfcc uri differs from source principal: " + uri, "xfcc hash matches peer certificate"}
 		}
 		hash := r.Source.Certificate.SHA256
 		r.XFCC = &evidence.XFCC{
@@ -156,8 +164,10 @@ func peer(principal, addr string, port uint32) evidence.Peer {
 		return p
 	}
 	td, path, _ := strings.Cut(rest, "/")
-	parts := strings.Split(path, "/")
-	p.SPIFFE = &evidence.SPIFFEID{ID: principal, TrustDomain: td, Path: "/" + path, Namespace: parts[1], ServiceAccount: parts[3]}
+	p.SPIFFE = &evidence.SPIFFEID{ID: principal, TrustDomain: td, Path: "/" + path}
+	if parts := strings.Split(path, "/"); len(parts) == 4 && parts[0] == "ns" && parts[2] == "sa" {
+		p.SPIFFE.Namespace, p.SPIFFE.ServiceAccount = parts[1], parts[3]
+	}
 	sum := sha256.Sum256([]byte(principal))
 	p.Certificate = &evidence.Certificate{
 		SHA256: hex.EncodeToString(sum[:]), Serial: "0x" + hex.EncodeToString(sum[:4]),

@@ -12,10 +12,15 @@ import (
 )
 
 // handler is the real query API over store, with token as the only accepted
-// bearer token and the page mounted at /ui/, as serve wires it.
+// bearer token (none: open, as on loopback) and the page mounted at /ui/,
+// as serve wires it.
 func handler(t *testing.T, store evidence.Store, token string) http.Handler {
 	t.Helper()
-	srv, err := api.New(store, api.Config{Tokens: []string{token}, UI: ui.Handler()}, zerolog.Nop())
+	var tokens []string
+	if token != "" {
+		tokens = []string{token}
+	}
+	srv, err := api.New(store, api.Config{Tokens: tokens, UI: ui.Handler()}, zerolog.Nop())
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}

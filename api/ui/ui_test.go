@@ -19,7 +19,9 @@ type cell struct {
 	Destination string `json:"destination"`
 	Status      string `json:"status"`
 	Count       string `json:"count"`
-	Text        string `json:"text"`
+	Label       string `json:"label"`  // the client's short name
+	Icon        string `json:"icon"`   // the glyph: lock or warn
+	Title       string `json:"title"`  // the full IDs, on hover
 	Colour      string `json:"colour"` // computed background-color, then its name
 }
 
@@ -57,12 +59,15 @@ func TestPageInChromium(t *testing.T) {
 	plain := checkEdge(t, ctx, legacy, httpbin, recs)
 	checkDetail(t, ctx, plain, recs, map[string]string{
 		"source-principal": "—", "source-address": legacy + ":40000", "destination-principal": "—",
-		"verdict": "⚠ plaintext", "reasons": "no TLS identity on either side", "xfcc-none": "No x-forwarded-client-cert header.",
+		"verdict": "plaintext", "reasons": "no TLS identity on either side", "xfcc-none": "No x-forwarded-client-cert header.",
+		"proves":     "Plaintext: no TLS identity on either side; the client is known only by its address " + legacy + ":40000.",
+		"chain-says": "Chain verified.",
 	})
 	mtls := checkEdge(t, ctx, sleepID, httpbin, recs)
 	checkDetail(t, ctx, mtls, recs, map[string]string{
 		"source-principal": sleepID, "destination-principal": httpbinID, "source-namespace": "mtls-pg",
-		"source-service-account": "sleep", "source-trust-domain": "cluster.local", "verdict": "🔒 mtls",
+		"source-service-account": "sleep", "source-trust-domain": "cluster.local", "verdict": "mtls",
+		"proves": "mTLS: the client presented " + sleepID + " and the XFCC hash matches the peer certificate.", "chain-says": "Chain verified.",
 		"source-cert-sha256": recs[mtls].Source.Certificate.SHA256, "xfcc-uri": sleepID,
 	})
 	screenshot(t, ctx, "edges.png")
@@ -70,7 +75,7 @@ func TestPageInChromium(t *testing.T) {
 	do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => { const s = document.getElementById('refresh'); s.value = '30s'; s.dispatchEvent(new Event('change')); })()`))
 	poll(t, ctx, `location.hash.includes('refresh=30s') && location.hash.includes('window=1h') && location.hash.includes('record=`+mtls+`')`)
 
-	checkReadiness(t, ctx)
+	checkReadiness(t, ctx, requests)
 	screenshot(t, ctx, "strict.png")
 	checkSearch(t, ctx)
 
@@ -101,16 +106,20 @@ func checkCells(t *testing.T, ctx context.Context) {
 	t.Helper()
 	got := run(t, ctx, chromedp.Evaluate[[]cell](`[...document.querySelectorAll('button.cell')].map(b => ({
 		source: b.dataset.source, destination: b.dataset.destination, status: b.dataset.status,
-		count: b.dataset.count, text: b.textContent, colour: getComputedStyle(b).backgroundColor}))`))
+		count: b.dataset.count, label: [...b.querySelectorAll('.name')].flatMap(n => [...n.childNodes]).filter(c => c.nodeType === 3).map(c => c.textContent).join(''), icon: b.querySelector('svg.icon').classList[1],
+		title: b.title.split('\n')[0], colour: getComputedStyle(b).backgroundColor}))`))
 	for i := range got {
 		got[i].Colour = colourName(got[i].Colour)
 	}
 	slices.SortFunc(got, func(a, b cell) int { return strings.Compare(a.Source+a.Destination, b.Source+b.Destination) })
 	want := []cell{
-		{Source: legacy, Destination: httpbin, Status: "PLAINTEXT", Count: "7", Text: "⚠ 7", Colour: "red"},
-		{Source: productpgID, Destination: reviews, Status: "SUSPECT", Count: "7", Text: "⚠ 7", Colour: "purple"},
-		{Source: sleepID, Destination: httpbin, Status: "OK", Count: "40", Text: "🔒 40", Colour: "green"},
-		{Source: frontendID, Destination: ledger, Status: "OK", Count: "12", Text: "🔒 12", Colour: "green"},
+		{Source: legacy, Destination: httpbin, Status: "PLAINTEXT", Count: "7", Label: legacy, Icon: "warn", Colour: "red"},
+		{Source: productpgID, Destination: reviews, Status: "SUSPECT", Count: "7", Label: "bookinfo/productpage", Icon: "warn", Colour: "purple"},
+		{Source: sleepID, Destination: httpbin, Status: "OK", Count: "40", Label: "mtls-pg/sleep", Icon: "lock", Colour: "green"},
+		{Source: frontendID, Destination: ledger, Status: "OK", Count: "12", Label: "shop/frontend", Icon: "lock", Colour: "green"},
+	}
+	for i := range want {
+		want[i].Title = want[i].Source + " → " + want[i].Destination
 	}
 	slices.SortFunc(want, func(a, b cell) int { return strings.Compare(a.Source+a.Destination, b.Source+b.Destination) })
 	if !slices.Equal(got, want) {
@@ -190,26 +199,57 @@ func checkDetail(t *testing.T, ctx context.Context, id string, recs map[string]*
 }
 
 type readiness struct {
-	Destination string   `json:"destination"`
-	Ready       string   `json:"ready"`
-	Says        string   `json:"says"`
-	Blocking    []string `json:"blocking"`
+	Namespace string   `json:"namespace"`
+	Ready     string   `json:"ready"`
+	Icon      string   `json:"icon"`
+	Workloads []string `json:"workloads"`
+	Blocking  []string `json:"blocking"`
 }
 
-func checkReadiness(t *testing.T, ctx context.Context) {
+// checkReadiness opens the first view, readiness by namespace: a summary,
+// the namespaces not ready first with their workloads and blocking
+// clients, from one request for all namespaces (requests lists the URLs
+// the page fetched).
+func checkReadiness(t *testing.T, ctx context.Context, requests func() []string) {
 	t.Helper()
 	do(t, ctx, chromedp.Click(chromedp.ID("nav-strict")))
-	poll(t, ctx, `document.querySelectorAll('[data-testid=readiness]').length === 3`)
-	got := run(t, ctx, chromedp.Evaluate[[]readiness](`[...document.querySelectorAll('[data-testid=readiness]')].map(a => ({
-		destination: a.dataset.destination, ready: a.dataset.ready, says: a.querySelector('.ready').textContent,
+	poll(t, ctx, `document.querySelectorAll('[data-testid=ns-readiness]').length === 3`)
+	got := run(t, ctx, chromedp.Evaluate[[]readiness](`[...document.querySelectorAll('[data-testid=ns-readiness]')].map(a => ({
+		namespace: a.dataset.namespace, ready: a.dataset.ready, icon: a.querySelector('[data-testid=verdict] svg.icon').classList[1],
+		workloads: [...a.querySelectorAll('tr[data-destination]')].map(tr => tr.dataset.destination + ' ' + tr.dataset.status),
 		blocking: [...a.querySelectorAll('tr[data-client]')].map(tr => tr.dataset.client)}))`))
 	want := []readiness{
-		{Destination: httpbin, Ready: "false", Says: "⚠ Not ready for STRICT", Blocking: []string{legacy}},
-		{Destination: ledger, Ready: "true", Says: "🔒 Ready for STRICT", Blocking: []string{}},
-		{Destination: reviews, Ready: "false", Says: "⚠ Not ready for STRICT", Blocking: []string{productpgID}},
+		{Namespace: "bookinfo", Ready: "false", Icon: "warn", Workloads: []string{reviewsID + " not_ready"}, Blocking: []string{productpgID}},
+		{Namespace: "mtls-pg", Ready: "false", Icon: "warn", Workloads: []string{httpbinID + " not_ready"}, Blocking: []string{legacy}},
+		{Namespace: "payments", Ready: "true", Icon: "lock", Workloads: []string{ledgerID + " ready"}, Blocking: []string{}},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("STRICT readiness:\n got %+v\nwant %+v", got, want)
+	}
+	texts := run(t, ctx, chromedp.Evaluate[[]string](`[document.getElementById('readiness-summary').textContent,
+		...[...document.querySelectorAll('[data-testid=ns-readiness]')].flatMap(a => [a.querySelector('[data-testid=verdict]').textContent, a.querySelector('[data-testid=based-on]').textContent])]`))
+	if texts[0] != "1 of 3 destinations ready in 3 namespaces" {
+		t.Errorf("readiness summary %q", texts[0])
+	}
+	for i := 1; i < len(texts); i += 2 {
+		if !strings.HasPrefix(texts[i], "ready") && !strings.HasPrefix(texts[i], "not ready") {
+			t.Errorf("verdict %q does not say ready or not ready", texts[i])
+		}
+		if !strings.HasPrefix(texts[i+1], "Based on ") || !strings.Contains(texts[i+1], " requests ") {
+			t.Errorf("based on %q does not say what it is based on", texts[i+1])
+		}
+	}
+	asked := 0
+	for _, u := range requests() {
+		if strings.Contains(u, "/v1/reports/strict-readiness") {
+			asked++
+			if !strings.Contains(u, "all_namespaces=true") {
+				t.Errorf("the readiness view asked %s: one request for all namespaces, not one per destination", u)
+			}
+		}
+	}
+	if asked == 0 {
+		t.Error("the readiness view asked nothing of strict-readiness")
 	}
 }
 
@@ -225,7 +265,7 @@ func checkSearch(t *testing.T, ctx context.Context) {
 	do(t, ctx, chromedp.Click(chromedp.ID("search-more")))
 	poll(t, ctx, rows+` === 57 && document.getElementById('search-more').hidden`)
 	verdicts := run(t, ctx, chromedp.Evaluate[[]string](`[...new Set([...document.querySelectorAll('#search-results tbody tr td:nth-child(2)')].map(td => td.textContent))]`))
-	if !slices.Equal(verdicts, []string{"🔒 mtls"}) {
+	if !slices.Equal(verdicts, []string{"mtls"}) {
 		t.Errorf("search for verdict=mtls shows verdicts %q", verdicts)
 	}
 

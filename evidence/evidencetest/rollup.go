@@ -2,6 +2,7 @@ package evidencetest
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"testing"
 	"time"
@@ -126,4 +127,67 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// testRollupSeries checks AggregateSeries against the oracle, point by
+// point: each point's groups are those of Aggregate over the point's
+// range, for aligned and unaligned windows and steps of every bucket size.
+func testRollupSeries(t *testing.T, f Factory) {
+	b, fx := loaded(t, f, filterRecords)
+	day, hour, minute := 24*time.Hour, time.Hour, time.Minute
+	for _, tc := range []struct {
+		name         string
+		since, until time.Time
+		step         time.Duration
+	}{
+		{"days", Base.Add(-day), Base.Add(6 * day), day},
+		{"a week", Base.Add(-3 * day), Base.Add(11 * day), 7 * day},
+		{"two days", Base, Base.Add(10 * day), 2 * day},
+		{"hours, unaligned", Base.Add(5*hour + 17*minute + 30*time.Second), Base.Add(2*day + 3*hour + 41*minute + 10*time.Second), hour},
+		{"three hours", Base.Add(-hour), Base.Add(3 * day), 3 * hour},
+		{"7 minutes", Base.Add(day + 13*minute + 29*time.Second), Base.Add(day + 20*hour + 3*time.Second), 7 * minute},
+		{"90 minutes", Base.Add(day), Base.Add(3 * day), 90 * minute},
+		{"minutes", fx.Records[600].Time.Add(-3 * hour), fx.Records[600].Time.Add(5 * hour), minute},
+		{"one minute", fx.Records[600].Time.Truncate(minute), fx.Records[600].Time.Truncate(minute).Add(minute), minute},
+		{"part of a minute", fx.Records[600].Time.Add(-time.Second), fx.Records[600].Time.Add(time.Second), hour},
+		{"nothing", Base.Add(-3 * day), Base, hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := evidence.SeriesQuery{Since: tc.since, Until: tc.until, Step: tc.step}
+			got, err := b.Store.AggregateSeries(context.Background(), q)
+			if err != nil {
+				t.Fatalf("AggregateSeries: %v", err)
+			}
+			bounds := q.Boundaries()
+			if int64(len(bounds)-1) != q.Points() {
+				t.Fatalf("%d boundaries, %d points", len(bounds), q.Points())
+			}
+			byPoint := map[int][]evidence.Group{}
+			for _, g := range got {
+				if g.Point < 0 || g.Point >= len(bounds)-1 {
+					t.Fatalf("point %d of %d", g.Point, len(bounds)-1)
+				}
+				byPoint[g.Point] = append(byPoint[g.Point], g.Group)
+			}
+			for i := range len(bounds) - 1 {
+				want, ids := expectedGroups(fx.Records, evidence.AggregateQuery{Since: bounds[i], Until: bounds[i+1]})
+				sameGroups(t, byPoint[i], want, ids)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		q     evidence.SeriesQuery
+		field string
+	}{
+		{evidence.SeriesQuery{Since: Base, Until: Base.Add(day), Step: 30 * time.Second}, "step"},
+		{evidence.SeriesQuery{Since: Base, Until: Base.Add(day), Step: 90 * time.Second}, "step"},
+		{evidence.SeriesQuery{Since: Base, Until: Base.Add(day), Step: 2 * minute}, "step"},
+		{evidence.SeriesQuery{Until: Base.Add(day), Step: hour}, "since"},
+		{evidence.SeriesQuery{Since: Base, Until: Base, Step: hour}, "until"},
+	} {
+		var fe *evidence.FilterError
+		if _, err := b.Store.AggregateSeries(context.Background(), tc.q); !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%+v: %v, want a FilterError on %s", tc.q, err, tc.field)
+		}
+	}
 }

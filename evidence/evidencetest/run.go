@@ -26,6 +26,7 @@ func Run(t *testing.T, f Factory) {
 		{"ChainConflict", testChainConflict},
 		{"HeadAndReopen", testHeadAndReopen},
 		{"Rollups", testRollups},
+		{"RollupSeries", testRollupSeries},
 		{"Stats", testStats},
 		{"Retention", testRetention},
 		{"RetentionAbsurdTimes", testRetentionAbsurdTimes},

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // walkPage is how many records Walk holds at a time.
@@ -111,42 +112,50 @@ func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evi
 	if err != nil {
 		return nil, err
 	}
-	// Replicas' counts of one edge add up.
-	byEdge := map[evidence.RollupKey]*evidence.Group{}
-	for _, c := range counts {
-		k := c.key
-		if q.Destination != "" && q.Destination != k.DestinationHost && q.Destination != k.DestinationPrincipal {
-			continue
-		}
-		first, last := time.Unix(0, c.first).UTC(), time.Unix(0, c.last).UTC()
-		k.Replica = ""
-		g := byEdge[k]
-		if g == nil {
-			g = &evidence.Group{Source: k.Source, DestinationHost: k.DestinationHost, DestinationPrincipal: k.DestinationPrincipal,
-				Verdict: evidence.Verdict(k.Verdict), Allowed: k.Allowed, FirstSeen: first, LastSeen: last, ExampleID: c.example}
-			byEdge[k] = g
-		}
-		g.Count += c.count
-		if first.Before(g.FirstSeen) {
-			g.FirstSeen = first
-		}
-		if last.After(g.LastSeen) {
-			g.LastSeen = last
-		}
-		g.ExampleID = min(g.ExampleID, c.example)
+	return groupsOf(counts, q.Destination), nil
+}
+
+// AggregateSeries answers Aggregate's counts per point of q, in one read
+// of the rollups (seriesCounts).
+func (s *Store) AggregateSeries(ctx context.Context, q evidence.SeriesQuery) ([]evidence.PointGroup, error) {
+	if q.Until.IsZero() {
+		q.Until = time.Now()
 	}
-	groups := make([]evidence.Group, 0, len(byEdge))
-	for _, g := range byEdge {
-		if g.Count > 0 { // an edge whose only record was amended away
-			groups = append(groups, *g)
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	byPoint, err := s.seriesCounts(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	var gs storekit.Groups
+	for _, c := range byPoint {
+		gs.Add(c.point, c.key, c.count, c.first, c.last, c.example)
+	}
+	return gs.Points(), nil
+}
+
+// groupsOf merges the counts of keys into groups (the replicas' counts of
+// one edge add up), those of destination only when it is set, most
+// requests first.
+func groupsOf(counts []keyCount, destination string) []evidence.Group {
+	var gs storekit.Groups
+	for _, c := range counts {
+		if destination == "" || destination == c.key.DestinationHost || destination == c.key.DestinationPrincipal {
+			gs.Add(0, c.key, c.count, c.first, c.last, c.example)
 		}
+	}
+	points := gs.Points()
+	groups := make([]evidence.Group, len(points))
+	for i, p := range points {
+		groups[i] = p.Group
 	}
 	slices.SortFunc(groups, func(a, b evidence.Group) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Source, b.Source),
 			strings.Compare(a.DestinationHost, b.DestinationHost), strings.Compare(a.DestinationPrincipal, b.DestinationPrincipal),
 			strings.Compare(string(a.Verdict), string(b.Verdict)), cmp.Compare(boolInt(a.Allowed), boolInt(b.Allowed)))
 	})
-	return groups, nil
+	return groups
 }
 
 func boolInt(b bool) int {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -171,7 +173,10 @@ type span struct {
 // cover splits the minutes [from, to) into whole weeks, the whole days
 // around them, the whole hours around those, and the minutes left at
 // either end.
-func cover(from, to int64) []span {
+func cover(from, to int64) []span { return coverUpTo(from, to, len(levels)-1) }
+
+// coverUpTo is cover with units of levels[top] at most.
+func coverUpTo(from, to int64, top int) []span {
 	var out []span
 	var split func(lvl int, a, b int64)
 	split = func(lvl int, a, b int64) {
@@ -192,18 +197,23 @@ func cover(from, to int64) []span {
 		out = append(out, span{lvl, ua, ub})
 		split(lvl-1, ub*u, b)
 	}
-	split(len(levels)-1, from, to)
+	split(top, from, to)
 	return out
 }
 
 // rollupRows is a FROM item with the rollup rows (key, count, first_ns,
-// last_ns, example_id) that cover [since, until), until zero meaning now:
-// a minute counts when any of it is in the range. Nothing before the
-// retention horizon is read.
+// last_ns, example_id, and the bucket's first minute) that cover [since,
+// until), until zero meaning now: a minute counts when any of it is in the
+// range. Nothing before the retention horizon is read.
 func rollupRows(ctx context.Context, q querier, a *args, since, until time.Time) (string, error) {
-	from := int64(math.MinInt64)
-	if err := q.QueryRow(ctx, "SELECT coalesce(max(minute), $1) FROM rollup_horizon", from).Scan(&from); err != nil {
-		return "", fmt.Errorf("postgres: rollup horizon: %w", err)
+	return rollupRowsUpTo(ctx, q, a, since, until, len(levels)-1)
+}
+
+// rollupRowsUpTo is rollupRows with buckets of levels[top] at most.
+func rollupRowsUpTo(ctx context.Context, q querier, a *args, since, until time.Time, top int) (string, error) {
+	from, err := rollupHorizon(ctx, q)
+	if err != nil {
+		return "", err
 	}
 	if !since.IsZero() {
 		from = max(from, floorDiv(since.Unix(), 60))
@@ -216,13 +226,28 @@ func rollupRows(ctx context.Context, q querier, a *args, since, until time.Time)
 		secs++
 	}
 	to := -floorDiv(-secs, 60) // a minute counts when it starts before until
-	sql := "(SELECT key, count, first_ns, last_ns, example_id FROM rollups WHERE false"
-	for _, sp := range cover(from, to) {
-		l := levels[sp.level]
-		sql += " UNION ALL SELECT key, count, first_ns, last_ns, example_id FROM " + l.table +
-			" WHERE " + l.unit + " >= " + a.add(sp.from) + " AND " + l.unit + " < " + a.add(sp.to)
+	return bucketRows(a, from, to, top), nil
+}
+
+// rollupHorizon is the first minute retention left (see seal.go).
+func rollupHorizon(ctx context.Context, q querier) (int64, error) {
+	from := int64(math.MinInt64)
+	if err := q.QueryRow(ctx, "SELECT coalesce(max(minute), $1) FROM rollup_horizon", from).Scan(&from); err != nil {
+		return 0, fmt.Errorf("postgres: rollup horizon: %w", err)
 	}
-	return sql + ") u", nil
+	return from, nil
+}
+
+// bucketRows is a FROM item with the rollup rows of the minutes [from,
+// to), buckets of levels[top] at most.
+func bucketRows(a *args, from, to int64, top int) string {
+	sql := "(SELECT key, count, first_ns, last_ns, example_id, minute FROM rollups WHERE false"
+	for _, sp := range coverUpTo(from, to, top) {
+		l := levels[sp.level]
+		sql += " UNION ALL SELECT key, count, first_ns, last_ns, example_id, " + l.unit + " * " + strconv.FormatInt(l.minutes, 10) +
+			" FROM " + l.table + " WHERE " + l.unit + " >= " + a.add(sp.from) + " AND " + l.unit + " < " + a.add(sp.to)
+	}
+	return sql + ") u"
 }
 
 // keysOf returns the keys with the given ids, reading those not cached.
@@ -271,7 +296,59 @@ type keyCount struct {
 // counts sums the rollups over [since, until) per key, in SQL (the many
 // rows), and names the keys here (few, and cached).
 func (s *Store) counts(ctx context.Context, since, until time.Time) ([]keyCount, error) {
-	var out []keyCount
+	sums, err := s.sums(ctx, func(tx pgx.Tx, a *args) (string, error) {
+		src, err := rollupRows(ctx, tx, a, since, until)
+		return `SELECT 0, key, sum(count)::bigint, min(first_ns), max(last_ns), min(example_id) FROM ` + src + ` GROUP BY key`, err
+	})
+	out := make([]keyCount, len(sums))
+	for i, c := range sums {
+		out[i] = c.keyCount
+	}
+	return out, err
+}
+
+// pointCount is the counts of one rollup key over one point of a series.
+type pointCount struct {
+	point int
+	keyCount
+}
+
+// seriesCounts sums the rollups of each point of q per key, as counts does
+// for one range: the buckets of the largest level whose unit divides the
+// step, each into the point it starts in.
+func (s *Store) seriesCounts(ctx context.Context, q evidence.SeriesQuery) ([]pointCount, error) {
+	from, to, second, step := q.SeriesMinutes()
+	top := 0
+	for i, l := range levels {
+		if step%l.minutes == 0 {
+			top = i
+		}
+	}
+	return s.sums(ctx, func(tx pgx.Tx, a *args) (string, error) {
+		// One arm per point, each summed per key: small hash
+		// aggregates, where one over the window spills to disk.
+		horizon, err := rollupHorizon(ctx, tx)
+		if err != nil {
+			return "", err
+		}
+		arms := []string{"SELECT 0, 0::bigint, 0::bigint, 0::bigint, 0::bigint, '' WHERE false"}
+		for i, lo := 0, from; lo < to; i++ {
+			hi := min(second+int64(i)*step, to)
+			if kept := max(lo, horizon); kept < hi {
+				arms = append(arms, `SELECT `+strconv.Itoa(i)+`, key, sum(count)::bigint, min(first_ns), max(last_ns), min(example_id)
+					FROM `+bucketRows(a, kept, hi, top)+` GROUP BY key`)
+			}
+			lo = hi
+		}
+		return strings.Join(arms, " UNION ALL "), nil
+	})
+}
+
+// sums runs the query build makes, in a read-only transaction: rows of
+// point, key number, count, first_ns, last_ns and example_id; and names
+// the keys here (few, and cached).
+func (s *Store) sums(ctx context.Context, build func(tx pgx.Tx, a *args) (string, error)) ([]pointCount, error) {
+	var out []pointCount
 	var ids []int64
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		// A few hundred thousand rows at most: parallel workers cost more
@@ -280,18 +357,17 @@ func (s *Store) counts(ctx context.Context, since, until time.Time) ([]keyCount,
 			return err
 		}
 		var a args
-		src, err := rollupRows(ctx, tx, &a, since, until)
+		q, err := build(tx, &a)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT key, sum(count)::bigint, min(first_ns), max(last_ns), min(example_id)
-			FROM `+src+` GROUP BY key`, a...)
+		rows, err := tx.Query(ctx, q, a...)
 		if err != nil {
 			return err
 		}
 		var id int64
-		var c keyCount
-		_, err = pgx.ForEachRow(rows, []any{&id, &c.count, &c.first, &c.last, &c.example}, func() error {
+		var c pointCount
+		_, err = pgx.ForEachRow(rows, []any{&c.point, &id, &c.count, &c.first, &c.last, &c.example}, func() error {
 			out, ids = append(out, c), append(ids, id)
 			return nil
 		})

@@ -15,7 +15,7 @@ import (
 const (
 	// MaxPoints is the most points a series has: a step too small for the
 	// window is refused.
-	MaxPoints = 500
+	MaxPoints = evidence.MaxSeriesPoints
 	// MaxSeries is the most series an answer has: beyond, those with the
 	// least traffic are left out and Truncated says so.
 	MaxSeries = 200
@@ -102,47 +102,20 @@ func (q TimeseriesQuery) Validate() error {
 	return evidence.Filter{Destination: q.Destination}.Validate()
 }
 
-// boundaries are the starts of the points of [since, until) with step,
-// and until: since, then the multiples of step after it.
-func boundaries(since, until time.Time, step time.Duration) []time.Time {
-	out := []time.Time{since}
-	s := int64(step / time.Second)
-	for t := time.Unix((floorDiv(since.Unix(), s)+1)*s, 0).UTC(); t.Before(until); t = t.Add(step) {
-		out = append(out, t)
-	}
-	return append(out, until)
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if (a%b != 0) && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
-}
-
-// points is how many points [since, until) has with step.
-func points(since, until time.Time, step time.Duration) int64 {
-	s := int64(step / time.Second)
-	first := floorDiv(since.Unix(), s)
-	last := floorDiv(until.Unix()-1, s)
-	if until.Nanosecond() > 0 {
-		last = floorDiv(until.Unix(), s)
-	}
-	return last - first + 1
-}
-
 // chooseStep is q's step, or the one chosen by default.
 func chooseStep(since, until time.Time, step time.Duration) (time.Duration, error) {
+	points := func(step time.Duration) int64 {
+		return evidence.SeriesQuery{Since: since, Until: until, Step: step}.Points()
+	}
 	if step == 0 {
 		for _, s := range steps {
-			if points(since, until, s) <= DefaultPoints {
+			if points(s) <= DefaultPoints {
 				return s, nil
 			}
 		}
 		step = steps[len(steps)-1]
 	}
-	if n := points(since, until, step); n > MaxPoints {
+	if n := points(step); n > MaxPoints {
 		if step == steps[len(steps)-1] {
 			return 0, &evidence.FilterError{Field: "since", Msg: fmt.Sprintf("the window is too long: %d points of 7d, at most %d", n, MaxPoints)}
 		}
@@ -153,7 +126,7 @@ func chooseStep(since, until time.Time, step time.Duration) (time.Duration, erro
 
 // TimeseriesOf reads the traffic of [q.Since, q.Until) per destination and
 // step, from the rollups: one Aggregate over the window, which names the
-// destinations, and one per point.
+// destinations, and one AggregateSeries.
 func TimeseriesOf(ctx context.Context, r evidence.Reader, q TimeseriesQuery) (Timeseries, error) {
 	if err := q.Validate(); err != nil {
 		return Timeseries{}, err
@@ -171,17 +144,16 @@ func TimeseriesOf(ctx context.Context, r evidence.Reader, q TimeseriesQuery) (Ti
 		return Timeseries{}, fmt.Errorf("report: %w", err)
 	}
 	keysOf := seriesKeys(all, q)
-	bounds := boundaries(since, until, step)
+	sq := evidence.SeriesQuery{Since: since, Until: until, Step: step}
+	bounds := sq.Boundaries()
 	n := len(bounds) - 1
+	// The series first, by their totals: points only for those kept.
 	byKey := map[string]*Series{}
 	for _, g := range all {
 		for _, d := range keysOf(g) {
 			s, ok := byKey[d.key]
 			if !ok {
-				s = &Series{Destination: d.key, Namespace: d.namespace, Workload: d.workload, Points: make([]Point, n)}
-				for i := range s.Points {
-					s.Points[i] = Point{T: bounds[i], Counts: newCounts()}
-				}
+				s = &Series{Destination: d.key, Namespace: d.namespace, Workload: d.workload}
 				byKey[d.key] = s
 			}
 			s.total += g.Count
@@ -194,27 +166,38 @@ func TimeseriesOf(ctx context.Context, r evidence.Reader, q TimeseriesQuery) (Ti
 	if len(byKey) == 0 {
 		return ts, nil
 	}
-	for i := range n {
-		groups, err := r.Aggregate(ctx, evidence.AggregateQuery{Since: bounds[i], Until: bounds[i+1]})
-		if err != nil {
-			return Timeseries{}, fmt.Errorf("report: %w", err)
+	kept := make([]*Series, 0, len(byKey))
+	for _, s := range byKey {
+		kept = append(kept, s)
+	}
+	slices.SortFunc(kept, func(a, b *Series) int {
+		return cmp.Or(cmp.Compare(b.plaintext, a.plaintext), cmp.Compare(b.total, a.total), strings.Compare(a.Destination, b.Destination))
+	})
+	if len(kept) > MaxSeries {
+		for _, s := range kept[MaxSeries:] {
+			delete(byKey, s.Destination)
 		}
-		for _, g := range groups {
-			for _, d := range keysOf(g) {
-				if s := byKey[d.key]; s != nil {
-					s.Points[i].add(g)
-				}
+		kept, ts.Truncated = kept[:MaxSeries], true
+	}
+	for _, s := range kept {
+		s.Points = make([]Point, n)
+		for i := range s.Points {
+			s.Points[i] = Point{T: bounds[i], Counts: newCounts()}
+		}
+	}
+	points, err := r.AggregateSeries(ctx, sq)
+	if err != nil {
+		return Timeseries{}, fmt.Errorf("report: %w", err)
+	}
+	for _, g := range points {
+		for _, d := range keysOf(g.Group) {
+			if s := byKey[d.key]; s != nil && g.Point < n {
+				s.Points[g.Point].add(g.Group)
 			}
 		}
 	}
-	for _, s := range byKey {
+	for _, s := range kept {
 		ts.Series = append(ts.Series, *s)
-	}
-	slices.SortFunc(ts.Series, func(a, b Series) int {
-		return cmp.Or(cmp.Compare(b.plaintext, a.plaintext), cmp.Compare(b.total, a.total), strings.Compare(a.Destination, b.Destination))
-	})
-	if len(ts.Series) > MaxSeries {
-		ts.Series, ts.Truncated = ts.Series[:MaxSeries], true
 	}
 	return ts, nil
 }

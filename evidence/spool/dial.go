@@ -162,6 +162,14 @@ func (d *deferred) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]
 	return s.Aggregate(ctx, q)
 }
 
+func (d *deferred) AggregateSeries(ctx context.Context, q evidence.SeriesQuery) ([]evidence.PointGroup, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.AggregateSeries(ctx, q)
+}
+
 func (d *deferred) Replicas(ctx context.Context) ([]string, error) {
 	s, err := d.store(ctx)
 	if err != nil {

@@ -4,6 +4,8 @@
 import { api, showError } from './api.js';
 import { h, fill, verdictBadge, decisionText, effectiveText } from './dom.js';
 import { checkInclusion } from './proof.js';
+import { stateLink } from './hash.js';
+import { searchChange } from './search.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -55,10 +57,52 @@ function xfcc(x) {
   return [dl([['raw', x.raw, 'xfcc-raw'], x.error && ['parse error', x.error, 'xfcc-error']]), elements];
 }
 
+// proves is one plain sentence of what the record proves, from its
+// verdict and reasons (evidence.Judge's).
+export function proves(r) {
+  const src = r.source || {};
+  const reasons = r.reasons || [];
+  const has = (p) => reasons.some((x) => x === p || x.startsWith(`${p}:`));
+  const who = src.principal;
+  const addr = [src.address, src.port].filter(Boolean).join(':') || 'an unknown address';
+  switch (r.verdict) {
+    case 'mtls':
+      if (has('xfcc hash matches peer certificate')) return `mTLS: the client presented ${who} and the XFCC hash matches the peer certificate.`;
+      if (has('xfcc agrees with connection')) return `mTLS: the client presented ${who} and the XFCC header agrees with the connection.`;
+      return `mTLS: the client presented ${who}; there was no XFCC header to cross-check.`;
+    case 'mtls_mismatch':
+      return `Suspect: the client presented ${who}, but the XFCC header contradicts the connection (${reasons.filter((x) => /^xfcc (invalid|.* differs)/.test(x)).join('; ')}).`;
+    case 'tls_server_only':
+      return `TLS without a client certificate: the server presented ${r.destination?.principal || 'a certificate'}, the client at ${addr} none, so the client is not authenticated.`;
+    case 'xfcc_unverified':
+      return `Unverifiable: an XFCC header arrived on a connection from ${addr} without a client certificate; any client could have written it.`;
+    case 'plaintext':
+      return `Plaintext: no TLS identity on either side; the client is known only by its address ${addr}.`;
+  }
+  return `Verdict ${r.verdict}: ${reasons.join('; ')}.`;
+}
+
+// links lead from a record to its edge and to a search for its kind of
+// request (by source principal, or by verdict when it has none).
+function links(r) {
+  const client = r.source?.principal || r.source?.address || '';
+  const host = r.request?.host || '';
+  const filters = r.source?.principal ? { source: r.source.principal, host } : { host, verdict: r.verdict };
+  return h('p', { class: 'links' },
+    stateLink({ view: 'edges', src: client, dst: host, filter: '', ns: '', status: '', record: '' }, { 'data-testid': 'record-edge' }, `its edge: ${client} → ${host}`),
+    ' · ',
+    stateLink(searchChange(filters), { 'data-testid': 'record-search' }, `search: ${Object.entries(filters).map(([k, v]) => `${k}=${v}`).join(' ')}`));
+}
+
 function render(r) {
   const d = r.decision || {};
   const req = r.request || {};
   return [
+    h('p', { class: 'proves' }, h('span', { 'data-testid': 'proves' }, proves(r)), ' ',
+      h('span', { 'data-testid': 'chain-says' }, r.chain?.version === 2
+        ? 'Chain: checking…'
+        : 'Chain: a hash chain, checked by meshproof verify, not in this browser.')),
+    links(r),
     dl([
       ['id', r.id, 'record-id'],
       ['time', r.time, 'record-time'],
@@ -101,20 +145,28 @@ function render(r) {
 // it found in the detail's proof-status element.
 async function proofStatus(r) {
   const el = document.querySelector('#detail [data-testid=proof-status]');
+  const says = document.querySelector('#detail [data-testid=chain-says]');
   if (!el) return;
   let text;
+  let summary;
   try {
     const p = await api(`/v1/evidence/${encodeURIComponent(r.id)}/proof`);
     const c = await checkInclusion(p);
     text = c.ok
       ? `verified in this browser: leaf ${p.leaf_index} of ${c.origin}, in its latest signed checkpoint of ${c.size} leaves (check the signature with meshproof verify-proof --public-key)`
       : `FAILS: ${c.why}`;
+    summary = c.ok ? 'Chain verified.' : `Chain NOT verified: ${c.why}.`;
     el.dataset.verified = String(c.ok);
   } catch (err) {
     text = err.status === 404 ? err.message : `could not be checked: ${err.message}`;
+    summary = `Chain not verified: ${text}.`;
     el.dataset.verified = 'unknown';
   }
   el.textContent = text;
+  if (says) {
+    says.textContent = summary;
+    says.dataset.verified = el.dataset.verified;
+  }
 }
 
 let shownID = '';

@@ -16,6 +16,32 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+const svgNS = 'http://www.w3.org/2000/svg';
+
+// svg builds an SVG element, as h builds an HTML one (attributes only).
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(svgNS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) el.setAttribute(k, v);
+  for (const c of children.flat(Infinity)) if (c) el.append(c);
+  return el;
+}
+
+// The page's glyphs are inline SVG drawn in the text's colour: an emoji
+// lock draws as an empty box on a system without an emoji font.
+const glyphs = {
+  lock: [['path', { d: 'M5 7V5a3 3 0 0 1 6 0v2', fill: 'none', stroke: 'currentColor', 'stroke-width': '1.8' }],
+    ['rect', { x: '3', y: '7', width: '10', height: '8', rx: '1.5', fill: 'currentColor' }]],
+  warn: [['path', { d: 'M8 1.5 15 14.5H1z', fill: 'none', stroke: 'currentColor', 'stroke-width': '1.6', 'stroke-linejoin': 'round' }],
+    ['path', { d: 'M8 6v4.2M8 11.6v1.4', stroke: 'currentColor', 'stroke-width': '1.8' }]],
+};
+
+// icon is the lock (all mTLS) or the warning glyph, hidden from screen
+// readers: the text beside it says the same.
+export function icon(name) {
+  return svg('svg', { class: `icon ${name}`, viewBox: '0 0 16 16', width: '14', height: '14', 'aria-hidden': 'true', focusable: 'false' },
+    glyphs[name].map(([tag, attrs]) => svg(tag, attrs)));
+}
+
 // fill replaces el's children.
 export function fill(el, ...children) {
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
@@ -35,12 +61,19 @@ export function when(t) {
 }
 
 export function verdictBadge(v) {
-  return h('span', { class: `verdict v-${v}` }, v === 'mtls' ? '🔒 mtls' : `⚠ ${v}`);
+  return h('span', { class: `verdict v-${v}` }, icon(v === 'mtls' ? 'lock' : 'warn'), v);
 }
 
 // peerName is a peer's principal, or its address when it has none.
 export function peerName(p = {}) {
   return p.principal || [p.address, p.port].filter(Boolean).join(':') || '—';
+}
+
+// idText is a full ID that may wrap only after a '/', never inside a
+// segment (not at a hyphen either).
+export function idText(id) {
+  const parts = String(id).split(/(?<=\/)/);
+  return h('span', { class: 'fullid' }, parts.flatMap((p, i) => [i ? h('wbr') : null, h('span', { class: 'name' }, p)]));
 }
 
 // recordLink is the hash that opens a record's detail, keeping the view.
@@ -69,10 +102,10 @@ export function recordsTable(records) {
   },
   h('td', {}, recordAnchor(r.id, when(r.time))),
   h('td', {}, verdictBadge(r.verdict)),
-  h('td', { class: 'id' }, peerName(r.source)),
-  h('td', { class: 'id' }, peerName(r.destination)),
+  h('td', {}, idText(peerName(r.source))),
+  h('td', {}, idText(peerName(r.destination))),
   h('td', {}, r.request?.method || ''),
-  h('td', {}, r.request?.host || ''),
+  h('td', { class: 'name' }, r.request?.host || ''),
   h('td', { class: 'id' }, r.request?.path || ''),
   h('td', {}, r.effective ? effectiveText(r.effective) : decisionText(r.decision)));
   return h('table', { class: 'records' },

@@ -1,8 +1,13 @@
-// The edge view (tls-check as a sources x destinations matrix, with the
-// latest records of a clicked edge) and the STRICT-readiness view.
+// The edge view: the tls-check report grouped by the destinations'
+// namespaces, one row per destination with its clients as edges (short
+// names, full IDs on hover), filters in the URL, and the latest records of
+// the edge the URL selects.
 
 import { api, showError } from './api.js';
-import { h, fill, when, recordsTable, recordAnchor } from './dom.js';
+import { h, fill, icon, recordsTable } from './dom.js';
+import { params, go, hashWith, stateLink } from './hash.js';
+import { place, nsLabel, clientLabel, name } from './names.js';
+import { searchChange } from './search.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -10,6 +15,9 @@ const $ = (id) => document.getElementById(id);
 // its address (no principal) only ever has these.
 const noPrincipal = ['tls_server_only', 'xfcc_unverified', 'plaintext'];
 const edgeLimit = 20;
+// unknownNS is the namespace filter's value for "(unknown namespace)":
+// never a Kubernetes namespace name.
+export const unknownNS = '(unknown)';
 
 // status judges one edge's counts as the API judges a destination.
 export function status(counts) {
@@ -18,114 +26,185 @@ export function status(counts) {
   return (counts.mtls || 0) === total ? 'OK' : 'PLAINTEXT';
 }
 
-// add sums counts into into, leaving out verdicts never seen.
-function add(into, counts) {
-  for (const [v, n] of Object.entries(counts || {})) if (n) into[v] = (into[v] || 0) + n;
+// seen lists "verdict: count" for the verdicts seen.
+export const seen = (counts) => Object.entries(counts || {}).filter(([, n]) => n).map(([v, n]) => `${v}: ${n}`).join(', ');
+
+const rank = { SUSPECT: 0, PLAINTEXT: 1, OK: 2 };
+
+// destinations are the report's rows placed in namespaces, their clients
+// as edges; not OK first, then by name.
+function destinations(report) {
+  const out = (report.rows || []).map((row) => {
+    const p = place(row.destination, row.destination_principal || '');
+    const cells = (row.clients || []).map((c) => ({ client: c.client, host: row.destination, counts: c.counts || {}, total: c.total || 0 }))
+      .map((c) => ({ ...c, status: status(c.counts) }))
+      .sort((a, b) => rank[a.status] - rank[b.status] || clientLabel(a.client).localeCompare(clientLabel(b.client)));
+    return { ...p, host: row.destination, principals: (row.destination_principal || '').split(', ').filter(Boolean), row, cells };
+  });
+  return out.sort((a, b) => rank[a.row.status] - rank[b.row.status] || a.workload.localeCompare(b.workload) || a.host.localeCompare(b.host));
 }
 
-// seen lists "verdict: count" for the verdicts seen.
-const seen = (counts) => Object.entries(counts || {}).filter(([, n]) => n).map(([v, n]) => `${v}: ${n}`).join(', ');
+// filtered applies the URL's filters: text (any ID, host or name), a
+// namespace, and "not all mTLS" (edges and destinations not OK).
+function filtered(dests, q) {
+  const text = (q.get('filter') || '').trim().toLowerCase();
+  const ns = q.get('ns') || '';
+  const notOK = q.get('status') === 'not_ok';
+  const has = (...s) => s.some((x) => x.toLowerCase().includes(text));
+  const out = [];
+  for (const d of dests) {
+    if (ns && (d.namespace || unknownNS) !== ns) continue;
+    if (notOK && d.row.status === 'OK') continue;
+    let cells = notOK ? d.cells.filter((c) => c.status !== 'OK') : d.cells;
+    if (text && !has(d.host, d.namespace, d.workload, ...d.principals)) {
+      cells = cells.filter((c) => has(c.client, clientLabel(c.client)));
+      if (!cells.length) continue;
+    }
+    out.push({ ...d, cells });
+  }
+  return out;
+}
 
-// edges folds the report into cells keyed by client and destination. A
-// destination is its host:port; rows of one host with different principals
-// (plaintext requests carry none) are one column.
-function edges(report) {
-  const cells = new Map();
-  const dests = new Map();
-  for (const row of report.rows || []) {
-    const d = dests.get(row.destination) || { host: row.destination, principals: new Set() };
-    if (row.destination_principal) d.principals.add(row.destination_principal);
-    dests.set(row.destination, d);
-    for (const c of row.clients || []) {
-      const key = `${c.client}\n${row.destination}`;
-      const cell = cells.get(key) || { client: c.client, host: row.destination, counts: {}, total: 0 };
-      add(cell.counts, c.counts);
-      cell.total += c.total;
-      cells.set(key, cell);
+let report = null;
+let loadedWindow = '';
+
+// showEdges draws the view for the state q (the hash), fetching the
+// report when the window changed or reload asks for it.
+export async function showEdges(q, since, reload) {
+  if (!report || reload || loadedWindow !== since) {
+    loadedWindow = since;
+    try {
+      report = await api('/v1/reports/tls-check', { since });
+      showError($('edges-error'), null);
+    } catch (err) {
+      report = null; // not the window's: fetch again on the next look
+      fill($('matrix'));
+      showError($('edges-error'), err);
+      return;
     }
   }
-  const clients = [...new Set([...cells.values()].map((c) => c.client))].sort();
-  return { cells, clients, dests: [...dests.values()].sort((a, b) => a.host.localeCompare(b.host)) };
-}
-
-let selected = null; // the edge whose records are listed
-
-// loadEdges fetches the tls-check report for the window and draws it.
-export async function loadEdges(since) {
-  try {
-    const report = await api('/v1/reports/tls-check', { since });
-    showError($('edges-error'), null);
-    drawMatrix(edges(report), since);
-    drawDestinations(report);
-    if (selected) await showEdge(selected, since);
-    return report;
-  } catch (err) {
-    showError($('edges-error'), err);
-    return null;
+  const dests = destinations(report);
+  drawFilters(dests, q);
+  drawEdges(dests, filtered(dests, q), q);
+  const src = q.get('src') || '';
+  const dst = q.get('dst') || '';
+  if (src && dst) {
+    const d = dests.find((x) => x.host === dst);
+    await showEdge(d?.cells.find((c) => c.client === src) || { client: src, host: dst }, since, reload);
+  } else {
+    $('edge').hidden = true;
+    delete $('edge').dataset.key;
   }
 }
 
-function drawMatrix({ cells, clients, dests }, since) {
-  if (!dests.length) {
+// drawFilters sets the filter form from the URL and lists the namespaces.
+function drawFilters(dests, q) {
+  const form = $('edges-filter');
+  const namespaces = [...new Set(dests.map((d) => d.namespace || unknownNS))].sort();
+  const current = q.get('ns') || '';
+  if (current && !namespaces.includes(current)) namespaces.push(current);
+  fill(form.elements.ns, h('option', { value: '' }, 'all'),
+    namespaces.map((ns) => h('option', { value: ns }, ns === unknownNS ? nsLabel('') : ns)));
+  form.elements.ns.value = current;
+  form.elements.status.value = q.get('status') || '';
+  if (document.activeElement !== form.elements.filter) form.elements.filter.value = q.get('filter') || '';
+}
+
+// setupEdges puts the filters into the URL as they change.
+export function setupEdges() {
+  const form = $('edges-filter');
+  form.addEventListener('submit', (ev) => ev.preventDefault());
+  form.elements.filter.addEventListener('input', (ev) => go({ filter: ev.target.value }, true));
+  form.elements.ns.addEventListener('change', (ev) => go({ ns: ev.target.value }));
+  form.elements.status.addEventListener('change', (ev) => go({ status: ev.target.value }));
+}
+
+function drawEdges(all, dests, q) {
+  const spaces = new Set(all.map((d) => d.namespace));
+  $('edges-summary').textContent = all.length
+    ? `${dests.length === all.length ? '' : `${dests.length} shown of `}${all.length} destinations in ${spaces.size} namespaces; click an edge for its latest requests.`
+    : '';
+  if (!all.length) {
     fill($('matrix'), h('p', { class: 'hint' }, 'No traffic in this window.'));
     return;
   }
-  const head = h('tr', {}, h('th', { scope: 'col' }, 'source \\ destination'),
-    dests.map((d) => h('th', { scope: 'col', title: [...d.principals].join('\n') },
-      d.host, [...d.principals].map((p) => h('small', {}, p)))));
-  const rows = clients.map((client) => h('tr', {}, h('th', { scope: 'row', class: 'id' }, client),
-    dests.map((d) => {
-      const cell = cells.get(`${client}\n${d.host}`);
-      return h('td', {}, cell && cellButton(cell, since));
-    })));
-  fill($('matrix'), h('table', { class: 'matrix' }, h('thead', {}, head), h('tbody', {}, rows)));
+  if (!dests.length) {
+    fill($('matrix'), h('p', { class: 'hint' }, 'Nothing matches the filters.'));
+    return;
+  }
+  const groups = new Map();
+  for (const d of dests) {
+    if (!groups.has(d.namespace)) groups.set(d.namespace, []);
+    groups.get(d.namespace).push(d);
+  }
+  // Namespaces with something not OK first, the unknown one last.
+  const order = [...groups.keys()].sort((a, b) => (a === '') - (b === '')
+    || groups.get(a).every((d) => d.row.status === 'OK') - groups.get(b).every((d) => d.row.status === 'OK')
+    || a.localeCompare(b));
+  const selected = `${q.get('src') || ''}\n${q.get('dst') || ''}`;
+  fill($('matrix'), order.map((ns) => {
+    const ds = groups.get(ns);
+    const bad = ds.filter((d) => d.row.status !== 'OK').length;
+    return h('section', { class: 'ns-group', 'data-namespace': ns },
+      h('h3', {}, nsLabel(ns), ' ', h('span', { class: 'hint' }, `${ds.length} destination${ds.length === 1 ? '' : 's'}${bad ? `, ${bad} not all mTLS` : ''}`)),
+      h('table', { class: 'edges' },
+        h('thead', {}, h('tr', {}, ['destination', 'status', 'clients (edges)'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, ds.map((d) => h('tr', { 'data-destination': d.host, 'data-status': d.row.status },
+          h('th', { scope: 'row' }, name(d.workload, [...d.principals, d.host]), h('small', { class: 'hint' }, port(d.host))),
+          h('td', {},
+            h('span', { class: `status s-${d.row.status}` }, d.row.status), ' ',
+            h('small', { class: 'hint' }, `${Math.round((d.row.mtls_share || 0) * 100)}% mTLS of ${d.row.total || 0}, server ${d.row.server || '?'}`)),
+          h('td', { class: 'cells' }, d.cells.map((c) => cellButton(c, selected === `${c.client}\n${c.host}`))))))));
+  }));
 }
 
-function cellButton(cell, since) {
-  const st = status(cell.counts);
+function cellButton(cell, pressed) {
   const share = cell.total ? (cell.counts.mtls || 0) / cell.total : 0;
   let cls = 'ok';
-  if (st === 'SUSPECT') cls = 'suspect';
-  else if (st === 'PLAINTEXT') cls = share >= 0.5 ? 'plain-some' : 'plain-most';
+  if (cell.status === 'SUSPECT') cls = 'suspect';
+  else if (cell.status === 'PLAINTEXT') cls = share >= 0.5 ? 'plain-some' : 'plain-most';
   const pct = `${Math.round(share * 100)}% mTLS`;
   return h('button', {
-    type: 'button', class: `cell ${cls}`,
-    'data-source': cell.client, 'data-destination': cell.host, 'data-status': st, 'data-count': cell.total,
-    title: `${pct}; ${seen(cell.counts)}`,
-    'aria-label': `${cell.client} to ${cell.host}: ${cell.total} requests, ${pct}, ${st}`,
-    onclick: () => { selected = cell; showEdge(cell, since); },
-  }, st === 'OK' ? '🔒 ' : '⚠ ', String(cell.total));
+    type: 'button', class: `cell ${cls}`, 'aria-pressed': String(pressed),
+    'data-source': cell.client, 'data-destination': cell.host, 'data-status': cell.status, 'data-count': cell.total,
+    title: `${cell.client} → ${cell.host}\n${pct}; ${seen(cell.counts)}`,
+    'aria-label': `${cell.client} to ${cell.host}: ${cell.total} requests, ${pct}, ${cell.status}`,
+    onclick: () => go({ src: cell.client, dst: cell.host, record: '' }),
+  }, clientParts(cell.client, icon(cell.status === 'OK' ? 'lock' : 'warn'), h('span', { class: 'count' }, String(cell.total))));
 }
 
-function drawDestinations(report) {
-  const rows = (report.rows || []).map((r) => h('tr', { 'data-destination': r.destination, 'data-status': r.status },
-    h('td', {}, r.destination), h('td', { class: 'id' }, r.destination_principal || '—'),
-    h('td', {}, h('span', { class: `status s-${r.status}` }, r.status)), h('td', {}, r.server || ''),
-    h('td', {}, `${Math.round((r.mtls_share || 0) * 100)}%`), h('td', {}, String(r.total || 0)),
-    h('td', {}, (r.clients || []).length)));
-  fill($('destinations'), rows.length ? h('table', { class: 'records' },
-    h('caption', {}, 'tls-check: one row per destination'),
-    h('thead', {}, h('tr', {}, ['host:port', 'principal', 'status', 'server', 'mTLS share', 'requests', 'clients']
-      .map((c) => h('th', { scope: 'col' }, c)))),
-    h('tbody', {}, rows)) : null);
+// clientParts is a client's short name between a glyph and a count: NS/SA
+// may wrap after the '/', never inside a name.
+function clientParts(client, glyph, count) {
+  const label = clientLabel(client);
+  const cut = label.indexOf('/') + 1;
+  if (!cut) return h('span', { class: 'name' }, glyph, label, count);
+  return [h('span', { class: 'name' }, glyph, label.slice(0, cut)), h('wbr'), h('span', { class: 'name' }, label.slice(cut), count)];
 }
+
+// port is a host's ":port", shown after the destination's short name.
+const port = (host) => (/:\d+$/.exec(host) || [''])[0];
 
 // showEdge lists the latest records of one edge. The API filters sources by
 // principal only; a client known by its address gets the principal-less
 // requests to that host, filtered here by source address.
-async function showEdge(cell, since) {
-  const byAddress = Object.keys(cell.counts).every((v) => noPrincipal.includes(v));
+async function showEdge(cell, since, reload) {
+  const key = `${cell.client}\n${cell.host}\n${since}`;
+  if ($('edge').dataset.key === key && !reload) return;
+  const byAddress = cell.counts
+    ? Object.keys(cell.counts).filter((v) => cell.counts[v]).every((v) => noPrincipal.includes(v))
+    : !cell.client.includes('://');
   $('edge').hidden = false;
   $('edge-title').textContent = `Latest requests: ${cell.client} → ${cell.host}`;
   $('edge-note').textContent = byAddress
     ? `${cell.client} has no principal: showing requests to ${cell.host} without a client certificate, filtered here by source address.`
     : '';
-  const params = byAddress
-    ? { host: cell.host, verdict: noPrincipal, since, limit: 100 }
-    : { source: cell.client, host: cell.host, since, limit: edgeLimit };
+  const search = byAddress ? { host: cell.host, verdict: noPrincipal } : { source: cell.client, host: cell.host };
+  fill($('edge-links'), stateLink(searchChange(search), { 'data-testid': 'edge-search' }, 'search these requests'), ' · ',
+    h('a', { href: hashWith({ src: '', dst: '' }), 'data-testid': 'edge-close' }, 'close'));
+  const params = byAddress ? { ...search, since, limit: 100 } : { ...search, since, limit: edgeLimit };
   const shown = [];
   const more = $('edge-more');
-  const key = `${cell.client}\n${cell.host}`;
   if ($('edge').dataset.key !== key) { // a new edge: no stale rows under its title
     $('edge').dataset.key = key;
     more.hidden = true;
@@ -146,48 +225,3 @@ async function showEdge(cell, since) {
   await page('');
 }
 
-// loadReadiness asks, for every destination of the tls-check report,
-// whether it could go to STRICT, and lists the clients that would break.
-export async function loadReadiness(since) {
-  let report;
-  try {
-    report = await api('/v1/reports/tls-check', { since });
-    showError($('strict-error'), null);
-  } catch (err) {
-    showError($('strict-error'), err);
-    return;
-  }
-  const hosts = [...new Set((report.rows || []).map((r) => r.destination))].sort();
-  if (!hosts.length) {
-    fill($('readiness'), h('p', { class: 'hint' }, 'No traffic in this window.'));
-    return;
-  }
-  const cards = await Promise.all(hosts.map(async (destination) => {
-    try {
-      return readinessCard(await api('/v1/reports/strict-readiness', { destination, since }), destination);
-    } catch (err) {
-      const box = h('div', { class: 'error', role: 'alert' });
-      showError(box, err);
-      return h('article', { class: 'readiness' }, h('h3', {}, destination), box);
-    }
-  }));
-  fill($('readiness'), cards);
-}
-
-function readinessCard(r, destination) {
-  const blocking = r.blocking || [];
-  return h('article', { class: 'readiness', 'data-testid': 'readiness', 'data-destination': destination, 'data-ready': String(!!r.ready) },
-    h('h3', {}, destination),
-    h('p', { class: `ready ${r.ready ? 'yes' : 'no'}` }, r.ready ? '🔒 Ready for STRICT' : '⚠ Not ready for STRICT'),
-    r.reason && h('p', {}, r.reason),
-    h('p', { class: 'hint' }, `${r.total || 0} requests in the window`),
-    blocking.length > 0 && h('table', { class: 'records' },
-      h('caption', {}, 'Blocking clients: they would break under STRICT'),
-      h('thead', {}, h('tr', {}, ['client', 'requests', 'verdicts', 'last seen', 'example']
-        .map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, blocking.map((c) => h('tr', { 'data-client': c.client },
-        h('td', { class: 'id' }, c.client), h('td', {}, String(c.total || 0)),
-        h('td', {}, seen(c.counts)),
-        h('td', {}, when(c.last_seen)),
-        h('td', {}, c.example_id ? recordAnchor(c.example_id, c.example_id) : ''))))));
-}

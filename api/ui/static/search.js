@@ -1,21 +1,38 @@
 // The evidence search form: the API's filters, a results table, and "more"
-// pages through next_cursor.
+// pages through next_cursor. The filters live in the URL hash under their
+// API names (#view=search&window=1h&host=...): a search puts them there,
+// and an address with them runs the same search again.
 
 import { api, showError } from './api.js';
 import { fill, recordsTable } from './dom.js';
+import { go } from './hash.js';
 
 const $ = (id) => document.getElementById(id);
 const pageSize = 50;
 
-// setupSearch wires the form; windowSince gives the selected window, used
-// when the form's since is empty.
-export function setupSearch(windowSince) {
+// names are the form's fields: the API's filter parameters.
+function names(form) {
+  return [...new Set([...form.elements].map((el) => el.name).filter(Boolean))];
+}
+
+// setupSearch wires the form: submitting puts its filters in the URL,
+// which runs the search (showSearch).
+export function setupSearch() {
   const form = $('search-form');
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    search(params(form, windowSince()));
+    const change = searchChange({});
+    for (const [k, v] of new FormData(form)) {
+      if (v.trim() === '') continue;
+      if (k === 'verdict') (change.verdict ||= []).push(v);
+      else change[k] = v.trim();
+    }
+    if (!go(change)) rerun(); // the same search again: no hashchange
   });
   form.addEventListener('reset', () => {
+    const change = {};
+    for (const n of names(form)) change[n] = '';
+    go(change);
     fill($('search-results'));
     showError($('search-error'), null);
     $('search-more').hidden = true;
@@ -23,17 +40,43 @@ export function setupSearch(windowSince) {
   });
 }
 
-// params reads the form as API query parameters: every non-empty field,
-// verdict once per ticked box.
-function params(form, since) {
+// searchChange is the state of a search for filters (API names): every
+// other filter and the other views' selections cleared.
+export function searchChange(filters) {
+  const change = { view: 'search', record: '', src: '', dst: '', filter: '', ns: '', status: '' };
+  for (const n of names($('search-form'))) change[n] = '';
+  return { ...change, ...filters };
+}
+
+let lastKey = '';
+let rerun = () => {};
+
+// showSearch runs the search the URL's state q names, unless it is the one
+// shown already; since is the window, used when the filters have none.
+export function showSearch(q, since) {
+  const form = $('search-form');
   const p = { limit: pageSize };
-  for (const [k, v] of new FormData(form)) {
-    if (v === '') continue;
-    if (k === 'verdict') (p.verdict ||= []).push(v);
-    else p[k] = v.trim();
+  for (const n of names(form)) {
+    const v = q.getAll(n).filter((x) => x !== '');
+    if (v.length) p[n] = n === 'verdict' ? v : v[0];
   }
+  const filters = Object.keys(p).length > 1;
   p.since ||= since;
-  return p;
+  rerun = () => search(p);
+  const key = JSON.stringify(p);
+  if (key === lastKey) return;
+  lastKey = key;
+  setForm(form, q);
+  if (filters) search(p);
+}
+
+// setForm shows the URL's filters in the form.
+function setForm(form, q) {
+  for (const el of form.elements) {
+    if (!el.name) continue;
+    if (el.type === 'checkbox') el.checked = q.getAll(el.name).includes(el.value);
+    else el.value = q.get(el.name) || '';
+  }
 }
 
 async function search(p) {
