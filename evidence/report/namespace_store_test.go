@@ -209,6 +209,11 @@ func TestNamespaceReadinessStores(t *testing.T) {
 				var rows []string
 				for _, r := range tc.Rows {
 					rows = append(rows, r.Destination)
+					// Each row says where it is placed, so a reader of
+					// the whole report needs no copy of the rule.
+					if r.Namespace != ns || r.Workload == "" {
+						t.Errorf("tls-check namespace %s: row %s placed in %q as %q", ns, r.Destination, r.Namespace, r.Workload)
+					}
 				}
 				if err != nil || !slices.Equal(rows, want) {
 					t.Errorf("tls-check namespace %s: %q, %v; want %q", ns, rows, err, want)

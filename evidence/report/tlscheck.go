@@ -51,7 +51,12 @@ type TLSCheckRow struct {
 	// several did, they are listed sorted, separated by ", ". Plaintext
 	// requests carry none.
 	DestinationPrincipal string `json:"destination_principal,omitempty"`
-	Status               string `json:"status"`
+	// Namespace and Workload place the row as the namespace reports place
+	// a destination: by its first principal, else by its host's name
+	// (attribution). Namespace "" is the unknown namespace.
+	Namespace string `json:"namespace"`
+	Workload  string `json:"workload"`
+	Status    string `json:"status"`
 	// Server is the modes the destination accepted: mTLS (mtls and
 	// mtls_mismatch connections), HTTP (everything else), or both.
 	Server    string   `json:"server"`
@@ -104,6 +109,11 @@ func TLSCheck(ctx context.Context, r evidence.Reader, q Query) (TLSCheckReport, 
 		row := a.row
 		slices.Sort(a.principals)
 		row.DestinationPrincipal = strings.Join(slices.Compact(a.principals), ", ")
+		if len(a.principals) > 0 {
+			row.Namespace, row.Workload = principalNamespace(a.principals[0])
+		} else {
+			row.Namespace, row.Workload = hostNamespace(row.Destination)
+		}
 		row.Status, row.Server = judge(row.Counts)
 		if row.Total > 0 {
 			row.MTLSShare = float64(row.Counts[evidence.MTLS]) / float64(row.Total)

@@ -6,7 +6,7 @@
 import { api, showError } from './api.js';
 import { h, fill, icon, recordsTable } from './dom.js';
 import { params, go, hashWith, stateLink } from './hash.js';
-import { place, nsLabel, clientLabel, name } from './names.js';
+import { nsLabel, clientLabel, name } from './names.js';
 import { searchChange } from './search.js';
 
 const $ = (id) => document.getElementById(id);
@@ -35,7 +35,7 @@ const rank = { SUSPECT: 0, PLAINTEXT: 1, OK: 2 };
 // as edges; not OK first, then by name.
 function destinations(report) {
   const out = (report.rows || []).map((row) => {
-    const p = place(row.destination, row.destination_principal || '');
+    const p = { namespace: row.namespace || '', workload: row.workload || row.destination };
     const cells = (row.clients || []).map((c) => ({ client: c.client, host: row.destination, counts: c.counts || {}, total: c.total || 0 }))
       .map((c) => ({ ...c, status: status(c.counts) }))
       .sort((a, b) => rank[a.status] - rank[b.status] || clientLabel(a.client).localeCompare(clientLabel(b.client)));
