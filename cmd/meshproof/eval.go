@@ -57,10 +57,17 @@ func evalCommand(stdout io.Writer) *cobra.Command {
 	logs.Level = "warn"
 	var inputPath string
 	var showInput, failOnDeny bool
+	var output string
 	cmd := leaf("eval", "evaluate one CheckRequest (protojson) exactly as serve would", evalDoc, func(cmd *cobra.Command) error {
-		return runEval(cmd.Context(), p, a, logs, inputPath, showInput, failOnDeny, stdout)
+		if err := checkOutput(output, evalOutputs...); err != nil {
+			return err
+		}
+		return runEval(cmd.Context(), p, a, logs, inputPath, showInput, failOnDeny, output, stdout)
 	})
 	fs := cmd.Flags()
+	// eval's answer is a document (as opa eval's): json by default, so
+	// that scripts read it as they did before -o, or yaml.
+	outputFlag(fs, &output, "json", evalOutputs...)
 	fs.StringVar(&inputPath, "input", "", "CheckRequest as protojson; - reads standard input (required)")
 	fs.BoolVar(&showInput, "show-input", false, "also print the input document the policy saw")
 	fs.BoolVar(&failOnDeny, "fail-on-deny", false, "exit 3 when the policy denies the request or gives no decision (as opa eval --fail); the output is the same")
@@ -70,7 +77,10 @@ func evalCommand(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-func runEval(ctx context.Context, p rego.Config, a authz.Config, logs logOptions, inputPath string, showInput, failOnDeny bool, stdout io.Writer) error {
+// evalOutputs are the formats of eval's -o.
+var evalOutputs = []string{"json", "yaml"}
+
+func runEval(ctx context.Context, p rego.Config, a authz.Config, logs logOptions, inputPath string, showInput, failOnDeny bool, output string, stdout io.Writer) error {
 	if inputPath == "" {
 		return usageError{fmt.Errorf("--input is required (a protojson CheckRequest file, or - for standard input)")}
 	}
@@ -89,9 +99,7 @@ func runEval(ctx context.Context, p rego.Config, a authz.Config, logs logOptions
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
+	if err := writeStructured(stdout, output, out); err != nil {
 		return err
 	}
 	if failOnDeny && (out.GRPCError != nil || !out.Record.Decision.Allowed) {

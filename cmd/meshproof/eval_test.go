@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
@@ -145,5 +148,48 @@ func TestEvalFailOnDeny(t *testing.T) {
 	}
 	if _, stdout, _ := cli(t, "eval", "--help"); !strings.Contains(stdout, "--fail-on-deny") || !strings.Contains(stdout, "3 when the policy denies") {
 		t.Errorf("eval --help does not document --fail-on-deny:\n%s", stdout)
+	}
+}
+
+// TestEvalOutput: eval takes -o as every command that prints does: json
+// (the default, as before -o) and yaml, the same document; anything else
+// is a usage error naming what eval supports.
+func TestEvalOutput(t *testing.T) {
+	raw, err := protojson.Marshal(authztest.NewRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := filepath.Join(t.TempDir(), "request.json")
+	if err := os.WriteFile(input, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	docs := map[string]map[string]any{}
+	for _, format := range []string{"", "json", "yaml"} {
+		args := []string{"eval", "--input", input}
+		if format != "" {
+			args = append(args, "-o", format)
+		}
+		code, stdout, stderr := cli(t, args...)
+		var doc map[string]any
+		err := yaml.Unmarshal([]byte(stdout), &doc) // JSON is YAML
+		if code != 0 || err != nil || doc["record"] == nil {
+			t.Fatalf("%q: exit %d (%v)\n%s%s", args, code, err, stdout, stderr)
+		}
+		if format == "yaml" && strings.HasPrefix(strings.TrimSpace(stdout), "{") {
+			t.Errorf("-o yaml printed JSON:\n%s", stdout)
+		}
+		docs[format] = doc
+	}
+	// Each run is a new Check (its own id and time): the same document
+	// is the same fields, verdict and reasons.
+	shape := func(doc map[string]any) string {
+		rec, _ := doc["record"].(map[string]any)
+		return fmt.Sprint(slices.Sorted(maps.Keys(doc)), slices.Sorted(maps.Keys(rec)), doc["verdict"], doc["reasons"], rec["request"])
+	}
+	if a, b, c := shape(docs[""]), shape(docs["json"]), shape(docs["yaml"]); a != b || b != c {
+		t.Errorf("eval's documents differ by -o:\n%s\n%s\n%s", a, b, c)
+	}
+	if code, _, stderr := cli(t, "eval", "--input", input, "-o", "table"); code != 2 || !strings.Contains(stderr, "json, yaml") {
+		t.Errorf("-o table: exit %d, stderr %q; want 2 naming json, yaml", code, stderr)
 	}
 }
