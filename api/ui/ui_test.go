@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -238,6 +239,12 @@ func checkReadiness(t *testing.T, ctx context.Context, requests func() []string)
 		if !strings.HasPrefix(texts[i+1], "Based on ") || !strings.Contains(texts[i+1], " requests ") {
 			t.Errorf("based on %q does not say what it is based on", texts[i+1])
 		}
+	}
+	// One time format, the CLI's and the reports' sentences': RFC 3339 in
+	// UTC, with how long ago; never the browser's locale.
+	view := run(t, ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('[data-testid=ns-readiness]')].map(a => a.textContent).join(' ')`))
+	if !regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+[smhd] ago\)`).MatchString(view) || regexp.MustCompile(`\d+/\d+/\d{4}|[AP]M\b`).MatchString(view) {
+		t.Errorf("the readiness view's times are not all RFC 3339 UTC with how long ago:\n%s", view)
 	}
 	asked := 0
 	for _, u := range requests() {

@@ -5,7 +5,7 @@
 // data attributes and a title.
 
 import { api, showError } from './api.js';
-import { h, fill, svg } from './dom.js';
+import { h, fill, svg, iso } from './dom.js';
 import { go } from './hash.js';
 import { nsLabel, name } from './names.js';
 
@@ -49,7 +49,7 @@ export async function showTrend(q, since, reload) {
   box.dataset.step = String(ts.step_seconds);
   box.dataset.namespace = ns;
   $('trend-summary').textContent = series.length
-    ? `${series.length} destination${series.length === 1 ? '' : 's'}, ${new Date(ts.since).toLocaleString()} to ${new Date(ts.until).toLocaleString()}, one point per ${stepText(ts.step_seconds)}${ts.truncated ? ' (truncated: narrow the window or pick a namespace)' : ''}.`
+    ? `${series.length} destination${series.length === 1 ? '' : 's'}, ${iso(ts.since)} to ${iso(ts.until)}, one point per ${stepText(ts.step_seconds)}${ts.truncated ? ' (truncated: narrow the window or pick a namespace)' : ''}.`
     : '';
   fill(box, series.length ? series.map((s) => seriesChart(s, ts)) : h('p', { class: 'hint' }, 'No traffic in this window.'));
 }
@@ -103,7 +103,7 @@ function seriesChart(s, ts) {
   const dots = points.filter((p) => p.total > 0).map((p) => svg('circle', {
     class: 'share-dot', cx: (x(p.t) + barW / 2).toFixed(1), cy: y(share(p)).toFixed(1), r: '2.2',
     'data-t': p.t, 'data-total': String(p.total), 'data-mtls': String(p.mtls), 'data-plaintext': String(p.plaintext),
-  }, svg('title', {}, `${new Date(p.t).toLocaleString()}: ${Math.round(share(p) * 100)}% mTLS, ${p.plaintext} plaintext of ${p.total} requests`)));
+  }, svg('title', {}, `${iso(p.t)}: ${Math.round(share(p) * 100)}% mTLS, ${p.plaintext} plaintext of ${p.total} requests`)));
   const label = (cls, lx, ly, text, anchor = 'start') => svg('text', { class: cls, x: String(lx), y: String(ly), 'text-anchor': anchor }, text);
   const total = points.reduce((a, p) => a + (p.total || 0), 0);
   const plain = points.reduce((a, p) => a + (p.plaintext || 0), 0);
@@ -119,7 +119,7 @@ function seriesChart(s, ts) {
     label('tick', left - 4, y(1) + 4, '100%', 'end'),
     label('tick', left - 4, y(0) + 4, '0%', 'end'),
     plain > 0 && label('tick plain', W - right + 4, top + 8, String(maxPlain)),
-    label('tick', left, H - 4, new Date(t0).toLocaleTimeString()),
-    label('tick', W - right, H - 4, new Date(t1).toLocaleTimeString(), 'end'),
+    label('tick', left, H - 4, iso(t0).slice(11)),
+    label('tick', W - right, H - 4, iso(t1).slice(11), 'end'),
     bars, lines, dots));
 }

@@ -47,7 +47,14 @@ export function fill(el, ...children) {
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
-// when formats an RFC 3339 time as local time, with how long ago.
+// iso writes a time as every human line of meshproof does (the CLI, the
+// reports' sentences, the logs): RFC 3339 in UTC, to the second, which
+// the search form's since and until take back.
+export function iso(t) {
+  return new Date(t).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+// when writes a time as iso does, with how long ago.
 export function when(t) {
   if (!t) return '';
   const d = new Date(t);
@@ -57,7 +64,7 @@ export function when(t) {
   else if (s < 3600) ago = `${Math.floor(s / 60)}m ago`;
   else if (s < 86400) ago = `${Math.floor(s / 3600)}h ago`;
   else ago = `${Math.floor(s / 86400)}d ago`;
-  return `${d.toLocaleString()} (${ago})`;
+  return `${iso(d)} (${ago})`;
 }
 
 export function verdictBadge(v) {
