@@ -184,6 +184,20 @@ func TestViewsInTheURL(t *testing.T) {
 		t.Errorf("the form in the fresh tab shows %q", form)
 	}
 
+	// A search with no filter at all (every record of the window) is in
+	// the address too, and runs again from it.
+	do(t, ctx, chromedp.Click(chromedp.CSS(`#search-form button[type=reset]`)),
+		chromedp.Click(chromedp.CSS(`#search-form button[type=submit]`)))
+	poll(t, ctx, rows+`.length > 0`)
+	all := run(t, ctx, chromedp.Evaluate[[]string](rows))
+	hash = run(t, ctx, chromedp.Evaluate[string](`location.hash`))
+	bare := fresh()
+	do(t, bare, chromedp.Navigate(srv.URL+"/ui/"+hash))
+	poll(t, bare, rows+`.length > 0`)
+	if got := run(t, bare, chromedp.Evaluate[[]string](rows)); !slices.Equal(got, all) {
+		t.Errorf("an unfiltered search's URL %q in a fresh tab shows %d records, the search %d", hash, len(got), len(all))
+	}
+
 	// An edge clicked, then a record opened: the URL says both.
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
 	do(t, ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`button.cell[data-source=%q][data-destination=%q]`, sleepID, httpbin))))

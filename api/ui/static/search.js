@@ -21,7 +21,9 @@ export function setupSearch() {
   const form = $('search-form');
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const change = searchChange({});
+    // run marks a search made, so that one with no filter at all (every
+    // record of the window) is in the address too.
+    const change = searchChange({ run: '1' });
     for (const [k, v] of new FormData(form)) {
       if (v.trim() === '') continue;
       if (k === 'verdict') (change.verdict ||= []).push(v);
@@ -30,7 +32,7 @@ export function setupSearch() {
     if (!go(change)) rerun(); // the same search again: no hashchange
   });
   form.addEventListener('reset', () => {
-    const change = {};
+    const change = { run: '' };
     for (const n of names(form)) change[n] = '';
     go(change);
     fill($('search-results'));
@@ -43,7 +45,7 @@ export function setupSearch() {
 // searchChange is the state of a search for filters (API names): every
 // other filter and the other views' selections cleared.
 export function searchChange(filters) {
-  const change = { view: 'search', record: '', src: '', dst: '', filter: '', ns: '', status: '' };
+  const change = { view: 'search', run: '', record: '', src: '', dst: '', filter: '', ns: '', status: '' };
   for (const n of names($('search-form'))) change[n] = '';
   return { ...change, ...filters };
 }
@@ -63,11 +65,11 @@ export function showSearch(q, since) {
   const filters = Object.keys(p).length > 1;
   p.since ||= since;
   rerun = () => search(p);
-  const key = JSON.stringify(p);
+  const key = JSON.stringify([p, q.get('run')]);
   if (key === lastKey) return;
   lastKey = key;
   setForm(form, q);
-  if (filters) search(p);
+  if (filters || q.get('run') === '1') search(p);
 }
 
 // setForm shows the URL's filters in the form.
