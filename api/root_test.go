@@ -37,9 +37,12 @@ func TestRootRedirectsToPage(t *testing.T) {
 					}
 				}
 			}
-			// Followed, as a browser does.
+			// Followed, as a browser does; and as curl -IL does.
 			if r := ts.get(t, "/", ""); r.status != http.StatusOK || string(r.body) != "ui /ui/" {
 				t.Errorf("GET / followed: %d %q", r.status, r.body)
+			}
+			if r := do(t, ts.Client(), http.MethodHead, ts.URL+"/", ""); r.status != http.StatusOK {
+				t.Errorf("HEAD / followed: %d, want 200", r.status)
 			}
 			if r := do(t, c, http.MethodPost, ts.URL+"/", ""); r.status != http.StatusMethodNotAllowed {
 				t.Errorf("POST /: %d, want 405", r.status)

@@ -186,10 +186,13 @@ func (s *Server) routes() http.Handler {
 	return s.logged(mux)
 }
 
-// endpoint wraps h: GET only, authentication, and errors answered as JSON.
+// endpoint wraps h: GET only (and HEAD, GET without the body, on the open
+// paths: the page, health and the API's description, where curl -I, probes
+// and link checkers send it; a HEAD of the evidence would run its whole
+// query for nothing), authentication, and errors answered as JSON.
 func (s *Server) endpoint(a access, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
+		if r.Method != http.MethodGet && (r.Method != http.MethodHead || a != open) {
 			s.fail(w, r, &apiError{kind: methodNotAllowed, msg: "method " + clip(r.Method) + " not allowed: the API is read-only (GET)"})
 			return
 		}
