@@ -181,7 +181,8 @@ func byRequestSQL(cols string, rw *where) string {
 // countSQL is the count of f's records, with the page query's conditions
 // (recordWhere, edgeWhere) and index choice: a request id's index; the
 // edges' index for conditions on edges (the edges listed when they are
-// at most mergeEdges, else their subquery); otherwise records_time. ok is
+// at most mergeEdges, else their subquery); otherwise records_time (a
+// count of every record SQLite reads from its smallest index). ok is
 // false when no edge matches: the count is 0.
 func (s *Store) countSQL(ctx context.Context, f evidence.Filter) (q string, args []any, ok bool, err error) {
 	rw, err := recordWhere(f, "")
