@@ -41,6 +41,8 @@ func TestBearerTokens(t *testing.T) {
 		{"scheme in lower case", "/v1/stats", "bearer " + tokenB, 200},
 		{"records", "/v1/evidence", "", 401},
 		{"export", "/v1/export", "", 401},
+		{"count", "/v1/evidence/count", "", 401},
+		{"count with a token", "/v1/evidence/count", "Bearer " + tokenA, 200},
 		{"one record", "/v1/evidence/x", "", 401},
 		{"a report", "/v1/reports/tls-check", "", 401},
 		{"an unknown path", "/v1/secrets", "", 401},

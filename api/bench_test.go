@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/meshproof/meshproof/api/client"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/report"
 	"github.com/meshproof/meshproof/evidence/sqlite"
@@ -152,4 +153,49 @@ func BenchmarkExport(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N*records)/b.Elapsed().Seconds(), "records/s")
 	})
+}
+
+// BenchmarkCount is `meshproof query --count` as the client runs it, over
+// the 100,000 records of the bench store: the server's count
+// (/v1/evidence/count) beside the export stream whose lines were counted
+// before it, for every record and for a filtered share of them (not mtls,
+// the last 10 days).
+func BenchmarkCount(b *testing.B) {
+	s, now := openBenchStore(b)
+	ts, _ := benchServer(b, s)
+	c, err := client.New(ts.URL, client.Options{Token: tokenA})
+	if err != nil {
+		b.Fatal(err)
+	}
+	no := false
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		f    client.Filter
+	}{
+		{"all", client.Filter{}},
+		{"filtered", client.Filter{MTLS: &no, Since: client.Time(now.Add(-10 * 24 * time.Hour))}},
+	} {
+		want, err := c.Count(ctx, tc.f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tc.name+"/count", func(b *testing.B) {
+			for b.Loop() {
+				if n, err := c.Count(ctx, tc.f); err != nil || n != want {
+					b.Fatalf("Count = %d, %v; want %d", n, err, want)
+				}
+			}
+			b.ReportMetric(float64(want), "records")
+		})
+		b.Run(tc.name+"/export-lines", func(b *testing.B) {
+			for b.Loop() {
+				var n int64
+				if err := c.ExportLines(ctx, tc.f, func([]byte) error { n++; return nil }); err != nil || n != want {
+					b.Fatalf("export lines = %d, %v; want %d", n, err, want)
+				}
+			}
+			b.ReportMetric(float64(want), "records")
+		})
+	}
 }

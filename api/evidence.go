@@ -39,6 +39,32 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
 	return writePage(w, records, next)
 }
 
+// count answers how many records match the filter, counted by the store
+// (no record is read out): {"count": N}.
+func (s *Server) count(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r.URL.RawQuery, s.now(), filterParams)
+	if err != nil {
+		return err
+	}
+	f, err := q.filter()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+	defer cancel()
+	n, err := s.store.Count(ctx, f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, countBody{Count: n})
+	return nil
+}
+
+// countBody is the answer of /v1/evidence/count.
+type countBody struct {
+	Count int64 `json:"count"`
+}
+
 // A record with an amendment (see evidence.Amends) is answered with
 // "effective": what its request actually got, from the amendment. The
 // stored record is unchanged (its hash covers it); only the answer adds

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -82,7 +83,67 @@ func TestListFilters(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("%d ids, want %d\n got %.5q...\nwant %.5q...", len(got), len(want), got, want)
 			}
+			// The count of the same parameters counts the same records.
+			var c countBody
+			if resp := ts.get(t, "/v1/evidence/count?"+tc.query, ""); resp.status != http.StatusOK {
+				t.Errorf("count: %d %s", resp.status, resp.body)
+			} else if resp.decode(t, &c); c.Count != int64(len(want)) {
+				t.Errorf("count %d, want %d", c.Count, len(want))
+			}
 		})
+	}
+}
+
+// deadlineStore is a real store whose Count notes the deadline it was
+// given and answers as a store whose query ran out of it.
+type deadlineStore struct {
+	evidence.Store
+	deadline chan time.Time
+}
+
+func (s deadlineStore) Count(ctx context.Context, _ evidence.Filter) (int64, error) {
+	d, _ := ctx.Deadline()
+	s.deadline <- d
+	return 0, fmt.Errorf("evidence sqlite: count: %w", context.DeadlineExceeded)
+}
+
+// TestCount checks /v1/evidence/count's answer, the parameters it
+// refuses, and that it is bounded by the query timeout, as the pages are.
+func TestCount(t *testing.T) {
+	ts, s, fx := fixture(t)
+	resp := ts.get(t, "/v1/evidence/count", "")
+	if resp.status != http.StatusOK || resp.header.Get("Content-Type") != "application/json" ||
+		string(resp.body) != fmt.Sprintf("{\"count\":%d}\n", len(fx.Records)) {
+		t.Errorf("count of everything: %d %v %q", resp.status, resp.header, resp.body)
+	}
+	if resp := ts.get(t, "/v1/evidence/count?since=2030-01-01T00:00:00Z", ""); string(resp.body) != "{\"count\":0}\n" {
+		t.Errorf("count of nothing: %d %q", resp.status, resp.body)
+	}
+	for _, q := range []string{"limit=5", "cursor=abc", "pretty=1"} {
+		name, _, _ := strings.Cut(q, "=")
+		if resp := ts.get(t, "/v1/evidence/count?"+q, ""); resp.status != http.StatusBadRequest || resp.errorOf(t).Parameter != name {
+			t.Errorf("count?%s: %d %s, want 400 naming %s", q, resp.status, resp.body, name)
+		}
+	}
+	if resp := ts.get(t, "/v1/evidence/count?mtls=true&verdict=plaintext", ""); resp.status != http.StatusBadRequest || resp.errorOf(t).Parameter != "mtls" {
+		t.Errorf("count with mtls and verdict: %d %s", resp.status, resp.body)
+	}
+
+	slow := deadlineStore{Store: s, deadline: make(chan time.Time, 1)}
+	ts = newTestServer(t, slow, Config{}, time.Time{})
+	before := time.Now()
+	resp = ts.get(t, "/v1/evidence/count?since=1h", "")
+	var d time.Time
+	select {
+	case d = <-slow.deadline: // Count runs before the answer is written
+	default:
+		t.Fatalf("the count did not reach the store: %d %s", resp.status, resp.body)
+	}
+	if d.IsZero() || d.After(time.Now().Add(queryTimeout)) || d.Before(before.Add(queryTimeout)) {
+		t.Errorf("Count's deadline %v, want the query timeout (%v) from the request", d, queryTimeout)
+	}
+	if e := resp.errorOf(t); resp.status != http.StatusServiceUnavailable || !strings.Contains(e.Error, "longer than "+queryTimeout.String()) {
+		t.Errorf("count past the timeout: %d %s, want 503 naming the timeout", resp.status, resp.body)
 	}
 }
 

@@ -33,6 +33,11 @@ func (s *filterSpy) ScanJSON(ctx context.Context, f evidence.Filter, fn func(bod
 	return s.Store.ScanJSON(ctx, f, fn)
 }
 
+func (s *filterSpy) Count(ctx context.Context, f evidence.Filter) (int64, error) {
+	s.keep(f)
+	return s.Store.Count(ctx, f)
+}
+
 func (s *filterSpy) keep(f evidence.Filter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -126,9 +131,12 @@ func TestFilterTableRoundTrip(t *testing.T) {
 			if err := c.Export(ctx, s.wire, func(*evidence.Record) error { return nil }); err != nil {
 				t.Fatalf("%s: Export: %v", p.Name, err)
 			}
+			if _, err := c.Count(ctx, s.wire); err != nil {
+				t.Fatalf("%s: Count: %v", p.Name, err)
+			}
 			got := spy.take()
-			if len(got) != 2 || !reflect.DeepEqual(got[0], s.want) || !reflect.DeepEqual(got[1], s.want) {
-				t.Errorf("%s=%v: the store was asked %+v, want %+v twice (list, export)", p.Name, s.wire.Values()[p.Name], got, s.want)
+			if len(got) != 3 || !reflect.DeepEqual(got[0], s.want) || !reflect.DeepEqual(got[1], s.want) || !reflect.DeepEqual(got[2], s.want) {
+				t.Errorf("%s=%v: the store was asked %+v, want %+v three times (list, export, count)", p.Name, s.wire.Values()[p.Name], got, s.want)
 			}
 		}
 	}
@@ -188,7 +196,7 @@ func TestFilterErrorsNameTheParameter(t *testing.T) {
 			bad = []string{"bogus", "MTLS"}
 		}
 		for _, v := range bad {
-			for _, path := range []string{"/v1/evidence", "/v1/export"} {
+			for _, path := range []string{"/v1/evidence", "/v1/export", "/v1/evidence/count"} {
 				resp := ts.get(t, path+"?"+p.Name+"="+v, "")
 				if e := resp.errorOf(t); resp.status != 400 || e.Parameter != p.Name {
 					t.Errorf("%s?%s=%.20s: %d %s, want 400 naming %s", path, p.Name, v, resp.status, resp.body, p.Name)

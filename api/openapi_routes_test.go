@@ -86,6 +86,8 @@ func TestOpenAPIRoutes(t *testing.T) {
 			target += "?limit=5&mtls=false&since=3d&source_prefix=spiffe%3A%2F%2F"
 		case "/v1/export":
 			target += "?verdict=plaintext&verdict=tls_server_only&allowed=false&until=1h"
+		case "/v1/evidence/count":
+			target += "?mtls=false&since=3d&namespace=shop"
 		}
 		targets[target] = true
 	}
@@ -128,7 +130,7 @@ func TestOpenAPIFilterValues(t *testing.T) {
 		},
 	}
 	for _, p := range params.Table {
-		for _, path := range []string{"/v1/evidence", "/v1/export"} {
+		for _, path := range []string{"/v1/evidence", "/v1/export", "/v1/evidence/count"} {
 			for _, good := range values[p.Kind].good {
 				target := path + "?" + p.Name + "=" + good
 				status, reqErr, respErr := v.check(t, target)

@@ -142,6 +142,7 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	api := func(pattern string, h handler) { mux.Handle(pattern, s.endpoint(protected, h)) }
 	api("/v1/evidence", s.list)
+	api("/v1/evidence/count", s.count)
 	api("/v1/evidence/{id}", s.get)
 	api("/v1/export", s.export)
 	api("/v1/reports/tls-check", s.tlsCheck)

@@ -73,6 +73,10 @@ type Reader interface {
 	// form (RecordJSON) read from the stored bytes without decoding them,
 	// and the next cursor.
 	QueryJSON(ctx context.Context, f Filter, page PageRequest) (records [][]byte, next string, err error)
+	// Count returns how many records match f, as Scan would give them,
+	// counted in the store (no record is read out). f is validated as
+	// Query validates it.
+	Count(ctx context.Context, f Filter) (int64, error)
 	// ScanJSON calls fn with the JSON form of every record Scan gives, in
 	// its order, one line each, read from the stored bytes without
 	// decoding them: the API's pages and export send them as they are,

@@ -43,6 +43,21 @@ func (c *Client) List(ctx context.Context, f Filter, cursor string, limit int) (
 	return p, nil
 }
 
+// Count returns how many records match f, counted by the server's store
+// (GET /v1/evidence/count): no record travels.
+func (c *Client) Count(ctx context.Context, f Filter) (int64, error) {
+	var body struct {
+		Count *int64 `json:"count"`
+	}
+	if err := c.getJSON(ctx, "/v1/evidence/count", f.Values(), &body); err != nil {
+		return 0, err
+	}
+	if body.Count == nil || *body.Count < 0 {
+		return 0, errors.New("count: the server's answer has no count")
+	}
+	return *body.Count, nil
+}
+
 // Get returns one record by id; an *Error with StatusCode 404 when there is
 // none.
 func (c *Client) Get(ctx context.Context, id string) (*evidence.Record, error) {

@@ -74,7 +74,7 @@ func (o *queryOptions) flags(fs *pflag.FlagSet) {
 	f.Since, o.interval = "1h", 2*time.Second
 	o.filterFlags(fs)
 	outputFlag(fs, &o.output, "table", queryOutputs...)
-	fs.BoolVar(&o.count, "count", o.count, "print the number of matching records (one streamed export, counted here), not the records")
+	fs.BoolVar(&o.count, "count", o.count, "print the number of matching records (counted by the server), not the records")
 	fs.IntVar(&o.limit, "limit", o.limit, "records per page, 1 to 1000 (default 100; with --all, 1000 per request)")
 	fs.StringVar(&o.cursor, "cursor", o.cursor, "continue after a previous page (the cursor its next-page hint or next_cursor gave)")
 	fs.StringVar(&o.id, "id", o.id, "print this one record (the x-meshproof-evidence-id; filters do not apply)")
@@ -396,11 +396,11 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// countRecords prints how many records match: the API has no count, so
-// one export stream, whose lines are counted and not decoded.
+// countRecords prints how many records match, as the server's store
+// counts them (/v1/evidence/count): one small answer, whatever the count.
 func (o *queryOptions) countRecords(ctx context.Context, c *client.Client, stdout io.Writer) error {
-	var n int64
-	if err := c.ExportLines(ctx, o.filter, func([]byte) error { n++; return nil }); err != nil {
+	n, err := c.Count(ctx, o.filter)
+	if err != nil {
 		return err
 	}
 	if o.output == "table" || o.output == "wide" {

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/api"
 	"github.com/meshproof/meshproof/evidence"
@@ -446,6 +450,63 @@ func TestQueryDestinationIsTheReports(t *testing.T) {
 	} {
 		if code, _, stderr := cli(t, append([]string{"query"}, args...)...); code != 2 {
 			t.Errorf("%q: exit %d, want 2: %s", args, code, stderr)
+		}
+	}
+}
+
+// countOnly is a real store that refuses exports and counts its Count
+// calls: a count must be the store's, never an export counted.
+type countOnly struct {
+	evidence.Store
+	counts atomic.Int64
+}
+
+func (s *countOnly) ScanJSON(context.Context, evidence.Filter, func([]byte) error) error {
+	return errors.New("an export was asked for a count")
+}
+
+func (s *countOnly) Count(ctx context.Context, f evidence.Filter) (int64, error) {
+	s.counts.Add(1)
+	return s.Store.Count(ctx, f)
+}
+
+// TestQueryCountIsTheServers: --count asks the API's count
+// (/v1/evidence/count), one request whatever the number of records, and
+// prints it as before: the number alone, or {"count": N}.
+func TestQueryCountIsTheServers(t *testing.T) {
+	a := openTestStore(t)
+	now := time.Now()
+	pinClock(t, now)
+	for i := range 7 {
+		v := evidence.MTLS
+		if i%3 == 0 {
+			v = evidence.Plaintext
+		}
+		a.add(t, rec(now.Add(-time.Duration(30-i)*time.Minute), sleep, httpbin, httpbinID, v))
+	}
+	store := &countOnly{Store: a.store}
+	srv, err := api.New(store, api.Config{Tokens: []string{testToken}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	a.url = ts.URL
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--count"}, "7"},
+		{[]string{"--count", "--mtls=false"}, "3"},
+		{[]string{"--count", "--verdict", "mtls", "-o", "wide"}, "4"},
+		{[]string{"--count", "--host", "nosuch.example"}, "0"},
+		{[]string{"--count", "-o", "json"}, "{\n  \"count\": 7\n}"},
+		{[]string{"--count", "-o", "yaml"}, "count: 7"},
+	} {
+		before := store.counts.Load()
+		code, stdout, stderr := cli(t, append(append([]string{"query", "--since", "2h"}, a.args()...), tt.args...)...)
+		if code != 0 || strings.TrimSpace(stdout) != tt.want || store.counts.Load() != before+1 {
+			t.Errorf("%q: exit %d, %q, %d counts; want %q, one count\n%s", tt.args, code, stdout, store.counts.Load()-before, tt.want, stderr)
 		}
 	}
 }

@@ -94,6 +94,7 @@ func testFilters(t *testing.T, f Factory) {
 				t.Fatalf("fixture: the oracle finds %d records; the case says empty=%v", len(want), tc.empty)
 			}
 			sameRecords(t, "Query", everything(t, b.Store, tc.filter, 97), want)
+			sameCount(t, b.Store, tc.filter, Count(fx.Records, tc.filter))
 		})
 	}
 	t.Run("records intact after hostile filters", func(t *testing.T) {
@@ -103,8 +104,16 @@ func testFilters(t *testing.T, f Factory) {
 	})
 }
 
+// sameCount fails unless the store's Count of f is want.
+func sameCount(t testing.TB, s evidence.Reader, f evidence.Filter, want int64) {
+	t.Helper()
+	if got, err := s.Count(context.Background(), f); err != nil || got != want {
+		t.Errorf("Count(%+v) = %d, %v; the oracle counts %d", f, got, err, want)
+	}
+}
+
 // testFilterValidation checks that filters Validate rejects are rejected
-// by Query and Scan with a FilterError, before reaching the store.
+// by Query, Scan and Count with a FilterError, before reaching the store.
 func testFilterValidation(t *testing.T, f Factory) {
 	b, _ := loaded(t, f, 30)
 	ctx := context.Background()
@@ -131,6 +140,10 @@ func testFilterValidation(t *testing.T, f Factory) {
 			err = b.Store.Scan(ctx, tc.filter, func(*evidence.Record) error { return nil })
 			if !errors.As(err, &fe) || fe.Field != tc.field {
 				t.Errorf("Scan error = %v, want a FilterError for %s", err, tc.field)
+			}
+			_, err = b.Store.Count(ctx, tc.filter)
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Errorf("Count error = %v, want a FilterError for %s", err, tc.field)
 			}
 		})
 	}
@@ -190,6 +203,7 @@ func testHostAnyPort(t *testing.T, f Factory) {
 				t.Fatalf("the oracle matches %q, the case says %q", matched, tc.want)
 			}
 			sameRecords(t, "Query", everything(t, b.Store, filter, 3), want)
+			sameCount(t, b.Store, filter, int64(len(want)))
 		})
 	}
 }

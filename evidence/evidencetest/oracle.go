@@ -60,6 +60,17 @@ func NewestFirst(recs []*evidence.Record, f evidence.Filter) []*evidence.Record 
 	return out
 }
 
+// Count is how many of recs match f: what a store's Count must answer.
+func Count(recs []*evidence.Record, f evidence.Filter) int64 {
+	var n int64
+	for _, r := range recs {
+		if Matches(f, r) {
+			n++
+		}
+	}
+	return n
+}
+
 // IDs lists the records' ids.
 func IDs(recs []*evidence.Record) []string {
 	out := make([]string, len(recs))

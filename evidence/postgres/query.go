@@ -306,6 +306,21 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 	}, fn)
 }
 
+// Count returns how many records match f: count(*) with the page query's
+// WHERE.
+func (s *Store) Count(ctx context.Context, f evidence.Filter) (int64, error) {
+	if err := f.Validate(); err != nil {
+		return 0, err
+	}
+	var a args
+	w := where(f, &a)
+	var n int64
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM records WHERE "+w, a...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("postgres: count: %w", err)
+	}
+	return n, nil
+}
+
 // QueryJSON returns one page of the records matching f as Query does, each
 // record as its stored JSON (see ScanJSON), and the next cursor.
 func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {

@@ -138,6 +138,14 @@ func (d *deferred) QueryJSON(ctx context.Context, f evidence.Filter, page eviden
 	return s.QueryJSON(ctx, f, page)
 }
 
+func (d *deferred) Count(ctx context.Context, f evidence.Filter) (int64, error) {
+	s, err := d.store(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.Count(ctx, f)
+}
+
 func (d *deferred) ScanJSON(ctx context.Context, f evidence.Filter, fn func([]byte) error) error {
 	s, err := d.store(ctx)
 	if err != nil {

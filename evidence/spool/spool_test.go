@@ -454,6 +454,10 @@ func TestStartWhilePrimaryDown(t *testing.T) {
 
 	f.up(t)
 	waitDrained(t, s)
+	// Reads go to the primary, through the dialled store: Count too.
+	if n, err := s.Count(context.Background(), evidence.Filter{Replica: replica}); err != nil || n != int64(len(flat(first, second))) {
+		t.Errorf("Count through the spool = %d, %v; want %d", n, err, len(flat(first, second)))
+	}
 	s.Close()
 	checkPrimary(t, f.dsn, flat(first, second))
 }

@@ -16,6 +16,16 @@ func (s *Store) Plan(ctx context.Context, f evidence.Filter, cursor string) (str
 	return s.explain(ctx, q, args)
 }
 
+// CountPlan is SQLite's plan for the count of f ("" when no edge
+// matches: no query).
+func (s *Store) CountPlan(ctx context.Context, f evidence.Filter) (string, error) {
+	q, args, ok, err := s.countSQL(ctx, f)
+	if err != nil || !ok {
+		return "", err
+	}
+	return s.explain(ctx, q, args)
+}
+
 // EdgePlan is the plan of the query that names f's edges.
 func (s *Store) EdgePlan(ctx context.Context, f evidence.Filter) (string, error) {
 	w, _ := edgeWhere(f)

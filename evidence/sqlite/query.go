@@ -138,10 +138,7 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 		if hasEdges {
 			rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
 		}
-		return `WITH RECURSIVE segment(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM segment
-				WHERE n < (SELECT coalesce(max(seq), 0) >> 15 FROM chain_heads))
-			SELECT time_ns, id, seq, hash, body FROM records INDEXED BY records_request` + rw.String() + `
-				AND (seq >> 15) IN (SELECT n FROM segment) ORDER BY time_ns DESC, id DESC LIMIT ?`,
+		return byRequestSQL("time_ns, id, seq, hash, body", rw) + ` ORDER BY time_ns DESC, id DESC LIMIT ?`,
 			append(rw.args, limit), nil
 	}
 	if !hasEdges {
@@ -170,6 +167,81 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 	return `SELECT r.time_ns, r.id, r.seq, r.hash, r.body FROM (` + strings.Join(arms, " UNION ALL ") +
 		` ORDER BY 1 DESC, 2 DESC LIMIT ?) AS page JOIN records AS r ON r.rowid = page.n
 		ORDER BY r.time_ns DESC, r.id DESC`, append(args, limit), nil
+}
+
+// byRequestSQL selects cols of the records matching rw, which holds a
+// request id, through its index, every chain segment probed.
+func byRequestSQL(cols string, rw *where) string {
+	return `WITH RECURSIVE segment(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM segment
+				WHERE n < (SELECT coalesce(max(seq), 0) >> 15 FROM chain_heads))
+			SELECT ` + cols + ` FROM records INDEXED BY records_request` + rw.String() + `
+				AND (seq >> 15) IN (SELECT n FROM segment)`
+}
+
+// countSQL is the count of f's records, with the page query's conditions
+// (recordWhere, edgeWhere) and index choice: a request id's index; the
+// edges' index for conditions on edges (the edges listed when they are
+// at most mergeEdges, else their subquery); otherwise records_time (a
+// count of every record SQLite reads from its smallest index). ok is
+// false when no edge matches: the count is 0.
+func (s *Store) countSQL(ctx context.Context, f evidence.Filter) (q string, args []any, ok bool, err error) {
+	rw, err := recordWhere(f, "")
+	if err != nil {
+		return "", nil, false, err
+	}
+	ew, hasEdges := edgeWhere(f)
+	if f.RequestID != "" {
+		if hasEdges {
+			rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
+		}
+		return byRequestSQL("count(*)", rw), rw.args, true, nil
+	}
+	if !hasEdges {
+		return `SELECT count(*) FROM records INDEXED BY records_time` + rw.String(), rw.args, true, nil
+	}
+	edges, err := s.edgeIDs(ctx, ew, mergeEdges+1)
+	if err != nil {
+		return "", nil, false, err
+	}
+	switch {
+	case len(edges) == 0:
+		return "", nil, false, nil
+	case len(edges) > mergeEdges:
+		rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
+	default:
+		ids := make([]any, len(edges))
+		for i, e := range edges {
+			ids[i] = e
+		}
+		rw.and("edge IN ("+placeholders(len(ids))+")", ids...)
+	}
+	return `SELECT count(*) FROM records INDEXED BY records_edge` + rw.String(), rw.args, true, nil
+}
+
+// Count returns how many records match f, counted by SQLite.
+func (s *Store) Count(ctx context.Context, f evidence.Filter) (int64, error) {
+	if err := f.Validate(); err != nil {
+		return 0, err
+	}
+	q, args, ok, err := s.countSQL(ctx, f)
+	if err != nil || !ok {
+		return 0, err
+	}
+	rows, err := s.readStmt(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: count: %w", err)
+	}
+	defer rows.Close()
+	var n int64
+	if rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return 0, fmt.Errorf("evidence sqlite: count: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("evidence sqlite: count: %w", err)
+	}
+	return n, nil
 }
 
 // readStmts caches the readers' prepared page queries by text: a page query

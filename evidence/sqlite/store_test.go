@@ -273,6 +273,20 @@ func TestQueryPlans(t *testing.T) {
 		if want := evidencetest.IDs(evidencetest.NewestFirst(all, tc.filter)); !slices.Equal(got, want) {
 			t.Errorf("%s: got %d records %.5v, want %d %.5v", tc.name, len(got), got, len(want), want)
 		}
+		// The count reads records through an index (the page's, for an
+		// edge or a request id; a broad filter counts edge by edge through
+		// the covering records_edge, or all through the smallest index) and
+		// counts the oracle's records.
+		plan, err := s.CountPlan(ctx, tc.filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{byTime: "records USING ", byEdge: "INDEX records_edge (edge=?", byRequest: "INDEX records_request (<expr>=? AND request_id=?)"}[tc.plan]; !strings.Contains(plan, want) {
+			t.Errorf("%s: count plan %q, want %q in it", tc.name, plan, want)
+		}
+		if n, err := s.Count(ctx, tc.filter); err != nil || n != evidencetest.Count(all, tc.filter) {
+			t.Errorf("%s: Count = %d, %v; the oracle counts %d", tc.name, n, err, evidencetest.Count(all, tc.filter))
+		}
 	}
 }
 
