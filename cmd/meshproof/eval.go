@@ -59,9 +59,6 @@ func evalCommand(stdout io.Writer) *cobra.Command {
 	var showInput, failOnDeny bool
 	var output string
 	cmd := leaf("eval", "evaluate one CheckRequest (protojson) exactly as serve would", evalDoc, func(cmd *cobra.Command) error {
-		if err := checkOutput(output, evalOutputs...); err != nil {
-			return err
-		}
 		return runEval(cmd.Context(), p, a, logs, inputPath, showInput, failOnDeny, output, stdout)
 	})
 	fs := cmd.Flags()

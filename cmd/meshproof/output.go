@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -15,10 +17,29 @@ import (
 // ndjson where records stream (query, export). A command refuses a value it
 // does not support, listing those it does.
 
-// outputFlag registers -o/--output on fs, default def, taking formats.
+// outputFlag registers -o/--output on fs, default def, taking formats: a
+// value outside them is refused where it is set (the command line or the
+// config file), naming those the command supports.
 func outputFlag(fs *pflag.FlagSet, p *string, def string, formats ...string) {
 	*p = def
-	fs.StringVarP(p, "output", "o", def, "output `format`: "+strings.Join(formats, ", "))
+	fs.VarP(&outputValue{p, formats}, "output", "o", "output `format`: "+strings.Join(formats, ", "))
+}
+
+// outputValue is -o/--output: one of formats.
+type outputValue struct {
+	p       *string
+	formats []string
+}
+
+func (v *outputValue) String() string { return *v.p }
+func (v *outputValue) Type() string   { return "string" }
+
+func (v *outputValue) Set(s string) error {
+	if !slices.Contains(v.formats, s) {
+		return fmt.Errorf("want %s", strings.Join(v.formats, ", "))
+	}
+	*v.p = s
+	return nil
 }
 
 // writeStructured writes v as indented JSON, or as YAML of that JSON.

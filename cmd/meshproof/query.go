@@ -176,9 +176,6 @@ func (o *queryOptions) run(ctx context.Context, fs *pflag.FlagSet, stdout, stder
 // this machine's clock, so that every page of a listing, and the next-page
 // command, cover one window.
 func (o *queryOptions) resolve(now time.Time) (since time.Time, err error) {
-	if err := checkOutput(o.output, queryOutputs...); err != nil {
-		return since, err
-	}
 	if err := o.destinationFilter(); err != nil {
 		return since, err
 	}
@@ -455,9 +452,6 @@ func exportCommand(stdout io.Writer) *cobra.Command {
 }
 
 func (o *queryOptions) export(ctx context.Context, fs *pflag.FlagSet, stdout io.Writer) error {
-	if err := checkOutput(o.output, exportOutputs...); err != nil {
-		return err
-	}
 	o.all, o.interval = true, time.Second
 	return o.run(ctx, fs, stdout, io.Discard)
 }

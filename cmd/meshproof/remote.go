@@ -146,13 +146,3 @@ func (o *remoteOptions) unreachableHint(err error) string {
 	}
 	return "is meshproof serve running there? --server must match its --http-addr (" + defaultServer + " by default)"
 }
-
-// checkOutput refuses an --output that is not one of formats.
-func checkOutput(output string, formats ...string) error {
-	for _, f := range formats {
-		if output == f {
-			return nil
-		}
-	}
-	return usageError{fmt.Errorf("--output %q: want %s", output, strings.Join(formats, ", "))}
-}

@@ -75,9 +75,6 @@ var reportOutputs = []string{"table", "wide", "json", "yaml"}
 
 // client checks the options of a report and returns its API client.
 func (o *reportOptions) client() (*client.Client, error) {
-	if err := checkOutput(o.output, reportOutputs...); err != nil {
-		return nil, err
-	}
 	given := 0
 	for _, set := range []bool{o.destination != "", o.namespace != "", o.allNamespaces} {
 		if set {

@@ -229,9 +229,6 @@ func runVerify(args []string, stdout io.Writer) error {
 
 func (v *verifyFlags) run(ctx context.Context, stdout io.Writer) error {
 	dsn, output, checkpoints, keys, retention, rollupRetention := v.dsn, v.output, v.checkpoints, v.keys, v.retention, v.rollupRetention
-	if err := checkOutput(output, verifyOutputs...); err != nil {
-		return err
-	}
 	if retention < 0 || rollupRetention < 0 {
 		return usageError{errors.New("retention and rollup-retention must not be negative")}
 	}
