@@ -33,29 +33,7 @@ import (
 // handshake fails. The printed curl and openssl commands, run by a shell
 // when the tools are here, say the same. The directory goes on exit.
 func TestDemoByHand(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out, errOut := &syncBuffer{}, &syncBuffer{}
-	done, stopped := make(chan error, 1), make(chan struct{})
-	go func() {
-		done <- demo(ctx, []string{"--log-format", "json"}, out, errOut)
-		close(stopped)
-	}()
-	// Also when the test fails: the demo removes its files before the
-	// test binary exits.
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-stopped:
-		case <-time.After(20 * time.Second):
-		}
-	})
-	defer func() {
-		if t.Failed() {
-			t.Logf("demo stdout:\n%s\nstderr:\n%s", out, errOut)
-		}
-	}()
-
+	out, _, done, stop := startDemo(t)
 	waitMatch(t, out, regexp.MustCompile(`Ctrl-C stops the demo`), done)
 	text := out.String()
 	server := regexp.MustCompile(`The page:\s+(http://127\.0\.0\.1:\d+)/ui/`).FindStringSubmatch(text)[1]
@@ -164,8 +142,8 @@ func TestDemoByHand(t *testing.T) {
 
 	// The printed commands, as a reader pastes them.
 	shell := func(line string) string {
-		cctx, stop := context.WithTimeout(ctx, time.Minute)
-		defer stop()
+		cctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
 		b, _ := exec.CommandContext(cctx, "sh", "-c", line).CombinedOutput()
 		return string(b)
 	}
@@ -185,15 +163,7 @@ func TestDemoByHand(t *testing.T) {
 		t.Log("no openssl here: its printed command is not run")
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("demo: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("demo did not stop within 20s of its context ending")
-	}
+	stop()
 	if _, err := os.Stat(dir[1]); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s left behind: %v", dir[1], err)
 	}

@@ -22,16 +22,7 @@ import (
 // seconds, the commands it prints work as printed, and it stops cleanly,
 // removing its temporary store.
 func TestDemo(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out, errOut := &syncBuffer{}, &syncBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- demo(ctx, []string{"--log-format", "json"}, out, errOut) }()
-	defer func() {
-		if t.Failed() {
-			t.Logf("demo stdout:\n%s\nstderr:\n%s", out, errOut)
-		}
-	}()
+	out, errOut, done, stop := startDemo(t)
 
 	page := waitMatch(t, out, regexp.MustCompile(`The page:\s+(http://127\.0\.0\.1:\d+)/ui/\n`), done)
 	server := page[1]
@@ -71,15 +62,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	store := waitMatch(t, out, regexp.MustCompile(`evidence\s+sqlite:(\S+)`), done)[1]
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("demo: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("demo did not stop within 20s of its context ending")
-	}
+	stop()
 	if !strings.Contains(out.String(), "Stopped.") {
 		t.Error("no summary when stopping")
 	}
@@ -148,6 +131,44 @@ func waitVerdicts(t *testing.T, api *client.Client, want ...evidence.Verdict) []
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// startDemo runs `meshproof demo`, its output in out and errOut, until stop, which waits for it to end
+// and fails the test if it ended with an error or took over 20 s. The demo
+// is stopped also when the test fails first, so that it removes its
+// temporary files before the test binary exits; its output is logged then.
+func startDemo(t *testing.T) (out, errOut *syncBuffer, done <-chan error, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errOut = &syncBuffer{}, &syncBuffer{}
+	ended, stopped := make(chan error, 1), make(chan struct{})
+	go func() {
+		ended <- demo(ctx, []string{"--log-format", "json"}, out, errOut)
+		close(stopped)
+	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("demo stdout:\n%s\nstderr:\n%s", out, errOut)
+		}
+		cancel()
+		select {
+		case <-stopped:
+		case <-time.After(20 * time.Second):
+		}
+	})
+	stop = func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Fatalf("demo: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("demo did not stop within 20s of its context ending")
+		}
+	}
+	return out, errOut, ended, stop
 }
 
 // waitMatch waits for re in out, failing early when the demo ends.
