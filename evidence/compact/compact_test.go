@@ -236,6 +236,26 @@ func TestJoinRefuses(t *testing.T) {
 		"shape not JSON":    {[]byte("{"), rest},
 		"tag past the last": {shape, append(append(bytes.Clone(rest[:7]), rest[7]|0xf0), rest[8:]...)},
 	}
+	// One field set, the others empty, on a shape with nothing in it.
+	one := func(field int, tag byte, payload ...byte) [2][]byte {
+		b := make([]byte, 8, 8+len(payload))
+		b[0] = compact.Version
+		b[1+field/2] = tag << (4 * (field % 2))
+		return [2][]byte{[]byte("{}"), append(b, payload...)}
+	}
+	cases["nanoseconds of 1e9"] = one(1, 8, 0, 0x80, 0x94, 0xeb, 0xdc, 0x03)
+	cases["the zero time as a time"] = one(1, 8, 0xff, 0xdb, 0x8f, 0xf9, 0xce, 0x03, 0)
+	cases["a ULID tag on the path"] = one(7, 2, make([]byte, 16)...)
+	cases["an unknown tag"] = one(0, 15)
+	cases["port 0 written"] = one(5, 6, 0)
+	cases["port over 32 bits"] = one(5, 6, 0x80, 0x80, 0x80, 0x80, 0x10)
+	cases["seq 0 written"] = one(9, 6, 0)
+	cases["chain version 0 written"] = one(12, 7, 0)
+	cases["decision id = an empty id"] = one(6, 9)
+	cases["amends id without amends"] = one(8, 1, 1, 'x')
+	cases["raw of length 0"] = one(7, 1, 0)
+	cases["raw longer than the rest"] = one(7, 1, 5, 'x')
+	cases["bad uvarint"] = one(3, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01)
 	for n := 1; n < len(rest); n++ {
 		cases[fmt.Sprintf("truncated to %d", n)] = [2][]byte{shape, rest[:n]}
 	}
@@ -244,6 +264,8 @@ func TestJoinRefuses(t *testing.T) {
 			t.Errorf("%s: Join took it", name)
 		} else if !strings.HasPrefix(err.Error(), "compact: ") {
 			t.Errorf("%s: error %q does not say where it comes from", name, err)
+		} else if !strings.HasPrefix(name, "truncated") {
+			t.Logf("%s: %v", name, err)
 		}
 	}
 }
