@@ -178,7 +178,7 @@ func appendRest(out []byte, r *evidence.Record, stored bool) ([]byte, error) {
 		fs[fChainVersion] = field{tVarint, binary.AppendVarint(nil, int64(r.Chain.Version))}
 	}
 	if stored {
-		for _, i := range [...]int{fID, fRequestID, fSeq} {
+		for _, i := range [...]int{fID, fRequestID, fPath, fSeq} {
 			if fs[i].tag != tEmpty {
 				fs[i] = field{tag: tOutside}
 			}
@@ -574,6 +574,12 @@ func (d *decoder) stored(r *evidence.Record, i int, tag byte) error {
 			return errors.New("kept in a column, but the column is empty")
 		}
 		r.RequestID = d.out.RequestID
+		return nil
+	case i == fPath:
+		if d.out.Path == "" {
+			return errors.New("kept in a column, but the column is empty")
+		}
+		r.Request.Path = d.out.Path
 		return nil
 	case i == fSeq:
 		if d.out.Seq == 0 {

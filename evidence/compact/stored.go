@@ -18,7 +18,7 @@ import (
 // A store keeps a record as its shape (interned: a number in the row), a
 // stored rest, and columns of its own: Outside. A stored rest leaves out
 // what the columns hold (the id, the time when the time column holds it
-// exactly, the request id, the seq) and, of a version 2 record, the chain
+// exactly, the request id, the path, the seq) and, of a version 2 record, the chain
 // hash but for its first checkBytes bytes: JoinStored recomputes the hash
 // (the RFC 6962 leaf hash of the canonical bytes) and compares it with the
 // check, so that Verify names a record edited behind the store's back
@@ -40,12 +40,13 @@ type Outside struct {
 	// TimeNS is evidence.Nanos(Time), as the time column holds it.
 	TimeNS    int64
 	RequestID string
+	Path      string
 	Seq       uint64
 }
 
 // OutsideOf is what a store keeps of r in its columns.
 func OutsideOf(r *evidence.Record) Outside {
-	return Outside{ID: r.ID, TimeNS: evidence.Nanos(r.Time), RequestID: r.RequestID, Seq: r.Chain.Seq}
+	return Outside{ID: r.ID, TimeNS: evidence.Nanos(r.Time), RequestID: r.RequestID, Path: r.Request.Path, Seq: r.Chain.Seq}
 }
 
 // timeOutside says whether the time column (Unix nanoseconds) holds t
@@ -238,6 +239,34 @@ func (s *Shapes) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.m)
+}
+
+// RequestIDKey is how a store keeps a request id: a canonical lowercase
+// UUID as its 16 bytes, anything else as the string (RequestIDOfKey is the
+// inverse).
+func RequestIDKey(id string) any {
+	if f := uuidField(id); f.tag == tUUID {
+		return f.val
+	}
+	return id
+}
+
+// RequestIDOfKey is the request id RequestIDKey made key of.
+func RequestIDOfKey(key any) (string, error) {
+	switch k := key.(type) {
+	case string:
+		if uuidField(k).tag == tUUID {
+			return "", fmt.Errorf("compact: request id key %q is a UUID as text", k)
+		}
+		return k, nil
+	case []byte:
+		if len(k) != 16 {
+			return "", fmt.Errorf("compact: request id key of %d bytes, want 16", len(k))
+		}
+		d := decoder{b: k}
+		return d.str(tUUID, tUUID)
+	}
+	return "", fmt.Errorf("compact: request id key of type %T", key)
 }
 
 // IDKey is how a store keeps a record id so that its column sorts as the

@@ -36,6 +36,9 @@ func storedRoundTrip(t testing.TB, r *evidence.Record, shapes *compact.Shapes, n
 	if out.ID, err = compact.IDOfKey(compact.IDKey(r.ID)); err != nil || out.ID != r.ID {
 		t.Fatalf("IDOfKey(IDKey(%q)) = %q, %v", r.ID, out.ID, err)
 	}
+	if out.RequestID, err = compact.RequestIDOfKey(compact.RequestIDKey(r.RequestID)); err != nil || out.RequestID != r.RequestID {
+		t.Fatalf("RequestIDOfKey(RequestIDKey(%q)) = %q, %v", r.RequestID, out.RequestID, err)
+	}
 	back, err := compact.JoinStored(shape, rest, out)
 	if err != nil {
 		t.Fatalf("JoinStored(%s): %v", r.ID, err)
@@ -202,15 +205,15 @@ func TestStoredRestLeavesOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		plain, stored = plain+len(rest), stored+len(srest)
-		for _, col := range [][]byte{[]byte(r.ID), []byte(r.RequestID)} {
+		for _, col := range [][]byte{[]byte(r.ID), []byte(r.RequestID), []byte(r.Request.Path)} {
 			if bytes.Contains(srest, col) {
 				t.Fatalf("stored rest of %s holds %q", r.ID, col)
 			}
 		}
 	}
-	// id 16, time ~10, request id 16, seq ~3, hash 32 - check 4.
-	if d := float64(plain-stored) / float64(len(recs)); d < 70 {
-		t.Errorf("the stored rest is %.1f bytes/record smaller than Split's, want at least 70", d)
+	// id 16, time ~10, request id 16, path ~21, seq ~3, hash 32 - check 4.
+	if d := float64(plain-stored) / float64(len(recs)); d < 90 {
+		t.Errorf("the stored rest is %.1f bytes/record smaller than Split's, want at least 90", d)
 	}
 	t.Logf("rest %.1f bytes/record, stored rest %.1f", float64(plain)/float64(len(recs)), float64(stored)/float64(len(recs)))
 }
@@ -239,9 +242,10 @@ func TestJoinStoredFindsEdits(t *testing.T) {
 		out   compact.Outside
 	}{
 		"another shape":      {otherShape, out},
-		"another id":         {shape, compact.Outside{ID: "01JNJ3ZQ8X0000000000000009", TimeNS: out.TimeNS, RequestID: out.RequestID, Seq: out.Seq}},
-		"another time":       {shape, compact.Outside{ID: out.ID, TimeNS: out.TimeNS + 1, RequestID: out.RequestID, Seq: out.Seq}},
-		"another request id": {shape, compact.Outside{ID: out.ID, TimeNS: out.TimeNS, RequestID: "x", Seq: out.Seq}},
+		"another id":         {shape, compact.Outside{ID: "01JNJ3ZQ8X0000000000000009", TimeNS: out.TimeNS, RequestID: out.RequestID, Path: out.Path, Seq: out.Seq}},
+		"another time":       {shape, compact.Outside{ID: out.ID, TimeNS: out.TimeNS + 1, RequestID: out.RequestID, Path: out.Path, Seq: out.Seq}},
+		"another request id": {shape, compact.Outside{ID: out.ID, TimeNS: out.TimeNS, RequestID: "x", Path: out.Path, Seq: out.Seq}},
+		"another path":       {shape, compact.Outside{ID: out.ID, TimeNS: out.TimeNS, RequestID: out.RequestID, Path: "/x", Seq: out.Seq}},
 	} {
 		back, err := compact.JoinStored(c.shape, rest, c.out)
 		if !errors.Is(err, compact.ErrCheck) || back == nil {
@@ -268,7 +272,7 @@ func TestJoinStoredFindsEdits(t *testing.T) {
 		}
 	}
 	// A column a stored rest leaves out, empty.
-	if _, err := compact.JoinStored(shape, rest, compact.Outside{TimeNS: out.TimeNS, RequestID: out.RequestID, Seq: out.Seq}); err == nil || !strings.Contains(err.Error(), "id") {
+	if _, err := compact.JoinStored(shape, rest, compact.Outside{TimeNS: out.TimeNS, RequestID: out.RequestID, Path: out.Path, Seq: out.Seq}); err == nil || !strings.Contains(err.Error(), "id") {
 		t.Errorf("JoinStored without the id column = %v, want an error naming the id", err)
 	}
 	// A stored rest is not Split's: Join refuses it.
