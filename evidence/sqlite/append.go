@@ -56,6 +56,8 @@ func checkBatch(batch []*evidence.Record) error {
 			return fmt.Errorf("evidence sqlite: one batch holds replicas %q and %q", replica, r.Replica)
 		case r.ID == "" || r.Chain.Hash == "":
 			return fmt.Errorf("evidence sqlite: record %d of the batch has no id or is not chained", i)
+		case r.Chain.Seq == 0 || r.Chain.Seq > maxSeq:
+			return fmt.Errorf("evidence sqlite: record %s: seq %d out of the range the store keeps (1 to %d)", r.ID, r.Chain.Seq, uint64(maxSeq))
 		case i > 0 && (r.Chain.Seq != batch[i-1].Chain.Seq+1 || (r.Chain.Version != evidence.CanonicalV2 && r.Chain.PrevHash != batch[i-1].Chain.Hash)):
 			return fmt.Errorf("evidence sqlite: record %s (seq %d) does not follow seq %d in its batch", r.ID, r.Chain.Seq, batch[i-1].Chain.Seq)
 		}
@@ -164,11 +166,11 @@ const (
 )
 
 // recordColumns are the columns Append writes (schema version 6).
-const recordColumns = `rep, seq, time_ns, edge, shape, id, rid, path, rest`
+const recordColumns = `key, time_ns, edge, shape, id, rid, path, rest`
 
 // Parameters per row.
 const (
-	recordParams = 9
+	recordParams = 8
 	rollupParams = 7
 )
 
@@ -211,10 +213,10 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 			if err != nil {
 				return err
 			}
-			args = append(args, rep, c.Seq, c.TimeNS, edge, shape, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, sp.rest)
+			args = append(args, rep<<seqBits|c.Seq, c.TimeNS, edge, shape, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, sp.rest)
 		}
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
-			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.rep, records.seq") {
+			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.key") {
 				return fmt.Errorf("%w: a seq of the batch is stored already: %v", evidence.ErrChainConflict, err)
 			}
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.id") {

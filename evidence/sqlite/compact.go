@@ -34,34 +34,40 @@ var compactMigration = []string{
 		method TEXT    NOT NULL,
 		body   BLOB    NOT NULL
 	)`,
-	// id is compact.IDKey of the id (16 bytes for a ULID), rid
-	// compact.RequestIDKey of the request id (16 bytes for a UUID). The
-	// table is its primary key (WITHOUT ROWID): its rows are in chain
-	// order, and the indexes point at (rep, seq).
+	// key is the replica's number << 40 | seq, the rowid: rows are stored
+	// in chain order and appended to the end (full pages), and an index
+	// entry points at a row with one integer. rep and seq are read from
+	// it (virtual: not stored); a query of a replica's seqs reads a range
+	// of key. id is compact.IDKey of the id (16 bytes for a ULID), rid
+	// compact.RequestIDKey of the request id (16 bytes for a UUID).
 	`CREATE TABLE records6 (
-		rep     INTEGER NOT NULL,
-		seq     INTEGER NOT NULL,
+		key     INTEGER PRIMARY KEY,
+		rep     INTEGER GENERATED ALWAYS AS (key >> 40) VIRTUAL,
+		seq     INTEGER GENERATED ALWAYS AS (key & 1099511627775) VIRTUAL,
 		time_ns INTEGER NOT NULL,
 		edge    INTEGER NOT NULL,
 		shape   INTEGER NOT NULL,
 		id      BLOB    NOT NULL,
 		rid     BLOB    NOT NULL,
 		path    TEXT    NOT NULL,
-		rest    BLOB    NOT NULL,
-		PRIMARY KEY (rep, seq)
-	) WITHOUT ROWID`,
+		rest    BLOB    NOT NULL
+	)`,
 }
 
 // compactIndexes are made after the copy (one sort each, not a B-tree
 // grown row by row). Newest-first pages read records_time (the edge
 // beside, so that a broad edge filter is checked in the index) or
-// records_edge; a request id is looked up per chain segment of 32,768
-// links, as in schema 2 (inserts land in the current segment).
+// records_edge; neither holds the id (16 bytes an entry): records of the
+// same nanosecond are put in id order from their rows, a sort of the
+// ties only. A request id is looked up per chain segment of 32,768 links,
+// as in schema 2 (inserts land in the current segment), by its last four
+// bytes (a request id's random part, for a UUID or a counter; the row's
+// own rid is compared after).
 var compactIndexes = []string{
 	`CREATE UNIQUE INDEX records_id ON records (id)`,
-	`CREATE INDEX records_time ON records (time_ns, id, edge)`,
-	`CREATE INDEX records_edge ON records (edge, time_ns, id)`,
-	`CREATE INDEX records_request ON records (seq >> 15, rid)`,
+	`CREATE INDEX records_time ON records (time_ns, edge)`,
+	`CREATE INDEX records_edge ON records (edge, time_ns)`,
+	`CREATE INDEX records_request ON records (seq >> 15, substr(rid, -4))`,
 }
 
 // migrateCompact (to 6) copies the records of schema 5 into the compact
@@ -72,13 +78,13 @@ var compactIndexes = []string{
 func migrateCompact(ctx context.Context, tx *sql.Tx) error {
 	shapes := map[[32]byte]int64{}
 	reps := map[string]int64{}
-	ins := `INSERT INTO records6 (rep, seq, time_ns, edge, shape, id, rid, path, rest) VALUES `
-	chunk, err := tx.PrepareContext(ctx, ins+rows(migrateChunk, 9))
+	ins := `INSERT INTO records6 (key, time_ns, edge, shape, id, rid, path, rest) VALUES `
+	chunk, err := tx.PrepareContext(ctx, ins+rows(migrateChunk, 8))
 	if err != nil {
 		return err
 	}
 	defer chunk.Close()
-	one, err := tx.PrepareContext(ctx, ins+rows(1, 9))
+	one, err := tx.PrepareContext(ctx, ins+rows(1, 8))
 	if err != nil {
 		return err
 	}
@@ -101,6 +107,10 @@ func migrateCompact(ctx context.Context, tx *sql.Tx) error {
 				return err
 			}
 			afterRep, afterSeq = replica, seq
+			if seq <= 0 || seq > maxSeq {
+				page.Close()
+				return fmt.Errorf("replica %s: seq %d out of the range schema 6 keeps (1 to %d)", replica, seq, maxSeq)
+			}
 			r, err := evidence.DecodeStored(id, body, uint64(seq), hash)
 			if err != nil {
 				page.Close()
@@ -131,13 +141,13 @@ func migrateCompact(ctx context.Context, tx *sql.Tx) error {
 			}
 			// The time column as it was (a wrapped time of an older
 			// meshproof stays what it is; the rest then holds the time).
-			args = append(args, []any{rep, seq, tns, edge, n, compact.IDKey(id), compact.RequestIDKey(r.RequestID), r.Request.Path, rest})
+			args = append(args, []any{rep<<seqBits | seq, tns, edge, n, compact.IDKey(id), compact.RequestIDKey(r.RequestID), r.Request.Path, rest})
 		}
 		page.Close()
 		if err := page.Err(); err != nil {
 			return err
 		}
-		flat := make([]any, 0, 9*migrateChunk)
+		flat := make([]any, 0, 8*migrateChunk)
 		if err := chunked(len(args), migrateChunk, func(start, end int, st *sql.Stmt) error {
 			flat = flat[:0]
 			for _, a := range args[start:end] {
@@ -230,8 +240,18 @@ func read(ctx context.Context, q querier, shapes *compact.Shapes, w *row) (*evid
 	return r, nil
 }
 
-// repOf is the number of the replica named by parameter ?1.
-const repOf = `(SELECT num FROM replicas WHERE name = ?1)`
+// A row's key: the replica's number << seqBits | seq.
+const (
+	seqBits = 40
+	maxSeq  = 1<<seqBits - 1
+)
+
+// repKey is the key of seq 0 of the replica named by parameter ?1: its
+// rows are the keys (repKey, repKey + maxSeq].
+const repKey = `((SELECT num FROM replicas WHERE name = ?1) << 40)`
+
+// repRange is a condition on key: the replica's seqs after ?2 up to ?3.
+const repRange = `key > ` + repKey + ` + ?2 AND key <= ` + repKey + ` + ?3`
 
 // storedHash is the chain hash of replica's record at seq as stored: a
 // quarantined record's, or the stored record's (recomputed for version
@@ -245,7 +265,7 @@ func (s *Store) storedHash(ctx context.Context, q querier, replica string, seq u
 		return "", false, err
 	}
 	var w row
-	err = q.QueryRowContext(ctx, `SELECT `+rowCols+` FROM records WHERE rep = `+repOf+` AND seq = ?2`, replica, int64(seq)).Scan(w.dest()...)
+	err = q.QueryRowContext(ctx, `SELECT `+rowCols+` FROM records WHERE key = `+repKey+` + ?2`, replica, int64(seq)).Scan(w.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}

@@ -93,7 +93,8 @@ func recordWhere(f evidence.Filter, cursor string) (*where, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.and("(time_ns, id) < (?, ?)", t, compact.IDKey(id))
+		// time_ns alone first: the range of the time indexes.
+		w.and("time_ns <= ? AND (time_ns, id) < (?, ?)", t, t, compact.IDKey(id))
 	}
 	if f.Method != "" {
 		// The method is the shape's (a shape is one edge's, method's and
@@ -104,7 +105,8 @@ func recordWhere(f evidence.Filter, cursor string) (*where, error) {
 		prefixRange(w, "path", f.PathPrefix)
 	}
 	if f.RequestID != "" {
-		w.and("rid = ?", compact.RequestIDKey(f.RequestID))
+		k := compact.RequestIDKey(f.RequestID)
+		w.and("substr(rid, -4) = substr(?, -4) AND rid = ?", k, k)
 	}
 	return w, nil
 }
@@ -163,12 +165,12 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 	arms := make([]string, len(edges))
 	var args []any
 	for i, e := range edges {
-		arms[i] = `SELECT * FROM (SELECT time_ns, id, rep, seq FROM records INDEXED BY records_edge WHERE edge = ?` +
+		arms[i] = `SELECT * FROM (SELECT time_ns, id, key FROM records INDEXED BY records_edge WHERE edge = ?` +
 			strings.Replace(rw.String(), " WHERE ", " AND ", 1) + ` ORDER BY time_ns DESC, id DESC LIMIT ?)`
 		args = append(append(append(args, e), rw.args...), limit)
 	}
 	return `SELECT r.seq, r.time_ns, r.shape, r.id, r.rid, r.path, r.rest FROM (` + strings.Join(arms, " UNION ALL ") +
-		` ORDER BY 1 DESC, 2 DESC LIMIT ?) AS page JOIN records AS r ON r.rep = page.rep AND r.seq = page.seq
+		` ORDER BY 1 DESC, 2 DESC LIMIT ?) AS page JOIN records AS r ON r.key = page.key
 		ORDER BY r.time_ns DESC, r.id DESC`, append(args, limit), nil
 }
 

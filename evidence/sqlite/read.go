@@ -35,7 +35,7 @@ func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, 
 // forged).
 func (s *Store) Replicas(ctx context.Context) ([]string, error) {
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT name FROM replicas WHERE EXISTS (SELECT 1 FROM records WHERE rep = num)
+		SELECT name FROM replicas WHERE EXISTS (SELECT 1 FROM records WHERE key > num << 40 AND key <= (num << 40) + 1099511627775)
 		UNION SELECT replica FROM chain_heads
 		UNION SELECT replica FROM chain_checkpoints
 		ORDER BY 1`)
@@ -89,7 +89,7 @@ func (s *Store) walkPage(ctx context.Context, replica string, after int64, shape
 			coalesce(e.dst_td, ''), coalesce(e.src_ns, ''), coalesce(e.dst_ns, ''), coalesce(e.verdict, ''),
 			coalesce(e.allowed, 0), coalesce(e.host, ''), coalesce((SELECT method FROM shapes WHERE id = r.shape), '')
 		FROM records AS r LEFT JOIN edges AS e ON e.id = r.edge
-		WHERE r.rep = `+repOf+` AND r.seq > ?2 ORDER BY r.seq LIMIT ?3`, replica, after, walkPage)
+		WHERE r.`+repRange+` ORDER BY r.key LIMIT ?4`, replica, max(after, 0), maxSeq, walkPage)
 	if err != nil {
 		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 	}

@@ -79,9 +79,9 @@ func (s *Store) retentionCut(ctx context.Context, replica string, tns int64) (sq
 	// retention removes, and one more.
 	var cut sql.NullInt64
 	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(
-			(SELECT seq FROM records WHERE rep = `+repOf+` AND (+time_ns >= ?2 OR +time_ns < ?3) ORDER BY seq LIMIT 1) - 1,
-			(SELECT max(seq) FROM records WHERE rep = `+repOf+`))`,
-		replica, tns, evidence.MinTimeNS).Scan(&cut); err != nil {
+			(SELECT seq FROM records WHERE `+repRange+` AND (+time_ns >= ?4 OR +time_ns < ?5) ORDER BY key LIMIT 1) - 1,
+			(SELECT max(key) & 1099511627775 FROM records WHERE `+repRange+`))`,
+		replica, 0, maxSeq, tns, evidence.MinTimeNS).Scan(&cut); err != nil {
 		return cut, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}
 	return cut, nil
@@ -104,11 +104,11 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 	// The batch's last record: the batch-th after the checkpoint, or the
 	// last before the cut when fewer remain.
 	var seq int64
-	err = tx.QueryRowContext(ctx, `SELECT seq FROM records WHERE rep = `+repOf+` AND seq > ?2 AND seq <= ?3
-		ORDER BY seq LIMIT 1 OFFSET ?4`, replica, int64(start.Seq), cut, batch-1).Scan(&seq)
+	err = tx.QueryRowContext(ctx, `SELECT seq FROM records WHERE `+repRange+`
+		ORDER BY key LIMIT 1 OFFSET ?4`, replica, int64(start.Seq), cut, batch-1).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.QueryRowContext(ctx, `SELECT seq FROM records WHERE rep = `+repOf+` AND seq > ?2 AND seq <= ?3
-			ORDER BY seq DESC LIMIT 1`, replica, int64(start.Seq), cut).Scan(&seq)
+		err = tx.QueryRowContext(ctx, `SELECT seq FROM records WHERE `+repRange+`
+			ORDER BY key DESC LIMIT 1`, replica, int64(start.Seq), cut).Scan(&seq)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
@@ -137,7 +137,7 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 			return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 		}
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM records WHERE rep = `+repOf+` AND seq <= ?2`, replica, seq)
+	res, err := tx.ExecContext(ctx, `DELETE FROM records WHERE `+repRange, replica, 0, seq)
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}

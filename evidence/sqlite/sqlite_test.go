@@ -315,8 +315,8 @@ func (tm tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64)
 	if _, err := tm.db.ExecContext(ctx, `INSERT OR IGNORE INTO replicas (name) VALUES (?)`, c.Replica); err != nil {
 		return err
 	}
-	_, err = tm.db.ExecContext(ctx, `INSERT INTO records (rep, seq, time_ns, edge, shape, id, rid, path, rest)
-		VALUES ((SELECT num FROM replicas WHERE name = ?), ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = tm.db.ExecContext(ctx, `INSERT INTO records (key, time_ns, edge, shape, id, rid, path, rest)
+		VALUES (((SELECT num FROM replicas WHERE name = ?) << 40) + ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Replica, c.Seq, c.TimeNS, edge, n, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, rest)
 	return err
 }

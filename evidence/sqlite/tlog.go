@@ -89,9 +89,9 @@ func (s *Store) readTiles(ctx context.Context, q querier, replica string, base u
 // when one is missing.
 func (s *Store) leafHashes(ctx context.Context, q querier, replica string, from, to int64) ([]tlog.Hash, bool, error) {
 	// A quarantined record keeps its leaf (see Quarantine).
-	rows, err := q.QueryContext(ctx, `SELECT `+rowCols+`, NULL FROM records WHERE rep = `+repOf+` AND seq >= ?2 AND seq < ?3
-		UNION ALL SELECT seq, 0, 0, NULL, NULL, '', NULL, hash FROM quarantine WHERE replica = ?1 AND seq >= ?2 AND seq < ?3
-		ORDER BY seq`, replica, from, to)
+	rows, err := q.QueryContext(ctx, `SELECT `+rowCols+`, NULL FROM records WHERE `+repRange+`
+		UNION ALL SELECT seq, 0, 0, NULL, NULL, '', NULL, hash FROM quarantine WHERE replica = ?1 AND seq > ?2 AND seq <= ?3
+		ORDER BY 1`, replica, from-1, to-1)
 	if err != nil {
 		return nil, false, err
 	}
