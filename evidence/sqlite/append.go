@@ -213,7 +213,7 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 			if err != nil {
 				return err
 			}
-			args = append(args, rep<<seqBits|c.Seq, c.TimeNS, edge, shape, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, sp.rest)
+			args = append(args, keyOf(rep, c.Seq), c.TimeNS, edge, shape, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, sp.rest)
 		}
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.key") {

@@ -34,15 +34,16 @@ var compactMigration = []string{
 		method TEXT    NOT NULL,
 		body   BLOB    NOT NULL
 	)`,
-	// key is the replica's number << 40 | seq, the rowid: rows are stored
-	// in chain order and appended to the end (full pages), and an index
-	// entry points at a row with one integer. rep and seq are read from
+	// key is (the replica's number - 1) << 40 | seq, the rowid: rows are
+	// stored in chain order and appended to the end (full pages), and an
+	// index entry points at a row with one integer, which for the first
+	// replica of a file (most files have one) is its seq: 3 or 4 bytes. rep and seq are read from
 	// it (virtual: not stored); a query of a replica's seqs reads a range
 	// of key. id is compact.IDKey of the id (16 bytes for a ULID), rid
 	// compact.RequestIDKey of the request id (16 bytes for a UUID).
 	`CREATE TABLE records6 (
 		key     INTEGER PRIMARY KEY,
-		rep     INTEGER GENERATED ALWAYS AS (key >> 40) VIRTUAL,
+		rep     INTEGER GENERATED ALWAYS AS ((key >> 40) + 1) VIRTUAL,
 		seq     INTEGER GENERATED ALWAYS AS (key & 1099511627775) VIRTUAL,
 		time_ns INTEGER NOT NULL,
 		edge    INTEGER NOT NULL,
@@ -141,7 +142,7 @@ func migrateCompact(ctx context.Context, tx *sql.Tx) error {
 			}
 			// The time column as it was (a wrapped time of an older
 			// meshproof stays what it is; the rest then holds the time).
-			args = append(args, []any{rep<<seqBits | seq, tns, edge, n, compact.IDKey(id), compact.RequestIDKey(r.RequestID), r.Request.Path, rest})
+			args = append(args, []any{keyOf(rep, seq), tns, edge, n, compact.IDKey(id), compact.RequestIDKey(r.RequestID), r.Request.Path, rest})
 		}
 		page.Close()
 		if err := page.Err(); err != nil {
@@ -240,15 +241,17 @@ func read(ctx context.Context, q querier, shapes *compact.Shapes, w *row) (*evid
 	return r, nil
 }
 
-// A row's key: the replica's number << seqBits | seq.
+// A row's key: (the replica's number - 1) << seqBits | seq.
 const (
 	seqBits = 40
 	maxSeq  = 1<<seqBits - 1
 )
 
+func keyOf(rep, seq int64) int64 { return (rep-1)<<seqBits | seq }
+
 // repKey is the key of seq 0 of the replica named by parameter ?1: its
 // rows are the keys (repKey, repKey + maxSeq].
-const repKey = `((SELECT num FROM replicas WHERE name = ?1) << 40)`
+const repKey = `(((SELECT num FROM replicas WHERE name = ?1) - 1) << 40)`
 
 // repRange is a condition on key: the replica's seqs after ?2 up to ?3.
 const repRange = `key > ` + repKey + ` + ?2 AND key <= ` + repKey + ` + ?3`

@@ -35,7 +35,7 @@ func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, 
 // forged).
 func (s *Store) Replicas(ctx context.Context) ([]string, error) {
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT name FROM replicas WHERE EXISTS (SELECT 1 FROM records WHERE key > num << 40 AND key <= (num << 40) + 1099511627775)
+		SELECT name FROM replicas WHERE EXISTS (SELECT 1 FROM records WHERE key > (num - 1) << 40 AND key <= ((num - 1) << 40) + 1099511627775)
 		UNION SELECT replica FROM chain_heads
 		UNION SELECT replica FROM chain_checkpoints
 		ORDER BY 1`)

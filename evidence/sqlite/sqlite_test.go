@@ -316,7 +316,7 @@ func (tm tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64)
 		return err
 	}
 	_, err = tm.db.ExecContext(ctx, `INSERT INTO records (key, time_ns, edge, shape, id, rid, path, rest)
-		VALUES (((SELECT num FROM replicas WHERE name = ?) << 40) + ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES ((((SELECT num FROM replicas WHERE name = ?) - 1) << 40) + ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Replica, c.Seq, c.TimeNS, edge, n, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, rest)
 	return err
 }
