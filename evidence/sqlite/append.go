@@ -256,7 +256,7 @@ func (s *Store) shapeID(ctx context.Context, tx *sql.Tx, sp splitRecord, method 
 	var id int64
 	err := tx.StmtContext(ctx, s.st.shape).QueryRowContext(ctx, sp.sum[:]).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.StmtContext(ctx, s.st.newShape).QueryRowContext(ctx, sp.sum[:], method, sp.shape).Scan(&id)
+		err = tx.StmtContext(ctx, s.st.newShape).QueryRowContext(ctx, sp.sum[:], method, packShape(sp.shape)).Scan(&id)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: shape: %w", err)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/compact"
 )
@@ -27,7 +29,8 @@ var compactMigration = []string{
 		name TEXT    NOT NULL UNIQUE
 	)`,
 	// method is the shape's request method, for the method filter (Verify
-	// checks that it agrees with the shape).
+	// checks that it agrees with the shape); hash the SHA-256 of the shape,
+	// body the shape compressed with zstd (packShape: 43 % of its size).
 	`CREATE TABLE shapes (
 		id     INTEGER PRIMARY KEY,
 		hash   BLOB    NOT NULL UNIQUE,
@@ -56,17 +59,17 @@ var compactMigration = []string{
 }
 
 // compactIndexes are made after the copy (one sort each, not a B-tree
-// grown row by row). Newest-first pages read records_time (the edge
-// beside, so that a broad edge filter is checked in the index) or
+// grown row by row). Newest-first pages read records_time or
 // records_edge; neither holds the id (16 bytes an entry): records of the
-// same nanosecond are put in id order from their rows, a sort of the
-// ties only. A request id is looked up per chain segment of 32,768 links,
+// same nanosecond are put in id order from their rows, a sort of the ties
+// only. A broad edge filter (more than mergeEdges) reads records_time and
+// checks each row's edge. A request id is looked up per chain segment of 32,768 links,
 // as in schema 2 (inserts land in the current segment), by its last four
 // bytes (a request id's random part, for a UUID or a counter; the row's
 // own rid is compared after).
 var compactIndexes = []string{
 	`CREATE UNIQUE INDEX records_id ON records (id)`,
-	`CREATE INDEX records_time ON records (time_ns, edge)`,
+	`CREATE INDEX records_time ON records (time_ns)`,
 	`CREATE INDEX records_edge ON records (edge, time_ns)`,
 	`CREATE INDEX records_request ON records (seq >> 15, substr(rid, -4))`,
 }
@@ -134,7 +137,7 @@ func migrateCompact(ctx context.Context, tx *sql.Tx) error {
 			n, ok := shapes[sum]
 			if !ok {
 				if err := tx.QueryRowContext(ctx, `INSERT INTO shapes (hash, method, body) VALUES (?, ?, ?) RETURNING id`,
-					sum[:], r.Request.Method, shape).Scan(&n); err != nil {
+					sum[:], r.Request.Method, packShape(shape)).Scan(&n); err != nil {
 					page.Close()
 					return err
 				}
@@ -182,6 +185,24 @@ func migrateCompact(ctx context.Context, tx *sql.Tx) error {
 // migrateChunk is the rows per INSERT of the migration.
 const migrateChunk = 64
 
+var (
+	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(compact.MaxShapeBytes))
+)
+
+// packShape is a shape as the shapes table keeps it: zstd.
+func packShape(shape []byte) []byte { return zenc.EncodeAll(shape, make([]byte, 0, len(shape)/2)) }
+
+// unpackShape is the shape packShape made b of, at most
+// compact.MaxShapeBytes.
+func unpackShape(b []byte) ([]byte, error) {
+	shape, err := zdec.DecodeAll(b, nil)
+	if err != nil {
+		return nil, fmt.Errorf("compact: shape: zstd: %w", err)
+	}
+	return shape, nil
+}
+
 // row is a record's row as the readers select it (rowCols).
 type row struct {
 	seq, timeNS, shape int64
@@ -223,7 +244,7 @@ func join(ctx context.Context, q querier, shapes *compact.Shapes, w *row) (*evid
 		if err := q.QueryRowContext(ctx, `SELECT body FROM shapes WHERE id = ?`, id).Scan(&body); err != nil {
 			return nil, fmt.Errorf("shape %d: %w", id, err)
 		}
-		return body, nil
+		return unpackShape(body)
 	})
 	if err != nil {
 		return r, fmt.Errorf("evidence sqlite: record %s: %w", out.ID, err)

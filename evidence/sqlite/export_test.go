@@ -7,6 +7,9 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 )
 
+// PackShape and UnpackShape are how the shapes table keeps a shape.
+var PackShape, UnpackShape = packShape, unpackShape
+
 // Plan is SQLite's plan for the page query of f after cursor.
 func (s *Store) Plan(ctx context.Context, f evidence.Filter, cursor string) (string, error) {
 	q, args, err := s.querySQL(ctx, f, cursor, 101)

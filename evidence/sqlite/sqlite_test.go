@@ -83,6 +83,10 @@ func joinRow(ctx context.Context, q execQuerier, where string, args ...any) (*ev
 		FROM records AS r JOIN shapes AS s ON s.id = r.shape `+where, args...).Scan(&seq, &tns, &idKey, &rid, &path, &shape, &rest); err != nil {
 		return nil, fmt.Errorf("record %v: %w", args, err)
 	}
+	shape, err := sqlite.UnpackShape(shape)
+	if err != nil {
+		return nil, err
+	}
 	id, err := compact.IDOfKey(idKey)
 	if err != nil {
 		return nil, err
@@ -97,7 +101,7 @@ func joinRow(ctx context.Context, q execQuerier, where string, args ...any) (*ev
 // shapeOf is the number of a shape's bytes, stored if new.
 func shapeOf(ctx context.Context, q execQuerier, shape []byte, method string) (int64, error) {
 	sum := sha256.Sum256(shape)
-	if _, err := q.ExecContext(ctx, `INSERT OR IGNORE INTO shapes (hash, method, body) VALUES (?, ?, ?)`, sum[:], method, shape); err != nil {
+	if _, err := q.ExecContext(ctx, `INSERT OR IGNORE INTO shapes (hash, method, body) VALUES (?, ?, ?)`, sum[:], method, sqlite.PackShape(shape)); err != nil {
 		return 0, err
 	}
 	var id int64
@@ -140,7 +144,10 @@ func (tm tamperer) Body(ctx context.Context, id string) ([]byte, error) {
 	var body []byte
 	err := tm.db.QueryRowContext(ctx, `SELECT s.body FROM records AS r JOIN shapes AS s ON s.id = r.shape WHERE r.id = ?`,
 		compact.IDKey(id)).Scan(&body)
-	return body, err
+	if err != nil {
+		return nil, err
+	}
+	return sqlite.UnpackShape(body)
 }
 
 func (tm tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict) error {
