@@ -268,7 +268,32 @@ func migrate(ctx context.Context, db *sql.DB) (from int, err error) {
 	if err := tx.Commit(); err != nil {
 		return v, fmt.Errorf("migrating the schema: %w", err)
 	}
+	if v > 0 && v < 6 {
+		if err := compactFile(ctx, db); err != nil {
+			return v, err
+		}
+	}
 	return v, nil
+}
+
+// compactFile gives the file's free pages back after migration 6, which
+// copied the records into a tenth of the space their old table held:
+// VACUUM rewrites the file (through the WAL, which the checkpoint then
+// truncates).
+func compactFile(ctx context.Context, db *sql.DB) error {
+	var free int64
+	if err := db.QueryRowContext(ctx, `SELECT freelist_count FROM pragma_freelist_count`).Scan(&free); err != nil {
+		return fmt.Errorf("after migrating the schema: %w", err)
+	}
+	if free == 0 {
+		return nil
+	}
+	for _, q := range []string{`VACUUM`, `PRAGMA wal_checkpoint(TRUNCATE)`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("after migrating the schema (%s: it can be run by hand later): %w", q, err)
+		}
+	}
+	return nil
 }
 
 // schemaVersion reads the version, 0 for a new file.

@@ -324,18 +324,22 @@ func TestMigrateFromSchema5(t *testing.T) {
 	}
 	intact("after the migration", map[string]int64{"replica-a": 63, "replica-traffic": 461})
 
-	// The file is schema 6: no JSON body, no hash column, no tile of level
+	// The file is schema 6: no JSON body, no hash column, no free page, no tile of level
 	// 0 but those retention cut into: the first 17 leaves of replicas a, b
 	// and c (stored so), the traffic's second tile (stored whole).
 	s.Close()
 	db := rawDB(t, path)
-	var version, bodies, level0 int
+	var version, bodies, level0, free int
 	var tile string
-	if err := db.QueryRowContext(ctx, `SELECT (SELECT version FROM schema_version),
+	if err := db.QueryRowContext(ctx, `SELECT (SELECT freelist_count FROM pragma_freelist_count), (SELECT version FROM schema_version),
 		(SELECT count(*) FROM pragma_table_info('records') WHERE name IN ('body', 'hash')),
 		(SELECT count(*) FROM tlog_tiles WHERE level = 0),
-		(SELECT group_concat(replica || '/' || n || '/' || length(hashes), ' ') FROM (SELECT * FROM tlog_tiles WHERE level = 0 ORDER BY replica))`).Scan(&version, &bodies, &level0, &tile); err != nil {
+		(SELECT group_concat(replica || '/' || n || '/' || length(hashes), ' ') FROM (SELECT * FROM tlog_tiles WHERE level = 0 ORDER BY replica))`).Scan(&free, &version, &bodies, &level0, &tile); err != nil {
 		t.Fatal(err)
+	}
+	// The old table's pages went back to the file system (VACUUM).
+	if free != 0 {
+		t.Errorf("%d free pages in the file after the migration, want 0", free)
 	}
 	if want := "replica-a/0/544 replica-b/0/544 replica-c/0/544 replica-traffic/1/8192"; version != 6 || bodies != 0 || level0 != 4 || tile != want {
 		t.Errorf("after the migration: schema %d, %d of body/hash columns, %d tiles of level 0 (%s); want 6, 0, 4 (%s)",
@@ -383,4 +387,79 @@ func TestMigrateFromSchema5(t *testing.T) {
 		t.Fatalf("Append after the migration: %v", err)
 	}
 	intact("after appending", map[string]int64{"replica-traffic": 761})
+}
+
+// TestMigrate1M measures the migration to schema 6 of a file schema 5
+// wrote (MESHPROOF_BENCH_MIGRATE=PATH, e.g. 1,000,000 traffic records as
+// BenchmarkBytesPerRecord writes them, made with the code before
+// migration 6): it migrates a copy, sampling the sizes of the file and its
+// WAL every 100 ms, and logs the time, the peaks (the free disk the
+// migration needs beyond the file), the size after, and then verifies it.
+func TestMigrate1M(t *testing.T) {
+	from := os.Getenv("MESHPROOF_BENCH_MIGRATE")
+	if from == "" {
+		t.Skip("set MESHPROOF_BENCH_MIGRATE=PATH (a schema-5 file) to measure its migration")
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "migrate.db")
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := fileSize(path)
+	done := make(chan struct{})
+	peaks := make(chan [3]int64)
+	go func() {
+		var peak [3]int64 // main, wal, sum
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			m, w := fileSize(path), fileSize(path+"-wal")
+			peak = [3]int64{max(peak[0], m), max(peak[1], w), max(peak[2], m+w)}
+			select {
+			case <-done:
+				peaks <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	start := time.Now()
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	took := time.Since(start)
+	close(done)
+	peak := <-peaks
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Stats(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := fileSize(path) + fileSize(path+"-wal")
+	t.Logf("migrated %d records in %s: file %d MB before, %d MB after; peaks during the migration: file %d MB, WAL %d MB, both %d MB (%d MB beyond the file before)",
+		st.Records, took.Round(time.Second), before>>20, after>>20, peak[0]>>20, peak[1]>>20, peak[2]>>20, (peak[2]-before)>>20)
+	vs := time.Now()
+	reports, err := evidence.Verify(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rep := range reports {
+		if rep.Broken != nil {
+			t.Errorf("%s broken after the migration: %+v", rep.Replica, *rep.Broken)
+		}
+		t.Logf("verify %s: %d records intact (%s)", rep.Replica, rep.Checked, time.Since(vs).Round(time.Second))
+	}
 }
