@@ -196,6 +196,9 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 	if err != nil {
 		return err
 	}
+	if err := s.idsFree(ctx, tx, batch); err != nil {
+		return err
+	}
 	args := make([]any, 0, recordParams*recordChunk)
 	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
 		args = args[:0]
@@ -228,6 +231,37 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 		}
 		return nil
 	}, s.st.insertChunk, s.st.insertOne)
+}
+
+// idsFree refuses a batch holding an id twice, or one already stored (a
+// permanent error: the record itself is refused, see evidence.ErrPermanent).
+// records_id is by the ids' first 8 bytes, not unique: this is the check
+// a unique index made.
+func (s *Store) idsFree(ctx context.Context, tx *sql.Tx, batch []*evidence.Record) error {
+	seen := make(map[string]struct{}, len(batch))
+	for _, r := range batch {
+		if _, ok := seen[r.ID]; ok {
+			return evidence.Permanent(fmt.Errorf("evidence sqlite: record %s is twice in the batch", r.ID))
+		}
+		seen[r.ID] = struct{}{}
+	}
+	keys := make([]any, 0, recordChunk)
+	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
+		keys = keys[:0]
+		for _, r := range batch[start:end] {
+			keys = append(keys, compact.IDKey(r.ID))
+		}
+		var key any
+		err := tx.StmtContext(ctx, st).QueryRowContext(ctx, keys...).Scan(&key)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("evidence sqlite: looking up the batch's ids: %w", err)
+		}
+		id, _ := compact.IDOfKey(key)
+		return evidence.Permanent(fmt.Errorf("evidence sqlite: a record of the batch has an id already stored (%s)", id))
+	}, s.st.storedIDs, s.st.storedID)
 }
 
 // freshNames are the numbers a batch's transaction made (edges, rollup

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -59,7 +60,9 @@ var compactMigration = []string{
 }
 
 // compactIndexes are made after the copy (one sort each, not a B-tree
-// grown row by row). Newest-first pages read records_time or
+// grown row by row). Ids are found by their first 8 bytes (a ULID's time
+// and 16 random bits: half the entry of the whole id), the row's id
+// compared after; Append keeps them unique (idsWhere). Newest-first pages read records_time or
 // records_edge; neither holds the id (16 bytes an entry): records of the
 // same nanosecond are put in id order from their rows, a sort of the ties
 // only. A broad edge filter (more than mergeEdges) reads records_time and
@@ -68,7 +71,7 @@ var compactMigration = []string{
 // bytes (a request id's random part, for a UUID or a counter; the row's
 // own rid is compared after).
 var compactIndexes = []string{
-	`CREATE UNIQUE INDEX records_id ON records (id)`,
+	`CREATE INDEX records_id ON records (substr(id, 1, 8))`,
 	`CREATE INDEX records_time ON records (time_ns)`,
 	`CREATE INDEX records_edge ON records (edge, time_ns)`,
 	`CREATE INDEX records_request ON records (seq >> 15, substr(rid, -4))`,
@@ -201,6 +204,28 @@ func unpackShape(b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("compact: shape: zstd: %w", err)
 	}
 	return shape, nil
+}
+
+// idsWhere is the condition selecting the rows of n ids, parameters ?1
+// to ?n, through records_id.
+func idsWhere(n int) string {
+	var b strings.Builder
+	b.WriteString("substr(id, 1, 8) IN (")
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "substr(?%d, 1, 8)", i)
+	}
+	b.WriteString(") AND id IN (")
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "?%d", i)
+	}
+	b.WriteString(")")
+	return b.String()
 }
 
 // row is a record's row as the readers select it (rowCols).

@@ -53,5 +53,18 @@ func (s *Store) explain(ctx context.Context, q string, args []any) (string, erro
 	return strings.Join(lines, "; "), rows.Err()
 }
 
+// GetPlan is SQLite's plan for Get, and for Append's check of a chunk's ids.
+func (s *Store) GetPlan(ctx context.Context) (get, check string, err error) {
+	if get, err = s.explain(ctx, `SELECT `+rowCols+` FROM records WHERE `+idsWhere(1), []any{"x"}); err != nil {
+		return "", "", err
+	}
+	args := make([]any, recordChunk)
+	for i := range args {
+		args[i] = "x"
+	}
+	check, err = s.explain(ctx, `SELECT id FROM records WHERE `+idsWhere(recordChunk)+` LIMIT 1`, args)
+	return get, check, err
+}
+
 // Classify is classify, for the tests of real SQLite errors.
 var Classify = classify

@@ -425,7 +425,7 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 // Get returns the record with id.
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
 	var w row
-	err := s.r.QueryRowContext(ctx, `SELECT `+rowCols+` FROM records WHERE id = ?`, compact.IDKey(id)).Scan(w.dest()...)
+	err := s.r.QueryRowContext(ctx, `SELECT `+rowCols+` FROM records WHERE `+idsWhere(1), compact.IDKey(id)).Scan(w.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
 	}
@@ -446,7 +446,7 @@ func (s *Store) Amendments(ctx context.Context, ids []string, _, _ time.Time) (m
 		for i, id := range chunk {
 			args[i] = compact.IDKey(evidence.AmendmentID(id))
 		}
-		rows, err := s.r.QueryContext(ctx, `SELECT `+rowCols+` FROM records WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		rows, err := s.r.QueryContext(ctx, `SELECT `+rowCols+` FROM records WHERE `+idsWhere(len(chunk)), args...)
 		if err != nil {
 			return nil, fmt.Errorf("evidence sqlite: amendments: %w", err)
 		}

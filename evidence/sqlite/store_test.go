@@ -290,6 +290,23 @@ func TestQueryPlans(t *testing.T) {
 	}
 }
 
+// TestIDPlans: Get and Append's check that a chunk's ids are new read
+// records_id (the ids' first 8 bytes), never the table.
+func TestIDPlans(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "e.db"))
+	defer s.Close()
+	write(t, s, 50)
+	get, check, err := s.GetPlan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{get, check} {
+		if !strings.Contains(p, "records USING INDEX records_id (<expr>=?)") || strings.Contains(p, "SCAN records") {
+			t.Errorf("plan %q, want records_id", p)
+		}
+	}
+}
+
 // TestReadOnlyFile makes the file unwritable under a running store and
 // across a restart: Append fails, reads go on, and writing resumes with no
 // gap or duplicate once the file is writable again.
