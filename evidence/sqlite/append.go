@@ -130,7 +130,7 @@ func (s *Store) remember(fresh *freshNames) {
 		clear(s.edges)
 	}
 	maps.Copy(s.edges, fresh.edges)
-	if len(s.shapeIDs)+len(fresh.shapes) > maxCachedGroups {
+	if len(s.shapeIDs)+len(fresh.shapes) > maxCachedShapes {
 		clear(s.shapeIDs)
 	}
 	maps.Copy(s.shapeIDs, fresh.shapes)
@@ -270,32 +270,34 @@ func (s *Store) idsFree(ctx context.Context, tx *sql.Tx, batch []*evidence.Recor
 type freshNames struct {
 	edges    map[edgeKey]int64
 	groups   map[groupKey]int64
-	shapes   map[[32]byte]int64
+	shapes   map[string]int64
 	replicas map[string]int64
 }
 
 func newFresh() *freshNames {
-	return &freshNames{edges: map[edgeKey]int64{}, groups: map[groupKey]int64{}, shapes: map[[32]byte]int64{}, replicas: map[string]int64{}}
+	return &freshNames{edges: map[edgeKey]int64{}, groups: map[groupKey]int64{}, shapes: map[string]int64{}, replicas: map[string]int64{}}
 }
 
-// shapeID is the number of a record's shape (its SHA-256 in sp), stored
-// when new.
+// shapeID is the number of a record's shape, stored when new. A shape the
+// writer has seen costs a map lookup by its bytes; only a new one is
+// hashed (SHA-256, the shapes table's key).
 func (s *Store) shapeID(ctx context.Context, tx *sql.Tx, sp splitRecord, method string, fresh *freshNames) (int64, error) {
-	if id, ok := s.shapeIDs[sp.sum]; ok {
+	if id, ok := s.shapeIDs[string(sp.shape)]; ok {
 		return id, nil
 	}
-	if id, ok := fresh.shapes[sp.sum]; ok {
+	if id, ok := fresh.shapes[string(sp.shape)]; ok {
 		return id, nil
 	}
+	sum := sha256.Sum256(sp.shape)
 	var id int64
-	err := tx.StmtContext(ctx, s.st.shape).QueryRowContext(ctx, sp.sum[:]).Scan(&id)
+	err := tx.StmtContext(ctx, s.st.shape).QueryRowContext(ctx, sum[:]).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.StmtContext(ctx, s.st.newShape).QueryRowContext(ctx, sp.sum[:], method, packShape(sp.shape)).Scan(&id)
+		err = tx.StmtContext(ctx, s.st.newShape).QueryRowContext(ctx, sum[:], method, packShape(sp.shape)).Scan(&id)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: shape: %w", err)
 	}
-	fresh.shapes[sp.sum] = id
+	fresh.shapes[string(sp.shape)] = id
 	return id, nil
 }
 
@@ -360,11 +362,10 @@ func numberOf[K comparable](ctx context.Context, tx *sql.Tx, key K, cache, fresh
 	return id, nil
 }
 
-// splitRecord is a record as Append stores it: its shape, the shape's
-// SHA-256 (the shapes table's key), and its stored rest.
+// splitRecord is a record as Append stores it: its shape and its stored
+// rest.
 type splitRecord struct {
 	shape, rest []byte
-	sum         [32]byte
 }
 
 // encoded is a batch's records split (compact.SplitStored), by another
@@ -388,9 +389,6 @@ func encodeAhead(batch []*evidence.Record, chunk int) *encoded {
 			for i := c * chunk; i < min((c+1)*chunk, len(batch)); i++ {
 				sp := &e.split[i]
 				sp.shape, sp.rest, e.errs[i] = compact.SplitStored(batch[i])
-				if e.errs[i] == nil {
-					sp.sum = sha256.Sum256(sp.shape)
-				}
 			}
 			close(e.ready[c])
 		}

@@ -103,7 +103,10 @@ func (m *mesh) record(replica string, t time.Time) *evidence.Record {
 		TLS:      evidence.TLS{SNI: host},
 		Decision: evidence.Decision{Allowed: true, DecisionID: id, PolicyRevision: "rev-7"},
 	}
+	// A server listens on its port: only the client's port is the
+	// request's own (a random destination port made one shape per record).
 	r.Destination = m.peer(dst, names.addr[1][svc])
+	r.Destination.Port = 8443
 	switch v := m.rng.IntN(100); {
 	case v < 90:
 		r.Verdict, r.Reasons = evidence.MTLS, []string{"client certificate presented", "xfcc matches the connection"}
@@ -120,6 +123,7 @@ func (m *mesh) record(replica string, t time.Time) *evidence.Record {
 		r.Verdict, r.Reasons = evidence.Plaintext, []string{"no TLS identity on either side"}
 		r.Source = m.peer("", names.addr[3][src])
 		r.Destination = m.peer("", r.Destination.Address)
+		r.Destination.Port = 8080
 	default:
 		r.Verdict, r.Reasons = evidence.XFCCUnverified, []string{"no client certificate", "xfcc header on a connection without one"}
 		r.Source = m.peer("", names.addr[4][src])
