@@ -282,7 +282,7 @@ func Join(shape, rest []byte) (*evidence.Record, error) {
 	if err := json.Unmarshal(shape, &r); err != nil {
 		return nil, fmt.Errorf("compact: shape: %w", err)
 	}
-	if err := applyRest(&r, tags, body, nil); err != nil {
+	if _, err := applyRest(&r, tags, body, nil); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -322,28 +322,31 @@ func restTags(rest []byte) (tags [nFields]byte, body []byte, err error) {
 }
 
 // applyRest sets r's per-request fields from a rest's tags and fields, the
-// stored columns from out (nil for a rest of Split).
-func applyRest(r *evidence.Record, tags [nFields]byte, body []byte, out *Outside) error {
+// stored columns from out (nil for a rest of Split). When it recomputes
+// the chain hash (a stored rest's check) it returns the canonical bytes it
+// hashed.
+func applyRest(r *evidence.Record, tags [nFields]byte, body []byte, out *Outside) (canonical []byte, err error) {
 	d := decoder{b: body, out: out}
 	for i := 0; i < nFields; i++ {
 		if err := d.field(r, i, tags[i]); err != nil {
-			return fmt.Errorf("compact: rest: %s: %w", fieldNames[i], err)
+			return nil, fmt.Errorf("compact: rest: %s: %w", fieldNames[i], err)
 		}
 	}
 	if len(d.b) != 0 {
-		return fmt.Errorf("compact: rest has %d bytes after its last field", len(d.b))
+		return nil, fmt.Errorf("compact: rest has %d bytes after its last field", len(d.b))
 	}
 	if d.check != nil {
 		if r.Chain.Version != evidence.CanonicalV2 {
-			return fmt.Errorf("compact: rest: chain.hash: a check of a record of canonical encoding v%d", max(r.Chain.Version, 1))
+			return nil, fmt.Errorf("compact: rest: chain.hash: a check of a record of canonical encoding v%d", max(r.Chain.Version, 1))
 		}
-		h := evidence.LeafHash(r.CanonicalJSON())
+		canonical = r.CanonicalJSON()
+		h := evidence.LeafHash(canonical)
 		r.Chain.Hash = hex.EncodeToString(h[:])
 		if !bytes.Equal(h[:checkBytes], d.check) {
-			return fmt.Errorf("%w: the record hashes to %.12s, its check says %x", ErrCheck, r.Chain.Hash, d.check)
+			return canonical, fmt.Errorf("%w: the record hashes to %.12s, its check says %x", ErrCheck, r.Chain.Hash, d.check)
 		}
 	}
-	return nil
+	return canonical, nil
 }
 
 type decoder struct {

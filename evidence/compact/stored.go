@@ -110,22 +110,24 @@ func JoinStored(shape, rest []byte, out Outside) (*evidence.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return joinShape(tmpl, rest, out)
+	r, _, err := joinShape(tmpl, rest, out)
+	return r, err
 }
 
-func joinShape(tmpl *evidence.Record, rest []byte, out Outside) (*evidence.Record, error) {
+func joinShape(tmpl *evidence.Record, rest []byte, out Outside) (*evidence.Record, []byte, error) {
 	tags, body, err := restTags(rest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r := clone(tmpl)
-	if err := applyRest(r, tags, body, &out); err != nil {
+	canonical, err := applyRest(r, tags, body, &out)
+	if err != nil {
 		if errors.Is(err, ErrCheck) {
-			return r, err
+			return r, canonical, err
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return r, nil
+	return r, canonical, nil
 }
 
 // DecodeShape decodes a shape strictly: the bytes must be the canonical
@@ -217,7 +219,30 @@ func (s *Shapes) Join(id int64, rest []byte, out Outside, load func(id int64) ([
 	if err != nil {
 		return nil, err
 	}
-	return joinShape(tmpl, rest, out)
+	r, _, err := joinShape(tmpl, rest, out)
+	return r, err
+}
+
+// JoinJSON is Join and the record's JSON form as the API serves it
+// (evidence.RecordJSON), made from the canonical bytes the join hashed
+// rather than encoded again. With ErrCheck both come back too.
+func (s *Shapes) JoinJSON(id int64, rest []byte, out Outside, load func(id int64) ([]byte, error)) (*evidence.Record, []byte, error) {
+	tmpl, err := s.Get(id, load)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, canonical, err := joinShape(tmpl, rest, out)
+	if r == nil {
+		return nil, nil, err
+	}
+	if canonical == nil {
+		js, jerr := evidence.RecordJSON(r)
+		if jerr != nil {
+			return nil, nil, jerr
+		}
+		return r, js, err
+	}
+	return r, evidence.AppendRecordJSON(make([]byte, 0, len(canonical)+128), canonical, r.Chain.Seq, r.Chain.Hash), err
 }
 
 // Get returns the decoded shape numbered id (read-only).

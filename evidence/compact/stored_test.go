@@ -49,6 +49,14 @@ func storedRoundTrip(t testing.TB, r *evidence.Record, shapes *compact.Shapes, n
 		t.Fatalf("Shapes.Join(%s): %v", r.ID, err)
 	}
 	sameRecord(t, cached, r)
+	withJSON, js, err := shapes.JoinJSON(n, rest, out, func(int64) ([]byte, error) { return shape, nil })
+	if err != nil {
+		t.Fatalf("Shapes.JoinJSON(%s): %v", r.ID, err)
+	}
+	sameRecord(t, withJSON, r)
+	if want, err := evidence.RecordJSON(withJSON); err != nil || !bytes.Equal(js, want) {
+		t.Fatalf("JoinJSON(%s) gives JSON\n%s\nRecordJSON gives\n%s", r.ID, js, want)
+	}
 	return shape, rest
 }
 

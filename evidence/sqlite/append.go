@@ -130,7 +130,7 @@ func (s *Store) remember(fresh *freshNames) {
 		clear(s.edges)
 	}
 	maps.Copy(s.edges, fresh.edges)
-	if len(s.shapeIDs)+len(fresh.shapes) > maxCachedShapes {
+	if len(s.shapeIDs)+len(fresh.shapes) > maxCachedGroups {
 		clear(s.shapeIDs)
 	}
 	maps.Copy(s.shapeIDs, fresh.shapes)
@@ -270,25 +270,26 @@ func (s *Store) idsFree(ctx context.Context, tx *sql.Tx, batch []*evidence.Recor
 type freshNames struct {
 	edges    map[edgeKey]int64
 	groups   map[groupKey]int64
-	shapes   map[string]int64
+	shapes   map[[32]byte]int64
 	replicas map[string]int64
 }
 
 func newFresh() *freshNames {
-	return &freshNames{edges: map[edgeKey]int64{}, groups: map[groupKey]int64{}, shapes: map[string]int64{}, replicas: map[string]int64{}}
+	return &freshNames{edges: map[edgeKey]int64{}, groups: map[groupKey]int64{}, shapes: map[[32]byte]int64{}, replicas: map[string]int64{}}
 }
 
-// shapeID is the number of a record's shape, stored when new. A shape the
-// writer has seen costs a map lookup by its bytes; only a new one is
-// hashed (SHA-256, the shapes table's key).
+// shapeID is the number of a record's shape, stored when new. The writer
+// remembers shapes by their SHA-256 (the shapes table's key, hashed by
+// encodeAhead on another CPU): a mesh of a few hundred workloads has tens
+// of thousands of shapes, which their bytes would make megabytes.
 func (s *Store) shapeID(ctx context.Context, tx *sql.Tx, sp splitRecord, method string, fresh *freshNames) (int64, error) {
-	if id, ok := s.shapeIDs[string(sp.shape)]; ok {
+	if id, ok := s.shapeIDs[sp.sum]; ok {
 		return id, nil
 	}
-	if id, ok := fresh.shapes[string(sp.shape)]; ok {
+	if id, ok := fresh.shapes[sp.sum]; ok {
 		return id, nil
 	}
-	sum := sha256.Sum256(sp.shape)
+	sum := sp.sum
 	var id int64
 	err := tx.StmtContext(ctx, s.st.shape).QueryRowContext(ctx, sum[:]).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -297,7 +298,7 @@ func (s *Store) shapeID(ctx context.Context, tx *sql.Tx, sp splitRecord, method 
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: shape: %w", err)
 	}
-	fresh.shapes[string(sp.shape)] = id
+	fresh.shapes[sum] = id
 	return id, nil
 }
 
@@ -362,10 +363,11 @@ func numberOf[K comparable](ctx context.Context, tx *sql.Tx, key K, cache, fresh
 	return id, nil
 }
 
-// splitRecord is a record as Append stores it: its shape and its stored
-// rest.
+// splitRecord is a record as Append stores it: its shape, the shape's
+// SHA-256, and its stored rest.
 type splitRecord struct {
 	shape, rest []byte
+	sum         [32]byte
 }
 
 // encoded is a batch's records split (compact.SplitStored), by another
@@ -388,7 +390,9 @@ func encodeAhead(batch []*evidence.Record, chunk int) *encoded {
 		for c := range n {
 			for i := c * chunk; i < min((c+1)*chunk, len(batch)); i++ {
 				sp := &e.split[i]
-				sp.shape, sp.rest, e.errs[i] = compact.SplitStored(batch[i])
+				if sp.shape, sp.rest, e.errs[i] = compact.SplitStored(batch[i]); e.errs[i] == nil {
+					sp.sum = sha256.Sum256(sp.shape)
+				}
 			}
 			close(e.ready[c])
 		}

@@ -264,17 +264,36 @@ func join(ctx context.Context, q querier, shapes *compact.Shapes, w *row) (*evid
 	if err != nil {
 		return nil, fmt.Errorf("evidence sqlite: %w", err)
 	}
-	r, err := shapes.Join(w.shape, w.rest, out, func(id int64) ([]byte, error) {
+	r, err := shapes.Join(w.shape, w.rest, out, shapeLoader(ctx, q))
+	if err != nil {
+		return r, fmt.Errorf("evidence sqlite: record %s: %w", out.ID, err)
+	}
+	return r, nil
+}
+
+// shapeLoader reads a shape through q.
+func shapeLoader(ctx context.Context, q querier) func(id int64) ([]byte, error) {
+	return func(id int64) ([]byte, error) {
 		var body []byte
 		if err := q.QueryRowContext(ctx, `SELECT body FROM shapes WHERE id = ?`, id).Scan(&body); err != nil {
 			return nil, fmt.Errorf("shape %d: %w", id, err)
 		}
 		return unpackShape(body)
-	})
-	if err != nil {
-		return r, fmt.Errorf("evidence sqlite: record %s: %w", out.ID, err)
 	}
-	return r, nil
+}
+
+// readJSON is the JSON form of a row's record as the API serves it
+// (evidence.RecordJSON), for the readers (see read).
+func readJSON(ctx context.Context, q querier, shapes *compact.Shapes, w *row) ([]byte, error) {
+	out, err := w.outside()
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: %w", err)
+	}
+	_, js, err := shapes.JoinJSON(w.shape, w.rest, out, shapeLoader(ctx, q))
+	if err != nil && !errors.Is(err, compact.ErrCheck) {
+		return nil, fmt.Errorf("evidence sqlite: record %s: %w", out.ID, err)
+	}
+	return js, nil
 }
 
 // read is join for the readers: a record edited behind the store's back

@@ -356,16 +356,18 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 	if err := f.Validate(); err != nil {
 		return evidence.RecordPage{}, err
 	}
-	recs, next, err := readPage(ctx, s, f, page.Cursor, page.Size(), func(r *evidence.Record) (*evidence.Record, error) { return r, nil })
+	recs, next, err := readPage(ctx, s, f, page.Cursor, page.Size(), func(w *row) (*evidence.Record, error) {
+		return read(ctx, s.r, s.shapes, w)
+	})
 	if err != nil {
 		return evidence.RecordPage{}, err
 	}
 	return evidence.RecordPage{Records: recs, Next: next}, nil
 }
 
-// readPage reads one page of f's records after cursor, each made into a T by
-// conv, and the next cursor: no rows stay open after it.
-func readPage[T any](ctx context.Context, s *Store, f evidence.Filter, cursor string, limit int, conv func(*evidence.Record) (T, error)) ([]T, string, error) {
+// readPage reads one page of f's records after cursor, each row made into
+// a T by conv, and the next cursor: no rows stay open after it.
+func readPage[T any](ctx context.Context, s *Store, f evidence.Filter, cursor string, limit int, conv func(*row) (T, error)) ([]T, string, error) {
 	q, args, err := s.querySQL(ctx, f, cursor, limit+1)
 	if err != nil {
 		return nil, "", err
@@ -399,11 +401,7 @@ func readPage[T any](ctx context.Context, s *Store, f evidence.Filter, cursor st
 	}
 	out := make([]T, len(ws))
 	for i := range ws {
-		r, err := read(ctx, s.r, s.shapes, &ws[i])
-		if err != nil {
-			return nil, "", err
-		}
-		if out[i], err = conv(r); err != nil {
+		if out[i], err = conv(&ws[i]); err != nil {
 			return nil, "", err
 		}
 	}

@@ -2,19 +2,17 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
-// ScanJSON calls fn with the stored JSON of every record matching f,
-// newest first, one page at a time as Scan does, without decoding it: the
-// bytes are the record's JSON form as Append wrote it (json.Marshal), one
-// line. Export streams them as they are, sparing a decode and an encode
-// per record (most of Scan's cost). A record of canonical encoding v2 is
-// its canonical bytes with the chain member put in front
-// (evidence.AppendRecordJSON). fn must not keep body after it returns.
+// ScanJSON calls fn with the JSON form of every record matching f (as
+// evidence.RecordJSON makes it), newest first, one page at a time as Scan
+// does: a record of canonical encoding v2 is its canonical bytes with the
+// chain member put in front (evidence.AppendRecordJSON), the bytes its
+// join hashed (compact.Shapes.JoinJSON), never encoded twice. fn must not
+// keep body after it returns.
 func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error {
 	if err := f.Validate(); err != nil {
 		return err
@@ -26,7 +24,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 }
 
 // QueryJSON returns one page of the records matching f as Query does,
-// each record as its stored JSON (see ScanJSON), and the next cursor.
+// each record as its JSON form (see ScanJSON), and the next cursor.
 func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
 	if err := f.Validate(); err != nil {
 		return nil, "", err
@@ -39,11 +37,7 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 // canonical bytes with the chain member in front, as schema 5 served its
 // stored bytes).
 func (s *Store) bodies(ctx context.Context, f evidence.Filter, cursor string, limit int) ([][]byte, string, error) {
-	return readPage(ctx, s, f, cursor, limit, func(r *evidence.Record) ([]byte, error) {
-		b, err := evidence.RecordJSON(r)
-		if err != nil {
-			return nil, fmt.Errorf("evidence sqlite: record %s: %w", r.ID, err)
-		}
-		return b, nil
+	return readPage(ctx, s, f, cursor, limit, func(w *row) ([]byte, error) {
+		return readJSON(ctx, s.r, s.shapes, w)
 	})
 }

@@ -95,7 +95,7 @@ type Store struct {
 	st       statements
 	keys     map[evidence.RollupKey]int64 // rollup group numbers (Minute zero); guarded by wmu
 	edges    map[edgeKey]int64            // edge numbers; guarded by wmu
-	shapeIDs map[string]int64             // shape numbers by the shape's bytes; guarded by wmu
+	shapeIDs map[[32]byte]int64           // shape numbers by the shape's SHA-256; guarded by wmu
 	reps     map[string]int64             // replica numbers; guarded by wmu
 	// shapes are the decoded shapes the readers join records with.
 	shapes *compact.Shapes
@@ -170,7 +170,7 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	}
 	ck.SetMaxOpenConns(1)
 	s := &Store{path: abs, w: w, r: r, ck: ck, keys: map[evidence.RollupKey]int64{}, edges: map[edgeKey]int64{}, logs: map[string]*evidence.TreeEdge{},
-		shapeIDs: map[string]int64{}, reps: map[string]int64{}, shapes: compact.NewShapes(maxCachedShapes),
+		shapeIDs: map[[32]byte]int64{}, reps: map[string]int64{}, shapes: compact.NewShapes(maxCachedShapes),
 		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{})}
 	if err := s.open(ctx); err != nil {
 		close(s.ckDone)

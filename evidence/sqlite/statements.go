@@ -51,7 +51,7 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 	}{
 		{&st.head, `SELECT seq, hash FROM chain_heads WHERE replica = ?`},
 		{&st.shape, `SELECT id FROM shapes WHERE hash = ?`},
-		{&st.newShape, `INSERT INTO shapes (hash, method, body) VALUES (?, ?, ?) RETURNING id`},
+		{&st.newShape, `INSERT OR FAIL INTO shapes (hash, method, body) VALUES (?, ?, ?) RETURNING id`},
 		{&st.setHead, `INSERT INTO chain_heads (replica, seq, hash, root) VALUES (?, ?, ?, ?)
 			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, root = excluded.root`},
 		{&st.rollupKey, `SELECT id FROM rollup_keys WHERE replica = ? AND source = ? AND dst_host = ?

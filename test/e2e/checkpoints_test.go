@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"net/http"
@@ -13,6 +14,9 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 	_ "modernc.org/sqlite"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
 // signedServe makes a key pair and starts serve signing checkpoints every
@@ -73,6 +77,28 @@ func openDB(t *testing.T, path string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// storedLeaves are the leaf hashes (chain hashes) of replica's records up
+// to seq upTo, as the store reads them back (schema 6 keeps no hash: it
+// is the leaf hash of the record's canonical bytes).
+func storedLeaves(t *testing.T, path, replica string, upTo uint64) []string {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), path, evidence.Options{Existing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out []string
+	if err := s.Walk(context.Background(), replica, func(r *evidence.Record, _ evidence.Stored) error {
+		if r.Chain.Seq <= upTo {
+			out = append(out, r.Chain.Hash)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func sqlExec(t *testing.T, db *sql.DB, q string, args ...any) {
@@ -145,25 +171,17 @@ func TestSignedCheckpoints(t *testing.T) {
 	// The attack: the last ten records removed, and everything that
 	// would say so rewritten: the head, the log's root (recomputed from
 	// the remaining records), the stored checkpoints.
-	d := openDB(t, db)
 	const keep = 290
-	rows, err := d.Query(`SELECT hash FROM records WHERE replica = 'r1' AND seq <= ? ORDER BY seq`, keep)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hexes := storedLeaves(t, db, "r1", keep)
 	var leaves []tlog.Hash
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range hexes {
 		leaves = append(leaves, tlog.Hash(hexBytes(h)))
 	}
-	rows.Close()
 	root := rootOf(t, leaves)
-	sqlExec(t, d, `DELETE FROM records WHERE replica = 'r1' AND seq > ?`, keep)
+	d := openDB(t, db)
+	sqlExec(t, d, `DELETE FROM records WHERE rep = (SELECT num FROM replicas WHERE name = 'r1') AND seq > ?`, keep)
 	sqlExec(t, d, `DELETE FROM tlog_checkpoints WHERE replica = 'r1' AND size > ?`, keep)
-	sqlExec(t, d, `UPDATE chain_heads SET seq = ?, hash = (SELECT hash FROM records WHERE replica = 'r1' AND seq = ?), root = ? WHERE replica = 'r1'`, keep, keep, root[:])
+	sqlExec(t, d, `UPDATE chain_heads SET seq = ?, hash = ?, root = ? WHERE replica = 'r1'`, keep, hexes[keep-1], root[:])
 	d.Close()
 	r = meshproof(t, nil, "verify", "--store", "sqlite:"+db, "--public-key", key+".pub", "--checkpoint", cp)
 	if r.code != 1 || !strings.Contains(r.stdout, "300 leaves") || !strings.Contains(r.stdout, "r1") {
@@ -227,22 +245,13 @@ func TestHeadCutWithFakeCheckpoint(t *testing.T) {
 	}
 	// As retention would: the part of the bottom tile the removed records
 	// end in is kept, so that the log above them still rebuilds.
-	d := openDB(t, db)
 	var part []byte
-	rows, err := d.Query(`SELECT hash FROM records WHERE replica = 'r2' AND seq <= 10 ORDER BY seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range storedLeaves(t, db, "r2", 10) {
 		part = append(part, hexBytes(h)...)
 	}
-	rows.Close()
+	d := openDB(t, db)
 	sqlExec(t, d, `INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES ('r2', 0, 0, ?)`, part)
-	sqlExec(t, d, `DELETE FROM records WHERE replica = 'r2' AND seq <= 10`)
+	sqlExec(t, d, `DELETE FROM records WHERE rep = (SELECT num FROM replicas WHERE name = 'r2') AND seq <= 10`)
 	sqlExec(t, d, `INSERT INTO chain_checkpoints (replica, seq, hash) VALUES ('r2', 10, ?)`, strings.Repeat("0", 64))
 	d.Close()
 	r := meshproof(t, nil, "verify", "--store", "sqlite:"+db, "--public-key", key+".pub")
