@@ -162,6 +162,7 @@ func (s *Store) alreadyStored(ctx context.Context, tx *sql.Tx, replica string, l
 // limit of bound parameters.
 const (
 	recordChunk = 32
+	idsChunk    = 32
 	rollupChunk = 32
 )
 
@@ -199,8 +200,11 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 	if err := s.idsFree(ctx, tx, batch); err != nil {
 		return err
 	}
-	args := make([]any, 0, recordParams*recordChunk)
-	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
+	// One row per INSERT: a statement of several rows into a table whose
+	// rowid is given keeps a statement journal, a copy of every page it
+	// touches (16 KiB each), which cost more than the calls it saved.
+	args := make([]any, 0, recordParams)
+	return chunked(len(batch), 1, func(start, end int, st *sql.Stmt) error {
 		args = args[:0]
 		for i, r := range batch[start:end] {
 			sp, err := split.get(start + i)
@@ -230,7 +234,7 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 			return fmt.Errorf("evidence sqlite: inserting records: %w", err)
 		}
 		return nil
-	}, s.st.insertChunk, s.st.insertOne)
+	}, s.st.insertOne, s.st.insertOne)
 }
 
 // idsFree refuses a batch holding an id twice, or one already stored (a
@@ -245,8 +249,8 @@ func (s *Store) idsFree(ctx context.Context, tx *sql.Tx, batch []*evidence.Recor
 		}
 		seen[r.ID] = struct{}{}
 	}
-	keys := make([]any, 0, recordChunk)
-	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
+	keys := make([]any, 0, idsChunk)
+	return chunked(len(batch), idsChunk, func(start, end int, st *sql.Stmt) error {
 		keys = keys[:0]
 		for _, r := range batch[start:end] {
 			keys = append(keys, compact.IDKey(r.ID))

@@ -60,9 +60,11 @@ var compactMigration = []string{
 }
 
 // compactIndexes are made after the copy (one sort each, not a B-tree
-// grown row by row). Ids are found by their first 8 bytes (a ULID's time
-// and 16 random bits: half the entry of the whole id), the row's id
-// compared after; Append keeps them unique (idsWhere). Newest-first pages read records_time or
+// grown row by row). Ids are found by a 10-byte key, their first 6 bytes
+// (a ULID's millisecond) and last 4 (the low bits of its entropy, which
+// meshproof's monotonic ULIDs of one millisecond all differ in: their high
+// bits are the millisecond's first draw), not the whole 16 bytes; the
+// row's id is compared after, and Append keeps them unique (idsWhere). Newest-first pages read records_time or
 // records_edge; neither holds the id (16 bytes an entry): records of the
 // same nanosecond are put in id order from their rows, a sort of the ties
 // only. A broad edge filter (more than mergeEdges) reads records_time and
@@ -71,7 +73,7 @@ var compactMigration = []string{
 // bytes (a request id's random part, for a UUID or a counter; the row's
 // own rid is compared after).
 var compactIndexes = []string{
-	`CREATE INDEX records_id ON records (substr(id, 1, 8))`,
+	`CREATE INDEX records_id ON records (substr(id, 1, 6) || substr(id, -4))`,
 	`CREATE INDEX records_time ON records (time_ns)`,
 	`CREATE INDEX records_edge ON records (edge, time_ns)`,
 	`CREATE INDEX records_request ON records (seq >> 15, substr(rid, -4))`,
@@ -210,12 +212,12 @@ func unpackShape(b []byte) ([]byte, error) {
 // to ?n, through records_id.
 func idsWhere(n int) string {
 	var b strings.Builder
-	b.WriteString("substr(id, 1, 8) IN (")
+	b.WriteString("substr(id, 1, 6) || substr(id, -4) IN (")
 	for i := 1; i <= n; i++ {
 		if i > 1 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "substr(?%d, 1, 8)", i)
+		fmt.Fprintf(&b, "substr(?%d, 1, 6) || substr(?%d, -4)", i, i)
 	}
 	b.WriteString(") AND id IN (")
 	for i := 1; i <= n; i++ {

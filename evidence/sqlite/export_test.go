@@ -58,11 +58,11 @@ func (s *Store) GetPlan(ctx context.Context) (get, check string, err error) {
 	if get, err = s.explain(ctx, `SELECT `+rowCols+` FROM records WHERE `+idsWhere(1), []any{"x"}); err != nil {
 		return "", "", err
 	}
-	args := make([]any, recordChunk)
+	args := make([]any, idsChunk)
 	for i := range args {
 		args[i] = "x"
 	}
-	check, err = s.explain(ctx, `SELECT id FROM records WHERE `+idsWhere(recordChunk)+` LIMIT 1`, args)
+	check, err = s.explain(ctx, `SELECT id FROM records WHERE `+idsWhere(idsChunk)+` LIMIT 1`, args)
 	return get, check, err
 }
 

@@ -19,7 +19,7 @@ type statements struct {
 	edge, newEdge           *sql.Stmt
 	closed, setClosed       *sql.Stmt
 	closeHours              *sql.Stmt
-	insertChunk, insertOne  *sql.Stmt
+	insertOne               *sql.Stmt
 	storedIDs, storedID     *sql.Stmt
 	upsertChunk, upsertOne  *sql.Stmt
 	putTile                 *sql.Stmt
@@ -65,9 +65,8 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 		{&st.closed, `SELECT minute FROM rollup_closed`},
 		{&st.setClosed, `UPDATE rollup_closed SET minute = ?`},
 		{&st.closeHours, closeHoursSQL},
-		{&st.storedIDs, `SELECT id FROM records WHERE ` + idsWhere(recordChunk) + ` LIMIT 1`},
+		{&st.storedIDs, `SELECT id FROM records WHERE ` + idsWhere(idsChunk) + ` LIMIT 1`},
 		{&st.storedID, `SELECT id FROM records WHERE ` + idsWhere(1)},
-		{&st.insertChunk, insert + rows(recordChunk, recordParams)},
 		{&st.insertOne, insert + rows(1, recordParams)},
 		{&st.upsertChunk, fmt.Sprintf(upsertSQL, rows(rollupChunk, rollupParams))},
 		{&st.upsertOne, fmt.Sprintf(upsertSQL, rows(1, rollupParams))},
@@ -91,7 +90,7 @@ func rows(n, params int) string {
 
 func (st *statements) close() {
 	for _, s := range []**sql.Stmt{&st.head, &st.shape, &st.newShape, &st.setHead, &st.rollupKey, &st.newRollupKey,
-		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.storedIDs, &st.storedID, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile, &st.appendHead} {
+		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.storedIDs, &st.storedID, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile, &st.appendHead} {
 		if *s != nil {
 			(*s).Close()
 			*s = nil

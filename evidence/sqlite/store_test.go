@@ -291,7 +291,7 @@ func TestQueryPlans(t *testing.T) {
 }
 
 // TestIDPlans: Get and Append's check that a chunk's ids are new read
-// records_id (the ids' first 8 bytes), never the table.
+// records_id (the ids' first 6 and last 4 bytes), never the table.
 func TestIDPlans(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "e.db"))
 	defer s.Close()
