@@ -46,7 +46,7 @@ func TestVerifyListsQuarantined(t *testing.T) {
 		t.Fatalf("verify: %v\n%s", err, &out)
 	}
 	for _, want := range []string{"intact, 1 record(s) quarantined", "2 records in 1 chain(s) checked, 1 quarantined",
-		"quarantined records of r1", `seq 2  record "01JQ000000000000000000VER1"`, "UNIQUE constraint failed"} {
+		"quarantined records of r1", `seq 2  record "01JQ000000000000000000VER1"`, "an id already stored"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("verify output lacks %q:\n%s", want, &out)
 		}

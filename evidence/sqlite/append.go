@@ -158,8 +158,9 @@ func (s *Store) alreadyStored(ctx context.Context, tx *sql.Tx, replica string, l
 	}
 }
 
-// Rows per INSERT statement: fewer calls into SQLite per batch, within its
-// limit of bound parameters.
+// Rows per statement, within SQLite's limit of bound parameters: the
+// records split ahead at a time (recordChunk), the ids one lookup checks,
+// the rollup rows one upsert writes.
 const (
 	recordChunk = 32
 	idsChunk    = 32
@@ -225,11 +226,6 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.key") {
 				return fmt.Errorf("%w: a seq of the batch is stored already: %v", evidence.ErrChainConflict, err)
-			}
-			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.id") {
-				// Not a conflict of chains: a record whose id another
-				// record has, refused whatever the head.
-				return fmt.Errorf("evidence sqlite: a record of the batch has an id already stored: %w", err)
 			}
 			return fmt.Errorf("evidence sqlite: inserting records: %w", err)
 		}
