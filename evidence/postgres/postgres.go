@@ -46,6 +46,7 @@ type Store struct {
 	// asked for and the server's default is off.
 	forceSync bool
 	edges     edges // the replicas' log edges
+	shapes    *shapeCache
 }
 
 var _ evidence.Store = (*Store)(nil)
@@ -67,7 +68,7 @@ func Open(ctx context.Context, dsn string, opts evidence.Options) (*Store, error
 	if err != nil {
 		return nil, fmt.Errorf("postgres store %s: %w", redact(dsn), err)
 	}
-	s := &Store{pool: pool, parts: newPartitions(pool), keys: newKeyCache()}
+	s := &Store{pool: pool, parts: newPartitions(pool), keys: newKeyCache(), shapes: newShapeCache()}
 	if err := s.open(ctx, dsn, opts); err != nil {
 		pool.Close()
 		return nil, err
