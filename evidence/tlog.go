@@ -347,13 +347,38 @@ var (
 	ErrIncompleteLog = errors.New("the log's hashes are incomplete")
 )
 
-// ReadLogTiles reads tiles of a log whose leaves start after seq base, as
-// both stores keep them: stored gives a tile's stored data (nil when not
-// stored); a level-0 tile is completed from the records' own hashes,
-// hashes(from, to) giving those of seqs [from, to) in order, with ok false
-// when one is missing. A tile that cannot be made whole is nil.
+// ReadLogTiles is ReadLogTilesFrom with the leaf hashes of seqs [from, to)
+// given in hex (as Chain.Hash holds them), for a store that keeps them.
 func ReadLogTiles(tiles []tlog.Tile, base uint64, stored func(tlog.Tile) ([]byte, error),
 	hashes func(from, to int64) (hexes []string, ok bool, err error)) ([][]byte, error) {
+	return ReadLogTilesFrom(tiles, base, stored, func(from, to int64) ([]tlog.Hash, bool, error) {
+		hexes, ok, err := hashes(from, to)
+		if err != nil || !ok {
+			return nil, ok, err
+		}
+		out := make([]tlog.Hash, len(hexes))
+		for i, x := range hexes {
+			h, err := ParseHexHash(x)
+			if err != nil {
+				return nil, false, nil
+			}
+			out[i] = h
+		}
+		return out, true, nil
+	})
+}
+
+// ReadLogTilesFrom reads tiles of a log whose leaves start after seq base,
+// as the stores keep them: tiles above level 0 are stored (stored gives a
+// tile's data, nil when not stored); a tile of level 0 is the leaf hashes
+// of its records, leaves(from, to) giving those of seqs [from, to) in
+// order, with ok false when one is missing (a store recomputes them from
+// the records, or reads the hashes it keeps). Only retention stores data
+// of level 0: the hashes of the records it removed from a tile whose other
+// records stay, which leaves then completes. A tile that cannot be made
+// whole is nil.
+func ReadLogTilesFrom(tiles []tlog.Tile, base uint64, stored func(tlog.Tile) ([]byte, error),
+	leaves func(from, to int64) (hashes []tlog.Hash, ok bool, err error)) ([][]byte, error) {
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
 		data, err := stored(t)
@@ -363,17 +388,12 @@ func ReadLogTiles(tiles []tlog.Tile, base uint64, stored func(tlog.Tile) ([]byte
 		if len(data) < t.W*tlog.HashSize && t.L == 0 {
 			tileStart := int64(base) + t.N<<TileHeight + 1
 			have := len(data) / tlog.HashSize
-			hexes, ok, err := hashes(tileStart+int64(have), tileStart+int64(t.W))
+			hs, ok, err := leaves(tileStart+int64(have), tileStart+int64(t.W))
 			if err != nil {
 				return nil, err
 			}
 			data = append(make([]byte, 0, t.W*tlog.HashSize), data[:have*tlog.HashSize]...)
-			for _, x := range hexes {
-				h, err := ParseHexHash(x)
-				if err != nil {
-					ok = false
-					break
-				}
+			for _, h := range hs {
 				data = append(data, h[:]...)
 			}
 			if !ok || len(data) != t.W*tlog.HashSize {
@@ -386,8 +406,9 @@ func ReadLogTiles(tiles []tlog.Tile, base uint64, stored func(tlog.Tile) ([]byte
 }
 
 // BuildLog makes a whole log from its leaf hashes (in hex, as Chain.Hash
-// holds them): the tiles a store keeps of it (complete ones, and partial
-// ones above level 0) and its root. Tests that write a store behind its
+// holds them): the tiles a store keeps of it (those above level 0,
+// complete and partial: level 0 is the records' own hashes, see
+// ReadLogTilesFrom) and its root. Tests that write a store behind its
 // back, as an older meshproof or an attacker would, use it.
 func BuildLog(hexes []string) ([]Tile, tlog.Hash, error) {
 	leaves := make([]tlog.Hash, len(hexes))
@@ -401,7 +422,7 @@ func BuildLog(hexes []string) ([]Tile, tlog.Hash, error) {
 	e := &TreeEdge{}
 	var kept []Tile
 	for _, t := range e.Append(leaves) {
-		if t.L > 0 || t.W() == tileWidth {
+		if t.L > 0 {
 			kept = append(kept, t)
 		}
 	}

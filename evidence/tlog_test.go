@@ -100,3 +100,102 @@ func TestTreeEdgeMatchesTlog(t *testing.T) {
 		}
 	}
 }
+
+// TestLevelZeroFromLeaves: a log kept as the stores keep it (BuildLog: the
+// tiles above level 0 only) and its level 0 from the leaves (as a store
+// recomputes them from its records) gives tlog's tiles, and inclusion and
+// consistency proofs that check against tlog's root; with retention's
+// stored prefix of a tile whose first records are gone, too.
+func TestLevelZeroFromLeaves(t *testing.T) {
+	const n = 3*256*256 + 700
+	const base = 5 // the log starts after seq 5
+	leaves := make([]tlog.Hash, n)
+	hexes := make([]string, n)
+	for i := range leaves {
+		leaves[i] = tlog.RecordHash([]byte{byte(i), byte(i >> 8), byte(i >> 16)})
+		hexes[i] = evidence.HexHash(leaves[i])
+	}
+	kept, root, err := evidence.BuildLog(hexes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[[2]int64][]byte{}
+	for _, tl := range kept {
+		if tl.L == 0 {
+			t.Fatalf("BuildLog keeps tile %s of level 0", tl.Coord().Path())
+		}
+		stored[[2]int64{int64(tl.L), tl.N}] = tl.Data
+	}
+	gone := int64(0) // seqs up to base+gone are removed (retention)
+	calls := 0
+	read := func(tiles []tlog.Tile) ([][]byte, error) {
+		return evidence.ReadLogTilesFrom(tiles, base, func(c tlog.Tile) ([]byte, error) {
+			return stored[[2]int64{int64(c.L), c.N}], nil
+		}, func(from, to int64) ([]tlog.Hash, bool, error) {
+			calls++
+			if from <= base+gone || to > base+n+1 || from > to {
+				return nil, false, nil
+			}
+			return leaves[from-base-1 : to-base-1], true, nil
+		})
+	}
+	reader := tlog.TileHashReader(tlog.Tree{N: n, Hash: root}, tileReader{read})
+	if got, err := tlog.TreeHash(n, reader); err != nil || got != root {
+		t.Fatalf("root from the tiles = %v, %v; want %v", got, err, root)
+	}
+	for _, i := range []int64{0, 1, 255, 256, 257, 65535, 65536, n / 2, n - 700, n - 1} {
+		p, err := tlog.ProveRecord(n, i, reader)
+		if err != nil {
+			t.Fatalf("ProveRecord(%d): %v", i, err)
+		}
+		if err := tlog.CheckRecord(p, n, root, i, leaves[i]); err != nil {
+			t.Fatalf("leaf %d: %v", i, err)
+		}
+	}
+	for _, m := range []int64{1, 256, 1000, 65536, n - 1} {
+		p, err := tlog.ProveTree(n, m, reader)
+		if err != nil {
+			t.Fatalf("ProveTree(%d): %v", m, err)
+		}
+		mroot, err := tlog.TreeHash(m, reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckTree(p, n, root, m, mroot); err != nil {
+			t.Fatalf("size %d: %v", m, err)
+		}
+	}
+	if calls == 0 {
+		t.Fatal("level 0 never came from the leaves")
+	}
+	// Retention removes the records up to leaf 300 and keeps the part of
+	// their tile they leave (leaves 256..299): that tile is whole again.
+	gone = 300
+	stored[[2]int64{0, 1}] = flat(leaves[256:300])
+	tiles, err := read([]tlog.Tile{{H: 8, L: 0, N: 1, W: 256}, {H: 8, L: 0, N: 0, W: 256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(tiles[0]) != string(flat(leaves[256:512])) {
+		t.Error("tile 0/1 is not the stored prefix and the leaves after it")
+	}
+	if tiles[1] != nil {
+		t.Error("tile 0/0, whose records are gone, was made up")
+	}
+}
+
+type tileReader struct {
+	read func([]tlog.Tile) ([][]byte, error)
+}
+
+func (r tileReader) Height() int                                { return evidence.TileHeight }
+func (r tileReader) ReadTiles(ts []tlog.Tile) ([][]byte, error) { return r.read(ts) }
+func (r tileReader) SaveTiles([]tlog.Tile, [][]byte)            {}
+
+func flat(hs []tlog.Hash) []byte {
+	var b []byte
+	for _, h := range hs {
+		b = append(b, h[:]...)
+	}
+	return b
+}

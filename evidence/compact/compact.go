@@ -76,12 +76,47 @@ const (
 	tVarint  = 7 // zigzag varint (chain version)
 	tTime    = 8 // zigzag varint Unix seconds, uvarint nanoseconds (< 1e9)
 	tSameID  = 9 // equal to the record's id (decision id) or to its amended id (amends id)
+	// Stored rests only (SplitStored, JoinStored):
+	tOutside = 10 // kept by the store in its own column (Outside)
+	tCheck   = 11 // chain.hash of version 2: its first checkBytes bytes, the rest recomputed
 )
 
 // Split returns rec's shape and rest. It fails when the shape would not
 // decode to the same record: strings that are not valid UTF-8 (a bounded
 // record has none).
 func Split(rec *evidence.Record) (shape, rest []byte, err error) {
+	shape, err = splitShape(rec)
+	if err != nil {
+		return nil, nil, err
+	}
+	rest, err = appendRest(make([]byte, 0, 128), rec, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(rest) > MaxRestBytes {
+		return nil, nil, fmt.Errorf("compact: rest of %d bytes, more than %d", len(rest), MaxRestBytes)
+	}
+	return shape, rest, nil
+}
+
+// splitShape is rec's shape.
+func splitShape(rec *evidence.Record) ([]byte, error) {
+	b := blanked(rec)
+	shape := b.CanonicalJSON()
+	// CanonicalJSON writes a byte that is not UTF-8 as U+FFFD: the shape
+	// would decode to another record. Only then look at the raw strings
+	// (Canonical writes them as they are).
+	if bytes.Contains(shape, []byte("\ufffd")) && !utf8.Valid(b.Canonical()) {
+		return nil, errors.New("compact: the record has a string that is not valid UTF-8 (outside id, path and the other per-request fields)")
+	}
+	if len(shape) > MaxShapeBytes {
+		return nil, fmt.Errorf("compact: shape of %d bytes, more than %d", len(shape), MaxShapeBytes)
+	}
+	return shape, nil
+}
+
+// blanked is rec with its per-request fields blanked: its shape.
+func blanked(rec *evidence.Record) *evidence.Record {
 	b := *rec
 	b.ID, b.Time, b.RequestID, b.StreamID, b.TraceID = "", time.Time{}, "", "", ""
 	b.Source.Port = 0
@@ -93,24 +128,7 @@ func Split(rec *evidence.Record) (shape, rest []byte, err error) {
 		a.ID = ""
 		b.Amends = &a
 	}
-	shape = b.CanonicalJSON()
-	// CanonicalJSON writes a byte that is not UTF-8 as U+FFFD: the shape
-	// would decode to another record. Only then look at the raw strings
-	// (Canonical writes them as they are).
-	if bytes.Contains(shape, []byte("\ufffd")) && !utf8.Valid(b.Canonical()) {
-		return nil, nil, errors.New("compact: the record has a string that is not valid UTF-8 (outside id, path and the other per-request fields)")
-	}
-	if len(shape) > MaxShapeBytes {
-		return nil, nil, fmt.Errorf("compact: shape of %d bytes, more than %d", len(shape), MaxShapeBytes)
-	}
-	rest, err = appendRest(make([]byte, 0, 128), rec)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(rest) > MaxRestBytes {
-		return nil, nil, fmt.Errorf("compact: rest of %d bytes, more than %d", len(rest), MaxRestBytes)
-	}
-	return shape, rest, nil
+	return &b
 }
 
 type field struct {
@@ -118,12 +136,19 @@ type field struct {
 	val []byte
 }
 
-func appendRest(out []byte, r *evidence.Record) ([]byte, error) {
+// appendRest appends r's rest. A stored rest (SplitStored) leaves out what
+// the store keeps in its columns (see Outside) and keeps only a check of a
+// version 2 hash.
+func appendRest(out []byte, r *evidence.Record, stored bool) ([]byte, error) {
 	var fs [nFields]field
 	fs[fID] = idField(r.ID)
 	if !r.Time.IsZero() {
-		v := binary.AppendVarint(nil, r.Time.Unix())
-		fs[fTime] = field{tTime, binary.AppendUvarint(v, uint64(r.Time.Nanosecond()))}
+		if stored && timeOutside(r.Time) {
+			fs[fTime] = field{tag: tOutside}
+		} else {
+			v := binary.AppendVarint(nil, r.Time.Unix())
+			fs[fTime] = field{tTime, binary.AppendUvarint(v, uint64(r.Time.Nanosecond()))}
+		}
 	}
 	fs[fRequestID] = uuidField(r.RequestID)
 	fs[fStreamID] = decimalField(r.StreamID)
@@ -151,6 +176,16 @@ func appendRest(out []byte, r *evidence.Record) ([]byte, error) {
 	fs[fHash] = hexField(r.Chain.Hash, 32)
 	if r.Chain.Version != 0 {
 		fs[fChainVersion] = field{tVarint, binary.AppendVarint(nil, int64(r.Chain.Version))}
+	}
+	if stored {
+		for _, i := range [...]int{fID, fRequestID, fPath, fSeq} {
+			if fs[i].tag != tEmpty {
+				fs[i] = field{tag: tOutside}
+			}
+		}
+		if r.Chain.Version == evidence.CanonicalV2 && fs[fHash].tag == tHex32 {
+			fs[fHash] = field{tCheck, fs[fHash].val[:checkBytes]}
+		}
 	}
 	out = append(out, Version)
 	for i := 0; i < nFields; i += 2 {
@@ -231,20 +266,36 @@ func Join(shape, rest []byte) (*evidence.Record, error) {
 	if len(shape) > MaxShapeBytes {
 		return nil, fmt.Errorf("compact: shape of %d bytes, more than %d", len(shape), MaxShapeBytes)
 	}
+	tags, body, err := restTags(rest)
+	if err != nil {
+		return nil, err
+	}
+	var r evidence.Record
+	if err := json.Unmarshal(shape, &r); err != nil {
+		return nil, fmt.Errorf("compact: shape: %w", err)
+	}
+	if err := applyRest(&r, tags, body, nil); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// restTags checks a rest's size, version and tags, and returns the tags and
+// the field bytes after them.
+func restTags(rest []byte) (tags [nFields]byte, body []byte, err error) {
 	if len(rest) > MaxRestBytes {
-		return nil, fmt.Errorf("compact: rest of %d bytes, more than %d", len(rest), MaxRestBytes)
+		return tags, nil, fmt.Errorf("compact: rest of %d bytes, more than %d", len(rest), MaxRestBytes)
 	}
 	if len(rest) == 0 {
-		return nil, errors.New("compact: empty rest")
+		return tags, nil, errors.New("compact: empty rest")
 	}
 	if rest[0] != Version {
-		return nil, fmt.Errorf("compact: rest version %d, want %d", rest[0], Version)
+		return tags, nil, fmt.Errorf("compact: rest version %d, want %d", rest[0], Version)
 	}
 	ntags := (nFields + 1) / 2
 	if len(rest) < 1+ntags {
-		return nil, errors.New("compact: rest truncated in its tags")
+		return tags, nil, errors.New("compact: rest truncated in its tags")
 	}
-	var tags [nFields]byte
 	for i := range tags {
 		t := rest[1+i/2]
 		if i%2 == 1 {
@@ -253,25 +304,41 @@ func Join(shape, rest []byte) (*evidence.Record, error) {
 		tags[i] = t & 0x0f
 	}
 	if nFields%2 == 1 && rest[ntags]>>4 != 0 {
-		return nil, errors.New("compact: rest has a tag past its last field")
+		return tags, nil, errors.New("compact: rest has a tag past its last field")
 	}
-	var r evidence.Record
-	if err := json.Unmarshal(shape, &r); err != nil {
-		return nil, fmt.Errorf("compact: shape: %w", err)
-	}
-	d := decoder{b: rest[1+ntags:]}
+	return tags, rest[1+ntags:], nil
+}
+
+// applyRest sets r's per-request fields from a rest's tags and fields, the
+// stored columns from out (nil for a rest of Split).
+func applyRest(r *evidence.Record, tags [nFields]byte, body []byte, out *Outside) error {
+	d := decoder{b: body, out: out}
 	for i := 0; i < nFields; i++ {
-		if err := d.field(&r, i, tags[i]); err != nil {
-			return nil, fmt.Errorf("compact: rest: %s: %w", fieldNames[i], err)
+		if err := d.field(r, i, tags[i]); err != nil {
+			return fmt.Errorf("compact: rest: %s: %w", fieldNames[i], err)
 		}
 	}
 	if len(d.b) != 0 {
-		return nil, fmt.Errorf("compact: rest has %d bytes after its last field", len(d.b))
+		return fmt.Errorf("compact: rest has %d bytes after its last field", len(d.b))
 	}
-	return &r, nil
+	if d.check != nil {
+		if r.Chain.Version != evidence.CanonicalV2 {
+			return fmt.Errorf("compact: rest: chain.hash: a check of a record of canonical encoding v%d", max(r.Chain.Version, 1))
+		}
+		h := evidence.LeafHash(r.CanonicalJSON())
+		r.Chain.Hash = hex.EncodeToString(h[:])
+		if !bytes.Equal(h[:checkBytes], d.check) {
+			return fmt.Errorf("%w: the record hashes to %.12s, its check says %x", ErrCheck, r.Chain.Hash, d.check)
+		}
+	}
+	return nil
 }
 
-type decoder struct{ b []byte }
+type decoder struct {
+	b     []byte
+	out   *Outside // a stored rest's columns
+	check []byte   // a stored rest's check of chain.hash
+}
 
 var errTruncated = errors.New("truncated")
 
@@ -358,6 +425,9 @@ func (d *decoder) str(tag byte, ok ...byte) (string, error) {
 }
 
 func (d *decoder) field(r *evidence.Record, i int, tag byte) error {
+	if tag == tOutside || tag == tCheck {
+		return d.stored(r, i, tag)
+	}
 	var err error
 	switch i {
 	case fID:
@@ -473,4 +543,50 @@ func (d *decoder) field(r *evidence.Record, i int, tag byte) error {
 		}
 	}
 	return err
+}
+
+// stored sets a field a stored rest leaves to the store's columns
+// (tOutside) or checks (tCheck).
+func (d *decoder) stored(r *evidence.Record, i int, tag byte) error {
+	if d.out == nil {
+		return fmt.Errorf("tag %d not valid here (a stored rest: JoinStored)", tag)
+	}
+	switch {
+	case tag == tCheck && i == fHash:
+		v, err := d.take(checkBytes)
+		if err != nil {
+			return err
+		}
+		d.check = v
+		return nil
+	case tag == tCheck:
+	case i == fID:
+		if d.out.ID == "" {
+			return errors.New("kept in a column, but the column is empty")
+		}
+		r.ID = d.out.ID
+		return nil
+	case i == fTime:
+		r.Time = time.Unix(0, d.out.TimeNS).UTC()
+		return nil
+	case i == fRequestID:
+		if d.out.RequestID == "" {
+			return errors.New("kept in a column, but the column is empty")
+		}
+		r.RequestID = d.out.RequestID
+		return nil
+	case i == fPath:
+		if d.out.Path == "" {
+			return errors.New("kept in a column, but the column is empty")
+		}
+		r.Request.Path = d.out.Path
+		return nil
+	case i == fSeq:
+		if d.out.Seq == 0 {
+			return errors.New("kept in a column, but the column is zero")
+		}
+		r.Chain.Seq = d.out.Seq
+		return nil
+	}
+	return fmt.Errorf("tag %d not valid here", tag)
 }
