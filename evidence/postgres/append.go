@@ -14,7 +14,7 @@ import (
 
 // recordColumns are the columns COPY writes, in the order of
 // copySource.Values.
-var recordColumns = []string{"time_ns", "seq", "shape", "replica", "id", "rest"}
+var recordColumns = []string{"time_ns", "seq", "shape", "replica", "id", "request_id", "path", "rest"}
 
 // copySource feeds COPY the rows of a batch.
 type copySource struct {
@@ -30,8 +30,7 @@ func (c *copySource) Err() error { return nil }
 // Values is the row of the current record; the slice is reused (COPY
 // encodes it before asking for the next).
 func (c *copySource) Values() ([]any, error) {
-	r := c.rows[c.i-1]
-	c.vals = append(c.vals[:0], r.timeNS, r.seq, r.shape, r.replica, r.id, r.rest)
+	c.vals = c.rows[c.i-1].values(c.vals)
 	return c.vals, nil
 }
 
@@ -45,12 +44,9 @@ func (s *Store) encode(ctx context.Context, batch []*evidence.Record) ([]row, er
 	rows := make([]row, len(batch))
 	shapes := make([][]byte, len(batch))
 	for i, r := range batch {
-		shape, rest, err := splitRow(r)
-		if err != nil {
+		if rows[i], shapes[i], err = rowOf(r, replica); err != nil {
 			return nil, evidence.Permanent(fmt.Errorf("encoding record %s: %w", r.ID, err))
 		}
-		shapes[i] = shape
-		rows[i] = row{timeNS: evidence.Nanos(r.Time), seq: int64(r.Chain.Seq), replica: replica, id: idKey(r.ID), rest: rest}
 	}
 	ids, err := s.shapeIDs(ctx, batch, shapes)
 	if err != nil {

@@ -108,7 +108,7 @@ func (c *converter) partition(ctx context.Context, part string) error {
 func (c *converter) write(ctx context.Context, recs []*evidence.Record, times []int64) error {
 	rows := make([]row, len(recs))
 	for i, r := range recs {
-		shape, rest, err := splitRow(r)
+		row, shape, err := rowOf(r, 0)
 		if err != nil {
 			return fmt.Errorf("record %s: %w", r.ID, err)
 		}
@@ -134,7 +134,8 @@ func (c *converter) write(ctx context.Context, recs []*evidence.Record, times []
 			}
 			c.replicas[r.Replica] = rep
 		}
-		rows[i] = row{timeNS: times[i], seq: int64(r.Chain.Seq), shape: id, replica: rep, id: idKey(r.ID), rest: rest}
+		row.timeNS, row.shape, row.replica = times[i], id, rep
+		rows[i] = row
 	}
 	if _, err := c.tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, &copySource{rows: rows}); err != nil {
 		return fmt.Errorf("writing %d records: %w", len(rows), err)

@@ -82,18 +82,15 @@ func shapeWhere(f evidence.Filter, a *args) string {
 }
 
 // plan is how the records a filter matches are read: a WHERE clause on
-// records (its arguments in args), and post, the conditions on what only
-// the rest holds (path, request id), checked on each decoded record (nil
-// when there are none). none: no record can match.
+// records (its arguments in args). none: no record can match.
 type plan struct {
 	where string
 	args  args
-	post  func(*evidence.Record) bool
 	none  bool
 }
 
 // planOf plans f, a validated filter: the shapes it names are read first
-// (a few thousand rows at most), and records_shape is read for them.
+// (a few thousand rows at most), then the records of those shapes.
 func (s *Store) planOf(ctx context.Context, f evidence.Filter) (plan, error) {
 	var p plan
 	var conds []string
@@ -120,15 +117,18 @@ func (s *Store) planOf(ctx context.Context, f evidence.Filter) (plan, error) {
 	if !f.Until.IsZero() {
 		cond("time_ns < " + p.args.add(clampNano(f.Until)))
 	}
-	if f.RequestID != "" {
-		if c := requestCond(f.RequestID, &p.args); c != "" {
-			cond(c)
+	if f.PathPrefix != "" {
+		cond("path >= " + p.args.add(f.PathPrefix))
+		if hi, ok := prefixEnd(f.PathPrefix); ok {
+			cond("path < " + p.args.add(hi))
 		}
 	}
-	if f.PathPrefix != "" || f.RequestID != "" {
-		p.post = func(r *evidence.Record) bool {
-			return strings.HasPrefix(r.Request.Path, f.PathPrefix) && (f.RequestID == "" || r.RequestID == f.RequestID)
+	if f.RequestID != "" {
+		if textColumn("request id", f.RequestID) != nil {
+			p.none = true // no stored record has one
+			return p, nil
 		}
+		cond(requestCond(f.RequestID, &p.args))
 	}
 	p.where = "TRUE"
 	if len(conds) > 0 {
@@ -137,70 +137,23 @@ func (s *Store) planOf(ctx context.Context, f evidence.Filter) (plan, error) {
 	return p, nil
 }
 
-// requestCond is the condition that reads a request id through
-// records_request_uuid or records_request_raw (see migrations/0005): a
-// superset of the records with that request id, which the plan's post
-// condition narrows. "" when the codec does not write rests as those
-// indexes read them (then every record is read and checked).
+// requestCond is the condition on a request id, written so that the
+// planner reads records_request_uuid or records_request_other (see
+// migrations/0005).
 func requestCond(requestID string, a *args) string {
-	tag, enc, ok := requestField(requestID)
-	if !ok || !requestLayout {
-		return ""
+	k := requestKey(requestID)
+	c := "request_id = " + a.add(k)
+	if len(k) == 16 {
+		return c + " AND length(request_id) = 16 AND (('x' || encode(substring(request_id FROM 1 FOR 8), 'hex'))::bit(64)::bigint) = " +
+			a.add(int64(binary.BigEndian.Uint64(k[:8])))
 	}
-	switch tag {
-	case tagUUID:
-		k := int64(binary.BigEndian.Uint64(enc[:8]))
-		return "get_byte(rest, 2) & 15 = 3 AND (('x' || encode(substring(rest FROM 9 FOR 8), 'hex'))::bit(64)::bigint) = " + a.add(k) +
-			" AND substring(rest FROM 9 FOR 16) = " + a.add(enc)
-	case tagRaw:
-		p := enc[:min(len(enc), 64)]
-		c := "get_byte(rest, 2) & 15 = 1 AND substring(rest FROM 9 FOR 64) >= " + a.add(p)
-		if hi, ok := bytesEnd(p); ok {
-			c += " AND substring(rest FROM 9 FOR 64) < " + a.add(hi)
-		}
-		return c + " AND substring(rest FROM 9 FOR " + strconv.Itoa(len(enc)) + ") = " + a.add(enc)
+	p := k[:min(len(k), 64)]
+	c += " AND length(request_id) <> 16 AND length(request_id) > 0 AND substring(request_id FROM 1 FOR 64) >= " + a.add(p)
+	if hi, ok := bytesEnd(p); ok {
+		c += " AND substring(request_id FROM 1 FOR 64) < " + a.add(hi)
 	}
-	return ""
+	return c
 }
-
-// The tags of a request id in a rest (evidence/compact).
-const (
-	tagRaw  = 1
-	tagUUID = 3
-)
-
-// requestField is how a rest writes requestID: its tag and the bytes of
-// its field; ok false when it is empty or the codec wrote it another way.
-func requestField(requestID string) (tag byte, enc []byte, ok bool) {
-	_, rest, err := splitRow(&evidence.Record{RequestID: requestID})
-	if err != nil || len(rest) < 9 || rest[1] != 0 {
-		return 0, nil, false
-	}
-	switch tag = rest[2] & 15; tag {
-	case tagUUID:
-		return tag, rest[8:24], len(rest) >= 24
-	case tagRaw:
-		n, k := binary.Uvarint(rest[8:])
-		if k <= 0 || uint64(len(rest)-8-k) < n {
-			return 0, nil, false
-		}
-		return tag, rest[8 : 8+k+int(n)], true
-	}
-	return 0, nil, false
-}
-
-// requestLayout says whether the codec writes a record's request id where
-// the request id indexes read it (requestField on a record with an id and
-// a time, as every stored record has).
-var requestLayout = func() bool {
-	const uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
-	r := &evidence.Record{ID: "01ARZ3NDEKTSV4RRFFQ69G5FAV", Time: time.Unix(1e9, 5), RequestID: uuid,
-		Decision: evidence.Decision{DecisionID: "01ARZ3NDEKTSV4RRFFQ69G5FAV"}, Chain: evidence.Chain{Seq: 7, Version: evidence.CanonicalV2}}
-	r.Chain.Hash = leafHex(r)
-	_, rest, err := splitRow(r)
-	_, enc, ok := requestField(uuid)
-	return err == nil && ok && len(rest) >= 24 && rest[1] == 0 && rest[2]&15 == tagUUID && string(rest[8:24]) == string(enc)
-}()
 
 // bytesEnd is the least byte string above every string that starts with
 // p; ok is false when there is none (p is all 0xff).
@@ -288,9 +241,8 @@ type cursor struct {
 	id     string
 }
 
-// idOrder is the order of ids in SQL: their text's (see
-// migrations/0005, meshproof_id_text).
-const idOrder = "meshproof_id_text(id)"
+// idOrder is the order of ids in SQL: idKey sorts as the ids do.
+const idOrder = "id"
 
 // pageSQL is the query of a chunk of p's rows after the cursor, newest
 // first.
@@ -298,15 +250,11 @@ func (p plan) pageSQL(after *cursor, limit int) (string, args) {
 	a := append(args(nil), p.args...)
 	w := p.where
 	if after != nil {
-		t, id := a.add(after.timeNS), a.add([]byte(after.id))
+		t, id := a.add(after.timeNS), a.add(idKey(after.id))
 		w += " AND time_ns <= " + t + " AND (time_ns < " + t + " OR " + idOrder + " < " + id + ")"
 	}
 	return "SELECT " + rowColumns + " FROM records WHERE " + w + " ORDER BY time_ns DESC, " + idOrder + " DESC LIMIT " + a.add(limit), a
 }
-
-// postChunk is how many rows a page reads at a time when a condition is
-// checked on the decoded records.
-const postChunk = 1000
 
 // page reads up to limit records matching f after the cursor, newest
 // first, and the cursor of the next page (nil on the last one). It holds a
@@ -316,41 +264,31 @@ func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limi
 	if err != nil || p.none {
 		return nil, nil, err
 	}
-	chunk := limit + 1
-	if p.post != nil {
-		chunk = max(chunk, postChunk)
+	q, a := p.pageSQL(after, limit+1)
+	rs, err := s.pool.Query(ctx, q, a...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
-	recs := make([]*evidence.Record, 0, min(limit, 128))
-	var at cursor
-	for {
-		q, a := p.pageSQL(after, chunk)
-		rs, err := s.pool.Query(ctx, q, a...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("postgres: query: %w", err)
-		}
-		rows, err := collectRows(rs)
-		if err != nil {
-			return nil, nil, fmt.Errorf("postgres: query: %w", err)
-		}
-		got, err := s.decodeRows(ctx, s.pool, rows)
-		if err != nil {
-			return nil, nil, fmt.Errorf("postgres: query: %w", err)
-		}
-		for i, r := range got {
-			if p.post != nil && !p.post(r) {
-				continue
-			}
-			if len(recs) == limit {
-				return recs, &at, nil // the last record returned
-			}
-			recs, at = append(recs, r), cursor{rows[i].timeNS, r.ID}
-		}
-		if len(rows) < chunk {
-			return recs, nil, nil
-		}
-		last := rows[len(rows)-1]
-		after = &cursor{last.timeNS, got[len(got)-1].ID}
+	rows, err := collectRows(rs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
+	var next *cursor
+	if len(rows) > limit {
+		// The last record returned.
+		rows = rows[:limit]
+		last := rows[limit-1]
+		id, err := idOf(last.id)
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: query: %w", err)
+		}
+		next = &cursor{last.timeNS, id}
+	}
+	recs, err := s.decodeRows(ctx, s.pool, rows)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+	}
+	return recs, next, nil
 }
 
 // Scan calls fn for every record matching f, newest first, reading a page
@@ -433,21 +371,10 @@ func (s *Store) Count(ctx context.Context, f evidence.Filter) (int64, error) {
 		return 0, err
 	}
 	var n int64
-	if p.post == nil {
-		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM records WHERE "+p.where, p.args...).Scan(&n); err != nil {
-			return 0, fmt.Errorf("postgres: count: %w", err)
-		}
-		return n, nil
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM records WHERE "+p.where, p.args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("postgres: count: %w", err)
 	}
-	// The path or request id is in the rest: the records are read.
-	err = storekit.ScanPages(ctx, func(after *cursor) ([]*evidence.Record, *cursor, bool, error) {
-		recs, next, err := s.page(ctx, f, after, evidence.MaxLimit)
-		return recs, next, next != nil, err
-	}, func(*evidence.Record) error {
-		n++
-		return nil
-	})
-	return n, err
+	return n, nil
 }
 
 // QueryJSON returns one page of the records matching f as Query does, each

@@ -21,8 +21,11 @@ const walkPage = 1000
 // Walk calls fn for each record of replica's chain in seq order, with the
 // index columns stored beside it. A row that no longer decodes is passed
 // as a record holding only its id and seq, which Verify reports as edited.
+// The shapes are read afresh for each walk: Verify sees what is stored
+// now, not what this process read before.
 func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
-	id, ok, err := s.knownReplica(ctx, s.pool, replica)
+	set := newShapeSet()
+	id, ok, err := knownReplica(ctx, s.pool, replica)
 	if err != nil || !ok {
 		return err
 	}
@@ -36,13 +39,13 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 		}
 		rows, err := collectRows(rs)
 		if err == nil {
-			err = s.resolve(ctx, s.pool, rows)
+			err = set.resolve(ctx, s.pool, rows)
 		}
 		if err != nil {
 			return fmt.Errorf("postgres: walk %s: %w", replica, err)
 		}
 		for _, r := range rows {
-			rec, st := s.decodeRow(r)
+			rec, st := set.decodeRow(r)
 			if err := fn(rec, st); err != nil {
 				return err
 			}

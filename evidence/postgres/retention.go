@@ -251,13 +251,13 @@ func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64
 		rows, err = tx.Query(ctx, `DELETE FROM records r
 			USING (`+doomed+`) d
 			WHERE r.replica = d.number AND r.seq = d.seq AND r.time_ns = d.time_ns
-			RETURNING d.replica, r.time_ns, r.seq, r.shape, r.replica, r.id, r.rest`, cut, batch, replicas, lasts, evidence.MinTimeNS)
+			RETURNING d.replica, r.time_ns, r.seq, r.shape, r.replica, r.id, r.request_id, r.path, r.rest`, cut, batch, replicas, lasts, evidence.MinTimeNS)
 		if err != nil {
 			return err
 		}
 		lastRows := map[string]row{}
 		var r row
-		if _, err := pgx.ForEachRow(rows, []any{&replica, &r.timeNS, &r.seq, &r.shape, &r.replica, &r.id, &r.rest}, func() error {
+		if _, err := pgx.ForEachRow(rows, []any{&replica, &r.timeNS, &r.seq, &r.shape, &r.replica, &r.id, &r.requestID, &r.path, &r.rest}, func() error {
 			n++
 			if l, ok := lastRows[replica]; !ok || r.seq > l.seq {
 				lastRows[replica] = r

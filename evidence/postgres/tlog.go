@@ -94,14 +94,14 @@ func (s *Store) leafHashes(ctx context.Context, q rowsQuerier, replica string, f
 	}
 	rows, err := collectRows(rs)
 	if err == nil {
-		err = s.resolve(ctx, q, rows)
+		err = s.read.resolve(ctx, q, rows)
 	}
 	if err != nil {
 		return nil, false, err
 	}
 	bySeq := make(map[int64]string, len(rows))
 	for _, r := range rows {
-		rec, st := s.decodeRow(r)
+		rec, st := s.read.decodeRow(r)
 		if st.Err != nil {
 			return nil, false, nil
 		}

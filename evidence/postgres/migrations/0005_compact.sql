@@ -2,10 +2,11 @@
 -- shape, what every request of an edge repeats (evidence/compact: the
 -- canonical JSON of the record with its per-request fields blanked), kept
 -- once in shapes and named by number, and its rest, the per-request fields
--- in compact binary. The record's id, time and seq are columns; its chain
--- hash is not kept (a v2 record's hash is the leaf hash of its canonical
--- bytes: readers recompute it; the log's tiles above level 0, the roots and
--- the signed checkpoints keep the tree). The filters' columns are the
+-- in compact binary (compact.SplitStored). The record's id, time, seq,
+-- request id and path are columns; its chain hash is not kept (a v2
+-- record's hash is the leaf hash of its canonical bytes: readers recompute
+-- it and compare it with the 4-byte check its rest keeps; the log's tiles
+-- above level 0, the roots and the signed checkpoints keep the tree). The filters' columns are the
 -- shape's: a filter names the shapes it wants, then reads records_shape.
 --
 -- The records of schema 4 are converted by the Go code that runs this
@@ -63,37 +64,31 @@ BEGIN
 END $$;
 
 -- The columns in this order leave no padding: 8 + 8 + 4 + 4 bytes, then
--- id (16 bytes for a ULID, see idKey) and the rest, both short varlenas.
--- No column is ever NULL (no null bitmap in the 24-byte tuple header).
+-- the short varlenas: id (idKey: 16 bytes for a ULID), request id
+-- (requestKey: 16 bytes for a UUID, empty for none), path, and the rest
+-- (compact.SplitStored: what else the request holds). No column is ever
+-- NULL (no null bitmap in the 24-byte tuple header).
 CREATE TABLE records (
-	time_ns bigint  NOT NULL,
-	seq     bigint  NOT NULL,
-	shape   integer NOT NULL,
-	replica integer NOT NULL,
-	id      bytea   NOT NULL,
-	rest    bytea   NOT NULL
+	time_ns    bigint  NOT NULL,
+	seq        bigint  NOT NULL,
+	shape      integer NOT NULL,
+	replica    integer NOT NULL,
+	id         bytea   NOT NULL,
+	request_id bytea   NOT NULL,
+	path       text COLLATE "C" NOT NULL,
+	rest       bytea   NOT NULL
 ) PARTITION BY RANGE (time_ns);
--- A rest is far below the TOAST threshold; never compress it in place (it
--- is mostly random bytes).
-ALTER TABLE records ALTER COLUMN id SET STORAGE PLAIN, ALTER COLUMN rest SET STORAGE PLAIN;
+-- A row is far below the TOAST threshold; never compress a value in place
+-- (they are mostly random bytes).
+ALTER TABLE records ALTER COLUMN id SET STORAGE PLAIN, ALTER COLUMN request_id SET STORAGE PLAIN,
+	ALTER COLUMN rest SET STORAGE PLAIN;
 
--- An id's text as bytes, in the order of the text (COLLATE "C"): pages are
--- ordered by time, then id, as every store orders them. idKey writes a
--- canonical ULID as its 16 bytes, any other id as its text and one zero
--- byte (two when that would make 16 bytes): zero sorts below every byte of
--- an id's text, which holds none.
-CREATE FUNCTION meshproof_id_text(id bytea) RETURNS bytea
-	LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-	RETURN CASE WHEN length(id) = 16 THEN
-		(SELECT decode(string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substring(b FROM i * 5 + 1 FOR 5)::integer + 1, 1), '' ORDER BY i), 'escape')
-			FROM (SELECT B'00' || ('x' || encode(id, 'hex'))::bit(128) AS b) AS x, generate_series(0, 25) AS i)
-		ELSE id END;
-
--- Pages newest first; the chain in seq order (Walk, retention, the log's
--- level-0 tiles); a filter's shapes. records_shape holds the shape alone:
--- B-tree deduplication keeps each shape once per leaf page with the list
--- of its rows (about 6 bytes a record, where (shape, time_ns) took 44), and
--- a filtered page ANDs it with records_time's range.
+-- Pages newest first (ordered by time, then id: idKey sorts as the ids
+-- do); the chain in seq order (Walk, retention, the log's level-0 tiles);
+-- a filter's shapes. records_shape holds the shape alone: B-tree
+-- deduplication keeps each shape once per leaf page with the list of its
+-- rows (about 10 bytes a record, where (shape, time_ns) took 44), and a
+-- filtered page combines it with records_time's range.
 CREATE INDEX records_time ON records (time_ns);
 CREATE INDEX records_chain ON records (replica, seq);
 CREATE INDEX records_shape ON records (shape);
@@ -105,15 +100,13 @@ CREATE INDEX records_shape ON records (shape);
 CREATE INDEX records_other_id ON records (id)
 	WHERE NOT (time_ns >= 0 AND length(id) = 16 AND substring(id FROM 1 FOR 6) = substring(int8send(time_ns / 1000000) FROM 3 FOR 6));
 
--- Request ids: the rest holds the request id first, after the version byte
--- and the tags (the id and time fields are empty: they are columns). A
--- canonical UUID (tag 3) is 16 bytes there, indexed by its first 8 as a
--- bigint; any other request id (tag 1: uvarint length, bytes) by its first
--- 64 bytes, length included. Records without one are not indexed.
-CREATE INDEX records_request_uuid ON records ((('x' || encode(substring(rest FROM 9 FOR 8), 'hex'))::bit(64)::bigint))
-	WHERE get_byte(rest, 2) & 15 = 3;
-CREATE INDEX records_request_raw ON records ((substring(rest FROM 9 FOR 64)))
-	WHERE get_byte(rest, 2) & 15 = 1;
+-- Request ids: a UUID (16 bytes) by its first 8 as a bigint, random, so
+-- an 8-byte key finds it; any other by its first 64 bytes. Records without
+-- one are not indexed.
+CREATE INDEX records_request_uuid ON records ((('x' || encode(substring(request_id FROM 1 FOR 8), 'hex'))::bit(64)::bigint))
+	WHERE length(request_id) = 16;
+CREATE INDEX records_request_other ON records ((substring(request_id FROM 1 FOR 64)))
+	WHERE length(request_id) <> 16 AND length(request_id) > 0;
 
 -- Level-0 tiles are the records' leaf hashes, recomputed from the records
 -- when a proof needs them: only those holding leaves retention removed
