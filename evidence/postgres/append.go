@@ -215,30 +215,41 @@ func (s *Store) stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record,
 // unique refuses, as a permanent error, a batch holding a record with the
 // id and time of a stored record or of another in the batch: ids are
 // unique per time (Get finds one record), as schema 4's unique constraint
-// on (id, time_ns) kept them. One probe of records_time per record.
+// on (id, time_ns) kept them. One range of records_time, the batch's: a
+// batch that follows its chain in time finds only the records other
+// replicas wrote meanwhile there.
 func unique(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, rows []row) error {
-	times := make([]int64, len(rows))
 	ids := make([][]byte, len(rows))
 	seen := make(map[string]bool, len(rows))
+	lo, hi := rows[0].timeNS, rows[0].timeNS
+	key := func(timeNS int64, id []byte) string { return string(id) + "@" + strconv.FormatInt(timeNS, 10) }
 	for i, r := range rows {
-		times[i], ids[i] = r.timeNS, r.id
-		k := string(r.id) + "@" + strconv.FormatInt(r.timeNS, 10)
+		ids[i], lo, hi = r.id, min(lo, r.timeNS), max(hi, r.timeNS)
+		k := key(r.timeNS, r.id)
 		if seen[k] {
 			return evidence.Permanent(fmt.Errorf("postgres: append: record %s: two records of the batch have its id and time", batch[i].ID))
 		}
 		seen[k] = true
 	}
-	var dup []byte
-	err := tx.QueryRow(ctx, `SELECT u.id FROM unnest($1::bigint[], $2::bytea[]) AS u (time_ns, id)
-		WHERE EXISTS (SELECT 1 FROM records r WHERE r.time_ns = u.time_ns AND r.id = u.id) LIMIT 1`, times, ids).Scan(&dup)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil
-	case err != nil:
+	rs, err := tx.Query(ctx, `SELECT time_ns, id FROM records WHERE time_ns >= $1 AND time_ns <= $2 AND id = ANY($3::bytea[])`, lo, hi, ids)
+	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
 	}
-	id, _ := idOf(dup)
-	return evidence.Permanent(fmt.Errorf("postgres: append: record %s: a record with its id and time is stored already", id))
+	var timeNS int64
+	var id []byte
+	var dup string
+	if _, err := pgx.ForEachRow(rs, []any{&timeNS, &id}, func() error {
+		if seen[key(timeNS, id)] && dup == "" {
+			dup, _ = idOf(id)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	if dup != "" {
+		return evidence.Permanent(fmt.Errorf("postgres: append: record %s: a record with its id and time is stored already", dup))
+	}
+	return nil
 }
 
 // hashAt is the chain hash of replica's record at seq (stored with time

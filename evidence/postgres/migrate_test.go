@@ -297,3 +297,66 @@ func TestMigrateRefusesAnEditedRecord(t *testing.T) {
 		t.Errorf("Open after the refused migration = %v, want schema version 4", err)
 	}
 }
+
+// BenchmarkMigrate migrates the database MESHPROOF_BENCH_MIGRATE_DSN names,
+// one the previous meshproof wrote (schema 4), to this schema, and reports
+// the time, the database's size before and after, and the most it took on
+// the way (pg_database_size polled every 100 ms: the old records and the
+// new ones exist together until the migration's transaction commits). The
+// database is migrated for good: run it on a copy (CREATE DATABASE copy
+// TEMPLATE original).
+func BenchmarkMigrate(b *testing.B) {
+	dsn := os.Getenv("MESHPROOF_BENCH_MIGRATE_DSN")
+	if dsn == "" {
+		b.Skip("set MESHPROOF_BENCH_MIGRATE_DSN to a schema-4 database to migrate (a copy: it is migrated for good)")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	size := func() int64 {
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		return n
+	}
+	var records int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM records").Scan(&records); err != nil {
+		b.Fatal(err)
+	}
+	before := size()
+	for range b.N {
+		stop := make(chan struct{})
+		peak := make(chan int64)
+		go func() {
+			top := before
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					peak <- top
+					return
+				case <-t.C:
+					top = max(top, size())
+				}
+			}
+		}()
+		start := time.Now()
+		done, err := postgres.MigrateVersions(ctx, dsn)
+		took := time.Since(start)
+		close(stop)
+		top := <-peak
+		if err != nil {
+			b.Fatal(err)
+		}
+		after := size()
+		b.ReportMetric(took.Seconds(), "s")
+		b.ReportMetric(float64(records)/took.Seconds(), "records/s")
+		b.Logf("schema %d to %d: %d records in %s; database %d MB before, %d MB after, at most %d MB on the way (%d MB more than before)",
+			done.From, done.To, records, took.Round(time.Millisecond), before>>20, after>>20, top>>20, (top-before)>>20)
+	}
+}
