@@ -187,6 +187,14 @@ func appendRest(out []byte, r *evidence.Record, stored bool) ([]byte, error) {
 			fs[fHash] = field{tCheck, fs[fHash].val[:checkBytes]}
 		}
 	}
+	if stored && commonLayout(&fs) {
+		// The usual stored rest: its tags and chain version implied.
+		out = append(out, VersionCommon)
+		for _, f := range fs[:fChainVersion] {
+			out = append(out, f.val...)
+		}
+		return out, nil
+	}
 	out = append(out, Version)
 	for i := 0; i < nFields; i += 2 {
 		t := fs[i].tag
@@ -288,6 +296,10 @@ func restTags(rest []byte) (tags [nFields]byte, body []byte, err error) {
 	}
 	if len(rest) == 0 {
 		return tags, nil, errors.New("compact: empty rest")
+	}
+	if rest[0] == VersionCommon {
+		// The chain version, 2, as its zigzag varint after the fields.
+		return commonTags, append(rest[1:len(rest):len(rest)], 4), nil
 	}
 	if rest[0] != Version {
 		return tags, nil, fmt.Errorf("compact: rest version %d, want %d", rest[0], Version)

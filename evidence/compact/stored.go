@@ -26,6 +26,28 @@ import (
 // root no longer match its leaves). A version 1 record keeps its prev_hash
 // and hash whole.
 
+// VersionCommon is the first byte of a stored rest in the usual layout
+// (commonTags): a record of a chain of version 2 whose id, time, request
+// id, path and seq are in the store's columns, stream id and source port
+// numbers, trace id 32 hex digits, decision id its id. Its tags and chain
+// version are not written (7 bytes fewer).
+const VersionCommon = 2
+
+var commonTags = [nFields]byte{fID: tOutside, fTime: tOutside, fRequestID: tOutside, fStreamID: tUvarint,
+	fTraceID: tHex16, fSourcePort: tUvarint, fDecisionID: tSameID, fPath: tOutside, fSeq: tOutside,
+	fHash: tCheck, fChainVersion: tVarint}
+
+// commonLayout says whether fs's tags are commonTags and its chain
+// version 2.
+func commonLayout(fs *[nFields]field) bool {
+	for i, f := range fs {
+		if f.tag != commonTags[i] {
+			return false
+		}
+	}
+	return len(fs[fChainVersion].val) == 1 && fs[fChainVersion].val[0] == 4
+}
+
 // checkBytes is the length of a stored rest's check of a version 2 hash.
 const checkBytes = 4
 

@@ -194,7 +194,7 @@ func TestStoredRestLeavesOut(t *testing.T) {
 	m := traffic.New(t, 4, "replica-t")
 	recs := m.Batch(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC), time.Millisecond, 1000)
 	evidencetest.Link(evidence.Link{}, recs...)
-	plain, stored := 0, 0
+	plain, stored, common := 0, 0, 0
 	for _, r := range recs {
 		_, rest, err := compact.Split(r)
 		if err != nil {
@@ -205,6 +205,9 @@ func TestStoredRestLeavesOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		plain, stored = plain+len(rest), stored+len(srest)
+		if srest[0] == compact.VersionCommon {
+			common++
+		}
 		for _, col := range [][]byte{[]byte(r.ID), []byte(r.RequestID), []byte(r.Request.Path)} {
 			if bytes.Contains(srest, col) {
 				t.Fatalf("stored rest of %s holds %q", r.ID, col)
@@ -214,6 +217,10 @@ func TestStoredRestLeavesOut(t *testing.T) {
 	// id 16, time ~10, request id 16, path ~21, seq ~3, hash 32 - check 4.
 	if d := float64(plain-stored) / float64(len(recs)); d < 90 {
 		t.Errorf("the stored rest is %.1f bytes/record smaller than Split's, want at least 90", d)
+	}
+	// Every traffic record is in the usual layout (no tags written).
+	if common != len(recs) {
+		t.Errorf("%d of %d stored rests in the usual layout", common, len(recs))
 	}
 	t.Logf("rest %.1f bytes/record, stored rest %.1f", float64(plain)/float64(len(recs)), float64(stored)/float64(len(recs)))
 }
@@ -278,6 +285,35 @@ func TestJoinStoredFindsEdits(t *testing.T) {
 	// A stored rest is not Split's: Join refuses it.
 	if _, err := compact.Join(shape, rest); err == nil {
 		t.Error("Join took a stored rest")
+	}
+	// Every prefix of a stored rest, in the usual layout and not, and
+	// one with a byte more, is refused.
+	tr := traffic.New(t, 5, "replica-t").Batch(evidencetest.Base, time.Millisecond, 1)[0]
+	evidencetest.Link(evidence.Link{}, tr)
+	common, crest, err := compact.SplitStored(tr)
+	if err != nil || crest[0] != compact.VersionCommon {
+		t.Fatalf("a traffic record's stored rest is not in the usual layout: %v", err)
+	}
+	if back, err := compact.JoinStored(common, crest, compact.OutsideOf(tr)); err != nil {
+		t.Fatal(err)
+	} else {
+		sameRecord(t, back, tr)
+	}
+	for i := range len(crest) {
+		if r, err := compact.JoinStored(common, crest[:i], compact.OutsideOf(tr)); err == nil {
+			t.Errorf("JoinStored took the first %d of %d bytes of the rest: %+v", i, len(crest), r)
+		}
+	}
+	if _, err := compact.JoinStored(common, append(crest[:len(crest):len(crest)], 0), compact.OutsideOf(tr)); err == nil {
+		t.Error("JoinStored took the rest with a byte after it")
+	}
+	for i := range len(rest) {
+		if r, err := compact.JoinStored(shape, rest[:i], out); err == nil {
+			t.Errorf("JoinStored took the first %d of %d bytes of the rest: %+v", i, len(rest), r)
+		}
+	}
+	if _, err := compact.JoinStored(shape, append(rest[:len(rest):len(rest)], 0), out); err == nil {
+		t.Error("JoinStored took the rest with a byte after it")
 	}
 }
 

@@ -2,14 +2,17 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/compact"
 )
 
 // Append writes a batch in one transaction with its rollups and the new
@@ -53,6 +56,8 @@ func checkBatch(batch []*evidence.Record) error {
 			return fmt.Errorf("evidence sqlite: one batch holds replicas %q and %q", replica, r.Replica)
 		case r.ID == "" || r.Chain.Hash == "":
 			return fmt.Errorf("evidence sqlite: record %d of the batch has no id or is not chained", i)
+		case r.Chain.Seq == 0 || r.Chain.Seq > maxSeq:
+			return fmt.Errorf("evidence sqlite: record %s: seq %d out of the range the store keeps (1 to %d)", r.ID, r.Chain.Seq, uint64(maxSeq))
 		case i > 0 && (r.Chain.Seq != batch[i-1].Chain.Seq+1 || (r.Chain.Version != evidence.CanonicalV2 && r.Chain.PrevHash != batch[i-1].Chain.Hash)):
 			return fmt.Errorf("evidence sqlite: record %s (seq %d) does not follow seq %d in its batch", r.ID, r.Chain.Seq, batch[i-1].Chain.Seq)
 		}
@@ -79,18 +84,17 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	first, last := batch[0].Chain, batch[len(batch)-1].Chain
 	switch {
 	case last.Seq <= head.Seq:
-		return alreadyStored(ctx, tx, s.st.storedHash, replica, last)
+		return s.alreadyStored(ctx, tx, replica, last)
 	case first.Seq != head.Seq+1 || (first.Version != evidence.CanonicalV2 && first.PrevHash != head.Hash):
 		return fmt.Errorf("%w: replica %s: the batch starts at seq %d after %.12s, the store's head is seq %d (%.12s)",
 			evidence.ErrChainConflict, replica, first.Seq, first.PrevHash, head.Seq, head.Hash)
 	}
 	s.pendingLog, s.pendingEdge = "", nil
-	freshEdges := map[edgeKey]int64{}
-	if err := s.insertRecords(ctx, tx, batch, freshEdges); err != nil {
+	fresh := newFresh()
+	if err := s.insertRecords(ctx, tx, batch, fresh); err != nil {
 		return err
 	}
-	fresh := map[groupKey]int64{}
-	if err := s.upsertRollups(ctx, tx, batch, sealed*60, fresh); err != nil {
+	if err := s.upsertRollups(ctx, tx, batch, sealed*60, fresh.groups); err != nil {
 		return err
 	}
 	if err := s.appendLog(ctx, tx, head, batch); err != nil {
@@ -111,19 +115,26 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 		s.pendingLog, s.pendingEdge = "", nil
 	}
 	s.kickCheckpoint()
-	if len(s.keys)+len(fresh) > maxCachedGroups {
+	s.remember(fresh)
+	return nil
+}
+
+// remember puts the numbers a committed transaction made in the writer's
+// caches.
+func (s *Store) remember(fresh *freshNames) {
+	if len(s.keys)+len(fresh.groups) > maxCachedGroups {
 		clear(s.keys) // plaintext clients by address can be many; the table keeps them all
 	}
-	for g, id := range fresh {
-		s.keys[g] = id
-	}
-	if len(s.edges)+len(freshEdges) > maxCachedGroups {
+	maps.Copy(s.keys, fresh.groups)
+	if len(s.edges)+len(fresh.edges) > maxCachedGroups {
 		clear(s.edges)
 	}
-	for e, id := range freshEdges {
-		s.edges[e] = id
+	maps.Copy(s.edges, fresh.edges)
+	if len(s.shapeIDs)+len(fresh.shapes) > maxCachedGroups {
+		clear(s.shapeIDs)
 	}
-	return nil
+	maps.Copy(s.shapeIDs, fresh.shapes)
+	maps.Copy(s.reps, fresh.replicas)
 }
 
 // maxCachedGroups bounds the writer's memory of rollup group numbers.
@@ -131,20 +142,19 @@ const maxCachedGroups = 100_000
 
 // alreadyStored accepts a batch written before (its commit was in doubt)
 // when the store holds its last record with the same hash.
-func alreadyStored(ctx context.Context, tx *sql.Tx, st *sql.Stmt, replica string, last evidence.Chain) error {
-	var hash string
-	err := tx.StmtContext(ctx, st).QueryRowContext(ctx, replica, int64(last.Seq)).Scan(&hash)
+func (s *Store) alreadyStored(ctx context.Context, tx *sql.Tx, replica string, last evidence.Chain) error {
+	hash, found, err := s.storedHash(ctx, tx, replica, last.Seq)
 	switch {
-	case err == nil && hash == last.Hash:
+	case err != nil:
+		return fmt.Errorf("evidence sqlite: %w", err)
+	case found && hash == last.Hash:
 		return nil
-	case err == nil:
+	case found:
 		return fmt.Errorf("%w: replica %s: seq %d is stored with hash %.12s, the batch has %.12s",
 			evidence.ErrChainConflict, replica, last.Seq, hash, last.Hash)
-	case errors.Is(err, sql.ErrNoRows):
+	default:
 		return fmt.Errorf("%w: replica %s: the batch ends at seq %d, before the head, but the store does not hold it",
 			evidence.ErrChainConflict, replica, last.Seq)
-	default:
-		return fmt.Errorf("evidence sqlite: %w", err)
 	}
 }
 
@@ -155,12 +165,12 @@ const (
 	rollupChunk = 32
 )
 
-// recordColumns are the columns Append writes (schema version 2).
-const recordColumns = `replica, seq, id, time_ns, edge, method, path, request_id, hash, body`
+// recordColumns are the columns Append writes (schema version 6).
+const recordColumns = `key, time_ns, edge, shape, id, rid, path, rest`
 
 // Parameters per row.
 const (
-	recordParams = 10
+	recordParams = 8
 	rollupParams = 7
 )
 
@@ -180,25 +190,33 @@ func chunked(n, chunk int, exec func(start, end int, st *sql.Stmt) error, full, 
 	return nil
 }
 
-func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence.Record, fresh map[edgeKey]int64) error {
-	bodies := encodeAhead(batch, recordChunk)
+func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence.Record, fresh *freshNames) error {
+	split := encodeAhead(batch, recordChunk)
+	rep, err := s.replicaNum(ctx, tx, batch[0].Replica, fresh)
+	if err != nil {
+		return err
+	}
 	args := make([]any, 0, recordParams*recordChunk)
 	return chunked(len(batch), recordChunk, func(start, end int, st *sql.Stmt) error {
 		args = args[:0]
 		for i, r := range batch[start:end] {
-			body, err := bodies.get(start + i)
+			sp, err := split.get(start + i)
 			if err != nil {
 				return evidence.Permanent(fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err))
 			}
 			c := evidence.ColumnsOf(r)
-			edge, err := s.edgeID(ctx, tx, edgeOf(c), fresh)
+			edge, err := s.edgeID(ctx, tx, edgeOf(c), fresh.edges)
 			if err != nil {
 				return err
 			}
-			args = append(args, c.Replica, c.Seq, c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body)
+			shape, err := s.shapeID(ctx, tx, sp, r.Request.Method, fresh)
+			if err != nil {
+				return err
+			}
+			args = append(args, rep<<seqBits|c.Seq, c.TimeNS, edge, shape, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, sp.rest)
 		}
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
-			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.replica, records.seq") {
+			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.key") {
 				return fmt.Errorf("%w: a seq of the batch is stored already: %v", evidence.ErrChainConflict, err)
 			}
 			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.id") {
@@ -210,6 +228,58 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 		}
 		return nil
 	}, s.st.insertChunk, s.st.insertOne)
+}
+
+// freshNames are the numbers a batch's transaction made (edges, rollup
+// groups, shapes, replicas): the writer's caches take them once it has
+// committed.
+type freshNames struct {
+	edges    map[edgeKey]int64
+	groups   map[groupKey]int64
+	shapes   map[[32]byte]int64
+	replicas map[string]int64
+}
+
+func newFresh() *freshNames {
+	return &freshNames{edges: map[edgeKey]int64{}, groups: map[groupKey]int64{}, shapes: map[[32]byte]int64{}, replicas: map[string]int64{}}
+}
+
+// shapeID is the number of a record's shape (its SHA-256 in sp), stored
+// when new.
+func (s *Store) shapeID(ctx context.Context, tx *sql.Tx, sp splitRecord, method string, fresh *freshNames) (int64, error) {
+	if id, ok := s.shapeIDs[sp.sum]; ok {
+		return id, nil
+	}
+	if id, ok := fresh.shapes[sp.sum]; ok {
+		return id, nil
+	}
+	var id int64
+	err := tx.StmtContext(ctx, s.st.shape).QueryRowContext(ctx, sp.sum[:]).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.StmtContext(ctx, s.st.newShape).QueryRowContext(ctx, sp.sum[:], method, sp.shape).Scan(&id)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: shape: %w", err)
+	}
+	fresh.shapes[sp.sum] = id
+	return id, nil
+}
+
+// replicaNum is the number of a replica, made when new.
+func (s *Store) replicaNum(ctx context.Context, tx *sql.Tx, replica string, fresh *freshNames) (int64, error) {
+	if n, ok := s.reps[replica]; ok {
+		return n, nil
+	}
+	var n int64
+	err := tx.QueryRowContext(ctx, `SELECT num FROM replicas WHERE name = ?`, replica).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, `INSERT INTO replicas (name) VALUES (?) RETURNING num`, replica).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: replica %s: %w", replica, err)
+	}
+	fresh.replicas[replica] = n
+	return n, nil
 }
 
 // edgeKey is an edge: the identity columns of a record that filters select
@@ -256,26 +326,37 @@ func numberOf[K comparable](ctx context.Context, tx *sql.Tx, key K, cache, fresh
 	return id, nil
 }
 
-// encoded is a batch's JSON bodies, encoded by another goroutine a chunk
-// ahead of the inserts: the encoding runs on a second CPU while SQLite
-// writes the chunks before.
+// splitRecord is a record as Append stores it: its shape, the shape's
+// SHA-256 (the shapes table's key), and its stored rest.
+type splitRecord struct {
+	shape, rest []byte
+	sum         [32]byte
+}
+
+// encoded is a batch's records split (compact.SplitStored), by another
+// goroutine a chunk ahead of the inserts: the splitting runs on a second
+// CPU while SQLite writes the chunks before.
 type encoded struct {
-	bodies [][]byte
-	errs   []error
-	ready  []chan struct{} // closed when chunk i is encoded
-	chunk  int
+	split []splitRecord
+	errs  []error
+	ready []chan struct{} // closed when chunk i is split
+	chunk int
 }
 
 func encodeAhead(batch []*evidence.Record, chunk int) *encoded {
 	n := (len(batch) + chunk - 1) / chunk
-	e := &encoded{bodies: make([][]byte, len(batch)), errs: make([]error, len(batch)), ready: make([]chan struct{}, n), chunk: chunk}
+	e := &encoded{split: make([]splitRecord, len(batch)), errs: make([]error, len(batch)), ready: make([]chan struct{}, n), chunk: chunk}
 	for i := range e.ready {
 		e.ready[i] = make(chan struct{})
 	}
 	go func() {
 		for c := range n {
 			for i := c * chunk; i < min((c+1)*chunk, len(batch)); i++ {
-				e.bodies[i], e.errs[i] = evidence.StoredBody(batch[i])
+				sp := &e.split[i]
+				sp.shape, sp.rest, e.errs[i] = compact.SplitStored(batch[i])
+				if e.errs[i] == nil {
+					sp.sum = sha256.Sum256(sp.shape)
+				}
 			}
 			close(e.ready[c])
 		}
@@ -283,9 +364,9 @@ func encodeAhead(batch []*evidence.Record, chunk int) *encoded {
 	return e
 }
 
-func (e *encoded) get(i int) ([]byte, error) {
+func (e *encoded) get(i int) (splitRecord, error) {
 	<-e.ready[i/e.chunk]
-	return e.bodies[i], e.errs[i]
+	return e.split[i], e.errs[i]
 }
 
 // groupKey is a rollup group: a RollupKey without its minute.

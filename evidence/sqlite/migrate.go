@@ -200,6 +200,14 @@ var migrations = [][]string{
 	logMigration,
 	// 5: rollup seals and the rollups' horizon (see seal.go).
 	sealMigration,
+	// 6: compact records (see compact.go); migrateCompact copies them.
+	compactMigration,
+}
+
+// migrationFuncs[i] runs after the statements of migrations[i], in the same
+// transaction: what SQL alone cannot do.
+var migrationFuncs = map[int]func(context.Context, *sql.Tx) error{
+	5: migrateCompact,
 }
 
 // SchemaVersion is the schema this code writes.
@@ -244,6 +252,11 @@ func migrate(ctx context.Context, db *sql.DB) (from int, err error) {
 	for i := v; i < SchemaVersion; i++ {
 		for _, stmt := range migrations[i] {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return v, fmt.Errorf("migrating the schema to version %d: %w", i+1, err)
+			}
+		}
+		if fn := migrationFuncs[i]; fn != nil {
+			if err := fn(ctx, tx); err != nil {
 				return v, fmt.Errorf("migrating the schema to version %d: %w", i+1, err)
 			}
 		}

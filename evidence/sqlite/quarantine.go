@@ -69,13 +69,11 @@ func (s *Store) quarantine(ctx context.Context, conn *sql.Conn, rec *evidence.Re
 	if c.Seq != head.Seq+1 || (c.Version != evidence.CanonicalV2 && c.PrevHash != head.Hash) {
 		if c.Seq <= head.Seq {
 			// Quarantined (or stored) before: a commit in doubt.
-			var hash string
-			err := tx.QueryRowContext(ctx, `SELECT hash FROM quarantine WHERE replica = ?1 AND seq = ?2
-				UNION ALL SELECT hash FROM records WHERE replica = ?1 AND seq = ?2 LIMIT 1`, e.Replica, int64(c.Seq)).Scan(&hash)
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			hash, found, err := s.storedHash(ctx, tx, e.Replica, c.Seq)
+			if err != nil {
 				return err
 			}
-			if err == nil && hash == c.Hash {
+			if found && hash == c.Hash {
 				return nil
 			}
 		}

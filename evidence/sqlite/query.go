@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/compact"
 	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
@@ -92,16 +93,20 @@ func recordWhere(f evidence.Filter, cursor string) (*where, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.and("(time_ns, id) < (?, ?)", t, id)
+		// time_ns alone first: the range of the time indexes.
+		w.and("time_ns <= ? AND (time_ns, id) < (?, ?)", t, t, compact.IDKey(id))
 	}
 	if f.Method != "" {
-		w.and("method = ?", f.Method)
+		// The method is the shape's (a shape is one edge's, method's and
+		// outcome's: a few thousand of them).
+		w.and("shape IN (SELECT id FROM shapes WHERE method = ?)", f.Method)
 	}
 	if f.PathPrefix != "" {
 		prefixRange(w, "path", f.PathPrefix)
 	}
 	if f.RequestID != "" {
-		w.and("request_id = ?", f.RequestID)
+		k := compact.RequestIDKey(f.RequestID)
+		w.and("substr(rid, -4) = substr(?, -4) AND rid = ?", k, k)
 	}
 	return w, nil
 }
@@ -121,7 +126,7 @@ func prefixRange(w *where, column, prefix string) {
 const mergeEdges = 100
 
 // querySQL is the page query: f's records after the cursor, newest first,
-// as (time_ns, id, seq, hash, body) rows. Its plan is chosen here, not left to the
+// as rows of rowCols. Its plan is chosen here, not left to the
 // planner (there are no statistics to guide it):
 //   - a request id: its index, every chain segment probed;
 //   - conditions on edges naming up to mergeEdges: each edge's newest rows
@@ -138,11 +143,11 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 		if hasEdges {
 			rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
 		}
-		return byRequestSQL("time_ns, id, seq, hash, body", rw) + ` ORDER BY time_ns DESC, id DESC LIMIT ?`,
+		return byRequestSQL(rowCols, rw) + ` ORDER BY time_ns DESC, id DESC LIMIT ?`,
 			append(rw.args, limit), nil
 	}
 	if !hasEdges {
-		return `SELECT time_ns, id, seq, hash, body FROM records INDEXED BY records_time` + rw.String() +
+		return `SELECT ` + rowCols + ` FROM records INDEXED BY records_time` + rw.String() +
 			` ORDER BY time_ns DESC, id DESC LIMIT ?`, append(rw.args, limit), nil
 	}
 	edges, err := s.edgeIDs(ctx, ew, mergeEdges+1)
@@ -151,21 +156,21 @@ func (s *Store) querySQL(ctx context.Context, f evidence.Filter, cursor string, 
 	}
 	switch {
 	case len(edges) == 0:
-		return `SELECT time_ns, id, seq, hash, body FROM records WHERE 0`, nil, nil
+		return `SELECT ` + rowCols + ` FROM records WHERE 0`, nil, nil
 	case len(edges) > mergeEdges:
 		rw.and("edge IN (SELECT id FROM edges"+ew.String()+")", ew.args...)
-		return `SELECT time_ns, id, seq, hash, body FROM records INDEXED BY records_time` + rw.String() +
+		return `SELECT ` + rowCols + ` FROM records INDEXED BY records_time` + rw.String() +
 			` ORDER BY time_ns DESC, id DESC LIMIT ?`, append(rw.args, limit), nil
 	}
 	arms := make([]string, len(edges))
 	var args []any
 	for i, e := range edges {
-		arms[i] = `SELECT * FROM (SELECT time_ns, id, rowid AS n FROM records INDEXED BY records_edge WHERE edge = ?` +
+		arms[i] = `SELECT * FROM (SELECT time_ns, id, key FROM records INDEXED BY records_edge WHERE edge = ?` +
 			strings.Replace(rw.String(), " WHERE ", " AND ", 1) + ` ORDER BY time_ns DESC, id DESC LIMIT ?)`
 		args = append(append(append(args, e), rw.args...), limit)
 	}
-	return `SELECT r.time_ns, r.id, r.seq, r.hash, r.body FROM (` + strings.Join(arms, " UNION ALL ") +
-		` ORDER BY 1 DESC, 2 DESC LIMIT ?) AS page JOIN records AS r ON r.rowid = page.n
+	return `SELECT r.seq, r.time_ns, r.shape, r.id, r.rid, r.path, r.rest FROM (` + strings.Join(arms, " UNION ALL ") +
+		` ORDER BY 1 DESC, 2 DESC LIMIT ?) AS page JOIN records AS r ON r.key = page.key
 		ORDER BY r.time_ns DESC, r.id DESC`, append(args, limit), nil
 }
 
@@ -351,50 +356,58 @@ func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.Page
 	if err := f.Validate(); err != nil {
 		return evidence.RecordPage{}, err
 	}
-	limit := page.Size()
-	q, args, err := s.querySQL(ctx, f, page.Cursor, limit+1)
+	recs, next, err := readPage(ctx, s, f, page.Cursor, page.Size(), func(r *evidence.Record) (*evidence.Record, error) { return r, nil })
 	if err != nil {
 		return evidence.RecordPage{}, err
 	}
-	rows, err := s.readStmt(ctx, q, args...)
-	if err != nil {
-		return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
-	}
-	defer rows.Close()
-	var res evidence.RecordPage
-	var lastTime int64
-	var lastID string
-	for rows.Next() {
-		if len(res.Records) == limit {
-			res.Next = storekit.EncodeCursor(lastTime, lastID)
-			break
-		}
-		var body []byte
-		var seq int64
-		var hash string
-		if err := rows.Scan(&lastTime, &lastID, &seq, &hash, &body); err != nil {
-			return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
-		}
-		r, err := decode(lastID, body, seq, hash)
-		if err != nil {
-			return evidence.RecordPage{}, err
-		}
-		res.Records = append(res.Records, r)
-	}
-	if err := rows.Err(); err != nil {
-		return evidence.RecordPage{}, fmt.Errorf("evidence sqlite: query: %w", err)
-	}
-	return res, nil
+	return evidence.RecordPage{Records: recs, Next: next}, nil
 }
 
-// decode reads a stored record (see evidence.DecodeStored), its chain
-// from the seq and hash columns when the body is canonical encoding v2.
-func decode(id string, body []byte, seq int64, hash string) (*evidence.Record, error) {
-	r, err := evidence.DecodeStored(id, body, uint64(seq), hash)
+// readPage reads one page of f's records after cursor, each made into a T by
+// conv, and the next cursor: no rows stay open after it.
+func readPage[T any](ctx context.Context, s *Store, f evidence.Filter, cursor string, limit int, conv func(*evidence.Record) (T, error)) ([]T, string, error) {
+	q, args, err := s.querySQL(ctx, f, cursor, limit+1)
 	if err != nil {
-		return nil, fmt.Errorf("evidence sqlite: %w", err)
+		return nil, "", err
 	}
-	return r, nil
+	rows, err := s.readStmt(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("evidence sqlite: query: %w", err)
+	}
+	ws := make([]row, 0, limit+1)
+	for rows.Next() {
+		var w row
+		if err := rows.Scan(w.dest()...); err != nil {
+			rows.Close()
+			return nil, "", fmt.Errorf("evidence sqlite: query: %w", err)
+		}
+		ws = append(ws, w)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("evidence sqlite: query: %w", err)
+	}
+	var next string
+	if len(ws) > limit {
+		ws = ws[:limit]
+		last := ws[limit-1]
+		id, err := compact.IDOfKey(last.id)
+		if err != nil {
+			return nil, "", fmt.Errorf("evidence sqlite: query: %w", err)
+		}
+		next = storekit.EncodeCursor(last.timeNS, id)
+	}
+	out := make([]T, len(ws))
+	for i := range ws {
+		r, err := read(ctx, s.r, s.shapes, &ws[i])
+		if err != nil {
+			return nil, "", err
+		}
+		if out[i], err = conv(r); err != nil {
+			return nil, "", err
+		}
+	}
+	return out, next, nil
 }
 
 // scanPage is how many records Scan holds at a time.
@@ -411,17 +424,15 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 
 // Get returns the record with id.
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
-	var body []byte
-	var seq int64
-	var hash string
-	err := s.r.QueryRowContext(ctx, `SELECT seq, hash, body FROM records WHERE id = ?`, id).Scan(&seq, &hash, &body)
+	var w row
+	err := s.r.QueryRowContext(ctx, `SELECT `+rowCols+` FROM records WHERE id = ?`, compact.IDKey(id)).Scan(w.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("evidence sqlite: get %s: %w", id, err)
 	}
-	return decode(id, body, seq, hash)
+	return read(ctx, s.r, s.shapes, &w)
 }
 
 // Amendments returns the amendments of the records with ids, by their ids
@@ -433,33 +444,34 @@ func (s *Store) Amendments(ctx context.Context, ids []string, _, _ time.Time) (m
 		ids = ids[len(chunk):]
 		args := make([]any, len(chunk))
 		for i, id := range chunk {
-			args[i] = evidence.AmendmentID(id)
+			args[i] = compact.IDKey(evidence.AmendmentID(id))
 		}
-		rows, err := s.r.QueryContext(ctx, `SELECT id, seq, hash, body FROM records WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		rows, err := s.r.QueryContext(ctx, `SELECT `+rowCols+` FROM records WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("evidence sqlite: amendments: %w", err)
 		}
+		var ws []row
 		for rows.Next() {
-			var id, hash string
-			var seq int64
-			var body []byte
-			if err := rows.Scan(&id, &seq, &hash, &body); err != nil {
+			var w row
+			if err := rows.Scan(w.dest()...); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("evidence sqlite: amendments: %w", err)
 			}
-			r, err := decode(id, body, seq, hash)
-			if err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if r.Amends != nil {
-				out[r.Amends.ID] = r
-			}
+			ws = append(ws, w)
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
 			return nil, fmt.Errorf("evidence sqlite: amendments: %w", err)
+		}
+		for i := range ws {
+			r, err := read(ctx, s.r, s.shapes, &ws[i])
+			if err != nil {
+				return nil, err
+			}
+			if r.Amends != nil {
+				out[r.Amends.ID] = r
+			}
 		}
 	}
 	return out, nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/compact"
 )
 
 // Head returns the last link of replica's chain as recorded with its last
@@ -33,15 +34,8 @@ func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, 
 // chain whose head row was deleted must still be walked (and then shows as
 // forged).
 func (s *Store) Replicas(ctx context.Context) ([]string, error) {
-	// The recursive part hops from one replica to the next through the
-	// primary key instead of reading every record.
 	rows, err := s.r.QueryContext(ctx, `
-		WITH RECURSIVE hop(replica) AS (
-			SELECT min(replica) FROM records
-			UNION ALL
-			SELECT (SELECT min(replica) FROM records WHERE replica > hop.replica) FROM hop WHERE hop.replica IS NOT NULL
-		)
-		SELECT replica FROM hop WHERE replica IS NOT NULL
+		SELECT name FROM replicas WHERE EXISTS (SELECT 1 FROM records WHERE key > num << 40 AND key <= (num << 40) + 1099511627775)
 		UNION SELECT replica FROM chain_heads
 		UNION SELECT replica FROM chain_checkpoints
 		ORDER BY 1`)
@@ -63,12 +57,14 @@ func (s *Store) Replicas(ctx context.Context) ([]string, error) {
 // walkPage is how many records Walk holds at a time.
 const walkPage = 1000
 
-// Walk calls fn for each record of replica's chain in seq order, decoded
-// from the stored body, with the index columns stored beside it.
+// Walk calls fn for each record of replica's chain in seq order, joined
+// from its stored row and shape (read afresh, never from the readers'
+// cache: an edited shape shows), with the index columns stored beside it.
 func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
+	shapes := compact.NewShapes(maxCachedShapes)
 	after := int64(-1) << 62
 	for {
-		recs, cols, err := s.walkPage(ctx, replica, after)
+		recs, cols, err := s.walkPage(ctx, replica, after, shapes)
 		if err != nil {
 			return err
 		}
@@ -84,43 +80,61 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 	}
 }
 
-func (s *Store) walkPage(ctx context.Context, replica string, after int64) ([]*evidence.Record, []evidence.Stored, error) {
+func (s *Store) walkPage(ctx context.Context, replica string, after int64, shapes *compact.Shapes) ([]*evidence.Record, []evidence.Stored, error) {
 	// The identity columns are the edge's, as queries read them: a record
 	// moved to another edge, or an edge edited, shows as a mismatch (a
-	// missing edge as empty columns).
-	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.id, r.time_ns, r.method, r.path, r.request_id, r.hash, r.body,
+	// missing edge as empty columns); the method is its shape's.
+	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.time_ns, r.shape, r.id, r.rid, r.path, r.rest,
 			coalesce(e.replica, ''), coalesce(e.src_principal, ''), coalesce(e.dst_principal, ''), coalesce(e.src_td, ''),
 			coalesce(e.dst_td, ''), coalesce(e.src_ns, ''), coalesce(e.dst_ns, ''), coalesce(e.verdict, ''),
-			coalesce(e.allowed, 0), coalesce(e.host, '')
+			coalesce(e.allowed, 0), coalesce(e.host, ''), coalesce((SELECT method FROM shapes WHERE id = r.shape), '')
 		FROM records AS r LEFT JOIN edges AS e ON e.id = r.edge
-		WHERE r.replica = ? AND r.seq > ? ORDER BY r.seq LIMIT ?`, replica, after, walkPage)
+		WHERE r.`+repRange+` ORDER BY r.key LIMIT ?4`, replica, max(after, 0), maxSeq, walkPage)
 	if err != nil {
 		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 	}
-	defer rows.Close()
-	var recs []*evidence.Record
+	var ws []row
 	var stored []evidence.Stored
 	for rows.Next() {
+		var w row
 		var st evidence.Stored
 		c := &st.Columns
-		var hash string
-		if err := rows.Scan(&c.Seq, &c.ID, &c.TimeNS, &c.Method, &c.Path, &c.RequestID, &hash, &st.Body,
-			&c.Replica, &c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestinationTrustDomain,
-			&c.SourceNamespace, &c.DestinationNamespace, &c.Verdict, &c.Allowed, &c.Host); err != nil {
+		if err := rows.Scan(append(w.dest(), &c.Replica, &c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain,
+			&c.DestinationTrustDomain, &c.SourceNamespace, &c.DestinationNamespace, &c.Verdict, &c.Allowed, &c.Host, &c.Method)...); err != nil {
+			rows.Close()
 			return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 		}
-		r, err := evidence.DecodeStored(c.ID, st.Body, uint64(c.Seq), hash)
+		c.Seq, c.TimeNS, c.Path = w.seq, w.timeNS, w.path
+		ws, stored = append(ws, w), append(stored, st)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
+	}
+	recs := make([]*evidence.Record, len(ws))
+	for i := range ws {
+		st, c := &stored[i], &stored[i].Columns
+		if out, err := ws[i].outside(); err == nil {
+			c.ID, c.RequestID = out.ID, out.RequestID
+		} else {
+			c.ID = fmt.Sprint(ws[i].id)
+		}
+		r, err := join(ctx, s.r, shapes, &ws[i])
 		if err != nil {
 			st.Err = err
-			r = &evidence.Record{ID: c.ID, Chain: evidence.Chain{Seq: uint64(c.Seq), Hash: hash}}
+			if r == nil {
+				r = &evidence.Record{ID: c.ID, Chain: evidence.Chain{Seq: uint64(c.Seq)}}
+			}
+		} else {
+			st.Body, err = evidence.StoredBody(r)
+			if err != nil {
+				st.Err = err
+			}
 		}
 		// No column holds the source key (the rollups keep their own), so
 		// nothing a query reads can disagree with the record there.
 		c.SourceKey = evidence.SourceKey(r)
-		recs, stored = append(recs, r), append(stored, st)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
+		recs[i] = r
 	}
 	return recs, stored, nil
 }

@@ -79,9 +79,9 @@ func (s *Store) retentionCut(ctx context.Context, replica string, tns int64) (sq
 	// retention removes, and one more.
 	var cut sql.NullInt64
 	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(
-			(SELECT seq FROM records WHERE replica = ?1 AND (+time_ns >= ?2 OR +time_ns < ?3) ORDER BY seq LIMIT 1) - 1,
-			(SELECT max(seq) FROM records WHERE replica = ?1))`,
-		replica, tns, evidence.MinTimeNS).Scan(&cut); err != nil {
+			(SELECT seq FROM records WHERE `+repRange+` AND (+time_ns >= ?4 OR +time_ns < ?5) ORDER BY key LIMIT 1) - 1,
+			(SELECT max(key) & 1099511627775 FROM records WHERE `+repRange+`))`,
+		replica, 0, maxSeq, tns, evidence.MinTimeNS).Scan(&cut); err != nil {
 		return cut, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}
 	return cut, nil
@@ -104,16 +104,20 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 	// The batch's last record: the batch-th after the checkpoint, or the
 	// last before the cut when fewer remain.
 	var seq int64
-	var hash string
-	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM records WHERE replica = ? AND seq > ? AND seq <= ?
-		ORDER BY seq LIMIT 1 OFFSET ?`, replica, int64(start.Seq), cut, batch-1).Scan(&seq, &hash)
+	err = tx.QueryRowContext(ctx, `SELECT seq FROM records WHERE `+repRange+`
+		ORDER BY key LIMIT 1 OFFSET ?4`, replica, int64(start.Seq), cut, batch-1).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM records WHERE replica = ? AND seq > ? AND seq <= ?
-			ORDER BY seq DESC LIMIT 1`, replica, int64(start.Seq), cut).Scan(&seq, &hash)
+		err = tx.QueryRowContext(ctx, `SELECT seq FROM records WHERE `+repRange+`
+			ORDER BY key DESC LIMIT 1`, replica, int64(start.Seq), cut).Scan(&seq)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
+	if err != nil {
+		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
+	}
+	// The hash of the last record removed: the chain's checkpoint.
+	hash, _, err := s.storedHash(ctx, tx, replica, uint64(seq))
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}
@@ -125,7 +129,7 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 		return 0, err
 	}
 	if hasLog && uint64(seq) > base {
-		if err := keepLeafTile(ctx, tx, replica, base, uint64(seq)); err != nil {
+		if err := s.keepLeafTile(ctx, tx, replica, base, uint64(seq)); err != nil {
 			return 0, err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM tlog_tiles WHERE replica = ? AND level = 0 AND n < ?`,
@@ -133,11 +137,11 @@ func (s *Store) deleteChainBatch(ctx context.Context, replica string, cut int64,
 			return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 		}
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM records WHERE replica = ? AND seq <= ?`, replica, seq)
+	res, err := tx.ExecContext(ctx, `DELETE FROM records WHERE `+repRange, replica, 0, seq)
 	if err != nil {
 		return 0, fmt.Errorf("evidence sqlite: retention of %s: %w", replica, err)
 	}
-	// The hash as the record's column says (for a v1 chain, the one Verify
+	// The hash as the stored record says (for a v1 chain, the one Verify
 	// checks the next record's prev_hash against).
 	if _, err := tx.ExecContext(ctx, `INSERT INTO chain_checkpoints (replica, seq, hash) VALUES (?, ?, ?)
 		ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,

@@ -34,37 +34,16 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 	return s.bodies(ctx, f, page.Cursor, page.Size())
 }
 
-// bodies reads one page of stored records: no rows stay open after it.
+// bodies reads one page of records as their JSON form (the bytes
+// evidence.RecordJSON makes of the joined record: for version 2 the
+// canonical bytes with the chain member in front, as schema 5 served its
+// stored bytes).
 func (s *Store) bodies(ctx context.Context, f evidence.Filter, cursor string, limit int) ([][]byte, string, error) {
-	q, args, err := s.querySQL(ctx, f, cursor, limit+1)
-	if err != nil {
-		return nil, "", err
-	}
-	rows, err := s.readStmt(ctx, q, args...)
-	if err != nil {
-		return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
-	}
-	defer rows.Close()
-	out := make([][]byte, 0, limit)
-	var t int64
-	var id string
-	for rows.Next() {
-		if len(out) == limit {
-			return out, storekit.EncodeCursor(t, id), nil
+	return readPage(ctx, s, f, cursor, limit, func(r *evidence.Record) ([]byte, error) {
+		b, err := evidence.RecordJSON(r)
+		if err != nil {
+			return nil, fmt.Errorf("evidence sqlite: record %s: %w", r.ID, err)
 		}
-		var body []byte
-		var seq int64
-		var hash string
-		if err := rows.Scan(&t, &id, &seq, &hash, &body); err != nil {
-			return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
-		}
-		if evidence.StoredVersion(body) != evidence.CanonicalV1 {
-			body = evidence.AppendRecordJSON(make([]byte, 0, len(body)+128), body, uint64(seq), hash)
-		}
-		out = append(out, body)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("evidence sqlite: scan: %w", err)
-	}
-	return out, "", nil
+		return b, nil
+	})
 }

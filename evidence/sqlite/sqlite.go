@@ -23,6 +23,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/compact"
 )
 
 func init() {
@@ -74,6 +75,9 @@ const readers = 4
 // (docs/performance.md has each size's figure). (A file keeps the size it was made with.)
 const pageSize = "16384"
 
+// maxCachedShapes bounds the readers' decoded shapes (a few KB each).
+const maxCachedShapes = 4096
+
 // Store is an evidence store in one SQLite file.
 type Store struct {
 	path string
@@ -86,11 +90,15 @@ type Store struct {
 	// file), for meshproof migrate to say what it did.
 	schemaFrom int
 
-	wmu   sync.Mutex // serialises Append and retention on w
-	rs    readStmts  // the readers' page queries, prepared
-	st    statements
-	keys  map[evidence.RollupKey]int64 // rollup group numbers (Minute zero); guarded by wmu
-	edges map[edgeKey]int64            // edge numbers; guarded by wmu
+	wmu      sync.Mutex // serialises Append and retention on w
+	rs       readStmts  // the readers' page queries, prepared
+	st       statements
+	keys     map[evidence.RollupKey]int64 // rollup group numbers (Minute zero); guarded by wmu
+	edges    map[edgeKey]int64            // edge numbers; guarded by wmu
+	shapeIDs map[[32]byte]int64           // shape numbers by the shape's SHA-256; guarded by wmu
+	reps     map[string]int64             // replica numbers; guarded by wmu
+	// shapes are the decoded shapes the readers join records with.
+	shapes *compact.Shapes
 	// logs are the edges of the replicas' logs as the last batch left
 	// them; a batch takes its replica's out, and puts the new one back
 	// (pendingEdge) once committed. Guarded by wmu.
@@ -162,6 +170,7 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	}
 	ck.SetMaxOpenConns(1)
 	s := &Store{path: abs, w: w, r: r, ck: ck, keys: map[evidence.RollupKey]int64{}, edges: map[edgeKey]int64{}, logs: map[string]*evidence.TreeEdge{},
+		shapeIDs: map[[32]byte]int64{}, reps: map[string]int64{}, shapes: compact.NewShapes(maxCachedShapes),
 		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{})}
 	if err := s.open(ctx); err != nil {
 		close(s.ckDone)

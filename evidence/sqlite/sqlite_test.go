@@ -2,13 +2,16 @@ package sqlite_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/compact"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
@@ -56,42 +59,105 @@ func rawDB(t testing.TB, path string) *sql.DB {
 	return db
 }
 
-// tamperer edits the SQLite file directly, as someone with the file would.
+// tamperer edits the SQLite file directly, as someone with the file would
+// (schema 6: the record's shape in the shapes table, its columns and rest
+// in its row).
 type tamperer struct{ db *sql.DB }
 
-func (tm tamperer) body(ctx context.Context, id string) (*evidence.Record, error) {
-	var body []byte
-	var seq int64
-	var hash string
-	if err := tm.db.QueryRowContext(ctx, `SELECT seq, hash, body FROM records WHERE id = ?`, id).Scan(&seq, &hash, &body); err != nil {
-		return nil, fmt.Errorf("record %s: %w", id, err)
-	}
-	return evidence.DecodeStored(id, body, uint64(seq), hash)
+type execQuerier interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+	QueryRowContext(context.Context, string, ...any) *sql.Row
 }
 
+// record joins the stored record with id, as the store reads it.
+func (tm tamperer) record(ctx context.Context, id string) (*evidence.Record, error) {
+	return joinRow(ctx, tm.db, `WHERE r.id = ?`, compact.IDKey(id))
+}
+
+func joinRow(ctx context.Context, q execQuerier, where string, args ...any) (*evidence.Record, error) {
+	var seq, tns int64
+	var idKey, rid any
+	var path string
+	var shape, rest []byte
+	if err := q.QueryRowContext(ctx, `SELECT r.seq, r.time_ns, r.id, r.rid, r.path, s.body, r.rest
+		FROM records AS r JOIN shapes AS s ON s.id = r.shape `+where, args...).Scan(&seq, &tns, &idKey, &rid, &path, &shape, &rest); err != nil {
+		return nil, fmt.Errorf("record %v: %w", args, err)
+	}
+	id, err := compact.IDOfKey(idKey)
+	if err != nil {
+		return nil, err
+	}
+	reqID, err := compact.RequestIDOfKey(rid)
+	if err != nil {
+		return nil, err
+	}
+	return compact.JoinStored(shape, rest, compact.Outside{ID: id, TimeNS: tns, RequestID: reqID, Path: path, Seq: uint64(seq)})
+}
+
+// shapeOf is the number of a shape's bytes, stored if new.
+func shapeOf(ctx context.Context, q execQuerier, shape []byte, method string) (int64, error) {
+	sum := sha256.Sum256(shape)
+	if _, err := q.ExecContext(ctx, `INSERT OR IGNORE INTO shapes (hash, method, body) VALUES (?, ?, ?)`, sum[:], method, shape); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := q.QueryRowContext(ctx, `SELECT id FROM shapes WHERE hash = ?`, sum[:]).Scan(&id)
+	return id, err
+}
+
+// SetBody stores body as the record's shape (a shape row of its own), as
+// an edit of the stored JSON would be; with rehash its rest's check is
+// made to match the record the edited shape decodes to, leniently.
 func (tm tamperer) SetBody(ctx context.Context, id string, body []byte, rehash bool) error {
-	if rehash {
-		_, err := tm.db.ExecContext(ctx, `UPDATE records SET body = ?, hash = ? WHERE id = ?`, body, evidence.LeafHashHex(body), id)
+	r, err := tm.record(ctx, id)
+	if err != nil {
 		return err
 	}
-	_, err := tm.db.ExecContext(ctx, `UPDATE records SET body = ? WHERE id = ?`, body, id)
+	if rehash {
+		var edited evidence.Record
+		if err := json.Unmarshal(body, &edited); err != nil {
+			return err
+		}
+		edited.ID, edited.Time, edited.RequestID, edited.StreamID, edited.TraceID = r.ID, r.Time, r.RequestID, r.StreamID, r.TraceID
+		edited.Source.Port, edited.Decision.DecisionID, edited.Request.Path, edited.Amends = r.Source.Port, r.Decision.DecisionID, r.Request.Path, r.Amends
+		r.Chain.Hash = evidence.LeafHashHex(edited.CanonicalJSON())
+	}
+	rest, err := compact.StoredRest(r)
+	if err != nil {
+		return err
+	}
+	shape, err := shapeOf(ctx, tm.db, body, r.Request.Method)
+	if err != nil {
+		return err
+	}
+	_, err = tm.db.ExecContext(ctx, `UPDATE records SET shape = ?, rest = ? WHERE id = ?`, shape, rest, compact.IDKey(id))
 	return err
 }
 
+// Body is the record's shape: the stored JSON of what the record holds
+// but for its per-request fields.
 func (tm tamperer) Body(ctx context.Context, id string) ([]byte, error) {
 	var body []byte
-	err := tm.db.QueryRowContext(ctx, `SELECT body FROM records WHERE id = ?`, id).Scan(&body)
+	err := tm.db.QueryRowContext(ctx, `SELECT s.body FROM records AS r JOIN shapes AS s ON s.id = r.shape WHERE r.id = ?`,
+		compact.IDKey(id)).Scan(&body)
 	return body, err
 }
 
 func (tm tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict) error {
-	r, err := tm.body(ctx, id)
+	r, err := tm.record(ctx, id)
 	if err != nil {
 		return err
 	}
 	r.Verdict = v
-	body, _ := evidence.StoredBody(r)
-	_, err = tm.db.ExecContext(ctx, `UPDATE records SET body = ? WHERE id = ?`, body, id)
+	shape, rest, err := compact.SplitStored(r) // the check of the hash as it was
+	if err != nil {
+		return err
+	}
+	n, err := shapeOf(ctx, tm.db, shape, r.Request.Method)
+	if err != nil {
+		return err
+	}
+	_, err = tm.db.ExecContext(ctx, `UPDATE records SET shape = ?, rest = ? WHERE id = ?`, n, rest, compact.IDKey(id))
 	return err
 }
 
@@ -101,22 +167,19 @@ func (tm tamperer) SetVerdictColumn(ctx context.Context, id string, v evidence.V
 	if _, err := tm.db.ExecContext(ctx, `INSERT OR IGNORE INTO edges (replica, src_principal, src_td, src_ns,
 			dst_principal, dst_td, dst_ns, host, verdict, allowed)
 		SELECT replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, ?, allowed
-		FROM edges WHERE id = (SELECT edge FROM records WHERE id = ?)`, string(v), id); err != nil {
+		FROM edges WHERE id = (SELECT edge FROM records WHERE id = ?)`, string(v), compact.IDKey(id)); err != nil {
 		return err
 	}
 	_, err := tm.db.ExecContext(ctx, `UPDATE records SET edge = (SELECT n.id FROM edges AS e JOIN edges AS n
 			ON n.replica = e.replica AND n.src_principal = e.src_principal AND n.src_td = e.src_td
 			AND n.src_ns = e.src_ns AND n.dst_principal = e.dst_principal AND n.dst_td = e.dst_td
 			AND n.dst_ns = e.dst_ns AND n.host = e.host AND n.allowed = e.allowed AND n.verdict = ?
-		WHERE e.id = records.edge) WHERE id = ?`, string(v), id)
+		WHERE e.id = records.edge) WHERE id = ?`, string(v), compact.IDKey(id))
 	return err
 }
 
 // edgeOf is the number of r's edge, made if new, as the store would.
-func edgeOf(ctx context.Context, tx interface {
-	ExecContext(context.Context, string, ...any) (sql.Result, error)
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, c evidence.Columns) (int64, error) {
+func edgeOf(ctx context.Context, tx execQuerier, c evidence.Columns) (int64, error) {
 	args := []any{c.Replica, c.SourcePrincipal, c.SourceTrustDomain, c.SourceNamespace, c.DestinationPrincipal,
 		c.DestinationTrustDomain, c.DestinationNamespace, c.Host, c.Verdict, c.Allowed}
 	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO edges (replica, src_principal, src_td, src_ns,
@@ -131,7 +194,7 @@ func edgeOf(ctx context.Context, tx interface {
 }
 
 func (tm tamperer) Delete(ctx context.Context, id string) error {
-	res, err := tm.db.ExecContext(ctx, `DELETE FROM records WHERE id = ?`, id)
+	res, err := tm.db.ExecContext(ctx, `DELETE FROM records WHERE id = ?`, compact.IDKey(id))
 	if n, _ := res.RowsAffected(); err == nil && n != 1 {
 		return fmt.Errorf("record %s: %d rows deleted", id, n)
 	}
@@ -141,11 +204,11 @@ func (tm tamperer) Delete(ctx context.Context, id string) error {
 // SwapContent puts each record in the other's row: the rows keep their
 // replica and seq, and so does each record's chain seq.
 func (tm tamperer) SwapContent(ctx context.Context, idA, idB string) error {
-	a, err := tm.body(ctx, idA)
+	a, err := tm.record(ctx, idA)
 	if err != nil {
 		return err
 	}
-	b, err := tm.body(ctx, idB)
+	b, err := tm.record(ctx, idB)
 	if err != nil {
 		return err
 	}
@@ -156,10 +219,10 @@ func (tm tamperer) SwapContent(ctx context.Context, idA, idB string) error {
 	}
 	defer tx.Rollback()
 	// Park A's row under a free id, so the unique id index never sees two.
-	if _, err := tx.ExecContext(ctx, `UPDATE records SET id = 'swapping' WHERE id = ?`, idA); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE records SET id = 'swapping' WHERE id = ?`, compact.IDKey(idA)); err != nil {
 		return err
 	}
-	if err := rewrite(ctx, tx, idB, a); err != nil {
+	if err := rewrite(ctx, tx, compact.IDKey(idB), a); err != nil {
 		return err
 	}
 	if err := rewrite(ctx, tx, "swapping", b); err != nil {
@@ -168,17 +231,23 @@ func (tm tamperer) SwapContent(ctx context.Context, idA, idB string) error {
 	return tx.Commit()
 }
 
-// rewrite stores r, content and columns, in the row now holding id.
-func rewrite(ctx context.Context, tx *sql.Tx, id string, r *evidence.Record) error {
-	body, _ := evidence.StoredBody(r)
+// rewrite stores r, content and columns, in the row now holding the id key.
+func rewrite(ctx context.Context, tx *sql.Tx, key any, r *evidence.Record) error {
+	shape, rest, err := compact.SplitStored(r)
+	if err != nil {
+		return err
+	}
+	n, err := shapeOf(ctx, tx, shape, r.Request.Method)
+	if err != nil {
+		return err
+	}
 	c := evidence.ColumnsOf(r)
 	edge, err := edgeOf(ctx, tx, c)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE records SET id = ?, time_ns = ?, edge = ?, method = ?, path = ?,
-		request_id = ?, hash = ?, body = ? WHERE id = ?`,
-		c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body, id)
+	_, err = tx.ExecContext(ctx, `UPDATE records SET id = ?, time_ns = ?, edge = ?, shape = ?, rid = ?, path = ?, rest = ?
+		WHERE id = ?`, compact.IDKey(c.ID), c.TimeNS, edge, n, compact.RequestIDKey(c.RequestID), c.Path, rest, key)
 	return err
 }
 
@@ -191,20 +260,28 @@ func (tm tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, timeN
 		return err
 	}
 	// The log as the store would have kept it (its base is 0 here).
-	rows, err := tm.db.QueryContext(ctx, `SELECT hash FROM records WHERE replica = ? ORDER BY seq`, r.Replica)
+	rows, err := tm.db.QueryContext(ctx, `SELECT seq FROM records WHERE rep = (SELECT num FROM replicas WHERE name = ?) ORDER BY seq`, r.Replica)
 	if err != nil {
 		return err
 	}
-	var hexes []string
+	var seqs []int64
 	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
 			rows.Close()
 			return err
 		}
-		hexes = append(hexes, h)
+		seqs = append(seqs, seq)
 	}
 	rows.Close()
+	var hexes []string
+	for _, seq := range seqs {
+		rec, err := joinRow(ctx, tm.db, `WHERE r.rep = (SELECT num FROM replicas WHERE name = ?) AND r.seq = ?`, r.Replica, seq)
+		if err != nil {
+			return err
+		}
+		hexes = append(hexes, rec.Chain.Hash)
+	}
 	tiles, root, err := evidence.BuildLog(hexes)
 	if err != nil {
 		return err
@@ -221,16 +298,26 @@ func (tm tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, timeN
 }
 
 func (tm tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64) error {
-	body, _ := evidence.StoredBody(r)
+	shape, rest, err := compact.SplitStored(r)
+	if err != nil {
+		return err
+	}
+	n, err := shapeOf(ctx, tm.db, shape, r.Request.Method)
+	if err != nil {
+		return err
+	}
 	c := evidence.ColumnsOf(r)
 	c.TimeNS = timeNS
 	edge, err := edgeOf(ctx, tm.db, c)
 	if err != nil {
 		return err
 	}
-	_, err = tm.db.ExecContext(ctx, `INSERT INTO records (replica, seq, id, time_ns, edge, method, path, request_id, hash, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.Replica, c.Seq, c.ID, c.TimeNS, edge, c.Method, c.Path, c.RequestID, r.Chain.Hash, body)
+	if _, err := tm.db.ExecContext(ctx, `INSERT OR IGNORE INTO replicas (name) VALUES (?)`, c.Replica); err != nil {
+		return err
+	}
+	_, err = tm.db.ExecContext(ctx, `INSERT INTO records (key, time_ns, edge, shape, id, rid, path, rest)
+		VALUES (((SELECT num FROM replicas WHERE name = ?) << 40) + ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.Replica, c.Seq, c.TimeNS, edge, n, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, rest)
 	return err
 }
 

@@ -13,15 +13,16 @@ import (
 // statements are the writer's prepared statements, reused by every batch:
 // inserts of a full chunk of rows and of one row (for the rest of a batch).
 type statements struct {
-	head, storedHash, setHead *sql.Stmt
-	rollupKey, newRollupKey   *sql.Stmt
-	edge, newEdge             *sql.Stmt
-	closed, setClosed         *sql.Stmt
-	closeHours                *sql.Stmt
-	insertChunk, insertOne    *sql.Stmt
-	upsertChunk, upsertOne    *sql.Stmt
-	putTile                   *sql.Stmt
-	appendHead                *sql.Stmt
+	head, setHead           *sql.Stmt
+	shape, newShape         *sql.Stmt
+	rollupKey, newRollupKey *sql.Stmt
+	edge, newEdge           *sql.Stmt
+	closed, setClosed       *sql.Stmt
+	closeHours              *sql.Stmt
+	insertChunk, insertOne  *sql.Stmt
+	upsertChunk, upsertOne  *sql.Stmt
+	putTile                 *sql.Stmt
+	appendHead              *sql.Stmt
 }
 
 // The inserts are OR FAIL rather than the default OR ABORT: a multi-row
@@ -48,9 +49,8 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 		sql  string
 	}{
 		{&st.head, `SELECT seq, hash FROM chain_heads WHERE replica = ?`},
-		// A quarantined record holds its seq too (see migration 3).
-		{&st.storedHash, `SELECT hash FROM records WHERE replica = ?1 AND seq = ?2
-			UNION ALL SELECT hash FROM quarantine WHERE replica = ?1 AND seq = ?2 LIMIT 1`},
+		{&st.shape, `SELECT id FROM shapes WHERE hash = ?`},
+		{&st.newShape, `INSERT INTO shapes (hash, method, body) VALUES (?, ?, ?) RETURNING id`},
 		{&st.setHead, `INSERT INTO chain_heads (replica, seq, hash, root) VALUES (?, ?, ?, ?)
 			ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, root = excluded.root`},
 		{&st.rollupKey, `SELECT id FROM rollup_keys WHERE replica = ? AND source = ? AND dst_host = ?
@@ -87,7 +87,7 @@ func rows(n, params int) string {
 }
 
 func (st *statements) close() {
-	for _, s := range []**sql.Stmt{&st.head, &st.storedHash, &st.setHead, &st.rollupKey, &st.newRollupKey,
+	for _, s := range []**sql.Stmt{&st.head, &st.shape, &st.newShape, &st.setHead, &st.rollupKey, &st.newRollupKey,
 		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.insertChunk, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile, &st.appendHead} {
 		if *s != nil {
 			(*s).Close()

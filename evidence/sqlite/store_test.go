@@ -234,12 +234,12 @@ func TestQueryPlans(t *testing.T) {
 			ok := false
 			switch tc.plan {
 			case byTime:
-				ok = strings.Contains(plan, "records USING INDEX records_time") && !strings.Contains(plan, "TEMP B-TREE")
+				ok = strings.Contains(plan, "records USING INDEX records_time") && !strings.Contains(plan, "TEMP B-TREE FOR ORDER BY")
 			case byEdge:
 				ok = strings.Contains(plan, "INDEX records_edge (edge=?") &&
 					!strings.Contains(plan, "SCAN records")
 			case byRequest:
-				ok = strings.Contains(plan, "records USING INDEX records_request (<expr>=? AND request_id=?)")
+				ok = strings.Contains(plan, "records USING INDEX records_request (<expr>=? AND <expr>=?)")
 			}
 			if !ok {
 				t.Errorf("%s (cursor %v): plan %q is not the one wanted", tc.name, c != "", plan)
@@ -281,7 +281,7 @@ func TestQueryPlans(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []string{byTime: "records USING ", byEdge: "INDEX records_edge (edge=?", byRequest: "INDEX records_request (<expr>=? AND request_id=?)"}[tc.plan]; !strings.Contains(plan, want) {
+		if want := []string{byTime: "records USING ", byEdge: "INDEX records_edge (edge=?", byRequest: "INDEX records_request (<expr>=? AND <expr>=?)"}[tc.plan]; !strings.Contains(plan, want) {
 			t.Errorf("%s: count plan %q, want %q in it", tc.name, plan, want)
 		}
 		if n, err := s.Count(ctx, tc.filter); err != nil || n != evidencetest.Count(all, tc.filter) {

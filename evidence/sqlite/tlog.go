@@ -10,14 +10,15 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/compact"
 )
 
 // The transparency log of each replica (see evidence/tlog.go): tlog_logs
-// says where its leaves start, tlog_tiles keeps its complete tiles and the
-// partial tiles above level 0. The partial tile of level 0 is the hash
-// column of the newest records (up to 255 of them), so a batch writes no
-// tile until 256 leaves complete one. tlog_checkpoints keeps the signed
-// checkpoints.
+// says where its leaves start, tlog_tiles keeps its tiles above level 0,
+// complete and partial (level 0 is the records' own leaf hashes, recomputed
+// when a proof needs them; since schema 6 no tile of level 0 is stored but
+// the part retention keeps of a tile whose first records it removed).
+// tlog_checkpoints keeps the signed checkpoints.
 var logMigration = []string{
 	// The log's root as the last batch left it, beside the head: a record
 	// moved or swapped behind the store's back no longer rebuilds it.
@@ -62,11 +63,12 @@ func logBase(ctx context.Context, q querier, replica string) (base uint64, baseH
 }
 
 // readTiles reads tiles of replica's log whose leaves start after seq
-// base (see evidence.ReadLogTiles): the newest tile of level 0 is not
-// stored until complete, and retention stores the part of one whose
-// records it removes.
-func readTiles(ctx context.Context, q querier, replica string, base uint64, tiles []tlog.Tile) ([][]byte, error) {
-	return evidence.ReadLogTiles(tiles, base, func(t tlog.Tile) ([]byte, error) {
+// base (see evidence.ReadLogTilesFrom): level 0 is the leaf hashes of the
+// records (recomputed, compact.go) and of the quarantined ones (kept),
+// after the part of a tile retention stored when it removed the records
+// before.
+func (s *Store) readTiles(ctx context.Context, q querier, replica string, base uint64, tiles []tlog.Tile) ([][]byte, error) {
+	return evidence.ReadLogTilesFrom(tiles, base, func(t tlog.Tile) ([]byte, error) {
 		var data []byte
 		err := q.QueryRowContext(ctx, `SELECT hashes FROM tlog_tiles WHERE replica = ? AND level = ? AND n = ?`,
 			replica, t.L, t.N).Scan(&data)
@@ -74,41 +76,74 @@ func readTiles(ctx context.Context, q querier, replica string, base uint64, tile
 			return nil, fmt.Errorf("evidence sqlite: the log of %s: %w", replica, err)
 		}
 		return data, nil
-	}, func(from, to int64) ([]string, bool, error) {
-		// A quarantined record keeps its leaf (see Quarantine).
-		rows, err := q.QueryContext(ctx, `SELECT seq, hash FROM records WHERE replica = ?1 AND seq >= ?2 AND seq < ?3
-			UNION ALL SELECT seq, hash FROM quarantine WHERE replica = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq`,
-			replica, from, to)
+	}, func(from, to int64) ([]tlog.Hash, bool, error) {
+		hs, ok, err := s.leafHashes(ctx, q, replica, from, to)
 		if err != nil {
 			return nil, false, fmt.Errorf("evidence sqlite: the log of %s: %w", replica, err)
 		}
-		defer rows.Close()
-		var out []string
-		for want := from; rows.Next(); want++ {
-			var seq int64
-			var hash string
-			if err := rows.Scan(&seq, &hash); err != nil {
-				return nil, false, fmt.Errorf("evidence sqlite: the log of %s: %w", replica, err)
-			}
-			if seq != want {
-				return nil, false, nil
-			}
-			out = append(out, hash)
-		}
-		return out, int64(len(out)) == to-from, rows.Err()
+		return hs, ok, nil
 	})
+}
+
+// leafHashes are the leaf hashes of replica's seqs [from, to): ok is false
+// when one is missing.
+func (s *Store) leafHashes(ctx context.Context, q querier, replica string, from, to int64) ([]tlog.Hash, bool, error) {
+	// A quarantined record keeps its leaf (see Quarantine).
+	rows, err := q.QueryContext(ctx, `SELECT `+rowCols+`, NULL FROM records WHERE `+repRange+`
+		UNION ALL SELECT seq, 0, 0, NULL, NULL, '', NULL, hash FROM quarantine WHERE replica = ?1 AND seq > ?2 AND seq <= ?3
+		ORDER BY 1`, replica, from-1, to-1)
+	if err != nil {
+		return nil, false, err
+	}
+	var ws []row
+	var kept []sql.NullString
+	for rows.Next() {
+		var w row
+		var hash sql.NullString
+		if err := rows.Scan(append(w.dest(), &hash)...); err != nil {
+			rows.Close()
+			return nil, false, err
+		}
+		ws, kept = append(ws, w), append(kept, hash)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	// Joined after the rows are closed: a shape missing from the cache is
+	// read through q, which may be the writer's one connection.
+	out := make([]tlog.Hash, 0, len(ws))
+	for i := range ws {
+		if ws[i].seq != from+int64(i) {
+			return nil, false, nil
+		}
+		hash := kept[i].String
+		if !kept[i].Valid {
+			r, err := join(ctx, q, s.shapes, &ws[i])
+			if err != nil && !errors.Is(err, compact.ErrCheck) {
+				return nil, false, err
+			}
+			hash = r.Chain.Hash
+		}
+		h, err := evidence.ParseHexHash(hash)
+		if err != nil {
+			return nil, false, nil
+		}
+		out = append(out, h)
+	}
+	return out, int64(len(out)) == to-from, nil
 }
 
 // keepLeafTile stores, before retention removes the records up to seq, the
 // part of the level-0 tile they end in, which the log still needs.
-func keepLeafTile(ctx context.Context, tx *sql.Tx, replica string, base, seq uint64) error {
+func (s *Store) keepLeafTile(ctx context.Context, tx *sql.Tx, replica string, base, seq uint64) error {
 	leaves := int64(seq - base)
 	n := leaves >> evidence.TileHeight
 	w := int(leaves - n<<evidence.TileHeight)
 	if w == 0 {
 		return nil
 	}
-	data, err := readTiles(ctx, tx, replica, base, []tlog.Tile{{H: evidence.TileHeight, L: 0, N: n, W: w}})
+	data, err := s.readTiles(ctx, tx, replica, base, []tlog.Tile{{H: evidence.TileHeight, L: 0, N: n, W: w}})
 	if err != nil {
 		return err
 	}
@@ -164,12 +199,12 @@ func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, b
 	edge := s.logs[replica]
 	delete(s.logs, replica)
 	if edge == nil || edge.Size() != size {
-		if edge, err = loadEdge(ctx, tx, replica, base, size); err != nil {
+		if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
 			return err
 		}
 	}
 	for _, t := range edge.Append(leaves) {
-		if t.L == 0 && t.W() < 1<<evidence.TileHeight {
+		if t.L == 0 {
 			continue // the records' hashes are this tile
 		}
 		if _, err := tx.StmtContext(ctx, s.st.putTile).ExecContext(ctx, replica, t.L, t.N, t.Data); err != nil {
@@ -194,9 +229,9 @@ func (s *Store) logRoot() ([]byte, error) {
 }
 
 // loadEdge reads the edge of replica's log of size leaves.
-func loadEdge(ctx context.Context, q querier, replica string, base uint64, size int64) (*evidence.TreeEdge, error) {
+func (s *Store) loadEdge(ctx context.Context, q querier, replica string, base uint64, size int64) (*evidence.TreeEdge, error) {
 	coords := evidence.EdgeTiles(size)
-	data, err := readTiles(ctx, q, replica, base, coords)
+	data, err := s.readTiles(ctx, q, replica, base, coords)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +290,7 @@ func (s *Store) ReadTiles(ctx context.Context, replica string, tiles []tlog.Tile
 	if !ok {
 		return nil, fmt.Errorf("replica %s: %w", replica, evidence.ErrNoLog)
 	}
-	return readTiles(ctx, tx, replica, base, tiles)
+	return s.readTiles(ctx, tx, replica, base, tiles)
 }
 
 // SaveCheckpoint keeps a signed checkpoint of replica's log (see
