@@ -14,7 +14,7 @@ import (
 
 // recordColumns are the columns COPY writes, in the order of
 // copySource.Values.
-var recordColumns = []string{"time_ns", "seq", "shape", "replica", "id", "request_id", "path", "rest"}
+var recordColumns = []string{"time_ns", "chain", "shape", "id", "request_id", "path", "rest"}
 
 // copySource feeds COPY the rows of a batch.
 type copySource struct {
@@ -257,7 +257,7 @@ func unique(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, rows []row
 // record with the same seq but another time is another record), or of its
 // quarantined record at seq; "" when there is none.
 func (s *Store) hashAt(ctx context.Context, tx pgx.Tx, replica string, seq int64, timeNS *int64) (string, error) {
-	q := "SELECT " + rowColumns + ` FROM records WHERE replica = (SELECT id FROM replicas WHERE name = $1) AND seq = $2`
+	q := "SELECT " + rowColumns + " FROM records WHERE chain = " + chainBase("$1") + " | $2"
 	args := []any{replica, seq}
 	if timeNS != nil {
 		q, args = q+" AND time_ns = $3", append(args, *timeNS)

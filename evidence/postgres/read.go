@@ -29,11 +29,12 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 	if err != nil || !ok {
 		return err
 	}
-	after := [2]int64{math.MinInt64, math.MinInt64} // (seq, time_ns): unique per replica
+	// (chain, time_ns): unique per replica.
+	after := [2]int64{chainKey(id, 0), math.MinInt64}
 	for {
 		rs, err := s.pool.Query(ctx, `SELECT `+rowColumns+` FROM records
-			WHERE replica = $1 AND (seq, time_ns) > ($2, $3) ORDER BY seq, time_ns LIMIT $4`,
-			id, after[0], after[1], walkPage)
+			WHERE chain >= $1 AND chain <= $4 AND (chain, time_ns) > ($1, $2) ORDER BY chain, time_ns LIMIT $3`,
+			after[0], after[1], walkPage, chainKey(id, maxSeq))
 		if err != nil {
 			return fmt.Errorf("postgres: walk %s: %w", replica, err)
 		}
@@ -54,7 +55,7 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 			return nil
 		}
 		last := rows[len(rows)-1]
-		after = [2]int64{last.seq, last.timeNS}
+		after = [2]int64{chainKey(last.replica, last.seq), last.timeNS}
 	}
 }
 
@@ -62,7 +63,8 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 // checkpoint, or records (so that a chain whose head row was deleted is
 // still walked, and its forged tail found).
 func (s *Store) Replicas(ctx context.Context) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT name FROM replicas p WHERE EXISTS (SELECT 1 FROM records WHERE replica = p.id)
+	rows, err := s.pool.Query(ctx, `SELECT name FROM replicas p
+			WHERE EXISTS (SELECT 1 FROM records WHERE chain >= p.id::bigint << 44 AND chain < (p.id::bigint + 1) << 44)
 		UNION SELECT replica FROM chain_heads WHERE seq > 0
 		UNION SELECT replica FROM chain_checkpoints
 		ORDER BY 1`)

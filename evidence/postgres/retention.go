@@ -102,8 +102,9 @@ func (s *Store) retentionCuts(ctx context.Context, cut int64) (map[string]int64,
 		// hold a record to keep) and stops at the first.
 		var last *int64
 		if err := s.pool.QueryRow(ctx, `SELECT coalesce(
-				(SELECT seq FROM records WHERE replica = (SELECT id FROM replicas WHERE name = $1) AND (time_ns >= $2 OR time_ns < $3) ORDER BY seq LIMIT 1) - 1,
-				(SELECT max(seq) FROM records WHERE replica = (SELECT id FROM replicas WHERE name = $1)))`,
+				(SELECT chain & `+seqMask+` FROM records WHERE chain >= `+chainBase("$1")+` AND chain <= `+chainBase("$1")+` | `+seqMask+`
+					AND (time_ns >= $2 OR time_ns < $3) ORDER BY chain LIMIT 1) - 1,
+				(SELECT max(chain) & `+seqMask+` FROM records WHERE chain >= `+chainBase("$1")+` AND chain <= `+chainBase("$1")+` | `+seqMask+`))`,
 			replica, cut, evidence.MinTimeNS).Scan(&last); err != nil {
 			return nil, fmt.Errorf("the retention cut of %s: %w", replica, err)
 		}
@@ -161,7 +162,7 @@ func (s *Store) dropPartition(ctx context.Context, day int64, cuts map[string]in
 		// stay is not read whole every time retention runs.
 		for replica, c := range cuts {
 			var beyond bool
-			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+name+" WHERE replica = (SELECT id FROM replicas WHERE name = $1) AND seq > $2)",
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+name+" WHERE chain > "+chainBase("$1")+" | $2 AND chain <= "+chainBase("$1")+" | "+seqMask+")",
 				replica, c).Scan(&beyond); err != nil {
 				return err
 			}
@@ -170,7 +171,7 @@ func (s *Store) dropPartition(ctx context.Context, day int64, cuts map[string]in
 				return nil
 			}
 		}
-		rows, err := tx.Query(ctx, "SELECT p.name, max(r.seq), count(*) FROM "+name+" r JOIN replicas p ON p.id = r.replica GROUP BY p.name")
+		rows, err := tx.Query(ctx, "SELECT p.name, max(r.chain & "+seqMask+"), count(*) FROM "+name+" r JOIN replicas p ON p.id = r.chain >> 44 GROUP BY p.name")
 		if err != nil {
 			return err
 		}
@@ -225,9 +226,9 @@ func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64
 		n, done = 0, false
 		// The records this transaction removes; the logs keep the part of
 		// the level-0 tile each replica's cut ends in.
-		const doomed = `SELECT l.replica, c.replica AS number, c.seq, c.time_ns FROM records c
-				JOIN replicas p ON p.id = c.replica
-				JOIN unnest($3::text[], $4::bigint[]) AS l (replica, last) ON p.name = l.replica COLLATE "C" AND c.seq <= l.last
+		const doomed = `SELECT l.replica, c.chain, c.chain & ` + seqMask + ` AS seq, c.time_ns FROM records c
+				JOIN replicas p ON p.id = c.chain >> 44
+				JOIN unnest($3::text[], $4::bigint[]) AS l (replica, last) ON p.name = l.replica COLLATE "C" AND c.chain & ` + seqMask + ` <= l.last
 				WHERE c.time_ns >= $5 AND c.time_ns < $1 ORDER BY c.time_ns LIMIT $2`
 		rows, err := tx.Query(ctx, `SELECT replica, max(seq) FROM (`+doomed+`) d GROUP BY replica`,
 			cut, batch, replicas, lasts, evidence.MinTimeNS)
@@ -250,15 +251,17 @@ func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64
 		}
 		rows, err = tx.Query(ctx, `DELETE FROM records r
 			USING (`+doomed+`) d
-			WHERE r.replica = d.number AND r.seq = d.seq AND r.time_ns = d.time_ns
-			RETURNING d.replica, r.time_ns, r.seq, r.shape, r.replica, r.id, r.request_id, r.path, r.rest`, cut, batch, replicas, lasts, evidence.MinTimeNS)
+			WHERE r.chain = d.chain AND r.time_ns = d.time_ns
+			RETURNING d.replica, r.time_ns, r.chain, r.shape, r.id, r.request_id, r.path, r.rest`, cut, batch, replicas, lasts, evidence.MinTimeNS)
 		if err != nil {
 			return err
 		}
 		lastRows := map[string]row{}
 		var r row
-		if _, err := pgx.ForEachRow(rows, []any{&replica, &r.timeNS, &r.seq, &r.shape, &r.replica, &r.id, &r.requestID, &r.path, &r.rest}, func() error {
+		var chain int64
+		if _, err := pgx.ForEachRow(rows, []any{&replica, &r.timeNS, &chain, &r.shape, &r.id, &r.requestID, &r.path, &r.rest}, func() error {
 			n++
+			r.replica, r.seq = int32(chain>>chainBits), chain&maxSeq
 			if l, ok := lastRows[replica]; !ok || r.seq > l.seq {
 				lastRows[replica] = r
 			}
@@ -287,7 +290,7 @@ func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64
 func (s *Store) hashIn(ctx context.Context, tx pgx.Tx, table, replica string, seq int64) (string, error) {
 	// table is a partition's name, made from an integer.
 	rs, err := tx.Query(ctx, "SELECT "+rowColumns+" FROM "+table+
-		" WHERE replica = (SELECT id FROM replicas WHERE name = $1) AND seq = $2 ORDER BY time_ns LIMIT 1", replica, seq)
+		" WHERE chain = "+chainBase("$1")+" | $2 ORDER BY time_ns LIMIT 1", replica, seq)
 	if err != nil {
 		return "", err
 	}
@@ -327,8 +330,8 @@ func saveCheckpoints(ctx context.Context, tx pgx.Tx, cps map[string]link) (int64
 			WHERE c.seq < excluded.seq`, replica, cp.seq, cp.hash); err != nil {
 			return n, fmt.Errorf("checkpoint of %s: %w", replica, err)
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM records WHERE replica = (SELECT id FROM replicas WHERE name = $1)
-			AND seq <= (SELECT seq FROM chain_checkpoints WHERE replica = $1)`, replica)
+		tag, err := tx.Exec(ctx, `DELETE FROM records WHERE chain >= `+chainBase("$1")+`
+			AND chain <= `+chainBase("$1")+` | (SELECT seq FROM chain_checkpoints WHERE replica = $1)`, replica)
 		if err != nil {
 			return n, fmt.Errorf("records of %s below its checkpoint: %w", replica, err)
 		}

@@ -16,10 +16,10 @@ import (
 	"github.com/meshproof/meshproof/evidence/compact"
 )
 
-// A record's row (schema 5, migrations/0005_compact.sql): its time, seq,
-// shape and replica numbers, id (idKey), request id (requestKey), path,
-// and its rest (compact.SplitStored).
-const rowColumns = "time_ns, seq, shape, replica, id, request_id, path, rest"
+// A record's row (schema 5, migrations/0005_compact.sql): its time, chain
+// (its replica's number and its seq, chainKey), shape number, id (idKey),
+// request id (requestKey), path, and its rest (compact.SplitStored).
+const rowColumns = "time_ns, chain, shape, id, request_id, path, rest"
 
 type row struct {
 	timeNS, seq    int64
@@ -29,22 +29,44 @@ type row struct {
 	rest           []byte
 }
 
+// The chain column: replica << chainBits | seq.
+const (
+	chainBits  = 44
+	maxSeq     = 1<<chainBits - 1
+	maxReplica = 1<<(63-chainBits) - 1
+	seqMask    = "17592186044415" // maxSeq, in SQL
+)
+
+// chainKey is the chain column of replica's record at seq.
+func chainKey(replica int32, seq int64) int64 { return int64(replica)<<chainBits | seq }
+
+// chainBase is, in SQL, the least chain column of the replica named by
+// the text parameter p (NULL when it has no number).
+func chainBase(p string) string {
+	return "((SELECT id FROM replicas WHERE name = " + p + ")::bigint << 44)"
+}
+
 // scanRow reads rowColumns.
 func scanRow(rows pgx.Rows) (row, error) {
 	var r row
-	err := rows.Scan(&r.timeNS, &r.seq, &r.shape, &r.replica, &r.id, &r.requestID, &r.path, &r.rest)
+	var chain int64
+	err := rows.Scan(&r.timeNS, &chain, &r.shape, &r.id, &r.requestID, &r.path, &r.rest)
+	r.replica, r.seq = int32(chain>>chainBits), chain&maxSeq
 	return r, err
 }
 
 // values is r in the order of rowColumns.
 func (r *row) values(dst []any) []any {
-	return append(dst[:0], r.timeNS, r.seq, r.shape, r.replica, r.id, r.requestID, r.path, r.rest)
+	return append(dst[:0], r.timeNS, chainKey(r.replica, r.seq), r.shape, r.id, r.requestID, r.path, r.rest)
 }
 
 // rowOf is the row of r (its shape's number set by the caller).
 func rowOf(r *evidence.Record, replica int32) (row, []byte, error) {
 	if err := textColumn("request id", r.RequestID); err != nil {
 		return row{}, nil, err
+	}
+	if r.Chain.Seq < 1 || r.Chain.Seq > maxSeq {
+		return row{}, nil, fmt.Errorf("seq %d: a chain holds seqs 1 to %d", r.Chain.Seq, maxSeq)
 	}
 	shape, rest, err := compact.SplitStored(r)
 	if err != nil {
@@ -247,6 +269,9 @@ func (s *Store) replicaID(ctx context.Context, replica string) (int32, error) {
 		SELECT id FROM n UNION ALL SELECT id FROM replicas WHERE name = $1`, replica).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("replica %s: %w", replica, err)
+	}
+	if id < 1 || id > maxReplica {
+		return 0, fmt.Errorf("replica %s: number %d, a store holds 1 to %d", replica, id, maxReplica)
 	}
 	c.mu.Lock()
 	if len(c.replicas) >= shapeCacheSize {

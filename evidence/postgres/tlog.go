@@ -87,8 +87,8 @@ func (s *Store) readTiles(ctx context.Context, q rowsQuerier, replica string, ba
 // missing or does not decode. A quarantined record keeps its leaf (see
 // Quarantine).
 func (s *Store) leafHashes(ctx context.Context, q rowsQuerier, replica string, from, to int64) ([]string, bool, error) {
-	rs, err := q.Query(ctx, "SELECT "+rowColumns+` FROM records
-		WHERE replica = (SELECT id FROM replicas WHERE name = $1) AND seq >= $2 AND seq < $3 ORDER BY seq`, replica, from, to)
+	rs, err := q.Query(ctx, "SELECT "+rowColumns+" FROM records WHERE chain >= "+chainBase("$1")+" | $2 AND chain < "+
+		chainBase("$1")+" | $3 ORDER BY chain", replica, from, to)
 	if err != nil {
 		return nil, false, err
 	}

@@ -63,16 +63,19 @@ BEGIN
 	END IF;
 END $$;
 
--- The columns in this order leave no padding: 8 + 8 + 4 + 4 bytes, then
--- the short varlenas: id (idKey: 16 bytes for a ULID), request id
--- (requestKey: 16 bytes for a UUID, empty for none), path, and the rest
--- (compact.SplitStored: what else the request holds). No column is ever
--- NULL (no null bitmap in the 24-byte tuple header).
+-- chain is the record's replica number and seq in one integer,
+-- replica << 44 | seq (row.go: a chain holds up to 2^44 - 1 records, a
+-- store up to 2^19 - 1 replicas): one 8-byte column and one 8-byte key in
+-- records_chain for both. The columns in this order leave no padding:
+-- 8 + 8 + 4 bytes, then the short varlenas (unaligned): id (idKey: 16 bytes
+-- for a ULID), request id (requestKey: 16 bytes for a UUID, empty for
+-- none), path, and the rest (compact.SplitStored: what else the request
+-- holds). No column is ever NULL (no null bitmap in the 24-byte tuple
+-- header).
 CREATE TABLE records (
 	time_ns    bigint  NOT NULL,
-	seq        bigint  NOT NULL,
+	chain      bigint  NOT NULL,
 	shape      integer NOT NULL,
-	replica    integer NOT NULL,
 	id         bytea   NOT NULL,
 	request_id bytea   NOT NULL,
 	path       text COLLATE "C" NOT NULL,
@@ -90,7 +93,7 @@ ALTER TABLE records ALTER COLUMN id SET STORAGE PLAIN, ALTER COLUMN request_id S
 -- rows (about 10 bytes a record, where (shape, time_ns) took 44), and a
 -- filtered page combines it with records_time's range.
 CREATE INDEX records_time ON records (time_ns);
-CREATE INDEX records_chain ON records (replica, seq);
+CREATE INDEX records_chain ON records (chain);
 CREATE INDEX records_shape ON records (shape);
 
 -- Get: a record whose id is the ULID of its time (every record a Check

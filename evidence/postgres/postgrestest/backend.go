@@ -61,25 +61,27 @@ type Tamperer struct {
 var _ evidencetest.Tamperer = (*Tamperer)(nil)
 
 // The records of schema 5 (evidence/postgres, migrations/0005): a row
-// holds its time, seq, replica number, id (postgres.IDKey), request id
-// (postgres.RequestKey), path, the number of its shape and its rest; the
-// shape's row holds the filters' columns.
+// holds its time, chain (its replica's number << 44 | its seq), id
+// (postgres.IDKey), request id (postgres.RequestKey), path, the number of
+// its shape and its rest; the shape's row holds the filters' columns.
 
 // stored is a record's row and its shape's bytes.
 type stored struct {
-	timeNS, seq               int64
-	shape, replica            int32
+	timeNS, chain             int64
+	shape                     int32
 	id, requestID, rest, body []byte
 	path                      string
 }
 
+func (r stored) seq() int64 { return r.chain & (1<<44 - 1) }
+
 func (tm *Tamperer) row(ctx context.Context, q pgx.Tx, id string) (stored, error) {
 	var r stored
 	var err error
-	query := `SELECT r.time_ns, r.seq, r.shape, r.replica, r.id, r.request_id, r.path, r.rest, s.body FROM records r
+	query := `SELECT r.time_ns, r.chain, r.shape, r.id, r.request_id, r.path, r.rest, s.body FROM records r
 		JOIN shapes s ON s.id = r.shape WHERE r.id = $1`
 	args := []any{postgres.IDKey(id)}
-	dest := []any{&r.timeNS, &r.seq, &r.shape, &r.replica, &r.id, &r.requestID, &r.path, &r.rest, &r.body}
+	dest := []any{&r.timeNS, &r.chain, &r.shape, &r.id, &r.requestID, &r.path, &r.rest, &r.body}
 	if q != nil {
 		err = q.QueryRow(ctx, query, args...).Scan(dest...)
 	} else {
@@ -96,7 +98,7 @@ func (tm *Tamperer) record(ctx context.Context, id string) (stored, *evidence.Re
 	if err != nil {
 		return st, nil, err
 	}
-	r, err := postgres.JoinRecord(st.body, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq)
+	r, err := postgres.JoinRecord(st.body, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq())
 	return st, r, err
 }
 
@@ -213,7 +215,7 @@ func (tm *Tamperer) exec(ctx context.Context, sql string, args ...any) error {
 }
 
 // SwapContent exchanges the content of two rows of one chain: each row
-// keeps its replica and seq and takes the other's time, id, request id,
+// keeps its chain column (replica and seq) and takes the other's time, id, request id,
 // path, shape and rest (a v1 record's prev_hash and hash are in its rest:
 // they go with it).
 func (tm *Tamperer) SwapContent(ctx context.Context, idA, idB string) error {
@@ -227,15 +229,15 @@ func (tm *Tamperer) SwapContent(ctx context.Context, idA, idB string) error {
 			return err
 		}
 		for _, x := range []struct {
-			seq     int64
+			chain   int64
 			timeNS  int64
 			id      []byte
 			content stored
-		}{{a.seq, a.timeNS, a.id, b}, {b.seq, b.timeNS, b.id, a}} {
+		}{{a.chain, a.timeNS, a.id, b}, {b.chain, b.timeNS, b.id, a}} {
 			// Through a placeholder id first: no two rows share one here.
-			tag, err := tx.Exec(ctx, `UPDATE records SET time_ns = $4, id = $5, shape = $6, rest = $7, request_id = $9, path = $10
-				WHERE replica = $1 AND seq = $2 AND time_ns = $3 AND id = $8`,
-				x.content.replica, x.seq, x.timeNS, x.content.timeNS, append([]byte("swap~"), x.content.id...), x.content.shape, x.content.rest, x.id,
+			tag, err := tx.Exec(ctx, `UPDATE records SET time_ns = $3, id = $4, shape = $5, rest = $6, request_id = $8, path = $9
+				WHERE chain = $1 AND time_ns = $2 AND id = $7`,
+				x.chain, x.timeNS, x.content.timeNS, append([]byte("swap~"), x.content.id...), x.content.shape, x.content.rest, x.id,
 				x.content.requestID, x.content.path)
 			if err != nil {
 				return fmt.Errorf("tamper: swap: %w", err)
@@ -285,15 +287,15 @@ func (tm *Tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, time
 	}
 	// The log as the store would have kept it (its base is 0 here): the
 	// leaf hashes recomputed from the records.
-	rows, err := tm.DB.Query(ctx, `SELECT r.time_ns, r.seq, r.shape, r.replica, r.id, r.request_id, r.path, r.rest, s.body FROM records r
-		JOIN shapes s ON s.id = r.shape WHERE r.replica = (SELECT id FROM replicas WHERE name = $1) ORDER BY r.seq`, r.Replica)
+	rows, err := tm.DB.Query(ctx, `SELECT r.time_ns, r.chain, r.shape, r.id, r.request_id, r.path, r.rest, s.body FROM records r
+		JOIN shapes s ON s.id = r.shape WHERE r.chain >> 44 = (SELECT id FROM replicas WHERE name = $1) ORDER BY r.chain`, r.Replica)
 	if err != nil {
 		return err
 	}
 	var hexes []string
 	var st stored
-	if _, err := pgx.ForEachRow(rows, []any{&st.timeNS, &st.seq, &st.shape, &st.replica, &st.id, &st.requestID, &st.path, &st.rest, &st.body}, func() error {
-		rec, err := postgres.JoinRecord(st.body, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq)
+	if _, err := pgx.ForEachRow(rows, []any{&st.timeNS, &st.chain, &st.shape, &st.id, &st.requestID, &st.path, &st.rest, &st.body}, func() error {
+		rec, err := postgres.JoinRecord(st.body, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq())
 		if err != nil {
 			return err
 		}
@@ -338,7 +340,7 @@ func (tm *Tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64
 	}
 	_, err = tm.DB.Exec(ctx, `WITH n AS (INSERT INTO replicas (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id),
 			p AS (SELECT id FROM n UNION ALL SELECT id FROM replicas WHERE name = $1)
-		INSERT INTO records (time_ns, seq, shape, replica, id, request_id, path, rest) SELECT $2, $3, $4, p.id, $5, $7, $8, $6 FROM p`,
+		INSERT INTO records (time_ns, chain, shape, id, request_id, path, rest) SELECT $2, p.id::bigint << 44 | $3, $4, $5, $7, $8, $6 FROM p`,
 		r.Replica, timeNS, int64(r.Chain.Seq), sid, postgres.IDKey(r.ID), rest, postgres.RequestKey(r.RequestID), r.Request.Path)
 	if err != nil {
 		return fmt.Errorf("tamper: forge %s: %w", r.ID, err)
