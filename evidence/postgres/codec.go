@@ -33,6 +33,12 @@ func JoinRecord(shape, rest, id, requestID []byte, path string, timeNS, seq int6
 	return compact.JoinStored(shape, rest, compact.Outside{ID: ids, TimeNS: timeNS, RequestID: req, Path: path, Seq: uint64(seq)})
 }
 
+// PackShape is the shapes.body of a shape's bytes (compressed).
+func PackShape(shape []byte) []byte { return packShape(shape) }
+
+// UnpackShape is the shape's bytes a shapes.body holds.
+func UnpackShape(body []byte) ([]byte, error) { return unpackShape(body) }
+
 // LeafHex is a stored record's chain hash: for v2 records the leaf hash of
 // its canonical bytes, recomputed.
 func LeafHex(r *evidence.Record) string { return leafHex(r) }

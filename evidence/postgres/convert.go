@@ -121,7 +121,7 @@ func (c *converter) write(ctx context.Context, recs []*evidence.Record, times []
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (digest) DO NOTHING RETURNING id)
 				SELECT id FROM n UNION ALL SELECT id FROM shapes WHERE digest = $1`,
 				d[:], k.Allowed, k.Replica, k.SourcePrincipal, k.DestinationPrincipal, k.SourceTrustDomain, k.DestinationTrustDomain,
-				k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict, k.Method, k.Host, shape).Scan(&id); err != nil {
+				k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict, k.Method, k.Host, packShape(shape)).Scan(&id); err != nil {
 				return fmt.Errorf("shape of record %s: %w", r.ID, err)
 			}
 			c.shapes[d] = id

@@ -2,10 +2,12 @@ package postgres
 
 import (
 	"bytes"
+	"compress/flate"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -149,7 +151,8 @@ func requestOf(k []byte) (string, error) {
 
 // shape is a shapes row.
 type shape struct {
-	body []byte
+	body []byte           // the shape's bytes, unpacked
+	err  error            // why they did not unpack
 	cols evidence.Columns // the shape's index columns (replica, principals, ...)
 }
 
@@ -219,7 +222,7 @@ func (s *Store) shapeIDs(ctx context.Context, recs []*evidence.Record, shapes []
 			k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict, k.Method, k.Host} {
 			cols[n] = append(cols[n], v)
 		}
-		ds[j], bodies[j], allowed[j] = digests[i][:], shapes[i], k.Allowed
+		ds[j], bodies[j], allowed[j] = digests[i][:], packShape(shapes[i]), k.Allowed
 	}
 	if _, err := s.pool.Exec(ctx, `INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
 			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
@@ -328,6 +331,7 @@ func (set *shapeSet) resolve(ctx context.Context, q rowsQuerier, rows []row) err
 				rs.Close()
 				return fmt.Errorf("shapes: %w", err)
 			}
+			sh.body, sh.err = unpackShape(sh.body)
 			got[id] = sh
 		}
 		rs.Close()
@@ -401,6 +405,9 @@ func (set *shapeSet) decodeRow(r row) (*evidence.Record, evidence.Stored) {
 	if sh == nil {
 		return fail(fmt.Errorf("its shape %d is missing", r.shape))
 	}
+	if sh.err != nil {
+		return fail(fmt.Errorf("its shape %d: %w", r.shape, sh.err))
+	}
 	if name == "" {
 		return fail(fmt.Errorf("its replica %d is missing", r.replica))
 	}
@@ -467,4 +474,32 @@ func leafHex(r *evidence.Record) string {
 		return evidence.LeafHashHex(r.CanonicalJSON())
 	}
 	return r.Chain.Hash
+}
+
+// shapes.body holds a shape DEFLATE-compressed (compress/flate, level 9):
+// shapes are the same JSON keys and the same names over and over, and
+// 1.6 KB each, below the size at which PostgreSQL compresses a row itself.
+
+// packShape is the shapes.body of a shape.
+func packShape(shape []byte) []byte {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestCompression) // the level is valid
+	w.Write(shape)                                     // a bytes.Buffer takes everything
+	w.Close()
+	return b.Bytes()
+}
+
+// unpackShape is the shape a shapes.body holds, at most
+// compact.MaxShapeBytes of it.
+func unpackShape(body []byte) ([]byte, error) {
+	r := flate.NewReader(bytes.NewReader(body))
+	defer r.Close()
+	shape, err := io.ReadAll(io.LimitReader(r, compact.MaxShapeBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("the shape does not inflate: %w", err)
+	}
+	if len(shape) > compact.MaxShapeBytes {
+		return nil, fmt.Errorf("the shape inflates to more than %d bytes", compact.MaxShapeBytes)
+	}
+	return shape, nil
 }

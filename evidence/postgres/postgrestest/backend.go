@@ -98,6 +98,9 @@ func (tm *Tamperer) record(ctx context.Context, id string) (stored, *evidence.Re
 	if err != nil {
 		return st, nil, err
 	}
+	if st.body, err = postgres.UnpackShape(st.body); err != nil {
+		return st, nil, err
+	}
 	r, err := postgres.JoinRecord(st.body, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq())
 	return st, r, err
 }
@@ -115,7 +118,7 @@ func (tm *Tamperer) newShape(ctx context.Context, body []byte, c evidence.Column
 			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id`,
 		digest[:], c.Allowed, c.Replica, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestinationTrustDomain,
-		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, verdict, c.Method, c.Host, body).Scan(&id)
+		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, verdict, c.Method, c.Host, postgres.PackShape(body)).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("tamper: shape: %w", err)
 	}
@@ -295,7 +298,11 @@ func (tm *Tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, time
 	var hexes []string
 	var st stored
 	if _, err := pgx.ForEachRow(rows, []any{&st.timeNS, &st.chain, &st.shape, &st.id, &st.requestID, &st.path, &st.rest, &st.body}, func() error {
-		rec, err := postgres.JoinRecord(st.body, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq())
+		shape, err := postgres.UnpackShape(st.body)
+		if err != nil {
+			return err
+		}
+		rec, err := postgres.JoinRecord(shape, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq())
 		if err != nil {
 			return err
 		}
@@ -335,7 +342,7 @@ func (tm *Tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (digest) DO NOTHING RETURNING id)
 		SELECT id FROM n UNION ALL SELECT id FROM shapes WHERE digest = $1`,
 		digest[:], c.Allowed, c.Replica, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestinationTrustDomain,
-		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, c.Verdict, c.Method, c.Host, shape).Scan(&sid); err != nil {
+		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, c.Verdict, c.Method, c.Host, postgres.PackShape(shape)).Scan(&sid); err != nil {
 		return fmt.Errorf("tamper: forge %s: %w", r.ID, err)
 	}
 	_, err = tm.DB.Exec(ctx, `WITH n AS (INSERT INTO replicas (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id),
