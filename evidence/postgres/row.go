@@ -476,16 +476,26 @@ func leafHex(r *evidence.Record) string {
 	return r.Chain.Hash
 }
 
-// shapes.body holds a shape DEFLATE-compressed (compress/flate, level 9):
+// shapes.body holds a shape DEFLATE-compressed (compress/flate, level 6:
+// level 9 packs them no smaller, more slowly):
 // shapes are the same JSON keys and the same names over and over, and
 // 1.6 KB each, below the size at which PostgreSQL compresses a row itself.
+
+// packers are DEFLATE writers, reused: a new one allocates its tables (a
+// megabyte), many times the work of compressing a shape.
+var packers = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.DefaultCompression) // the level is valid
+	return w
+}}
 
 // packShape is the shapes.body of a shape.
 func packShape(shape []byte) []byte {
 	var b bytes.Buffer
-	w, _ := flate.NewWriter(&b, flate.BestCompression) // the level is valid
-	w.Write(shape)                                     // a bytes.Buffer takes everything
+	w := packers.Get().(*flate.Writer)
+	w.Reset(&b)
+	w.Write(shape) // a bytes.Buffer takes everything
 	w.Close()
+	packers.Put(w)
 	return b.Bytes()
 }
 
