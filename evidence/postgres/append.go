@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -13,40 +14,48 @@ import (
 
 // recordColumns are the columns COPY writes, in the order of
 // copySource.Values.
-var recordColumns = []string{
-	"time_ns", "seq", "allowed", "replica", "id",
-	"source_principal", "destination_principal", "source_trust_domain", "destination_trust_domain",
-	"source_namespace", "destination_namespace", "source_key", "verdict",
-	"method", "host", "path", "request_id", "prev_hash", "hash", "body",
-}
+var recordColumns = []string{"time_ns", "chain", "shape", "id", "request_id", "path", "rest"}
 
-// copySource feeds COPY one record at a time, encoding each as it goes:
-// the encoding overlaps with PostgreSQL's work on the rows before it.
+// copySource feeds COPY the rows of a batch.
 type copySource struct {
-	recs []*evidence.Record
+	rows []row
 	i    int
-	row  []any
+	vals []any
 }
 
-func (c *copySource) Next() bool { c.i++; return c.i <= len(c.recs) }
+func (c *copySource) Next() bool { c.i++; return c.i <= len(c.rows) }
 
 func (c *copySource) Err() error { return nil }
 
 // Values is the row of the current record; the slice is reused (COPY
 // encodes it before asking for the next).
 func (c *copySource) Values() ([]any, error) {
-	r := c.recs[c.i-1]
-	body, err := evidence.StoredBody(r)
+	c.vals = c.rows[c.i-1].values(c.vals)
+	return c.vals, nil
+}
+
+// encode makes the rows of a batch: each record split into its shape
+// (interned, see shapeIDs) and rest.
+func (s *Store) encode(ctx context.Context, batch []*evidence.Record) ([]row, error) {
+	replica, err := s.replicaID(ctx, batch[0].Replica)
 	if err != nil {
-		return nil, evidence.Permanent(fmt.Errorf("encoding record %s: %w", r.ID, err))
+		return nil, err
 	}
-	k := evidence.ColumnsOf(r)
-	c.row = append(c.row[:0],
-		k.TimeNS, k.Seq, k.Allowed, k.Replica, k.ID,
-		k.SourcePrincipal, k.DestinationPrincipal, k.SourceTrustDomain, k.DestinationTrustDomain,
-		k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict,
-		k.Method, k.Host, k.Path, k.RequestID, r.Chain.PrevHash, r.Chain.Hash, body)
-	return c.row, nil
+	rows := make([]row, len(batch))
+	shapes := make([][]byte, len(batch))
+	for i, r := range batch {
+		if rows[i], shapes[i], err = rowOf(r, replica); err != nil {
+			return nil, evidence.Permanent(fmt.Errorf("encoding record %s: %w", r.ID, err))
+		}
+	}
+	ids, err := s.shapeIDs(ctx, batch, shapes)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		rows[i].shape = ids[i]
+	}
+	return rows, nil
 }
 
 // Append writes a batch in one transaction: the records (COPY), their
@@ -120,6 +129,10 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
 	}
+	rows, err := s.encode(ctx, batch)
+	if err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
@@ -141,12 +154,15 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 		return fmt.Errorf("postgres: append: locking the head of %s: %w", replica, err)
 	}
 	head.Seq = uint64(seq)
-	skip, err := stored(ctx, tx, batch, head)
+	skip, err := s.stored(ctx, tx, batch, head)
 	if err != nil || skip == len(batch) {
 		return err
 	}
-	batch = batch[skip:]
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, &copySource{recs: batch}); err != nil {
+	batch, rows = batch[skip:], rows[skip:]
+	if err := unique(ctx, tx, batch, rows); err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, &copySource{rows: rows}); err != nil {
 		return fmt.Errorf("postgres: append: writing %d records of %s: %w", len(batch), replica, err)
 	}
 	root, edge, err := s.appendLog(ctx, tx, head, batch)
@@ -172,7 +188,7 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 // stored is how many records at the start of batch the chain already
 // holds (all of them: a batch written again after an unsure commit), or an
 // error wrapping ErrChainConflict when batch does not continue the chain.
-func stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evidence.Link) (int, error) {
+func (s *Store) stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evidence.Link) (int, error) {
 	first, last := batch[0].Chain, batch[len(batch)-1]
 	switch {
 	case first.Seq == head.Seq+1 && (first.Version == evidence.CanonicalV2 || first.PrevHash == head.Hash):
@@ -182,22 +198,91 @@ func stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, head evide
 			return k + 1, nil
 		}
 	case first.Seq <= head.Seq:
-		// The time narrows the lookup to one partition; a record with
-		// the same seq but another time is another record. A quarantined
-		// record holds its seq too.
-		var hash string
-		err := tx.QueryRow(ctx, `SELECT hash FROM records WHERE replica = $1 AND seq = $2 AND time_ns = $3
-			UNION ALL SELECT hash FROM quarantine WHERE replica = $1 AND seq = $2 LIMIT 1`,
-			last.Replica, int64(last.Chain.Seq), evidence.Nanos(last.Time)).Scan(&hash)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		// A quarantined record holds its seq too.
+		at := evidence.Nanos(last.Time)
+		hash, err := s.hashAt(ctx, tx, last.Replica, int64(last.Chain.Seq), &at)
+		if err != nil {
 			return 0, fmt.Errorf("postgres: append: %w", err)
 		}
-		if err == nil && hash == last.Chain.Hash {
+		if hash == last.Chain.Hash {
 			return len(batch), nil
 		}
 	}
 	return 0, fmt.Errorf("%w: replica %s: the batch holds seq %d to %d (prev_hash %s), the chain's head is seq %d (%s)",
 		evidence.ErrChainConflict, last.Replica, first.Seq, last.Chain.Seq, short(first.PrevHash), head.Seq, short(head.Hash))
+}
+
+// unique refuses, as a permanent error, a batch holding a record with the
+// id and time of a stored record or of another in the batch: ids are
+// unique per time (Get finds one record), as schema 4's unique constraint
+// on (id, time_ns) kept them. One range of records_time, the batch's: a
+// batch that follows its chain in time finds only the records other
+// replicas wrote meanwhile there.
+func unique(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, rows []row) error {
+	ids := make([][]byte, len(rows))
+	seen := make(map[string]bool, len(rows))
+	lo, hi := rows[0].timeNS, rows[0].timeNS
+	key := func(timeNS int64, id []byte) string { return string(id) + "@" + strconv.FormatInt(timeNS, 10) }
+	for i, r := range rows {
+		ids[i], lo, hi = r.id, min(lo, r.timeNS), max(hi, r.timeNS)
+		k := key(r.timeNS, r.id)
+		if seen[k] {
+			return evidence.Permanent(fmt.Errorf("postgres: append: record %s: two records of the batch have its id and time", batch[i].ID))
+		}
+		seen[k] = true
+	}
+	rs, err := tx.Query(ctx, `SELECT time_ns, id FROM records WHERE time_ns >= $1 AND time_ns <= $2 AND id = ANY($3::bytea[])`, lo, hi, ids)
+	if err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	var timeNS int64
+	var id []byte
+	var dup string
+	if _, err := pgx.ForEachRow(rs, []any{&timeNS, &id}, func() error {
+		if seen[key(timeNS, id)] && dup == "" {
+			dup, _ = idOf(id)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	if dup != "" {
+		return evidence.Permanent(fmt.Errorf("postgres: append: record %s: a record with its id and time is stored already", dup))
+	}
+	return nil
+}
+
+// hashAt is the chain hash of replica's record at seq (stored with time
+// timeNS unless nil: the time narrows the lookup to one partition, and a
+// record with the same seq but another time is another record), or of its
+// quarantined record at seq; "" when there is none.
+func (s *Store) hashAt(ctx context.Context, tx pgx.Tx, replica string, seq int64, timeNS *int64) (string, error) {
+	q := "SELECT " + rowColumns + " FROM records WHERE chain = " + chainBase("$1") + " | $2"
+	args := []any{replica, seq}
+	if timeNS != nil {
+		q, args = q+" AND time_ns = $3", append(args, *timeNS)
+	}
+	rs, err := tx.Query(ctx, q+" LIMIT 1", args...)
+	if err != nil {
+		return "", err
+	}
+	rows, err := collectRows(rs)
+	if err != nil {
+		return "", err
+	}
+	if len(rows) == 1 {
+		recs, err := s.decodeRows(ctx, tx, rows)
+		if err != nil {
+			return "", err
+		}
+		return leafHex(recs[0]), nil
+	}
+	var hash string
+	err = tx.QueryRow(ctx, `SELECT hash FROM quarantine WHERE replica = $1 AND seq = $2`, replica, seq).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return hash, err
 }
 
 func short(h string) string {

@@ -56,7 +56,7 @@ func loadMigrations() ([]migration, error) {
 
 // SchemaVersion is the schema version this meshproof reads and writes: the
 // number of migrations.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // migrateLock is the advisory lock key that serialises migrations: two
 // replicas running `meshproof migrate` at once apply each step once.
@@ -121,6 +121,11 @@ func migrate(ctx context.Context, conn *pgx.Conn, dsn string) (from int, err err
 		for _, m := range ms[have:] {
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
 				return fmt.Errorf("postgres store %s: migration %s: %w", redact(dsn), m.name, err)
+			}
+			if m.version == 5 {
+				if err := convertV4(ctx, tx); err != nil {
+					return fmt.Errorf("postgres store %s: migration %s: %w", redact(dsn), m.name, err)
+				}
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO schema_version (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
 				return fmt.Errorf("postgres store %s: recording migration %s: %w", redact(dsn), m.name, err)

@@ -45,7 +45,9 @@ type Store struct {
 	// forceSync sets synchronous_commit on for each write: Durable was
 	// asked for and the server's default is off.
 	forceSync bool
-	edges     edges // the replicas' log edges
+	edges     edges        // the replicas' log edges
+	writer    *writerCache // shape and replica numbers, for writers
+	read      *shapeSet    // shapes and replica names, for readers
 }
 
 var _ evidence.Store = (*Store)(nil)
@@ -67,7 +69,7 @@ func Open(ctx context.Context, dsn string, opts evidence.Options) (*Store, error
 	if err != nil {
 		return nil, fmt.Errorf("postgres store %s: %w", redact(dsn), err)
 	}
-	s := &Store{pool: pool, parts: newPartitions(pool), keys: newKeyCache()}
+	s := &Store{pool: pool, parts: newPartitions(pool), keys: newKeyCache(), writer: newWriterCache(), read: newShapeSet()}
 	if err := s.open(ctx, dsn, opts); err != nil {
 		pool.Close()
 		return nil, err

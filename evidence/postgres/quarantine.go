@@ -59,13 +59,11 @@ func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason str
 		if c.Seq != head.Seq+1 || (c.Version != evidence.CanonicalV2 && c.PrevHash != head.Hash) {
 			if c.Seq <= head.Seq {
 				// Quarantined (or stored) before: a commit in doubt.
-				var hash string
-				err := tx.QueryRow(ctx, `SELECT hash FROM quarantine WHERE replica = $1 AND seq = $2
-					UNION ALL SELECT hash FROM records WHERE replica = $1 AND seq = $2 LIMIT 1`, replica, int64(c.Seq)).Scan(&hash)
-				if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				hash, err := s.hashAt(ctx, tx, replica, int64(c.Seq), nil)
+				if err != nil {
 					return err
 				}
-				if err == nil && hash == c.Hash {
+				if hash != "" && hash == c.Hash {
 					return nil
 				}
 			}

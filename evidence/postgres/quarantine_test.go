@@ -135,34 +135,26 @@ func TestAppendRefusedRecord(t *testing.T) {
 }
 
 // TestMigrateToQuarantine: a database of schema 1 holding records of a v1
-// hash chain (the tables of later schemas and their version rows taken
-// away again) migrates to this schema, verifies intact, and quarantines a
+// hash chain (testdata/schema1.sql.gz: written by the previous meshproof,
+// with the tables of later schemas and their version rows taken away
+// again) migrates to this schema, verifies intact, and quarantines a
 // refused record of its new log.
 func TestMigrateToQuarantine(t *testing.T) {
 	ctx := context.Background()
 	dsn := postgrestest.DSN(t)
-	s := open(t, dsn)
-	var head evidence.Link
-	now := time.Now().UTC().Truncate(time.Second)
-	recs := chained("r1", &head, every(now, time.Second, 5)...)
-	head = evidence.Link{}
-	for _, r := range recs {
-		head = head.LinkV1(r) // as schema 1 wrote them
-	}
-	if err := s.Append(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	exec(t, dsn, "DROP TABLE quarantine, tlog_logs, tlog_tiles, tlog_checkpoints, rollup_seals")
-	exec(t, dsn, "ALTER TABLE chain_heads DROP COLUMN root, DROP COLUMN seal_first, DROP COLUMN seal_through, DROP COLUMN seal_chain")
-	exec(t, dsn, "DELETE FROM schema_version WHERE version >= 2")
+	restore(t, dsn, "testdata/schema1.sql.gz")
 	if _, err := postgres.Open(ctx, dsn, evidence.Options{}); !errors.Is(err, evidence.ErrSchema) {
 		t.Fatalf("Open of a schema 1 database = %v, want ErrSchema", err)
 	}
-	s = open(t, dsn) // migrates
-	more := chained("r1", &head, every(now.Add(time.Minute), time.Second, 3)...)
+	s := open(t, dsn) // migrates
+	head, err := s.Head(ctx, "r1")
+	if err != nil || head.Seq != 5 {
+		t.Fatalf("Head = %+v, %v; want seq 5", head, err)
+	}
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC) // the fixture's
+	next := head
+	more := chained("r1", &next, every(now.Add(time.Minute), time.Second, 3)...)
 	more[1].Request.Host = "bad\x00host"
-	head = evidence.Link{Seq: recs[4].Chain.Seq, Hash: recs[4].Chain.Hash}
 	for _, r := range more {
 		head = head.Link(r)
 	}

@@ -2,9 +2,9 @@ package postgres
 
 import (
 	"context"
-	"errors"
+	"encoding/binary"
 	"fmt"
-
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -27,16 +27,12 @@ func (a *args) add(v any) string {
 	return "$" + strconv.Itoa(len(*a))
 }
 
-// where is the WHERE clause of f, a validated filter.
-func where(f evidence.Filter, a *args) string {
+// shapeWhere is the WHERE clause on shapes of f's conditions on the
+// columns a shape holds (every filter but time, path and request id), ""
+// when f has none.
+func shapeWhere(f evidence.Filter, a *args) string {
 	var conds []string
 	cond := func(c string) { conds = append(conds, c) }
-	if !f.Since.IsZero() {
-		cond("time_ns >= " + a.add(clampNano(f.Since)))
-	}
-	if !f.Until.IsZero() {
-		cond("time_ns < " + a.add(clampNano(f.Until)))
-	}
 	eq := func(col, v string) {
 		if v != "" {
 			cond(col + " = " + a.add(v))
@@ -76,22 +72,100 @@ func where(f evidence.Filter, a *args) string {
 	}
 	eq("method", f.Method)
 	if f.Host != "" && evidence.HostAnyPort(f.Host) {
-		// One range of records_host, as evidence.HostAnyPort says.
 		lo, hi := a.add(f.Host), a.add(f.Host+";")
 		cond("host >= " + lo + " AND host < " + hi + " AND (host = " + lo + " OR host >= " + a.add(f.Host+":") + ")")
 	} else {
 		eq("host", f.Host)
 	}
-	prefix("path", f.PathPrefix)
-	if f.RequestID != "" {
-		// Spelled out so that the partial index applies.
-		cond("request_id = " + a.add(f.RequestID) + " AND request_id <> ''")
-	}
 	eq("replica", f.Replica)
-	if len(conds) == 0 {
-		return "TRUE"
-	}
 	return strings.Join(conds, " AND ")
+}
+
+// plan is how the records a filter matches are read: a WHERE clause on
+// records (its arguments in args). none: no record can match.
+type plan struct {
+	where string
+	args  args
+	none  bool
+}
+
+// planOf plans f, a validated filter: the shapes it names are read first
+// (a few thousand rows at most), then the records of those shapes.
+func (s *Store) planOf(ctx context.Context, f evidence.Filter) (plan, error) {
+	var p plan
+	var conds []string
+	cond := func(c string) { conds = append(conds, c) }
+	var sa args
+	if w := shapeWhere(f, &sa); w != "" {
+		rows, err := s.pool.Query(ctx, "SELECT id FROM shapes WHERE "+w, sa...)
+		if err != nil {
+			return p, fmt.Errorf("postgres: query: shapes: %w", err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return p, fmt.Errorf("postgres: query: shapes: %w", err)
+		}
+		if len(ids) == 0 {
+			p.none = true
+			return p, nil
+		}
+		cond("shape = ANY(" + p.args.add(ids) + "::integer[])")
+	}
+	if !f.Since.IsZero() {
+		cond("time_ns >= " + p.args.add(clampNano(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		cond("time_ns < " + p.args.add(clampNano(f.Until)))
+	}
+	if f.PathPrefix != "" {
+		cond("path >= " + p.args.add(f.PathPrefix))
+		if hi, ok := prefixEnd(f.PathPrefix); ok {
+			cond("path < " + p.args.add(hi))
+		}
+	}
+	if f.RequestID != "" {
+		if textColumn("request id", f.RequestID) != nil {
+			p.none = true // no stored record has one
+			return p, nil
+		}
+		cond(requestCond(f.RequestID, &p.args))
+	}
+	p.where = "TRUE"
+	if len(conds) > 0 {
+		p.where = strings.Join(conds, " AND ")
+	}
+	return p, nil
+}
+
+// requestCond is the condition on a request id, written so that the
+// planner reads records_request_uuid or records_request_other (see
+// migrations/0005).
+func requestCond(requestID string, a *args) string {
+	k := requestKey(requestID)
+	c := "request_id = " + a.add(k)
+	if len(k) == 16 {
+		return c + " AND length(request_id) = 16 AND (('x' || encode(substring(request_id FROM 1 FOR 8), 'hex'))::bit(64)::bigint) = " +
+			a.add(int64(binary.BigEndian.Uint64(k[:8])))
+	}
+	p := k[:min(len(k), 64)]
+	c += " AND length(request_id) <> 16 AND length(request_id) > 0 AND substring(request_id FROM 1 FOR 64) >= " + a.add(p)
+	if hi, ok := bytesEnd(p); ok {
+		c += " AND substring(request_id FROM 1 FOR 64) < " + a.add(hi)
+	}
+	return c
+}
+
+// bytesEnd is the least byte string above every string that starts with
+// p; ok is false when there is none (p is all 0xff).
+func bytesEnd(p []byte) ([]byte, bool) {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] < 0xff {
+			out := append([]byte(nil), p[:i+1]...)
+			out[i]++
+			return out, true
+		}
+	}
+	return nil, false
 }
 
 // clampNano is t in Unix nanoseconds, saturated to the int64 range (which
@@ -121,34 +195,6 @@ func verdictStrings(vs []evidence.Verdict) []string {
 		s[i] = string(v)
 	}
 	return s
-}
-
-// decodeColumns are the columns decode reads.
-const decodeColumns = "time_ns, id, seq, prev_hash, hash, body"
-
-// selectRecord reads decodeColumns.
-const selectRecord = "SELECT " + decodeColumns + " FROM records "
-
-// decode reads a row of selectRecord: the stored record, with the chain
-// fields of the stored columns.
-func decode(rows pgx.Rows) (r *evidence.Record, at cursor, err error) {
-	var (
-		timeNS         int64
-		id, prev, hash string
-		seq            int64
-		body           []byte
-	)
-	if err := rows.Scan(&timeNS, &id, &seq, &prev, &hash, &body); err != nil {
-		return nil, at, err
-	}
-	r, err = evidence.DecodeStored(id, body, uint64(seq), hash)
-	if err != nil {
-		return nil, at, fmt.Errorf("postgres: %w", err)
-	}
-	if r.Chain.Version != evidence.CanonicalV2 {
-		r.Chain = evidence.Chain{Seq: uint64(seq), PrevHash: prev, Hash: hash}
-	}
-	return r, cursor{timeNS, id}, nil
 }
 
 // Query returns one page of the records matching f, newest first.
@@ -195,43 +241,51 @@ type cursor struct {
 	id     string
 }
 
-// pageSQL is the query of a page of f after the cursor: cols, newest
-// first, limit+1 rows (the extra one says a next page exists).
-func pageSQL(cols string, f evidence.Filter, after *cursor, limit int) (string, args) {
-	var a args
-	w := where(f, &a)
+// idOrder is the order of ids in SQL: idKey sorts as the ids do.
+const idOrder = "id"
+
+// pageSQL is the query of a chunk of p's rows after the cursor, newest
+// first.
+func (p plan) pageSQL(after *cursor, limit int) (string, args) {
+	a := append(args(nil), p.args...)
+	w := p.where
 	if after != nil {
-		t, id := a.add(after.timeNS), a.add(after.id)
-		w += " AND time_ns <= " + t + " AND (time_ns < " + t + " OR id < " + id + ")"
+		t, id := a.add(after.timeNS), a.add(idKey(after.id))
+		w += " AND time_ns <= " + t + " AND (time_ns < " + t + " OR " + idOrder + " < " + id + ")"
 	}
-	return "SELECT " + cols + " FROM records WHERE " + w + " ORDER BY time_ns DESC, id DESC LIMIT " + a.add(limit+1), a
+	return "SELECT " + rowColumns + " FROM records WHERE " + w + " ORDER BY time_ns DESC, " + idOrder + " DESC LIMIT " + a.add(limit), a
 }
 
 // page reads up to limit records matching f after the cursor, newest
 // first, and the cursor of the next page (nil on the last one). It holds a
 // connection only while it reads.
 func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limit int) ([]*evidence.Record, *cursor, error) {
-	q, a := pageSQL(decodeColumns, f, after, limit)
-	rows, err := s.pool.Query(ctx, q, a...)
+	p, err := s.planOf(ctx, f)
+	if err != nil || p.none {
+		return nil, nil, err
+	}
+	q, a := p.pageSQL(after, limit+1)
+	rs, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
-	defer rows.Close()
-	recs := make([]*evidence.Record, 0, min(limit, 128))
+	rows, err := collectRows(rs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+	}
 	var next *cursor
-	var at cursor
-	for rows.Next() {
-		if len(recs) == limit {
-			next = &at // the last record returned
-			break
-		}
-		r, c, err := decode(rows)
+	if len(rows) > limit {
+		// The last record returned.
+		rows = rows[:limit]
+		last := rows[limit-1]
+		id, err := idOf(last.id)
 		if err != nil {
 			return nil, nil, fmt.Errorf("postgres: query: %w", err)
 		}
-		recs, at = append(recs, r), c
+		next = &cursor{last.timeNS, id}
 	}
-	if err := rows.Err(); err != nil {
+	recs, err := s.decodeRows(ctx, s.pool, rows)
+	if err != nil {
 		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
 	return recs, next, nil
@@ -249,47 +303,47 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 	}, fn)
 }
 
-// Get returns the record with id.
+// Get returns the record with id: a record whose id is the ULID of its
+// time (every record a Check makes) through records_time, in the
+// millisecond the id names; any other through records_other_id.
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
-	// A ULID carries its creation time, close to the record's: look in
-	// the partitions around it first.
-	// An amendment's id is its record's, suffixed; it has its record's time.
-	if u, err := ulid.ParseStrict(strings.TrimSuffix(id, evidence.AmendmentSuffix)); err == nil {
-		t := ulid.Time(u.Time())
-		r, err := s.get(ctx, id, t.Add(-24*time.Hour), t.Add(24*time.Hour))
-		if !errors.Is(err, evidence.ErrNotFound) {
-			return r, err
-		}
-	}
-	return s.get(ctx, id, time.Time{}, time.Time{})
-}
-
-func (s *Store) get(ctx context.Context, id string, since, until time.Time) (*evidence.Record, error) {
 	if !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
 		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
 	}
-	var a args
-	w := "id = " + a.add(id)
-	if !since.IsZero() {
-		w += " AND time_ns >= " + a.add(clampNano(since)) + " AND time_ns < " + a.add(clampNano(until))
+	k := idKey(id)
+	var queries []string
+	var qargs [][]any
+	if u, err := ulid.ParseStrict(id); err == nil && len(k) == 16 && u.Time() < math.MaxInt64/uint64(time.Millisecond) {
+		ms := int64(u.Time()) * int64(time.Millisecond)
+		queries = append(queries, "SELECT "+rowColumns+" FROM records WHERE id = $1 AND time_ns >= $2 AND time_ns < $3 LIMIT 1")
+		qargs = append(qargs, []any{k, ms, ms + int64(time.Millisecond)})
 	}
-	rows, err := s.pool.Query(ctx, selectRecord+"WHERE "+w+" LIMIT 1", a...)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: get %s: %w", id, err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
+	queries = append(queries, "SELECT "+rowColumns+" FROM records WHERE id = $1 AND "+otherID+" LIMIT 1")
+	qargs = append(qargs, []any{k})
+	for i, q := range queries {
+		rs, err := s.pool.Query(ctx, q, qargs[i]...)
+		if err != nil {
 			return nil, fmt.Errorf("postgres: get %s: %w", id, err)
 		}
-		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
+		rows, err := collectRows(rs)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: get %s: %w", id, err)
+		}
+		if len(rows) == 1 {
+			recs, err := s.decodeRows(ctx, s.pool, rows)
+			if err != nil {
+				return nil, fmt.Errorf("postgres: get: %w", err)
+			}
+			return recs[0], nil
+		}
 	}
-	r, _, err := decode(rows)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: get: %w", err)
-	}
-	return r, nil
+	return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
 }
+
+// otherID is the predicate of records_other_id, written as the index
+// writes it so that the planner reads that index: a record whose id is not
+// the ULID of its time's millisecond.
+const otherID = "NOT (time_ns >= 0 AND length(id) = 16 AND substring(id FROM 1 FOR 6) = substring(int8send(time_ns / 1000000) FROM 3 FOR 6))"
 
 // ScanJSON calls fn with the stored JSON of every record matching f,
 // newest first, a page at a time as Scan does, without decoding it: the
@@ -312,10 +366,12 @@ func (s *Store) Count(ctx context.Context, f evidence.Filter) (int64, error) {
 	if err := f.Validate(); err != nil {
 		return 0, err
 	}
-	var a args
-	w := where(f, &a)
+	p, err := s.planOf(ctx, f)
+	if err != nil || p.none {
+		return 0, err
+	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM records WHERE "+w, a...).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM records WHERE "+p.where, p.args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("postgres: count: %w", err)
 	}
 	return n, nil
@@ -338,38 +394,31 @@ func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.
 	return bodies, storekit.EncodeCursor(next.timeNS, next.id), nil
 }
 
-// bodies reads one page of stored records as they are; it holds a
-// connection only while it reads.
+// bodies reads one page of records as the API serves them
+// (evidence.AppendRecordJSON of the stored bytes); it holds a connection
+// only while it reads.
 func (s *Store) bodies(ctx context.Context, f evidence.Filter, after *cursor, limit int) ([][]byte, *cursor, error) {
-	q, a := pageSQL("time_ns, id, seq, hash, body", f, after, limit)
-	rows, err := s.pool.Query(ctx, q, a...)
+	recs, next, err := s.page(ctx, f, after, limit)
 	if err != nil {
-		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+		return nil, nil, err
 	}
-	defer rows.Close()
-	out := make([][]byte, 0, min(limit, 128))
-	var next *cursor
-	var at cursor
-	for rows.Next() {
-		if len(out) == limit {
-			next = &at // the last record returned
-			break
-		}
-		var body []byte // pgx gives each row a fresh slice for []byte
-		var seq int64
-		var hash string
-		if err := rows.Scan(&at.timeNS, &at.id, &seq, &hash, &body); err != nil {
+	out := make([][]byte, len(recs))
+	for i, r := range recs {
+		if out[i], err = recordJSON(r); err != nil {
 			return nil, nil, fmt.Errorf("postgres: query: %w", err)
 		}
-		if evidence.StoredVersion(body) != evidence.CanonicalV1 {
-			body = evidence.AppendRecordJSON(make([]byte, 0, len(body)+128), body, uint64(seq), hash)
-		}
-		out = append(out, body)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
 	return out, next, nil
+}
+
+// recordJSON is a record's JSON as the API serves it: its stored bytes, a
+// v2 record's with its chain member put first (evidence.AppendRecordJSON).
+func recordJSON(r *evidence.Record) ([]byte, error) {
+	body, err := evidence.StoredBody(r)
+	if err != nil || r.Chain.Version != evidence.CanonicalV2 {
+		return body, err
+	}
+	return evidence.AppendRecordJSON(make([]byte, 0, len(body)+128), body, r.Chain.Seq, r.Chain.Hash), nil
 }
 
 // Amendments returns the amendments of the records with ids: their ids, in
@@ -379,31 +428,32 @@ func (s *Store) Amendments(ctx context.Context, ids []string, since, until time.
 	if len(ids) == 0 {
 		return out, nil
 	}
-	want := make([]string, len(ids))
+	want := make([][]byte, len(ids))
 	for i, id := range ids {
-		want[i] = evidence.AmendmentID(id)
+		want[i] = idKey(evidence.AmendmentID(id))
 	}
+	// An amendment's id is never a ULID: records_other_id holds them.
 	var a args
-	w := "id = ANY(" + a.add(want) + "::text[])"
+	w := "id = ANY(" + a.add(want) + "::bytea[]) AND " + otherID
 	if !since.IsZero() && !until.IsZero() {
 		w += " AND time_ns >= " + a.add(since.UnixNano()) + " AND time_ns <= " + a.add(until.UnixNano())
 	}
-	rows, err := s.pool.Query(ctx, selectRecord+"WHERE "+w, a...)
+	rs, err := s.pool.Query(ctx, "SELECT "+rowColumns+" FROM records WHERE "+w, a...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: amendments: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		r, _, err := decode(rows)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: amendments: %w", err)
-		}
+	rows, err := collectRows(rs)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: amendments: %w", err)
+	}
+	recs, err := s.decodeRows(ctx, s.pool, rows)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: amendments: %w", err)
+	}
+	for _, r := range recs {
 		if r.Amends != nil {
 			out[r.Amends.ID] = r
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: amendments: %w", err)
 	}
 	return out, nil
 }

@@ -19,63 +19,43 @@ import (
 const walkPage = 1000
 
 // Walk calls fn for each record of replica's chain in seq order, with the
-// index columns stored beside it. A stored body that no longer decodes is
-// passed as a record holding only its chain fields, which Verify reports
-// as edited.
+// index columns stored beside it. A row that no longer decodes is passed
+// as a record holding only its id and seq, which Verify reports as edited.
+// The shapes are read afresh for each walk: Verify sees what is stored
+// now, not what this process read before.
 func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
-	var recs []*evidence.Record
-	var stored []evidence.Stored
-	after := [2]int64{math.MinInt64, math.MinInt64} // (seq, time_ns): unique per replica
+	set := newShapeSet()
+	id, ok, err := knownReplica(ctx, s.pool, replica)
+	if err != nil || !ok {
+		return err
+	}
+	// (chain, time_ns): unique per replica.
+	after := [2]int64{chainKey(id, 0), math.MinInt64}
 	for {
-		rows, err := s.pool.Query(ctx, `SELECT seq, time_ns, prev_hash, hash, body, id, replica,
-			source_principal, destination_principal, source_trust_domain, destination_trust_domain,
-			source_namespace, destination_namespace, source_key, verdict, allowed, method, host, path, request_id
-			FROM records WHERE replica = $1 AND (seq, time_ns) > ($2, $3) ORDER BY seq, time_ns LIMIT $4`,
-			replica, after[0], after[1], walkPage)
+		rs, err := s.pool.Query(ctx, `SELECT `+rowColumns+` FROM records
+			WHERE chain >= $1 AND chain <= $4 AND (chain, time_ns) > ($1, $2) ORDER BY chain, time_ns LIMIT $3`,
+			after[0], after[1], walkPage, chainKey(id, maxSeq))
 		if err != nil {
 			return fmt.Errorf("postgres: walk %s: %w", replica, err)
 		}
-		recs, stored = recs[:0], stored[:0]
-		for rows.Next() {
-			var st evidence.Stored
-			c := &st.Columns
-			var ch evidence.Chain
-			if err := rows.Scan(&c.Seq, &c.TimeNS, &ch.PrevHash, &ch.Hash, &st.Body, &c.ID, &c.Replica,
-				&c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain, &c.DestinationTrustDomain,
-				&c.SourceNamespace, &c.DestinationNamespace, &c.SourceKey, &c.Verdict, &c.Allowed,
-				&c.Method, &c.Host, &c.Path, &c.RequestID); err != nil {
-				rows.Close()
-				return fmt.Errorf("postgres: walk %s: %w", replica, err)
-			}
-			ch.Seq = uint64(c.Seq)
-			r, err := evidence.DecodeStored(c.ID, st.Body, ch.Seq, ch.Hash)
-			switch {
-			case err != nil:
-				st.Err = err
-				r = &evidence.Record{ID: c.ID, Chain: ch}
-			case r.Chain.Version != evidence.CanonicalV2:
-				// A v1 record's chain fields are its body's; the
-				// columns beside it must agree.
-				if r.Chain != ch {
-					st.Err = fmt.Errorf("record %s: the chain columns (seq %d, %s) no longer match the record", c.ID, ch.Seq, short(ch.Hash))
-				}
-			}
-			recs, stored = append(recs, r), append(stored, st)
+		rows, err := collectRows(rs)
+		if err == nil {
+			err = set.resolve(ctx, s.pool, rows)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err != nil {
 			return fmt.Errorf("postgres: walk %s: %w", replica, err)
 		}
-		for i, r := range recs {
-			if err := fn(r, stored[i]); err != nil {
+		for _, r := range rows {
+			rec, st := set.decodeRow(r)
+			if err := fn(rec, st); err != nil {
 				return err
 			}
 		}
-		if len(recs) < walkPage {
+		if len(rows) < walkPage {
 			return nil
 		}
-		last := stored[len(stored)-1]
-		after = [2]int64{last.Seq, last.TimeNS}
+		last := rows[len(rows)-1]
+		after = [2]int64{chainKey(last.replica, last.seq), last.timeNS}
 	}
 }
 
@@ -83,13 +63,8 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 // checkpoint, or records (so that a chain whose head row was deleted is
 // still walked, and its forged tail found).
 func (s *Store) Replicas(ctx context.Context) ([]string, error) {
-	// A loose index scan: one index probe per replica, not a scan of
-	// every record.
-	rows, err := s.pool.Query(ctx, `WITH RECURSIVE r(replica) AS (
-			SELECT min(replica) FROM records
-			UNION ALL
-			SELECT (SELECT min(replica) FROM records WHERE replica > r.replica) FROM r WHERE r.replica IS NOT NULL)
-		SELECT replica FROM r WHERE replica IS NOT NULL
+	rows, err := s.pool.Query(ctx, `SELECT name FROM replicas p
+			WHERE EXISTS (SELECT 1 FROM records WHERE chain >= p.id::bigint << 44 AND chain < (p.id::bigint + 1) << 44)
 		UNION SELECT replica FROM chain_heads WHERE seq > 0
 		UNION SELECT replica FROM chain_checkpoints
 		ORDER BY 1`)
@@ -189,7 +164,8 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, err
 		WHERE c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'records'::regclass)
 			OR c.oid IN ('chain_heads'::regclass, 'chain_checkpoints'::regclass, 'rollup_keys'::regclass,
 				'rollups'::regclass, 'rollups_hourly'::regclass, 'rollups_daily'::regclass, 'rollups_weekly'::regclass,
-				'rollup_horizon'::regclass, 'schema_version'::regclass, 'quarantine'::regclass)`).Scan(&st.SizeBytes)
+				'rollup_horizon'::regclass, 'schema_version'::regclass, 'quarantine'::regclass,
+				'shapes'::regclass, 'replicas'::regclass)`).Scan(&st.SizeBytes)
 	if err != nil {
 		return st, fmt.Errorf("postgres: stats: size: %w", err)
 	}

@@ -102,8 +102,9 @@ func (s *Store) retentionCuts(ctx context.Context, cut int64) (map[string]int64,
 		// hold a record to keep) and stops at the first.
 		var last *int64
 		if err := s.pool.QueryRow(ctx, `SELECT coalesce(
-				(SELECT seq FROM records WHERE replica = $1 AND (time_ns >= $2 OR time_ns < $3) ORDER BY seq LIMIT 1) - 1,
-				(SELECT max(seq) FROM records WHERE replica = $1))`,
+				(SELECT chain & `+seqMask+` FROM records WHERE chain >= `+chainBase("$1")+` AND chain <= `+chainBase("$1")+` | `+seqMask+`
+					AND (time_ns >= $2 OR time_ns < $3) ORDER BY chain LIMIT 1) - 1,
+				(SELECT max(chain) & `+seqMask+` FROM records WHERE chain >= `+chainBase("$1")+` AND chain <= `+chainBase("$1")+` | `+seqMask+`))`,
 			replica, cut, evidence.MinTimeNS).Scan(&last); err != nil {
 			return nil, fmt.Errorf("the retention cut of %s: %w", replica, err)
 		}
@@ -161,7 +162,7 @@ func (s *Store) dropPartition(ctx context.Context, day int64, cuts map[string]in
 		// stay is not read whole every time retention runs.
 		for replica, c := range cuts {
 			var beyond bool
-			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+name+" WHERE replica = $1 AND seq > $2)",
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+name+" WHERE chain > "+chainBase("$1")+" | $2 AND chain <= "+chainBase("$1")+" | "+seqMask+")",
 				replica, c).Scan(&beyond); err != nil {
 				return err
 			}
@@ -170,7 +171,7 @@ func (s *Store) dropPartition(ctx context.Context, day int64, cuts map[string]in
 				return nil
 			}
 		}
-		rows, err := tx.Query(ctx, "SELECT replica, max(seq), count(*) FROM "+name+" GROUP BY replica")
+		rows, err := tx.Query(ctx, "SELECT p.name, max(r.chain & "+seqMask+"), count(*) FROM "+name+" r JOIN replicas p ON p.id = r.chain >> 44 GROUP BY p.name")
 		if err != nil {
 			return err
 		}
@@ -191,15 +192,14 @@ func (s *Store) dropPartition(ctx context.Context, day int64, cuts map[string]in
 			}
 		}
 		for replica, seq := range lasts {
-			if err := keepLeafTile(ctx, tx, replica, seq); err != nil {
+			if err := s.keepLeafTile(ctx, tx, replica, seq); err != nil {
 				return err
 			}
 		}
 		cps := map[string]link{}
 		for replica, seq := range lasts {
-			var hash string
-			if err := tx.QueryRow(ctx, "SELECT hash FROM "+name+" WHERE replica = $1 AND seq = $2 ORDER BY time_ns LIMIT 1",
-				replica, seq).Scan(&hash); err != nil {
+			hash, err := s.hashIn(ctx, tx, name, replica, seq)
+			if err != nil {
 				return err
 			}
 			cps[replica] = link{seq, hash}
@@ -226,8 +226,9 @@ func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64
 		n, done = 0, false
 		// The records this transaction removes; the logs keep the part of
 		// the level-0 tile each replica's cut ends in.
-		const doomed = `SELECT c.replica, c.seq, c.time_ns FROM records c
-				JOIN unnest($3::text[], $4::bigint[]) AS l (replica, last) ON c.replica = l.replica COLLATE "C" AND c.seq <= l.last
+		const doomed = `SELECT l.replica, c.chain, c.chain & ` + seqMask + ` AS seq, c.time_ns FROM records c
+				JOIN replicas p ON p.id = c.chain >> 44
+				JOIN unnest($3::text[], $4::bigint[]) AS l (replica, last) ON p.name = l.replica COLLATE "C" AND c.chain & ` + seqMask + ` <= l.last
 				WHERE c.time_ns >= $5 AND c.time_ns < $1 ORDER BY c.time_ns LIMIT $2`
 		rows, err := tx.Query(ctx, `SELECT replica, max(seq) FROM (`+doomed+`) d GROUP BY replica`,
 			cut, batch, replicas, lasts, evidence.MinTimeNS)
@@ -244,27 +245,37 @@ func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64
 			return err
 		}
 		for replica, seq := range ends {
-			if err := keepLeafTile(ctx, tx, replica, seq); err != nil {
+			if err := s.keepLeafTile(ctx, tx, replica, seq); err != nil {
 				return err
 			}
 		}
 		rows, err = tx.Query(ctx, `DELETE FROM records r
 			USING (`+doomed+`) d
-			WHERE r.replica = d.replica AND r.seq = d.seq AND r.time_ns = d.time_ns
-			RETURNING r.replica, r.seq, r.hash`, cut, batch, replicas, lasts, evidence.MinTimeNS)
+			WHERE r.chain = d.chain AND r.time_ns = d.time_ns
+			RETURNING d.replica, r.time_ns, r.chain, r.shape, r.id, r.request_id, r.path, r.rest`, cut, batch, replicas, lasts, evidence.MinTimeNS)
 		if err != nil {
 			return err
 		}
-		var hash string
-		cps := map[string]link{}
-		if _, err := pgx.ForEachRow(rows, []any{&replica, &seq, &hash}, func() error {
+		lastRows := map[string]row{}
+		var r row
+		var chain int64
+		if _, err := pgx.ForEachRow(rows, []any{&replica, &r.timeNS, &chain, &r.shape, &r.id, &r.requestID, &r.path, &r.rest}, func() error {
 			n++
-			if cp, ok := cps[replica]; !ok || seq > cp.seq {
-				cps[replica] = link{seq, hash}
+			r.replica, r.seq = int32(chain>>chainBits), chain&maxSeq
+			if l, ok := lastRows[replica]; !ok || r.seq > l.seq {
+				lastRows[replica] = r
 			}
 			return nil
 		}); err != nil {
 			return err
+		}
+		cps := map[string]link{}
+		for replica, r := range lastRows {
+			hash, err := s.hashOf(ctx, tx, r)
+			if err != nil {
+				return err
+			}
+			cps[replica] = link{r.seq, hash}
 		}
 		done = n == 0
 		m, err := saveCheckpoints(ctx, tx, cps)
@@ -272,6 +283,35 @@ func (s *Store) deleteRows(ctx context.Context, cut int64, cuts map[string]int64
 		return err
 	})
 	return n, done, err
+}
+
+// hashIn is the chain hash of replica's record at seq in the partition
+// table, recomputed from the record.
+func (s *Store) hashIn(ctx context.Context, tx pgx.Tx, table, replica string, seq int64) (string, error) {
+	// table is a partition's name, made from an integer.
+	rs, err := tx.Query(ctx, "SELECT "+rowColumns+" FROM "+table+
+		" WHERE chain = "+chainBase("$1")+" | $2 ORDER BY time_ns LIMIT 1", replica, seq)
+	if err != nil {
+		return "", err
+	}
+	rows, err := collectRows(rs)
+	if err != nil {
+		return "", err
+	}
+	if len(rows) != 1 {
+		return "", fmt.Errorf("record %d of %s not found", seq, replica)
+	}
+	return s.hashOf(ctx, tx, rows[0])
+}
+
+// hashOf is the chain hash of the record a row holds. Retention refuses to
+// remove a record that does not decode (meshproof verify names it).
+func (s *Store) hashOf(ctx context.Context, tx pgx.Tx, r row) (string, error) {
+	recs, err := s.decodeRows(ctx, tx, []row{r})
+	if err != nil {
+		return "", fmt.Errorf("removing seq %d: %w", r.seq, err)
+	}
+	return leafHex(recs[0]), nil
 }
 
 type link struct {
@@ -290,7 +330,8 @@ func saveCheckpoints(ctx context.Context, tx pgx.Tx, cps map[string]link) (int64
 			WHERE c.seq < excluded.seq`, replica, cp.seq, cp.hash); err != nil {
 			return n, fmt.Errorf("checkpoint of %s: %w", replica, err)
 		}
-		tag, err := tx.Exec(ctx, "DELETE FROM records WHERE replica = $1 AND seq <= (SELECT seq FROM chain_checkpoints WHERE replica = $1)", replica)
+		tag, err := tx.Exec(ctx, `DELETE FROM records WHERE chain >= `+chainBase("$1")+`
+			AND chain <= `+chainBase("$1")+` | (SELECT seq FROM chain_checkpoints WHERE replica = $1)`, replica)
 		if err != nil {
 			return n, fmt.Errorf("records of %s below its checkpoint: %w", replica, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,11 +105,11 @@ func TestPartitionsAcrossDays(t *testing.T) {
 		}
 	}
 	var parent, child string
-	err := s.Pool().QueryRow(ctx, `SELECT p.attcompression::text, c.attcompression::text FROM pg_attribute p, pg_attribute c
+	err := s.Pool().QueryRow(ctx, `SELECT p.attstorage::text, c.attstorage::text FROM pg_attribute p, pg_attribute c
 		WHERE p.attrelid = 'records'::regclass AND c.attrelid = 'records_20240229'::regclass
-		AND p.attname = 'body' AND c.attname = 'body'`).Scan(&parent, &child)
-	if err != nil || parent != child {
-		t.Errorf("body compression: records %q, its partition %q (%v); want the same", parent, child, err)
+		AND p.attname = 'rest' AND c.attname = 'rest'`).Scan(&parent, &child)
+	if err != nil || parent != child || parent != "p" {
+		t.Errorf("rest storage: records %q, its partition %q (%v); want both plain (p)", parent, child, err)
 	}
 	res, err := s.Query(ctx, evidence.Filter{}, evidence.PageRequest{})
 	if err != nil || len(res.Records) != len(batch) {
@@ -323,5 +324,22 @@ func TestOpenFailsWithNoStore(t *testing.T) {
 	s, err := evidence.Open(context.Background(), "postgres://meshproof@127.0.0.1:1/none?connect_timeout=2", evidence.Options{})
 	if err == nil || s != nil {
 		t.Fatalf("Open(a closed port) = %#v, %v; want nil and an error", s, err)
+	}
+}
+
+// TestAppendRefusesSeqBeyondTheChainColumn: the chain column holds a seq
+// of at most 2^44 - 1 (replica << 44 | seq); a record beyond is refused
+// for good, naming its seq, and nothing is written.
+func TestAppendRefusesSeqBeyondTheChainColumn(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	head := evidence.Link{Seq: 1<<44 - 1}
+	recs := chained("r1", &head, time.Now())
+	err := s.Append(ctx, recs)
+	if !evidence.IsPermanent(err) || !strings.Contains(err.Error(), "seq 17592186044416") {
+		t.Fatalf("Append of seq 2^44 = %v, want a permanent error naming the seq", err)
+	}
+	if n, err := s.Count(ctx, evidence.Filter{}); err != nil || n != 0 {
+		t.Errorf("Count = %d, %v; want nothing written", n, err)
 	}
 }

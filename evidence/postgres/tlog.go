@@ -14,9 +14,10 @@ import (
 )
 
 // The transparency log of each replica, as in the SQLite store (see
-// migrations/0002_tlog.sql): the complete tiles and the partial ones above
-// level 0 are stored; the partial tile of level 0 is the hash column of the
-// newest records.
+// migrations/0003_tlog.sql and 0005_compact.sql): the tiles above level 0
+// are stored, complete or partial; level 0, the records' leaf hashes, is
+// recomputed from the records (and a tile retention cut is stored, see
+// keepLeafTile).
 
 // rowsQuerier reads rows as a pool, a connection or a transaction does.
 type rowsQuerier interface {
@@ -63,7 +64,7 @@ func logBase(ctx context.Context, q querier, replica string) (base uint64, baseH
 }
 
 // readTiles reads tiles of replica's log (see evidence.ReadLogTiles).
-func readTiles(ctx context.Context, q rowsQuerier, replica string, base uint64, tiles []tlog.Tile) ([][]byte, error) {
+func (s *Store) readTiles(ctx context.Context, q rowsQuerier, replica string, base uint64, tiles []tlog.Tile) ([][]byte, error) {
 	return evidence.ReadLogTiles(tiles, base, func(t tlog.Tile) ([]byte, error) {
 		var data []byte
 		err := q.QueryRow(ctx, `SELECT hashes FROM tlog_tiles WHERE replica = $1 AND level = $2 AND n = $3`,
@@ -73,31 +74,67 @@ func readTiles(ctx context.Context, q rowsQuerier, replica string, base uint64, 
 		}
 		return data, nil
 	}, func(from, to int64) ([]string, bool, error) {
-		// A quarantined record keeps its leaf (see Quarantine).
-		rows, err := q.Query(ctx, `SELECT seq, hash FROM records WHERE replica = $1 AND seq >= $2 AND seq < $3
-			UNION ALL SELECT seq, hash FROM quarantine WHERE replica = $1 AND seq >= $2 AND seq < $3 ORDER BY seq`,
-			replica, from, to)
+		hashes, ok, err := s.leafHashes(ctx, q, replica, from, to)
 		if err != nil {
 			return nil, false, fmt.Errorf("postgres: the log of %s: %w", replica, err)
 		}
-		var out []string
+		return hashes, ok, nil
+	})
+}
+
+// leafHashes are the chain hashes of replica's records of seqs [from, to),
+// in seq order, recomputed from the records, and ok false when one is
+// missing or does not decode. A quarantined record keeps its leaf (see
+// Quarantine).
+func (s *Store) leafHashes(ctx context.Context, q rowsQuerier, replica string, from, to int64) ([]string, bool, error) {
+	rs, err := q.Query(ctx, "SELECT "+rowColumns+" FROM records WHERE chain >= "+chainBase("$1")+" | $2 AND chain < "+
+		chainBase("$1")+" | $3 ORDER BY chain", replica, from, to)
+	if err != nil {
+		return nil, false, err
+	}
+	rows, err := collectRows(rs)
+	if err == nil {
+		err = s.read.resolve(ctx, q, rows)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	bySeq := make(map[int64]string, len(rows))
+	for _, r := range rows {
+		rec, st := s.read.decodeRow(r)
+		if st.Err != nil {
+			return nil, false, nil
+		}
+		bySeq[r.seq] = leafHex(rec)
+	}
+	if int64(len(bySeq)) < to-from {
+		qs, err := q.Query(ctx, `SELECT seq, hash FROM quarantine WHERE replica = $1 AND seq >= $2 AND seq < $3`, replica, from, to)
+		if err != nil {
+			return nil, false, err
+		}
 		var seq int64
 		var hash string
-		gap := false
-		if _, err := pgx.ForEachRow(rows, []any{&seq, &hash}, func() error {
-			gap = gap || seq != from+int64(len(out))
-			out = append(out, hash)
+		if _, err := pgx.ForEachRow(qs, []any{&seq, &hash}, func() error {
+			bySeq[seq] = hash
 			return nil
 		}); err != nil {
-			return nil, false, fmt.Errorf("postgres: the log of %s: %w", replica, err)
+			return nil, false, err
 		}
-		return out, !gap && int64(len(out)) == to-from, nil
-	})
+	}
+	out := make([]string, 0, to-from)
+	for seq := from; seq < to; seq++ {
+		h, ok := bySeq[seq]
+		if !ok {
+			return out, false, nil
+		}
+		out = append(out, h)
+	}
+	return out, true, nil
 }
 
 // keepLeafTile stores, before retention removes the records up to seq, the
 // part of the level-0 tile they end in.
-func keepLeafTile(ctx context.Context, tx pgx.Tx, replica string, seq int64) error {
+func (s *Store) keepLeafTile(ctx context.Context, tx pgx.Tx, replica string, seq int64) error {
 	base, _, ok, err := logBase(ctx, tx, replica)
 	if err != nil || !ok || uint64(seq) <= base {
 		return err
@@ -105,7 +142,7 @@ func keepLeafTile(ctx context.Context, tx pgx.Tx, replica string, seq int64) err
 	leaves := int64(uint64(seq) - base)
 	n := leaves >> evidence.TileHeight
 	if w := int(leaves - n<<evidence.TileHeight); w > 0 {
-		data, err := readTiles(ctx, tx, replica, base, []tlog.Tile{{H: evidence.TileHeight, L: 0, N: n, W: w}})
+		data, err := s.readTiles(ctx, tx, replica, base, []tlog.Tile{{H: evidence.TileHeight, L: 0, N: n, W: w}})
 		if err != nil {
 			return err
 		}
@@ -161,13 +198,13 @@ func (s *Store) appendLog(ctx context.Context, tx pgx.Tx, head evidence.Link, ba
 	size := int64(batch[k].Chain.Seq - base - 1)
 	edge := s.edges.take(replica)
 	if edge == nil || edge.Size() != size {
-		if edge, err = loadEdge(ctx, tx, replica, base, size); err != nil {
+		if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
 			return nil, nil, err
 		}
 	}
 	b := &pgx.Batch{}
 	for _, t := range edge.Append(leaves) {
-		if t.L == 0 && t.W() < 1<<evidence.TileHeight {
+		if t.L == 0 {
 			continue // the records' hashes are this tile
 		}
 		b.Queue(`INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES ($1, $2, $3, $4)
@@ -185,9 +222,9 @@ func (s *Store) appendLog(ctx context.Context, tx pgx.Tx, head evidence.Link, ba
 	return root[:], edge, nil
 }
 
-func loadEdge(ctx context.Context, q rowsQuerier, replica string, base uint64, size int64) (*evidence.TreeEdge, error) {
+func (s *Store) loadEdge(ctx context.Context, q rowsQuerier, replica string, base uint64, size int64) (*evidence.TreeEdge, error) {
 	coords := evidence.EdgeTiles(size)
-	data, err := readTiles(ctx, q, replica, base, coords)
+	data, err := s.readTiles(ctx, q, replica, base, coords)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +285,7 @@ func (s *Store) ReadTiles(ctx context.Context, replica string, tiles []tlog.Tile
 		if !ok {
 			return fmt.Errorf("replica %s: %w", replica, evidence.ErrNoLog)
 		}
-		out, err = readTiles(ctx, tx, replica, base, tiles)
+		out, err = s.readTiles(ctx, tx, replica, base, tiles)
 		return err
 	})
 	return out, err

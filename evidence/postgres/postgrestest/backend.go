@@ -2,8 +2,10 @@ package postgrestest
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -58,47 +60,150 @@ type Tamperer struct {
 
 var _ evidencetest.Tamperer = (*Tamperer)(nil)
 
-// SetVerdict rewrites the verdict in the stored record and its column,
-// leaving the hash alone.
-func (tm *Tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict) error {
-	var body []byte
-	var seq int64
-	var hash string
-	if err := tm.DB.QueryRow(ctx, "SELECT seq, hash, body FROM records WHERE id = $1", id).Scan(&seq, &hash, &body); err != nil {
-		return fmt.Errorf("tamper: %s: %w", id, err)
+// The records of schema 5 (evidence/postgres, migrations/0005): a row
+// holds its time, chain (its replica's number << 44 | its seq), id
+// (postgres.IDKey), request id (postgres.RequestKey), path, the number of
+// its shape and its rest; the shape's row holds the filters' columns.
+
+// stored is a record's row and its shape's bytes.
+type stored struct {
+	timeNS, chain             int64
+	shape                     int32
+	id, requestID, rest, body []byte
+	path                      string
+}
+
+func (r stored) seq() int64 { return r.chain & (1<<44 - 1) }
+
+func (tm *Tamperer) row(ctx context.Context, q pgx.Tx, id string) (stored, error) {
+	var r stored
+	var err error
+	query := `SELECT r.time_ns, r.chain, r.shape, r.id, r.request_id, r.path, r.rest, s.body FROM records r
+		JOIN shapes s ON s.id = r.shape WHERE r.id = $1`
+	args := []any{postgres.IDKey(id)}
+	dest := []any{&r.timeNS, &r.chain, &r.shape, &r.id, &r.requestID, &r.path, &r.rest, &r.body}
+	if q != nil {
+		err = q.QueryRow(ctx, query, args...).Scan(dest...)
+	} else {
+		err = tm.DB.QueryRow(ctx, query, args...).Scan(dest...)
 	}
-	r, err := evidence.DecodeStored(id, body, uint64(seq), hash)
+	if err != nil {
+		return r, fmt.Errorf("tamper: %s: %w", id, err)
+	}
+	return r, nil
+}
+
+func (tm *Tamperer) record(ctx context.Context, id string) (stored, *evidence.Record, error) {
+	st, err := tm.row(ctx, nil, id)
+	if err != nil {
+		return st, nil, err
+	}
+	if st.body, err = postgres.UnpackShape(st.body); err != nil {
+		return st, nil, err
+	}
+	r, err := postgres.JoinRecord(st.body, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq())
+	return st, r, err
+}
+
+// newShape stores body as a shape with the index columns of c (the
+// verdict's replaced by verdict unless empty) under a digest no honest
+// shape has, and returns its number.
+func (tm *Tamperer) newShape(ctx context.Context, body []byte, c evidence.Columns, verdict string) (int32, error) {
+	if verdict == "" {
+		verdict = c.Verdict
+	}
+	digest := sha256.Sum256(append([]byte("tampered "+strconv.FormatInt(time.Now().UnixNano(), 10)), body...))
+	var id int32
+	err := tm.DB.QueryRow(ctx, `INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
+			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id`,
+		digest[:], c.Allowed, c.Replica, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestinationTrustDomain,
+		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, verdict, c.Method, c.Host, postgres.PackShape(body)).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("tamper: shape: %w", err)
+	}
+	return id, nil
+}
+
+// SetVerdict rewrites the verdict in the stored record (its shape, a new
+// one, and its rest) and in the shape's verdict column.
+func (tm *Tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict) error {
+	_, r, err := tm.record(ctx, id)
 	if err != nil {
 		return err
 	}
 	r.Verdict = v
-	body, _ = evidence.StoredBody(r)
-	return tm.exec(ctx, "UPDATE records SET body = $2, verdict = $3 WHERE id = $1", id, body, string(v))
-}
-
-// SetBody replaces the stored bytes, and with rehash the hash column.
-func (tm *Tamperer) SetBody(ctx context.Context, id string, body []byte, rehash bool) error {
-	if rehash {
-		return tm.exec(ctx, "UPDATE records SET body = $2, hash = $3 WHERE id = $1", id, body, evidence.LeafHashHex(body))
+	shape, rest, err := postgres.SplitRecord(r)
+	if err != nil {
+		return err
 	}
-	return tm.exec(ctx, "UPDATE records SET body = $2 WHERE id = $1", id, body)
+	sid, err := tm.newShape(ctx, shape, evidence.ColumnsOf(r), "")
+	if err != nil {
+		return err
+	}
+	return tm.exec(ctx, "UPDATE records SET shape = $2, rest = $3 WHERE id = $1", postgres.IDKey(id), sid, rest)
 }
 
-// Body returns the stored bytes.
+// SetBody replaces the stored bytes: bytes that are a record's canonical
+// form are split into a new shape and rest, as the store would write that
+// record; any other bytes become the record's shape as they are, as an
+// attacker editing the shape would leave them. There is no hash column:
+// rehash changes nothing (a reader recomputes the hash anyway).
+func (tm *Tamperer) SetBody(ctx context.Context, id string, body []byte, rehash bool) error {
+	st, r, err := tm.record(ctx, id)
+	if err != nil {
+		return err
+	}
+	var edited evidence.Record
+	if json.Unmarshal(body, &edited) == nil {
+		edited.Chain = r.Chain
+		if again, err := evidence.StoredBody(&edited); err == nil && string(again) == string(body) {
+			shape, rest, err := postgres.SplitRecord(&edited)
+			if err != nil {
+				return err
+			}
+			sid, err := tm.newShape(ctx, shape, evidence.ColumnsOf(&edited), "")
+			if err != nil {
+				return err
+			}
+			return tm.exec(ctx, "UPDATE records SET shape = $2, rest = $3, request_id = $4, path = $5 WHERE id = $1",
+				st.id, sid, rest, postgres.RequestKey(edited.RequestID), edited.Request.Path)
+		}
+	}
+	sid, err := tm.newShape(ctx, body, evidence.ColumnsOf(r), "")
+	if err != nil {
+		return err
+	}
+	return tm.exec(ctx, "UPDATE records SET shape = $2 WHERE id = $1", st.id, sid)
+}
+
+// Body returns the stored bytes: the record's canonical bytes joined from
+// its shape and rest (evidence.StoredBody).
 func (tm *Tamperer) Body(ctx context.Context, id string) ([]byte, error) {
-	var body []byte
-	err := tm.DB.QueryRow(ctx, "SELECT body FROM records WHERE id = $1", id).Scan(&body)
-	return body, err
+	_, r, err := tm.record(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return evidence.StoredBody(r)
 }
 
-// SetVerdictColumn rewrites only the verdict column.
+// SetVerdictColumn gives the record a shape of its own whose verdict
+// column says v, its bytes left as they were.
 func (tm *Tamperer) SetVerdictColumn(ctx context.Context, id string, v evidence.Verdict) error {
-	return tm.exec(ctx, "UPDATE records SET verdict = $2 WHERE id = $1", id, string(v))
+	st, r, err := tm.record(ctx, id)
+	if err != nil {
+		return err
+	}
+	sid, err := tm.newShape(ctx, st.body, evidence.ColumnsOf(r), string(v))
+	if err != nil {
+		return err
+	}
+	return tm.exec(ctx, "UPDATE records SET shape = $2 WHERE id = $1", st.id, sid)
 }
 
 // Delete deletes the record's row.
 func (tm *Tamperer) Delete(ctx context.Context, id string) error {
-	return tm.exec(ctx, "DELETE FROM records WHERE id = $1", id)
+	return tm.exec(ctx, "DELETE FROM records WHERE id = $1", postgres.IDKey(id))
 }
 
 func (tm *Tamperer) exec(ctx context.Context, sql string, args ...any) error {
@@ -112,84 +217,45 @@ func (tm *Tamperer) exec(ctx context.Context, sql string, args ...any) error {
 	return nil
 }
 
-// content is a row's columns other than replica and seq.
-const content = `time_ns, id, allowed, source_principal, destination_principal, source_trust_domain,
-	destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host,
-	path, request_id, prev_hash, hash, body`
-
 // SwapContent exchanges the content of two rows of one chain: each row
-// keeps its replica and seq (the seq in its record rewritten to match) and
-// takes the other's record, columns, prev_hash and hash.
+// keeps its chain column (replica and seq) and takes the other's time, id, request id,
+// path, shape and rest (a v1 record's prev_hash and hash are in its rest:
+// they go with it).
 func (tm *Tamperer) SwapContent(ctx context.Context, idA, idB string) error {
 	return pgx.BeginFunc(ctx, tm.DB, func(tx pgx.Tx) error {
-		var a, b []any
-		var seqA, seqB int64
+		a, err := tm.row(ctx, tx, idA)
+		if err != nil {
+			return err
+		}
+		b, err := tm.row(ctx, tx, idB)
+		if err != nil {
+			return err
+		}
 		for _, x := range []struct {
-			id  string
-			seq *int64
-			row *[]any
-		}{{idA, &seqA, &a}, {idB, &seqB, &b}} {
-			rows, err := tx.Query(ctx, "SELECT seq, "+content+" FROM records WHERE id = $1", x.id)
+			chain   int64
+			timeNS  int64
+			id      []byte
+			content stored
+		}{{a.chain, a.timeNS, a.id, b}, {b.chain, b.timeNS, b.id, a}} {
+			// Through a placeholder id first: no two rows share one here.
+			tag, err := tx.Exec(ctx, `UPDATE records SET time_ns = $3, id = $4, shape = $5, rest = $6, request_id = $8, path = $9
+				WHERE chain = $1 AND time_ns = $2 AND id = $7`,
+				x.chain, x.timeNS, x.content.timeNS, append([]byte("swap~"), x.content.id...), x.content.shape, x.content.rest, x.id,
+				x.content.requestID, x.content.path)
 			if err != nil {
-				return err
+				return fmt.Errorf("tamper: swap: %w", err)
 			}
-			vals, err := pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
-			if err != nil {
-				return fmt.Errorf("tamper: %s: %w", x.id, err)
+			if tag.RowsAffected() != 1 {
+				return fmt.Errorf("tamper: swap: %d rows changed", tag.RowsAffected())
 			}
-			*x.seq, *x.row = vals[0].(int64), vals[1:]
 		}
-		contentA, err := withSeq(a, seqB)
-		if err != nil {
-			return err
+		for _, k := range [][]byte{a.id, b.id} {
+			if _, err := tx.Exec(ctx, `UPDATE records SET id = $2 WHERE id = $1`, append([]byte("swap~"), k...), k); err != nil {
+				return fmt.Errorf("tamper: swap: %w", err)
+			}
 		}
-		contentB, err := withSeq(b, seqA)
-		if err != nil {
-			return err
-		}
-		// Through a placeholder id: (id, time_ns) is unique.
-		placeholder := "swap~" + idB
-		contentB[1] = placeholder
-		if err := update(ctx, tx, seqA, a[0], idA, contentB); err != nil {
-			return err
-		}
-		if err := update(ctx, tx, seqB, b[0], idB, contentA); err != nil {
-			return err
-		}
-		contentB[1] = idB
-		return update(ctx, tx, seqA, contentB[0], placeholder, contentB)
+		return nil
 	})
-}
-
-// update sets the content of the row at (seq, timeNS, id).
-func update(ctx context.Context, tx pgx.Tx, seq int64, timeNS any, id string, vals []any) error {
-	args := append([]any{seq, timeNS, id}, vals...)
-	tag, err := tx.Exec(ctx, `UPDATE records SET (`+content+`) =
-		($4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-		WHERE seq = $1 AND time_ns = $2 AND id = $3`, args...)
-	if err != nil {
-		return fmt.Errorf("tamper: swap: %w", err)
-	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("tamper: swap: %d rows changed", tag.RowsAffected())
-	}
-	return nil
-}
-
-// withSeq copies a row's content with the seq in its record set to seq.
-func withSeq(vals []any, seq int64) ([]any, error) {
-	out := append([]any(nil), vals...)
-	body := out[len(out)-1].([]byte)
-	if evidence.StoredVersion(body) == evidence.CanonicalV2 {
-		return out, nil // the seq is the row's, not the body's
-	}
-	var r evidence.Record
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, err
-	}
-	r.Chain.Seq = uint64(seq)
-	out[len(out)-1], _ = json.Marshal(&r)
-	return out, nil
 }
 
 // AppendForged inserts r's row without touching the chain's head or the
@@ -213,7 +279,7 @@ func (tm *Tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, time
 		return err
 	}
 	if !exists {
-		if _, err := tm.DB.Exec(ctx, fmt.Sprintf(`CREATE TABLE %[1]s (LIKE records INCLUDING DEFAULTS);
+		if _, err := tm.DB.Exec(ctx, fmt.Sprintf(`CREATE TABLE %[1]s (LIKE records INCLUDING DEFAULTS INCLUDING STORAGE);
 			ALTER TABLE records ATTACH PARTITION %[1]s FOR VALUES FROM (%[2]d) TO (%[3]d)`,
 			name, day*dayNS, (day+1)*dayNS)); err != nil {
 			return fmt.Errorf("tamper: partition for %d: %w", timeNS, err)
@@ -222,13 +288,27 @@ func (tm *Tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, time
 	if err := tm.insert(ctx, r, timeNS); err != nil {
 		return err
 	}
-	// The log as the store would have kept it (its base is 0 here).
-	rows, err := tm.DB.Query(ctx, "SELECT hash FROM records WHERE replica = $1 ORDER BY seq", r.Replica)
+	// The log as the store would have kept it (its base is 0 here): the
+	// leaf hashes recomputed from the records.
+	rows, err := tm.DB.Query(ctx, `SELECT r.time_ns, r.chain, r.shape, r.id, r.request_id, r.path, r.rest, s.body FROM records r
+		JOIN shapes s ON s.id = r.shape WHERE r.chain >> 44 = (SELECT id FROM replicas WHERE name = $1) ORDER BY r.chain`, r.Replica)
 	if err != nil {
 		return err
 	}
-	hexes, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	var hexes []string
+	var st stored
+	if _, err := pgx.ForEachRow(rows, []any{&st.timeNS, &st.chain, &st.shape, &st.id, &st.requestID, &st.path, &st.rest, &st.body}, func() error {
+		shape, err := postgres.UnpackShape(st.body)
+		if err != nil {
+			return err
+		}
+		rec, err := postgres.JoinRecord(shape, st.rest, st.id, st.requestID, st.path, st.timeNS, st.seq())
+		if err != nil {
+			return err
+		}
+		hexes = append(hexes, postgres.LeafHex(rec))
+		return nil
+	}); err != nil {
 		return err
 	}
 	tiles, root, err := evidence.BuildLog(hexes)
@@ -236,6 +316,9 @@ func (tm *Tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, time
 		return err
 	}
 	for _, t := range tiles {
+		if t.L == 0 {
+			continue // recomputed from the records
+		}
 		if _, err := tm.DB.Exec(ctx, `INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (replica, level, n) DO UPDATE SET hashes = excluded.hashes`, r.Replica, t.L, t.N, t.Data); err != nil {
 			return err
@@ -247,17 +330,25 @@ func (tm *Tamperer) AppendStoredAt(ctx context.Context, r *evidence.Record, time
 }
 
 func (tm *Tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64) error {
-	c := evidence.ColumnsOf(r)
-	c.TimeNS = timeNS
-	body, err := evidence.StoredBody(r)
+	shape, rest, err := postgres.SplitRecord(r)
 	if err != nil {
 		return err
 	}
-	_, err = tm.DB.Exec(ctx, `INSERT INTO records (replica, seq, `+content+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
-		c.Replica, c.Seq, c.TimeNS, c.ID, c.Allowed, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain,
-		c.DestinationTrustDomain, c.SourceNamespace, c.DestinationNamespace, c.SourceKey, c.Verdict, c.Method, c.Host,
-		c.Path, c.RequestID, r.Chain.PrevHash, r.Chain.Hash, body)
+	var sid int32
+	digest := sha256.Sum256(shape)
+	c := evidence.ColumnsOf(r)
+	if err := tm.DB.QueryRow(ctx, `WITH n AS (INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
+			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (digest) DO NOTHING RETURNING id)
+		SELECT id FROM n UNION ALL SELECT id FROM shapes WHERE digest = $1`,
+		digest[:], c.Allowed, c.Replica, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestinationTrustDomain,
+		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, c.Verdict, c.Method, c.Host, postgres.PackShape(shape)).Scan(&sid); err != nil {
+		return fmt.Errorf("tamper: forge %s: %w", r.ID, err)
+	}
+	_, err = tm.DB.Exec(ctx, `WITH n AS (INSERT INTO replicas (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id),
+			p AS (SELECT id FROM n UNION ALL SELECT id FROM replicas WHERE name = $1)
+		INSERT INTO records (time_ns, chain, shape, id, request_id, path, rest) SELECT $2, p.id::bigint << 44 | $3, $4, $5, $7, $8, $6 FROM p`,
+		r.Replica, timeNS, int64(r.Chain.Seq), sid, postgres.IDKey(r.ID), rest, postgres.RequestKey(r.RequestID), r.Request.Path)
 	if err != nil {
 		return fmt.Errorf("tamper: forge %s: %w", r.ID, err)
 	}
