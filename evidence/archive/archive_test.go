@@ -2,9 +2,9 @@ package archive_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"context"
 	"errors"
 	"io"
 	"os"

@@ -144,8 +144,8 @@ type sealer struct {
 	front   *frontier
 	next    int64
 	started bool
-	day   *dayWriter
-	days  []Day
+	day     *dayWriter
+	days    []Day
 }
 
 func sealReplica(ctx context.Context, s Source, o Options, replica string, before time.Time) (safe time.Time, days []Day, err error) {
