@@ -29,7 +29,9 @@ func archiveCommand(stdout io.Writer) *cobra.Command {
 			"Days already in DIR are left as they are. Any engine that reads Parquet queries the files (DuckDB, Trino, Spark, Athena, BigQuery); "+
 			"meshproof verify --archive DIR --public-key KEY checks them offline. Nothing is removed from the store: serve's retention does that, "+
 			"and with serve --archive-dir only what is archived.",
-		func(cmd *cobra.Command) error { return runArchive(cmd.Context(), dsn, before, out, key, output, stdout) })
+		func(cmd *cobra.Command) error {
+			return runArchive(cmd.Context(), dsn, before, out, key, output, stdout)
+		})
 	fs := cmd.Flags()
 	storeFlag(fs, &dsn)
 	fs.StringVar(&before, "before", "7d", "seal the days that end before this `time`: RFC 3339, or a duration back from now (7d, 36h)")
