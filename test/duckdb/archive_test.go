@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,15 +23,26 @@ import (
 // end is when the test traffic ends; the days before its own are sealed.
 var end = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-// readmeQuery is the README's query, word for word ("which requests to X
-// were not mTLS last quarter"), with DIR and X to fill in.
-const readmeQuery = `SELECT time, source_principal, method, host, path, verdict, request_id
-FROM read_parquet('DIR/replica=*/date=*/records.parquet', hive_partitioning = true)
-WHERE destination_principal = 'X'
-  AND verdict <> 'mtls'
-  AND date >= date_trunc('quarter', current_date) - INTERVAL 3 MONTH
-  AND date <  date_trunc('quarter', current_date)
-ORDER BY time`
+// readmeQuery is the README's DuckDB query ("which requests to X were not
+// over mTLS last quarter"), word for word, with its archive directory and
+// principal.
+func readmeQuery(t *testing.T) (query, dir, principal string) {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "not over mTLS last quarter, in DuckDB:\n\n```sql\n")
+	query, _, ok2 := strings.Cut(after, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no DuckDB query after \"not over mTLS last quarter, in DuckDB:\"")
+	}
+	m := regexp.MustCompile(`read_parquet\('([^']*)/replica=\*/date=\*/records\.parquet'[^)]*\)\s+WHERE destination_principal = '([^']*)'`).FindStringSubmatch(query)
+	if m == nil {
+		t.Fatalf("the README's query does not read the archive's files or name a destination principal:\n%s", query)
+	}
+	return query, m[1], m[2]
+}
 
 // TestDuckDBReadsTheArchive writes realistic traffic over four days into a
 // SQLite store, archives it with meshproof's archive, and reads the files
@@ -136,7 +149,8 @@ func TestDuckDBReadsTheArchive(t *testing.T) {
 		` WHERE verdict <> 'mtls' AND destination_principal <> '' GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1`).Scan(&dest); err != nil {
 		t.Fatal(err)
 	}
-	q := strings.NewReplacer("DIR", dir, "'X'", "'"+dest+"'", "current_date", "DATE '2027-01-15'").Replace(readmeQuery)
+	query, readmeDir, readmePrincipal := readmeQuery(t)
+	q := strings.NewReplacer(readmeDir+"/", dir+"/", "'"+readmePrincipal+"'", "'"+dest+"'", "current_date", "DATE '2027-01-15'").Replace(query)
 	rows, err = db.QueryContext(ctx, q)
 	if err != nil {
 		t.Fatalf("the README's query: %v\n%s", err, q)
