@@ -169,12 +169,26 @@ func sealReplica(ctx context.Context, s Source, o Options, replica string, befor
 	var cur string // the current day
 	var curEnd time.Time
 	var started bool
+	var v1 time.Time // the day of the first record before the log
+	defer func() {
+		if !v1.IsZero() && !safe.IsZero() && v1.Before(safe) {
+			safe = v1
+			if err == nil {
+				err = fmt.Errorf("replica %s has records from %s written before its transparency log (canonical encoding v1): no checkpoint proves them, so they are not archived and retention keeps them", replica, v1.Format(time.DateOnly))
+			}
+		}
+	}()
 	werr := s.Walk(ctx, replica, func(r *evidence.Record, st evidence.Stored) error {
 		if st.Err != nil {
 			return fmt.Errorf("record at seq %d does not decode: %w", r.Chain.Seq, st.Err)
 		}
 		if r.Chain.Version != evidence.CanonicalV2 {
-			return nil // before the log: v1 records are not archived
+			// Before the log (canonical v1): no checkpoint proves it, so it
+			// is not archived, and retention must keep it.
+			if v1.IsZero() && r.Time.Before(before) {
+				v1 = startOfDay(r.Time)
+			}
+			return nil
 		}
 		if !started || !r.Time.Before(curEnd) {
 			if started {
@@ -218,7 +232,9 @@ func (z *sealer) checkpoint() error {
 	if err != nil {
 		return err
 	}
-	if len(cps) > 0 && (cps[0].Size >= z.head.Size || z.o.Signer == nil) {
+	// The latest stored checkpoint: the days due are older than it
+	// (serve signs every few seconds). Sign one only when there is none.
+	if len(cps) > 0 {
 		z.cp, z.cpSize = cps[0].Note, cps[0].Size
 		return nil
 	}
