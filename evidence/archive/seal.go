@@ -344,90 +344,25 @@ func (z *sealer) addLeaf(seq uint64, hash string, r *evidence.Record, q *evidenc
 	if d.existing != nil {
 		return nil
 	}
-	return d.add(item{seq: seq, hash: hash, r: r, q: q})
-}
-
-// item is a leaf for a day's worker: a record, or a quarantined one.
-type item struct {
-	seq  uint64
-	hash string
-	r    *evidence.Record
-	q    *evidence.Quarantined
-}
-
-// itemBatch is how many leaves go to the worker at once.
-const itemBatch = 512
-
-// add hands a leaf to the day's worker, in batches.
-func (d *dayWriter) add(it item) error {
-	d.pending = append(d.pending, it)
-	if len(d.pending) < itemBatch {
-		return nil
-	}
-	return d.send()
-}
-
-func (d *dayWriter) send() error {
-	if len(d.pending) == 0 {
-		return nil
-	}
-	select {
-	case d.in <- d.pending:
-		d.pending = make([]item, 0, itemBatch)
-		return nil
-	case <-d.failed:
-		return d.wait()
-	}
-}
-
-// wait closes the worker's input and returns its error once it is done.
-func (d *dayWriter) wait() error {
-	if d.in != nil {
-		close(d.in)
-		d.in = nil
-	}
-	<-d.done
-	return d.err
-}
-
-// work is the day's worker: it hashes each leaf into the frontier, in
-// order, and writes each record's row, while the walk reads on.
-func (d *dayWriter) work(in <-chan []item, front *frontier) {
-	defer close(d.done)
-	for batch := range in {
-		if d.err != nil {
-			continue // drain
-		}
-		for _, it := range batch {
-			if err := d.leaf(front, it); err != nil {
-				d.err = err
-				close(d.failed)
-				break
-			}
-		}
-	}
-}
-
-func (d *dayWriter) leaf(front *frontier, it item) error {
 	var h tlog.Hash
-	if it.r != nil {
-		h = tlog.RecordHash(it.r.CanonicalJSON())
+	if r != nil {
+		h = tlog.RecordHash(r.CanonicalJSON())
 	} else {
 		var err error
-		if h, err = parseHash(it.hash); err != nil {
-			return fmt.Errorf("quarantined seq %d: %w", it.seq, err)
+		if h, err = parseHash(hash); err != nil {
+			return fmt.Errorf("quarantined seq %d: %w", seq, err)
 		}
 	}
-	front.add(h)
+	z.front.add(h)
 	if d.m.Records == 0 && len(d.m.Quarantined) == 0 {
-		d.m.FirstSeq = it.seq
+		d.m.FirstSeq = seq
 	}
-	d.m.LastSeq = it.seq
-	if q := it.q; q != nil {
+	d.m.LastSeq = seq
+	if q != nil {
 		d.m.Quarantined = append(d.m.Quarantined, Quarantined{Seq: q.Seq, ID: q.ID, Hash: q.Hash, Reason: q.Reason, Record: q.Record})
 		return nil
 	}
-	return d.write(it.r)
+	return d.write(r)
 }
 
 // closeDay finishes the day: its proof, its files, and the rename.
@@ -444,14 +379,6 @@ func (z *sealer) closeDay() error {
 		z.front = nil
 		z.days = append(z.days, Day{Replica: z.replica, Date: d.date, Records: d.existing.Records, Existing: true})
 		return nil
-	}
-	err := d.send()
-	if werr := d.wait(); err == nil {
-		err = werr
-	}
-	if err != nil {
-		d.abort()
-		return fmt.Errorf("day %s: %w", d.date, err)
 	}
 	m := &d.m
 	m.LogBase, m.LeafEnd, m.EndFrontier, m.CheckpointSize = z.head.Base, z.front.size, z.front.hex(), z.cpSize
@@ -487,13 +414,6 @@ type dayWriter struct {
 	f        *os.File
 	w        *parquet.GenericWriter[Row]
 	rows     []Row
-	// The worker: in takes batches of leaves (pending gathers the next),
-	// failed is closed when it fails (err), done when it has returned.
-	in      chan []item
-	pending []item
-	failed  chan struct{}
-	done    chan struct{}
-	err     error
 }
 
 func newDayWriter(o Options, replica, date string, front *frontier) (*dayWriter, error) {
@@ -522,10 +442,8 @@ func newDayWriter(o Options, replica, date string, front *frontier) (*dayWriter,
 		parquet.KeyValueMetadata("meshproof.replica", replica),
 		parquet.KeyValueMetadata("meshproof.date", date),
 	)
-	d := &dayWriter{date: date, tmp: tmp, final: final, f: f, w: w,
-		in: make(chan []item, 4), failed: make(chan struct{}), done: make(chan struct{})}
+	d := &dayWriter{date: date, tmp: tmp, final: final, f: f, w: w}
 	d.m = Manifest{Format: Format, Replica: replica, Date: date, LeafStart: front.size, StartFrontier: front.hex()}
-	go d.work(d.in, front)
 	return d, nil
 }
 
@@ -609,9 +527,6 @@ func (d *dayWriter) finish(checkpoint []byte) (int64, error) {
 func (d *dayWriter) abort() {
 	if d.existing != nil {
 		return
-	}
-	if d.done != nil {
-		d.wait()
 	}
 	if d.f != nil {
 		d.f.Close()
