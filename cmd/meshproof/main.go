@@ -111,6 +111,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		migrateCommand(stdout),
 		verifyCommand(stdout),
 		verifyProofCommand(stdout),
+		archiveCommand(stdout),
 		keygenCommand(stdout),
 		checkpointCommand(stdout),
 		queryCommand(stdout, stderr),

@@ -269,6 +269,7 @@ type server struct {
 	store  evidence.Store
 	health func() map[string]any  // the spool's state, for /readyz; nil without one
 	cp     *evidence.Checkpointer // nil without --signing-key
+	arch   *archiveState          // nil without --archive-dir
 	rec    *recorder.Recorder
 	svc    *authz.Server
 	hs     *http.Server
@@ -341,6 +342,9 @@ func (s *server) build(ctx context.Context) error {
 		return err
 	}
 	s.opened("evidence store", "the evidence store did not close cleanly", s.store.Close)
+	if o.Evidence.Archive.Dir != "" {
+		s.arch = &archiveState{o: o.Evidence.Archive, signer: signer, log: log.With().Str("component", "archive").Logger()}
+	}
 	if signer != nil {
 		s.cp = evidence.NewCheckpointer(s.store, signer, o.Evidence.CheckpointInterval, log.With().Str("component", "checkpoints").Logger(), s.reg)
 		s.opened("checkpoints", "the last checkpoints could not be signed", func() error {
@@ -502,7 +506,7 @@ func (s *server) run(ctx context.Context) error {
 		bg.Add(2)
 		go func() {
 			defer bg.Done()
-			retain(bctx, s.store, s.o.Evidence, s.log)
+			retain(bctx, s.store, s.o.Evidence, s.arch, s.log)
 		}()
 		go func() {
 			defer bg.Done()

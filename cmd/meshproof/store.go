@@ -42,6 +42,9 @@ type evidenceOptions struct {
 	// CheckpointInterval.
 	SigningKey         string
 	CheckpointInterval time.Duration
+	// Archive: with a Dir, serve seals the days older than After into it
+	// (meshproof archive) and retention removes only what is archived.
+	Archive archiveOptions
 }
 
 func defaultEvidenceOptions() evidenceOptions {
@@ -52,6 +55,7 @@ func defaultEvidenceOptions() evidenceOptions {
 		RollupRetention:    8760 * time.Hour,
 		MaxClockSkew:       5 * time.Minute,
 		CheckpointInterval: 10 * time.Second,
+		Archive:            archiveOptions{After: 7 * 24 * time.Hour, Every: time.Hour},
 	}
 }
 
@@ -83,6 +87,10 @@ func (o *evidenceOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.SigningKey, "signing-key", o.SigningKey, "signer key file (meshproof keygen): sign a checkpoint of each replica's transparency log every --checkpoint-interval and at shutdown, "+
 		"served at /v1/checkpoints and checked by meshproof verify; none unless set")
 	fs.DurationVar(&o.CheckpointInterval, "checkpoint-interval", o.CheckpointInterval, "with --signing-key, how often the logs that grew are signed")
+	fs.StringVar(&o.Archive.Dir, "archive-dir", o.Archive.Dir, "seal each whole UTC day older than --archive-after into this directory (as meshproof archive does), every --archive-interval, "+
+		"and let retention remove only records that are archived; needs --signing-key; none unless set")
+	fs.DurationVar(&o.Archive.After, "archive-after", o.Archive.After, "with --archive-dir, how old a day must be to be sealed (keep it shorter than --retention)")
+	fs.DurationVar(&o.Archive.Every, "archive-interval", o.Archive.Every, "with --archive-dir, how often the days due are sealed")
 }
 
 func (o *evidenceOptions) validate() error {
@@ -98,6 +106,9 @@ func (o *evidenceOptions) validate() error {
 	}
 	if o.Retention < 0 || o.RollupRetention < 0 {
 		errs = append(errs, errors.New("retention and rollup-retention must not be negative"))
+	}
+	if err := o.Archive.validate(o.SigningKey); err != nil {
+		errs = append(errs, err)
 	}
 	if o.MaxClockSkew <= 0 {
 		errs = append(errs, errors.New("max-clock-skew must be positive"))
@@ -132,34 +143,57 @@ func openStore(ctx context.Context, o evidenceOptions, replica string, log zerol
 	return sp, func() map[string]any { return map[string]any{"evidence_store": sp.Status()} }, nil
 }
 
-// retain deletes old evidence every interval until ctx ends.
-func retain(ctx context.Context, s evidence.Store, o evidenceOptions, log zerolog.Logger) {
-	if o.Retention == 0 && o.RollupRetention == 0 {
+// retain deletes old evidence every interval until ctx ends; with
+// archiving (arch not nil) it seals the days due first, and removes only
+// records that are archived.
+func retain(ctx context.Context, s evidence.Store, o evidenceOptions, arch *archiveState, log zerolog.Logger) {
+	if o.Retention == 0 && o.RollupRetention == 0 && arch == nil {
 		return
 	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		now := time.Now()
-		var before, rollupsBefore time.Time
-		if o.Retention > 0 {
-			before = now.Add(-o.Retention)
-		}
-		if o.RollupRetention > 0 {
-			rollupsBefore = now.Add(-o.RollupRetention)
-		}
-		n, err := s.DeleteBefore(ctx, before, rollupsBefore, 1000)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			log.Warn().Err(err).Msg("evidence retention failed; retrying in a minute")
-		case n > 0:
-			log.Info().Int64("deleted", n).Time("before", before).Msg("evidence retention")
-		}
+		retainOnce(ctx, s, o, arch, time.Now(), log)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// retainOnce is one round of retain at now.
+func retainOnce(ctx context.Context, s evidence.Store, o evidenceOptions, arch *archiveState, now time.Time, log zerolog.Logger) {
+	var before, rollupsBefore time.Time
+	if o.Retention > 0 {
+		before = now.Add(-o.Retention)
+	}
+	if o.RollupRetention > 0 {
+		rollupsBefore = now.Add(-o.RollupRetention)
+	}
+	if arch != nil {
+		arch.run(ctx, s, now)
+		cut, err := arch.cut(ctx, s, before)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn().Err(err).Msg("evidence retention: the store's replicas could not be listed; no record removed")
+			}
+			cut = time.Time{}
+		}
+		if cut.Before(before) {
+			log.Debug().Time("before", before).Time("archived_before", cut).Msg("evidence retention waits for the archive")
+		}
+		before = cut
+	}
+	if before.IsZero() && rollupsBefore.IsZero() {
+		return
+	}
+	n, err := s.DeleteBefore(ctx, before, rollupsBefore, 1000)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		log.Warn().Err(err).Msg("evidence retention failed; retrying in a minute")
+	case n > 0:
+		log.Info().Int64("deleted", n).Time("before", before).Msg("evidence retention")
 	}
 }
 
@@ -198,7 +232,7 @@ var errBroken = errors.New("a chain is broken")
 
 // verifyFlags are the flags of `meshproof verify`.
 type verifyFlags struct {
-	dsn, output                string
+	dsn, output, archive       string
 	checkpoints, keys          []string
 	retention, rollupRetention time.Duration
 }
@@ -214,6 +248,8 @@ func verifyCommand(stdout io.Writer) *cobra.Command {
 	outputFlag(fs, &v.output, "table", verifyOutputs...)
 	fs.Var(newListFlag(&v.checkpoints), "checkpoint", "signed checkpoint file kept outside the store (meshproof checkpoint save), repeatable: each replica's log must extend it")
 	fs.Var(newListFlag(&v.keys), "public-key", "verifier key file (FILE.pub of meshproof keygen), repeatable: checks the signatures of the checkpoints given and stored")
+	fs.StringVar(&v.archive, "archive", "", "check an archive `DIR` (meshproof archive, serve --archive-dir) offline instead of a store: each file's SHA-256, every record rebuilt and hashed, "+
+		"each day proven against its signed checkpoint with --public-key, no day missing")
 	fs.DurationVar(&v.retention, "retention", v.retention, "the store's retention (serve's --retention): records removed although a signed checkpoint younger than this lacks them were removed too early; 0 does not judge")
 	fs.DurationVar(&v.rollupRetention, "rollup-retention", v.rollupRetention, "the store's rollup retention (serve's --rollup-retention): rollups removed while younger than this were removed too early; 0 does not judge")
 	return cmd
@@ -229,6 +265,12 @@ func runVerify(args []string, stdout io.Writer) error {
 
 func (v *verifyFlags) run(ctx context.Context, stdout io.Writer) error {
 	dsn, output, checkpoints, keys, retention, rollupRetention := v.dsn, v.output, v.checkpoints, v.keys, v.retention, v.rollupRetention
+	if v.archive != "" {
+		if len(checkpoints) > 0 {
+			return usageError{errors.New("--checkpoint is for a store: an archived day holds its own checkpoint")}
+		}
+		return runVerifyArchive(ctx, v.archive, keys, output, stdout)
+	}
 	if retention < 0 || rollupRetention < 0 {
 		return usageError{errors.New("retention and rollup-retention must not be negative")}
 	}
