@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"github.com/oklog/ulid/v2"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -95,7 +96,7 @@ func (m *mesh) record(replica string, t time.Time) *evidence.Record {
 	svc := (src*7 + m.rng.IntN(4)*13) % 50
 	dst := names.workload[svc*4]
 	host := names.host[svc]
-	id := fmt.Sprintf("01JQ%010X%012X", t.UnixMilli(), m.rng.Uint64()&0xffffffffffff)
+	id := ulid.MustNew(ulid.Timestamp(t), ulid.DefaultEntropy()).String()
 	r := &evidence.Record{
 		ID: id, Time: t, RequestID: fmt.Sprintf("%08x-%04x-4%03x-a%03x-%012x", m.rng.Uint32(), m.rng.IntN(1<<16), m.rng.IntN(1<<12), m.rng.IntN(1<<12), m.rng.Uint64()&0xffffffffffff),
 		StreamID: fmt.Sprint(m.rng.Uint64()), Replica: replica,
