@@ -176,37 +176,7 @@ func TestRoundTripOdd(t *testing.T) {
 		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), time.Date(2026, 12, 6, 1, 2, 3, 4, time.FixedZone("x", 3600)),
 		time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}
 	for i := range 5000 {
-		r := evidencetest.Full(odd(rng), "replica-"+odd(rng), times[rng.IntN(len(times))])
-		r.RequestID, r.StreamID, r.TraceID = odd(rng), odd(rng), odd(rng)
-		r.Request.Path = odd(rng)
-		r.Source.Port = []uint32{0, 1, 65535, math.MaxUint32}[rng.IntN(4)]
-		switch rng.IntN(3) {
-		case 0:
-			r.Decision.DecisionID = r.ID
-		case 1:
-			r.Decision.DecisionID = odd(rng)
-		}
-		switch rng.IntN(4) {
-		case 0:
-			r.Amends = &evidence.Amends{ID: odd(rng), Allowed: rng.IntN(2) == 0}
-		case 1:
-			r.Amends = &evidence.Amends{ID: r.ID}
-			r.ID += evidence.AmendmentSuffix
-		}
-		r.Chain = evidence.Chain{Seq: []uint64{0, 1, math.MaxUint64}[rng.IntN(3)], PrevHash: odd(rng), Hash: odd(rng),
-			Version: []int{0, 1, evidence.CanonicalV2, -3, math.MaxInt32}[rng.IntN(5)]}
-		if i%2 == 0 {
-			var head evidence.Link
-			if i%4 == 0 {
-				head.LinkV1(r)
-			} else {
-				head.Link(r)
-			}
-		}
-		if i%50 == 0 {
-			r.Headers, r.XFCC, r.Reasons, r.Source.Certificate = nil, nil, nil, nil
-			r.Request = evidence.Request{Path: r.Request.Path}
-		}
+		r := oddRecord(rng, times, i)
 		roundTrip(t, r)
 	}
 }
@@ -306,4 +276,43 @@ func FuzzJoin(f *testing.F) {
 			t.Fatal("Join of Split of Join differs")
 		}
 	})
+}
+
+// oddRecord is the i-th record of the odd-value round trips: odd strings
+// everywhere a per-request field is, a time from times, ports, decision
+// ids, amendments and chain fields at their edges, every other record
+// linked (v1 or v2), every 50th with its edge parts left out.
+func oddRecord(rng *rand.Rand, times []time.Time, i int) *evidence.Record {
+	r := evidencetest.Full(odd(rng), "replica-"+odd(rng), times[rng.IntN(len(times))])
+	r.RequestID, r.StreamID, r.TraceID = odd(rng), odd(rng), odd(rng)
+	r.Request.Path = odd(rng)
+	r.Source.Port = []uint32{0, 1, 65535, math.MaxUint32}[rng.IntN(4)]
+	switch rng.IntN(3) {
+	case 0:
+		r.Decision.DecisionID = r.ID
+	case 1:
+		r.Decision.DecisionID = odd(rng)
+	}
+	switch rng.IntN(4) {
+	case 0:
+		r.Amends = &evidence.Amends{ID: odd(rng), Allowed: rng.IntN(2) == 0}
+	case 1:
+		r.Amends = &evidence.Amends{ID: r.ID}
+		r.ID += evidence.AmendmentSuffix
+	}
+	r.Chain = evidence.Chain{Seq: []uint64{0, 1, math.MaxUint64}[rng.IntN(3)], PrevHash: odd(rng), Hash: odd(rng),
+		Version: []int{0, 1, evidence.CanonicalV2, -3, math.MaxInt32}[rng.IntN(5)]}
+	if i%2 == 0 {
+		var head evidence.Link
+		if i%4 == 0 {
+			head.LinkV1(r)
+		} else {
+			head.Link(r)
+		}
+	}
+	if i%50 == 0 {
+		r.Headers, r.XFCC, r.Reasons, r.Source.Certificate = nil, nil, nil, nil
+		r.Request = evidence.Request{Path: r.Request.Path}
+	}
+	return r
 }

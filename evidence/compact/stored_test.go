@@ -139,37 +139,7 @@ func TestStoredRoundTripOdd(t *testing.T) {
 		time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)}
 	shapes := compact.NewShapes(8)
 	for i := range 5000 {
-		r := evidencetest.Full(odd(rng), "replica-"+odd(rng), times[rng.IntN(len(times))])
-		r.RequestID, r.StreamID, r.TraceID = odd(rng), odd(rng), odd(rng)
-		r.Request.Path = odd(rng)
-		r.Source.Port = []uint32{0, 1, 65535, math.MaxUint32}[rng.IntN(4)]
-		switch rng.IntN(3) {
-		case 0:
-			r.Decision.DecisionID = r.ID
-		case 1:
-			r.Decision.DecisionID = odd(rng)
-		}
-		switch rng.IntN(4) {
-		case 0:
-			r.Amends = &evidence.Amends{ID: odd(rng), Allowed: rng.IntN(2) == 0}
-		case 1:
-			r.Amends = &evidence.Amends{ID: r.ID}
-			r.ID += evidence.AmendmentSuffix
-		}
-		r.Chain = evidence.Chain{Seq: []uint64{0, 1, math.MaxUint64}[rng.IntN(3)], PrevHash: odd(rng), Hash: odd(rng),
-			Version: []int{0, 1, evidence.CanonicalV2, -3, math.MaxInt32}[rng.IntN(5)]}
-		if i%2 == 0 {
-			var head evidence.Link
-			if i%4 == 0 {
-				head.LinkV1(r)
-			} else {
-				head.Link(r)
-			}
-		}
-		if i%50 == 0 {
-			r.Headers, r.XFCC, r.Reasons, r.Source.Certificate = nil, nil, nil, nil
-			r.Request = evidence.Request{Path: r.Request.Path}
-		}
+		r := oddRecord(rng, times, i)
 		leaf := evidence.LeafHashHex(r.CanonicalJSON())
 		if r.Chain.Version == evidence.CanonicalV2 && r.Chain.Hash != leaf && len(r.Chain.Hash) == 64 && strings.ToLower(r.Chain.Hash) == r.Chain.Hash && isHex(r.Chain.Hash) {
 			shape, rest, err := compact.SplitStored(r)
