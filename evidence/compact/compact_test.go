@@ -40,28 +40,7 @@ func roundTrip(t testing.TB, r *evidence.Record) (shape, rest []byte) {
 }
 
 func TestRoundTripFixtures(t *testing.T) {
-	var recs []*evidence.Record
-	full := evidencetest.Full("01JNJ3ZQ8X0000000000000000", "replica-a", evidencetest.Base)
-	amended := evidencetest.Amended("01JNJ3ZQ8X0000000000000001", "replica-a", evidencetest.Base)
-	realAmendment := evidence.Amendment(full, evidence.Decision{HTTPStatus: 503}, "deadline passed")
-	recs = append(recs, full, amended, realAmendment)
-	evidencetest.Link(evidence.Link{}, full, amended, realAmendment)
-	recs = append(recs, evidencetest.Varied(600, 50, 7).Records...)
-	// Version 1 chains: prev_hash set.
-	v1 := evidencetest.Varied(60, 60, 8).Records
-	var head evidence.Link
-	for _, r := range v1 {
-		head = head.LinkV1(r)
-	}
-	recs = append(recs, v1...)
-	// Unchained records, as a Check makes them.
-	recs = append(recs, evidencetest.Full("not-a-ulid", "", time.Time{}))
-	m := traffic.New(t, 1, "replica-t")
-	tr := m.Batch(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC), time.Millisecond, 2000)
-	recs = append(recs, tr[0])
-	evidencetest.Link(evidence.Link{}, tr[1:]...)
-	recs = append(recs, tr[1:]...)
-	for _, r := range recs {
+	for _, r := range fixtures(t) {
 		roundTrip(t, r)
 	}
 }
