@@ -289,7 +289,7 @@ func LeafHashes(batch []*Record) ([]tlog.Hash, error) {
 
 func parseHexHash(s string) (tlog.Hash, error) {
 	var h tlog.Hash
-	if n, err := hex.Decode(h[:], []byte(s)); err != nil || n != tlog.HashSize || len(s) != 2*tlog.HashSize || strings.ToLower(s) != s {
+	if n, err := hex.Decode(h[:], []byte(s)); err != nil || n != tlog.HashSize || len(s) != 2*tlog.HashSize || strings.ContainsAny(s, "ABCDEF") {
 		return h, fmt.Errorf("hash %q is not 64 lowercase hex digits", s)
 	}
 	return h, nil

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -90,6 +91,10 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 			evidence.ErrChainConflict, replica, first.Seq, first.PrevHash, head.Seq, head.Hash)
 	}
 	s.pendingLog, s.pendingEdge = "", nil
+	ahead := s.growAhead(batch)
+	if ahead != nil {
+		defer func() { <-ahead.done }() // it reads the batch
+	}
 	fresh := newFresh()
 	if err := s.insertRecords(ctx, tx, batch, fresh); err != nil {
 		return err
@@ -97,7 +102,7 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	if err := s.upsertRollups(ctx, tx, batch, sealed*60, fresh.groups); err != nil {
 		return err
 	}
-	if err := s.appendLog(ctx, tx, head, batch); err != nil {
+	if err := s.appendLog(ctx, tx, head, batch, ahead); err != nil {
 		return err
 	}
 	root, err := s.logRoot()
@@ -198,70 +203,103 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, batch []*evidence
 	if err != nil {
 		return err
 	}
-	if err := s.idsFree(ctx, tx, batch); err != nil {
+	// The statements bound to tx once for the batch, not once a row:
+	// Tx.StmtContext registers and releases each (a tenth of the insert's
+	// cost when it was per row).
+	insert := tx.StmtContext(ctx, s.st.insertOne)
+	defer insert.Close()
+	probe, err := s.idsProbe(ctx, tx, split)
+	if err != nil {
 		return err
 	}
-	// One row per INSERT: a statement of several rows into a table whose
-	// rowid is given keeps a statement journal, a copy of every page it
-	// touches (16 KiB each), which cost more than the calls it saved.
-	args := make([]any, 0, recordParams)
-	return chunked(len(batch), 1, func(start, end int, st *sql.Stmt) error {
-		args = args[:0]
-		for i, r := range batch[start:end] {
-			sp, err := split.get(start + i)
-			if err != nil {
-				return evidence.Permanent(fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err))
-			}
-			c := evidence.ColumnsOf(r)
-			edge, err := s.edgeID(ctx, tx, edgeOf(c), fresh.edges)
-			if err != nil {
-				return err
-			}
-			shape, err := s.shapeID(ctx, tx, sp, r.Request.Method, fresh)
-			if err != nil {
-				return err
-			}
-			args = append(args, keyOf(rep, c.Seq), c.TimeNS, edge, shape, compact.IDKey(c.ID), compact.RequestIDKey(c.RequestID), c.Path, sp.rest)
-		}
-		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
-			if strings.Contains(err.Error(), "UNIQUE constraint failed: records.key") {
-				return fmt.Errorf("%w: a seq of the batch is stored already: %v", evidence.ErrChainConflict, err)
-			}
-			return fmt.Errorf("evidence sqlite: inserting records: %w", err)
-		}
-		return nil
-	}, s.st.insertOne, s.st.insertOne)
-}
-
-// idsFree refuses a batch holding an id twice, or one already stored (a
-// permanent error: the record itself is refused, see evidence.ErrPermanent).
-// records_id is by the ids' first 8 bytes, not unique: this is the check
-// a unique index made.
-func (s *Store) idsFree(ctx context.Context, tx *sql.Tx, batch []*evidence.Record) error {
-	seen := make(map[string]struct{}, len(batch))
-	for _, r := range batch {
-		if _, ok := seen[r.ID]; ok {
-			return evidence.Permanent(fmt.Errorf("evidence sqlite: record %s is twice in the batch", r.ID))
-		}
-		seen[r.ID] = struct{}{}
+	if probe != nil {
+		defer probe.Close()
 	}
 	keys := make([]any, 0, idsChunk)
-	return chunked(len(batch), idsChunk, func(start, end int, st *sql.Stmt) error {
-		keys = keys[:0]
-		for _, r := range batch[start:end] {
-			keys = append(keys, compact.IDKey(r.ID))
+	for start := 0; start < len(batch); start += recordChunk {
+		end := min(start+recordChunk, len(batch))
+		if probe != nil {
+			// A chunk's ids are checked as the chunk is inserted, so
+			// that the inserts start as soon as the first chunk is split.
+			if err := chunked(end-start, idsChunk, func(from, to int, st *sql.Stmt) error {
+				keys = keys[:0]
+				for i := start + from; i < start+to; i++ {
+					keys = append(keys, split.split[i].id)
+				}
+				return s.idsFree(ctx, st, keys)
+			}, probe.chunk, probe.one); err != nil {
+				return err
+			}
 		}
-		var key any
-		err := tx.StmtContext(ctx, st).QueryRowContext(ctx, keys...).Scan(&key)
+		for i := start; i < end; i++ {
+			sp, err := split.get(i)
+			if err != nil {
+				return evidence.Permanent(fmt.Errorf("evidence sqlite: encoding record %s: %w", batch[i].ID, err))
+			}
+			edge, err := s.edgeID(ctx, tx, sp.edge, fresh.edges)
+			if err != nil {
+				return err
+			}
+			shape, err := s.shapeID(ctx, tx, sp, batch[i].Request.Method, fresh)
+			if err != nil {
+				return err
+			}
+			if _, err := insert.ExecContext(ctx, keyOf(rep, sp.seq), sp.timeNS, edge, shape, sp.id, sp.rid, sp.path, sp.rest); err != nil {
+				if strings.Contains(err.Error(), "UNIQUE constraint failed: records.key") {
+					return fmt.Errorf("%w: a seq of the batch is stored already: %v", evidence.ErrChainConflict, err)
+				}
+				return fmt.Errorf("evidence sqlite: inserting records: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// idProbes are the statements that look a chunk's ids up, bound to a tx.
+type idProbes struct{ chunk, one *sql.Stmt }
+
+func (p *idProbes) Close() {
+	p.chunk.Close()
+	p.one.Close()
+}
+
+// idsProbe refuses a batch holding an id twice, and returns the statements
+// to look its ids up chunk by chunk, or nil when that is not needed: no
+// stored id has a records_id key in the range of the batch's (one probe of
+// the index; a live replica's ids are later than all it stored).
+func (s *Store) idsProbe(ctx context.Context, tx *sql.Tx, split *encoded) (*idProbes, error) {
+	<-split.ids
+	if split.twice != nil {
+		return nil, split.twice
+	}
+	if split.low != nil {
+		var one int
+		err := tx.StmtContext(ctx, s.st.idRange).QueryRowContext(ctx, string(split.low), string(split.top)).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("evidence sqlite: looking up the batch's ids: %w", err)
+			return nil, fmt.Errorf("evidence sqlite: looking up the batch's ids: %w", err)
 		}
-		id, _ := compact.IDOfKey(key)
-		return evidence.Permanent(fmt.Errorf("evidence sqlite: a record of the batch has an id already stored (%s)", id))
-	}, s.st.storedIDs, s.st.storedID)
+	}
+	return &idProbes{tx.StmtContext(ctx, s.st.storedIDs), tx.StmtContext(ctx, s.st.storedID)}, nil
+}
+
+// idsFree refuses ids (compact.IDKey) of which one is stored already (a
+// permanent error: the record itself is refused, see evidence.ErrPermanent).
+// records_id is by the ids' first 6 and last 4 bytes, not unique: this is
+// the check a unique index made. Ids twice in one batch are refused before.
+func (s *Store) idsFree(ctx context.Context, st *sql.Stmt, keys []any) error {
+	var key any
+	err := st.QueryRowContext(ctx, keys...).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: looking up the batch's ids: %w", err)
+	}
+	id, _ := compact.IDOfKey(key)
+	return evidence.Permanent(fmt.Errorf("evidence sqlite: a record of the batch has an id already stored (%s)", id))
 }
 
 // freshNames are the numbers a batch's transaction made (edges, rollup
@@ -364,34 +402,73 @@ func numberOf[K comparable](ctx context.Context, tx *sql.Tx, key K, cache, fresh
 }
 
 // splitRecord is a record as Append stores it: its shape, the shape's
-// SHA-256, and its stored rest.
+// SHA-256, its stored rest, and its columns.
 type splitRecord struct {
 	shape, rest []byte
 	sum         [32]byte
+	edge        edgeKey
+	id, rid     any // compact.IDKey, compact.RequestIDKey
+	seq, timeNS int64
+	path        string
 }
 
-// encoded is a batch's records split (compact.SplitStored), by another
-// goroutine a chunk ahead of the inserts: the splitting runs on a second
-// CPU while SQLite writes the chunks before.
+// encoded is a batch's records split (compact.SplitStored) and their
+// columns and keys made, by another goroutine a chunk ahead of the
+// inserts: this runs on a second CPU while SQLite writes the chunks
+// before.
 type encoded struct {
 	split []splitRecord
 	errs  []error
 	ready []chan struct{} // closed when chunk i is split
 	chunk int
+	// Made first, before any chunk: every record's id key (in split), the
+	// range of their records_id keys (nil bounds when one is text), and
+	// the refusal of an id twice in the batch.
+	ids      chan struct{}
+	low, top []byte
+	twice    error
 }
 
 func encodeAhead(batch []*evidence.Record, chunk int) *encoded {
 	n := (len(batch) + chunk - 1) / chunk
-	e := &encoded{split: make([]splitRecord, len(batch)), errs: make([]error, len(batch)), ready: make([]chan struct{}, n), chunk: chunk}
+	e := &encoded{split: make([]splitRecord, len(batch)), errs: make([]error, len(batch)), ready: make([]chan struct{}, n), chunk: chunk,
+		ids: make(chan struct{})}
 	for i := range e.ready {
 		e.ready[i] = make(chan struct{})
 	}
 	go func() {
+		seen := make(map[string]struct{}, len(batch))
+		bounded := true
+		for i, r := range batch {
+			if _, ok := seen[r.ID]; ok && e.twice == nil {
+				e.twice = evidence.Permanent(fmt.Errorf("evidence sqlite: record %s is twice in the batch", r.ID))
+			}
+			seen[r.ID] = struct{}{}
+			e.split[i].id = compact.IDKey(r.ID)
+			k := idIndexKey(e.split[i].id)
+			switch {
+			case k == nil:
+				bounded = false
+			case e.low == nil:
+				e.low, e.top = k, k
+			case bytes.Compare(k, e.low) < 0:
+				e.low = k
+			case bytes.Compare(k, e.top) > 0:
+				e.top = k
+			}
+		}
+		if !bounded {
+			e.low, e.top = nil, nil
+		}
+		close(e.ids)
 		for c := range n {
 			for i := c * chunk; i < min((c+1)*chunk, len(batch)); i++ {
 				sp := &e.split[i]
 				if sp.shape, sp.rest, e.errs[i] = compact.SplitStored(batch[i]); e.errs[i] == nil {
 					sp.sum = sha256.Sum256(sp.shape)
+					c := evidence.ColumnsOf(batch[i])
+					sp.edge, sp.seq, sp.timeNS, sp.path = edgeOf(c), c.Seq, c.TimeNS, c.Path
+					sp.rid = compact.RequestIDKey(c.RequestID)
 				}
 			}
 			close(e.ready[c])

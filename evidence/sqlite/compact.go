@@ -230,6 +230,22 @@ func idsWhere(n int) string {
 	return b.String()
 }
 
+// idRangeSQL finds whether any stored id has a records_id key between ?1
+// and ?2. The key is text (|| makes text of blobs, keeping their bytes),
+// compared byte by byte: the bounds are given as strings.
+const idRangeSQL = `SELECT 1 FROM records WHERE substr(id, 1, 6) || substr(id, -4) BETWEEN ?1 AND ?2 LIMIT 1`
+
+// idIndexKey is the bytes of a blob id key's records_id key, its first 6
+// and last 4 bytes; nil for a text key (substr counts its characters, not
+// bytes).
+func idIndexKey(key any) []byte {
+	k, ok := key.([]byte)
+	if !ok || len(k) < 10 {
+		return nil
+	}
+	return append(k[:6:6], k[len(k)-4:]...)
+}
+
 // row is a record's row as the readers select it (rowCols).
 type row struct {
 	seq, timeNS, shape int64

@@ -66,5 +66,11 @@ func (s *Store) GetPlan(ctx context.Context) (get, check string, err error) {
 	return get, check, err
 }
 
+// IDRangePlan is SQLite's plan for Append's check that no stored id falls
+// in the range of a batch's.
+func (s *Store) IDRangePlan(ctx context.Context) (string, error) {
+	return s.explain(ctx, idRangeSQL, []any{"0123456789", "9876543210"})
+}
+
 // Classify is classify, for the tests of real SQLite errors.
 var Classify = classify

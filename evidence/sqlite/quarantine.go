@@ -90,7 +90,7 @@ func (s *Store) quarantine(ctx context.Context, conn *sql.Conn, rec *evidence.Re
 	}
 	// Its leaf stays in the log: the log is the chain's order.
 	s.pendingLog, s.pendingEdge = "", nil
-	if err := s.appendLog(ctx, tx, head, []*evidence.Record{rec}); err != nil {
+	if err := s.appendLog(ctx, tx, head, []*evidence.Record{rec}, nil); err != nil {
 		return err
 	}
 	root, err := s.logRoot()

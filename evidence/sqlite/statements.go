@@ -21,6 +21,7 @@ type statements struct {
 	closeHours              *sql.Stmt
 	insertOne               *sql.Stmt
 	storedIDs, storedID     *sql.Stmt
+	idRange                 *sql.Stmt
 	upsertChunk, upsertOne  *sql.Stmt
 	putTile                 *sql.Stmt
 	appendHead              *sql.Stmt
@@ -67,6 +68,7 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 		{&st.closeHours, closeHoursSQL},
 		{&st.storedIDs, `SELECT id FROM records WHERE ` + idsWhere(idsChunk) + ` LIMIT 1`},
 		{&st.storedID, `SELECT id FROM records WHERE ` + idsWhere(1)},
+		{&st.idRange, idRangeSQL},
 		{&st.insertOne, insert + rows(1, recordParams)},
 		{&st.upsertChunk, fmt.Sprintf(upsertSQL, rows(rollupChunk, rollupParams))},
 		{&st.upsertOne, fmt.Sprintf(upsertSQL, rows(1, rollupParams))},
@@ -90,7 +92,7 @@ func rows(n, params int) string {
 
 func (st *statements) close() {
 	for _, s := range []**sql.Stmt{&st.head, &st.shape, &st.newShape, &st.setHead, &st.rollupKey, &st.newRollupKey,
-		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.storedIDs, &st.storedID, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile, &st.appendHead} {
+		&st.edge, &st.newEdge, &st.closed, &st.setClosed, &st.closeHours, &st.storedIDs, &st.storedID, &st.idRange, &st.insertOne, &st.upsertChunk, &st.upsertOne, &st.putTile, &st.appendHead} {
 		if *s != nil {
 			(*s).Close()
 			*s = nil

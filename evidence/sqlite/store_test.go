@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 	"github.com/meshproof/meshproof/evidence/storekit"
+	"github.com/oklog/ulid/v2"
 )
 
 func TestDSN(t *testing.T) {
@@ -290,7 +292,7 @@ func TestQueryPlans(t *testing.T) {
 	}
 }
 
-// TestIDPlans: Get and Append's check that a chunk's ids are new read
+// TestIDPlans: Get and Append's checks that a batch's ids are new read
 // records_id (the ids' first 6 and last 4 bytes), never the table.
 func TestIDPlans(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "e.db"))
@@ -304,6 +306,13 @@ func TestIDPlans(t *testing.T) {
 		if !strings.Contains(p, "records USING INDEX records_id (<expr>=?)") || strings.Contains(p, "SCAN records") {
 			t.Errorf("plan %q, want records_id", p)
 		}
+	}
+	span, err := s.IDRangePlan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(span, "records USING COVERING INDEX records_id (<expr>>? AND <expr><?)") {
+		t.Errorf("plan %q, want a range of records_id alone", span)
 	}
 }
 
@@ -466,5 +475,55 @@ func TestRollupsAcrossTheHourMark(t *testing.T) {
 		if got != want || want == 0 {
 			t.Errorf("aggregate %s to %s: %d, want %d (and some)", q.Since, q.Until, got, want)
 		}
+	}
+}
+
+// TestIDsAmongStored: Append's check that a batch's ids are new looks
+// them up one by one only when a stored id falls in the range of the
+// batch's. Ids of one millisecond, stored and new interleaved, are
+// accepted; an id already stored in the middle of such a batch is refused
+// as permanent, and nothing of the batch is kept.
+func TestIDsAmongStored(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "e.db"))
+	defer s.Close()
+	ms := ulid.Timestamp(time.Now())
+	ids := make([]string, 60)
+	for i := range ids {
+		ids[i] = ulid.MustNew(ms, rand.Reader).String()
+	}
+	slices.Sort(ids)
+	var head evidence.Link
+	batchOf := func(ids ...string) []*evidence.Record {
+		batch := evidencetest.Varied(len(ids), len(ids), head.Seq+1).Records
+		for i, r := range batch {
+			r.Replica, r.ID = "replica-one", ids[i]
+		}
+		evidencetest.Link(head, batch...)
+		return batch
+	}
+	var even, odd []string
+	for i, id := range ids[:40] {
+		if i%2 == 0 {
+			even = append(even, id)
+		} else {
+			odd = append(odd, id)
+		}
+	}
+	for _, b := range [][]string{even, odd} {
+		batch := batchOf(b...)
+		if err := s.Append(ctx, batch); err != nil {
+			t.Fatalf("Append of ids between stored ones: %v", err)
+		}
+		head = evidencetest.Link(head, batch...)
+	}
+	refused := append(slices.Clone(ids[40:50]), odd[7])
+	refused = append(refused, ids[50:]...)
+	err := s.Append(ctx, batchOf(refused...))
+	if !evidence.IsPermanent(err) || !strings.Contains(err.Error(), odd[7]) {
+		t.Fatalf("Append of a batch holding a stored id = %v, want a permanent error naming %s", err, odd[7])
+	}
+	if st, err := s.Stats(ctx, time.Time{}); err != nil || st.Records != 40 {
+		t.Fatalf("after the refused batch: %d records, %v; want 40", st.Records, err)
 	}
 }

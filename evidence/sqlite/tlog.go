@@ -163,7 +163,11 @@ func (s *Store) keepLeafTile(ctx context.Context, tx *sql.Tx, replica string, ba
 // a version-1 chain), and the tiles a batch completes, with the partial
 // ones above level 0, are written. The writer keeps each log's edge between
 // batches (s.logs); a failed batch drops it, to be read again.
-func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, batch []*evidence.Record) error {
+//
+// ahead, when not nil, is the edge of the log grown by the batch already
+// (growAhead); appendLog takes it when it was the edge of the size the
+// batch follows.
+func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, batch []*evidence.Record, ahead *grown) error {
 	replica := batch[0].Replica
 	k := 0
 	for k < len(batch) && batch[k].Chain.Version != evidence.CanonicalV2 {
@@ -191,19 +195,31 @@ func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, b
 			return fmt.Errorf("evidence sqlite: starting the log of %s: %w", replica, err)
 		}
 	}
-	leaves, err := evidence.LeafHashes(batch[k:])
-	if err != nil {
-		return fmt.Errorf("evidence sqlite: %w", err)
-	}
 	size := int64(batch[k].Chain.Seq - base - 1)
+	var tiles []evidence.Tile
 	edge := s.logs[replica]
 	delete(s.logs, replica)
-	if edge == nil || edge.Size() != size {
-		if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
-			return err
+	if ahead != nil {
+		if <-ahead.done; ahead.err != nil {
+			return fmt.Errorf("evidence sqlite: %w", ahead.err)
+		}
+		if k == 0 && ahead.size == size {
+			edge, tiles = ahead.edge, ahead.tiles
 		}
 	}
-	for _, t := range edge.Append(leaves) {
+	if tiles == nil {
+		leaves, err := evidence.LeafHashes(batch[k:])
+		if err != nil {
+			return fmt.Errorf("evidence sqlite: %w", err)
+		}
+		if edge == nil || edge.Size() != size {
+			if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
+				return err
+			}
+		}
+		tiles = edge.Append(leaves)
+	}
+	for _, t := range tiles {
 		if t.L == 0 {
 			continue // the records' hashes are this tile
 		}
@@ -213,6 +229,41 @@ func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, b
 	}
 	s.pendingLog, s.pendingEdge = replica, edge
 	return nil
+}
+
+// grown is a log's edge grown by a batch on another goroutine, while the
+// writer inserts the batch's records: hashing the tree's nodes is some 7 %
+// of Append's work.
+type grown struct {
+	edge  *evidence.TreeEdge
+	size  int64 // the edge's size before the batch
+	tiles []evidence.Tile
+	err   error
+	done  chan struct{}
+}
+
+// growAhead grows the replica's edge the writer keeps by the batch, on
+// another goroutine; nil when it keeps none or the batch does not start
+// with a log leaf. The edge leaves s.logs: appendLog takes it back once
+// it knows the batch follows it, and a failed batch drops it.
+func (s *Store) growAhead(batch []*evidence.Record) *grown {
+	replica := batch[0].Replica
+	edge := s.logs[replica]
+	if edge == nil || batch[0].Chain.Version != evidence.CanonicalV2 {
+		return nil
+	}
+	delete(s.logs, replica)
+	g := &grown{edge: edge, size: edge.Size(), done: make(chan struct{})}
+	go func() {
+		defer close(g.done)
+		leaves, err := evidence.LeafHashes(batch)
+		if err != nil {
+			g.err = err
+			return
+		}
+		g.tiles = edge.Append(leaves)
+	}()
+	return g
 }
 
 // logRoot is the root to write with the head: the edge's after appendLog,
