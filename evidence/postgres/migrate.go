@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshproof/meshproof/evidence"
 )
@@ -72,7 +73,13 @@ func Migrate(ctx context.Context, dsn string) error {
 
 // MigrateVersions is Migrate, saying from which schema version to which.
 func MigrateVersions(ctx context.Context, dsn string) (evidence.Migrated, error) {
-	conn, err := pgx.Connect(ctx, dsn)
+	// The pool's settings (pool_max_conns and the like), which Open takes
+	// from the same string, are not the server's: parsed off, not sent.
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return evidence.Migrated{}, fmt.Errorf("postgres store %s: not a valid connection string (want postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...): %s", redact(dsn), scrub(err.Error(), dsn))
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		return evidence.Migrated{}, fmt.Errorf("postgres store %s: cannot connect: %s", redact(dsn), scrub(err.Error(), dsn))
 	}

@@ -78,6 +78,20 @@ func Open(ctx context.Context, dsn string, opts evidence.Options) (*Store, error
 }
 
 func (s *Store) open(ctx context.Context, dsn string, opts evidence.Options) error {
+	if err := s.checkConn(ctx, dsn, opts); err != nil {
+		return err
+	}
+	// With the connection given back: a pool of one (pool_max_conns=1)
+	// has no other.
+	if err := s.parts.load(ctx); err != nil {
+		return err
+	}
+	return s.preloadKeys(ctx)
+}
+
+// checkConn checks the schema and the server's settings on one of the
+// pool's connections.
+func (s *Store) checkConn(ctx context.Context, dsn string, opts evidence.Options) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres store %s: cannot connect: %w", redact(dsn), err)
@@ -93,10 +107,7 @@ func (s *Store) open(ctx context.Context, dsn string, opts evidence.Options) err
 		}
 		s.forceSync = sc == "off"
 	}
-	if err := s.parts.load(ctx); err != nil {
-		return err
-	}
-	return s.preloadKeys(ctx)
+	return nil
 }
 
 // keysPreloaded is how many rollup keys Open reads ahead, newest first.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -162,5 +163,31 @@ func exec(t testing.TB, dsn, sql string, args ...any) {
 	t.Helper()
 	if _, err := connect(t, dsn).Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// TestPoolSettingsInTheDSN: a connection string with the pool's own
+// settings (pool_max_conns=1, as a small replica would run) migrates and
+// opens. Migrate sent pool_max_conns to the server ("unrecognized
+// configuration parameter"), and Open held its one connection while it
+// read the partitions on another, so a pool of one never opened.
+func TestPoolSettingsInTheDSN(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dsn := postgrestest.DSN(t) + "&pool_max_conns=1"
+	if _, err := postgres.MigrateVersions(ctx, dsn); err != nil {
+		t.Fatalf("Migrate with pool_max_conns in the DSN: %v", err)
+	}
+	s, err := postgres.Open(ctx, dsn, evidence.Options{})
+	if err != nil {
+		t.Fatalf("Open with pool_max_conns=1: %v", err)
+	}
+	defer s.Close()
+	var head evidence.Link
+	if err := s.Append(ctx, chained("r1", &head, every(time.Now().Add(-time.Minute), time.Millisecond, 3)...)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Count(ctx, evidence.Filter{}); err != nil || n != 3 {
+		t.Fatalf("Count = %d, %v; want 3", n, err)
 	}
 }
