@@ -187,6 +187,52 @@ func (e *TreeEdge) grow(h tlog.Hash) {
 // Size is the number of leaves.
 func (e *TreeEdge) Size() int64 { return e.size }
 
+// Growth is an edge grown by a batch's leaves on another goroutine, while
+// a store writes the batch's records: hashing the tree's nodes is some 7 %
+// of an append's work.
+type Growth struct {
+	edge  *TreeEdge
+	from  int64 // the edge's size before the batch
+	tiles []Tile
+	err   error
+	done  chan struct{}
+}
+
+// GrowAhead grows edge by the leaves of batch, which must all be log
+// leaves (CanonicalV2), on another goroutine. The edge is the Growth's
+// from then on.
+func GrowAhead(edge *TreeEdge, batch []*Record) *Growth {
+	g := &Growth{edge: edge, from: edge.Size(), done: make(chan struct{})}
+	go func() {
+		defer close(g.done)
+		leaves, err := LeafHashes(batch)
+		if err != nil {
+			g.err = err
+			return
+		}
+		g.tiles = edge.Append(leaves)
+	}()
+	return g
+}
+
+// Grown waits for the growth and returns the edge and the tiles Append
+// returned, when the edge had size from before the batch; nil and no
+// tiles otherwise (the batch does not follow it: the edge is spoilt). err
+// is LeafHashes's.
+func (g *Growth) Grown(from int64) (*TreeEdge, []Tile, error) {
+	<-g.done
+	if g.err != nil {
+		return nil, nil, g.err
+	}
+	if g.from != from {
+		return nil, nil, nil
+	}
+	return g.edge, g.tiles, nil
+}
+
+// Wait waits for the growth to end (it reads the batch).
+func (g *Growth) Wait() { <-g.done }
+
 // Append adds leaf hashes and returns the tiles to store: every tile that
 // changed, complete or partial, in its final state.
 func (e *TreeEdge) Append(leaves []tlog.Hash) []Tile {

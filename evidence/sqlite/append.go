@@ -93,7 +93,7 @@ func (s *Store) append(ctx context.Context, conn *sql.Conn, batch []*evidence.Re
 	s.pendingLog, s.pendingEdge = "", nil
 	ahead := s.growAhead(batch)
 	if ahead != nil {
-		defer func() { <-ahead.done }() // it reads the batch
+		defer ahead.Wait() // it reads the batch
 	}
 	fresh := newFresh()
 	if err := s.insertRecords(ctx, tx, batch, fresh); err != nil {

@@ -167,7 +167,7 @@ func (s *Store) keepLeafTile(ctx context.Context, tx *sql.Tx, replica string, ba
 // ahead, when not nil, is the edge of the log grown by the batch already
 // (growAhead); appendLog takes it when it was the edge of the size the
 // batch follows.
-func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, batch []*evidence.Record, ahead *grown) error {
+func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, batch []*evidence.Record, ahead *evidence.Growth) error {
 	replica := batch[0].Replica
 	k := 0
 	for k < len(batch) && batch[k].Chain.Version != evidence.CanonicalV2 {
@@ -199,15 +199,16 @@ func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, b
 	var tiles []evidence.Tile
 	edge := s.logs[replica]
 	delete(s.logs, replica)
-	if ahead != nil {
-		if <-ahead.done; ahead.err != nil {
-			return fmt.Errorf("evidence sqlite: %w", ahead.err)
+	if ahead != nil && k == 0 {
+		grown, t, err := ahead.Grown(size)
+		if err != nil {
+			return fmt.Errorf("evidence sqlite: %w", err)
 		}
-		if k == 0 && ahead.size == size {
-			edge, tiles = ahead.edge, ahead.tiles
+		if grown != nil {
+			edge, tiles = grown, t
 		}
 	}
-	if tiles == nil {
+	if tiles == nil { // not grown ahead (Append returns a tile at least)
 		leaves, err := evidence.LeafHashes(batch[k:])
 		if err != nil {
 			return fmt.Errorf("evidence sqlite: %w", err)
@@ -231,39 +232,18 @@ func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, b
 	return nil
 }
 
-// grown is a log's edge grown by a batch on another goroutine, while the
-// writer inserts the batch's records: hashing the tree's nodes is some 7 %
-// of Append's work.
-type grown struct {
-	edge  *evidence.TreeEdge
-	size  int64 // the edge's size before the batch
-	tiles []evidence.Tile
-	err   error
-	done  chan struct{}
-}
-
 // growAhead grows the replica's edge the writer keeps by the batch, on
 // another goroutine; nil when it keeps none or the batch does not start
 // with a log leaf. The edge leaves s.logs: appendLog takes it back once
 // it knows the batch follows it, and a failed batch drops it.
-func (s *Store) growAhead(batch []*evidence.Record) *grown {
+func (s *Store) growAhead(batch []*evidence.Record) *evidence.Growth {
 	replica := batch[0].Replica
 	edge := s.logs[replica]
 	if edge == nil || batch[0].Chain.Version != evidence.CanonicalV2 {
 		return nil
 	}
 	delete(s.logs, replica)
-	g := &grown{edge: edge, size: edge.Size(), done: make(chan struct{})}
-	go func() {
-		defer close(g.done)
-		leaves, err := evidence.LeafHashes(batch)
-		if err != nil {
-			g.err = err
-			return
-		}
-		g.tiles = edge.Append(leaves)
-	}()
-	return g
+	return evidence.GrowAhead(edge, batch)
 }
 
 // logRoot is the root to write with the head: the edge's after appendLog,
