@@ -12,52 +12,6 @@ import (
 	"github.com/meshproof/meshproof/evidence"
 )
 
-// recordColumns are the columns COPY writes, in the order of
-// copySource.Values.
-var recordColumns = []string{"time_ns", "chain", "shape", "id", "request_id", "path", "rest"}
-
-// copySource feeds COPY the rows of a batch.
-type copySource struct {
-	rows []row
-	i    int
-	vals []any
-}
-
-func (c *copySource) Next() bool { c.i++; return c.i <= len(c.rows) }
-
-func (c *copySource) Err() error { return nil }
-
-// Values is the row of the current record; the slice is reused (COPY
-// encodes it before asking for the next).
-func (c *copySource) Values() ([]any, error) {
-	c.vals = c.rows[c.i-1].values(c.vals)
-	return c.vals, nil
-}
-
-// encode makes the rows of a batch: each record split into its shape
-// (interned, see shapeIDs) and rest.
-func (s *Store) encode(ctx context.Context, batch []*evidence.Record) ([]row, error) {
-	replica, err := s.replicaID(ctx, batch[0].Replica)
-	if err != nil {
-		return nil, err
-	}
-	rows := make([]row, len(batch))
-	shapes := make([][]byte, len(batch))
-	for i, r := range batch {
-		if rows[i], shapes[i], err = rowOf(r, replica); err != nil {
-			return nil, evidence.Permanent(fmt.Errorf("encoding record %s: %w", r.ID, err))
-		}
-	}
-	ids, err := s.shapeIDs(ctx, batch, shapes)
-	if err != nil {
-		return nil, err
-	}
-	for i := range rows {
-		rows[i].shape = ids[i]
-	}
-	return rows, nil
-}
-
 // Append writes a batch in one transaction: the records (COPY), their
 // rollups and the replica's new head. See evidence.Writer for what it
 // accepts. A batch that overlaps the head (its first records stored, the
@@ -81,11 +35,18 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 			days = append(days, d)
 		}
 	}
+	// The log's edge grown by the batch, on another goroutine, while the
+	// rows are made and written; the same for a second attempt.
+	var ahead *evidence.Growth
+	if edge := s.edges.take(batch[0].Replica); edge != nil && batch[0].Chain.Version == evidence.CanonicalV2 {
+		ahead = evidence.GrowAhead(edge, batch)
+		defer ahead.Wait() // it reads the batch
+	}
 	for attempt := 0; ; attempt++ {
 		if err := s.parts.ensure(ctx, days); err != nil {
 			return fmt.Errorf("postgres: append: %w", err)
 		}
-		err := s.appendTx(ctx, batch)
+		err := s.appendTx(ctx, batch, ahead)
 		switch {
 		case err == nil || attempt > 0 || ctx.Err() != nil:
 			return classify(err)
@@ -123,16 +84,22 @@ func checkBatch(batch []*evidence.Record) error {
 	return nil
 }
 
-func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
+func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record, ahead *evidence.Growth) error {
 	replica := batch[0].Replica
 	ids, err := s.keyIDs(ctx, batch)
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
 	}
-	rows, err := s.encode(ctx, batch)
+	rep, err := s.replicaID(ctx, replica)
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
 	}
+	rows, err := baseRows(batch, rep)
+	if err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	enc := s.encodeAhead(batch, rows)
+	defer enc.close()
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
@@ -158,19 +125,25 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 	if err != nil || skip == len(batch) {
 		return err
 	}
-	batch, rows = batch[skip:], rows[skip:]
-	if err := unique(ctx, tx, batch, rows); err != nil {
+	if err := unique(ctx, tx, batch[skip:], rows[skip:]); err != nil {
 		return err
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, &copySource{rows: rows}); err != nil {
-		return fmt.Errorf("postgres: append: writing %d records of %s: %w", len(batch), replica, err)
+	if err := s.copyRows(ctx, tx, "records", enc, skip); err != nil {
+		if evidence.IsPermanent(err) {
+			return fmt.Errorf("postgres: append: %w", err)
+		}
+		return fmt.Errorf("postgres: append: writing %d records of %s: %w", len(batch)-skip, replica, err)
 	}
-	root, edge, err := s.appendLog(ctx, tx, head, batch)
+	if skip > 0 {
+		ahead = nil // grown from before the head
+	}
+	batch = batch[skip:]
+	b := &pgx.Batch{}
+	root, edge, err := s.appendLog(ctx, tx, head, batch, ahead, b)
 	if err != nil {
 		return err
 	}
 	last := batch[len(batch)-1].Chain
-	b := &pgx.Batch{}
 	queueRollups(b, batch, sealed*60, ids)
 	b.Queue("UPDATE chain_heads SET seq = $2, hash = $3, root = $4, updated_at = now() WHERE replica = $1", replica, int64(last.Seq), last.Hash, root)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -182,6 +155,7 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record) error {
 	if edge != nil {
 		s.edges.put(replica, edge)
 	}
+	s.remember(enc)
 	return nil
 }
 
@@ -217,19 +191,30 @@ func (s *Store) stored(ctx context.Context, tx pgx.Tx, batch []*evidence.Record,
 // unique per time (Get finds one record), as schema 4's unique constraint
 // on (id, time_ns) kept them. One range of records_time, the batch's: a
 // batch that follows its chain in time finds only the records other
-// replicas wrote meanwhile there.
+// replicas wrote meanwhile there, and most often none.
 func unique(ctx context.Context, tx pgx.Tx, batch []*evidence.Record, rows []row) error {
 	ids := make([][]byte, len(rows))
 	seen := make(map[string]bool, len(rows))
 	lo, hi := rows[0].timeNS, rows[0].timeNS
 	key := func(timeNS int64, id []byte) string { return string(id) + "@" + strconv.FormatInt(timeNS, 10) }
-	for i, r := range rows {
+	for i := range rows {
+		r := &rows[i] // not a copy: the encoder writes the row's shape and rest meanwhile
 		ids[i], lo, hi = r.id, min(lo, r.timeNS), max(hi, r.timeNS)
 		k := key(r.timeNS, r.id)
 		if seen[k] {
 			return evidence.Permanent(fmt.Errorf("postgres: append: record %s: two records of the batch have its id and time", batch[i].ID))
 		}
 		seen[k] = true
+	}
+	// Most often the range holds no record at all (a live replica's
+	// batch is later than all the store holds): one look at records_time
+	// says so, without sending the batch's ids.
+	var some bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM records WHERE time_ns >= $1 AND time_ns <= $2)`, lo, hi).Scan(&some); err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	if !some {
+		return nil
 	}
 	rs, err := tx.Query(ctx, `SELECT time_ns, id FROM records WHERE time_ns >= $1 AND time_ns <= $2 AND id = ANY($3::bytea[])`, lo, hi, ids)
 	if err != nil {

@@ -137,7 +137,9 @@ func (c *converter) write(ctx context.Context, recs []*evidence.Record, times []
 		row.timeNS, row.shape, row.replica = times[i], id, rep
 		rows[i] = row
 	}
-	if _, err := c.tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, &copySource{rows: rows}); err != nil {
+	if _, err := c.tx.CopyFrom(ctx, pgx.Identifier{"records"}, recordColumns, pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		return rows[i].values(nil), nil
+	})); err != nil {
 		return fmt.Errorf("writing %d records: %w", len(rows), err)
 	}
 	return nil

@@ -3,8 +3,6 @@ package postgres
 import (
 	"context"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/meshproof/meshproof/evidence"
 )
 
@@ -15,10 +13,27 @@ var Classify = classify
 // call as Append encodes them (shapes interned), into table: the baseline
 // of BenchmarkAppend.
 func (s *Store) CopyBare(ctx context.Context, table string, batch []*evidence.Record) error {
-	rows, err := s.encode(ctx, batch)
+	rep, err := s.replicaID(ctx, batch[0].Replica)
 	if err != nil {
 		return err
 	}
-	_, err = s.pool.CopyFrom(ctx, pgx.Identifier{table}, recordColumns, &copySource{rows: rows})
-	return err
+	rows, err := baseRows(batch, rep)
+	if err != nil {
+		return err
+	}
+	enc := s.encodeAhead(batch, rows)
+	defer enc.close()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	if err := s.copyRows(ctx, tx, table, enc, 0); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	s.remember(enc)
+	return nil
 }

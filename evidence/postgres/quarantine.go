@@ -80,12 +80,13 @@ func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason str
 		}
 		// Its leaf stays in the log: the log is the chain's order.
 		var root []byte
-		if root, edge, err = s.appendLog(ctx, tx, head, []*evidence.Record{rec}); err != nil {
+		b := &pgx.Batch{}
+		if root, edge, err = s.appendLog(ctx, tx, head, []*evidence.Record{rec}, nil, b); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "UPDATE chain_heads SET seq = $2, hash = $3, root = $4, updated_at = now() WHERE replica = $1",
+		b.Queue("UPDATE chain_heads SET seq = $2, hash = $3, root = $4, updated_at = now() WHERE replica = $1",
 			replica, int64(c.Seq), c.Hash, root)
-		return err
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err == nil && edge != nil {
 		s.edges.put(replica, edge)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -186,77 +185,6 @@ type writerCache struct {
 
 func newWriterCache() *writerCache {
 	return &writerCache{byDigest: map[[32]byte]int32{}, replicas: map[string]int32{}}
-}
-
-// shapeIDs interns shapes (shapes[i] is the shape of recs[i]) and returns
-// their numbers. New shapes are inserted in their own transaction: a shape
-// no record uses costs a row, never a wrong answer.
-func (s *Store) shapeIDs(ctx context.Context, recs []*evidence.Record, shapes [][]byte) ([]int32, error) {
-	ids := make([]int32, len(recs))
-	digests := make([][32]byte, len(recs))
-	var missing []int
-	seen := map[[32]byte]bool{}
-	c := s.writer
-	c.mu.Lock()
-	for i, sh := range shapes {
-		d := sha256.Sum256(sh)
-		digests[i] = d
-		if id, ok := c.byDigest[d]; ok {
-			ids[i] = id
-		} else if !seen[d] {
-			seen[d] = true
-			missing = append(missing, i)
-		}
-	}
-	c.mu.Unlock()
-	if len(missing) == 0 {
-		return ids, nil
-	}
-	var cols [11][]string
-	ds := make([][]byte, len(missing))
-	bodies := make([][]byte, len(missing))
-	allowed := make([]bool, len(missing))
-	for j, i := range missing {
-		k := evidence.ColumnsOf(recs[i])
-		for n, v := range []string{k.Replica, k.SourcePrincipal, k.DestinationPrincipal, k.SourceTrustDomain, k.DestinationTrustDomain,
-			k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict, k.Method, k.Host} {
-			cols[n] = append(cols[n], v)
-		}
-		ds[j], bodies[j], allowed[j] = digests[i][:], packShape(shapes[i]), k.Allowed
-	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
-			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
-		SELECT * FROM unnest($1::bytea[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-			$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[])
-		ON CONFLICT (digest) DO NOTHING`, ds, allowed, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6],
-		cols[7], cols[8], cols[9], cols[10], bodies); err != nil {
-		return nil, fmt.Errorf("shapes: %w", err)
-	}
-	rows, err := s.pool.Query(ctx, `SELECT id, digest FROM shapes WHERE digest = ANY($1)`, ds)
-	if err != nil {
-		return nil, fmt.Errorf("shapes: %w", err)
-	}
-	var id int32
-	var digest []byte
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.byDigest)+len(missing) > shapeCacheSize {
-		clear(c.byDigest)
-	}
-	if _, err := pgx.ForEachRow(rows, []any{&id, &digest}, func() error {
-		c.byDigest[[32]byte(digest)] = id
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("shapes: %w", err)
-	}
-	for i := range ids {
-		if ids[i] == 0 {
-			if ids[i] = c.byDigest[digests[i]]; ids[i] == 0 {
-				return nil, errors.New("shapes: a new shape was not stored")
-			}
-		}
-	}
-	return ids, nil
 }
 
 // replicaID is replica's number, made on its first write.

@@ -343,3 +343,114 @@ func TestAppendRefusesSeqBeyondTheChainColumn(t *testing.T) {
 		t.Errorf("Count = %d, %v; want nothing written", n, err)
 	}
 }
+
+// TestNewShapesMidBatch: shapes the writer has not numbered yet, met in
+// the middle of a batch, are stored in the batch's transaction (COPY stops
+// at their row and goes on), on a pool of one connection (nothing waits
+// for a second); a batch refused after numbering new shapes leaves none
+// of their numbers behind in the writer's memory.
+func TestNewShapesMidBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t)+"&pool_max_conns=1")
+	var head evidence.Link
+	start := time.Now().Add(-time.Hour).UTC()
+	// host names the shape: rows of known shapes, then of new ones,
+	// across the encoder's chunks.
+	batchOf := func(n int, host func(i int) string) []*evidence.Record {
+		recs := chained("r1", &head, every(start.Add(time.Duration(head.Seq)*time.Millisecond), time.Millisecond, n)...)
+		head.Seq -= uint64(n)
+		for i, r := range recs {
+			r.Request.Host = host(i)
+			head = head.Link(r)
+		}
+		return recs
+	}
+	first := batchOf(100, func(int) string { return "ledger" })
+	if err := s.Append(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second := batchOf(1000, func(i int) string {
+		switch {
+		case i >= 300 && i < 600:
+			return "new-a"
+		case i >= 900:
+			return "new-b"
+		}
+		return "ledger"
+	})
+	if err := s.Append(ctx, second); err != nil {
+		t.Fatalf("Append of a batch with new shapes in its middle: %v", err)
+	}
+
+	// A batch with a new shape, refused for its last record (the id and
+	// time of a stored one) once the shape is numbered.
+	before := head
+	refused := batchOf(400, func(i int) string { return "new-c" })
+	dup := *first[5]
+	prev := refused[len(refused)-2].Chain
+	refused[len(refused)-1] = &dup
+	head = evidence.Link{Seq: prev.Seq, Hash: prev.Hash}.Link(&dup)
+	if err := s.Append(ctx, refused); !evidence.IsPermanent(err) {
+		t.Fatalf("Append of a batch holding a stored id and time = %v, want a permanent refusal", err)
+	}
+	head = before
+	third := batchOf(400, func(i int) string { return "new-c" })
+	if err := s.Append(ctx, third); err != nil {
+		t.Fatalf("Append of the new shape again: %v", err)
+	}
+
+	verifyIntact(t, s)
+	for _, r := range [][]*evidence.Record{first, second, third} {
+		for _, i := range []int{0, 299, 300, 599, 600, 899, 900, len(r) - 1} {
+			if i >= len(r) {
+				continue
+			}
+			got, err := s.Get(ctx, r[i].ID)
+			if err != nil {
+				t.Fatalf("Get %s: %v", r[i].ID, err)
+			}
+			if got.Request.Host != r[i].Request.Host || got.Chain.Hash != r[i].Chain.Hash {
+				t.Errorf("Get %s: host %q hash %.12s, want %q %.12s", r[i].ID, got.Request.Host, got.Chain.Hash, r[i].Request.Host, r[i].Chain.Hash)
+			}
+		}
+	}
+}
+
+// TestShapesOfARetriedBatch: a batch whose first attempt numbered a new
+// shape and then failed (its day's partition was dropped behind the
+// store's back) is written by the second with the shape numbered again:
+// the writer remembers only numbers a committed transaction made.
+func TestShapesOfARetriedBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	var head evidence.Link
+	at := time.Now().Add(-time.Hour).UTC()
+	if err := s.Append(ctx, chained("r1", &head, every(at, time.Millisecond, 10)...)); err != nil {
+		t.Fatal(err)
+	}
+	day := "records_" + at.Format("20060102")
+	if !slices.Contains(partitionsOf(t, s), day) {
+		t.Fatalf("partitions %v, want %s", partitionsOf(t, s), day)
+	}
+	if _, err := s.Pool().Exec(ctx, `DROP TABLE `+day); err != nil {
+		t.Fatal(err)
+	}
+	batch := chained("r1", &head, every(at.Add(time.Second), time.Millisecond, 10)...)
+	head.Seq -= uint64(len(batch))
+	for _, r := range batch {
+		r.Request.Host = "new-host"
+		head = head.Link(r)
+	}
+	if err := s.Append(ctx, batch); err != nil {
+		t.Fatalf("Append once the partition is gone: %v", err)
+	}
+	for _, r := range batch {
+		got, err := s.Get(ctx, r.ID)
+		if err != nil {
+			t.Fatalf("Get %s: %v", r.ID, err)
+		}
+		if got.Request.Host != "new-host" || got.Chain.Hash != r.Chain.Hash {
+			t.Fatalf("Get %s: host %q hash %.12s, want new-host %.12s", r.ID, got.Request.Host, got.Chain.Hash, r.Chain.Hash)
+		}
+	}
+}

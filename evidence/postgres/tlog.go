@@ -160,10 +160,13 @@ func (s *Store) keepLeafTile(ctx context.Context, tx pgx.Tx, replica string, seq
 	return nil
 }
 
-// appendLog adds the batch's version-2 records to replica's log in tx and
-// returns the root to write with the head (empty for a chain without a
-// log), and the edge to keep once tx commits.
-func (s *Store) appendLog(ctx context.Context, tx pgx.Tx, head evidence.Link, batch []*evidence.Record) ([]byte, *evidence.TreeEdge, error) {
+// appendLog adds the batch's version-2 records to replica's log in tx, the
+// tiles they change queued in b, and returns the root to write with the
+// head (empty for a chain without a log), and the edge to keep once tx
+// commits. ahead, when not nil, is the edge the writer kept, grown by the
+// batch already (evidence.GrowAhead): it is taken when the batch follows
+// it.
+func (s *Store) appendLog(ctx context.Context, tx pgx.Tx, head evidence.Link, batch []*evidence.Record, ahead *evidence.Growth, b *pgx.Batch) ([]byte, *evidence.TreeEdge, error) {
 	replica := batch[0].Replica
 	k := 0
 	for k < len(batch) && batch[k].Chain.Version != evidence.CanonicalV2 {
@@ -191,29 +194,32 @@ func (s *Store) appendLog(ctx context.Context, tx pgx.Tx, head evidence.Link, ba
 			return nil, nil, fmt.Errorf("postgres: starting the log of %s: %w", replica, err)
 		}
 	}
-	leaves, err := evidence.LeafHashes(batch[k:])
-	if err != nil {
-		return nil, nil, fmt.Errorf("postgres: append: %w", err)
-	}
 	size := int64(batch[k].Chain.Seq - base - 1)
-	edge := s.edges.take(replica)
-	if edge == nil || edge.Size() != size {
-		if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
-			return nil, nil, err
+	var edge *evidence.TreeEdge
+	var tiles []evidence.Tile
+	if ahead != nil && k == 0 {
+		if edge, tiles, err = ahead.Grown(size); err != nil {
+			return nil, nil, fmt.Errorf("postgres: append: %w", err)
 		}
 	}
-	b := &pgx.Batch{}
-	for _, t := range edge.Append(leaves) {
+	if edge == nil {
+		leaves, err := evidence.LeafHashes(batch[k:])
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: append: %w", err)
+		}
+		if edge = s.edges.take(replica); edge == nil || edge.Size() != size {
+			if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
+				return nil, nil, err
+			}
+		}
+		tiles = edge.Append(leaves)
+	}
+	for _, t := range tiles {
 		if t.L == 0 {
 			continue // the records' hashes are this tile
 		}
 		b.Queue(`INSERT INTO tlog_tiles (replica, level, n, hashes) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (replica, level, n) DO UPDATE SET hashes = excluded.hashes`, replica, t.L, t.N, t.Data)
-	}
-	if b.Len() > 0 {
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return nil, nil, fmt.Errorf("postgres: the log of %s: %w", replica, err)
-		}
 	}
 	root, err := edge.Root()
 	if err != nil {
