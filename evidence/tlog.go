@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -88,11 +87,14 @@ type LogReader interface {
 type TreeEdge struct {
 	size  int64
 	tiles []Tile // tiles[L]: N = (size >> (H*L)) >> H, W = (size >> (H*L)) % 2^H hashes
-	// frontier holds the stored hashes (tlog's indexes) of the complete
-	// subtrees that make up the log, one per bit of size: all that tlog
-	// reads to add a leaf (StoredHashesForRecordHash) and to make the root
-	// (TreeHash), so that neither hashes a tile over again.
-	frontier map[int64]tlog.Hash
+	// levels[l] is the root of the complete subtree of 2^l leaves that
+	// the log is made of where bit l of size is set (its compact range):
+	// all that adding a leaf and making the root read, so that neither
+	// hashes a tile over again.
+	levels []tlog.Hash
+	// formed are the subtree roots the last leaf completed, by height
+	// (formed[0] is the leaf): the root of a tile it completes is one.
+	formed []tlog.Hash
 }
 
 // EdgeTiles are the tiles a TreeEdge of size is made of (the partial tile
@@ -125,63 +127,56 @@ func NewTreeEdge(size int64, stored map[tlog.Tile][]byte) (*TreeEdge, error) {
 		}
 		e.tiles = append(e.tiles, t)
 	}
-	e.frontier = map[int64]tlog.Hash{}
-	idx := frontierIndexes(size)
-	if len(idx) > 0 {
-		hs, err := e.hashReader().ReadHashes(idx)
+	for l := 0; size>>l > 0; l++ {
+		if size>>l&1 == 0 {
+			continue
+		}
+		hs, err := e.hashReader().ReadHashes([]int64{tlog.StoredHashIndex(l, size>>l-1)})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrIncompleteLog, err)
 		}
-		for i, x := range idx {
-			e.frontier[x] = hs[i]
-		}
+		e.setLevel(l, hs[0])
 	}
 	return e, nil
 }
 
-// frontierIndexes are the stored-hash indexes of the complete subtrees a
-// log of size leaves is made of.
-func frontierIndexes(size int64) []int64 {
-	var out []int64
-	for l := 0; size>>l > 0; l++ {
-		if size>>l&1 == 1 {
-			out = append(out, tlog.StoredHashIndex(l, size>>l-1))
-		}
-	}
-	return out
-}
-
-// frontierReader reads the frontier's hashes.
+// frontierReader reads the roots of the log's complete subtrees by their
+// stored-hash indexes (tlog.TreeHash asks for those alone).
 func (e *TreeEdge) frontierReader() tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
+	next:
 		for i, x := range indexes {
-			h, ok := e.frontier[x]
-			if !ok {
-				return nil, fmt.Errorf("evidence: hash %d is not on the log's frontier", x)
+			for l := range e.levels {
+				if e.size>>l&1 == 1 && tlog.StoredHashIndex(l, e.size>>l-1) == x {
+					out[i] = e.levels[l]
+					continue next
+				}
 			}
-			out[i] = h
+			return nil, fmt.Errorf("evidence: hash %d is not on the log's frontier", x)
 		}
 		return out, nil
 	})
 }
 
-// grow adds the leaf at e.size to the frontier, with tlog's own hashing.
+// grow adds the leaf h at e.size to the compact range: as tlog's
+// StoredHashesForRecordHash, each complete subtree it closes is hashed
+// once, with its left sibling.
 func (e *TreeEdge) grow(h tlog.Hash) {
-	hs, err := tlog.StoredHashesForRecordHash(e.size, h, e.frontierReader())
-	if err != nil {
-		panic("evidence: the log's frontier is missing a hash: " + err.Error())
+	e.formed = append(e.formed[:0], h)
+	l := 0
+	for ; e.size>>l&1 == 1; l++ {
+		h = tlog.NodeHash(e.levels[l], h)
+		e.formed = append(e.formed, h)
 	}
-	first := tlog.StoredHashIndex(0, e.size)
-	for i, x := range hs {
-		e.frontier[first+int64(i)] = x
+	e.setLevel(l, h)
+}
+
+func (e *TreeEdge) setLevel(l int, h tlog.Hash) {
+	for len(e.levels) <= l {
+		e.levels = append(e.levels, tlog.Hash{})
 	}
-	keep := frontierIndexes(e.size + 1)
-	for x := range e.frontier {
-		if !slices.Contains(keep, x) {
-			delete(e.frontier, x)
-		}
-	}
+	e.levels[l] = h
 }
 
 // Size is the number of leaves.
@@ -245,9 +240,6 @@ func (e *TreeEdge) Append(leaves []tlog.Hash) []Tile {
 		}
 		touched[k] = t
 	}
-	if e.frontier == nil {
-		e.frontier = map[int64]tlog.Hash{}
-	}
 	for _, h := range leaves {
 		e.grow(h)
 		e.size++
@@ -263,9 +255,8 @@ func (e *TreeEdge) Append(leaves []tlog.Hash) []Tile {
 			}
 			// The tile is complete: store it, and its root is the next
 			// hash one tile level up.
-			full := Tile{L: t.L, N: t.N, Data: t.Data}
-			note(full)
-			h = tileRoot(full)
+			note(Tile{L: t.L, N: t.N, Data: t.Data})
+			h = e.formed[TileHeight*(l+1)]
 			*t = Tile{L: l, N: t.N + 1, Data: make([]byte, 0, tileWidth*tlog.HashSize)}
 		}
 	}
@@ -274,19 +265,6 @@ func (e *TreeEdge) Append(leaves []tlog.Hash) []Tile {
 		out[i] = touched[k]
 	}
 	return out
-}
-
-// tileRoot is the hash of a complete tile's subtree, from tlog's hashes of
-// its two halves.
-func tileRoot(t Tile) tlog.Hash {
-	c := t.Coord()
-	level := TileHeight*t.L + TileHeight - 1
-	left, err1 := tlog.HashFromTile(c, t.Data, tlog.StoredHashIndex(level, 2*t.N))
-	right, err2 := tlog.HashFromTile(c, t.Data, tlog.StoredHashIndex(level, 2*t.N+1))
-	if err1 != nil || err2 != nil {
-		panic(fmt.Sprintf("evidence: tile root of %s: %v %v", c.Path(), err1, err2))
-	}
-	return tlog.NodeHash(left, right)
 }
 
 // Root is the log's root hash (tlog.TreeHash over the frontier).

@@ -199,3 +199,22 @@ func flat(hs []tlog.Hash) []byte {
 	}
 	return b
 }
+
+// BenchmarkTreeEdgeAppend: the cost of growing a log by a leaf, in
+// batches of 10,000 as a store appends them (the tiles it returns
+// included).
+func BenchmarkTreeEdgeAppend(b *testing.B) {
+	batch := make([]tlog.Hash, 10_000)
+	for i := range batch {
+		batch[i] = tlog.RecordHash([]byte{byte(i), byte(i >> 8)})
+	}
+	edge, err := evidence.NewTreeEdge(0, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		edge.Append(batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/leaf")
+}
