@@ -42,17 +42,23 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 		ahead = evidence.GrowAhead(edge, batch)
 		defer ahead.Wait() // it reads the batch
 	}
+	// A batch of one day (most are) is copied into its day's partition:
+	// the parent would route every row to it (some 0.2 µs a row).
+	table := "records"
+	if len(days) == 1 {
+		table = partitionName(days[0])
+	}
 	for attempt := 0; ; attempt++ {
 		if err := s.parts.ensure(ctx, days); err != nil {
 			return fmt.Errorf("postgres: append: %w", err)
 		}
-		err := s.appendTx(ctx, batch, ahead)
+		err := s.appendTx(ctx, batch, table, ahead)
 		switch {
 		case err == nil || attempt > 0 || ctx.Err() != nil:
 			return classify(err)
-		case isCode(err, "23514"):
-			// No partition for a row: another process dropped one this
-			// store thought was there.
+		case isCode(err, "23514"), isCode(err, "42P01"):
+			// No partition for a row (or no table of the day): another
+			// process dropped one this store thought was there.
 			s.parts.forget()
 		case !isServerError(err) && !errors.Is(err, evidence.ErrChainConflict):
 			// A connection that died while idle (the server restarted):
@@ -84,9 +90,9 @@ func checkBatch(batch []*evidence.Record) error {
 	return nil
 }
 
-func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record, ahead *evidence.Growth) error {
+func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record, table string, ahead *evidence.Growth) error {
 	replica := batch[0].Replica
-	ids, err := s.keyIDs(ctx, batch)
+	places, err := s.keyIDs(ctx, batch)
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
 	}
@@ -128,26 +134,29 @@ func (s *Store) appendTx(ctx context.Context, batch []*evidence.Record, ahead *e
 	if err := unique(ctx, tx, batch[skip:], rows[skip:]); err != nil {
 		return err
 	}
-	if err := s.copyRows(ctx, tx, "records", enc, skip); err != nil {
-		if evidence.IsPermanent(err) {
-			return fmt.Errorf("postgres: append: %w", err)
-		}
-		return fmt.Errorf("postgres: append: writing %d records of %s: %w", len(batch)-skip, replica, err)
-	}
 	if skip > 0 {
 		ahead = nil // grown from before the head
 	}
-	batch = batch[skip:]
+	// The log's tiles, the rollups and the new head go first, in one
+	// round trip: while the server writes them the encoder runs ahead,
+	// and COPY then takes rows as fast as the server does. (A transaction
+	// makes them all or none whatever their order.)
 	b := &pgx.Batch{}
-	root, edge, err := s.appendLog(ctx, tx, head, batch, ahead, b)
+	root, edge, err := s.appendLog(ctx, tx, head, batch[skip:], ahead, b)
 	if err != nil {
 		return err
 	}
 	last := batch[len(batch)-1].Chain
-	queueRollups(b, batch, sealed*60, ids)
+	queueRollups(b, batch[skip:], sealed*60, places[skip:])
 	b.Queue("UPDATE chain_heads SET seq = $2, hash = $3, root = $4, updated_at = now() WHERE replica = $1", replica, int64(last.Seq), last.Hash, root)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("postgres: append: rollups and head of %s: %w", replica, err)
+	}
+	if err := s.copyRows(ctx, tx, table, enc, skip); err != nil {
+		if evidence.IsPermanent(err) {
+			return fmt.Errorf("postgres: append: %w", err)
+		}
+		return fmt.Errorf("postgres: append: writing %d records of %s: %w", len(batch)-skip, replica, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: append: commit: %w", err)

@@ -45,30 +45,47 @@ func (c *keyCache) add(k evidence.RollupKey, id int64) {
 	c.ids[k], c.keys[id] = id, k
 }
 
-// keyIDs returns the ids of the batch's rollup keys, creating the keys
-// not stored yet. New keys are committed at once, apart from the batch: a
-// key without counts is harmless, and other writers can use it.
-func (s *Store) keyIDs(ctx context.Context, batch []*evidence.Record) (map[evidence.RollupKey]int64, error) {
-	ids := map[evidence.RollupKey]int64{}
+// keyIDs returns where each record of batch counts in the rollups,
+// creating the keys not stored yet. New keys are committed at once, apart
+// from the batch: a key without counts is harmless, and other writers can
+// use it.
+func (s *Store) keyIDs(ctx context.Context, batch []*evidence.Record) ([]counted, error) {
+	out := make([]counted, len(batch))
+	// Records whose keys this store has not numbered yet (a new edge)
+	// wait in a list.
+	type waiting struct {
+		i     int
+		minus bool
+		k     evidence.RollupKey
+	}
+	var wait []waiting
 	var missing []evidence.RollupKey
+	seen := map[evidence.RollupKey]bool{}
 	s.keys.mu.Lock()
-	for _, r := range batch {
-		evidence.RollupDeltas(r, func(k evidence.RollupKey, _ int64) {
+	for i, r := range batch {
+		evidence.RollupDeltas(r, func(k evidence.RollupKey, delta int64) {
+			out[i].minute = k.Minute
 			k.Minute = 0
-			if _, ok := ids[k]; ok {
-				return
-			}
 			id, ok := s.keys.ids[k]
-			ids[k] = id
 			if !ok {
-				missing = append(missing, k)
+				if !seen[k] {
+					seen[k] = true
+					missing = append(missing, k)
+				}
+				wait = append(wait, waiting{i, delta < 0, k})
+			}
+			if delta < 0 {
+				out[i].minus = id
+			} else {
+				out[i].plus = id
 			}
 		})
 	}
 	s.keys.mu.Unlock()
 	if len(missing) == 0 {
-		return ids, nil
+		return out, nil
 	}
+	ids := map[evidence.RollupKey]int64{}
 	var cols [6][]string
 	allowed := make([]bool, len(missing))
 	for i, k := range missing {
@@ -101,13 +118,24 @@ func (s *Store) keyIDs(ctx context.Context, batch []*evidence.Record) (map[evide
 	if err != nil {
 		return nil, fmt.Errorf("rollup keys: %w", err)
 	}
-	for _, k := range missing {
-		if ids[k] == 0 {
-			return nil, fmt.Errorf("rollup keys: %+v not stored", k)
+	for _, w := range wait {
+		id := ids[w.k]
+		if id == 0 {
+			return nil, fmt.Errorf("rollup keys: %+v not stored", w.k)
+		}
+		if w.minus {
+			out[w.i].minus = id
+		} else {
+			out[w.i].plus = id
 		}
 	}
-	return ids, nil
+	return out, nil
 }
+
+// counted is where a record counts in the rollups: its minute, the key it
+// adds one to, and the key an amendment takes one from (key ids start at
+// 1: 0 is none).
+type counted struct{ minute, plus, minus int64 }
 
 // rollup is the count of one key in one unit of time.
 type rollup struct {
@@ -122,30 +150,35 @@ type unitKey struct{ unit, key int64 }
 //
 // Minutes before sealed belong to sealed hours, closed for good: their
 // records are stored but not counted.
-func queueRollups(b *pgx.Batch, batch []*evidence.Record, sealed int64, ids map[evidence.RollupKey]int64) {
+func queueRollups(b *pgx.Batch, batch []*evidence.Record, sealed int64, places []counted) {
 	counts := make([]map[unitKey]*rollup, len(levels))
 	for i := range counts {
 		counts[i] = map[unitKey]*rollup{}
 	}
-	for _, r := range batch {
+	add := func(r *evidence.Record, minute, id, delta int64) {
+		ns := evidence.Nanos(r.Time)
+		for i, l := range levels {
+			uk := unitKey{floorDiv(minute, l.minutes), id}
+			if g := counts[i][uk]; g != nil {
+				g.count += delta
+				g.first, g.last = min(g.first, ns), max(g.last, ns)
+			} else {
+				counts[i][uk] = &rollup{count: delta, first: ns, last: ns, example: r.ID}
+			}
+		}
+	}
+	for j, r := range batch {
+		p := places[j]
+		if p.minute < sealed {
+			continue
+		}
 		// One delta a record; two for an amendment (evidence.RollupDeltas).
-		evidence.RollupDeltas(r, func(k evidence.RollupKey, delta int64) {
-			if k.Minute < sealed {
-				return
-			}
-			minute := k.Minute
-			k.Minute = 0
-			id, ns := ids[k], evidence.Nanos(r.Time)
-			for i, l := range levels {
-				uk := unitKey{floorDiv(minute, l.minutes), id}
-				if g := counts[i][uk]; g != nil {
-					g.count += delta
-					g.first, g.last = min(g.first, ns), max(g.last, ns)
-				} else {
-					counts[i][uk] = &rollup{count: delta, first: ns, last: ns, example: r.ID}
-				}
-			}
-		})
+		if p.plus != 0 {
+			add(r, p.minute, p.plus, 1)
+		}
+		if p.minus != 0 {
+			add(r, p.minute, p.minus, -1)
+		}
 	}
 	for i, l := range levels {
 		n := len(counts[i])
