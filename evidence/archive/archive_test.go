@@ -455,3 +455,46 @@ func testSealVaried(t *testing.T, open func(t *testing.T) evidence.Store) {
 		t.Fatalf("safe before %v", res.Safe)
 	}
 }
+
+// TestSealClaimsItsDirectory: a run killed while it wrote a day leaves the
+// day's temporary directory behind; the next run removes it and seals the
+// day. A run that starts while another holds the directory is refused,
+// naming it, and touches nothing.
+func TestSealClaimsItsDirectory(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, stores[0].open, 300)
+	if err := os.MkdirAll(f.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	release, err := archive.Claim(f.dir) // a run in another process...
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ...writing a day, aside.
+	stale := filepath.Join(filepath.Dir(f.day("2026-11-18")), ".date=2026-11-18.tmp-4242")
+	if err := os.MkdirAll(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, archive.RecordsFile), []byte("half a Parquet file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = archive.Seal(ctx, f.store, archive.Options{Dir: f.dir, Before: end, Signer: f.signer})
+	if err == nil || !strings.Contains(err.Error(), "another run is sealing into "+f.dir) {
+		t.Fatalf("Seal while another run holds the directory: %v, want a refusal naming it", err)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("the refused run touched the other run's directory: %v", err)
+	}
+	release() // the other run is killed: its day stays half written
+
+	res := f.seal(t)
+	if len(res.Days) == 0 {
+		t.Fatal("nothing sealed")
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("what the killed run left is still there: %v", err)
+	}
+	if _, err := archive.Verify(ctx, f.dir, f.verifiers); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+}

@@ -23,3 +23,6 @@ func FrontierOf(m *Manifest, rows []Row) ([]string, error) {
 
 // MarshalManifest is the manifest as Seal writes it.
 var MarshalManifest = marshalManifest
+
+// Claim takes an archive directory as a sealing run does.
+var Claim = claim

@@ -107,6 +107,11 @@ func Seal(ctx context.Context, s Source, o Options) (Result, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return res, err
 	}
+	release, err := claim(o.Dir)
+	if err != nil {
+		return res, err
+	}
+	defer release()
 	replicas, err := s.Replicas(ctx)
 	if err != nil {
 		return res, err
