@@ -123,6 +123,15 @@ func (b *bounder) peer(p *Peer) {
 		cc.URISANs, cc.DNSSANs = b.list(cc.URISANs), b.list(cc.DNSSANs)
 		p.Certificate = &cc
 	}
+	if w := p.Workload; w != nil {
+		ww := *w // shared by the records of the workload: copied, never changed
+		for _, s := range []*string{&ww.Namespace, &ww.Kind, &ww.Name, &ww.Pod, &ww.ServiceAccount, &ww.App, &ww.Version} {
+			*s = b.str(*s, MaxFieldBytes)
+		}
+		if ww != *w {
+			p.Workload = &ww
+		}
+	}
 }
 
 func (b *bounder) xfccNeedsWork(x *XFCC) bool {

@@ -8,6 +8,8 @@ import (
 
 func TestBound(t *testing.T) {
 	shared := &XFCC{Raw: strings.Repeat("a", MaxRawBytes+10), Elements: []XFCCElement{{URI: []string{"spiffe://x/\xff"}}}}
+	workload := &Workload{Namespace: "shop", Kind: "Deployment", Name: "web", App: strings.Repeat("w", MaxFieldBytes+1), Version: "v\x00"}
+	clean := &Workload{Namespace: "shop", Kind: "Deployment", Name: "web", Pod: "web-7d9c-x2x", Sidecar: true}
 	tests := []struct {
 		name      string
 		rec       func() *Record
@@ -39,6 +41,21 @@ func TestBound(t *testing.T) {
 				}
 				if len(r.XFCC.Raw) != MaxRawBytes {
 					t.Errorf("raw kept %d bytes", len(r.XFCC.Raw))
+				}
+			}},
+		{"shared workload copied, not modified", func() *Record { return &Record{Source: Peer{Workload: workload}} }, true,
+			[]string{ReasonTruncated, ReasonReplacedBytes}, func(t *testing.T, r *Record) {
+				if r.Source.Workload == workload || len(workload.App) != MaxFieldBytes+1 || workload.Version != "v\x00" {
+					t.Error("the shared workload was modified in place")
+				}
+				if len(r.Source.Workload.App) != MaxFieldBytes || r.Source.Workload.Version != "v\uFFFD" {
+					t.Errorf("workload kept app of %d bytes, version %q", len(r.Source.Workload.App), r.Source.Workload.Version)
+				}
+			}},
+		{"clean workload kept as it is", func() *Record { return &Record{Destination: Peer{Workload: clean}} }, false, nil,
+			func(t *testing.T, r *Record) {
+				if r.Destination.Workload != clean {
+					t.Error("a clean workload was copied")
 				}
 			}},
 		{"too many reasons", func() *Record { return &Record{Reasons: make([]string, MaxListItems+5)} }, true, nil,

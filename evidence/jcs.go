@@ -244,6 +244,20 @@ func (w *jcsWriter) peer(k string, p *Peer) {
 		w.str("trust_domain", s.TrustDomain)
 		w.end()
 	}
+	if wl := p.Workload; wl != nil {
+		w.key("workload")
+		w.b = append(w.b, '{')
+		w.optStr("app", wl.App)
+		w.str("kind", wl.Kind)
+		w.str("name", wl.Name)
+		w.str("namespace", wl.Namespace)
+		w.optStr("pod", wl.Pod)
+		w.optStr("service_account", wl.ServiceAccount)
+		w.key("sidecar")
+		w.b = strconv.AppendBool(w.b, wl.Sidecar)
+		w.optStr("version", wl.Version)
+		w.end()
+	}
 	w.end()
 }
 

@@ -95,23 +95,39 @@ func TestCanonicalJSONRoundTrip(t *testing.T) {
 }
 
 // TestCanonicalJSONGolden pins version 2: stored records are these bytes,
-// and their leaf hashes are in signed checkpoints. Never update it for a
-// released format.
+// and their leaf hashes are in signed checkpoints. Never update a golden
+// file of a released format: a new field gets a file of its own, and the
+// records before it (canonical-v2.golden, without workloads) keep theirs.
 func TestCanonicalJSONGolden(t *testing.T) {
-	r := evidencetest.Full("01M8EEGE75048W02ZYF3AQ760D", "mp-0", time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC))
-	got := r.CanonicalJSON()
-	const golden = "testdata/canonical-v2.golden"
-	if os.Getenv("MESHPROOF_UPDATE_GOLDEN") == "1" {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("canonical encoding v2 changed:\ngot  %s\nwant %s", got, want)
+	for _, tt := range []struct {
+		golden    string
+		workloads bool
+	}{
+		{"testdata/canonical-v2.golden", false},
+		{"testdata/canonical-v2-workload.golden", true}, // serve --kubernetes (issue 16)
+	} {
+		t.Run(tt.golden, func(t *testing.T) {
+			r := evidencetest.Full("01M8EEGE75048W02ZYF3AQ760D", "mp-0", time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC))
+			if !tt.workloads {
+				r.Source.Workload, r.Destination.Workload = nil, nil
+			}
+			got := r.CanonicalJSON()
+			if os.Getenv("MESHPROOF_UPDATE_GOLDEN") == "1" {
+				if _, err := os.Stat(tt.golden); err == nil {
+					t.Fatalf("%s exists: a released format's golden file is never rewritten", tt.golden)
+				}
+				if err := os.WriteFile(tt.golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(tt.golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("canonical encoding v2 changed:\ngot  %s\nwant %s", got, want)
+			}
+		})
 	}
 }
 

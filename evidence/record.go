@@ -113,6 +113,28 @@ type Peer struct {
 	Principal   string       `json:"principal,omitempty"`
 	SPIFFE      *SPIFFEID    `json:"spiffe,omitempty"`
 	Certificate *Certificate `json:"certificate,omitempty"`
+	// Workload is the Kubernetes workload the address belonged to when
+	// the Check was recorded (serve --kubernetes): pod IPs are reused
+	// within minutes, so a later lookup could name another workload. Nil
+	// when not resolved; the record's reasons say why.
+	Workload *Workload `json:"workload,omitempty"`
+}
+
+// Workload is a Kubernetes workload in the cluster's own names: the top
+// owner of the pod that had the address (a Deployment through its
+// ReplicaSet, a CronJob through its Job; Kind Pod for a pod no controller
+// owns). Records share one Workload: treat it as read-only.
+type Workload struct {
+	Namespace      string `json:"namespace"`
+	Kind           string `json:"kind"`
+	Name           string `json:"name"`
+	Pod            string `json:"pod,omitempty"`
+	ServiceAccount string `json:"service_account,omitempty"`
+	App            string `json:"app,omitempty"`
+	Version        string `json:"version,omitempty"`
+	// Sidecar: the pod runs Istio's proxy (an istio-proxy container or
+	// native sidecar); a client without one breaks under STRICT.
+	Sidecar bool `json:"sidecar"`
 }
 
 // SPIFFEID is a principal that parsed as a SPIFFE ID. Namespace and

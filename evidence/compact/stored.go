@@ -192,6 +192,10 @@ func clonePeer(p evidence.Peer) evidence.Peer {
 		c.URISANs, c.DNSSANs = slices.Clone(c.URISANs), slices.Clone(c.DNSSANs)
 		p.Certificate = &c
 	}
+	if p.Workload != nil {
+		w := *p.Workload
+		p.Workload = &w
+	}
 	return p
 }
 

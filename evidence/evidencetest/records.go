@@ -34,12 +34,16 @@ func Full(id, replica string, t time.Time) *evidence.Record {
 			SPIFFE: &evidence.SPIFFEID{ID: "spiffe://cluster.local/ns/shop/sa/frontend", TrustDomain: "cluster.local",
 				Path: "/ns/shop/sa/frontend", Namespace: "shop", ServiceAccount: "frontend"},
 			Certificate: cert("shop"),
+			Workload: &evidence.Workload{Namespace: "shop", Kind: "Deployment", Name: "frontend", Pod: "frontend-6b7f9c5d8-x2lqp",
+				ServiceAccount: "frontend", App: "frontend", Version: "v3", Sidecar: true},
 		},
 		Destination: evidence.Peer{
 			Address: "10.0.1.9", Port: 8443, Principal: "spiffe://cluster.local/ns/payments/sa/ledger",
 			SPIFFE: &evidence.SPIFFEID{ID: "spiffe://cluster.local/ns/payments/sa/ledger", TrustDomain: "cluster.local",
 				Path: "/ns/payments/sa/ledger", Namespace: "payments", ServiceAccount: "ledger"},
 			Certificate: cert("payments"),
+			Workload: &evidence.Workload{Namespace: "payments", Kind: "StatefulSet", Name: "ledger", Pod: "ledger-0",
+				ServiceAccount: "ledger", App: "ledger", Version: "v1", Sidecar: true},
 		},
 		TLS: evidence.TLS{SNI: "ledger.payments.svc.cluster.local"},
 		XFCC: &evidence.XFCC{
