@@ -44,7 +44,9 @@
 //   - several rules for one host in one namespace are merged by Istio: the
 //     oldest rule that has a trafficPolicy supplies it;
 //   - portLevelSettings for the service port replace the rule's tls when
-//     they carry one.
+//     they carry one; one without tls leaves the rule's tls in force, as
+//     pilot's MergeTrafficPolicy does (the reference says port-level
+//     settings inherit nothing; for tls the code says otherwise).
 //
 // Not modelled: subsets (and their traffic policies), rules with a
 // workloadSelector (skipped), DestinationRule inheritance
