@@ -140,24 +140,28 @@ func (ix *PolicyIndex) Effective(w Workload, port uint32) PeerDecision {
 // UNSET mode leaving the level above in force, as Istio's
 // ComposePeerAuthentication does.
 func compose(mesh, namespace, workload *securityv1.PeerAuthentication, port uint32) PeerDecision {
-	d := PeerDecision{Mode: securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE.String(), Scope: ScopeDefault}
-	set := func(p *securityv1.PeerAuthentication, port *uint32, scope string) {
-		if p == nil {
-			return
+	var decided *securityv1.PeerAuthentication
+	mode, scope := securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE, ScopeDefault
+	for _, l := range [...]struct {
+		p     *securityv1.PeerAuthentication
+		port  bool
+		scope string
+	}{{mesh, false, ScopeMesh}, {namespace, false, ScopeNamespace}, {workload, false, ScopeWorkload}, {workload, true, ScopePort}} {
+		if l.p == nil {
+			continue
 		}
-		m := p.Spec.GetMtls()
-		if port != nil {
-			m = p.Spec.GetPortLevelMtls()[*port]
+		m := l.p.Spec.GetMtls()
+		if l.port {
+			m = l.p.Spec.GetPortLevelMtls()[port]
 		}
-		if m.GetMode() == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-			return
+		if m.GetMode() != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+			decided, mode, scope = l.p, m.GetMode(), l.scope
 		}
-		d = PeerDecision{Mode: m.GetMode().String(), Policy: p.Name + "." + p.Namespace, Scope: scope}
 	}
-	set(mesh, nil, ScopeMesh)
-	set(namespace, nil, ScopeNamespace)
-	set(workload, nil, ScopeWorkload)
-	set(workload, &port, ScopePort)
+	d := PeerDecision{Mode: mode.String(), Scope: scope}
+	if decided != nil {
+		d.Policy = decided.Name + "." + decided.Namespace
+	}
 	return d
 }
 
