@@ -33,27 +33,29 @@ func DestinationRuleTLS(rules []*networkingv1.DestinationRule, rootNamespace, cl
 	if rootNamespace == "" {
 		rootNamespace = DefaultRootNamespace
 	}
-	byNamespace := map[string][]resolvedRule{}
-	for _, r := range rules {
-		if r == nil || r.Spec.GetWorkloadSelector() != nil {
-			continue
+	// Only three namespaces are ever on the path; resolve their rules alone.
+	inNamespace := func(ns string) []resolvedRule {
+		var out []resolvedRule
+		for _, r := range rules {
+			if r == nil || r.Namespace != ns || r.Spec.GetWorkloadSelector() != nil {
+				continue
+			}
+			if h := resolveHost(r.Spec.GetHost(), r.Namespace); h != "" {
+				out = append(out, resolvedRule{rule: r, host: h})
+			}
 		}
-		h := resolveHost(r.Spec.GetHost(), r.Namespace)
-		if h == "" {
-			continue
-		}
-		byNamespace[r.Namespace] = append(byNamespace[r.Namespace], resolvedRule{rule: r, host: h, exportTo: exportSet(r.Spec.GetExportTo())})
+		return out
 	}
 
 	// 1. The client's own namespace: whatever it can see of its own rules.
 	// A client in the root namespace looks only at the root's private rules
 	// here, so that mesh-wide defaults there do not shadow a service's own.
 	if clientNamespace != rootNamespace {
-		if d, ok := decide(byNamespace[clientNamespace], host, port, func(r resolvedRule) bool { return r.local() }); ok {
+		if d, ok := decide(inNamespace(clientNamespace), host, port, func(r resolvedRule) bool { return r.local() }); ok {
 			return d
 		}
 	} else {
-		if d, ok := decide(byNamespace[rootNamespace], host, port, func(r resolvedRule) bool { return r.privateOnly() }); ok {
+		if d, ok := decide(inNamespace(rootNamespace), host, port, func(r resolvedRule) bool { return r.privateOnly() }); ok {
 			return d
 		}
 	}
@@ -61,7 +63,7 @@ func DestinationRuleTLS(rules []*networkingv1.DestinationRule, rootNamespace, cl
 	// beyond their namespace, if exported to the client.
 	exported := func(ns string) (ClientDecision, bool) {
 		var visible []resolvedRule
-		for _, r := range byNamespace[ns] {
+		for _, r := range inNamespace(ns) {
 			if !r.privateOnly() {
 				visible = append(visible, r)
 			}
@@ -90,28 +92,40 @@ func DestinationRuleTLS(rules []*networkingv1.DestinationRule, rootNamespace, cl
 }
 
 type resolvedRule struct {
-	rule     *networkingv1.DestinationRule
-	host     string
-	exportTo map[string]bool
+	rule *networkingv1.DestinationRule
+	host string
+}
+
+func (r resolvedRule) exports(to string) bool {
+	return slices.Contains(r.rule.Spec.GetExportTo(), to)
 }
 
 // local reports whether a rule is visible in its own namespace: exportTo
 // absent, "*", "." or naming that namespace.
 func (r resolvedRule) local() bool {
-	return len(r.exportTo) == 0 || r.exportTo["*"] || r.exportTo["."] || r.exportTo[r.rule.Namespace]
+	return len(r.rule.Spec.GetExportTo()) == 0 || r.exports("*") || r.exports(".") || r.exports(r.rule.Namespace)
 }
 
 // privateOnly reports whether a rule is exported to its own namespace alone
-// ("." or its namespace's name as the only entry); Istio keeps such rules
-// out of the lookups made from other namespaces.
+// ("." or its namespace's name, however often repeated); Istio keeps such
+// rules out of the lookups made from other namespaces.
 func (r resolvedRule) privateOnly() bool {
-	return len(r.exportTo) == 1 && (r.exportTo["."] || r.exportTo[r.rule.Namespace])
+	to := r.rule.Spec.GetExportTo()
+	if len(to) == 0 {
+		return false
+	}
+	for _, e := range to {
+		if e != to[0] {
+			return false
+		}
+	}
+	return to[0] == "." || to[0] == r.rule.Namespace
 }
 
 // exportedTo is Istio's check on a rule found outside the client's
 // namespace: exportTo absent, "*" or naming the client's namespace.
 func (r resolvedRule) exportedTo(ns string) bool {
-	return len(r.exportTo) == 0 || r.exportTo["*"] || r.exportTo[ns]
+	return len(r.rule.Spec.GetExportTo()) == 0 || r.exports("*") || r.exports(ns)
 }
 
 // decide picks, among the rules that pass keep, those for the most specific
@@ -221,15 +235,4 @@ func serviceNamespace(host string) string {
 		return ""
 	}
 	return rest[i+1:]
-}
-
-func exportSet(to []string) map[string]bool {
-	if len(to) == 0 {
-		return nil
-	}
-	s := make(map[string]bool, len(to))
-	for _, e := range to {
-		s[e] = true
-	}
-	return s
 }

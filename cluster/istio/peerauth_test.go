@@ -2,6 +2,7 @@ package istio
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -417,4 +418,38 @@ func BenchmarkEffectivePeerAuthentication(b *testing.B) {
 			NewPolicyIndex(ps, "")
 		}
 	})
+}
+
+// TestPolicyIndexAgreesWithScan checks the index against the scan over
+// random clusters: same namespaces, overlapping labels, clashing ages and
+// names, every mode, so that each level's tie-breaks and the root-namespace
+// exclusions are exercised together.
+func TestPolicyIndexAgreesWithScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 3))
+	namespaces := []string{"istio-system", "foo", "bar", "baz"}
+	modes := []string{"", "UNSET", "DISABLE", "PERMISSIVE", "STRICT"}
+	labelSets := []map[string]string{nil, {}, {"app": "a"}, {"app": "b"}, {"tier": "x"}, {"app": "a", "tier": "x"}}
+	for cluster := range 200 {
+		var ps []*securityv1.PeerAuthentication
+		for i := range rng.IntN(12) {
+			var ports map[uint32]string
+			if rng.IntN(3) == 0 {
+				ports = map[uint32]string{8080: modes[1+rng.IntN(len(modes)-1)]}
+			}
+			ps = append(ps, pa(namespaces[rng.IntN(len(namespaces))], fmt.Sprintf("p%d", rng.IntN(4)+i%2), rng.IntN(3),
+				labelSets[rng.IntN(len(labelSets))], modes[rng.IntN(len(modes))], ports))
+		}
+		ix := NewPolicyIndex(ps, "")
+		for _, ns := range namespaces {
+			for _, labels := range labelSets {
+				for _, port := range []uint32{8080, 9090} {
+					w := Workload{Namespace: ns, Labels: labels}
+					scan, indexed := EffectivePeerAuthentication(ps, "", w, port), ix.Effective(w, port)
+					if scan != indexed {
+						t.Fatalf("cluster %d, workload %+v port %d: scan %+v, index %+v", cluster, w, port, scan, indexed)
+					}
+				}
+			}
+		}
+	}
 }
