@@ -198,9 +198,9 @@ func TestDestinationRuleTLS(t *testing.T) {
 			want: ClientDecision{},
 		},
 		{
-			name: "[ref:exportTo] exported to a named namespace: visible there",
+			name: "[ref:exportTo] exported to a named namespace: visible there, \".\" first or not",
 			rules: []*networkingv1.DestinationRule{
-				dr("bookinfo", "reviews", 0, reviews, []string{"frontend", "."}, "SIMPLE", nil),
+				dr("bookinfo", "reviews", 0, reviews, []string{".", "frontend"}, "SIMPLE", nil),
 			},
 			client: "frontend", host: reviews, port: 9080,
 			want: ClientDecision{Mode: "SIMPLE", Rule: "reviews.bookinfo"},
