@@ -42,7 +42,9 @@
 //     client, the search moves to the next namespace, not to a less specific
 //     host (as Istio does);
 //   - several rules for one host in one namespace are merged by Istio: the
-//     oldest rule that has a trafficPolicy supplies it;
+//     oldest rule that has a trafficPolicy supplies it (all the rules the
+//     client can see are merged here; pilot may keep rules with different
+//     exportTo lists apart);
 //   - portLevelSettings for the service port replace the rule's tls when
 //     they carry one; one without tls leaves the rule's tls in force, as
 //     pilot's MergeTrafficPolicy does (the reference says port-level
