@@ -155,7 +155,7 @@ func TestIPReuse(t *testing.T) {
 	young.CreationTimestamp = metav1.NewTime(epoch.Add(time.Minute))
 	oldDone := with(old, "150", phase(corev1.PodSucceeded))
 	oldLateFail := with(old, "300", phase(corev1.PodFailed)) // written after new got the IP
-	oldMoved := with(old, "120", func(p *corev1.Pod) {   // sandbox recreated with another IP
+	oldMoved := with(old, "120", func(p *corev1.Pod) {       // sandbox recreated with another IP
 		p.Status.PodIPs = []corev1.PodIP{{IP: "10.4.0.8"}}
 		p.Status.PodIP = "10.4.0.8"
 	})
