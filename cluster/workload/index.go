@@ -195,7 +195,7 @@ func (ix *Index) DeletePod(in *corev1.Pod) {
 		ix.unlink(old)
 		delete(ix.pods, key)
 	}
-	ix.forget(key)
+	ix.forget(&in.ObjectMeta)
 }
 
 // UpsertReplicaSet records whose the ReplicaSet is (a Deployment's, usually).
@@ -233,11 +233,17 @@ func (ix *Index) deleteOwner(m *metav1.ObjectMeta) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	delete(ix.owners, key)
-	ix.forget(key)
+	ix.forget(m)
 }
 
-// forget remembers that key was deleted, keeping the last goneKept.
-func (ix *Index) forget(key types.UID) {
+// forget remembers that m's object was deleted, keeping the last goneKept.
+// An object without a UID is not remembered: its name may come back as a
+// new object.
+func (ix *Index) forget(m *metav1.ObjectMeta) {
+	key := m.UID
+	if key == "" {
+		return
+	}
 	if _, ok := ix.gone[key]; ok {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 )
 
 func TestOwnerResolution(t *testing.T) {
@@ -316,4 +317,37 @@ func matchesIP(pod string, i int) bool {
 	var n, g int
 	_, err := fmt.Sscanf(pod, "p%d-%d", &n, &g)
 	return err == nil && n == i
+}
+
+// A deleted pod's UID stays deleted; an object without a UID is keyed by its
+// name, and a new one of that name is a new object.
+func TestDeleteThenRecreate(t *testing.T) {
+	ix := NewIndex()
+	p := testPod("db-0", "10", "10.8.0.1")
+	ix.DeletePod(p)
+	ix.UpsertPod(p)
+	expectReason(t, ix, "10.8.0.1", ReasonUnknown)
+	again := with(p, "20", func(p *corev1.Pod) { p.UID = "uid-db-0-second" })
+	ix.UpsertPod(again)
+	expectPod(t, ix, "10.8.0.1", "db-0")
+
+	noUID := with(p, "30", func(p *corev1.Pod) { p.UID = ""; p.Status.PodIPs = []corev1.PodIP{{IP: "10.8.0.2"}} })
+	ix.UpsertPod(noUID)
+	ix.DeletePod(noUID)
+	expectReason(t, ix, "10.8.0.2", ReasonUnknown)
+	ix.UpsertPod(noUID)
+	expectPod(t, ix, "10.8.0.2", "db-0")
+}
+
+// The informer handlers unwrap a delete whose final state was missed, and
+// ignore objects of another type.
+func TestHandlersUnwrapTombstones(t *testing.T) {
+	ix := NewIndex()
+	p := testPod("web", "1", "10.9.0.1")
+	upsert, remove := typed(ix.UpsertPod), typed(ix.DeletePod)
+	upsert(p)
+	upsert(replicaSet("rs", "1")) // not a pod: ignored
+	expectPod(t, ix, "10.9.0.1", "web")
+	remove(cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: p})
+	expectReason(t, ix, "10.9.0.1", ReasonUnknown)
 }
