@@ -1,7 +1,6 @@
 package workload
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/meshproof/meshproof/identity/spiffe"
@@ -39,22 +38,5 @@ func TestCheckIdentity(t *testing.T) {
 				t.Errorf("CheckIdentity = %v, %q; want %v, %q", ok, reason, tc.ok, tc.reason)
 			}
 		})
-	}
-}
-
-func TestWorkloadJSON(t *testing.T) {
-	w := Workload{Namespace: "shop", Kind: "Deployment", Name: "cart", Pod: "cart-1", ServiceAccount: "cart", App: "cart", Version: "v1", Sidecar: true}
-	b, err := json.Marshal(w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const want = `{"namespace":"shop","kind":"Deployment","name":"cart","pod":"cart-1","service_account":"cart","app":"cart","version":"v1","sidecar":true}`
-	if string(b) != want {
-		t.Errorf("JSON %s\nwant %s", b, want)
-	}
-	b, _ = json.Marshal(Workload{Namespace: "shop", Kind: "Pod", Name: "p", Pod: "p", ServiceAccount: "default"})
-	const bare = `{"namespace":"shop","kind":"Pod","name":"p","pod":"p","service_account":"default","sidecar":false}`
-	if string(b) != bare {
-		t.Errorf("JSON %s\nwant %s", b, bare)
 	}
 }

@@ -15,26 +15,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
-// Workload is what an address belonged to: the pod and its top owner.
-type Workload struct {
-	Namespace string `json:"namespace"`
-	// Kind is the top owner's kind: Deployment (through its ReplicaSet),
-	// StatefulSet, DaemonSet, Job, CronJob (through its Job), ReplicaSet
-	// (without a Deployment), another controller's kind, or Pod for a pod
-	// without a controller.
-	Kind string `json:"kind"`
-	// Name is the top owner's name (the pod's own for Kind Pod).
-	Name           string `json:"name"`
-	Pod            string `json:"pod"`
-	ServiceAccount string `json:"service_account"`
-	App            string `json:"app,omitempty"`
-	Version        string `json:"version,omitempty"`
-	// Sidecar is true when the pod runs Istio's proxy, as a container or as
-	// a native sidecar (an init container that keeps running).
-	Sidecar bool `json:"sidecar"`
-}
+// Workload is what an address belonged to: the pod and its top owner, as
+// the evidence record keeps it (its Kind is one of the kinds below, or
+// another controller's kind as its owner reference spells it).
+type Workload = evidence.Workload
 
 // The kinds of top owner the index names itself; any other controller's
 // kind is passed through as its owner reference spells it.
