@@ -16,9 +16,8 @@ import (
 // namespace (it needs list and watch on all three), through informers that
 // keep only what Transform keeps. It returns once the index holds the
 // initial state, so addresses resolve from the first Check; the informers
-// run until ctx is done. It fails when ctx ends before that.
-//
-// Not yet tested against an API server.
+// run until ctx is done. It fails when ctx ends before that. TestWatch
+// runs it against a real API server (test/kube).
 func Watch(ctx context.Context, client kubernetes.Interface, ix *Index) error {
 	// No resync: the index is updated on every event and needs no replay.
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(Transform))
