@@ -340,22 +340,25 @@ func TestEffectivePeerAuthentication(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			// The order of the list must not matter: Istio decides by age.
-			reversed := slices.Clone(tt.policies)
-			slices.Reverse(reversed)
-			for _, order := range []struct {
-				name     string
-				policies []*securityv1.PeerAuthentication
-			}{{"as listed", tt.policies}, {"reversed", reversed}} {
-				if got := EffectivePeerAuthentication(order.policies, tt.root, tt.w, tt.port); got != tt.want {
-					t.Errorf("EffectivePeerAuthentication (%s) = %+v, want %+v", order.name, got, tt.want)
+			inBothOrders(tt.policies, func(order string, policies []*securityv1.PeerAuthentication) {
+				if got := EffectivePeerAuthentication(policies, tt.root, tt.w, tt.port); got != tt.want {
+					t.Errorf("EffectivePeerAuthentication (%s) = %+v, want %+v", order, got, tt.want)
 				}
-				if got := NewPolicyIndex(order.policies, tt.root).Effective(tt.w, tt.port); got != tt.want {
-					t.Errorf("PolicyIndex.Effective (%s) = %+v, want %+v", order.name, got, tt.want)
+				if got := NewPolicyIndex(policies, tt.root).Effective(tt.w, tt.port); got != tt.want {
+					t.Errorf("PolicyIndex.Effective (%s) = %+v, want %+v", order, got, tt.want)
 				}
-			}
+			})
 		})
 	}
+}
+
+// inBothOrders calls check with list as given and reversed: Istio decides
+// by age and name, never by list position.
+func inBothOrders[T any](list []T, check func(order string, list []T)) {
+	check("as listed", list)
+	reversed := slices.Clone(list)
+	slices.Reverse(reversed)
+	check("reversed", reversed)
 }
 
 // benchPolicies is a cluster of n policies over namespaces namespaces:
