@@ -87,8 +87,8 @@ type fixture struct {
 }
 
 // newFixture loads policy (Rego source) with the decision at decision ("" is
-// OPA-Envoy's default) and serves it with cfg.
-func newFixture(t *testing.T, policy, decision string, cfg authz.Config) *fixture {
+// OPA-Envoy's default) and serves it with cfg, after setup.
+func newFixture(t *testing.T, policy, decision string, cfg authz.Config, setup ...func(*authz.Server)) *fixture {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "policy.rego")
 	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
@@ -111,6 +111,9 @@ func newFixture(t *testing.T, policy, decision string, cfg authz.Config) *fixtur
 	svc, err := authz.NewServer(cfg, f.evals, f.rec, zerolog.Nop(), f.reg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, fn := range setup {
+		fn(svc)
 	}
 	f.conn = serveConn(t, svc)
 	f.client = authv3.NewAuthorizationClient(f.conn)

@@ -161,6 +161,9 @@ type Server struct {
 	input   *inputCache
 	metrics *checkMetrics
 	now     func() time.Time // the clock: time.Now, a test's otherwise
+	// workloads, when set, names the peers' Kubernetes workloads in
+	// records (ResolveWorkloads).
+	workloads Workloads
 }
 
 // NewServer builds the Check service. rec may be nil: records are then built
@@ -247,6 +250,9 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 	lerr := s.checkHeaders(req.GetAttributes().GetRequest().GetHttp(), &h)
 	f := s.factsOf(req, &h)
 	rec := newRecord(id, now, s.cfg, req, &h, f)
+	if s.workloads != nil {
+		addWorkloads(rec, s.workloads)
+	}
 	res := Result{EvidenceID: id, Verdict: f.verdict}
 
 	var (

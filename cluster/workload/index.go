@@ -402,3 +402,18 @@ func rank(a, b *pod) int {
 	}
 	return cmp.Compare(b.seq, a.seq)
 }
+
+// Resolve is LookupString for a Check's record (authz.Workloads): the
+// workload, or nil and the reason.
+func (ix *Index) Resolve(addr string) (*Workload, string) {
+	w, reason := ix.LookupString(addr)
+	if reason != "" {
+		return nil, string(reason)
+	}
+	return &w, ""
+}
+
+// CheckIdentity is the package's CheckIdentity, for authz.Workloads.
+func (ix *Index) CheckIdentity(w *Workload, namespace, serviceAccount string) (bool, string) {
+	return CheckIdentity(*w, namespace, serviceAccount)
+}

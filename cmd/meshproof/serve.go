@@ -36,6 +36,7 @@ type serveOptions struct {
 	Policy    rego.Config
 	Authz     authz.Config
 	Evidence  evidenceOptions
+	Kube      kubeOptions
 	Log       logOptions
 	Grace     time.Duration
 	GCPercent int
@@ -57,6 +58,7 @@ func defaultServeOptions() serveOptions {
 		Policy:   rego.Defaults(),
 		Authz:    a,
 		Evidence: defaultEvidenceOptions(),
+		Kube:     kubeOptions{SyncTimeout: time.Minute},
 		Log:      defaultLogOptions(),
 		Grace:    10 * time.Second,
 		// The live heap is small (policy, caches), so Go's default GC target
@@ -132,6 +134,7 @@ func (o *serveOptions) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Policy.Watch, "watch", o.Policy.Watch, "reload local policy files when they change")
 	authzFlags(fs, &o.Authz)
 	o.Evidence.flags(fs)
+	o.Kube.flags(fs)
 	logFlags(fs, &o.Log)
 	fs.DurationVar(&o.Grace, "shutdown-grace", o.Grace, "on SIGTERM, how long in-flight Checks may take to finish")
 	fs.IntVar(&o.GCPercent, "gc-percent", o.GCPercent, "Go GC target percentage (as GOGC; GOGC in the environment wins); higher uses more memory and less CPU")
@@ -365,6 +368,17 @@ func (s *server) build(ctx context.Context) error {
 	})
 	if s.svc, err = authz.NewServer(o.Authz, engine, s.rec, log, s.reg); err != nil {
 		return err
+	}
+	if o.Kube.Enabled || o.Kube.Kubeconfig != "" {
+		ix, stop, err := watchWorkloads(o.Kube, log)
+		if err != nil {
+			return err
+		}
+		s.opened("kubernetes informers", "", func() error {
+			stop()
+			return nil
+		})
+		s.svc.ResolveWorkloads(ix)
 	}
 	if o.HTTP.logs, err = decisionlog.New(decisionLogConfig(s.store, o.Evidence, s.reg), s.svc, s.rec, log); err != nil {
 		return err

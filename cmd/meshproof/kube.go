@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meshproof/meshproof/cluster/workload"
+)
+
+// kubeOptions turn on the cluster's own names in records (issue 16).
+type kubeOptions struct {
+	Enabled    bool
+	Kubeconfig string
+	// SyncTimeout bounds the wait for the informers' first list at start.
+	SyncTimeout time.Duration
+}
+
+func (k *kubeOptions) flags(fs *pflag.FlagSet) {
+	fs.BoolVar(&k.Enabled, "kubernetes", k.Enabled, "record each Check's source and destination workloads (namespace, owner, pod, service account; resolved from the pod IPs when the Check is made), watching pods, replicasets and jobs: in-cluster credentials, or --kubeconfig")
+	fs.StringVar(&k.Kubeconfig, "kubeconfig", k.Kubeconfig, "with --kubernetes, the kubeconfig file to reach the API server with (outside a pod)")
+	fs.DurationVar(&k.SyncTimeout, "kubernetes-sync-timeout", k.SyncTimeout, "with --kubernetes, how long serve waits at start for the first list of pods, replicasets and jobs before it gives up")
+}
+
+// restConfig is the kubeconfig's, or the pod's own service account's.
+func (k *kubeOptions) restConfig() (*rest.Config, error) {
+	if k.Kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", k.Kubeconfig, err)
+		}
+		return c, nil
+	}
+	c, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--kubernetes without --kubeconfig needs to run in a pod: %w", err)
+	}
+	return c, nil
+}
+
+// watchWorkloads starts the informers that feed a workload index and waits,
+// at most SyncTimeout, for their first list; stop ends them.
+func watchWorkloads(k kubeOptions, log zerolog.Logger) (ix *workload.Index, stop func(), err error) {
+	if k.Kubeconfig != "" && !k.Enabled {
+		return nil, nil, errors.New("--kubeconfig is for --kubernetes, which is not set")
+	}
+	cfg, err := k.restConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.UserAgent = "meshproof"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	ix = workload.NewIndex()
+	ctx, cancel := context.WithCancel(context.Background())
+	synced := make(chan error, 1)
+	go func() { synced <- workload.Watch(ctx, cs, ix) }()
+	select {
+	case err = <-synced:
+	case <-time.After(k.SyncTimeout):
+		err = fmt.Errorf("pods, replicasets and jobs not listed from %s within --kubernetes-sync-timeout %s (can it be reached, and may meshproof list and watch them?)", cfg.Host, k.SyncTimeout)
+	}
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	log.Info().Str("api_server", cfg.Host).Int("pods", ix.Len()).Msg("watching the cluster's workloads")
+	return ix, cancel, nil
+}
