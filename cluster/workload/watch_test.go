@@ -54,7 +54,11 @@ func TestWatch(t *testing.T) {
 	ix := workload.NewIndex()
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	if err := workload.Watch(wctx, cs, ix); err != nil {
+	clients, err := workload.NewClients(kubetest.Config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := workload.Watch(wctx, clients, ix); err != nil {
 		t.Fatal(err)
 	}
 	w, reason := ix.LookupString("10.244.1.17")

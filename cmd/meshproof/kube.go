@@ -8,7 +8,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -56,7 +55,7 @@ func watchWorkloads(k kubeOptions, log zerolog.Logger) (ix *workload.Index, stop
 		return nil, nil, err
 	}
 	cfg.UserAgent = "meshproof"
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := workload.NewClients(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
