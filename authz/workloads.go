@@ -29,24 +29,26 @@ func (s *Server) ResolveWorkloads(w Workloads) { s.workloads = w }
 // pod's (a workload presenting another's identity, or stale address data).
 func addWorkloads(r *evidence.Record, ws Workloads) {
 	var why []string
-	for _, p := range []struct {
-		side string
-		peer *evidence.Peer
-	}{{"source", &r.Source}, {"destination", &r.Destination}} {
-		w, reason := ws.Resolve(p.peer.Address)
-		if w == nil {
-			why = append(why, p.side+" workload: "+reason)
-			continue
-		}
-		p.peer.Workload = w
-		if id := p.peer.SPIFFE; id != nil && id.Namespace != "" && id.ServiceAccount != "" {
-			if ok, reason := ws.CheckIdentity(w, id.Namespace, id.ServiceAccount); !ok {
-				why = append(why, p.side+" identity is not its workload's: "+reason)
-			}
-		}
-	}
+	why = addWorkload(&r.Source, "source", ws, why)
+	why = addWorkload(&r.Destination, "destination", ws, why)
 	if len(why) > 0 {
 		// The reasons may be shared with other records (facts are cached).
 		r.Reasons = append(slices.Clip(r.Reasons), why...)
 	}
+}
+
+// addWorkload names p's workload, or appends to why the reason it has none
+// or that its SPIFFE identity is not its workload's.
+func addWorkload(p *evidence.Peer, side string, ws Workloads, why []string) []string {
+	w, reason := ws.Resolve(p.Address)
+	if w == nil {
+		return append(why, side+" workload: "+reason)
+	}
+	p.Workload = w
+	if id := p.SPIFFE; id != nil && id.Namespace != "" && id.ServiceAccount != "" {
+		if ok, reason := ws.CheckIdentity(w, id.Namespace, id.ServiceAccount); !ok {
+			why = append(why, side+" identity is not its workload's: "+reason)
+		}
+	}
+	return why
 }
