@@ -60,18 +60,9 @@ func TestServeKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound := make(chan net.Addr, 1)
-	o.onListen = func(g, _ net.Addr) { bound <- g }
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- serve(sctx, o, zerolog.Nop()) }()
-	var addr net.Addr
-	select {
-	case addr = <-bound:
-	case err := <-served:
-		t.Fatalf("serve: %v", err)
-	}
+	addr, served := startServe(t, sctx, o)
 	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

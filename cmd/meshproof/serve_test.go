@@ -143,19 +143,10 @@ func TestServeStopsInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound := make(chan net.Addr, 1)
-	o.onListen = func(g, _ net.Addr) { bound <- g }
 	before := goroutines()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- serve(ctx, o, zerolog.Nop()) }()
-	var addr net.Addr
-	select {
-	case addr = <-bound:
-	case err := <-served:
-		t.Fatalf("serve: %v", err)
-	}
+	addr, served := startServe(t, ctx, o)
 
 	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -199,6 +190,23 @@ func TestServeStopsInOrder(t *testing.T) {
 }
 
 // openFiles lists the files under dir this process has open.
+// startServe runs serve until ctx is done and returns its gRPC address once
+// both listeners serve, and where serve's result comes.
+func startServe(t *testing.T, ctx context.Context, o serveOptions) (net.Addr, <-chan error) {
+	t.Helper()
+	bound := make(chan net.Addr, 1)
+	o.onListen = func(g, _ net.Addr) { bound <- g }
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, o, zerolog.Nop()) }()
+	select {
+	case addr := <-bound:
+		return addr, served
+	case err := <-served:
+		t.Fatalf("serve: %v", err)
+		return nil, nil
+	}
+}
+
 func openFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	fds, err := os.ReadDir("/proc/self/fd")
