@@ -225,6 +225,33 @@ func (g *Growth) Grown(from int64) (*TreeEdge, []Tile, error) {
 	return g.edge, g.tiles, nil
 }
 
+// GrowEdge adds batch (log leaves) to the log of size leaves and returns
+// its edge after them with the tiles to store: ahead's when it grew from
+// that size (ahead may be nil), else kept grown here when kept has that
+// size, else load's. A load error comes back as load returned it.
+func GrowEdge(ahead *Growth, kept *TreeEdge, size int64, batch []*Record, load func() (*TreeEdge, error)) (*TreeEdge, []Tile, error) {
+	if ahead != nil {
+		edge, tiles, err := ahead.Grown(size)
+		if err != nil {
+			return nil, nil, fmt.Errorf("evidence: %w", err)
+		}
+		if edge != nil {
+			return edge, tiles, nil
+		}
+	}
+	leaves, err := LeafHashes(batch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("evidence: %w", err)
+	}
+	edge := kept
+	if edge == nil || edge.Size() != size {
+		if edge, err = load(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return edge, edge.Append(leaves), nil
+}
+
 // Wait waits for the growth to end (it reads the batch).
 func (g *Growth) Wait() { <-g.done }
 

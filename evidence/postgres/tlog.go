@@ -195,24 +195,11 @@ func (s *Store) appendLog(ctx context.Context, tx pgx.Tx, head evidence.Link, ba
 		}
 	}
 	size := int64(batch[k].Chain.Seq - base - 1)
-	var edge *evidence.TreeEdge
-	var tiles []evidence.Tile
-	if ahead != nil && k == 0 {
-		if edge, tiles, err = ahead.Grown(size); err != nil {
-			return nil, nil, fmt.Errorf("postgres: append: %w", err)
-		}
-	}
-	if edge == nil {
-		leaves, err := evidence.LeafHashes(batch[k:])
-		if err != nil {
-			return nil, nil, fmt.Errorf("postgres: append: %w", err)
-		}
-		if edge = s.edges.take(replica); edge == nil || edge.Size() != size {
-			if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
-				return nil, nil, err
-			}
-		}
-		tiles = edge.Append(leaves)
+	edge, tiles, err := evidence.GrowEdge(ahead, s.edges.take(replica), size, batch[k:], func() (*evidence.TreeEdge, error) {
+		return s.loadEdge(ctx, tx, replica, base, size)
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	for _, t := range tiles {
 		if t.L == 0 {

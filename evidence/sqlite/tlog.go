@@ -196,29 +196,13 @@ func (s *Store) appendLog(ctx context.Context, tx *sql.Tx, head evidence.Link, b
 		}
 	}
 	size := int64(batch[k].Chain.Seq - base - 1)
-	var tiles []evidence.Tile
-	edge := s.logs[replica]
+	kept := s.logs[replica]
 	delete(s.logs, replica)
-	if ahead != nil && k == 0 {
-		grown, t, err := ahead.Grown(size)
-		if err != nil {
-			return fmt.Errorf("evidence sqlite: %w", err)
-		}
-		if grown != nil {
-			edge, tiles = grown, t
-		}
-	}
-	if tiles == nil { // not grown ahead (Append returns a tile at least)
-		leaves, err := evidence.LeafHashes(batch[k:])
-		if err != nil {
-			return fmt.Errorf("evidence sqlite: %w", err)
-		}
-		if edge == nil || edge.Size() != size {
-			if edge, err = s.loadEdge(ctx, tx, replica, base, size); err != nil {
-				return err
-			}
-		}
-		tiles = edge.Append(leaves)
+	edge, tiles, err := evidence.GrowEdge(ahead, kept, size, batch[k:], func() (*evidence.TreeEdge, error) {
+		return s.loadEdge(ctx, tx, replica, base, size)
+	})
+	if err != nil {
+		return err
 	}
 	for _, t := range tiles {
 		if t.L == 0 {
