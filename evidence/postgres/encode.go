@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -189,7 +190,7 @@ func (s *Store) internShapes(ctx context.Context, tx pgx.Tx, e *encoding, from i
 			missing = append(missing, i)
 		}
 	}
-	slices.SortFunc(missing, func(a, b int) int { return compareSums(e.sums[a], e.sums[b]) })
+	slices.SortFunc(missing, func(a, b int) int { return bytes.Compare(e.sums[a][:], e.sums[b][:]) })
 	var cols [11][]string
 	ds := make([][]byte, len(missing))
 	bodies := make([][]byte, len(missing))
@@ -231,15 +232,6 @@ func (s *Store) internShapes(ctx context.Context, tx pgx.Tx, e *encoding, from i
 		}
 	}
 	return nil
-}
-
-func compareSums(a, b [32]byte) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return int(a[i]) - int(b[i])
-		}
-	}
-	return 0
 }
 
 // remember puts the shapes a committed transaction numbered in the
