@@ -45,8 +45,9 @@ func (k *kubeOptions) restConfig() (*rest.Config, error) {
 }
 
 // watchWorkloads starts the informers that feed a workload index and waits,
-// at most SyncTimeout, for their first list; stop ends them.
-func watchWorkloads(k kubeOptions, log zerolog.Logger) (ix *workload.Index, stop func(), err error) {
+// at most SyncTimeout and until ctx (serve's start) ends, for their first
+// list; stop ends them.
+func watchWorkloads(ctx context.Context, k kubeOptions, log zerolog.Logger) (ix *workload.Index, stop func(), err error) {
 	if k.Kubeconfig != "" && !k.Enabled {
 		return nil, nil, errors.New("--kubeconfig is for --kubernetes, which is not set")
 	}
@@ -60,11 +61,14 @@ func watchWorkloads(k kubeOptions, log zerolog.Logger) (ix *workload.Index, stop
 		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	ix = workload.NewIndex()
-	ctx, cancel := context.WithCancel(context.Background())
+	// The informers live until stop, beyond serve's start.
+	wctx, cancel := context.WithCancel(context.Background())
 	synced := make(chan error, 1)
-	go func() { synced <- workload.Watch(ctx, cs, ix) }()
+	go func() { synced <- workload.Watch(wctx, cs, ix) }()
 	select {
 	case err = <-synced:
+	case <-ctx.Done():
+		err = context.Cause(ctx)
 	case <-time.After(k.SyncTimeout):
 		err = fmt.Errorf("pods, replicasets and jobs not listed from %s within --kubernetes-sync-timeout %s (can it be reached, and may meshproof list and watch them?)", cfg.Host, k.SyncTimeout)
 	}

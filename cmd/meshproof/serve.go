@@ -370,7 +370,7 @@ func (s *server) build(ctx context.Context) error {
 		return err
 	}
 	if o.Kube.Enabled || o.Kube.Kubeconfig != "" {
-		ix, stop, err := watchWorkloads(o.Kube, log)
+		ix, stop, err := watchWorkloads(ctx, o.Kube, log)
 		if err != nil {
 			return err
 		}
