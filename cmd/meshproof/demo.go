@@ -38,8 +38,11 @@ httpbin behind a PERMISSIVE sidecar that calls meshproof's ext_authz, sleep over
 mTLS, a legacy client in plaintext, now and then a forged x-forwarded-client-cert
 header (denied) and a curl with a client certificate but no Istio ALPN (its TLS
 handshake fails on the plaintext chain, so meshproof never sees it: curl's exit code
-35). It prints the page's URL and commands to try, writes the certificate its curl
-uses with the commands that repeat that call by hand, and runs until interrupted.`
+35). A simulated cluster stands behind the loopback addresses (pods, ReplicaSets and
+Deployments, read through serve --kubernetes's informers), so every record names its
+peers' workloads. It prints the page's URL and commands to try, writes the certificate
+its curl uses with the commands that repeat that call by hand, and runs until
+interrupted.`
 
 // demoOptions is the command line of `meshproof demo`.
 type demoOptions struct {
