@@ -1,9 +1,11 @@
 // Package istio computes the mTLS mode a cluster is configured for, to put
 // beside the traffic meshproof observes: the server side from
 // PeerAuthentication (istioctl's old AUTHN POLICY column) and the client side
-// from DestinationRule (its DESTINATION RULE column). Everything here is a
-// pure function over the typed Istio objects; informers and reports live
-// elsewhere.
+// from DestinationRule (its DESTINATION RULE column). The decisions are pure
+// functions over the typed Istio objects; Watch keeps a Config of them
+// current from the cluster through informers of those two kinds alone
+// (REST clients of their two API groups, no clientset), rebuilt on every
+// change and read without a lock. Reports live elsewhere.
 //
 // PeerAuthentication, as Istio composes it for a sidecar
 // (pilot's ComposePeerAuthentication; the PeerAuthentication reference and
