@@ -23,7 +23,7 @@ func (s *Server) tlsCheck(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rq := report.Query{Destination: q.get("destination"), Namespace: q.get("namespace")}
+	rq := report.Query{Destination: q.get("destination"), Namespace: q.get("namespace"), Config: s.cfg.Istio}
 	if rq.Since, err = q.timeParam("since", tlsCheckWindow); err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (s *Server) strictReadiness(w http.ResponseWriter, r *http.Request) error {
 	if q.get("known_since") != "" {
 		return badParamf("known_since", "goes with namespace or all_namespaces, not destination")
 	}
-	rep, err := report.StrictReadiness(ctx, s.store, destination, since, until)
+	rep, err := report.StrictReadiness(ctx, s.store, destination, since, until, s.cfg.Istio)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
 )
 
 // Config says who may read the evidence and what else the listener serves.
@@ -40,6 +41,11 @@ type Config struct {
 	// server unready, such as an evidence store spooling while its
 	// database is down.
 	Health func() map[string]any
+	// Istio, when set, puts the cluster's configured mTLS modes beside the
+	// traffic in the reports (tls-check, strict-readiness by destination):
+	// serve --kubernetes's, from Istio's PeerAuthentications and
+	// DestinationRules.
+	Istio report.Configuration
 	// UI, when set, serves /ui/ and everything below it (it sees the whole
 	// path, /ui/...). It is served without authentication: it is the static
 	// page, which asks for a token and sends it with its API calls.

@@ -25,6 +25,9 @@ type StrictReadinessReport struct {
 	Total    int64            `json:"total"`
 	Counts   Counts           `json:"counts"`
 	Blocking []BlockingClient `json:"blocking"`
+	// AuthnPolicy is the PeerAuthentication mode the destination is
+	// configured for (see TLSCheckRow); only with a Configuration.
+	AuthnPolicy *Setting `json:"authn_policy,omitempty"`
 }
 
 // BlockingClient is a client that sent the destination requests STRICT
@@ -35,6 +38,10 @@ type StrictReadinessReport struct {
 type BlockingClient struct {
 	Client
 	Count int64 `json:"count"`
+	// NoSidecar: the client's workload runs without Istio's proxy, so it
+	// cannot send mTLS at all and will break under STRICT (a DestinationRule
+	// will not help). Only with a Configuration and a resolved workload.
+	NoSidecar bool `json:"no_sidecar,omitempty"`
 }
 
 // ErrNoDestination is returned when StrictReadiness is asked about no
@@ -45,8 +52,10 @@ var ErrNoDestination = errors.New("report: strict readiness needs a destination 
 // in :authority, or a destination principal) in [since, until) was mTLS,
 // and lists the clients that were not, most requests first. A destination
 // principal is widened to the hosts it served, because plaintext requests
-// carry no destination principal.
-func StrictReadiness(ctx context.Context, r evidence.Reader, destination string, since, until time.Time) (StrictReadinessReport, error) {
+// carry no destination principal. With cfg (nil for none) each blocking
+// client is named by its workload, those without a sidecar are said to
+// break under STRICT, and the destination's configured mode is given.
+func StrictReadiness(ctx context.Context, r evidence.Reader, destination string, since, until time.Time, cfg Configuration) (StrictReadinessReport, error) {
 	if destination == "" {
 		return StrictReadinessReport{}, ErrNoDestination
 	}
@@ -63,6 +72,11 @@ func StrictReadiness(ctx context.Context, r evidence.Reader, destination string,
 	}
 	rep.Ready = rep.Total > 0 && len(rep.Blocking) == 0
 	rep.Reason = reason(rep, j.clients)
+	if cfg != nil {
+		if err := configureReadiness(ctx, r, cfg, &rep); err != nil {
+			return StrictReadinessReport{}, err
+		}
+	}
 	return rep, nil
 }
 

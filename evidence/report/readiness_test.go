@@ -92,7 +92,7 @@ func TestStrictReadiness(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rep, err := StrictReadiness(context.Background(), &groupsReader{groups: tc.groups}, tc.dest, t0, t0.Add(time.Hour))
+			rep, err := StrictReadiness(context.Background(), &groupsReader{groups: tc.groups}, tc.dest, t0, t0.Add(time.Hour), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,11 +114,11 @@ func TestStrictReadiness(t *testing.T) {
 
 func TestStrictReadinessInput(t *testing.T) {
 	r := &groupsReader{}
-	if _, err := StrictReadiness(context.Background(), r, "", t0, time.Time{}); !errors.Is(err, ErrNoDestination) {
+	if _, err := StrictReadiness(context.Background(), r, "", t0, time.Time{}, nil); !errors.Is(err, ErrNoDestination) {
 		t.Errorf("no destination: %v, want ErrNoDestination", err)
 	}
 	var fe *evidence.FilterError
-	if _, err := StrictReadiness(context.Background(), r, "a\x00b", t0, time.Time{}); !errors.As(err, &fe) || fe.Field != "destination" {
+	if _, err := StrictReadiness(context.Background(), r, "a\x00b", t0, time.Time{}, nil); !errors.As(err, &fe) || fe.Field != "destination" {
 		t.Errorf("NUL destination: %v, want a FilterError on destination", err)
 	}
 	if _, err := TLSCheck(context.Background(), r, Query{Since: t0, Until: t0}); !errors.As(err, &fe) || fe.Field != "until" {
@@ -128,7 +128,7 @@ func TestStrictReadinessInput(t *testing.T) {
 		t.Errorf("invalid queries reached the store: %+v", r.queries)
 	}
 	// A zero until is now, and the report says so.
-	rep, err := StrictReadiness(context.Background(), r, httpbin, t0, time.Time{})
+	rep, err := StrictReadiness(context.Background(), r, httpbin, t0, time.Time{}, nil)
 	if err != nil || time.Since(rep.Until) > time.Minute {
 		t.Errorf("until = %s, %v; want about now", rep.Until, err)
 	}
@@ -142,7 +142,7 @@ func TestBlockingClientTimes(t *testing.T) {
 		g(sleepID, httpbin, httpbinID, evidence.MTLS, true, 2, 30, 50, "later-mtls"),
 		g(sleepID, httpbin, httpbinID, evidence.MTLSMismatch, false, 1, 10, 20, "mismatch"),
 	}}
-	rep, err := StrictReadiness(context.Background(), r, httpbin, t0, t0.Add(time.Hour))
+	rep, err := StrictReadiness(context.Background(), r, httpbin, t0, t0.Add(time.Hour), nil)
 	if err != nil || len(rep.Blocking) != 1 {
 		t.Fatalf("%+v, %v", rep, err)
 	}
@@ -172,7 +172,7 @@ func TestWidening(t *testing.T) {
 		{"spiffe://cluster.local/ns/nobody/sa/none", []string{"spiffe://cluster.local/ns/nobody/sa/none"}, 0},
 	} {
 		r := &groupsReader{groups: groups}
-		rep, err := StrictReadiness(context.Background(), r, tc.dest, t0, t0.Add(time.Hour))
+		rep, err := StrictReadiness(context.Background(), r, tc.dest, t0, t0.Add(time.Hour), nil)
 		var asked []string
 		for _, q := range r.queries {
 			asked = append(asked, q.Destination)

@@ -24,6 +24,33 @@
 //     bare name, an IP address or any other name has namespace "": the
 //     unknown namespace. (So does the rule place example.com in namespace
 //     com: a two-label name is a service of a namespace to Kubernetes.)
+//
+// With a Configuration (serve --kubernetes), TLSCheck and StrictReadiness
+// set the configured modes beside the traffic. The rollups keep no
+// workloads or ports, so each is taken from one record, read by id (one
+// Get per client): an approximation where several workloads or ports
+// serve one host.
+//   - The destination (AUTHN POLICY) is that of the example of the row's
+//     most telling client (suspect, then plaintext, then the latest):
+//     its Destination.Workload (namespace, and the labels its current pods
+//     carry, which the Configuration looks up) and its destination
+//     address's port, the container port PeerAuthentication's
+//     portLevelMtls names. A record without a workload (none resolved, or
+//     recorded without --kubernetes) or removed by retention leaves the
+//     row's namespace alone: namespace and mesh policies only, no port.
+//   - DESTINATION RULE is looked up for the host as a client named it in
+//     :authority, completed as Kubernetes' DNS would (svc.NS[.svc] is
+//     svc.NS.svc.cluster.local, a bare name a service of the
+//     destination's namespace), and the port it gave (80 when none): the
+//     row's from the destination's namespace, each client's from its own
+//     (its workload's, else its SPIFFE ID's, else the destination's).
+//   - CONFLICT is PLAINTEXT where the destination is configured STRICT:
+//     the plaintext reached a port or a sidecar the policy does not cover
+//     (or the workload taken is not the one that got it). SUSPECT stays
+//     first.
+//   - Clients are named by the workload of their example's source
+//     (Source.Workload), and a blocking client whose workload runs
+//     without a sidecar is marked: it will break under STRICT.
 package report
 
 import (
@@ -84,6 +111,13 @@ type Client struct {
 	// suspect request if any, else one without mTLS if any, else the latest
 	// group's.
 	ExampleID string `json:"example_id"`
+	// Workload is the client's workload, from the example record (only
+	// with a Configuration; nil when that record resolved none).
+	Workload *evidence.Workload `json:"workload,omitempty"`
+	// DestinationRule is the TLS the client is configured to originate
+	// to the destination, looked up from its namespace (tls-check with a
+	// Configuration only).
+	DestinationRule *Setting `json:"destination_rule,omitempty"`
 
 	example evidence.Group // the group ExampleID comes from
 }

@@ -75,7 +75,7 @@ func TestReportsFromSQLite(t *testing.T) {
 	}
 
 	for _, dest := range []string{httpbin, httpbinID} {
-		sr, err := StrictReadiness(ctx, s, dest, day1, day2)
+		sr, err := StrictReadiness(ctx, s, dest, day1, day2, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestReportsFromSQLite(t *testing.T) {
 		if err != nil || got.Verdict != evidence.Plaintext {
 			t.Errorf("day one, %s: example %s = %v, %v; want a plaintext record", dest, sr.Blocking[0].ExampleID, got, err)
 		}
-		sr, err = StrictReadiness(ctx, s, dest, day2, day2.Add(24*time.Hour))
+		sr, err = StrictReadiness(ctx, s, dest, day2, day2.Add(24*time.Hour), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

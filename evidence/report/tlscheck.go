@@ -20,6 +20,10 @@ type Query struct {
 	// Namespace narrows the report to the destinations of one namespace,
 	// placed as StrictReadinessByNamespace places them; not with Destination.
 	Namespace string
+	// Config, when set, puts the configured modes beside each row
+	// (AuthnPolicy, DestinationRule, CONFLICT) and names each client's
+	// workload; nil leaves the report as it was without one.
+	Config Configuration
 }
 
 // Statuses of a TLSCheck row.
@@ -27,6 +31,8 @@ const (
 	StatusOK        = "OK"        // every request was mTLS
 	StatusPlaintext = "PLAINTEXT" // some plaintext, or TLS without a client certificate
 	StatusSuspect   = "SUSPECT"   // some mtls_mismatch or xfcc_unverified: the evidence contradicts itself
+	// StatusConflict (with a Configuration only) replaces PLAINTEXT when
+	// the destination is configured STRICT.
 )
 
 // Server modes observed inbound, as istioctl authn tls-check printed them.
@@ -64,6 +70,15 @@ type TLSCheckRow struct {
 	Total     int64    `json:"total"`
 	Counts    Counts   `json:"counts"`
 	Clients   []Client `json:"clients"`
+	// AuthnPolicy is the PeerAuthentication mode the destination's
+	// workload is configured for on the port it was reached on, and the
+	// policy that decided (no name: Istio's default PERMISSIVE); only
+	// with a Configuration. The package doc says which workload and port.
+	AuthnPolicy *Setting `json:"authn_policy,omitempty"`
+	// DestinationRule is the TLS clients in the destination's namespace
+	// are configured to originate to it (no name and no mode: no rule,
+	// auto mTLS); each client has its own. Only with a Configuration.
+	DestinationRule *Setting `json:"destination_rule,omitempty"`
 }
 
 // TLSCheck reports, per destination host, which clients reached it over
@@ -124,6 +139,11 @@ func TLSCheck(ctx context.Context, r evidence.Reader, q Query) (TLSCheckReport, 
 	slices.SortFunc(rep.Rows, func(a, b TLSCheckRow) int {
 		return cmp.Or(strings.Compare(a.Destination, b.Destination), strings.Compare(a.DestinationPrincipal, b.DestinationPrincipal))
 	})
+	if q.Config != nil {
+		if err := configure(ctx, r, q.Config, rep.Rows); err != nil {
+			return TLSCheckReport{}, err
+		}
+	}
 	return rep, nil
 }
 
