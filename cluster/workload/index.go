@@ -67,6 +67,7 @@ type pod struct {
 	// w is published to Resolve's callers: never changed once set, only
 	// replaced (publish) when the pod or its owner changes.
 	w       *Workload
+	labels  map[string]string // the Pod's own map: never written
 	owner   ownerRef
 	rv      string
 	created time.Time
@@ -325,6 +326,7 @@ func newPod(in *corev1.Pod) *pod {
 			Version:        version,
 			Sidecar:        hasSidecar(&in.Spec),
 		},
+		labels:   in.Labels,
 		owner:    controllerOf(in.OwnerReferences),
 		rv:       in.ResourceVersion,
 		created:  in.CreationTimestamp.Time,

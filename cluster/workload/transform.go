@@ -1,6 +1,8 @@
 package workload
 
 import (
+	"maps"
+
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -67,8 +69,7 @@ func slimPod(in *corev1.Pod) *corev1.Pod {
 }
 
 // slimMeta keeps the identity, the resourceVersion the Index orders by, the
-// controller reference, and for a Pod its creation time and the labels App
-// and Version come from.
+// controller reference, and for a Pod its creation time and labels.
 func slimMeta(in *metav1.ObjectMeta, isPod bool) metav1.ObjectMeta {
 	out := metav1.ObjectMeta{
 		Name:            in.Name,
@@ -86,13 +87,8 @@ func slimMeta(in *metav1.ObjectMeta, isPod bool) metav1.ObjectMeta {
 		return out
 	}
 	out.CreationTimestamp = in.CreationTimestamp
-	for _, k := range keptLabels {
-		if v, ok := in.Labels[k]; ok {
-			if out.Labels == nil {
-				out.Labels = make(map[string]string, len(keptLabels))
-			}
-			out.Labels[k] = v
-		}
-	}
+	// Every label: App and Version come from some, and PeerAuthentication
+	// selectors (cluster/istio) may name any.
+	out.Labels = maps.Clone(in.Labels)
 	return out
 }

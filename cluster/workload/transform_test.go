@@ -72,8 +72,7 @@ func TestTransformPod(t *testing.T) {
 		if len(slim.ManagedFields) != 0 || len(slim.Annotations) != 0 || slim.GenerateName != "" {
 			t.Errorf("metadata kept: %+v", slim.ObjectMeta)
 		}
-		wantLabels := map[string]string{"app": "cart", "app.kubernetes.io/name": "cart", "app.kubernetes.io/version": "1.14.2", "version": "v1"}
-		if !equality.Semantic.DeepEqual(slim.Labels, wantLabels) {
+		if wantLabels := in.Labels; !equality.Semantic.DeepEqual(slim.Labels, wantLabels) {
 			t.Errorf("labels %v, want %v", slim.Labels, wantLabels)
 		}
 		if len(slim.Spec.Volumes) != 0 || len(slim.Status.Conditions) != 0 || len(slim.Status.ContainerStatuses) != 0 {

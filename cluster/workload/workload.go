@@ -47,9 +47,6 @@ const (
 	labelVersionOld = "version"
 )
 
-// keptLabels are the only labels Transform keeps.
-var keptLabels = [...]string{labelName, labelApp, labelVersion, labelVersionOld}
-
 // ownerRef is a controller reference reduced to what resolution needs.
 // Kind is empty when there is no controller.
 type ownerRef struct {
