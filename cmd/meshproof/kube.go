@@ -11,7 +11,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/meshproof/meshproof/cluster/istio"
 	"github.com/meshproof/meshproof/cluster/workload"
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
 )
 
 // kubeOptions turn on the cluster's own names in records (issue 16).
@@ -23,12 +26,16 @@ type kubeOptions struct {
 	// static, when set, is the cluster to watch instead of an API server
 	// (the demo's); it has no flag.
 	static *workload.Sources
+	// IstioRoot is Istio's root namespace, whose namespace-wide
+	// PeerAuthentication is mesh-wide.
+	IstioRoot string
 }
 
 func (k *kubeOptions) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&k.Enabled, "kubernetes", k.Enabled, "record each Check's source and destination workloads (namespace, owner, pod, service account; resolved from the pod IPs when the Check is made), watching pods, replicasets and jobs: in-cluster credentials, or --kubeconfig")
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", k.Kubeconfig, "with --kubernetes, the kubeconfig file to reach the API server with (outside a pod)")
-	fs.DurationVar(&k.SyncTimeout, "kubernetes-sync-timeout", k.SyncTimeout, "with --kubernetes, how long serve waits at start for the first list of pods, replicasets and jobs before it gives up")
+	fs.DurationVar(&k.SyncTimeout, "kubernetes-sync-timeout", k.SyncTimeout, "with --kubernetes, how long serve waits at start for the first list of pods, replicasets and jobs, then of Istio's peerauthentications and destinationrules, before it gives up")
+	fs.StringVar(&k.IstioRoot, "istio-root-namespace", k.IstioRoot, "with --kubernetes, Istio's root namespace (the mesh config's rootNamespace): its PeerAuthentication without a selector is mesh-wide")
 }
 
 // restConfig is the kubeconfig's, or the pod's own service account's.
@@ -105,4 +112,66 @@ func watchWorkloads(ctx context.Context, k kubeOptions, log zerolog.Logger) (ix 
 		cancel()
 		<-w.stopped
 	}, nil
+}
+
+// watchIstio starts the informers of Istio's PeerAuthentications and
+// DestinationRules, as watchWorkloads does, and returns what the reports
+// set beside the traffic: their modes, with the pods' labels from ix.
+func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zerolog.Logger) (report.Configuration, func(), error) {
+	cfg, err := k.restConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.UserAgent = "meshproof"
+	cs, err := istio.NewClients(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	type watched struct {
+		w   *istio.Watcher
+		err error
+	}
+	synced := make(chan watched, 1)
+	go func() {
+		w, err := istio.Watch(wctx, cs, k.IstioRoot)
+		synced <- watched{w, err}
+	}()
+	var w watched
+	select {
+	case w = <-synced:
+	case <-ctx.Done():
+		w.err = context.Cause(ctx)
+	case <-time.After(k.SyncTimeout):
+		w.err = fmt.Errorf("peerauthentications and destinationrules not listed from %s within --kubernetes-sync-timeout %s (are Istio's CRDs installed, and may meshproof list and watch them?)", cfg.Host, k.SyncTimeout)
+	}
+	if w.err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("kubernetes: %w", w.err)
+	}
+	c := w.w.Config()
+	log.Info().Str("api_server", cfg.Host).Int("peerauthentications", c.PeerAuthentications).
+		Int("destinationrules", c.DestinationRules).Msg("watching Istio's mTLS configuration")
+	return istioConfig{w.w, ix}, cancel, nil
+}
+
+// istioConfig is report.Configuration over the Istio watch and the pods'
+// labels.
+type istioConfig struct {
+	w    *istio.Watcher
+	pods *workload.Index
+}
+
+func (c istioConfig) PeerAuthentication(ns string, w *evidence.Workload, port uint32) report.Setting {
+	var labels map[string]string
+	if w != nil {
+		labels = c.pods.Labels(*w)
+	}
+	d := c.w.Config().PeerMode(istio.Workload{Namespace: ns, Labels: labels}, port)
+	return report.Setting{Name: d.Policy, Mode: d.Mode}
+}
+
+func (c istioConfig) DestinationRule(clientNS, host string, port uint32) report.Setting {
+	d := c.w.Config().ClientTLS(clientNS, host, port)
+	return report.Setting{Name: d.Rule, Mode: d.Mode}
 }

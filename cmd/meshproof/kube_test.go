@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,10 +21,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
+	"github.com/meshproof/meshproof/cluster/istio"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
 	"github.com/meshproof/meshproof/internal/kubetest"
 )
 
@@ -178,5 +184,128 @@ func TestWatchWorkloadsStop(t *testing.T) {
 				t.Error("informer goroutines left once stop returned")
 			}
 		})
+	}
+}
+
+// TestServeKubernetesConflict: serve --kubernetes puts Istio's configuration
+// beside the traffic in the API's reports. The destination pod is selected
+// by a STRICT PeerAuthentication (by its label, which only the pods' index
+// knows) and a DestinationRule sets ISTIO_MUTUAL for its service; a
+// plaintext Check to it from a pod without a sidecar is a CONFLICT in
+// tls-check, and strict-readiness says that client will break under STRICT.
+func TestServeKubernetesConflict(t *testing.T) {
+	cs := kubetest.Clientset(t) // skips without a test API server
+	kubeconfig := os.Getenv("MESHPROOF_TEST_KUBECONFIG")
+	ns := kubetest.Namespace(t, cs)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, sa := range []string{"sleep", "app"} {
+		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// authztest's requests go from 10.0.0.1 to 10.0.0.2:8080, host app:8080.
+	runPod := func(name, ip string, labels map[string]string, containers ...string) {
+		t.Helper()
+		spec := corev1.PodSpec{ServiceAccountName: name}
+		for _, c := range containers {
+			spec.Containers = append(spec.Containers, corev1.Container{Name: c, Image: "registry.example/" + c})
+		}
+		p, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Spec: spec}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// Nothing collects a deleted namespace's pods here: their IPs
+			// must not outlive the test.
+			_ = cs.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+		})
+		p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = corev1.PodRunning, ip, []corev1.PodIP{{IP: ip}}
+		if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runPod("sleep", "10.0.0.1", map[string]string{"app": "sleep"}, "sleep")
+	runPod("app", "10.0.0.2", map[string]string{"app": "httpbin", "tier": "backend"}, "httpbin", "istio-proxy")
+
+	ic, err := istio.NewClients(kubetest.Config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(c any, resource, body string) {
+		t.Helper()
+		if err := c.(*rest.RESTClient).Post().Namespace(ns).Resource(resource).Body([]byte(body)).Do(ctx).Error(); err != nil {
+			t.Fatalf("create %s: %v", resource, err)
+		}
+	}
+	post(ic.Security, "peerauthentications", `{"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication",
+		"metadata":{"name":"backend"},"spec":{"selector":{"matchLabels":{"tier":"backend"}},"mtls":{"mode":"STRICT"}}}`)
+	post(ic.Networking, "destinationrules", `{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule",
+		"metadata":{"name":"app"},"spec":{"host":"app","trafficPolicy":{"tls":{"mode":"ISTIO_MUTUAL"}}}}`)
+
+	o, err := parseServe(t, "--store", "sqlite:"+filepath.Join(t.TempDir(), "evidence.db"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--replica", "r1", "--evidence-durability", "sync", "--kubernetes", "--kubeconfig", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := make(chan [2]net.Addr, 1)
+	o.onListen = func(g, h net.Addr) { bound <- [2]net.Addr{g, h} }
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- serve(sctx, o, zerolog.Nop()) }()
+	defer func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	var addrs [2]net.Addr
+	select {
+	case addrs = <-bound:
+	case err := <-served:
+		t.Fatalf("serve: %v", err)
+	}
+	conn, err := grpc.NewClient(addrs[0].String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := authv3.NewAuthorizationClient(conn).Check(ctx, authztest.NewRequest()); err != nil {
+		t.Fatal(err)
+	}
+
+	get := func(path string, into any) {
+		t.Helper()
+		resp, err := http.Get("http://" + addrs[1].String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s %s", path, resp.Status, body)
+		}
+		if err := json.Unmarshal(body, into); err != nil {
+			t.Fatalf("GET %s: %v: %s", path, err, body)
+		}
+	}
+	var tc report.TLSCheckReport
+	get("/v1/reports/tls-check?since=2020-01-01T00:00:00Z", &tc)
+	if len(tc.Rows) != 1 {
+		t.Fatalf("tls-check rows %+v, want app:8080's", tc.Rows)
+	}
+	row := tc.Rows[0]
+	sleep := evidence.Workload{Namespace: ns, Kind: "Pod", Name: "sleep", Pod: "sleep", ServiceAccount: "sleep", App: "sleep"}
+	if row.Status != report.StatusConflict || row.AuthnPolicy == nil || *row.AuthnPolicy != (report.Setting{Name: "backend." + ns, Mode: "STRICT"}) ||
+		row.DestinationRule == nil || *row.DestinationRule != (report.Setting{Name: "app." + ns, Mode: "ISTIO_MUTUAL"}) ||
+		len(row.Clients) != 1 || row.Clients[0].Workload == nil || *row.Clients[0].Workload != sleep {
+		t.Errorf("tls-check row %+v (authn %+v, rule %+v), want CONFLICT from backend.%s STRICT, rule app.%[4]s ISTIO_MUTUAL, client %+[5]v",
+			row, row.AuthnPolicy, row.DestinationRule, ns, sleep)
+	}
+	var sr report.StrictReadinessReport
+	get("/v1/reports/strict-readiness?destination=app:8080&since=2020-01-01T00:00:00Z", &sr)
+	if sr.Ready || len(sr.Blocking) != 1 || !sr.Blocking[0].NoSidecar || !strings.Contains(sr.Reason, "will break under STRICT") ||
+		sr.AuthnPolicy == nil || sr.AuthnPolicy.Mode != "STRICT" {
+		t.Errorf("strict-readiness %+v (authn %+v), want sleep blocking without a sidecar under STRICT", sr, sr.AuthnPolicy)
 	}
 }

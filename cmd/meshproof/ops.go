@@ -18,6 +18,7 @@ import (
 	"github.com/meshproof/meshproof/api"
 	"github.com/meshproof/meshproof/api/ui"
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
 	"github.com/meshproof/meshproof/internal/tlsfiles"
 )
 
@@ -40,6 +41,8 @@ type httpOptions struct {
 	// logs takes OPA's decision log uploads at /logs (serve --role serve
 	// sets it); not an option.
 	logs http.Handler
+	// istio is serve --kubernetes's configuration for the reports.
+	istio report.Configuration
 }
 
 func (o *httpOptions) flags(fs *pflag.FlagSet) {
@@ -89,6 +92,7 @@ func (o *httpOptions) httpServer(store evidence.Store, reg *prometheus.Registry,
 		Health:            health,
 		UI:                ui.Handler(),
 		Logs:              o.logs,
+		Istio:             o.istio,
 		IngestAllowSPIFFE: o.IngestAllowSPIFFE,
 	}
 	if o.Pprof {

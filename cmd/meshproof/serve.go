@@ -21,6 +21,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/meshproof/meshproof/authz"
+	"github.com/meshproof/meshproof/cluster/istio"
 	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/recorder"
@@ -58,7 +59,7 @@ func defaultServeOptions() serveOptions {
 		Policy:   rego.Defaults(),
 		Authz:    a,
 		Evidence: defaultEvidenceOptions(),
-		Kube:     kubeOptions{SyncTimeout: time.Minute},
+		Kube:     kubeOptions{SyncTimeout: time.Minute, IstioRoot: istio.DefaultRootNamespace},
 		Log:      defaultLogOptions(),
 		Grace:    10 * time.Second,
 		// The live heap is small (policy, caches), so Go's default GC target
@@ -379,6 +380,15 @@ func (s *server) build(ctx context.Context) error {
 			return nil
 		})
 		s.svc.ResolveWorkloads(ix)
+		cfg, stopIstio, err := watchIstio(ctx, o.Kube, ix, log)
+		if err != nil {
+			return err
+		}
+		s.opened("istio informers", "", func() error {
+			stopIstio()
+			return nil
+		})
+		o.HTTP.istio = cfg
 	}
 	if o.HTTP.logs, err = decisionlog.New(decisionLogConfig(s.store, o.Evidence, s.reg), s.svc, s.rec, log); err != nil {
 		return err
