@@ -15,6 +15,7 @@ import (
 	"github.com/meshproof/meshproof/api/params"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
+	"github.com/meshproof/meshproof/evidence/report"
 )
 
 // spec is the part of openapi.json the tests hold the server to.
@@ -123,7 +124,8 @@ func TestOpenAPISchemas(t *testing.T) {
 	appendChained(t, store, storyRecords(now))
 	full := evidencetest.Amended("01FULL0000000000000000000", "full", now.Add(-time.Hour))
 	appendChained(t, store, []*evidence.Record{full})
-	ts := newTestServer(t, store, Config{}, now)
+	// With a configuration, so that the reports carry its fields too.
+	ts := newTestServer(t, store, Config{Istio: strictEverywhere{}}, now)
 	decode := func(path string) map[string]any {
 		var m map[string]any
 		ts.get(t, path, "").decode(t, &m)
@@ -137,7 +139,10 @@ func TestOpenAPISchemas(t *testing.T) {
 	page := decode("/v1/evidence?limit=1")
 	rec := decode("/v1/evidence/" + full.ID)
 	object := func(v any) map[string]any { return v.(map[string]any) }
-	optional := map[string]bool{"destination_principal": true, "parameter": true, "effective": true, "principal": true}
+	// workload and no_sidecar come from records with workloads (serve
+	// --kubernetes), which the story's are not.
+	optional := map[string]bool{"destination_principal": true, "parameter": true, "effective": true, "principal": true,
+		"workload": true, "no_sidecar": true}
 	for _, c := range []struct {
 		schema string
 		json   map[string]any
@@ -162,6 +167,7 @@ func TestOpenAPISchemas(t *testing.T) {
 		{"SPIFFEID", object(object(rec["source"])["spiffe"])},
 		{"Certificate", object(object(rec["source"])["certificate"])},
 		{"XFCCElement", first(object(rec["xfcc"])["elements"])},
+		{"ConfiguredMode", object(first(tc["rows"])["authn_policy"])},
 	} {
 		want := s.properties(c.schema)
 		got := slices.Sorted(maps.Keys(c.json))
@@ -217,4 +223,16 @@ func TestOpenAPIFilterFromTable(t *testing.T) {
 	if bytes.Contains(openAPI, []byte("x-meshproof-filter")) {
 		t.Error("the served document keeps the filter mark")
 	}
+}
+
+// strictEverywhere is a cluster configured STRICT by one mesh-wide policy,
+// with one DestinationRule for every host.
+type strictEverywhere struct{}
+
+func (strictEverywhere) PeerAuthentication(string, *evidence.Workload, uint32) report.Setting {
+	return report.Setting{Name: "default.istio-system", Mode: "STRICT"}
+}
+
+func (strictEverywhere) DestinationRule(string, string, uint32) report.Setting {
+	return report.Setting{Name: "all.istio-system", Mode: "ISTIO_MUTUAL"}
 }

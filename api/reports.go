@@ -76,7 +76,7 @@ func (s *Server) strictReadiness(w http.ResponseWriter, r *http.Request) error {
 		if until.IsZero() {
 			until = q.now // known_since's default counts from it
 		}
-		nq := report.NamespaceQuery{Namespace: namespace, All: all, Since: since, Until: until}
+		nq := report.NamespaceQuery{Namespace: namespace, All: all, Since: since, Until: until, Config: s.cfg.Istio}
 		if nq.KnownSince, err = q.timeParam("known_since", 0); err != nil {
 			return err
 		}

@@ -187,21 +187,14 @@ func mostTelling(cs []Client) string {
 	return best.ExampleID
 }
 
-// configureReadiness names the blocking clients' workloads, marks those
-// without a sidecar, and sets the destination's configured mode.
-func configureReadiness(ctx context.Context, r evidence.Reader, cfg Configuration, rep *StrictReadinessReport) error {
-	ex := &examples{r: r}
-	var worst []Client
-	for i := range rep.Blocking {
-		b := &rep.Blocking[i]
-		rec, err := ex.get(ctx, b.ExampleID)
-		if err != nil {
-			return err
-		}
-		if rec != nil && rec.Source.Workload != nil {
-			b.Workload = rec.Source.Workload
-			b.NoSidecar = !b.Workload.Sidecar
-		}
+// configureReadiness describes the blocking clients (describeBlocking)
+// and sets the destination's configured mode.
+func configureReadiness(ctx context.Context, ex *examples, cfg Configuration, rep *StrictReadinessReport) error {
+	if err := describeBlocking(ctx, ex, cfg, rep.Blocking); err != nil {
+		return err
+	}
+	worst := make([]Client, 0, len(rep.Blocking))
+	for _, b := range rep.Blocking {
 		worst = append(worst, b.Client)
 	}
 	rec, err := ex.get(ctx, mostTelling(worst))
@@ -220,10 +213,66 @@ func configureReadiness(ctx context.Context, r evidence.Reader, cfg Configuratio
 		authn := cfg.PeerAuthentication(ns, w, port)
 		rep.AuthnPolicy = &authn
 	}
-	if n := countNoSidecar(rep.Blocking); n > 0 {
-		rep.Reason += "; " + noSidecarSentence(rep.Blocking, n)
+	rep.Reason += noSidecarClause(rep.Blocking)
+	return nil
+}
+
+// configureNamespaces describes the blocking clients of every namespace
+// and destination, and says in their verdicts and reasons which will break
+// under STRICT.
+func configureNamespaces(ctx context.Context, ex *examples, cfg Configuration, rep *NamespaceReadinessReport) error {
+	for i := range rep.Namespaces {
+		ns := &rep.Namespaces[i]
+		if err := describeBlocking(ctx, ex, cfg, ns.Blocking); err != nil {
+			return err
+		}
+		ns.Verdict += noSidecarClause(ns.Blocking)
+		for j := range ns.Workloads {
+			d := &ns.Workloads[j]
+			if err := describeBlocking(ctx, ex, cfg, d.Blocking); err != nil {
+				return err
+			}
+			d.Reason += noSidecarClause(d.Blocking)
+		}
 	}
 	return nil
+}
+
+// describeBlocking names each blocking client's workload from its example
+// record's source, marks those without a sidecar, and gives the
+// DestinationRule TLS it is configured to send with to the host it asked
+// for (the example's :authority).
+func describeBlocking(ctx context.Context, ex *examples, cfg Configuration, bs []BlockingClient) error {
+	for i := range bs {
+		b := &bs[i]
+		rec, err := ex.get(ctx, b.ExampleID)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			continue // removed by retention: nothing to say
+		}
+		if w := rec.Source.Workload; w != nil {
+			b.Workload, b.NoSidecar = w, !w.Sidecar
+		}
+		ns, _, _ := configuredDestination(rec, "")
+		if ns == "" {
+			ns, _ = hostNamespace(rec.Request.Host)
+		}
+		host, port := serviceHost(rec.Request.Host, ns)
+		d := cfg.DestinationRule(clientNamespace(rec, ns), host, port)
+		b.DestinationRule = &d
+	}
+	return nil
+}
+
+// noSidecarClause is "; " and the sentence naming the clients of bs
+// without a sidecar, "" when there are none.
+func noSidecarClause(bs []BlockingClient) string {
+	if n := countNoSidecar(bs); n > 0 {
+		return "; " + noSidecarSentence(bs, n)
+	}
+	return ""
 }
 
 func countNoSidecar(bs []BlockingClient) int {

@@ -188,12 +188,31 @@ func TestConfiguredReports(t *testing.T) {
 					}
 				} else if sr.Ready || len(sr.Blocking) != 1 || sr.Reason != tc.reason || sr.Blocking[0].NoSidecar != tc.noSidecar {
 					t.Errorf("%s: ready %v, reason %q, blocking %+v; want reason %q, no_sidecar %v", dest, sr.Ready, sr.Reason, sr.Blocking, tc.reason, tc.noSidecar)
-				} else if want := tc.legacy; !sameWorkload(sr.Blocking[0].Workload, want) {
-					t.Errorf("%s: blocking client's workload %+v, want %+v", dest, sr.Blocking[0].Workload, want)
+				} else if want := tc.legacy; !sameWorkload(sr.Blocking[0].Workload, want) || !sameSetting(sr.Blocking[0].DestinationRule, tc.legacyDR) {
+					t.Errorf("%s: blocking client's workload %+v, rule %+v; want %+v, %+v", dest, sr.Blocking[0].Workload, sr.Blocking[0].DestinationRule, want, tc.legacyDR)
 				}
 				if tc.cfg == nil && sr.AuthnPolicy != nil || tc.cfg != nil && sr.AuthnPolicy == nil {
 					t.Errorf("%s: authn policy %+v with configuration %v", dest, sr.AuthnPolicy, tc.cfg != nil)
 				}
+			}
+
+			// strict-readiness -n mtls-pg: the namespace's verdict and its
+			// destination's reason say the same of the blocking client.
+			nr, err := StrictReadinessByNamespace(ctx, s, NamespaceQuery{Namespace: "mtls-pg", Since: tc.since, Until: tc.until, Config: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(nr.Namespaces) != 1 || len(nr.Namespaces[0].Workloads) != 1 {
+				t.Fatalf("namespace report %+v, want mtls-pg with httpbin", nr)
+			}
+			ns, d := nr.Namespaces[0], nr.Namespaces[0].Workloads[0]
+			breaks := "; 1 client (legacy/deployment/legacy) runs without a sidecar and will break under STRICT"
+			if got := strings.HasSuffix(ns.Verdict, breaks) && strings.HasSuffix(d.Reason, breaks); got != tc.noSidecar {
+				t.Errorf("namespace verdict %q, destination reason %q: says legacy will break %v, want %v", ns.Verdict, d.Reason, got, tc.noSidecar)
+			}
+			if tc.reason != "" && (len(ns.Blocking) != 1 || !sameWorkload(ns.Blocking[0].Workload, tc.legacy) || ns.Blocking[0].NoSidecar != tc.noSidecar ||
+				!sameWorkload(d.Blocking[0].Workload, tc.legacy)) {
+				t.Errorf("namespace blocking %+v, destination blocking %+v; want legacy's workload %+v", ns.Blocking, d.Blocking, tc.legacy)
 			}
 		})
 	}

@@ -88,6 +88,9 @@ type NamespaceQuery struct {
 	// since KnownSince but none in the window is listed as no_traffic.
 	// Zero: DefaultKnown before Until. It may not be after Since.
 	KnownSince time.Time
+	// Config, when set, names the blocking clients' workloads and says
+	// which will break under STRICT (see StrictReadiness); nil for none.
+	Config Configuration
 }
 
 // DefaultKnown is how far back from until a destination is known when
@@ -167,7 +170,13 @@ func StrictReadinessByNamespace(ctx context.Context, r evidence.Reader, q Namesp
 			return NamespaceReadinessReport{}, fmt.Errorf("report: %w", err)
 		}
 	}
-	return buildNamespaces(before, inWindow, q, since, until, known), nil
+	rep := buildNamespaces(before, inWindow, q, since, until, known)
+	if q.Config != nil {
+		if err := configureNamespaces(ctx, &examples{r: r}, q.Config, &rep); err != nil {
+			return NamespaceReadinessReport{}, err
+		}
+	}
+	return rep, nil
 }
 
 // destAcc accumulates one destination.

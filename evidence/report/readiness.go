@@ -73,7 +73,7 @@ func StrictReadiness(ctx context.Context, r evidence.Reader, destination string,
 	rep.Ready = rep.Total > 0 && len(rep.Blocking) == 0
 	rep.Reason = reason(rep, j.clients)
 	if cfg != nil {
-		if err := configureReadiness(ctx, r, cfg, &rep); err != nil {
+		if err := configureReadiness(ctx, &examples{r: r}, cfg, &rep); err != nil {
 			return StrictReadinessReport{}, err
 		}
 	}

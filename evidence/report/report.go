@@ -115,8 +115,9 @@ type Client struct {
 	// with a Configuration; nil when that record resolved none).
 	Workload *evidence.Workload `json:"workload,omitempty"`
 	// DestinationRule is the TLS the client is configured to originate
-	// to the destination, looked up from its namespace (tls-check with a
-	// Configuration only).
+	// to the destination, looked up from its namespace (only with a
+	// Configuration; in strict-readiness for blocking clients, to the
+	// host their example asked for).
 	DestinationRule *Setting `json:"destination_rule,omitempty"`
 
 	example evidence.Group // the group ExampleID comes from
