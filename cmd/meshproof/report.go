@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -93,7 +96,15 @@ which did not, from the traffic meshproof saw: the successor of istioctl authn t
 STATUS is OK (every request mTLS), PLAINTEXT (some without a client certificate) or
 SUSPECT (some mtls_mismatch or xfcc_unverified). SERVER is the modes the destination
 accepted: mTLS, HTTP or HTTP/mTLS. One line per client: its mTLS share, requests and
-last request.`
+last request.
+
+When the server runs with --kubernetes, the table starts with istioctl authn tls-check's
+columns: HOST:PORT, STATUS, SERVER, CLIENT (what the DestinationRule makes clients send;
+on a client's line, what it sent), AUTHN POLICY (name.namespace/MODE of the
+PeerAuthentication that decides, -/PERMISSIVE for Istio's default) and DESTINATION RULE
+(name.namespace/MODE, auto for auto mTLS; on a client's line, its own where it differs).
+STATUS gains CONFLICT: configured STRICT, yet plaintext seen (a port or sidecar outside
+the policy). Clients are named by workload (namespace/kind/name).`
 
 // tlsCheckCommand is `meshproof report tls-check`.
 func tlsCheckCommand(stdout io.Writer) *cobra.Command {
@@ -145,7 +156,12 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 	fmt.Fprintf(w, "%s to %s seen, the first at %s, the last at %s (asked %s).\n\n",
 		plural(int(total), "request"), plural(len(rep.Rows), "destination"), stamp(first), when(last, now), window)
 	tw := newTable(w)
+	configured := slices.ContainsFunc(rep.Rows, func(r report.TLSCheckRow) bool { return r.AuthnPolicy != nil })
 	header := []string{"DESTINATION / CLIENT", "PRINCIPAL", "STATUS", "SERVER", "MTLS", "REQUESTS", "LAST SEEN"}
+	if configured {
+		// istioctl authn tls-check's columns first, then the traffic's.
+		header = []string{"HOST:PORT / CLIENT", "STATUS", "SERVER", "CLIENT", "AUTHN POLICY", "DESTINATION RULE", "PRINCIPAL", "MTLS", "REQUESTS", "LAST SEEN"}
+	}
 	if wide {
 		header = append(header, "FIRST SEEN", "DENIED")
 	}
@@ -167,6 +183,10 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 		}
 		line := []string{row.Destination, dash(row.DestinationPrincipal), row.Status, row.Server,
 			share(mtls, row.Total), fmt.Sprint(row.Total), dash(when(rowLast, now))}
+		if configured {
+			line = []string{row.Destination, row.Status, row.Server, clientMode(row.DestinationRule), authnCell(row.AuthnPolicy), ruleCell(row.DestinationRule),
+				dash(row.DestinationPrincipal), share(mtls, row.Total), fmt.Sprint(row.Total), dash(when(rowLast, now))}
+		}
 		if wide {
 			line = append(line, dash(when(rowFirst, now)), fmt.Sprint(denied))
 		}
@@ -174,6 +194,16 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 		for _, cl := range row.Clients { // the destination's clients, indented under it
 			line := []string{"  " + dash(cl.Client), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
 				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
+			if configured {
+				// The client by its workload, what it sent, and its own
+				// DestinationRule where it is not the row's.
+				rule := ""
+				if cl.DestinationRule != nil && (row.DestinationRule == nil || *cl.DestinationRule != *row.DestinationRule) {
+					rule = ruleCell(cl.DestinationRule)
+				}
+				line = []string{"  " + dash(cmp.Or(report.WorkloadName(cl.Workload), cl.Client)), "", "", sentModes(cl.Counts), "", rule,
+					clientPrincipal(cl), share(cl.Counts[evidence.MTLS], cl.Total), fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
+			}
 			if wide {
 				line = append(line, dash(when(cl.FirstSeen, now)), fmt.Sprint(cl.Denied))
 			}
@@ -183,9 +213,81 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\n%s: %d OK, %d PLAINTEXT, %d SUSPECT.\n",
-		plural(len(rep.Rows), "destination"), statuses[report.StatusOK], statuses[report.StatusPlaintext], statuses[report.StatusSuspect])
+	conflicts := ""
+	if configured {
+		conflicts = fmt.Sprintf(", %d CONFLICT", statuses[report.StatusConflict])
+	}
+	_, err := fmt.Fprintf(w, "\n%s: %d OK, %d PLAINTEXT, %d SUSPECT%s.\n",
+		plural(len(rep.Rows), "destination"), statuses[report.StatusOK], statuses[report.StatusPlaintext], statuses[report.StatusSuspect], conflicts)
 	return err
+}
+
+// authnCell is AUTHN POLICY: name.namespace/MODE, "-" for Istio's default.
+func authnCell(s *report.Setting) string {
+	if s == nil {
+		return "-"
+	}
+	return dash(cell(s.Name)) + "/" + dash(s.Mode)
+}
+
+// ruleCell is DESTINATION RULE: name.namespace/MODE, "auto" for a rule
+// that sets no TLS (auto mTLS), "-/auto" for no rule.
+func ruleCell(s *report.Setting) string {
+	if s == nil {
+		return "-"
+	}
+	return dash(cell(s.Name)) + "/" + cmp.Or(s.Mode, "auto")
+}
+
+// clientMode is istioctl's CLIENT column: what the DestinationRule makes
+// clients send (auto: mTLS when the server has a sidecar).
+func clientMode(s *report.Setting) string {
+	if s == nil {
+		return "-"
+	}
+	switch s.Mode {
+	case "ISTIO_MUTUAL", "MUTUAL":
+		return report.ServerMTLS
+	case "SIMPLE":
+		return "TLS"
+	case "DISABLE":
+		return report.ServerHTTP
+	}
+	return "auto"
+}
+
+// sentModes is what a client sent, as the row's SERVER says what the
+// destination accepted: mTLS (mtls, mtls_mismatch), HTTP (the rest), or
+// HTTP/mTLS.
+func sentModes(c report.Counts) string {
+	var mtls, other bool
+	for v, n := range c {
+		switch {
+		case n == 0:
+		case v == evidence.MTLS || v == evidence.MTLSMismatch:
+			mtls = true
+		default:
+			other = true
+		}
+	}
+	switch {
+	case mtls && other:
+		return report.ServerMixed
+	case mtls:
+		return report.ServerMTLS
+	case other:
+		return report.ServerHTTP
+	}
+	return "-"
+}
+
+// clientPrincipal is the client's principal, or its address, when the
+// line names it by workload.
+func clientPrincipal(cl report.Client) string {
+	if cl.Workload == nil {
+		return "-"
+	}
+	return dash(cl.Client)
 }
 
 const readinessDoc = `Can this destination's PeerAuthentication go to STRICT without breaking a client?
@@ -199,6 +301,10 @@ a line per workload (destination) and the clients that block it. A namespace is
 ready only when every destination known in it (traffic in the last 30 days) had
 traffic in the window, all of it mTLS: a destination with no traffic is not
 ready. Exit 3 when any namespace shown is not ready.
+
+When the server runs with --kubernetes, blocking clients are named by workload, and
+those without a sidecar are marked: they will break under STRICT (no DestinationRule
+can make them send mTLS).
 
 Examples:
   meshproof report strict-readiness --destination httpbin.mtls-pg:8000
@@ -259,15 +365,38 @@ func writeReadiness(w io.Writer, rep report.StrictReadinessReport, hint string, 
 	}
 	fmt.Fprintln(w)
 	tw := newTable(w)
-	writeRows(tw, []string{"CLIENT", "VERDICTS", "REQUESTS", "LAST SEEN", "EXAMPLE ID"})
-	for _, b := range rep.Blocking {
-		writeRows(tw, []string{dash(b.Client.Client), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)})
-	}
+	writeBlocking(tw, "", "CLIENT", rep.Blocking, now)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintf(w, "\nSee an example: %s\n", exampleCommand(rep.Blocking[0].ExampleID, hint))
 	return err
+}
+
+// writeBlocking writes the blocking clients' table; with workloads known
+// (serve --kubernetes) each is named by its workload and says whether it
+// runs a sidecar: one without will break under STRICT.
+func writeBlocking(tw *tabwriter.Writer, indent, title string, bs []report.BlockingClient, now time.Time) {
+	named := slices.ContainsFunc(bs, func(b report.BlockingClient) bool { return b.Workload != nil })
+	header := []string{indent + title, "VERDICTS", "REQUESTS", "LAST SEEN", "EXAMPLE ID"}
+	if named {
+		header = []string{indent + title, "WORKLOAD", "SIDECAR", "VERDICTS", "REQUESTS", "LAST SEEN", "EXAMPLE ID"}
+	}
+	writeRows(tw, header)
+	for _, b := range bs {
+		line := []string{indent + dash(b.Client.Client), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)}
+		if named {
+			sidecar := "-"
+			switch {
+			case b.NoSidecar:
+				sidecar = "no: breaks under STRICT"
+			case b.Workload != nil:
+				sidecar = "yes"
+			}
+			line = slices.Insert(line, 1, dash(cell(report.WorkloadName(b.Workload))), sidecar)
+		}
+		writeRows(tw, line)
+	}
 }
 
 // exampleCommand is the command that prints the record id, from the server
@@ -336,10 +465,7 @@ func writeNamespaceReadiness(w io.Writer, rep report.NamespaceReadinessReport, h
 		if len(ns.Blocking) > 0 {
 			fmt.Fprintln(w)
 			tw := newTable(w)
-			writeRows(tw, []string{"  BLOCKING CLIENT", "VERDICTS", "REQUESTS", "LAST SEEN", "EXAMPLE ID"})
-			for _, b := range ns.Blocking {
-				writeRows(tw, []string{"  " + dash(b.Client.Client), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)})
-			}
+			writeBlocking(tw, "  ", "BLOCKING CLIENT", ns.Blocking, now)
 			if err := tw.Flush(); err != nil {
 				return err
 			}

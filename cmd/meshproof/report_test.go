@@ -259,3 +259,98 @@ func TestReportNamespaceReadiness(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteTLSCheckConfigured: with the cluster's configuration in the
+// report (serve --kubernetes), tls-check prints istioctl authn
+// tls-check's columns first, CONFLICT among the statuses, and each
+// client by its workload with what it sent.
+func TestWriteTLSCheckConfigured(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	counts := func(mtls, plain int64) report.Counts {
+		return report.Counts{evidence.MTLS: mtls, evidence.Plaintext: plain}
+	}
+	strict := &report.Setting{Name: "default.mtls-pg", Mode: "STRICT"}
+	mutual := &report.Setting{Name: "httpbin.mtls-pg", Mode: "ISTIO_MUTUAL"}
+	legacyW := &evidence.Workload{Namespace: "legacy", Kind: "Deployment", Name: "legacy"}
+	rep := report.TLSCheckReport{Since: now.Add(-time.Hour), Until: now, Rows: []report.TLSCheckRow{
+		{Destination: httpbin, DestinationPrincipal: httpbinID, Status: report.StatusConflict, Server: report.ServerMixed, Total: 9, Counts: counts(6, 3),
+			AuthnPolicy: strict, DestinationRule: mutual, Clients: []report.Client{
+				{Client: legacyIP, Counts: counts(0, 3), Total: 3, LastSeen: now.Add(-time.Minute), Workload: legacyW, DestinationRule: &report.Setting{}},
+				{Client: sleepID, Counts: counts(6, 0), Total: 6, LastSeen: now.Add(-time.Minute), DestinationRule: mutual},
+			}},
+		{Destination: ratings, DestinationPrincipal: ratingsID, Status: report.StatusOK, Server: report.ServerMTLS, Total: 2, Counts: counts(2, 0),
+			AuthnPolicy: &report.Setting{Mode: "PERMISSIVE"}, DestinationRule: &report.Setting{}, Clients: []report.Client{
+				{Client: sleepID, Counts: counts(2, 0), Total: 2, LastSeen: now.Add(-time.Minute), DestinationRule: &report.Setting{}},
+			}},
+	}}
+	var out strings.Builder
+	if err := writeTLSCheck(&out, rep, false, now); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[2:]
+	header := regexp.MustCompile(`\S+( \S+)*`)
+	cols := header.FindAllStringIndex(lines[0], -1)
+	var names []string
+	for _, c := range cols {
+		names = append(names, lines[0][c[0]:c[1]])
+	}
+	if want := []string{"HOST:PORT / CLIENT", "STATUS", "SERVER", "CLIENT", "AUTHN POLICY", "DESTINATION RULE", "PRINCIPAL", "MTLS", "REQUESTS", "LAST SEEN"}; !slices.Equal(names, want) {
+		t.Fatalf("header %q, want %q:\n%s", names, want, out.String())
+	}
+	under := func(line string) []string {
+		cells := make([]string, len(cols))
+		for i, c := range cols {
+			end := len(line)
+			if i+1 < len(cols) {
+				end = min(cols[i+1][0], len(line))
+			}
+			if c[0] < len(line) {
+				cells[i] = strings.TrimSpace(line[c[0]:end])
+			}
+		}
+		return cells[:9] // LAST SEEN aside
+	}
+	for i, want := range [][]string{
+		{httpbin, "CONFLICT", "HTTP/mTLS", "mTLS", "default.mtls-pg/STRICT", "httpbin.mtls-pg/ISTIO_MUTUAL", httpbinID, "66%", "9"},
+		{"legacy/deployment/legacy", "", "", "HTTP", "", "-/auto", legacyIP, "0%", "3"},
+		{sleepID, "", "", "mTLS", "", "", "-", "100%", "6"},
+		{ratings, "OK", "mTLS", "auto", "-/PERMISSIVE", "-/auto", ratingsID, "100%", "2"},
+		{sleepID, "", "", "mTLS", "", "", "-", "100%", "2"},
+	} {
+		if got := under(lines[i+1]); !slices.Equal(got, want) {
+			t.Errorf("line %d:\n got %q\nwant %q\n%s", i+1, got, want, out.String())
+		}
+	}
+	if last := lines[len(lines)-1]; last != "2 destinations: 1 OK, 0 PLAINTEXT, 0 SUSPECT, 1 CONFLICT." {
+		t.Errorf("summary: %s", last)
+	}
+}
+
+// TestWriteReadinessWorkloads: blocking clients with workloads are named
+// by them, and one without a sidecar is said to break under STRICT.
+func TestWriteReadinessWorkloads(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	rep := report.StrictReadinessReport{Destination: httpbin, Since: now.Add(-time.Hour), Until: now, Total: 9,
+		Counts: report.Counts{evidence.MTLS: 6, evidence.Plaintext: 3}, Reason: "2 clients still send plaintext",
+		Blocking: []report.BlockingClient{
+			{Client: report.Client{Client: legacyIP, Counts: report.Counts{evidence.Plaintext: 2}, Total: 2, ExampleID: "01A",
+				Workload: &evidence.Workload{Namespace: "legacy", Kind: "Deployment", Name: "legacy"}}, Count: 2, NoSidecar: true},
+			{Client: report.Client{Client: "10.42.0.98", Counts: report.Counts{evidence.Plaintext: 1}, Total: 1, ExampleID: "01B",
+				Workload: &evidence.Workload{Namespace: "mtls-pg", Kind: "Pod", Name: "debug", Sidecar: true}}, Count: 1},
+			{Client: report.Client{Client: "10.42.0.97", Counts: report.Counts{evidence.Plaintext: 1}, Total: 1, ExampleID: "01C"}, Count: 1},
+		}}
+	var out strings.Builder
+	if err := writeReadiness(&out, rep, "", now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"CLIENT      WORKLOAD                  SIDECAR                  VERDICTS",
+		"10.42.0.99  legacy/deployment/legacy  no: breaks under STRICT  plaintext 2",
+		"10.42.0.98  mtls-pg/pod/debug         yes                      plaintext 1",
+		"10.42.0.97  -                         -                        plaintext 1",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no line with %q:\n%s", want, out.String())
+		}
+	}
+}
