@@ -29,14 +29,17 @@ export function status(counts) {
 // seen lists "verdict: count" for the verdicts seen.
 export const seen = (counts) => Object.entries(counts || {}).filter(([, n]) => n).map(([v, n]) => `${v}: ${n}`).join(', ');
 
-const rank = { SUSPECT: 0, PLAINTEXT: 1, OK: 2 };
+// CONFLICT (serve --kubernetes: STRICT configured, plaintext seen) is a
+// row's status only, never an edge's.
+const rank = { SUSPECT: 0, CONFLICT: 1, PLAINTEXT: 2, OK: 3 };
 
 // destinations are the report's rows placed in namespaces, their clients
 // as edges; not OK first, then by name.
 function destinations(report) {
   const out = (report.rows || []).map((row) => {
     const p = { namespace: row.namespace || '', workload: row.workload || row.destination };
-    const cells = (row.clients || []).map((c) => ({ client: c.client, host: row.destination, counts: c.counts || {}, total: c.total || 0 }))
+    const cells = (row.clients || []).map((c) => ({ client: c.client, host: row.destination, counts: c.counts || {}, total: c.total || 0,
+      workload: c.workload, rule: c.destination_rule }))
       .map((c) => ({ ...c, status: status(c.counts) }))
       .sort((a, b) => rank[a.status] - rank[b.status] || clientLabel(a.client).localeCompare(clientLabel(b.client)));
     return { ...p, host: row.destination, principals: (row.destination_principal || '').split(', ').filter(Boolean), row, cells };
@@ -142,21 +145,41 @@ function drawEdges(all, dests, q) {
     || groups.get(a).every((d) => d.row.status === 'OK') - groups.get(b).every((d) => d.row.status === 'OK')
     || a.localeCompare(b));
   const selected = `${q.get('src') || ''}\n${q.get('dst') || ''}`;
+  const configured = all.some((d) => d.row.authn_policy);
   fill($('matrix'), order.map((ns) => {
     const ds = groups.get(ns);
     const bad = ds.filter((d) => d.row.status !== 'OK').length;
     return h('section', { class: 'ns-group', 'data-namespace': ns },
       h('h3', {}, nsLabel(ns), ' ', h('span', { class: 'hint' }, `${ds.length} destination${ds.length === 1 ? '' : 's'}${bad ? `, ${bad} not all mTLS` : ''}`)),
       h('table', { class: 'edges' },
-        h('thead', {}, h('tr', {}, ['destination', 'status', 'clients (edges)'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', {}, h('tr', {}, ['destination', 'status', ...(configured ? ['authn policy', 'destination rule'] : []), 'clients (edges)']
+          .map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, ds.map((d) => h('tr', { 'data-destination': d.host, 'data-status': d.row.status },
           h('th', { scope: 'row' }, name(d.workload, [...d.principals, d.host]), h('small', { class: 'hint' }, port(d.host))),
           h('td', {},
             h('span', { class: `status s-${d.row.status}` }, d.row.status), ' ',
             h('small', { class: 'hint' }, `${Math.round((d.row.mtls_share || 0) * 100)}% mTLS of ${d.row.total || 0}, server ${d.row.server || '?'}`)),
+          configured ? configuredCells(d.row) : null,
           h('td', { class: 'cells' }, d.cells.map((c) => cellButton(c, selected === `${c.client}\n${c.host}`))))))));
   }));
 }
+
+// configuredCells are what the cluster is configured for beside a row
+// (serve --kubernetes only): istioctl authn tls-check's AUTHN POLICY and
+// DESTINATION RULE, each its object's name.namespace over its mode.
+function configuredCells(row) {
+  const a = row.authn_policy || {};
+  const r = row.destination_rule || {};
+  const setting = (testid, title, s, none) => h('td', { 'data-testid': testid, title },
+    h('span', { class: 'setting-name' }, s.name || '-'), h('br'), h('small', { class: s.mode === 'STRICT' ? 'setting-mode s-OK' : 'setting-mode' }, s.mode || none));
+  return [
+    setting('authn-policy', 'the PeerAuthentication that decides the mode on this port (- is Istio\'s default)', a, '?'),
+    setting('destination-rule', 'the TLS clients in the destination\'s namespace are configured to send (auto: auto mTLS)', r, 'auto'),
+  ];
+}
+
+// workloadName is a client's workload as the CLI names it.
+const workloadName = (w) => (w ? `${w.namespace || '-'}/${(w.kind || '').toLowerCase()}/${w.name}` : '');
 
 function cellButton(cell, pressed) {
   const share = cell.total ? (cell.counts.mtls || 0) / cell.total : 0;
@@ -167,7 +190,10 @@ function cellButton(cell, pressed) {
   return h('button', {
     type: 'button', class: `cell ${cls}`, 'aria-pressed': String(pressed),
     'data-source': cell.client, 'data-destination': cell.host, 'data-status': cell.status, 'data-count': cell.total,
-    title: `${cell.client} → ${cell.host}\n${pct}; ${seen(cell.counts)}`,
+    title: `${cell.client} → ${cell.host}\n${pct}; ${seen(cell.counts)}`
+      + (cell.workload ? `\nworkload ${workloadName(cell.workload)}${cell.workload.sidecar ? '' : ' (no sidecar)'}` : '')
+      + (cell.rule ? `\ndestination rule ${cell.rule.name || '-'} ${cell.rule.mode || 'auto'}` : ''),
+    'data-workload': workloadName(cell.workload) || null,
     'aria-label': `${cell.client} to ${cell.host}: ${cell.total} requests, ${pct}, ${cell.status}`,
     onclick: () => go({ src: cell.client, dst: cell.host, record: '' }),
   }, clientParts(cell.client, icon(cell.status === 'OK' ? 'lock' : 'warn'), h('span', { class: 'count' }, String(cell.total))));

@@ -1,0 +1,77 @@
+package ui_test
+
+import (
+	"net/http/httptest"
+	"slices"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/api"
+	"github.com/meshproof/meshproof/api/ui"
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/report"
+)
+
+// strictMtlsPG is a cluster where namespace mtls-pg is STRICT and every
+// other one Istio's default; clients of httpbin have an ISTIO_MUTUAL rule.
+type strictMtlsPG struct{}
+
+func (strictMtlsPG) PeerAuthentication(ns string, _ *evidence.Workload, _ uint32) report.Setting {
+	if ns == "mtls-pg" {
+		return report.Setting{Name: "default.mtls-pg", Mode: "STRICT"}
+	}
+	return report.Setting{Mode: "PERMISSIVE"}
+}
+
+func (strictMtlsPG) DestinationRule(_, host string, _ uint32) report.Setting {
+	if host == "httpbin.mtls-pg.svc.cluster.local" {
+		return report.Setting{Name: "httpbin.mtls-pg", Mode: "ISTIO_MUTUAL"}
+	}
+	return report.Setting{}
+}
+
+// TestEdgesShowConfiguration: with serve --kubernetes's configuration the
+// edge view shows each destination's AUTHN POLICY and DESTINATION RULE as
+// the API gives them, in two columns of their own, and httpbin (STRICT,
+// plaintext seen) as CONFLICT; without it (every other test) neither
+// column.
+func TestEdgesShowConfiguration(t *testing.T) {
+	store, _ := fill(t)
+	a, err := api.New(store, api.Config{UI: ui.Handler(), Istio: strictMtlsPG{}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+	ctx := browser(t)
+	quiet(t, ctx)
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
+	poll(t, ctx, `document.querySelectorAll('#matrix td[data-testid=authn-policy]').length === 3`)
+	got := run(t, ctx, chromedp.Evaluate[map[string][]string](`Object.fromEntries([...document.querySelectorAll('#matrix tr[data-destination]')].map(tr =>
+		[tr.dataset.destination, [tr.dataset.status, tr.querySelector('.status').textContent,
+			tr.querySelector('[data-testid=authn-policy]').innerText.replace('\n', ' '), tr.querySelector('[data-testid=destination-rule]').innerText.replace('\n', ' ')]]))`))
+	want := map[string][]string{
+		httpbin: {"CONFLICT", "CONFLICT", "default.mtls-pg STRICT", "httpbin.mtls-pg ISTIO_MUTUAL"},
+		ledger:  {"OK", "OK", "- PERMISSIVE", "- auto"},
+		reviews: {"SUSPECT", "SUSPECT", "- PERMISSIVE", "- auto"},
+	}
+	headers := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#matrix .ns-group:first-child th[scope=col]')].map(th => th.textContent)`))
+	if w := []string{"destination", "status", "authn policy", "destination rule", "clients (edges)"}; !slices.Equal(headers, w) {
+		t.Errorf("columns %q, want %q", headers, w)
+	}
+	for host, w := range want {
+		if g := got[host]; !slices.Equal(g, w) {
+			t.Errorf("%s: the page shows %q, want %q", host, g, w)
+		}
+	}
+	var rep report.TLSCheckReport
+	getJSON(t, srv.URL+"/v1/reports/tls-check?since=1h", &rep)
+	for _, row := range rep.Rows {
+		if row.Status != want[row.Destination][0] {
+			t.Errorf("%s: the API says %s, the page %s", row.Destination, row.Status, got[row.Destination][0])
+		}
+	}
+	screenshot(t, ctx, "edges-configured.png")
+}
