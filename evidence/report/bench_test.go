@@ -65,6 +65,23 @@ func BenchmarkReports(b *testing.B) {
 				}
 				b.ReportMetric(float64((cpuTime()-cpu)/time.Microsecond)/float64(b.N)/1000, "cpu-ms/op")
 			})
+			// tls-check of the day, and with a configuration: one Get
+			// per client for the example records (the configuration's
+			// own answers are a table lookup here).
+			for name, cfg := range map[string]Configuration{"tls-check": nil, "tls-check-configured": &fixedConfig{policy: "default.ns0", mode: "STRICT"}} {
+				b.Run(name, func(b *testing.B) {
+					cpu := cpuTime()
+					for b.Loop() {
+						if f, ok := cfg.(*fixedConfig); ok {
+							f.asked = f.asked[:0]
+						}
+						if _, err := TLSCheck(ctx, s, Query{Since: w0, Until: w1, Config: cfg}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportMetric(float64((cpuTime()-cpu)/time.Microsecond)/float64(b.N)/1000, "cpu-ms/op")
+				})
+			}
 			for _, tc := range []struct {
 				name         string
 				since, until time.Time
