@@ -91,6 +91,19 @@ func (c *Config) ClientTLS(clientNS, host string, port uint32) ClientDecision {
 // anything else) waits on it for the next change instead of polling.
 func (c *Config) Replaced() <-chan struct{} { return c.replaced }
 
+// Sources are where Watch lists and watches each kind: the API server
+// (Clients.Sources) or fixed objects (workload.StaticSource, the demo's
+// cluster), through the same informers either way.
+type Sources struct{ PeerAuthentications, DestinationRules cache.ListerWatcher }
+
+// Sources lists and watches both kinds in every namespace.
+func (c Clients) Sources() Sources {
+	all := func(g cache.Getter, resource string) cache.ListerWatcher {
+		return cache.NewListWatchFromClient(g, resource, metav1.NamespaceAll, fields.Everything())
+	}
+	return Sources{PeerAuthentications: all(c.Security, "peerauthentications"), DestinationRules: all(c.Networking, "destinationrules")}
+}
+
 // Watcher keeps the Config current from the cluster. Config is one atomic
 // load: a report reads it without a lock while the informers rebuild it.
 type Watcher struct {
@@ -101,24 +114,23 @@ type Watcher struct {
 // Config returns the latest configuration.
 func (w *Watcher) Config() *Config { return w.current.Load() }
 
-// Done is closed once every goroutine of the watch has ended, after the
-// context given to Watch ends.
+// Done is closed once every informer of the watch has returned, after the
+// context given to Watch ends: a caller that ends it waits on Done to leave
+// no goroutine behind.
 func (w *Watcher) Done() <-chan struct{} { return w.done }
 
-// Watch starts informers of PeerAuthentication and DestinationRule in every
-// namespace (it needs list and watch on both) and rebuilds the Config on
-// every add, update and delete. root is Istio's root namespace ("" for
-// DefaultRootNamespace). It returns once both have been listed, so the
-// first Config is the cluster's; it fails when ctx ends before that. The
-// informers run until ctx ends, then Done is closed.
-func Watch(ctx context.Context, client Clients, root string) (*Watcher, error) {
+// Watch starts informers of PeerAuthentication and DestinationRule over src
+// (from an API server it needs list and watch on both, in every namespace)
+// and rebuilds the Config on every add, update and delete. root is Istio's
+// root namespace ("" for DefaultRootNamespace). It returns once both have
+// been listed, so the first Config is the cluster's. The informers run
+// until ctx ends, then Done is closed. When ctx ends before the first
+// list, Watch waits for the informers and fails.
+func Watch(ctx context.Context, src Sources, root string) (*Watcher, error) {
 	w := &Watcher{done: make(chan struct{})}
-	all := func(c cache.Getter, resource string) *cache.ListWatch {
-		return cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, fields.Everything())
-	}
 	// No resync: every event rebuilds, and nothing needs replaying.
-	peers := cache.NewSharedIndexInformer(all(client.Security, "peerauthentications"), &securityv1.PeerAuthentication{}, 0, cache.Indexers{})
-	rules := cache.NewSharedIndexInformer(all(client.Networking, "destinationrules"), &networkingv1.DestinationRule{}, 0, cache.Indexers{})
+	peers := cache.NewSharedIndexInformer(src.PeerAuthentications, &securityv1.PeerAuthentication{}, 0, cache.Indexers{})
+	rules := cache.NewSharedIndexInformer(src.DestinationRules, &networkingv1.DestinationRule{}, 0, cache.Indexers{})
 	for _, inf := range []cache.SharedIndexInformer{peers, rules} {
 		// Managed fields are most of a small object's bytes and never read.
 		if err := inf.SetTransform(dropManagedFields); err != nil {
@@ -151,13 +163,14 @@ func Watch(ctx context.Context, client Clients, root string) (*Watcher, error) {
 	}
 	var wg sync.WaitGroup
 	for _, inf := range []cache.SharedIndexInformer{peers, rules} {
-		wg.Go(func() { inf.Run(ctx.Done()) }) // Run returns once its own goroutines have
+		wg.Go(func() { inf.RunWithContext(ctx) }) // it returns once its own goroutines have
 	}
 	go func() {
 		wg.Wait()
 		close(w.done)
 	}()
 	if !cache.WaitForCacheSync(ctx.Done(), regs...) {
+		<-w.done
 		return nil, fmt.Errorf("istio: peerauthentications and destinationrules not listed before the context ended: %w", context.Cause(ctx))
 	}
 	mu.Lock()

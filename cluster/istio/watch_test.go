@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 
+	"github.com/meshproof/meshproof/cluster/workload"
 	"github.com/meshproof/meshproof/internal/kubetest"
 )
 
@@ -45,7 +46,7 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Watch(wctx, clients, "")
+	w, err := Watch(wctx, clients.Sources(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestWatchStopsBeforeSync(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Watch(ctx, clients, ""); err == nil {
+	if _, err := Watch(ctx, clients.Sources(), ""); err == nil {
 		t.Fatal("Watch with an ended context succeeded")
 	}
 }
@@ -154,5 +155,45 @@ func remove(ctx context.Context, t *testing.T, c *rest.RESTClient, resource, ns,
 	t.Helper()
 	if err := c.Delete().Namespace(ns).Resource(resource).Name(name).Do(ctx).Error(); err != nil {
 		t.Fatalf("delete %s %s: %v", resource, name, err)
+	}
+}
+
+// TestWatchStatic: fixed objects (workload.StaticSource, as the demo's
+// cluster is fed) go through the same informers into the first Config,
+// and Done closes once the context ends.
+func TestWatchStatic(t *testing.T) {
+	peers := &securityv1.PeerAuthenticationList{Items: []*securityv1.PeerAuthentication{
+		pa("istio-system", "default", 0, nil, "STRICT", nil),
+		pa("legacy", "default", 1, nil, "PERMISSIVE", nil),
+	}}
+	rules := &networkingv1.DestinationRuleList{Items: []*networkingv1.DestinationRule{
+		dr("mtls-pg", "httpbin", 0, "httpbin", nil, "ISTIO_MUTUAL", nil),
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := Watch(ctx, Sources{PeerAuthentications: workload.StaticSource(peers), DestinationRules: workload.StaticSource(rules)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.Config()
+	for _, tc := range []struct {
+		ns   string
+		want PeerDecision
+	}{
+		{"mtls-pg", PeerDecision{Mode: "STRICT", Policy: "default.istio-system", Scope: ScopeMesh}},
+		{"legacy", PeerDecision{Mode: "PERMISSIVE", Policy: "default.legacy", Scope: ScopeNamespace}},
+	} {
+		if got := c.PeerMode(Workload{Namespace: tc.ns}, 8000); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.ns, got, tc.want)
+		}
+	}
+	if got, want := c.ClientTLS("legacy", "httpbin.mtls-pg.svc.cluster.local", 8000), (ClientDecision{Mode: "ISTIO_MUTUAL", Rule: "httpbin.mtls-pg"}); got != want {
+		t.Errorf("client TLS %+v, want %+v", got, want)
+	}
+	cancel()
+	select {
+	case <-w.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("the watch's informers still run a minute after its context ended")
 	}
 }

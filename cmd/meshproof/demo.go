@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshproof/meshproof/api/client"
+	"github.com/meshproof/meshproof/cluster/istio"
 	"github.com/meshproof/meshproof/cluster/workload"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/internal/meshsim"
@@ -160,7 +161,8 @@ func (d demoOptions) serveOptions(cluster *demoClusterObjects) (serveOptions, fu
 	o.Grace = 5 * time.Second
 	if cluster != nil {
 		src := cluster.Sources()
-		o.Kube.Enabled, o.Kube.static = true, &src
+		istioSrc := cluster.IstioSources()
+		o.Kube.Enabled, o.Kube.static, o.Kube.staticIstio = true, &src, &istioSrc
 	}
 	cleanup := func() {}
 	o.Evidence.Store = d.store
@@ -441,6 +443,15 @@ func (c *demoClusterObjects) Sources() workload.Sources {
 		Pods:        workload.StaticSource(&c.Pods),
 		ReplicaSets: workload.StaticSource(&c.ReplicaSets),
 		Jobs:        workload.StaticSource(&c.Jobs),
+	}
+}
+
+// IstioSources feed the Istio watch (cluster/istio) from the objects, as
+// Sources feed workload.Watch.
+func (c *demoClusterObjects) IstioSources() istio.Sources {
+	return istio.Sources{
+		PeerAuthentications: workload.StaticSource(&c.PeerAuthentications),
+		DestinationRules:    workload.StaticSource(&c.DestinationRules),
 	}
 }
 

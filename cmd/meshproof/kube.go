@@ -26,6 +26,8 @@ type kubeOptions struct {
 	// static, when set, is the cluster to watch instead of an API server
 	// (the demo's); it has no flag.
 	static *workload.Sources
+	// staticIstio is the demo's Istio configuration, beside static.
+	staticIstio *istio.Sources
 	// IstioRoot is Istio's root namespace, whose namespace-wide
 	// PeerAuthentication is mesh-wide.
 	IstioRoot string
@@ -115,18 +117,26 @@ func watchWorkloads(ctx context.Context, k kubeOptions, log zerolog.Logger) (ix 
 }
 
 // watchIstio starts the informers of Istio's PeerAuthentications and
-// DestinationRules, as watchWorkloads does, and returns what the reports
-// set beside the traffic: their modes, with the pods' labels from ix.
-func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zerolog.Logger) (report.Configuration, func(), error) {
-	cfg, err := k.restConfig()
-	if err != nil {
-		return nil, nil, err
+// DestinationRules, as watchWorkloads does (from the API server, or
+// k.staticIstio's), and returns what the reports set beside the traffic:
+// their modes, with the pods' labels from ix. stop returns once the
+// informers have.
+func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zerolog.Logger) (cfg report.Configuration, stop func(), err error) {
+	src, from := k.staticIstio, "the demo's simulated cluster"
+	if src == nil {
+		rc, err := k.restConfig()
+		if err != nil {
+			return nil, nil, err
+		}
+		rc.UserAgent = "meshproof"
+		cs, err := istio.NewClients(rc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kubernetes: %w", err)
+		}
+		s := cs.Sources()
+		src, from = &s, rc.Host
 	}
-	cfg.UserAgent = "meshproof"
-	cs, err := istio.NewClients(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
-	}
+	// The informers live until stop, beyond serve's start.
 	wctx, cancel := context.WithCancel(context.Background())
 	type watched struct {
 		w   *istio.Watcher
@@ -134,25 +144,35 @@ func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zero
 	}
 	synced := make(chan watched, 1)
 	go func() {
-		w, err := istio.Watch(wctx, cs, k.IstioRoot)
+		w, err := istio.Watch(wctx, *src, k.IstioRoot)
 		synced <- watched{w, err}
 	}()
 	var w watched
 	select {
 	case w = <-synced:
+		err = w.err
 	case <-ctx.Done():
-		w.err = context.Cause(ctx)
+		err = context.Cause(ctx)
 	case <-time.After(k.SyncTimeout):
-		w.err = fmt.Errorf("peerauthentications and destinationrules not listed from %s within --kubernetes-sync-timeout %s (are Istio's CRDs installed, and may meshproof list and watch them?)", cfg.Host, k.SyncTimeout)
+		err = fmt.Errorf("peerauthentications and destinationrules not listed from %s within --kubernetes-sync-timeout %s (are Istio's CRDs installed, and may meshproof list and watch them?)", from, k.SyncTimeout)
 	}
-	if w.err != nil {
+	if err != nil {
 		cancel()
-		return nil, nil, fmt.Errorf("kubernetes: %w", w.err)
+		if w.w == nil && w.err == nil {
+			w = <-synced // Watch returns now that wctx has ended
+		}
+		if w.w != nil {
+			<-w.w.Done() // it had synced after all: its informers end now
+		}
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	c := w.w.Config()
-	log.Info().Str("api_server", cfg.Host).Int("peerauthentications", c.PeerAuthentications).
+	log.Info().Str("api_server", from).Int("peerauthentications", c.PeerAuthentications).
 		Int("destinationrules", c.DestinationRules).Msg("watching Istio's mTLS configuration")
-	return istioConfig{w.w, ix}, cancel, nil
+	return istioConfig{w.w, ix}, func() {
+		cancel()
+		<-w.w.Done()
+	}, nil
 }
 
 // istioConfig is report.Configuration over the Istio watch and the pods'

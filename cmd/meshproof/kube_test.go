@@ -26,6 +26,7 @@ import (
 	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/cluster/istio"
+	"github.com/meshproof/meshproof/cluster/workload"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/report"
 	"github.com/meshproof/meshproof/internal/kubetest"
@@ -180,6 +181,59 @@ func TestWatchWorkloadsStop(t *testing.T) {
 				t.Fatal("no informer goroutine while watching: the check below would prove nothing")
 			}
 			stop()
+			if informersRunning() {
+				t.Error("informer goroutines left once stop returned")
+			}
+		})
+	}
+}
+
+// TestWatchIstioStop: the Istio watch's stop, too, returns only once its
+// informers have, from an API server and from the demo's static cluster;
+// the demo's PERMISSIVE policy and ISTIO_MUTUAL rule are in its Config.
+func TestWatchIstioStop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		k    func(t *testing.T) kubeOptions
+	}{
+		{"api server", func(t *testing.T) kubeOptions {
+			kubetest.Config(t) // skips without a test API server
+			return kubeOptions{Enabled: true, Kubeconfig: os.Getenv("MESHPROOF_TEST_KUBECONFIG"), SyncTimeout: time.Minute}
+		}},
+		{"demo", func(t *testing.T) kubeOptions {
+			c := demoCluster()
+			src, istioSrc := c.Sources(), c.IstioSources()
+			return kubeOptions{Enabled: true, SyncTimeout: time.Minute, static: &src, staticIstio: &istioSrc}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := tc.k(t)
+			if informersRunning() {
+				t.Fatal("informer goroutines before the watch")
+			}
+			ix, stopPods := workload.NewIndex(), func() {}
+			if k.static != nil { // the demo's pods, for its policy's selector
+				var err error
+				if ix, stopPods, err = watchWorkloads(context.Background(), k, zerolog.Nop()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, stop, err := watchIstio(context.Background(), k, ix, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !informersRunning() {
+				t.Fatal("no informer goroutine while watching: the check below would prove nothing")
+			}
+			if tc.name == "demo" {
+				peer := cfg.PeerAuthentication(demoNamespace, &evidence.Workload{Namespace: demoNamespace, Kind: "Deployment", Name: "httpbin"}, 8000)
+				rule := cfg.DestinationRule(demoNamespace, "httpbin."+demoNamespace+".svc.cluster.local", 8000)
+				if peer.Mode != "PERMISSIVE" || peer.Name == "" || rule.Mode != "ISTIO_MUTUAL" {
+					t.Errorf("the demo's configuration: %+v, %+v; want its PERMISSIVE policy and ISTIO_MUTUAL rule", peer, rule)
+				}
+			}
+			stop()
+			stopPods()
 			if informersRunning() {
 				t.Error("informer goroutines left once stop returned")
 			}
