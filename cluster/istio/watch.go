@@ -8,6 +8,7 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -90,6 +91,39 @@ func (c *Config) ClientTLS(clientNS, host string, port uint32) ClientDecision {
 // Replaced is closed once a newer Config replaces this one: a test (or
 // anything else) waits on it for the next change instead of polling.
 func (c *Config) Replaced() <-chan struct{} { return c.replaced }
+
+// Served reports whether the API server serves both groups Watch reads,
+// security.istio.io/v1 and networking.istio.io/v1: a cluster without Istio
+// (plain Envoy, or Istio's CRDs not installed) answers 404 for their
+// discovery documents, which every authenticated user may read.
+func (c Clients) Served(ctx context.Context) (bool, error) {
+	for _, g := range []struct {
+		c  cache.Getter
+		gv schema.GroupVersion
+	}{{c.Security, securityv1.SchemeGroupVersion}, {c.Networking, networkingv1.SchemeGroupVersion}} {
+		if ok, err := served(ctx, g.c, g.gv); !ok || err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// served reports whether the API server behind c serves gv.
+func served(ctx context.Context, c cache.Getter, gv schema.GroupVersion) (bool, error) {
+	rc, ok := c.(*rest.RESTClient)
+	if !ok {
+		return true, nil // not an API server's: Watch will tell
+	}
+	path := "/apis/" + gv.String()
+	err := rc.Get().AbsPath(path).Do(ctx).Error()
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("istio: discovering %s: %w", path, err)
+	}
+	return true, nil
+}
 
 // Sources are where Watch lists and watches each kind: the API server
 // (Clients.Sources) or fixed objects (workload.StaticSource, the demo's

@@ -2,6 +2,7 @@ package istio
 
 import (
 	"context"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"testing"
 	"time"
 
@@ -195,5 +196,24 @@ func TestWatchStatic(t *testing.T) {
 	case <-w.Done():
 	case <-time.After(time.Minute):
 		t.Fatal("the watch's informers still run a minute after its context ended")
+	}
+}
+
+// TestServed: a real API server with Istio's CRDs (test/kube installs them)
+// serves both groups Watch reads, and answers for a group nobody installed
+// that it is not served, rather than an error: serve --kubernetes then runs
+// without the Istio watch on a cluster that has no Istio.
+func TestServed(t *testing.T) {
+	ctx := context.Background()
+	cs, err := NewClients(kubetest.Config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := cs.Served(ctx); !ok || err != nil {
+		t.Fatalf("Served with Istio's CRDs installed = %v, %v; want true", ok, err)
+	}
+	absent := schema.GroupVersion{Group: "notinstalled.meshproof.example", Version: "v1"}
+	if ok, err := served(ctx, cs.Security, absent); ok || err != nil {
+		t.Fatalf("served(%s) = %v, %v; want false, no error", absent, ok, err)
 	}
 }

@@ -64,6 +64,9 @@ func watchWorkloads(ctx context.Context, k kubeOptions, log zerolog.Logger) (ix 
 	if k.Kubeconfig != "" && !k.Enabled {
 		return nil, nil, errors.New("--kubeconfig is for --kubernetes, which is not set")
 	}
+	if k.IstioRoot != "" && !k.Enabled {
+		return nil, nil, errors.New("--istio-root-namespace is for --kubernetes, which is not set")
+	}
 	src, from := k.static, "the demo's simulated cluster"
 	if k.static == nil {
 		cfg, err := k.restConfig()
@@ -132,6 +135,15 @@ func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zero
 		cs, err := istio.NewClients(rc)
 		if err != nil {
 			return nil, nil, fmt.Errorf("kubernetes: %w", err)
+		}
+		served, err := cs.Served(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kubernetes: %w", err)
+		}
+		if !served {
+			// Plain Envoy on Kubernetes: workloads, but no mesh config.
+			log.Warn().Str("api_server", rc.Host).Msg("Istio's PeerAuthentication and DestinationRule are not served (Istio's CRDs are not installed): reports show traffic without configured modes")
+			return nil, func() {}, nil
 		}
 		s := cs.Sources()
 		src, from = &s, rc.Host

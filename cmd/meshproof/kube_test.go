@@ -363,3 +363,20 @@ func TestServeKubernetesConflict(t *testing.T) {
 		t.Errorf("strict-readiness %+v (authn %+v), want sleep blocking without a sidecar under STRICT", sr, sr.AuthnPolicy)
 	}
 }
+
+// TestServeKubernetesFlagsAlone: the flags that only mean something with
+// --kubernetes are refused without it, naming themselves, rather than
+// ignored.
+func TestServeKubernetesFlagsAlone(t *testing.T) {
+	for _, flag := range [][]string{{"--kubeconfig", "/nonexistent/kubeconfig"}, {"--istio-root-namespace", "mesh-config"}} {
+		dir := t.TempDir()
+		o, err := parseServe(t, append([]string{"--store", "sqlite:" + filepath.Join(dir, "e.db"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, flag...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = serve(context.Background(), o, zerolog.Nop())
+		if err == nil || !strings.Contains(err.Error(), flag[0]+" is for --kubernetes") {
+			t.Errorf("serve %s without --kubernetes: %v, want it refused by name", flag[0], err)
+		}
+	}
+}

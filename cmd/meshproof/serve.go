@@ -370,7 +370,7 @@ func (s *server) build(ctx context.Context) error {
 	if s.svc, err = authz.NewServer(o.Authz, engine, s.rec, log, s.reg); err != nil {
 		return err
 	}
-	if o.Kube.Enabled || o.Kube.Kubeconfig != "" {
+	if o.Kube.Enabled || o.Kube.Kubeconfig != "" || o.Kube.IstioRoot != "" {
 		ix, stop, err := watchWorkloads(ctx, o.Kube, log)
 		if err != nil {
 			return err
