@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/compact"
 )
 
 // migrations/NNNN_name.sql, applied in order; a file is never edited once
@@ -57,7 +58,7 @@ func loadMigrations() ([]migration, error) {
 
 // SchemaVersion is the schema version this meshproof reads and writes: the
 // number of migrations.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // migrateLock is the advisory lock key that serialises migrations: two
 // replicas running `meshproof migrate` at once apply each step once.
@@ -134,6 +135,11 @@ func migrate(ctx context.Context, conn *pgx.Conn, dsn string) (from int, err err
 					return fmt.Errorf("postgres store %s: migration %s: %w", redact(dsn), m.name, err)
 				}
 			}
+			if m.version == 6 {
+				if err := backfillWorkloads(ctx, tx); err != nil {
+					return fmt.Errorf("postgres store %s: migration %s: %w", redact(dsn), m.name, err)
+				}
+			}
 			if _, err := tx.Exec(ctx, "INSERT INTO schema_version (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
 				return fmt.Errorf("postgres store %s: recording migration %s: %w", redact(dsn), m.name, err)
 			}
@@ -141,4 +147,49 @@ func migrate(ctx context.Context, conn *pgx.Conn, dsn string) (from int, err err
 		return nil
 	})
 	return from, err
+}
+
+// backfillWorkloads (migration 6) sets the columns of the shapes that hold
+// a workload from their bodies: both workloads, the namespaces and the
+// source key, as evidence.ColumnsOf gives them now. A shape that does not
+// decode stops the migration, naming it.
+func backfillWorkloads(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `SELECT id, body FROM shapes ORDER BY id`)
+	if err != nil {
+		return fmt.Errorf("reading the shapes: %w", err)
+	}
+	type update struct {
+		id int32
+		c  evidence.Columns
+	}
+	var updates []update
+	var id int32
+	var body []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &body}, func() error {
+		shape, err := unpackShape(body)
+		if err != nil {
+			return fmt.Errorf("shape %d: %w", id, err)
+		}
+		r, err := compact.DecodeShape(shape)
+		if err != nil {
+			return fmt.Errorf("shape %d: %w (run meshproof verify with the meshproof that wrote the database)", id, err)
+		}
+		if r.Source.Workload != nil || r.Destination.Workload != nil {
+			updates = append(updates, update{id, evidence.ColumnsOf(r)})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	for _, u := range updates {
+		b.Queue(`UPDATE shapes SET source_workload = $2, destination_workload = $3, source_namespace = $4,
+			destination_namespace = $5, source_key = $6 WHERE id = $1`,
+			u.id, u.c.SourceWorkload, u.c.DestinationWorkload, u.c.SourceNamespace, u.c.DestinationNamespace, u.c.SourceKey)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("setting the workloads of shapes: %w", err)
+	}
+	return nil
 }
