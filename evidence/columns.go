@@ -180,6 +180,42 @@ func (k SourceKeyParts) String() string {
 	return k.Address
 }
 
+// WorkloadName is how tables print a workload: KIND/NAME.NAMESPACE
+// (Deployment/sleep.legacy), kubectl's KIND/NAME with the namespace as
+// istioctl appends it to a name; "" for nil.
+func WorkloadName(w *Workload) string {
+	if w == nil {
+		return ""
+	}
+	return workloadName(w.Namespace, w.Kind, w.Name)
+}
+
+func workloadName(ns, kind, name string) string {
+	out := name
+	if kind != "" {
+		out = kind + "/" + out
+	}
+	if ns != "" {
+		out += "." + ns
+	}
+	return out
+}
+
+// Display is how reports print the source a key names: its workload
+// (WorkloadName's form) where the key has one, "WORKLOAD as PRINCIPAL"
+// for a mismatched identity, else the principal or the address.
+func (k SourceKeyParts) Display() string {
+	switch {
+	case k.Workload() && k.Principal != "":
+		return workloadName(k.Namespace, k.Kind, k.Name) + " as " + k.Principal
+	case k.Workload():
+		return workloadName(k.Namespace, k.Kind, k.Name)
+	case k.Principal != "":
+		return k.Principal
+	}
+	return k.Address
+}
+
 // ParseSourceKey reads a SourceKey. A key is read as a workload key when it
 // begins with "workload:" and the rest is NAMESPACE/KIND/NAME, as a
 // mismatched principal when it ends with " workload:NAMESPACE/KIND/NAME"
