@@ -180,9 +180,10 @@ func (k SourceKeyParts) String() string {
 	return k.Address
 }
 
-// WorkloadName is how tables print a workload: KIND/NAME.NAMESPACE
-// (Deployment/sleep.legacy), kubectl's KIND/NAME with the namespace as
-// istioctl appends it to a name; "" for nil.
+// WorkloadName is how tables and reports print a workload:
+// NAMESPACE/KIND/NAME with the kind in lower case (legacy/deployment/sleep),
+// as kubectl names an object (deployment/sleep) with its namespace in
+// front, "-" for none; "" for nil.
 func WorkloadName(w *Workload) string {
 	if w == nil {
 		return ""
@@ -191,19 +192,16 @@ func WorkloadName(w *Workload) string {
 }
 
 func workloadName(ns, kind, name string) string {
-	out := name
-	if kind != "" {
-		out = kind + "/" + out
+	if ns == "" {
+		ns = "-"
 	}
-	if ns != "" {
-		out += "." + ns
-	}
-	return out
+	return ns + "/" + strings.ToLower(kind) + "/" + name
 }
 
 // Display is how reports print the source a key names: its workload
 // (WorkloadName's form) where the key has one, "WORKLOAD as PRINCIPAL"
-// for a mismatched identity, else the principal or the address.
+// for a mismatched identity (the workload presented that principal),
+// else the principal or the address.
 func (k SourceKeyParts) Display() string {
 	switch {
 	case k.Workload() && k.Principal != "":

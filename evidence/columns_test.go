@@ -125,16 +125,16 @@ func TestSourceKeyName(t *testing.T) {
 	for key, want := range map[string]string{
 		"10.42.3.7":                        "10.42.3.7",
 		"spiffe://cluster.local/ns/a/sa/b": "spiffe://cluster.local/ns/a/sa/b",
-		"workload:legacy/Deployment/sleep": "Deployment/sleep.legacy",
-		"workload:default/Pod/debug.1":     "Pod/debug.1.default",
-		"spiffe://cluster.local/ns/a/sa/b workload:legacy/Deployment/sleep": "Deployment/sleep.legacy as spiffe://cluster.local/ns/a/sa/b",
+		"workload:legacy/Deployment/sleep": "legacy/deployment/sleep",
+		"workload:default/Pod/debug.1":     "default/pod/debug.1",
+		"spiffe://cluster.local/ns/a/sa/b workload:legacy/Deployment/sleep": "legacy/deployment/sleep as spiffe://cluster.local/ns/a/sa/b",
 		"": "",
 	} {
 		if got := ParseSourceKey(key).Display(); got != want {
 			t.Errorf("ParseSourceKey(%q).Display() = %q, want %q", key, got, want)
 		}
 	}
-	if got := WorkloadName(&Workload{Namespace: "payments", Kind: "StatefulSet", Name: "ledger"}); got != "StatefulSet/ledger.payments" {
+	if got := WorkloadName(&Workload{Namespace: "payments", Kind: "StatefulSet", Name: "ledger"}); got != "payments/statefulset/ledger" {
 		t.Errorf("WorkloadName = %q", got)
 	}
 	if got := WorkloadName(nil); got != "" {

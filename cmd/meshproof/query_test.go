@@ -71,7 +71,7 @@ func TestQueryTable(t *testing.T) {
 	}
 	clock := func(r *evidence.Record) string { return r.Time.UTC().Format(time.RFC3339) }
 	want := [][]string{
-		{clock(f.plain) + " (50s ago)", "plaintext", legacyIP, "10.42.0.5", "Deployment/sleep.legacy", "Deployment/httpbin.mtls-pg",
+		{clock(f.plain) + " (50s ago)", "plaintext", legacyIP, "10.42.0.5", "legacy/deployment/sleep", "mtls-pg/deployment/httpbin",
 			"GET", httpbin, "/headers", "denied", f.plain.ID},
 		{clock(f.mtls) + " (3m ago)", "mtls", sleepID, httpbinID, "-", "-", "GET", httpbin, "/headers", "allowed", f.mtls.ID},
 		{clock(f.dryRun) + " (10m ago)", "mtls", sleepID, httpbinID, "-", "-", "GET", httpbin, "/headers", "dry-run", f.dryRun.ID},
@@ -160,8 +160,8 @@ func TestQueryJSON(t *testing.T) {
 	}
 	code, stdout, _ = cli(t, append([]string{"query", "--id", f.plain.ID}, f.api.args()...)...)
 	for _, w := range []string{"VERDICT", "plaintext", "DECISION", "denied", "CHAIN", "seq 5, hash " + f.plain.Chain.Hash,
-		"  workload         Deployment/sleep.legacy\n  pod              sleep-5d8f-abcde\n",
-		"  sidecar          none (no istio-proxy)\nDESTINATION", "  workload         Deployment/httpbin.mtls-pg\n"} {
+		"  workload         legacy/deployment/sleep\n  pod              sleep-5d8f-abcde\n",
+		"  sidecar          none (no istio-proxy)\nDESTINATION", "  workload         mtls-pg/deployment/httpbin\n"} {
 		if code != 0 || !strings.Contains(stdout, w) {
 			t.Errorf("--id table: exit %d, lacks %q:\n%s", code, w, stdout)
 		}

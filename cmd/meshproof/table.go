@@ -118,7 +118,7 @@ func share(part, total int64) string {
 
 // recordHeader and recordRow are the columns of query's table. The
 // workloads are the peers' as serve --kubernetes recorded them,
-// KIND/NAME.NAMESPACE (evidence.WorkloadName), "-" when not resolved.
+// NAMESPACE/KIND/NAME (evidence.WorkloadName), "-" when not resolved.
 var recordHeader = []string{"TIME", "VERDICT", "SOURCE", "DESTINATION", "SOURCE WORKLOAD", "DESTINATION WORKLOAD",
 	"METHOD", "HOST", "PATH", "DECISION", "ID"}
 
