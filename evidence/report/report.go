@@ -84,7 +84,7 @@ type Client struct {
 	// IdentityMismatch: the client's SPIFFE ID names another namespace or
 	// service account than its pod runs as (a workload presenting
 	// another's identity, or stale address data); its row is SUSPECT.
-	IdentityMismatch bool `json:"identity_mismatch,omitempty"`
+	IdentityMismatch bool `json:"identity_mismatch"`
 
 	Counts    Counts    `json:"counts"`
 	Total     int64     `json:"total"`
