@@ -70,7 +70,7 @@ func TestWorkloadsInChromium(t *testing.T) {
 
 	// The workload's cell lists its requests from both pod addresses.
 	do(t, ctx, chromedp.Click(chromedp.CSS(`button.cell[data-source="workload:legacy/Deployment/sleep"]`)))
-	poll(t, ctx, `document.getElementById('edge-title').textContent.includes('legacy/deployment/sleep') && document.querySelectorAll('#edge-records tbody tr').length === 9`)
+	poll(t, ctx, `document.getElementById('edge-title').textContent.includes('workload:legacy/Deployment/sleep') && document.querySelectorAll('#edge-records tbody tr').length === 9`)
 	ids := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#edge-records tbody tr')].map(tr => tr.dataset.id)`))
 	for _, id := range ids {
 		if r := recs[id]; r == nil || r.Source.Workload != sleepLegacy {

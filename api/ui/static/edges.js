@@ -201,7 +201,7 @@ async function showEdge(cell, since, reload) {
     ? Object.keys(cell.counts).filter((v) => cell.counts[v]).every((v) => noPrincipal.includes(v))
     : !cell.client.includes('://'));
   $('edge').hidden = false;
-  $('edge-title').textContent = `Latest requests: ${clientLabel(cell.client)} → ${cell.host}`;
+  $('edge-title').textContent = `Latest requests: ${cell.client} → ${cell.host}`;
   $('edge-note').textContent = byAddress
     ? `${cell.client} has no principal: showing requests to ${cell.host} without a client certificate, filtered here by source address.`
     : k.mismatch ? `${k.principal} was presented by workload ${clientLabel(`workload:${k.workload.namespace}/${k.workload.kind}/${k.workload.name}`)}, whose pod runs as another identity: suspect.` : '';
