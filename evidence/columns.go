@@ -109,14 +109,13 @@ const WorkloadKeyPrefix = "workload:"
 // space (Kubernetes' own names never do); any other is left out of the key.
 func SourceKey(r *Record) string {
 	p := &r.Source
-	w := keyedWorkload(p.Workload)
 	switch {
-	case p.Principal != "" && w != "" && IdentityMismatch(p):
-		return p.Principal + " " + WorkloadKeyPrefix + w
+	case p.Principal != "" && IdentityMismatch(p):
+		return p.Principal + " " + WorkloadKeyPrefix + p.Workload.Namespace + "/" + p.Workload.Kind + "/" + p.Workload.Name
 	case p.Principal != "":
 		return p.Principal
-	case w != "":
-		return WorkloadKeyPrefix + w
+	case keyable(p.Workload):
+		return WorkloadKeyPrefix + p.Workload.Namespace + "/" + p.Workload.Kind + "/" + p.Workload.Name
 	}
 	return p.Address
 }
@@ -124,27 +123,27 @@ func SourceKey(r *Record) string {
 // IdentityMismatch reports whether p's Istio SPIFFE ID names another
 // namespace or service account than p's workload runs as: what
 // serve --kubernetes records as "source identity is not its workload's".
-// False when either side is unknown.
+// False when either side is unknown, or the workload cannot be keyed.
 func IdentityMismatch(p *Peer) bool {
 	id, w := p.SPIFFE, p.Workload
-	if id == nil || w == nil || id.Namespace == "" || id.ServiceAccount == "" || keyedWorkload(w) == "" {
+	if id == nil || id.Namespace == "" || id.ServiceAccount == "" || !keyable(w) {
 		return false
 	}
 	return id.Namespace != w.Namespace || id.ServiceAccount != w.ServiceAccount
 }
 
-// keyedWorkload is w as a key names it, NAMESPACE/KIND/NAME, or "" when it
-// cannot name it unambiguously.
-func keyedWorkload(w *Workload) string {
+// keyable reports whether a key can name w unambiguously: its namespace,
+// kind and name set and free of '/' and spaces.
+func keyable(w *Workload) bool {
 	if w == nil {
-		return ""
+		return false
 	}
-	for _, v := range []string{w.Namespace, w.Kind, w.Name} {
+	for _, v := range [...]string{w.Namespace, w.Kind, w.Name} {
 		if v == "" || strings.ContainsAny(v, "/ ") {
-			return ""
+			return false
 		}
 	}
-	return w.Namespace + "/" + w.Kind + "/" + w.Name
+	return true
 }
 
 // SourceKeyParts is a SourceKey read back.
