@@ -470,13 +470,10 @@ func TestMigrate1M(t *testing.T) {
 // whose peers have workloads move to edges that name them, so that the
 // workload filters, and the namespace filters that fall back to a
 // workload's namespace, find what the records say, through the edges;
-// every record reads back as it was written and the chains verify intact
-// and go on.
-//
-// Not migrated: the rollups. Schema 6 keyed a source without a principal
-// by its address, and evidence.SourceKey now keys it by its workload, so
-// verify's rollup check names those groups. Only serve --kubernetes wrote
-// such records, on main for a day, never released.
+// every record reads back as it was written; the rollups move from the
+// keys schema 6 counted those records under (addresses) to the ones
+// evidence.SourceKey gives now (workloads, mismatched identities), so the
+// chains and the rollups verify intact, and go on.
 func TestMigrateFromSchema6(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "schema6.db")
@@ -532,16 +529,37 @@ func TestMigrateFromSchema6(t *testing.T) {
 		}
 	}
 	check("after the migration", fx.Records)
+	// The reports' clients are keyed as the records now say.
+	groups, err := s.Aggregate(ctx, evidence.AggregateQuery{Until: evidencetest.Base.Add(10 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{}
+	for _, r := range fx.Records {
+		evidence.RollupDeltas(r, func(k evidence.RollupKey, d int64) { want[k.Source] += d })
+	}
+	got := map[string]int64{}
+	for _, g := range groups {
+		got[g.Source] += g.Count
+	}
+	for k, n := range want {
+		if n != 0 && got[k] != n {
+			t.Errorf("aggregate: source %q counts %d, the records %d", k, got[k], n)
+		}
+	}
+	if want["workload:legacy/Deployment/sleep"] == 0 || want["203.0.113.50"] != 0 {
+		t.Errorf("fixture: a workload key %d times, its address %d", want["workload:legacy/Deployment/sleep"], want["203.0.113.50"])
+	}
 	intact := func(when string, checked int64) {
 		t.Helper()
 		reports, err := evidence.Verify(ctx, s)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(reports) != 3 {
+			t.Errorf("%s: %d reports, want 3 chains and no rollup report: %+v", when, len(reports), reports)
+		}
 		for _, rep := range reports {
-			if rep.Replica == evidence.RollupsReplica {
-				continue // see above
-			}
 			if rep.Broken != nil || rep.Checked != checked {
 				t.Errorf("%s: chain %s: %d checked, broken: %+v", when, rep.Replica, rep.Checked, rep.Broken)
 			}

@@ -3,7 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/compact"
@@ -64,6 +66,7 @@ func migrateWorkloads(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	moved := map[int64]edgeKey{}
+	rekeyed := map[int64]*evidence.Record{} // shapes whose source key changed
 	for rows.Next() {
 		var id int64
 		var body []byte
@@ -85,6 +88,9 @@ func migrateWorkloads(ctx context.Context, tx *sql.Tx) error {
 			continue
 		}
 		moved[id] = edgeOf(evidence.ColumnsOf(r))
+		if oldSourceKey(r) != evidence.SourceKey(r) {
+			rekeyed[id] = r
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -101,7 +107,7 @@ func migrateWorkloads(ctx context.Context, tx *sql.Tx) error {
 		id, ok := edges[e]
 		if !ok {
 			err := tx.QueryRowContext(ctx, findEdgeSQL, e.args()...).Scan(&id)
-			if err == sql.ErrNoRows {
+			if errors.Is(err, sql.ErrNoRows) {
 				err = tx.QueryRowContext(ctx, newEdgeSQL, e.args()...).Scan(&id)
 			}
 			if err != nil {
@@ -121,6 +127,147 @@ func migrateWorkloads(ctx context.Context, tx *sql.Tx) error {
 	} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return err
+		}
+	}
+	return rekeyRollups(ctx, tx, rekeyed)
+}
+
+// oldSourceKey is the source key schema 6 counted r under: its principal,
+// else its address (evidence.SourceKey without the workload).
+func oldSourceKey(r *evidence.Record) string {
+	if r.Source.Principal != "" {
+		return r.Source.Principal
+	}
+	return r.Source.Address
+}
+
+// rekeyRollups moves the counts of the records of shapes (whose source key
+// changed: a plaintext client now keyed by its workload, a mismatched
+// identity now marked) from the rollup groups schema 6 counted them in to
+// the groups evidence.SourceKey gives now, bucket by bucket, in every span
+// a record counts in (minutes; hours, days and weeks too for closed hours,
+// as Append counts), so that verify's rollup check agrees with the records
+// again. Minutes a seal closed (their records are not counted) and buckets
+// retention removed (before the horizon) are left alone. An old bucket
+// keeps its first and last times and example (aggregates leave a group of
+// count 0 out).
+func rekeyRollups(ctx context.Context, tx *sql.Tx, shapes map[int64]*evidence.Record) error {
+	if len(shapes) == 0 {
+		return nil
+	}
+	var closed int64
+	var horizon sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT (SELECT minute FROM rollup_closed), (SELECT minute FROM rollup_horizon)`).Scan(&closed, &horizon); err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	sealed := map[string]int64{}
+	hrows, err := tx.QueryContext(ctx, `SELECT replica, seal_through FROM chain_heads`)
+	if err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	for hrows.Next() {
+		var replica string
+		var through int64
+		if err := hrows.Scan(&replica, &through); err != nil {
+			hrows.Close()
+			return fmt.Errorf("rollups: %w", err)
+		}
+		sealed[replica] = through
+	}
+	hrows.Close()
+	if err := hrows.Err(); err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	type bucket struct {
+		span, minute int64
+		group        evidence.RollupKey // Minute 0
+	}
+	type sum struct {
+		count, first, last int64
+		example            string
+	}
+	sums := map[bucket]*sum{}
+	var order []bucket
+	add := func(b bucket, delta, ns int64, id string) {
+		if s, ok := sums[b]; ok {
+			s.count += delta
+			s.first, s.last = min(s.first, ns), max(s.last, ns)
+			return
+		}
+		sums[b] = &sum{delta, ns, ns, id}
+		order = append(order, b)
+	}
+	for shape, tmpl := range shapes {
+		oldKey, newKey := oldSourceKey(tmpl), evidence.SourceKey(tmpl)
+		rs, err := tx.QueryContext(ctx, `SELECT time_ns, id FROM records WHERE shape = ?`, shape)
+		if err != nil {
+			return fmt.Errorf("rollups of shape %d: %w", shape, err)
+		}
+		for rs.Next() {
+			var ns int64
+			var idKey any
+			if err := rs.Scan(&ns, &idKey); err != nil {
+				rs.Close()
+				return fmt.Errorf("rollups of shape %d: %w", shape, err)
+			}
+			id, err := compact.IDOfKey(idKey)
+			if err != nil {
+				rs.Close()
+				return fmt.Errorf("rollups of shape %d: %w", shape, err)
+			}
+			r := *tmpl
+			r.Time = time.Unix(0, ns).UTC()
+			minute := floorDiv(r.Time.Unix(), 60)
+			if minute < sealed[r.Replica] || horizon.Valid && minute < horizon.Int64 {
+				continue
+			}
+			evidence.RollupDeltas(&r, func(g evidence.RollupKey, delta int64) {
+				g.Minute = 0
+				of := spans[:1]
+				if minute < closed {
+					of = spans[:]
+				}
+				for _, span := range of {
+					start := floorDiv(minute, span) * span
+					if horizon.Valid && start < horizon.Int64 {
+						continue // removed by retention
+					}
+					g.Source = oldKey
+					add(bucket{span, start, g}, -delta, ns, id)
+					g.Source = newKey
+					add(bucket{span, start, g}, delta, ns, id)
+				}
+			})
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return fmt.Errorf("rollups of shape %d: %w", shape, err)
+		}
+	}
+	groups := map[evidence.RollupKey]int64{}
+	for _, b := range order {
+		s := sums[b]
+		if s.count == 0 {
+			continue
+		}
+		id, ok := groups[b.group]
+		if !ok {
+			g := b.group
+			args := []any{g.Replica, g.Source, g.DestinationHost, g.DestinationPrincipal, g.Verdict, g.Allowed}
+			err := tx.QueryRowContext(ctx, `SELECT id FROM rollup_keys WHERE replica = ? AND source = ? AND dst_host = ?
+				AND dst_principal = ? AND verdict = ? AND allowed = ?`, args...).Scan(&id)
+			if errors.Is(err, sql.ErrNoRows) {
+				err = tx.QueryRowContext(ctx, `INSERT INTO rollup_keys (replica, source, dst_host, dst_principal, verdict, allowed)
+					VALUES (?, ?, ?, ?, ?, ?) RETURNING id`, args...).Scan(&id)
+			}
+			if err != nil {
+				return fmt.Errorf("rollup group: %w", err)
+			}
+			groups[b.group] = id
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertSQL, rows(1, rollupParams)),
+			b.span, b.minute, id, s.count, s.first, s.last, s.example); err != nil {
+			return fmt.Errorf("rollups: %w", err)
 		}
 	}
 	return nil
