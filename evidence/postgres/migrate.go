@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"math"
 	"path"
 	"strconv"
 	"strings"
@@ -163,6 +164,7 @@ func backfillWorkloads(ctx context.Context, tx pgx.Tx) error {
 		c  evidence.Columns
 	}
 	var updates []update
+	rekeyed := map[int32]*evidence.Record{}
 	var id int32
 	var body []byte
 	_, err = pgx.ForEachRow(rows, []any{&id, &body}, func() error {
@@ -176,6 +178,9 @@ func backfillWorkloads(ctx context.Context, tx pgx.Tx) error {
 		}
 		if r.Source.Workload != nil || r.Destination.Workload != nil {
 			updates = append(updates, update{id, evidence.ColumnsOf(r)})
+			if oldSourceKey(r) != evidence.SourceKey(r) {
+				rekeyed[id] = r
+			}
 		}
 		return nil
 	})
@@ -190,6 +195,131 @@ func backfillWorkloads(ctx context.Context, tx pgx.Tx) error {
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("setting the workloads of shapes: %w", err)
+	}
+	return rekeyRollups(ctx, tx, rekeyed)
+}
+
+// oldSourceKey is the source key schema 5 counted r under: its principal,
+// else its address (evidence.SourceKey without the workload).
+func oldSourceKey(r *evidence.Record) string {
+	if r.Source.Principal != "" {
+		return r.Source.Principal
+	}
+	return r.Source.Address
+}
+
+// rekeyRollups moves the counts of the records of shapes (whose source key
+// changed: a plaintext client now keyed by its workload, a mismatched
+// identity now marked) from the rollup keys schema 5 counted them under to
+// the keys evidence.SourceKey gives now, at every level, as Append counts
+// (queueRollups), so that verify's rollup check agrees with the records
+// again. Minutes a seal closed (their records are not counted) and buckets
+// retention removed (before the horizon) are left alone. An old bucket
+// keeps its first and last times and example (aggregates leave a key of
+// count 0 out).
+func rekeyRollups(ctx context.Context, tx pgx.Tx, shapes map[int32]*evidence.Record) error {
+	if len(shapes) == 0 {
+		return nil
+	}
+	horizon := int64(math.MinInt64)
+	if err := tx.QueryRow(ctx, "SELECT coalesce(max(minute), $1) FROM rollup_horizon", horizon).Scan(&horizon); err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	sealed := map[string]int64{}
+	rows, err := tx.Query(ctx, `SELECT replica, seal_through FROM chain_heads`)
+	if err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	var replica string
+	var through int64
+	if _, err := pgx.ForEachRow(rows, []any{&replica, &through}, func() error {
+		sealed[replica] = through
+		return nil
+	}); err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	type bucket struct {
+		level int
+		unit  int64
+		key   evidence.RollupKey // Minute 0
+	}
+	sums := map[bucket]*rollup{}
+	add := func(b bucket, delta, ns int64, id string) {
+		if g := sums[b]; g != nil {
+			g.count += delta
+			g.first, g.last = min(g.first, ns), max(g.last, ns)
+			return
+		}
+		sums[b] = &rollup{count: delta, first: ns, last: ns, example: id}
+	}
+	ids := make([]int32, 0, len(shapes))
+	for id := range shapes {
+		ids = append(ids, id)
+	}
+	rows, err = tx.Query(ctx, `SELECT shape, time_ns, id FROM records WHERE shape = ANY($1)`, ids)
+	if err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	var shape int32
+	var ns int64
+	var idk []byte
+	if _, err := pgx.ForEachRow(rows, []any{&shape, &ns, &idk}, func() error {
+		tmpl := shapes[shape]
+		id, err := idOf(idk)
+		if err != nil {
+			return err
+		}
+		r := *tmpl
+		r.Time = time.Unix(0, ns).UTC()
+		minute := floorDiv(r.Time.Unix(), 60)
+		if minute < sealed[r.Replica] || minute < horizon {
+			return nil
+		}
+		oldKey, newKey := oldSourceKey(tmpl), evidence.SourceKey(tmpl)
+		evidence.RollupDeltas(&r, func(k evidence.RollupKey, delta int64) {
+			k.Minute = 0
+			for i, l := range levels {
+				unit := floorDiv(minute, l.minutes)
+				if unit*l.minutes < horizon {
+					continue // removed by retention
+				}
+				k.Source = oldKey
+				add(bucket{i, unit, k}, -delta, ns, id)
+				k.Source = newKey
+				add(bucket{i, unit, k}, delta, ns, id)
+			}
+		})
+		return nil
+	}); err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	keyIDs := map[evidence.RollupKey]int64{}
+	b := &pgx.Batch{}
+	for bk, g := range sums {
+		if g.count == 0 {
+			continue
+		}
+		k := bk.key
+		id, ok := keyIDs[k]
+		if !ok {
+			if err := tx.QueryRow(ctx, `WITH n AS (INSERT INTO rollup_keys (replica, source, destination_host, destination_principal, verdict, allowed)
+					VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id)
+				SELECT id FROM n UNION ALL SELECT id FROM rollup_keys WHERE replica = $1 AND source = $2 AND destination_host = $3
+					AND destination_principal = $4 AND verdict = $5 AND allowed = $6`,
+				k.Replica, k.Source, k.DestinationHost, k.DestinationPrincipal, k.Verdict, k.Allowed).Scan(&id); err != nil {
+				return fmt.Errorf("rollup key: %w", err)
+			}
+			keyIDs[k] = id
+		}
+		l := levels[bk.level]
+		// Table and column names are constants of rollup.go.
+		b.Queue(`INSERT INTO `+l.table+` AS r (`+l.unit+`, key, count, first_ns, last_ns, example_id) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (`+l.unit+`, key) DO UPDATE SET count = r.count + excluded.count,
+				first_ns = least(r.first_ns, excluded.first_ns), last_ns = greatest(r.last_ns, excluded.last_ns)`,
+			bk.unit, id, g.count, g.first, g.last, g.example)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("rollups: %w", err)
 	}
 	return nil
 }
