@@ -11,8 +11,9 @@ import (
 // Check is recorded: pod IPs are reused within minutes, so an answer given
 // later could name another pod.
 type Workloads interface {
-	// Resolve returns the workload that holds addr (shared: read-only), or
-	// nil and why none does.
+	// Resolve returns the workload that holds addr, or nil and why none
+	// does. The workload is shared by every record of that pod (one per
+	// pod, not a copy per Check): records point at it and never change it.
 	Resolve(addr string) (*evidence.Workload, string)
 	// CheckIdentity says whether an Istio-style SPIFFE identity (its
 	// namespace and service account) is w's own, and how it differs when

@@ -122,3 +122,37 @@ func BenchmarkHeapPerPod(b *testing.B) {
 		b.ReportMetric(index, "index-B/pod")
 	}
 }
+
+// resolver is how authz calls Resolve: through an interface, so the
+// compiler cannot keep what Resolve returns on the caller's stack.
+var resolver interface {
+	Resolve(addr string) (*Workload, string)
+}
+
+// BenchmarkResolve is Resolve (what a Check asks, through authz.Workloads)
+// of the addresses of 10,000 indexed pods in turn, each a Deployment's
+// through its ReplicaSet.
+func BenchmarkResolve(b *testing.B) {
+	tmpl := loadPodTemplate(b)
+	ix := NewIndex()
+	ix.UpsertReplicaSet(replicaSet("cart-7d4b9c5f8", "1", controller("apps/v1", "Deployment", "cart")))
+	strs := make([]string, benchPods)
+	for i := range benchPods {
+		p, _ := Transform(tmpl.pod(b, i))
+		pod := p.(*corev1.Pod)
+		pod.OwnerReferences[0].UID = "uid-ReplicaSet-cart-7d4b9c5f8"
+		ix.UpsertPod(pod)
+		strs[i] = netip.MustParseAddr(pod.Status.PodIP).String()
+	}
+	resolver = ix
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if w, why := resolver.Resolve(strs[i]); w == nil || w.Kind != KindDeployment {
+			b.Fatal(why)
+		}
+		if i++; i == len(strs) {
+			i = 0
+		}
+	}
+}

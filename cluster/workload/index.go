@@ -31,7 +31,9 @@ const ReasonUnknown Reason = "unknown address"
 const goneKept = 4096
 
 // Index maps pod IPs to workloads. It is safe for concurrent use: Lookup
-// takes a read lock and allocates nothing; updates take the write lock.
+// and Resolve take a read lock and allocate nothing (each pod's Workload is
+// built once, when the pod or its owner changes, and shared by every
+// Resolve); updates take the write lock.
 //
 // When two pods claim one IP (a reused IP whose old pod's end the index has
 // not seen yet, or events out of order), the running pod with the newest
@@ -49,6 +51,9 @@ type Index struct {
 	byIP   map[netip.Addr]*claims
 	hosts  map[netip.Addr]*hostClaims
 	owners map[types.UID]owner // ReplicaSets and Jobs
+	// byOwner are the pods whose workload an owner's change renames: those
+	// whose controller is that ReplicaSet or Job.
+	byOwner map[types.UID][]*pod
 
 	gone      map[types.UID]struct{}
 	goneOrder []types.UID
@@ -59,7 +64,9 @@ type Index struct {
 
 // pod is what the index keeps of a Pod.
 type pod struct {
-	w       Workload // Kind and Name are resolved at Lookup
+	// w is published to Resolve's callers: never changed once set, only
+	// replaced (publish) when the pod or its owner changes.
+	w       *Workload
 	owner   ownerRef
 	rv      string
 	created time.Time
@@ -96,11 +103,12 @@ type owner struct {
 // NewIndex returns an empty Index.
 func NewIndex() *Index {
 	return &Index{
-		pods:   make(map[types.UID]*pod),
-		byIP:   make(map[netip.Addr]*claims),
-		hosts:  make(map[netip.Addr]*hostClaims),
-		owners: make(map[types.UID]owner),
-		gone:   make(map[types.UID]struct{}),
+		pods:    make(map[types.UID]*pod),
+		byIP:    make(map[netip.Addr]*claims),
+		hosts:   make(map[netip.Addr]*hostClaims),
+		owners:  make(map[types.UID]owner),
+		byOwner: make(map[types.UID][]*pod),
+		gone:    make(map[types.UID]struct{}),
 	}
 }
 
@@ -114,6 +122,15 @@ func (ix *Index) Len() int {
 // Lookup returns the workload of the pod that holds addr, or the reason there
 // is none. An IPv4-mapped IPv6 address is looked up as its IPv4 address.
 func (ix *Index) Lookup(addr netip.Addr) (Workload, Reason) {
+	w, reason := ix.lookup(addr)
+	if w == nil {
+		return Workload{}, reason
+	}
+	return *w, ""
+}
+
+// lookup is Lookup, the workload shared.
+func (ix *Index) lookup(addr netip.Addr) (*Workload, Reason) {
 	addr = addr.Unmap().WithZone("")
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -121,17 +138,17 @@ func (ix *Index) Lookup(addr netip.Addr) (Workload, Reason) {
 	if c := ix.byIP[addr]; c != nil {
 		p := c.pods[0]
 		if !p.terminal {
-			return ix.resolve(p), ""
+			return p.w, ""
 		}
 		ended = p.ended
 	}
 	if h := ix.hosts[addr]; h != nil {
-		return Workload{}, h.nodes[len(h.nodes)-1].reason
+		return nil, h.nodes[len(h.nodes)-1].reason
 	}
 	if ended != "" {
-		return Workload{}, ended
+		return nil, ended
 	}
-	return Workload{}, ReasonUnknown
+	return nil, ReasonUnknown
 }
 
 // LookupString is Lookup of an address in text, as Envoy reports it.
@@ -143,23 +160,50 @@ func (ix *Index) LookupString(s string) (Workload, Reason) {
 	return ix.Lookup(addr)
 }
 
-// resolve fills in p's top owner. It runs at Lookup, not at UpsertPod, so a
-// Deployment is named as soon as its ReplicaSet is known, whichever came
-// first. Until then the ReplicaSet (or Job) itself is named.
-func (ix *Index) resolve(p *pod) Workload {
-	w := p.w
+// publish gives p a workload naming its top owner as the index knows it
+// now: at UpsertPod, and again when its ReplicaSet or Job changes, so that
+// a Deployment is named as soon as its ReplicaSet is known, whichever came
+// first (until then the ReplicaSet, or Job, itself is named). The workload
+// is replaced, never changed: Resolve's callers hold it without a lock. An
+// unchanged name keeps the one published.
+func (ix *Index) publish(p *pod) {
+	kind, name := p.owner.kind, p.owner.name
 	switch p.owner.kind {
 	case "":
-		w.Kind, w.Name = KindPod, p.w.Pod
+		kind, name = KindPod, p.w.Pod
 	case KindReplicaSet, KindJob:
-		w.Kind, w.Name = p.owner.kind, p.owner.name
 		if o, ok := ix.owners[p.owner.uid]; ok && o.kind == p.owner.kind && o.owner.kind != "" {
-			w.Kind, w.Name = o.owner.kind, o.owner.name
+			kind, name = o.owner.kind, o.owner.name
 		}
-	default:
-		w.Kind, w.Name = p.owner.kind, p.owner.name
 	}
-	return w
+	if p.w.Kind == "" {
+		// newPod's, not yet published: filled in place.
+		p.w.Kind, p.w.Name = kind, name
+		return
+	}
+	if p.w.Kind == kind && p.w.Name == name {
+		return
+	}
+	w := *p.w
+	w.Kind, w.Name = kind, name
+	p.w = &w
+}
+
+// owned reports whether p's workload depends on its owner's entry in
+// ix.owners, and under which key.
+func owned(p *pod) (types.UID, bool) {
+	switch p.owner.kind {
+	case KindReplicaSet, KindJob:
+		return p.owner.uid, true
+	}
+	return "", false
+}
+
+// republish publishes again the pods of the owner keyed key.
+func (ix *Index) republish(key types.UID) {
+	for _, p := range ix.byOwner[key] {
+		ix.publish(p)
+	}
 }
 
 // UpsertPod adds or updates a pod. An update older than the one held (by
@@ -182,6 +226,7 @@ func (ix *Index) UpsertPod(in *corev1.Pod) {
 	}
 	ix.seq++
 	p.seq = ix.seq
+	ix.publish(p)
 	ix.pods[key] = p
 	ix.link(p)
 }
@@ -226,6 +271,7 @@ func (ix *Index) upsertOwner(kind string, m *metav1.ObjectMeta) {
 		}
 	}
 	ix.owners[key] = o
+	ix.republish(key)
 }
 
 func (ix *Index) deleteOwner(m *metav1.ObjectMeta) {
@@ -233,6 +279,7 @@ func (ix *Index) deleteOwner(m *metav1.ObjectMeta) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	delete(ix.owners, key)
+	ix.republish(key)
 	ix.forget(m)
 }
 
@@ -270,7 +317,7 @@ func uidOf(m *metav1.ObjectMeta) types.UID {
 func newPod(in *corev1.Pod) *pod {
 	app, version := appVersion(in.Labels)
 	p := &pod{
-		w: Workload{
+		w: &Workload{
 			Namespace:      in.Namespace,
 			Pod:            in.Name,
 			ServiceAccount: in.Spec.ServiceAccountName,
@@ -328,8 +375,11 @@ func addrs[T any](single string, list []T, ip func(T) string) []netip.Addr {
 	return slices.Clip(out)
 }
 
-// link adds p's claims.
+// link adds p's claims, and p to its owner's pods.
 func (ix *Index) link(p *pod) {
+	if key, ok := owned(p); ok {
+		ix.byOwner[key] = append(ix.byOwner[key], p)
+	}
 	for _, a := range p.ips {
 		c := ix.byIP[a]
 		if c == nil {
@@ -354,8 +404,16 @@ func (ix *Index) link(p *pod) {
 	}
 }
 
-// unlink removes p's claims.
+// unlink removes p's claims, and p from its owner's pods.
 func (ix *Index) unlink(p *pod) {
+	if key, ok := owned(p); ok {
+		ps := slices.DeleteFunc(ix.byOwner[key], func(q *pod) bool { return q == p })
+		if len(ps) == 0 {
+			delete(ix.byOwner, key)
+		} else {
+			ix.byOwner[key] = ps
+		}
+	}
 	for _, a := range p.ips {
 		c := ix.byIP[a]
 		if c == nil {
@@ -404,13 +462,16 @@ func rank(a, b *pod) int {
 }
 
 // Resolve is LookupString for a Check's record (authz.Workloads): the
-// workload, or nil and the reason.
+// workload, or nil and the reason. The workload is the pod's, shared by
+// every Resolve of its addresses and never changed: read it, do not write
+// it. It is not copied, so a Check allocates nothing for it.
 func (ix *Index) Resolve(addr string) (*Workload, string) {
-	w, reason := ix.LookupString(addr)
-	if reason != "" {
-		return nil, string(reason)
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return nil, fmt.Sprintf("invalid address %q", addr)
 	}
-	return &w, ""
+	w, reason := ix.lookup(a)
+	return w, string(reason)
 }
 
 // CheckIdentity is the package's CheckIdentity, for authz.Workloads.

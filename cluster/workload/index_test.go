@@ -351,3 +351,95 @@ func TestHandlersUnwrapTombstones(t *testing.T) {
 	remove(cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: p})
 	expectReason(t, ix, "10.9.0.1", ReasonUnknown)
 }
+
+// TestResolveShares: Resolve hands every Check the pod's one Workload,
+// without allocating; a change of the pod's owner publishes a new one and
+// leaves the one already handed out as it was (Checks hold it unlocked).
+func TestResolveShares(t *testing.T) {
+	ix := NewIndex()
+	p := testPod("web-7d4b9c-x2x9q", "100", "10.2.0.1")
+	p.OwnerReferences = []metav1.OwnerReference{controller("apps/v1", "ReplicaSet", "web-7d4b9c")}
+	ix.UpsertPod(p)
+	first, why := ix.Resolve("10.2.0.1")
+	if first == nil {
+		t.Fatalf("no workload: %s", why)
+	}
+	if again, _ := ix.Resolve("10.2.0.1"); again != first {
+		t.Errorf("a second Resolve made another Workload (%p, then %p)", first, again)
+	}
+	if n := testing.AllocsPerRun(100, func() { ix.Resolve("10.2.0.1") }); n != 0 {
+		t.Errorf("Resolve allocates %v times", n)
+	}
+
+	steps := []struct {
+		name     string
+		change   func()
+		want     string // kind/name
+		replaced bool
+	}{
+		{"the ReplicaSet arrives", func() {
+			ix.UpsertReplicaSet(replicaSet("web-7d4b9c", "90", controller("apps/v1", "Deployment", "web")))
+		}, "Deployment/web", true},
+		{"a ReplicaSet update that renames nothing", func() {
+			ix.UpsertReplicaSet(replicaSet("web-7d4b9c", "91", controller("apps/v1", "Deployment", "web")))
+		}, "Deployment/web", false},
+		{"the ReplicaSet is deleted", func() { ix.DeleteReplicaSet(replicaSet("web-7d4b9c", "92")) }, "ReplicaSet/web-7d4b9c", true},
+		{"the pod changes", func() {
+			ix.UpsertPod(with(p, "101", func(q *corev1.Pod) { q.Labels = map[string]string{"app": "web"} }))
+		}, "ReplicaSet/web-7d4b9c", true},
+	}
+	prev := first
+	for _, s := range steps {
+		held := *prev
+		s.change()
+		w, why := ix.Resolve("10.2.0.1")
+		if w == nil {
+			t.Fatalf("%s: no workload: %s", s.name, why)
+		}
+		if got := w.Kind + "/" + w.Name; got != s.want {
+			t.Errorf("%s: %s, want %s", s.name, got, s.want)
+		}
+		if (w != prev) != s.replaced {
+			t.Errorf("%s: Workload replaced %v, want %v", s.name, w != prev, s.replaced)
+		}
+		if *prev != held {
+			t.Errorf("%s: the Workload already handed out changed: %+v, was %+v", s.name, *prev, held)
+		}
+		prev = w
+	}
+}
+
+// TestResolveRace: Checks read the Workloads Resolve returns while the
+// owner of their pods changes; with -race, a write to a published Workload
+// fails here.
+func TestResolveRace(t *testing.T) {
+	ix := NewIndex()
+	const pods = 16
+	for i := range pods {
+		p := testPod(fmt.Sprintf("web-%d", i), "100", fmt.Sprintf("10.3.0.%d", i+1))
+		p.OwnerReferences = []metav1.OwnerReference{controller("apps/v1", "ReplicaSet", "web-rs")}
+		ix.UpsertPod(p)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for n := range 1000 {
+			ix.UpsertReplicaSet(replicaSet("web-rs", fmt.Sprint(n+1), controller("apps/v1", "Deployment", fmt.Sprintf("web-%d", n%3))))
+		}
+	})
+	for range 2 {
+		wg.Go(func() {
+			for n := range 5000 {
+				w, why := ix.Resolve(fmt.Sprintf("10.3.0.%d", n%pods+1))
+				if w == nil {
+					t.Errorf("no workload: %s", why)
+					return
+				}
+				if w.Kind != "ReplicaSet" && w.Kind != "Deployment" || w.Name == "" {
+					t.Errorf("workload %+v", *w)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -2,13 +2,19 @@ package workload_test
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/meshproof/meshproof/cluster/workload"
 	"github.com/meshproof/meshproof/internal/kubetest"
@@ -58,9 +64,14 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := workload.Watch(wctx, clients, ix); err != nil {
+	stopped, err := workload.Watch(wctx, clients.Sources(), ix)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() {
+		stop()
+		<-stopped
+	}()
 	w, reason := ix.LookupString("10.244.1.17")
 	want := workload.Workload{Namespace: ns, Kind: "Deployment", Name: "reviews", Pod: "reviews-7d9f8c6b5-x7k2p",
 		ServiceAccount: "reviews", App: "reviews", Version: "v1", Sidecar: true}
@@ -130,4 +141,97 @@ func waitFor(ctx context.Context, t *testing.T, ix *workload.Index, ip string, w
 		case <-tick.C:
 		}
 	}
+}
+
+// TestWatchStops: once Watch's context ends, stopped is closed only when
+// no informer goroutine is left, both after a sync (from an API server and
+// from a static source) and when the context ends before the first list.
+// Without the wait, the informers' goroutines are still there when the
+// context's end is seen.
+func TestWatchStops(t *testing.T) {
+	type start func(t *testing.T) workload.Sources
+	server := func(t *testing.T) workload.Sources {
+		clients, err := workload.NewClients(kubetest.Config(t)) // skips without a test API server
+		if err != nil {
+			t.Fatal(err)
+		}
+		return clients.Sources()
+	}
+	static := func(*testing.T) workload.Sources {
+		return workload.Sources{
+			Pods:        workload.StaticSource(&corev1.PodList{}),
+			ReplicaSets: workload.StaticSource(&appsv1.ReplicaSetList{}),
+			Jobs:        workload.StaticSource(&batchv1.JobList{}),
+		}
+	}
+	// A source that never answers: the context ends before the first list.
+	hung := func(*testing.T) workload.Sources {
+		lw := &cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, _ metav1.ListOptions) (kruntime.Object, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			},
+			WatchFuncWithContext: func(ctx context.Context, _ metav1.ListOptions) (watch.Interface, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			},
+		}
+		return workload.Sources{Pods: lw, ReplicaSets: lw, Jobs: lw}
+	}
+	for _, tc := range []struct {
+		name   string
+		source start
+		synced bool
+	}{
+		{"api server", server, true},
+		{"static", static, true},
+		{"never listed", hung, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.source(t)
+			if n := informerGoroutines(); n != "" {
+				t.Fatalf("informer goroutines before Watch:\n%s", n)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if !tc.synced {
+				time.AfterFunc(100*time.Millisecond, cancel)
+			}
+			stopped, err := workload.Watch(ctx, src, workload.NewIndex())
+			if tc.synced != (err == nil) {
+				t.Fatalf("Watch: %v", err)
+			}
+			if tc.synced {
+				if n := informerGoroutines(); n == "" {
+					t.Fatal("no informer goroutine while Watch runs: the check below would prove nothing")
+				}
+				cancel()
+				<-stopped
+			}
+			if n := informerGoroutines(); n != "" {
+				t.Errorf("informer goroutines once Watch's context ended and it said it had stopped:\n%s", n)
+			}
+		})
+	}
+}
+
+// informerGoroutines are the stacks of the goroutines running client-go's
+// informer machinery (package tools/cache), "" when there is none.
+func informerGoroutines() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var found []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "k8s.io/client-go/tools/cache.") {
+			found = append(found, g)
+		}
+	}
+	return strings.Join(found, "\n\n")
 }

@@ -8,14 +8,27 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+	networkingapiv1 "istio.io/api/networking/v1"
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	typev1beta1 "istio.io/api/type/v1beta1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/meshproof/meshproof/api/client"
+	"github.com/meshproof/meshproof/cluster/workload"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/internal/meshsim"
-	"github.com/spf13/cobra"
 )
 
 const demoDoc = `Run meshproof with a simulated Istio mesh sending it traffic, to see real evidence
@@ -25,8 +38,11 @@ httpbin behind a PERMISSIVE sidecar that calls meshproof's ext_authz, sleep over
 mTLS, a legacy client in plaintext, now and then a forged x-forwarded-client-cert
 header (denied) and a curl with a client certificate but no Istio ALPN (its TLS
 handshake fails on the plaintext chain, so meshproof never sees it: curl's exit code
-35). It prints the page's URL and commands to try, writes the certificate its curl
-uses with the commands that repeat that call by hand, and runs until interrupted.`
+35). A simulated cluster stands behind the loopback addresses (pods, ReplicaSets and
+Deployments, read through serve --kubernetes's informers), so every record names its
+peers' workloads. It prints the page's URL and commands to try, writes the certificate
+its curl uses with the commands that repeat that call by hand, and runs until
+interrupted.`
 
 // demoOptions is the command line of `meshproof demo`.
 type demoOptions struct {
@@ -59,7 +75,12 @@ func (d demoOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if d.interval <= 0 {
 		return usageError{errors.New("--interval must be positive")}
 	}
-	o, cleanup, err := d.serveOptions()
+	podAddrs := loopbackDemoAddrs()
+	var cluster *demoClusterObjects
+	if podAddrs.distinct() {
+		cluster = demoClusterAt(podAddrs)
+	}
+	o, cleanup, err := d.serveOptions(cluster)
 	if err != nil {
 		return err
 	}
@@ -89,6 +110,9 @@ func (d demoOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 
 	cfg := meshsim.DefaultConfig()
 	cfg.AuthzAddr = a.grpc.String()
+	if cluster != nil {
+		cfg.Addr = net.JoinHostPort(podAddrs.httpbin, "0") // httpbin's pod
+	}
 	// Envoy's 200 ms would do; the demo shares the machine with whatever
 	// else runs there.
 	cfg.Timeout = time.Second
@@ -107,7 +131,7 @@ func (d demoOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(tlsDir)
 	server := "http://" + a.http.String()
-	printDemoBanner(stdout, server, a.grpc.String(), o.Evidence.Store, d.store == "", m, d.interval)
+	printDemoBanner(stdout, server, a.grpc.String(), o.Evidence.Store, d.store == "", m, d.interval, cluster != nil)
 	printDemoByHand(stdout, server, tlsDir, m)
 	api, err := client.New(server, client.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -124,9 +148,9 @@ func (d demoOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
 	return errors.Join(merr, serr)
 }
 
-// serveOptions are the embedded serve's options; cleanup removes the
-// temporary store.
-func (d demoOptions) serveOptions() (serveOptions, func(), error) {
+// serveOptions are the embedded serve's options, with cluster (when not
+// nil) as what --kubernetes watches; cleanup removes the temporary store.
+func (d demoOptions) serveOptions(cluster *demoClusterObjects) (serveOptions, func(), error) {
 	o := defaultServeOptions()
 	o.GRPC.Addr, o.HTTP.Addr = d.grpcAddr, d.httpAddr
 	o.Policy.Policies = []string{"builtin:deny-suspect"}
@@ -134,6 +158,10 @@ func (d demoOptions) serveOptions() (serveOptions, func(), error) {
 	o.Authz.Replica = "demo"
 	o.Log = d.log
 	o.Grace = 5 * time.Second
+	if cluster != nil {
+		src := cluster.Sources()
+		o.Kube.Enabled, o.Kube.static = true, &src
+	}
 	cleanup := func() {}
 	o.Evidence.Store = d.store
 	if d.store == "" {
@@ -151,15 +179,23 @@ func (d demoOptions) serveOptions() (serveOptions, func(), error) {
 	return o, cleanup, nil
 }
 
-func printDemoBanner(w io.Writer, server, grpcAddr, store string, temporary bool, m *meshsim.Mesh, interval time.Duration) {
+func printDemoBanner(w io.Writer, server, grpcAddr, store string, temporary bool, m *meshsim.Mesh, interval time.Duration, cluster bool) {
 	kept := ""
 	if temporary {
 		kept = " (removed on exit; --store keeps one)"
+	}
+	workloads := `Deployments httpbin and sleep (mtls-pg, with Istio's sidecar) and legacy
+                (namespace legacy, no sidecar), pods curl (mtls-pg) and forger (legacy), at the
+                clients' addresses, read through serve --kubernetes's informers: each record
+                names its peers' workloads`
+	if !cluster {
+		workloads = "none: this host cannot bind 127.0.0.n, so no address names a pod"
 	}
 	fmt.Fprintf(w, `meshproof demo: a simulated Istio namespace mtls-pg sends traffic through meshproof.
 
   meshproof     ext_authz gRPC %s, policy builtin:deny-suspect
   evidence      %s%s
+  cluster       %s
   httpbin       %s, its sidecar at %s (%s, %s)
   clients       sleep     mTLS as %s, every %s
                 legacy    plaintext from %s, every %s
@@ -176,7 +212,7 @@ Try:
   meshproof report strict-readiness --server %s --destination %s
 
 `,
-		grpcAddr, store, kept,
+		grpcAddr, store, kept, workloads,
 		meshsim.Host, m.Sidecar.Addr(), m.Sidecar.Mode(), m.Sidecar.ForwardClientCert(),
 		meshsim.SleepID, interval, m.Legacy.LocalIP(), interval*legacyEvery, m.Forger.LocalIP(), meshsim.ForgedID, interval*oddEvery, interval*oddEvery,
 		server, server, server, server, server, meshsim.Host)
@@ -346,4 +382,146 @@ func (s *trafficStats) status(ctx context.Context, api *client.Client, st meshsi
 		}
 	}
 	return fmt.Sprintf("%s; meshproof recorded %d (%s)", line, es.Records, strings.Join(parts, ", "))
+}
+
+// demoAddrs are the loopback addresses of the demo's pods: httpbin's
+// sidecar listens on its own (not 127.0.0.1, where a curl typed by hand comes
+// from, outside the cluster), and each client sends from the one meshsim
+// gives it (Start's LoopbackIP numbers).
+type demoAddrs struct{ httpbin, sleep, legacy, curl, forger string }
+
+func loopbackDemoAddrs() demoAddrs {
+	return demoAddrs{
+		httpbin: meshsim.LoopbackIP(10),
+		sleep:   meshsim.LoopbackIP(11),
+		legacy:  meshsim.LoopbackIP(12),
+		curl:    meshsim.LoopbackIP(13),
+		forger:  meshsim.LoopbackIP(66),
+	}
+}
+
+// distinct reports whether every pod has an address of its own: where the
+// host cannot bind 127.0.0.n, all are 127.0.0.1 and no address names a pod.
+func (a demoAddrs) distinct() bool {
+	all := []string{a.httpbin, a.sleep, a.legacy, a.curl, a.forger}
+	for i, x := range all {
+		if x == "127.0.0.1" || slices.Contains(all[i+1:], x) {
+			return false
+		}
+	}
+	return true
+}
+
+// demoClusterObjects are the cluster the demo's mesh stands for, as the API
+// server would list it: what workload.Watch reads (Pods, ReplicaSets; no
+// Jobs), the Deployments those ReplicaSets belong to, and the Istio
+// configuration of the seed story (PERMISSIVE PeerAuthentication
+// httpbin.mtls-pg, DestinationRule ISTIO_MUTUAL), for an Istio watch to read
+// through workload.StaticSource as the pods are.
+type demoClusterObjects struct {
+	Pods                corev1.PodList
+	ReplicaSets         appsv1.ReplicaSetList
+	Jobs                batchv1.JobList
+	Deployments         appsv1.DeploymentList
+	PeerAuthentications securityv1.PeerAuthenticationList
+	DestinationRules    networkingv1.DestinationRuleList
+}
+
+// The namespaces of the demo's story: httpbin and sleep (whose SPIFFE
+// identities say mtls-pg) in mtls-pg, with curl's pod; the legacy client and
+// the forger, which have no sidecar, in legacy.
+const (
+	demoNamespace       = "mtls-pg"
+	demoLegacyNamespace = "legacy"
+)
+
+// Sources feed workload.Watch from the objects, which never change.
+func (c *demoClusterObjects) Sources() workload.Sources {
+	return workload.Sources{
+		Pods:        workload.StaticSource(&c.Pods),
+		ReplicaSets: workload.StaticSource(&c.ReplicaSets),
+		Jobs:        workload.StaticSource(&c.Jobs),
+	}
+}
+
+// demoCluster is the demo's cluster at the addresses meshsim uses.
+func demoCluster() *demoClusterObjects { return demoClusterAt(loopbackDemoAddrs()) }
+
+// demoClusterAt builds the demo's cluster with its pods at a: Deployments
+// httpbin (service account default, as ServerID says) and sleep in mtls-pg
+// with Istio's sidecar, legacy in legacy without one; bare pods curl
+// (mtls-pg) and forger (legacy), neither with a sidecar. Each Deployment has
+// the ReplicaSet and the one running pod its controller and a kubelet would
+// have made; UIDs and resourceVersions are fixed, as an API server would
+// have given them.
+func demoClusterAt(a demoAddrs) *demoClusterObjects {
+	c := &demoClusterObjects{}
+	created := metav1.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	controller := true
+	meta := func(ns, name, uid string, labels map[string]string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid), ResourceVersion: "1", CreationTimestamp: created, Labels: labels}
+	}
+	pod := func(ns, name, sa, ip string, labels map[string]string, sidecar bool, owner *metav1.OwnerReference) {
+		image := "docker.io/curlimages/curl:8.10.1"
+		if labels["app"] == "httpbin" {
+			image = "docker.io/kong/httpbin:0.2.3"
+		}
+		containers := []corev1.Container{{Name: labels["app"], Image: image}}
+		if sidecar {
+			containers = append(containers, corev1.Container{Name: workload.ProxyContainer, Image: "docker.io/istio/proxyv2:1.28.0"})
+		}
+		p := corev1.Pod{
+			ObjectMeta: meta(ns, name, "demo-pod-"+name, labels),
+			Spec:       corev1.PodSpec{ServiceAccountName: sa, NodeName: "demo-node", Containers: containers},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+				HostIP: "192.0.2.1", HostIPs: []corev1.HostIP{{IP: "192.0.2.1"}}}, // TEST-NET-1: no loopback address
+		}
+		if owner != nil {
+			p.OwnerReferences = []metav1.OwnerReference{*owner}
+		}
+		c.Pods.Items = append(c.Pods.Items, p)
+	}
+	deployment := func(ns, app, sa, hash, suffix, ip string, sidecar bool) {
+		labels := map[string]string{"app": app, "version": "v1"}
+		d := appsv1.Deployment{
+			ObjectMeta: meta(ns, app, "demo-deployment-"+app, labels),
+			Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}},
+			},
+		}
+		rsLabels := map[string]string{"app": app, "version": "v1", "pod-template-hash": hash}
+		rs := appsv1.ReplicaSet{
+			ObjectMeta: meta(ns, app+"-"+hash, "demo-replicaset-"+app, rsLabels),
+			Spec:       appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: rsLabels}},
+		}
+		rs.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: &controller}}
+		c.Deployments.Items = append(c.Deployments.Items, d)
+		c.ReplicaSets.Items = append(c.ReplicaSets.Items, rs)
+		pod(ns, rs.Name+"-"+suffix, sa, ip, rsLabels, sidecar,
+			&metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &controller})
+	}
+	deployment(demoNamespace, "httpbin", "default", "5b8c7d9f4", "k2x7q", a.httpbin, true)
+	deployment(demoNamespace, "sleep", "sleep", "6f8d5c9b7", "w4n2m", a.sleep, true)
+	deployment(demoLegacyNamespace, "legacy", "legacy", "7c9d4b8f6", "p9r3t", a.legacy, false)
+	pod(demoNamespace, "curl", "curl", a.curl, map[string]string{"app": "curl"}, false, nil)
+	pod(demoLegacyNamespace, "forger", "default", a.forger, map[string]string{"app": "forger"}, false, nil)
+
+	c.PeerAuthentications.Items = []*securityv1.PeerAuthentication{{
+		ObjectMeta: meta(demoNamespace, "httpbin", "demo-peerauthentication-httpbin", nil),
+		Spec: securityv1beta1.PeerAuthentication{
+			Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "httpbin"}},
+			Mtls:     &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE},
+		},
+	}}
+	c.DestinationRules.Items = []*networkingv1.DestinationRule{{
+		ObjectMeta: meta(demoNamespace, "httpbin", "demo-destinationrule-httpbin", nil),
+		Spec: networkingapiv1.DestinationRule{
+			Host: "httpbin.mtls-pg.svc.cluster.local",
+			TrafficPolicy: &networkingapiv1.TrafficPolicy{
+				Tls: &networkingapiv1.ClientTLSSettings{Mode: networkingapiv1.ClientTLSSettings_ISTIO_MUTUAL},
+			},
+		},
+	}}
+	return c
 }

@@ -46,7 +46,7 @@ func TestDemoByHand(t *testing.T) {
 	if curlLine == nil || opensslLine == nil || !strings.Contains(text, "exit code 35") {
 		t.Fatal("no curl command, openssl command or exit code 35 in the story")
 	}
-	sidecar := regexp.MustCompile(`https://(127\.0\.0\.1:\d+)/headers`).FindStringSubmatch(curlLine[1])[1]
+	sidecar := regexp.MustCompile(`https://(127\.0\.0\.\d+:\d+)/headers`).FindStringSubmatch(curlLine[1])[1]
 	certFile, keyFile, rootFile := filepath.Join(dir[1], "curl-cert.pem"), filepath.Join(dir[1], "curl-key.pem"), filepath.Join(dir[1], "root-cert.pem")
 	for _, f := range []string{certFile, keyFile, rootFile} {
 		if !strings.Contains(text, f) {
@@ -132,6 +132,12 @@ func TestDemoByHand(t *testing.T) {
 	rec := waitRecord(t, api, id)
 	if rec.Verdict != evidence.MTLS || rec.Source.Principal != meshsim.CurlID || rec.Source.Certificate == nil || rec.Source.Certificate.SHA256 != certHash {
 		t.Errorf("the record of the mTLS call: %+v", rec)
+	}
+	// Made from 127.0.0.1, outside the demo's cluster: no source workload,
+	// and the reason; the destination is httpbin's pod.
+	if rec.Source.Workload != nil || !slices.Contains(rec.Reasons, "source workload: unknown address") ||
+		rec.Destination.Workload == nil || rec.Destination.Workload.Name != "httpbin" {
+		t.Errorf("the mTLS call's workloads: source %+v, destination %+v, reasons %q", rec.Source.Workload, rec.Destination.Workload, rec.Reasons)
 	}
 
 	// curl's ALPNs: the plaintext chain, and a failed handshake (exit 35).

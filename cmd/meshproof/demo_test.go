@@ -76,9 +76,33 @@ func TestDemo(t *testing.T) {
 
 // checkDemoEvidence: sleep's records are mTLS with its certificate's hash
 // in XFCC, the legacy client's plaintext and allowed, the forger's
-// xfcc_unverified and denied.
+// xfcc_unverified and denied; each names both peers' workloads from the
+// demo's cluster (the legacy client's without a sidecar), with no reason
+// about them.
 func checkDemoEvidence(t *testing.T, recs []*evidence.Record) {
 	t.Helper()
+	httpbin := &evidence.Workload{Namespace: "mtls-pg", Kind: "Deployment", Name: "httpbin", Pod: "httpbin-5b8c7d9f4-k2x7q",
+		ServiceAccount: "default", App: "httpbin", Version: "v1", Sidecar: true}
+	sources := map[evidence.Verdict]*evidence.Workload{
+		evidence.MTLS: {Namespace: "mtls-pg", Kind: "Deployment", Name: "sleep", Pod: "sleep-6f8d5c9b7-w4n2m",
+			ServiceAccount: "sleep", App: "sleep", Version: "v1", Sidecar: true},
+		evidence.Plaintext: {Namespace: "legacy", Kind: "Deployment", Name: "legacy", Pod: "legacy-7c9d4b8f6-p9r3t",
+			ServiceAccount: "legacy", App: "legacy", Version: "v1"},
+		evidence.XFCCUnverified: {Namespace: "legacy", Kind: "Pod", Name: "forger", Pod: "forger", ServiceAccount: "default", App: "forger"},
+	}
+	for _, r := range recs {
+		if want := sources[r.Verdict]; want != nil && !equalWorkload(r.Source.Workload, want) {
+			t.Errorf("%s record's source workload %+v, want %+v", r.Verdict, r.Source.Workload, want)
+		}
+		if !equalWorkload(r.Destination.Workload, httpbin) {
+			t.Errorf("%s record's destination workload %+v, want %+v", r.Verdict, r.Destination.Workload, httpbin)
+		}
+		for _, why := range r.Reasons {
+			if strings.Contains(why, "workload") {
+				t.Errorf("%s record: reason %q", r.Verdict, why)
+			}
+		}
+	}
 	seen := map[evidence.Verdict]bool{}
 	for _, r := range recs {
 		if seen[r.Verdict] {
@@ -190,3 +214,5 @@ func waitMatch(t *testing.T, out *syncBuffer, re *regexp.Regexp, done <-chan err
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func equalWorkload(a, b *evidence.Workload) bool { return a != nil && b != nil && *a == *b }

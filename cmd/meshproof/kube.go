@@ -20,6 +20,9 @@ type kubeOptions struct {
 	Kubeconfig string
 	// SyncTimeout bounds the wait for the informers' first list at start.
 	SyncTimeout time.Duration
+	// static, when set, is the cluster to watch instead of an API server
+	// (the demo's); it has no flag.
+	static *workload.Sources
 }
 
 func (k *kubeOptions) flags(fs *pflag.FlagSet) {
@@ -46,36 +49,60 @@ func (k *kubeOptions) restConfig() (*rest.Config, error) {
 
 // watchWorkloads starts the informers that feed a workload index and waits,
 // at most SyncTimeout and until ctx (serve's start) ends, for their first
-// list; stop ends them.
+// list; stop ends them and returns once they have all returned. The
+// sources are the API server's, or k.static's (the demo's cluster).
 func watchWorkloads(ctx context.Context, k kubeOptions, log zerolog.Logger) (ix *workload.Index, stop func(), err error) {
 	if k.Kubeconfig != "" && !k.Enabled {
 		return nil, nil, errors.New("--kubeconfig is for --kubernetes, which is not set")
 	}
-	cfg, err := k.restConfig()
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg.UserAgent = "meshproof"
-	cs, err := workload.NewClients(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	src, from := k.static, "the demo's simulated cluster"
+	if k.static == nil {
+		cfg, err := k.restConfig()
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.UserAgent = "meshproof"
+		cs, err := workload.NewClients(cfg)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kubernetes: %w", err)
+		}
+		s := cs.Sources()
+		src, from = &s, cfg.Host
 	}
 	ix = workload.NewIndex()
 	// The informers live until stop, beyond serve's start.
 	wctx, cancel := context.WithCancel(context.Background())
-	synced := make(chan error, 1)
-	go func() { synced <- workload.Watch(wctx, cs, ix) }()
+	type watched struct {
+		stopped <-chan struct{}
+		err     error
+	}
+	synced := make(chan watched, 1)
+	go func() {
+		stopped, err := workload.Watch(wctx, *src, ix)
+		synced <- watched{stopped, err}
+	}()
+	var w watched
 	select {
-	case err = <-synced:
+	case w = <-synced:
+		err = w.err
 	case <-ctx.Done():
 		err = context.Cause(ctx)
 	case <-time.After(k.SyncTimeout):
-		err = fmt.Errorf("pods, replicasets and jobs not listed from %s within --kubernetes-sync-timeout %s (can it be reached, and may meshproof list and watch them?)", cfg.Host, k.SyncTimeout)
+		err = fmt.Errorf("pods, replicasets and jobs not listed from %s within --kubernetes-sync-timeout %s (can it be reached, and may meshproof list and watch them?)", from, k.SyncTimeout)
 	}
 	if err != nil {
 		cancel()
+		if w.stopped == nil && w.err == nil {
+			w = <-synced // Watch returns now that wctx has ended
+		}
+		if w.stopped != nil {
+			<-w.stopped // it had synced after all: its informers end now
+		}
 		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	log.Info().Str("api_server", cfg.Host).Int("pods", ix.Len()).Msg("watching the cluster's workloads")
-	return ix, cancel, nil
+	log.Info().Str("api_server", from).Int("pods", ix.Len()).Msg("watching the cluster's workloads")
+	return ix, func() {
+		cancel()
+		<-w.stopped
+	}, nil
 }

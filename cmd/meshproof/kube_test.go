@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -73,9 +75,16 @@ func TestServeKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := resp.GetDynamicMetadata().GetFields()[authz.MetadataEvidenceID].GetStringValue()
+	if !informersRunning() {
+		t.Fatal("no informer goroutine while serve runs: the check below would prove nothing")
+	}
 	stop()
 	if err := <-served; err != nil {
 		t.Fatalf("serve: %v", err)
+	}
+	// serve's Close waited for its informers.
+	if informersRunning() {
+		t.Error("informer goroutines left once serve --kubernetes returned")
 	}
 
 	s, err := evidence.Open(context.Background(), store, evidence.Options{Existing: true})
@@ -125,5 +134,49 @@ current-context: x
 	err = serve(context.Background(), o, zerolog.Nop())
 	if err == nil || !strings.Contains(err.Error(), dead) || !strings.Contains(err.Error(), "--kubernetes-sync-timeout") {
 		t.Fatalf("serve with an unreachable API server: %v, want an error naming %s and --kubernetes-sync-timeout", err, dead)
+	}
+}
+
+// informersRunning reports whether a goroutine runs client-go's informer
+// machinery (package tools/cache).
+func informersRunning() bool {
+	buf := make([]byte, 8<<20)
+	return bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("k8s.io/client-go/tools/cache."))
+}
+
+// TestWatchWorkloadsStop: the stop serve's Close calls returns only once
+// the informers have, from an API server and from the demo's static
+// cluster alike.
+func TestWatchWorkloadsStop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		k    func(t *testing.T) kubeOptions
+	}{
+		{"api server", func(t *testing.T) kubeOptions {
+			kubetest.Config(t) // skips without a test API server
+			return kubeOptions{Enabled: true, Kubeconfig: os.Getenv("MESHPROOF_TEST_KUBECONFIG"), SyncTimeout: time.Minute}
+		}},
+		{"demo", func(t *testing.T) kubeOptions {
+			src := demoCluster().Sources()
+			return kubeOptions{Enabled: true, SyncTimeout: time.Minute, static: &src}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := tc.k(t)
+			if informersRunning() {
+				t.Fatal("informer goroutines before the watch")
+			}
+			_, stop, err := watchWorkloads(context.Background(), k, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !informersRunning() {
+				t.Fatal("no informer goroutine while watching: the check below would prove nothing")
+			}
+			stop()
+			if informersRunning() {
+				t.Error("informer goroutines left once stop returned")
+			}
+		})
 	}
 }

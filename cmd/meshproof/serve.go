@@ -375,7 +375,7 @@ func (s *server) build(ctx context.Context) error {
 			return err
 		}
 		s.opened("kubernetes informers", "", func() error {
-			stop()
+			stop() // returns once every informer goroutine has
 			return nil
 		})
 		s.svc.ResolveWorkloads(ix)

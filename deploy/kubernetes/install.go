@@ -12,21 +12,24 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // Install is one rendered kustomization, indexed by kind and name.
 type Install struct {
-	Namespaces      map[string]*corev1.Namespace
-	ServiceAccounts map[string]*corev1.ServiceAccount
-	ConfigMaps      map[string]*corev1.ConfigMap
-	Secrets         map[string]*corev1.Secret
-	PVCs            map[string]*corev1.PersistentVolumeClaim
-	Services        map[string]*corev1.Service
-	Deployments     map[string]*appsv1.Deployment
-	Jobs            map[string]*batchv1.Job
-	NetworkPolicies map[string]*networkingv1.NetworkPolicy
-	PDBs            map[string]*policyv1.PodDisruptionBudget
+	Namespaces          map[string]*corev1.Namespace
+	ServiceAccounts     map[string]*corev1.ServiceAccount
+	ConfigMaps          map[string]*corev1.ConfigMap
+	Secrets             map[string]*corev1.Secret
+	PVCs                map[string]*corev1.PersistentVolumeClaim
+	Services            map[string]*corev1.Service
+	Deployments         map[string]*appsv1.Deployment
+	Jobs                map[string]*batchv1.Job
+	NetworkPolicies     map[string]*networkingv1.NetworkPolicy
+	PDBs                map[string]*policyv1.PodDisruptionBudget
+	ClusterRoles        map[string]*rbacv1.ClusterRole
+	ClusterRoleBindings map[string]*rbacv1.ClusterRoleBinding
 }
 
 // NewInstall indexes objs; a kind it does not know, or two objects of one
@@ -38,6 +41,7 @@ func NewInstall(objs []runtime.Object) (*Install, error) {
 		PVCs: map[string]*corev1.PersistentVolumeClaim{}, Services: map[string]*corev1.Service{},
 		Deployments: map[string]*appsv1.Deployment{}, Jobs: map[string]*batchv1.Job{},
 		NetworkPolicies: map[string]*networkingv1.NetworkPolicy{}, PDBs: map[string]*policyv1.PodDisruptionBudget{},
+		ClusterRoles: map[string]*rbacv1.ClusterRole{}, ClusterRoleBindings: map[string]*rbacv1.ClusterRoleBinding{},
 	}
 	for _, o := range objs {
 		var err error
@@ -62,6 +66,10 @@ func NewInstall(objs []runtime.Object) (*Install, error) {
 			err = put(in.NetworkPolicies, o.Name, o)
 		case *policyv1.PodDisruptionBudget:
 			err = put(in.PDBs, o.Name, o)
+		case *rbacv1.ClusterRole:
+			err = put(in.ClusterRoles, o.Name, o)
+		case *rbacv1.ClusterRoleBinding:
+			err = put(in.ClusterRoleBindings, o.Name, o)
 		default:
 			err = fmt.Errorf("unexpected object %T", o)
 		}

@@ -53,6 +53,9 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 			return fmt.Errorf("postgres: append: %w", err)
 		}
 		err := s.appendTx(ctx, batch, table, ahead)
+		if err == nil {
+			s.summarizeRequests(ctx)
+		}
 		switch {
 		case err == nil || attempt > 0 || ctx.Err() != nil:
 			return classify(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/evidencetest/traffic"
@@ -289,9 +290,33 @@ func BenchmarkQuery10M(b *testing.B) {
 			}
 			groups = len(gs)
 		}
+		// Request ids as a person looks one up: one seen somewhere in the
+		// 30 days (taken from a page ending at a random time) or one never
+		// stored.
+		var lookups []time.Duration
+		found := 0
+		for i := range 200 {
+			id := uuid.NewString()
+			if i%2 == 0 {
+				until := time.Now().Add(-time.Duration(i) * 30 * 24 * time.Hour / 200)
+				res, err := s.Query(ctx, evidence.Filter{Until: until}, evidence.PageRequest{Limit: 1})
+				if err != nil || len(res.Records) == 0 {
+					b.Fatalf("a record before %s: %v", until, err)
+				}
+				id = res.Records[0].RequestID
+			}
+			t0 := time.Now()
+			res, err := s.Query(ctx, evidence.Filter{RequestID: id}, evidence.PageRequest{Limit: 100})
+			lookups = append(lookups, time.Since(t0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			found += len(res.Records)
+		}
 		report(b, "page", pages)
 		report(b, "aggregate", aggs)
-		b.Logf("pages: %d rows in 200 queries; aggregate: %d groups", rows, groups)
+		report(b, "request", lookups)
+		b.Logf("pages: %d rows in 200 queries; aggregate: %d groups; request ids: %d records for 100 stored and 100 never stored", rows, groups, found)
 	}
 }
 

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"time"
 
 	"github.com/meshproof/meshproof/evidence"
 )
@@ -36,4 +37,10 @@ func (s *Store) CopyBare(ctx context.Context, table string, batch []*evidence.Re
 	}
 	s.remember(enc)
 	return nil
+}
+
+// SummarizeEvery sets how often Append summarizes the request id index.
+func (s *Store) SummarizeEvery(d time.Duration) {
+	s.summarize.every = d
+	s.summarize.next.Store(0)
 }

@@ -59,7 +59,7 @@ func loadMigrations() ([]migration, error) {
 
 // SchemaVersion is the schema version this meshproof reads and writes: the
 // number of migrations.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // migrateLock is the advisory lock key that serialises migrations: two
 // replicas running `meshproof migrate` at once apply each step once.
@@ -136,7 +136,7 @@ func migrate(ctx context.Context, conn *pgx.Conn, dsn string) (from int, err err
 					return fmt.Errorf("postgres store %s: migration %s: %w", redact(dsn), m.name, err)
 				}
 			}
-			if m.version == 6 {
+			if m.version == 7 {
 				if err := backfillWorkloads(ctx, tx); err != nil {
 					return fmt.Errorf("postgres store %s: migration %s: %w", redact(dsn), m.name, err)
 				}
@@ -150,7 +150,7 @@ func migrate(ctx context.Context, conn *pgx.Conn, dsn string) (from int, err err
 	return from, err
 }
 
-// backfillWorkloads (migration 6) sets the columns of the shapes that hold
+// backfillWorkloads (migration 7) sets the columns of the shapes that hold
 // a workload from their bodies: both workloads, the namespaces and the
 // source key, as evidence.ColumnsOf gives them now. A shape that does not
 // decode stops the migration, naming it.
@@ -199,7 +199,7 @@ func backfillWorkloads(ctx context.Context, tx pgx.Tx) error {
 	return rekeyRollups(ctx, tx, rekeyed)
 }
 
-// oldSourceKey is the source key schema 5 counted r under: its principal,
+// oldSourceKey is the source key schema 6 counted r under: its principal,
 // else its address (evidence.SourceKey without the workload).
 func oldSourceKey(r *evidence.Record) string {
 	if r.Source.Principal != "" {
@@ -210,7 +210,7 @@ func oldSourceKey(r *evidence.Record) string {
 
 // rekeyRollups moves the counts of the records of shapes (whose source key
 // changed: a plaintext client now keyed by its workload, a mismatched
-// identity now marked) from the rollup keys schema 5 counted them under to
+// identity now marked) from the rollup keys schema 6 counted them under to
 // the keys evidence.SourceKey gives now, at every level, as Append counts
 // (queueRollups), so that verify's rollup check agrees with the records
 // again. Minutes a seal closed (their records are not counted) and buckets

@@ -73,14 +73,6 @@ func TestMigrateFromSchema4(t *testing.T) {
 	restore(t, dsn, "testdata/schema4.sql.gz")
 
 	// What schema 4 holds: each record's stored bytes, hash and JSON.
-	type want struct {
-		replica string
-		seq     int64
-		hash    string
-		body    []byte
-		json    []byte
-		rec     *evidence.Record
-	}
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +122,27 @@ func TestMigrateFromSchema4(t *testing.T) {
 		t.Errorf("records_v4 left after the migration (%v)", err)
 	}
 
+	checkMigrated(t, s, wants, perReplica, 1)
+}
+
+// want is a record as the previous schema held and served it.
+type want struct {
+	replica string
+	seq     int64
+	hash    string
+	body    []byte // its stored (canonical) bytes
+	json    []byte // the API's JSON of it
+	rec     *evidence.Record
+}
+
+// checkMigrated checks a migrated store against what the previous schema
+// held (wants, by id; perReplica, records per chain): the chains verify
+// with quarantined records listed, every record comes back byte for byte
+// through Get, ScanJSON, Walk and QueryJSON, filters agree with the
+// oracle, a request id is found through its index, and the chains go on.
+func checkMigrated(t *testing.T, s *postgres.Store, wants map[string]*want, perReplica map[string]int64, quarantinedWant int) {
+	t.Helper()
+	ctx := context.Background()
 	reports, err := evidence.Verify(ctx, s)
 	if err != nil {
 		t.Fatal(err)
@@ -144,8 +157,8 @@ func TestMigrateFromSchema4(t *testing.T) {
 		}
 		quarantined += len(rep.Quarantined)
 	}
-	if quarantined != 1 {
-		t.Errorf("%d quarantined records listed, want 1", quarantined)
+	if quarantined != quarantinedWant {
+		t.Errorf("%d quarantined records listed, want %d", quarantined, quarantinedWant)
 	}
 
 	// Every record, byte for byte, through every read.
@@ -231,15 +244,19 @@ func TestMigrateFromSchema4(t *testing.T) {
 			t.Errorf("Count(%+v) = %d, %v; want %d", f, n, err, len(want))
 		}
 	}
-	// A request id of the traffic (a UUID), through its index.
+	// Every request id of the traffic (UUIDs), through their index.
+	traffic := 0
 	for _, w := range wants {
 		if w.replica == "traffic" {
 			res, err := s.Query(ctx, evidence.Filter{RequestID: w.rec.RequestID}, evidence.PageRequest{})
 			if err != nil || len(res.Records) != 1 || res.Records[0].ID != w.rec.ID {
-				t.Errorf("Query(request id %s) = %v, %v; want %s", w.rec.RequestID, evidencetest.IDs(res.Records), err, w.rec.ID)
+				t.Fatalf("Query(request id %s) = %v, %v; want %s", w.rec.RequestID, evidencetest.IDs(res.Records), err, w.rec.ID)
 			}
-			break
+			traffic++
 		}
+	}
+	if traffic == 0 {
+		t.Error("no traffic records to look up by request id")
 	}
 
 	// The chains go on from their heads.
@@ -264,6 +281,57 @@ func TestMigrateFromSchema4(t *testing.T) {
 			t.Errorf("chain %s after appending: %d checked, broken: %+v", rep.Replica, rep.Checked, rep.Broken)
 		}
 	}
+}
+
+// TestMigrateFromSchema5: a database the previous meshproof wrote
+// (testdata/schema5.sql.gz, the same records as schema4.sql.gz written by
+// schema 5's code at 9ecc27f; testdata/schema5.jsonl.gz is its ScanJSON
+// then) migrates, verifies intact, and serves every record exactly as
+// schema 5 served it.
+func TestMigrateFromSchema5(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgrestest.DSN(t)
+	restore(t, dsn, "testdata/schema5.sql.gz")
+	f, err := os.Open("testdata/schema5.jsonl.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wants := map[string]*want{}
+	perReplica := map[string]int64{}
+	sc := bufio.NewScanner(z)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r evidence.Record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("%v: %s", err, sc.Bytes())
+		}
+		body, err := evidence.StoredBody(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wants[r.ID] = &want{replica: r.Replica, seq: int64(r.Chain.Seq), hash: r.Chain.Hash, body: body,
+			json: slices.Clone(sc.Bytes()), rec: &r}
+		perReplica[r.Replica]++
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(wants) != 901 || len(perReplica) != 5 {
+		t.Fatalf("fixture: %d records of %d replicas, want 901 of 5", len(wants), len(perReplica))
+	}
+	done, err := postgres.MigrateVersions(ctx, dsn)
+	if err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if done.From != 5 || done.To != postgres.SchemaVersion {
+		t.Errorf("migrated from %d to %d, want 5 to %d", done.From, done.To, postgres.SchemaVersion)
+	}
+	checkMigrated(t, open(t, dsn), wants, perReplica, 1)
 }
 
 // idOfJSON reads the id of a record's JSON.
@@ -361,28 +429,28 @@ func BenchmarkMigrate(b *testing.B) {
 	}
 }
 
-// TestMigrateFromSchema5: a database schema 5 wrote with records whose
-// peers have workloads (testdata/schema5.sql.gz:
+// TestMigrateFromSchema6: a database schema 6 wrote with records whose
+// peers have workloads (testdata/schema6.sql.gz:
 // evidencetest.VariedWorkloads(240, 40, 6) appended by the store of main
-// at 9ecc27f; make_fixtures_test.go.txt) migrates to schema 6: the shapes
+// at b0de6d3; make_fixtures_test.go.txt) migrates to schema 7: the shapes
 // that hold a workload get their workload columns, their namespaces (the
 // workload's where there is no SPIFFE ID) and source key, so the workload
 // and namespace filters find what the records say; the rollups move from
-// the keys schema 5 counted those records under (addresses) to the ones
+// the keys schema 6 counted those records under (addresses) to the ones
 // evidence.SourceKey gives now; every record reads back as written, the
 // chains and the rollups verify and go on, and a record appended after
 // lands on its existing shape. Without the backfill the filters find
 // nothing and verify finds the shapes' columns and the rollups stale.
-func TestMigrateFromSchema5(t *testing.T) {
+func TestMigrateFromSchema6(t *testing.T) {
 	ctx := context.Background()
 	dsn := postgrestest.DSN(t)
-	restore(t, dsn, "testdata/schema5.sql.gz")
+	restore(t, dsn, "testdata/schema6.sql.gz")
 	done, err := postgres.MigrateVersions(ctx, dsn)
 	if err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if done.From != 5 || done.To != postgres.SchemaVersion {
-		t.Errorf("migrated from %d to %d, want 5 to %d", done.From, done.To, postgres.SchemaVersion)
+	if done.From != 6 || done.To != postgres.SchemaVersion {
+		t.Errorf("migrated from %d to %d, want 6 to %d", done.From, done.To, postgres.SchemaVersion)
 	}
 	s := open(t, dsn)
 	fx := evidencetest.VariedWorkloads(240, 40, 6)

@@ -48,6 +48,7 @@ type Store struct {
 	edges     edges        // the replicas' log edges
 	writer    *writerCache // shape and replica numbers, for writers
 	read      *shapeSet    // shapes and replica names, for readers
+	summarize summarizer   // the request id index's new ranges (summarize.go)
 }
 
 var _ evidence.Store = (*Store)(nil)
@@ -69,7 +70,8 @@ func Open(ctx context.Context, dsn string, opts evidence.Options) (*Store, error
 	if err != nil {
 		return nil, fmt.Errorf("postgres store %s: %w", redact(dsn), err)
 	}
-	s := &Store{pool: pool, parts: newPartitions(pool), keys: newKeyCache(), writer: newWriterCache(), read: newShapeSet()}
+	s := &Store{pool: pool, parts: newPartitions(pool), keys: newKeyCache(), writer: newWriterCache(), read: newShapeSet(),
+		summarize: summarizer{every: summarizeEvery}}
 	if err := s.open(ctx, dsn, opts); err != nil {
 		pool.Close()
 		return nil, err

@@ -1,4 +1,4 @@
--- Schema version 6: the peers' Kubernetes workloads on shapes (issue 16),
+-- Schema version 7: the peers' Kubernetes workloads on shapes (issue 16),
 -- as evidence.WorkloadRef names them (NAMESPACE/NAME, '' for none), for the
 -- source_workload and destination_workload filters, which name shapes like
 -- every other identity filter (a few thousand rows, read before the
