@@ -172,7 +172,7 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 		}
 		writeRows(tw, line)
 		for _, cl := range row.Clients { // the destination's clients, indented under it
-			line := []string{"  " + dash(cl.Client), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
+			line := []string{"  " + dash(clientName(cl)), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
 				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
 			if wide {
 				line = append(line, dash(when(cl.FirstSeen, now)), fmt.Sprint(cl.Denied))
@@ -261,7 +261,7 @@ func writeReadiness(w io.Writer, rep report.StrictReadinessReport, hint string, 
 	tw := newTable(w)
 	writeRows(tw, []string{"CLIENT", "VERDICTS", "REQUESTS", "LAST SEEN", "EXAMPLE ID"})
 	for _, b := range rep.Blocking {
-		writeRows(tw, []string{dash(b.Client.Client), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)})
+		writeRows(tw, []string{dash(clientName(b.Client)), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)})
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -338,7 +338,7 @@ func writeNamespaceReadiness(w io.Writer, rep report.NamespaceReadinessReport, h
 			tw := newTable(w)
 			writeRows(tw, []string{"  BLOCKING CLIENT", "VERDICTS", "REQUESTS", "LAST SEEN", "EXAMPLE ID"})
 			for _, b := range ns.Blocking {
-				writeRows(tw, []string{"  " + dash(b.Client.Client), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)})
+				writeRows(tw, []string{"  " + dash(clientName(b.Client)), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)})
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -374,4 +374,14 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// clientName is a report's client as tables print it: its workload
+// (legacy/deployment/sleep) where its key names one, else its principal
+// or address (report.Client.Name; the key itself from an older server).
+func clientName(c report.Client) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.Client
 }
