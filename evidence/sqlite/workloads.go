@@ -197,52 +197,64 @@ func rekeyRollups(ctx context.Context, tx *sql.Tx, shapes map[int64]*evidence.Re
 		sums[b] = &sum{delta, ns, ns, id}
 		order = append(order, b)
 	}
-	for shape, tmpl := range shapes {
-		oldKey, newKey := oldSourceKey(tmpl), evidence.SourceKey(tmpl)
-		rs, err := tx.QueryContext(ctx, `SELECT time_ns, id FROM records WHERE shape = ?`, shape)
+	// One pass over the records (no index leads with shape), probing a
+	// temporary table of the shapes.
+	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE rekeyed_shapes (shape INTEGER PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	for shape := range shapes {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO temp.rekeyed_shapes (shape) VALUES (?)`, shape); err != nil {
+			return fmt.Errorf("rollups: %w", err)
+		}
+	}
+	rs, err := tx.QueryContext(ctx, `SELECT r.shape, r.time_ns, r.id FROM records AS r JOIN temp.rekeyed_shapes AS s ON s.shape = r.shape`)
+	if err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	for rs.Next() {
+		var shape, ns int64
+		var idKey any
+		if err := rs.Scan(&shape, &ns, &idKey); err != nil {
+			rs.Close()
+			return fmt.Errorf("rollups: %w", err)
+		}
+		id, err := compact.IDOfKey(idKey)
 		if err != nil {
+			rs.Close()
 			return fmt.Errorf("rollups of shape %d: %w", shape, err)
 		}
-		for rs.Next() {
-			var ns int64
-			var idKey any
-			if err := rs.Scan(&ns, &idKey); err != nil {
-				rs.Close()
-				return fmt.Errorf("rollups of shape %d: %w", shape, err)
-			}
-			id, err := compact.IDOfKey(idKey)
-			if err != nil {
-				rs.Close()
-				return fmt.Errorf("rollups of shape %d: %w", shape, err)
-			}
-			r := *tmpl
-			r.Time = time.Unix(0, ns).UTC()
-			minute := floorDiv(r.Time.Unix(), 60)
-			if minute < sealed[r.Replica] || horizon.Valid && minute < horizon.Int64 {
-				continue
-			}
-			evidence.RollupDeltas(&r, func(g evidence.RollupKey, delta int64) {
-				g.Minute = 0
-				of := spans[:1]
-				if minute < closed {
-					of = spans[:]
-				}
-				for _, span := range of {
-					start := floorDiv(minute, span) * span
-					if horizon.Valid && start < horizon.Int64 {
-						continue // removed by retention
-					}
-					g.Source = oldKey
-					add(bucket{span, start, g}, -delta, ns, id)
-					g.Source = newKey
-					add(bucket{span, start, g}, delta, ns, id)
-				}
-			})
+		tmpl := shapes[shape]
+		oldKey, newKey := oldSourceKey(tmpl), evidence.SourceKey(tmpl)
+		r := *tmpl
+		r.Time = time.Unix(0, ns).UTC()
+		minute := floorDiv(r.Time.Unix(), 60)
+		if minute < sealed[r.Replica] || horizon.Valid && minute < horizon.Int64 {
+			continue
 		}
-		rs.Close()
-		if err := rs.Err(); err != nil {
-			return fmt.Errorf("rollups of shape %d: %w", shape, err)
-		}
+		evidence.RollupDeltas(&r, func(g evidence.RollupKey, delta int64) {
+			g.Minute = 0
+			of := spans[:1]
+			if minute < closed {
+				of = spans[:]
+			}
+			for _, span := range of {
+				start := floorDiv(minute, span) * span
+				if horizon.Valid && start < horizon.Int64 {
+					continue // removed by retention
+				}
+				g.Source = oldKey
+				add(bucket{span, start, g}, -delta, ns, id)
+				g.Source = newKey
+				add(bucket{span, start, g}, delta, ns, id)
+			}
+		})
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return fmt.Errorf("rollups: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DROP TABLE temp.rekeyed_shapes`); err != nil {
+		return fmt.Errorf("rollups: %w", err)
 	}
 	groups := map[evidence.RollupKey]int64{}
 	for _, b := range order {
