@@ -83,6 +83,8 @@ func TestFilterTableRoundTrip(t *testing.T) {
 		"namespace":             {{client.Filter{Namespace: "café"}, evidence.Filter{Namespace: "café"}}},
 		"source_namespace":      {{client.Filter{SourceNamespace: "shop"}, evidence.Filter{SourceNamespace: "shop"}}},
 		"destination_namespace": {{client.Filter{DestinationNamespace: "payments"}, evidence.Filter{DestinationNamespace: "payments"}}},
+		"source_workload":       {{client.Filter{SourceWorkload: "legacy/sleep"}, evidence.Filter{SourceWorkload: "legacy/sleep"}}},
+		"destination_workload":  {{client.Filter{DestinationWorkload: "café/ünï"}, evidence.Filter{DestinationWorkload: "café/ünï"}}},
 		"verdict": {
 			{client.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}, evidence.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}},
 			{client.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext, evidence.XFCCUnverified}},
@@ -168,11 +170,12 @@ func markSet(set map[string]bool, v any) {
 
 // TestFilterTableKeepsTheWireFormat pins the query parameters, as they
 // were before the table, and those added since (source_namespace and
-// destination_namespace): a client of an earlier release keeps working.
+// destination_namespace; source_workload and destination_workload): a
+// client of an earlier release keeps working.
 func TestFilterTableKeepsTheWireFormat(t *testing.T) {
 	was := []string{"since", "until", "source", "source_prefix", "destination", "destination_prefix",
-		"trust_domain", "namespace", "source_namespace", "destination_namespace", "verdict", "mtls", "allowed", "method", "host",
-		"path_prefix", "request_id", "replica"}
+		"trust_domain", "namespace", "source_namespace", "destination_namespace", "source_workload", "destination_workload",
+		"verdict", "mtls", "allowed", "method", "host", "path_prefix", "request_id", "replica"}
 	if got := params.Names(); !slices.Equal(got, was) {
 		t.Errorf("filter parameters %q, were %q", got, was)
 	}
@@ -188,6 +191,8 @@ func TestFilterErrorsNameTheParameter(t *testing.T) {
 		switch p.Kind {
 		case params.KindText:
 			bad = []string{"a%00b", "%FF", strings.Repeat("x", 2049)}
+		case params.KindWorkload:
+			bad = []string{"a%00/b", "%FF/x", "sleep", "legacy/Deployment/sleep", "/sleep", strings.Repeat("x", 1025) + "/" + strings.Repeat("y", 1024)}
 		case params.KindTime:
 			bad = []string{"yesterday", "-1h"}
 		case params.KindBool:

@@ -97,6 +97,9 @@ func parameterObject(p params.Param) map[string]any {
 		// the description says so.
 		o["schema"] = map[string]any{"type": "string", "maxLength": 2048, "pattern": `^[^\x00]*$`}
 		o["description"] = p.Description() + " (at most 2048 bytes)"
+	case params.KindWorkload:
+		o["schema"] = map[string]any{"type": "string", "maxLength": 2048, "pattern": `^[^/\x00]+/[^/\x00]+$`}
+		o["description"] = p.Description() + " (at most 2048 bytes)"
 	case params.KindTime:
 		o["schema"] = map[string]any{"type": "string", "pattern": timePattern}
 	case params.KindBool:

@@ -115,6 +115,10 @@ func TestOpenAPIFilterValues(t *testing.T) {
 			good: []string{"x", "caf%C3%A9", url.QueryEscape("' OR 1=1 --"), strings.Repeat("x", 2048)},
 			bad:  []string{"a%00b", strings.Repeat("x", 2049)},
 		},
+		params.KindWorkload: {
+			good: []string{"legacy/sleep", "caf%C3%A9/%C3%BCn%C3%AF", url.QueryEscape("' OR 1=1 --/x"), strings.Repeat("x", 1000) + "/" + strings.Repeat("y", 1047)},
+			bad:  []string{"sleep", "legacy/Deployment/sleep", "/sleep", "legacy/", "a%00/b", strings.Repeat("x", 1000) + "/" + strings.Repeat("y", 1048)},
+		},
 		params.KindTime: {
 			good: []string{"2025-03-03T10:00:00Z", url.QueryEscape("2025-03-03T10:00:00.123+01:00"), "90s", "1h", "7d", "1d12h", "1.5h", "0", "1h30m"},
 			bad:  []string{"yesterday", "-1h", "%2B1h", "1d2d", "d", "10", "2025-03-03"},

@@ -16,15 +16,22 @@ type Filter struct {
 	Source, SourcePrefix           string // source principal, exact or prefix
 	Destination, DestinationPrefix string // destination principal, exact or prefix
 	TrustDomain                    string // of the source or the destination
-	Namespace                      string // of the source or the destination (Istio IDs)
-	SourceNamespace                string // of the source only
-	DestinationNamespace           string // of the destination only
-	Verdicts                       []Verdict
-	NotVerdicts                    []Verdict
-	Allowed                        *bool
-	Method, Host, PathPrefix       string // Host without a port: on any port (HostAnyPort)
-	RequestID                      string
-	Replica                        string
+	// Namespace, SourceNamespace and DestinationNamespace compare a
+	// peer's namespace: its Istio SPIFFE ID's, else its workload's
+	// (Columns.SourceNamespace).
+	Namespace            string // of the source or the destination
+	SourceNamespace      string // of the source only
+	DestinationNamespace string // of the destination only
+	// SourceWorkload and DestinationWorkload are NAMESPACE/NAME of the
+	// peer's workload as recorded at Check time (WorkloadRef), exact; any
+	// kind of that name matches.
+	SourceWorkload, DestinationWorkload string
+	Verdicts                            []Verdict
+	NotVerdicts                         []Verdict
+	Allowed                             *bool
+	Method, Host, PathPrefix            string // Host without a port: on any port (HostAnyPort)
+	RequestID                           string
+	Replica                             string
 }
 
 // maxFilterValue bounds each filter value: a longer one is a mistake or an
@@ -42,6 +49,7 @@ func (f Filter) Validate() error {
 		"destination_prefix": f.DestinationPrefix, "trust_domain": f.TrustDomain, "namespace": f.Namespace,
 		"source_namespace": f.SourceNamespace, "destination_namespace": f.DestinationNamespace,
 		"method": f.Method, "host": f.Host, "path_prefix": f.PathPrefix, "request_id": f.RequestID, "replica": f.Replica,
+		"source_workload": f.SourceWorkload, "destination_workload": f.DestinationWorkload,
 	} {
 		if len(v) > maxFilterValue {
 			return &FilterError{Field: name, Msg: fmt.Sprintf("longer than %d bytes", maxFilterValue)}
@@ -51,6 +59,14 @@ func (f Filter) Validate() error {
 		}
 		if !utf8.ValidString(v) {
 			return &FilterError{Field: name, Msg: "is not valid UTF-8"}
+		}
+	}
+	for name, v := range map[string]string{"source_workload": f.SourceWorkload, "destination_workload": f.DestinationWorkload} {
+		if v == "" {
+			continue
+		}
+		if ns, name2, ok := strings.Cut(v, "/"); !ok || ns == "" || name2 == "" || strings.Contains(name2, "/") {
+			return &FilterError{Field: name, Msg: fmt.Sprintf("%q is not NAMESPACE/NAME", v)}
 		}
 	}
 	for _, v := range append(append([]Verdict(nil), f.Verdicts...), f.NotVerdicts...) {

@@ -35,7 +35,10 @@ type Filter struct {
 	Namespace                      string // of the source or the destination
 	SourceNamespace                string // of the source only
 	DestinationNamespace           string // of the destination only
-	Verdicts                       []evidence.Verdict
+	// SourceWorkload and DestinationWorkload are NAMESPACE/NAME of the
+	// peer's Kubernetes workload, recorded at Check time.
+	SourceWorkload, DestinationWorkload string
+	Verdicts                            []evidence.Verdict
 	// MTLS true selects verdict mtls, false every other; not with Verdicts.
 	MTLS    *bool
 	Allowed *bool
@@ -54,6 +57,7 @@ const (
 	KindTime                 // an RFC 3339 time, or a duration back from now
 	KindBool                 // true or false
 	KindVerdicts             // a verdict; the parameter may be repeated (ORed)
+	KindWorkload             // NAMESPACE/NAME: text (as KindText) with one '/' between two non-empty parts
 )
 
 // Param is one filter parameter.
@@ -90,12 +94,16 @@ var Table = []Param{
 		func(w *Filter) *string { return &w.DestinationPrefix }, func(f *evidence.Filter) *string { return &f.DestinationPrefix }),
 	text("trust_domain", "trust `domain` of the source or the destination",
 		func(w *Filter) *string { return &w.TrustDomain }, func(f *evidence.Filter) *string { return &f.TrustDomain }),
-	text("namespace", "Istio `namespace` of the source or the destination (either side; source_namespace and destination_namespace pick one)",
+	text("namespace", "`namespace` of the source or the destination: its Istio SPIFFE ID's, else its workload's (either side; source_namespace and destination_namespace pick one)",
 		func(w *Filter) *string { return &w.Namespace }, func(f *evidence.Filter) *string { return &f.Namespace }),
-	text("source_namespace", "Istio `namespace` of the source",
+	text("source_namespace", "`namespace` of the source: its Istio SPIFFE ID's, else its workload's (a plaintext client's pod)",
 		func(w *Filter) *string { return &w.SourceNamespace }, func(f *evidence.Filter) *string { return &f.SourceNamespace }),
-	text("destination_namespace", "Istio `namespace` of the destination",
+	text("destination_namespace", "`namespace` of the destination: its Istio SPIFFE ID's, else its workload's",
 		func(w *Filter) *string { return &w.DestinationNamespace }, func(f *evidence.Filter) *string { return &f.DestinationNamespace }),
+	workload("source_workload", "the source's Kubernetes workload, `namespace/name` exactly (any kind), as serve --kubernetes recorded it",
+		func(w *Filter) *string { return &w.SourceWorkload }, func(f *evidence.Filter) *string { return &f.SourceWorkload }),
+	workload("destination_workload", "the destination's Kubernetes workload, `namespace/name` exactly (any kind), as serve --kubernetes recorded it",
+		func(w *Filter) *string { return &w.DestinationWorkload }, func(f *evidence.Filter) *string { return &f.DestinationWorkload }),
 	{
 		Name: "verdict", Flag: "verdict", Kind: KindVerdicts,
 		Doc:  "`verdict`, repeatable (any of them): " + verdictNames(),
@@ -155,6 +163,14 @@ func text(name, doc string, wire func(*Filter) *string, field func(*evidence.Fil
 			return nil
 		},
 	}
+}
+
+// workload is a text parameter naming a workload; evidence.Filter.Validate
+// checks its form.
+func workload(name, doc string, wire func(*Filter) *string, field func(*evidence.Filter) *string) Param {
+	p := text(name, doc, wire, field)
+	p.Kind = KindWorkload
+	return p
 }
 
 func timeParam(name, doc string, wire func(*Filter) *string, field func(*evidence.Filter) *time.Time) Param {

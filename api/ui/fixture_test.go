@@ -63,6 +63,13 @@ func fill(t *testing.T) (*sqlite.Store, map[string]*evidence.Record) {
 // minute ago.
 func fillWith(t *testing.T, edges []edge) (*sqlite.Store, map[string]*evidence.Record) {
 	t.Helper()
+	return fillEdited(t, edges, nil)
+}
+
+// fillEdited is fillWith with each record passed to edit (when not nil)
+// before it is stored.
+func fillEdited(t *testing.T, edges []edge, edit func(*evidence.Record)) (*sqlite.Store, map[string]*evidence.Record) {
+	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "evidence.db"), evidence.Options{})
 	if err != nil {
@@ -73,7 +80,11 @@ func fillWith(t *testing.T, edges []edge) (*sqlite.Store, map[string]*evidence.R
 	var recs []*evidence.Record
 	for _, e := range edges {
 		for range e.n {
-			recs = append(recs, record(e))
+			r := record(e)
+			if edit != nil {
+				edit(r)
+			}
+			recs = append(recs, r)
 		}
 	}
 	// Interleave the edges in time, oldest first, as traffic would be.

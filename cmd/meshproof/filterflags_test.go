@@ -16,13 +16,14 @@ func TestQueryFilterFlags(t *testing.T) {
 	fs := newFlagSet("query")
 	o.flags(fs)
 	for _, name := range []string{"since", "until", "source", "source-prefix", "destination", "destination-prefix",
-		"trust-domain", "namespace", "verdict", "mtls", "allowed", "method", "host", "path-prefix", "request-id", "replica"} {
+		"trust-domain", "namespace", "verdict", "mtls", "allowed", "method", "host", "path-prefix", "request-id", "replica",
+		"source-namespace", "destination-namespace", "source-workload", "destination-workload"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("--%s is gone", name)
 		}
 	}
 	sample := map[params.Kind]string{params.KindText: "x", params.KindTime: "2h",
-		params.KindBool: "false", params.KindVerdicts: "plaintext,mtls_mismatch"}
+		params.KindBool: "false", params.KindVerdicts: "plaintext,mtls_mismatch", params.KindWorkload: "legacy/sleep"}
 	for _, p := range params.Table {
 		var f client.Filter
 		fs := newFlagSet("query")

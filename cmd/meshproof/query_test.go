@@ -49,6 +49,10 @@ func newQueryFixture(t *testing.T) *queryFixture {
 	f.mtls = rec(now.Add(-3*time.Minute-20*time.Second), sleep, httpbin, httpbinID, evidence.MTLS)
 	f.plain = rec(now.Add(-50*time.Second), legacy, httpbin, "", evidence.Plaintext)
 	f.plain.Decision = evidence.Decision{HTTPStatus: 403}
+	// serve --kubernetes named the plaintext client's and the
+	// destination's workloads.
+	f.plain.Source.Workload = &evidence.Workload{Namespace: "legacy", Kind: "Deployment", Name: "sleep", Pod: "sleep-5d8f-abcde", ServiceAccount: "sleep"}
+	f.plain.Destination.Workload = &evidence.Workload{Namespace: "mtls-pg", Kind: "Deployment", Name: "httpbin", ServiceAccount: "httpbin", Sidecar: true}
 	f.old = rec(now.Add(-2*time.Hour), legacy, httpbin, "", evidence.Plaintext)
 	f.api.add(t, f.old, f.hostile, f.dryRun, f.mtls, f.plain)
 	f.inWindow = []*evidence.Record{f.plain, f.mtls, f.dryRun, f.hostile}
@@ -62,15 +66,16 @@ func TestQueryTable(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
-	if len(lines) != 5 || !slices.Equal(strings.Fields(lines[0]), recordHeader) {
+	if len(lines) != 5 || !slices.Equal(strings.Fields(lines[0]), headerFields) {
 		t.Fatalf("want a header and 4 rows (the last hour, newest first):\n%s", stdout)
 	}
 	clock := func(r *evidence.Record) string { return r.Time.UTC().Format(time.RFC3339) }
 	want := [][]string{
-		{clock(f.plain) + " (50s ago)", "plaintext", legacyIP, "10.42.0.5", "GET", httpbin, "/headers", "denied", f.plain.ID},
-		{clock(f.mtls) + " (3m ago)", "mtls", sleepID, httpbinID, "GET", httpbin, "/headers", "allowed", f.mtls.ID},
-		{clock(f.dryRun) + " (10m ago)", "mtls", sleepID, httpbinID, "GET", httpbin, "/headers", "dry-run", f.dryRun.ID},
-		{clock(f.hostile) + " (20m ago)", "mtls_mismatch", sleepID, httpbinID, "GET", `"evil\x1b[2J.example:80"`,
+		{clock(f.plain) + " (50s ago)", "plaintext", legacyIP, "10.42.0.5", "legacy/deployment/sleep", "mtls-pg/deployment/httpbin",
+			"GET", httpbin, "/headers", "denied", f.plain.ID},
+		{clock(f.mtls) + " (3m ago)", "mtls", sleepID, httpbinID, "-", "-", "GET", httpbin, "/headers", "allowed", f.mtls.ID},
+		{clock(f.dryRun) + " (10m ago)", "mtls", sleepID, httpbinID, "-", "-", "GET", httpbin, "/headers", "dry-run", f.dryRun.ID},
+		{clock(f.hostile) + " (20m ago)", "mtls_mismatch", sleepID, httpbinID, "-", "-", "GET", `"evil\x1b[2J.example:80"`,
 			`"/\u202e` + strings.Repeat("x", 61) + `…"`, "error", f.hostile.ID},
 	}
 	for i, row := range want {
@@ -103,6 +108,9 @@ func TestQueryFilters(t *testing.T) {
 		{[]string{"--destination", httpbinID, "--until", "5m"}, []*evidence.Record{f.dryRun, f.hostile}},
 		{[]string{"--since", "3h", "--until", "1h"}, []*evidence.Record{f.old}},
 		{[]string{"--request-id", f.mtls.RequestID, "--replica", "cli-test"}, []*evidence.Record{f.mtls}},
+		{[]string{"--source-workload", "legacy/sleep"}, []*evidence.Record{f.plain}},
+		{[]string{"--destination-workload", "mtls-pg/httpbin", "--verdict", "plaintext"}, []*evidence.Record{f.plain}},
+		{[]string{"--source-namespace", "legacy"}, []*evidence.Record{f.plain}},
 		{[]string{"--namespace", "mtls-pg", "--trust-domain", "cluster.local", "--method", "GET", "--path-prefix", "/head"},
 			[]*evidence.Record{f.mtls, f.dryRun}},
 	}
@@ -139,6 +147,9 @@ func TestQueryJSON(t *testing.T) {
 			t.Errorf("record %d:\n got %s\nwant %s", i, got, want)
 		}
 	}
+	if !strings.Contains(stdout, `"workload": {`) {
+		t.Errorf("want the records' workloads:\n%s", stdout)
+	}
 	if !strings.Contains(stdout, `"time": "`+f.plain.Time.Format(time.RFC3339Nano)+`"`) {
 		t.Errorf("want RFC 3339 times in UTC:\n%s", stdout)
 	}
@@ -148,7 +159,9 @@ func TestQueryJSON(t *testing.T) {
 		t.Errorf("--id: exit %d:\n%s", code, stdout)
 	}
 	code, stdout, _ = cli(t, append([]string{"query", "--id", f.plain.ID}, f.api.args()...)...)
-	for _, w := range []string{"VERDICT", "plaintext", "DECISION", "denied", "CHAIN", "seq 5, hash " + f.plain.Chain.Hash} {
+	for _, w := range []string{"VERDICT", "plaintext", "DECISION", "denied", "CHAIN", "seq 5, hash " + f.plain.Chain.Hash,
+		"  workload         legacy/deployment/sleep\n  pod              sleep-5d8f-abcde\n",
+		"  sidecar          none (no istio-proxy)\nDESTINATION", "  workload         mtls-pg/deployment/httpbin\n"} {
 		if code != 0 || !strings.Contains(stdout, w) {
 			t.Errorf("--id table: exit %d, lacks %q:\n%s", code, w, stdout)
 		}
@@ -303,7 +316,7 @@ func TestQueryFollowTableStopsOnSignal(t *testing.T) {
 		t.Fatal("SIGINT did not stop --follow")
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if !slices.Equal(strings.Fields(lines[0]), recordHeader) || !strings.Contains(lines[2], late.ID) ||
+	if !slices.Equal(strings.Fields(lines[0]), headerFields) || !strings.Contains(lines[2], late.ID) ||
 		strings.Index(lines[2], "plaintext") != strings.Index(lines[0], "VERDICT") {
 		t.Errorf("followed table:\n%s", out.String())
 	}
@@ -337,6 +350,9 @@ func TestQueryUsageErrors(t *testing.T) {
 // cellsUnder cuts line into the cells under each of header's columns
 // (columns are where their names start; widths count runes, as
 // tabwriter's do).
+// headerFields is recordHeader as strings.Fields splits the header line.
+var headerFields = strings.Fields(strings.Join(recordHeader, " "))
+
 func cellsUnder(header, line string, names []string) []string {
 	l := []rune(line)
 	var starts []int

@@ -192,7 +192,7 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 		}
 		writeRows(tw, line)
 		for _, cl := range row.Clients { // the destination's clients, indented under it
-			line := []string{"  " + dash(cl.Client), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
+			line := []string{"  " + dash(clientName(cl)), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
 				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
 			if configured {
 				// The client by its workload, what it sent, and its own
@@ -384,7 +384,7 @@ func writeBlocking(tw *tabwriter.Writer, indent, title string, bs []report.Block
 	}
 	writeRows(tw, header)
 	for _, b := range bs {
-		line := []string{indent + dash(b.Client.Client), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)}
+		line := []string{indent + dash(clientName(b.Client)), verdictCounts(b.Count, b.Counts, false), fmt.Sprint(b.Total), dash(when(b.LastSeen, now)), dash(b.ExampleID)}
 		if named {
 			sidecar := "-"
 			switch {
@@ -500,4 +500,14 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// clientName is a report's client as tables print it: its workload
+// (legacy/deployment/sleep) where its key names one, else its principal
+// or address (report.Client.Name; the key itself from an older server).
+func clientName(c report.Client) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.Client
 }

@@ -354,3 +354,40 @@ func TestWriteReadinessWorkloads(t *testing.T) {
 		}
 	}
 }
+
+// TestReportClientsByWorkload: tls-check names a plaintext client by the
+// workload serve --kubernetes recorded (both of its pods' addresses, one
+// line), and a client whose SPIFFE ID is not its pod's as WORKLOAD as
+// PRINCIPAL, which makes its destination SUSPECT.
+func TestReportClientsByWorkload(t *testing.T) {
+	a := newTestAPI(t, api.Config{})
+	now := time.Now()
+	pinClock(t, now)
+	legacyWL := &evidence.Workload{Namespace: "legacy", Kind: "Deployment", Name: "sleep", ServiceAccount: "sleep"}
+	for i, addr := range []string{"10.42.0.98", legacyIP} {
+		r := rec(now.Add(-time.Duration(10+i)*time.Minute), evidence.Peer{Address: addr, Port: 51000, Workload: legacyWL}, httpbin, "", evidence.Plaintext)
+		a.add(t, r)
+	}
+	hijack := sleep
+	hijack.Workload = &evidence.Workload{Namespace: "mtls-pg", Kind: "Deployment", Name: "api", ServiceAccount: "api"}
+	a.add(t, rec(now.Add(-5*time.Minute), hijack, ratings, ratingsID, evidence.MTLS))
+	code, stdout, stderr := cli(t, append([]string{"report", "tls-check"}, a.args()...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(stdout, "\n")
+	header := []string{"DESTINATION / CLIENT", "PRINCIPAL", "STATUS", "SERVER", "MTLS", "REQUESTS", "LAST SEEN"}
+	var got [][]string
+	for _, l := range lines[3:7] {
+		got = append(got, cellsUnder(lines[2], l, header)[:6])
+	}
+	want := [][]string{
+		{httpbin, "-", "PLAINTEXT", "HTTP", "0%", "2"},
+		{"legacy/deployment/sleep", "", "", "", "0%", "2"},
+		{ratings, ratingsID, "SUSPECT", "mTLS", "100%", "1"},
+		{"mtls-pg/deployment/api as " + sleepID, "", "", "", "100%", "1"},
+	}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("tls-check:\n got %q\nwant %q\n%s", got, want, stdout)
+	}
+}

@@ -116,12 +116,20 @@ func share(part, total int64) string {
 	return strconv.FormatInt(p, 10) + "%"
 }
 
-// recordHeader and recordRow are the columns of query's table.
-var recordHeader = []string{"TIME", "VERDICT", "SOURCE", "DESTINATION", "METHOD", "HOST", "PATH", "DECISION", "ID"}
+// recordHeader and recordRow are the columns of query's table. The
+// workloads are the peers' as serve --kubernetes recorded them,
+// NAMESPACE/KIND/NAME (evidence.WorkloadName), "-" when not resolved.
+var recordHeader = []string{"TIME", "VERDICT", "SOURCE", "DESTINATION", "SOURCE WORKLOAD", "DESTINATION WORKLOAD",
+	"METHOD", "HOST", "PATH", "DECISION", "ID"}
+
+// recordPath is the PATH column's index.
+const recordPath = 8
 
 // recordWidths are the widths a streamed record table starts with, so that
-// its columns seldom move: TIME, the longest verdict, a ULID.
-var recordWidths = []int{len("2006-01-02T15:04:05Z (just now)"), len(evidence.XFCCUnverified), 0, 0, len("DELETE"), 0, 0, len("dry-run"), 26}
+// its columns seldom move: TIME, the longest verdict, the workloads'
+// headers, a ULID.
+var recordWidths = []int{len("2006-01-02T15:04:05Z (just now)"), len(evidence.XFCCUnverified), 0, 0,
+	len("SOURCE WORKLOAD"), len("DESTINATION WORKLOAD"), len("DELETE"), 0, 0, len("dry-run"), 26}
 
 // recordWideHeader and recordWideRow are -o wide's: the path whole, and
 // the replica, the x-request-id and the reasons.
@@ -129,14 +137,14 @@ var recordWideHeader = append(slices.Clone(recordHeader), "REPLICA", "REQUEST ID
 
 func recordWideRow(r *evidence.Record, now time.Time) []string {
 	row := recordRow(r, now)
-	row[6] = dash(r.Request.Path)
+	row[recordPath] = dash(r.Request.Path)
 	return append(row, dash(r.Replica), dash(r.RequestID), dash(strings.Join(r.Reasons, ",")))
 }
 
 func recordRow(r *evidence.Record, now time.Time) []string {
 	row := []string{
 		when(r.Time, now), string(r.Verdict), peerName(r.Source), peerName(r.Destination),
-		r.Request.Method, r.Request.Host, clipRunes(r.Request.Path, 64), decision(r.Decision), r.ID,
+		evidence.WorkloadName(r.Source.Workload), evidence.WorkloadName(r.Destination.Workload), r.Request.Method, r.Request.Host, clipRunes(r.Request.Path, 64), decision(r.Decision), r.ID,
 	}
 	for i := range row {
 		row[i] = dash(row[i])
@@ -230,6 +238,14 @@ func writeDetail(w io.Writer, r *evidence.Record, now time.Time) error {
 		field(p.name, peerName(p.peer))
 		if p.peer.Address != "" && p.peer.Principal != "" {
 			field("  address", fmt.Sprintf("%s:%d", p.peer.Address, p.peer.Port))
+		}
+		if w := p.peer.Workload; w != nil {
+			field("  workload", evidence.WorkloadName(w))
+			field("  pod", w.Pod)
+			field("  service account", w.ServiceAccount)
+			if !w.Sidecar {
+				field("  sidecar", "none (no istio-proxy)")
+			}
 		}
 		if c := p.peer.Certificate; c != nil {
 			field("  certificate", "sha256 "+c.SHA256)

@@ -10,7 +10,7 @@
 // and date as columns.
 //
 // A row holds the columns analysts query (time, verdict, principals,
-// namespaces, host, method, path, decision, request id, ...) and what
+// namespaces, workloads, host, method, path, decision, request id, ...) and what
 // rebuilds the record byte for byte: its shape (evidence/compact: the
 // record with its per-request fields blanked, the same bytes on every
 // request of an edge, so dictionary-encoded) and the per-request fields in
@@ -66,6 +66,13 @@ type Row struct {
 	SourceNamespace      string `parquet:"source_namespace,dict"`
 	DestinationPrincipal string `parquet:"destination_principal,dict"`
 	DestinationNamespace string `parquet:"destination_namespace,dict"`
+	// SourceWorkload and DestinationWorkload are the peers' Kubernetes
+	// workloads as the API's filters name them, NAMESPACE/NAME
+	// (evidence.WorkloadRef; the kind is in the shape), "" when not
+	// resolved. Archives written before them lack both columns: readers
+	// get "", and Verify checks them only where present (workloadColumns).
+	SourceWorkload      string `parquet:"source_workload,dict"`
+	DestinationWorkload string `parquet:"destination_workload,dict"`
 
 	// Shape is compact's shape of the record: its canonical JSON with the
 	// per-request fields blanked.
@@ -110,12 +117,12 @@ func MakeRowColumns(rec *evidence.Record) Row {
 		SourcePrincipal:      rec.Source.Principal,
 		DestinationPrincipal: rec.Destination.Principal,
 	}
-	if s := rec.Source.SPIFFE; s != nil {
-		r.SourceNamespace = s.Namespace
-	}
-	if s := rec.Destination.SPIFFE; s != nil {
-		r.DestinationNamespace = s.Namespace
-	}
+	// The namespaces and workloads as the stores index them
+	// (evidence.Columns: a namespace is the SPIFFE ID's, else the
+	// workload's).
+	c := evidence.ColumnsOf(rec)
+	r.SourceNamespace, r.DestinationNamespace = c.SourceNamespace, c.DestinationNamespace
+	r.SourceWorkload, r.DestinationWorkload = c.SourceWorkload, c.DestinationWorkload
 	return r
 }
 

@@ -224,6 +224,7 @@ func verifyDay(dayDir, replica, date string, verifiers note.Verifiers) (*Manifes
 	}
 	day, _ := time.Parse(time.DateOnly, date)
 	dayEnd := day.AddDate(0, 0, 1)
+	_, withWorkloads := pf.Schema().Lookup("source_workload")
 	rd := parquet.NewGenericReader[Row](f)
 	defer rd.Close()
 	var shapes Shapes
@@ -243,7 +244,7 @@ func verifyDay(dayDir, replica, date string, verifiers note.Verifiers) (*Manifes
 			if err != nil {
 				return fail("%s: row %d: %v", RecordsFile, rows, err)
 			}
-			if err := checkColumns(row, rec); err != nil {
+			if err := checkColumns(row, rec, withWorkloads); err != nil {
 				return fail("%s: row %d (seq %d): %v", RecordsFile, rows, row.Seq, err)
 			}
 			if !rec.Time.Before(dayEnd) || rows == 0 && rec.Time.Before(day) && m.LeafStart > 0 {
@@ -287,27 +288,40 @@ func verifyDay(dayDir, replica, date string, verifiers note.Verifiers) (*Manifes
 }
 
 // checkColumns holds the query columns to the record they stand beside:
-// an analyst's answer must be the record's.
-func checkColumns(row *Row, rec *evidence.Record) error {
+// an analyst's answer must be the record's. A file written before the
+// workload columns (withWorkloads false) has none, and its namespaces are
+// the SPIFFE IDs' only, as they were then.
+func checkColumns(row *Row, rec *evidence.Record, withWorkloads bool) error {
 	if row.Rest != nil && (row.ID != nil || row.RequestID != nil || row.TraceID != nil || row.StreamID != nil || row.SourcePort != 0) {
 		return errors.New("a row rebuilt from its rest has values in id, request_id, trace_id, stream_id or source_port")
 	}
 	want := MakeRowColumns(rec)
+	if !withWorkloads {
+		want.SourceWorkload, want.DestinationWorkload = "", ""
+		want.SourceNamespace, want.DestinationNamespace = "", ""
+		if s := rec.Source.SPIFFE; s != nil {
+			want.SourceNamespace = s.Namespace
+		}
+		if s := rec.Destination.SPIFFE; s != nil {
+			want.DestinationNamespace = s.Namespace
+		}
+	}
 	got := *row
 	if got.Time != want.Time || got.Seq != want.Seq || got.Path != want.Path || got.Verdict != want.Verdict ||
 		got.Allowed != want.Allowed || got.DryRun != want.DryRun || got.HTTPStatus != want.HTTPStatus ||
 		got.Method != want.Method || got.Host != want.Host || got.SourcePrincipal != want.SourcePrincipal ||
 		got.SourceNamespace != want.SourceNamespace ||
-		got.DestinationPrincipal != want.DestinationPrincipal || got.DestinationNamespace != want.DestinationNamespace {
+		got.DestinationPrincipal != want.DestinationPrincipal || got.DestinationNamespace != want.DestinationNamespace ||
+		got.SourceWorkload != want.SourceWorkload || got.DestinationWorkload != want.DestinationWorkload {
 		return fmt.Errorf("its columns (%s) do not say what its record does (%s)", columnsText(got), columnsText(want))
 	}
 	return nil
 }
 
 func columnsText(r Row) string {
-	return fmt.Sprintf("time %s, verdict %s, allowed %t, dry_run %t, status %d, %s %s%s, %s (%s) -> %s (%s)",
+	return fmt.Sprintf("time %s, verdict %s, allowed %t, dry_run %t, status %d, %s %s%s, %s (%s, workload %q) -> %s (%s, workload %q)",
 		time.Unix(0, r.Time).UTC().Format(time.RFC3339Nano), r.Verdict, r.Allowed, r.DryRun, r.HTTPStatus, r.Method, r.Host, r.Path,
-		r.SourcePrincipal, r.SourceNamespace, r.DestinationPrincipal, r.DestinationNamespace)
+		r.SourcePrincipal, r.SourceNamespace, r.SourceWorkload, r.DestinationPrincipal, r.DestinationNamespace, r.DestinationWorkload)
 }
 
 func equalStrings(a, b []string) bool {

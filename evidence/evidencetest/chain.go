@@ -16,6 +16,18 @@ import (
 // every record.
 func testVerifyIntact(t *testing.T, f Factory) {
 	b, fx := loaded(t, f, 300)
+	verifyFixture(t, b, fx)
+}
+
+// testVerifyIntactWorkloads is testVerifyIntact over records with
+// workloads: the columns and rollup keys they give must agree with the
+// records as Verify recomputes them.
+func testVerifyIntactWorkloads(t *testing.T, f Factory) {
+	b, fx := loadedWorkloads(t, f, 300)
+	verifyFixture(t, b, fx)
+}
+
+func verifyFixture(t *testing.T, b Backend, fx *Fixture) {
 	counts := map[string]int64{}
 	for _, r := range fx.Records {
 		counts[r.Replica]++

@@ -19,7 +19,7 @@ const filterRecords = 1200
 // testFilters checks every Filter field alone and in combination against
 // the oracle (Matches), reading every page.
 func testFilters(t *testing.T, f Factory) {
-	b, fx := loaded(t, f, filterRecords)
+	b, fx := loadedWorkloads(t, f, filterRecords)
 	mid := fx.Records[len(fx.Records)/2].Time // a time several records share
 	cases := []struct {
 		name   string
@@ -50,6 +50,21 @@ func testFilters(t *testing.T, f Factory) {
 		{name: "destination namespace", filter: evidence.Filter{DestinationNamespace: "payments"}},
 		{name: "source and destination namespace", filter: evidence.Filter{SourceNamespace: "shop", DestinationNamespace: "payments"}},
 		{name: "destination namespace unaligned", filter: evidence.Filter{DestinationNamespace: "pay"}, empty: true},
+		{name: "source namespace of plaintext workloads", filter: evidence.Filter{SourceNamespace: "legacy", Verdicts: []evidence.Verdict{evidence.Plaintext}}},
+		{name: "destination namespace by workload only", filter: evidence.Filter{DestinationNamespace: "legacy"}},
+		{name: "namespace either side by workload", filter: evidence.Filter{Namespace: "legacy"}},
+		{name: "source namespace is the spiffe id's", filter: evidence.Filter{SourceNamespace: "edge"}, empty: true},
+		{name: "source workload", filter: evidence.Filter{SourceWorkload: "shop/frontend"}},
+		{name: "source workload of two kinds", filter: evidence.Filter{SourceWorkload: "legacy/sleep"}},
+		{name: "source workload mismatched identity", filter: evidence.Filter{SourceWorkload: "payments/api", Source: "spiffe://cluster.local/ns/payments/sa/api"}},
+		{name: "source workload in another namespace than its id", filter: evidence.Filter{SourceWorkload: "edge/bridge", SourceNamespace: "shop"}},
+		{name: "source workload unaligned", filter: evidence.Filter{SourceWorkload: "legacy/slee"}, empty: true},
+		{name: "source workload is not the kind", filter: evidence.Filter{SourceWorkload: "legacy/Deployment"}, empty: true},
+		{name: "source workload is not the destination", filter: evidence.Filter{SourceWorkload: "payments/ledger"}, empty: true},
+		{name: "destination workload", filter: evidence.Filter{DestinationWorkload: "payments/ledger"}},
+		{name: "destination workload partly resolved", filter: evidence.Filter{DestinationWorkload: "shop/cart", Host: "cart.shop.svc.cluster.local"}},
+		{name: "both workloads", filter: evidence.Filter{SourceWorkload: "legacy/sleep", DestinationWorkload: "legacy/httpbin", Allowed: ptr(true)}},
+		{name: "workload unicode", filter: evidence.Filter{SourceWorkload: "café/ünï"}, empty: true},
 		{name: "verdict", filter: evidence.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}},
 		{name: "verdicts", filter: evidence.Filter{Verdicts: []evidence.Verdict{evidence.MTLSMismatch, evidence.XFCCUnverified}}},
 		{name: "not verdicts", filter: evidence.Filter{NotVerdicts: []evidence.Verdict{evidence.MTLS, evidence.Plaintext}}},
@@ -128,6 +143,11 @@ func testFilterValidation(t *testing.T, f Factory) {
 		{"10 KB request id", evidence.Filter{RequestID: strings.Repeat("%_", 5000)}, "request_id"},
 		{"unknown verdict", evidence.Filter{Verdicts: []evidence.Verdict{"mtls' OR '1'='1"}}, "verdict"},
 		{"until before since", evidence.Filter{Since: Base.Add(time.Hour), Until: Base}, "until"},
+		{"source workload without a namespace", evidence.Filter{SourceWorkload: "sleep"}, "source_workload"},
+		{"source workload empty namespace", evidence.Filter{SourceWorkload: "/sleep"}, "source_workload"},
+		{"destination workload with a kind", evidence.Filter{DestinationWorkload: "legacy/Deployment/httpbin"}, "destination_workload"},
+		{"destination workload empty name", evidence.Filter{DestinationWorkload: "legacy/"}, "destination_workload"},
+		{"NUL in source workload", evidence.Filter{SourceWorkload: "a/b\x00"}, "source_workload"},
 		{"until equals since", evidence.Filter{Since: Base, Until: Base}, "until"},
 	}
 	for _, tc := range cases {

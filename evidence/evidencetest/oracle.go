@@ -32,6 +32,8 @@ func Matches(f evidence.Filter, r *evidence.Record) bool {
 		f.TrustDomain != "" && f.TrustDomain != c.SourceTrustDomain && f.TrustDomain != c.DestinationTrustDomain,
 		f.Namespace != "" && f.Namespace != c.SourceNamespace && f.Namespace != c.DestinationNamespace,
 		!exact(f.SourceNamespace, c.SourceNamespace), !exact(f.DestinationNamespace, c.DestinationNamespace),
+		f.SourceWorkload != "" && !workloadIs(r.Source.Workload, f.SourceWorkload),
+		f.DestinationWorkload != "" && !workloadIs(r.Destination.Workload, f.DestinationWorkload),
 		len(f.Verdicts) > 0 && !slices.Contains(f.Verdicts, r.Verdict),
 		slices.Contains(f.NotVerdicts, r.Verdict),
 		f.Allowed != nil && *f.Allowed != c.Allowed,
@@ -40,6 +42,13 @@ func Matches(f evidence.Filter, r *evidence.Record) bool {
 		return false
 	}
 	return true
+}
+
+// workloadIs reports whether w is the workload NAMESPACE/NAME ref names,
+// of any kind.
+func workloadIs(w *evidence.Workload, ref string) bool {
+	ns, name, _ := strings.Cut(ref, "/")
+	return w != nil && w.Namespace == ns && w.Name == name
 }
 
 // NewestFirst returns the records matching f in the stores' order: newest

@@ -127,8 +127,20 @@ var (
 // replica's chain in time order (several records of different replicas
 // share a timestamp, to exercise the id tie-break), chained and cut into
 // batches of up to batch records. seed makes them reproducible.
-func Varied(n, batch int, seed uint64) *Fixture {
+func Varied(n, batch int, seed uint64) *Fixture { return variedFixture(n, batch, seed, false) }
+
+// VariedWorkloads is Varied's records with the Kubernetes workloads serve
+// --kubernetes would have recorded for most of their peers (workloads):
+// sources of their SPIFFE identity's namespace and service account, some
+// that are not (a mismatch), plaintext clients of namespace legacy, a bare
+// pod of the same name as a Deployment, and addresses none was found for.
+// Varied itself stays as it was: files of earlier schemas were written
+// from it.
+func VariedWorkloads(n, batch int, seed uint64) *Fixture { return variedFixture(n, batch, seed, true) }
+
+func variedFixture(n, batch int, seed uint64, workloads bool) *Fixture {
 	rng := rand.New(rand.NewPCG(seed, 99))
+	wrng := rand.New(rand.NewPCG(seed, 16))
 	fx := &Fixture{Heads: map[string]evidence.Link{}}
 	step := 5 * 24 * time.Hour / time.Duration(n/len(Replicas)+1)
 	pending := map[string][]*evidence.Record{}
@@ -137,6 +149,9 @@ func Varied(n, batch int, seed uint64) *Fixture {
 		k := i / len(Replicas)
 		t := Base.Add(time.Duration(k)*step + time.Duration(k%5)*time.Nanosecond)
 		r := varied(rng, randomID(rng), replica, t, i)
+		if workloads {
+			addWorkloads(wrng, r)
+		}
 		fx.Records = append(fx.Records, r)
 		pending[replica] = append(pending[replica], r)
 		if len(pending[replica]) == batch || i >= n-len(Replicas) {
@@ -186,6 +201,38 @@ func varied(rng *rand.Rand, id, replica string, t time.Time, i int) *evidence.Re
 		r.Headers = map[string]string{"x-tenant": fmt.Sprintf("t%d", i%3)}
 	}
 	return r
+}
+
+// The workloads of VariedWorkloads, by address; an address of several
+// is one of them at random, nil for none found.
+var workloads = map[string][]*evidence.Workload{
+	"10.0.0.7": {wl("shop", "Deployment", "frontend", "frontend")},
+	"10.0.0.8": {wl("shop-admin", "Deployment", "admin", "admin")},
+	// payments/api's pods run as api-v2: their SPIFFE ID (sa api) is not
+	// theirs.
+	"10.0.0.9":  {wl("payments", "Deployment", "api", "api"), wl("payments", "Deployment", "api", "api-v2")},
+	"192.0.2.4": {wl("edge", "Deployment", "bridge", "bridge"), nil}, // namespace differs
+	"10.0.3.3":  {wl("legacy", "Deployment", "legacy-client", "default")},
+	// Plaintext clients of namespace legacy, one address once a
+	// Deployment's pod and once a bare pod of the same name.
+	"203.0.113.50": {wl("legacy", "Deployment", "sleep", "sleep")},
+	"203.0.113.51": {wl("legacy", "Pod", "sleep", "sleep"), nil},
+	"10.0.1.9":     {wl("payments", "StatefulSet", "ledger", "ledger")},
+	"10.0.1.10":    {wl("shop", "Deployment", "cart", "cart"), nil},
+	"10.0.1.12":    {wl("legacy", "Deployment", "httpbin", "httpbin")},
+}
+
+func wl(ns, kind, name, sa string) *evidence.Workload {
+	return &evidence.Workload{Namespace: ns, Kind: kind, Name: name, Pod: name + "-7d9f8-x2lqp", ServiceAccount: sa, App: name, Sidecar: ns != "legacy"}
+}
+
+// addWorkloads gives r's peers their workloads, or none, as the table says.
+func addWorkloads(rng *rand.Rand, r *evidence.Record) {
+	for _, p := range []*evidence.Peer{&r.Source, &r.Destination} {
+		if ws := workloads[p.Address]; len(ws) > 0 {
+			p.Workload = ws[rng.IntN(len(ws))]
+		}
+	}
 }
 
 func peer(p peerSpec, port uint32) evidence.Peer {

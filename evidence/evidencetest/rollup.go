@@ -15,6 +15,31 @@ import (
 // minute counts when it overlaps the window), and per destination.
 func testRollups(t *testing.T, f Factory) {
 	b, fx := loaded(t, f, filterRecords)
+	rollupCases(t, b, fx)
+}
+
+// testRollupsWorkloads is testRollups over records with workloads: sources
+// are keyed in the cluster's names (evidence.SourceKey), and the oracle
+// must find workload keys among the groups.
+func testRollupsWorkloads(t *testing.T, f Factory) {
+	b, fx := loadedWorkloads(t, f, filterRecords)
+	var workloads, mismatches int
+	for _, r := range fx.Records {
+		k := evidence.ParseSourceKey(evidence.SourceKey(r))
+		if k.Workload() {
+			workloads++
+		}
+		if k.Mismatch {
+			mismatches++
+		}
+	}
+	if workloads == 0 || mismatches == 0 {
+		t.Fatalf("fixture: %d records keyed by workload, %d mismatched; want some of each", workloads, mismatches)
+	}
+	rollupCases(t, b, fx)
+}
+
+func rollupCases(t *testing.T, b Backend, fx *Fixture) {
 	day, hour, minute := 24*time.Hour, time.Hour, time.Minute
 	cases := []struct {
 		name  string

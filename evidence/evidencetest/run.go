@@ -26,11 +26,13 @@ func Run(t *testing.T, f Factory) {
 		{"ChainConflict", testChainConflict},
 		{"HeadAndReopen", testHeadAndReopen},
 		{"Rollups", testRollups},
+		{"RollupsWorkloads", testRollupsWorkloads},
 		{"RollupSeries", testRollupSeries},
 		{"Stats", testStats},
 		{"Retention", testRetention},
 		{"RetentionAbsurdTimes", testRetentionAbsurdTimes},
 		{"VerifyIntact", testVerifyIntact},
+		{"VerifyIntactWorkloads", testVerifyIntactWorkloads},
 		{"Tamper", testTamper},
 		{"ScanStops", testScanStops},
 		{"WalkStops", testWalkStops},
@@ -51,6 +53,17 @@ func loaded(t *testing.T, f Factory, n int) (Backend, *Fixture) {
 	t.Helper()
 	b := f(t)
 	fx := Varied(n, 50, uint64(n))
+	write(t, b.Store, fx.Batches...)
+	return b, fx
+}
+
+// loadedWorkloads is loaded with a VariedWorkloads fixture: records whose
+// peers have workloads, for the tests of what depends on them (filters,
+// rollup keys, verify).
+func loadedWorkloads(t *testing.T, f Factory, n int) (Backend, *Fixture) {
+	t.Helper()
+	b := f(t)
+	fx := VariedWorkloads(n, 50, uint64(n))
 	write(t, b.Store, fx.Batches...)
 	return b, fx
 }

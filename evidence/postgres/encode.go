@@ -191,14 +191,14 @@ func (s *Store) internShapes(ctx context.Context, tx pgx.Tx, e *encoding, from i
 		}
 	}
 	slices.SortFunc(missing, func(a, b int) int { return bytes.Compare(e.sums[a][:], e.sums[b][:]) })
-	var cols [11][]string
+	var cols [13][]string
 	ds := make([][]byte, len(missing))
 	bodies := make([][]byte, len(missing))
 	allowed := make([]bool, len(missing))
 	for j, i := range missing {
 		k := evidence.ColumnsOf(e.recs[i])
 		for n, v := range []string{k.Replica, k.SourcePrincipal, k.DestinationPrincipal, k.SourceTrustDomain, k.DestinationTrustDomain,
-			k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict, k.Method, k.Host} {
+			k.SourceNamespace, k.DestinationNamespace, k.SourceKey, k.Verdict, k.Method, k.Host, k.SourceWorkload, k.DestinationWorkload} {
 			cols[n] = append(cols[n], v)
 		}
 		ds[j], bodies[j], allowed[j] = e.sums[i][:], packShape(e.shapes[i]), k.Allowed
@@ -207,11 +207,13 @@ func (s *Store) internShapes(ctx context.Context, tx pgx.Tx, e *encoding, from i
 	// writer committed while the first waited for them.
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
-			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
+			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host,
+			source_workload, destination_workload, body)
 		SELECT * FROM unnest($1::bytea[], $2::boolean[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-			$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[])
+			$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bytea[])
 		ON CONFLICT (digest) DO NOTHING`,
-		ds, allowed, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10], bodies)
+		ds, allowed, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10],
+		cols[11], cols[12], bodies)
 	var id int32
 	var digest []byte
 	b.Queue(`SELECT id, digest FROM shapes WHERE digest = ANY($1)`, ds).Query(func(rs pgx.Rows) error {

@@ -428,3 +428,114 @@ func BenchmarkMigrate(b *testing.B) {
 			done.From, done.To, records, took.Round(time.Millisecond), before>>20, after>>20, top>>20, (top-before)>>20)
 	}
 }
+
+// TestMigrateFromSchema6: a database schema 6 wrote with records whose
+// peers have workloads (testdata/schema6.sql.gz:
+// evidencetest.VariedWorkloads(240, 40, 6) appended by the store of main
+// at b0de6d3; make_fixtures_test.go.txt) migrates to schema 7: the shapes
+// that hold a workload get their workload columns, their namespaces (the
+// workload's where there is no SPIFFE ID) and source key, so the workload
+// and namespace filters find what the records say; the rollups move from
+// the keys schema 6 counted those records under (addresses) to the ones
+// evidence.SourceKey gives now; every record reads back as written, the
+// chains and the rollups verify and go on, and a record appended after
+// lands on its existing shape. Without the backfill the filters find
+// nothing and verify finds the shapes' columns and the rollups stale.
+func TestMigrateFromSchema6(t *testing.T) {
+	ctx := context.Background()
+	dsn := postgrestest.DSN(t)
+	restore(t, dsn, "testdata/schema6.sql.gz")
+	done, err := postgres.MigrateVersions(ctx, dsn)
+	if err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if done.From != 6 || done.To != postgres.SchemaVersion {
+		t.Errorf("migrated from %d to %d, want 6 to %d", done.From, done.To, postgres.SchemaVersion)
+	}
+	s := open(t, dsn)
+	fx := evidencetest.VariedWorkloads(240, 40, 6)
+	for _, r := range fx.Records {
+		got, err := s.Get(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gb, _ := evidence.RecordJSON(got)
+		wb, _ := evidence.RecordJSON(r)
+		if string(gb) != string(wb) {
+			t.Fatalf("record %s reads otherwise after the migration:\n got %s\nwant %s", r.ID, gb, wb)
+		}
+	}
+	check := func(when string, recs []*evidence.Record) {
+		t.Helper()
+		for _, f := range []evidence.Filter{
+			{},
+			{SourceWorkload: "legacy/sleep"},
+			{SourceWorkload: "payments/api"},
+			{DestinationWorkload: "payments/ledger", Verdicts: []evidence.Verdict{evidence.MTLS}},
+			{SourceNamespace: "legacy"},
+			{DestinationNamespace: "legacy"},
+			{Namespace: "legacy", Allowed: ptr(true)},
+			{Source: "spiffe://cluster.local/ns/shop/sa/frontend"},
+		} {
+			var got []string
+			page := evidence.PageRequest{Limit: 25}
+			for {
+				res, err := s.Query(ctx, f, page)
+				if err != nil {
+					t.Fatalf("Query(%+v): %v", f, err)
+				}
+				got = append(got, evidencetest.IDs(res.Records)...)
+				if page.Cursor = res.Next; page.Cursor == "" {
+					break
+				}
+			}
+			want := evidencetest.IDs(evidencetest.NewestFirst(recs, f))
+			if len(want) == 0 || !slices.Equal(got, want) {
+				t.Errorf("%s: %+v: got %d records, want %d (and some)", when, f, len(got), len(want))
+			}
+		}
+	}
+	intact := func(when string, checked int64) {
+		t.Helper()
+		reports, err := evidence.Verify(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reports) != 3 {
+			t.Errorf("%s: %d reports, want 3 chains and no rollup report: %+v", when, len(reports), reports)
+		}
+		for _, rep := range reports {
+			if rep.Broken != nil || rep.Checked != checked {
+				t.Errorf("%s: chain %s: %d checked, broken: %+v", when, rep.Replica, rep.Checked, rep.Broken)
+			}
+		}
+	}
+	check("after the migration", fx.Records)
+	intact("after the migration", 80)
+	var shapes int
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM shapes").Scan(&shapes); err != nil {
+		t.Fatal(err)
+	}
+	var more []*evidence.Record
+	for _, replica := range evidencetest.Replicas {
+		var like *evidence.Record
+		for _, r := range fx.Records {
+			if r.Replica == replica && r.Source.Workload != nil && r.Source.Principal == "" {
+				like = r
+			}
+		}
+		r := *like
+		r.ID, r.Time, r.Chain = replica+"-next", evidencetest.Base.Add(6*24*time.Hour), evidence.Chain{}
+		evidencetest.Link(fx.Heads[replica], &r)
+		if err := s.Append(ctx, []*evidence.Record{&r}); err != nil {
+			t.Fatalf("Append after the migration: %v", err)
+		}
+		more = append(more, &r)
+	}
+	check("after appending", append(fx.Records, more...))
+	intact("after appending", 81)
+	var after int
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM shapes").Scan(&after); err != nil || after != shapes {
+		t.Errorf("%d shapes after appending records of stored shapes, %d before (%v)", after, shapes, err)
+	}
+}

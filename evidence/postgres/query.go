@@ -61,6 +61,8 @@ func shapeWhere(f evidence.Filter, a *args) string {
 	either("source_namespace", "destination_namespace", f.Namespace)
 	eq("source_namespace", f.SourceNamespace)
 	eq("destination_namespace", f.DestinationNamespace)
+	eq("source_workload", f.SourceWorkload)
+	eq("destination_workload", f.DestinationWorkload)
 	if len(f.Verdicts) > 0 {
 		cond("verdict = ANY(" + a.add(verdictStrings(f.Verdicts)) + ")")
 	}

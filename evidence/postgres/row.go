@@ -243,7 +243,8 @@ func (set *shapeSet) resolve(ctx context.Context, q rowsQuerier, rows []row) err
 	set.mu.Unlock()
 	if len(shapeIDs) > 0 {
 		rs, err := q.Query(ctx, `SELECT id, allowed, replica, source_principal, destination_principal, source_trust_domain,
-			destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body
+			destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host,
+			source_workload, destination_workload, body
 			FROM shapes WHERE id = ANY($1)`, shapeIDs)
 		if err != nil {
 			return fmt.Errorf("shapes: %w", err)
@@ -255,7 +256,7 @@ func (set *shapeSet) resolve(ctx context.Context, q rowsQuerier, rows []row) err
 			k := &sh.cols
 			if err := rs.Scan(&id, &k.Allowed, &k.Replica, &k.SourcePrincipal, &k.DestinationPrincipal, &k.SourceTrustDomain,
 				&k.DestinationTrustDomain, &k.SourceNamespace, &k.DestinationNamespace, &k.SourceKey, &k.Verdict, &k.Method, &k.Host,
-				&sh.body); err != nil {
+				&k.SourceWorkload, &k.DestinationWorkload, &sh.body); err != nil {
 				rs.Close()
 				return fmt.Errorf("shapes: %w", err)
 			}

@@ -152,7 +152,8 @@ func TestConfiguredReports(t *testing.T) {
 			}
 			for _, c := range row.Clients {
 				wantW, wantDR := sleepW, tc.sleepDR
-				if c.Client == legacy {
+				// Resolved, legacy (no principal) is keyed by its workload.
+				if c.Client == legacy || c.Client == "workload:legacy/Deployment/legacy" {
 					wantW, wantDR = tc.legacy, tc.legacyDR
 				}
 				if tc.cfg == nil || !tc.resolved {

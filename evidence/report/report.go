@@ -100,7 +100,19 @@ func severity(v evidence.Verdict) int {
 // Client is the traffic of one source identity (its principal, or its
 // address when it had none) to one destination.
 type Client struct {
-	Client    string    `json:"client"`
+	// Client is the source's key (evidence.SourceKey): its principal, its
+	// workload (workload:NAMESPACE/KIND/NAME) when it had no principal, or
+	// its address when neither was known.
+	Client string `json:"client"`
+	// Name is the client as reports print it (SourceKeyParts.Display):
+	// its workload (legacy/deployment/sleep), "WORKLOAD as PRINCIPAL" for
+	// a mismatched identity, else its principal or address.
+	Name string `json:"name"`
+	// IdentityMismatch: the client's SPIFFE ID names another namespace or
+	// service account than its pod runs as (a workload presenting
+	// another's identity, or stale address data); its row is SUSPECT.
+	IdentityMismatch bool `json:"identity_mismatch"`
+
 	Counts    Counts    `json:"counts"`
 	Total     int64     `json:"total"`
 	Allowed   int64     `json:"allowed"`
@@ -159,10 +171,21 @@ type clients map[string]*Client
 func (cs clients) add(g evidence.Group) {
 	c, ok := cs[g.Source]
 	if !ok {
-		c = &Client{Client: g.Source}
+		k := evidence.ParseSourceKey(g.Source)
+		c = &Client{Client: g.Source, Name: k.Display(), IdentityMismatch: k.Mismatch}
 		cs[g.Source] = c
 	}
 	c.add(g)
+}
+
+// mismatched says whether any client's identity is not its workload's.
+func (cs clients) mismatched() bool {
+	for _, c := range cs {
+		if c.IdentityMismatch {
+			return true
+		}
+	}
+	return false
 }
 
 // sorted lists the clients by name.

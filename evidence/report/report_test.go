@@ -138,6 +138,30 @@ func TestTLSCheckRows(t *testing.T) {
 			},
 		},
 		{
+			name: "plaintext clients by workload",
+			groups: []evidence.Group{
+				g("workload:legacy/Deployment/sleep", httpbin, "", evidence.Plaintext, true, 3, 0, 1, "a"),
+				g(legacy, httpbin, "", evidence.Plaintext, true, 1, 0, 1, "b"),
+			},
+			want: []row{{httpbin, "", StatusPlaintext, ServerHTTP, 0, 4, []string{legacy, "workload:legacy/Deployment/sleep"}}},
+		},
+		{
+			name: "a client whose SPIFFE ID is not its pod's is suspect over mTLS",
+			groups: []evidence.Group{
+				g(sleepID, httpbin, httpbinID, evidence.MTLS, true, 3, 0, 1, "a"),
+				g(sleepID+" workload:legacy/Deployment/sleep", httpbin, httpbinID, evidence.MTLS, true, 1, 0, 1, "d"),
+			},
+			want: []row{{httpbin, httpbinID, StatusSuspect, ServerMTLS, 1, 4, []string{sleepID, sleepID + " workload:legacy/Deployment/sleep"}}},
+		},
+		{
+			name: "an identity mismatch wins over plaintext",
+			groups: []evidence.Group{
+				g(legacy, httpbin, "", evidence.Plaintext, true, 3, 0, 1, "b"),
+				g(sleepID+" workload:legacy/Deployment/sleep", httpbin, httpbinID, evidence.MTLS, true, 1, 0, 1, "d"),
+			},
+			want: []row{{httpbin, httpbinID, StatusSuspect, ServerMixed, 0.25, 4, []string{legacy, sleepID + " workload:legacy/Deployment/sleep"}}},
+		},
+		{
 			name: "a destination principal takes in the plaintext sent to its host",
 			dest: httpbinID,
 			groups: []evidence.Group{
@@ -209,6 +233,21 @@ func TestTLSCheckClients(t *testing.T) {
 		if !strings.Contains(string(b), key) {
 			t.Errorf("JSON lacks %s: %s", key, b)
 		}
+	}
+	for key, want := range map[string]string{
+		legacy:                             legacy,
+		sleepID:                            sleepID,
+		"workload:legacy/Deployment/sleep": "legacy/deployment/sleep",
+		sleepID + " workload:legacy/Deployment/sleep": "legacy/deployment/sleep as " + sleepID,
+	} {
+		cs := clients{}
+		cs.add(g(key, httpbin, "", evidence.Plaintext, true, 1, 0, 1, "x"))
+		if c := cs[key]; c.Name != want || c.IdentityMismatch != strings.Contains(key, " ") {
+			t.Errorf("client %q: name %q, mismatch %v; want %q", key, c.Name, c.IdentityMismatch, want)
+		}
+	}
+	if !strings.Contains(string(b), `"name":"10.244.0.17"`) {
+		t.Errorf("JSON lacks the client's name: %s", b)
 	}
 	if strings.Contains(string(b), "example\"") {
 		t.Errorf("JSON leaks the internal example group: %s", b)

@@ -130,6 +130,11 @@ func TLSCheck(ctx context.Context, r evidence.Reader, q Query) (TLSCheckReport, 
 			row.Namespace, row.Workload = hostNamespace(row.Destination)
 		}
 		row.Status, row.Server = judge(row.Counts)
+		// A client whose SPIFFE ID is not its pod's makes the row SUSPECT
+		// too, whatever its verdicts: its mTLS proves another identity.
+		if a.clients.mismatched() {
+			row.Status = StatusSuspect
+		}
 		if row.Total > 0 {
 			row.MTLSShare = float64(row.Counts[evidence.MTLS]) / float64(row.Total)
 		}

@@ -364,17 +364,33 @@ type edgeKey struct {
 	srcPrincipal, srcTD, srcNS                string
 	dstPrincipal, dstTD, dstNS, host, verdict string
 	allowed                                   bool
+	srcWorkload, dstWorkload                  string // evidence.WorkloadRef (schema 7)
 }
 
 func edgeOf(c evidence.Columns) edgeKey {
 	return edgeKey{c.Replica, c.SourcePrincipal, c.SourceTrustDomain, c.SourceNamespace,
-		c.DestinationPrincipal, c.DestinationTrustDomain, c.DestinationNamespace, c.Host, c.Verdict, c.Allowed}
+		c.DestinationPrincipal, c.DestinationTrustDomain, c.DestinationNamespace, c.Host, c.Verdict, c.Allowed,
+		c.SourceWorkload, c.DestinationWorkload}
 }
+
+// args are the edge's columns in the order of findEdgeSQL and newEdgeSQL.
+func (e edgeKey) args() []any {
+	return []any{e.replica, e.srcPrincipal, e.srcTD, e.srcNS, e.dstPrincipal, e.dstTD, e.dstNS, e.host, e.verdict, e.allowed,
+		e.srcWorkload, e.dstWorkload}
+}
+
+// findEdgeSQL and newEdgeSQL find and make an edge from edgeKey.args.
+const (
+	findEdgeSQL = `SELECT id FROM edges WHERE replica = ? AND src_principal = ? AND src_td = ? AND src_ns = ?
+			AND dst_principal = ? AND dst_td = ? AND dst_ns = ? AND host = ? AND verdict = ? AND allowed = ?
+			AND src_wl = ? AND dst_wl = ?`
+	newEdgeSQL = `INSERT INTO edges (replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed,
+			src_wl, dst_wl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`
+)
 
 // edgeID is the number of an edge, creating it when new.
 func (s *Store) edgeID(ctx context.Context, tx *sql.Tx, e edgeKey, fresh map[edgeKey]int64) (int64, error) {
-	return numberOf(ctx, tx, e, s.edges, fresh, s.st.edge, s.st.newEdge, "edge",
-		e.replica, e.srcPrincipal, e.srcTD, e.srcNS, e.dstPrincipal, e.dstTD, e.dstNS, e.host, e.verdict, e.allowed)
+	return numberOf(ctx, tx, e, s.edges, fresh, s.st.edge, s.st.newEdge, "edge", e.args()...)
 }
 
 // numberOf is key's number in a table of names (edges, rollup groups): from

@@ -202,12 +202,16 @@ var migrations = [][]string{
 	sealMigration,
 	// 6: compact records (see compact.go); migrateCompact copies them.
 	compactMigration,
+	// 7: the peers' workloads on edges (see workloads.go);
+	// migrateWorkloads moves the records that have one to their edge.
+	workloadMigration,
 }
 
 // migrationFuncs[i] runs after the statements of migrations[i], in the same
 // transaction: what SQL alone cannot do.
 var migrationFuncs = map[int]func(context.Context, *sql.Tx) error{
 	5: migrateCompact,
+	6: migrateWorkloads,
 }
 
 // SchemaVersion is the schema this code writes.

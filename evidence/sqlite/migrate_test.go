@@ -341,9 +341,9 @@ func TestMigrateFromSchema5(t *testing.T) {
 	if free != 0 {
 		t.Errorf("%d free pages in the file after the migration, want 0", free)
 	}
-	if want := "replica-a/0/544 replica-b/0/544 replica-c/0/544 replica-traffic/1/8192"; version != 6 || bodies != 0 || level0 != 4 || tile != want {
-		t.Errorf("after the migration: schema %d, %d of body/hash columns, %d tiles of level 0 (%s); want 6, 0, 4 (%s)",
-			version, bodies, level0, tile, want)
+	if want := "replica-a/0/544 replica-b/0/544 replica-c/0/544 replica-traffic/1/8192"; version != sqlite.SchemaVersion || bodies != 0 || level0 != 4 || tile != want {
+		t.Errorf("after the migration: schema %d, %d of body/hash columns, %d tiles of level 0 (%s); want %d, 0, 4 (%s)",
+			version, bodies, level0, tile, sqlite.SchemaVersion, want)
 	}
 	db.Close()
 	if s, err = sqlite.Open(ctx, path, evidence.Options{}); err != nil {
@@ -461,5 +461,139 @@ func TestMigrate1M(t *testing.T) {
 			t.Errorf("%s broken after the migration: %+v", rep.Replica, *rep.Broken)
 		}
 		t.Logf("verify %s: %d records intact (%s)", rep.Replica, rep.Checked, time.Since(vs).Round(time.Second))
+	}
+}
+
+// TestMigrateFromSchema6 opens a file written by schema 6, before edges
+// held workloads (testdata/schema6.db.gz: evidencetest.VariedWorkloads(240,
+// 40, 6) appended by the store of main at 9ecc27f, then closed): records
+// whose peers have workloads move to edges that name them, so that the
+// workload filters, and the namespace filters that fall back to a
+// workload's namespace, find what the records say, through the edges;
+// every record reads back as it was written; the rollups move from the
+// keys schema 6 counted those records under (addresses) to the ones
+// evidence.SourceKey gives now (workloads, mismatched identities), so the
+// chains and the rollups verify intact, and go on.
+func TestMigrateFromSchema6(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "schema6.db")
+	unzip(t, "testdata/schema6.db.gz", path)
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		t.Fatalf("Open (migrating): %v", err)
+	}
+	defer func() { s.Close() }()
+	fx := evidencetest.VariedWorkloads(240, 40, 6)
+
+	for _, r := range fx.Records {
+		got, err := s.Get(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gb, _ := evidence.RecordJSON(got)
+		wb, _ := evidence.RecordJSON(r)
+		if string(gb) != string(wb) {
+			t.Fatalf("record %s reads otherwise after the migration:\n got %s\nwant %s", r.ID, gb, wb)
+		}
+	}
+	filters := []evidence.Filter{
+		{},
+		{SourceWorkload: "legacy/sleep"},
+		{SourceWorkload: "payments/api"},
+		{DestinationWorkload: "payments/ledger", Verdicts: []evidence.Verdict{evidence.MTLS}},
+		{SourceNamespace: "legacy"},
+		{DestinationNamespace: "legacy"},
+		{Namespace: "legacy", Allowed: ptr(true)},
+		{Source: "spiffe://cluster.local/ns/shop/sa/frontend"},
+		{Host: "ledger.payments:8443", Method: "GET"},
+	}
+	check := func(when string, recs []*evidence.Record) {
+		t.Helper()
+		for _, f := range filters {
+			var got []string
+			page := evidence.PageRequest{Limit: 25}
+			for {
+				res, err := s.Query(ctx, f, page)
+				if err != nil {
+					t.Fatalf("Query(%+v): %v", f, err)
+				}
+				got = append(got, evidencetest.IDs(res.Records)...)
+				if page.Cursor = res.Next; page.Cursor == "" {
+					break
+				}
+			}
+			want := evidencetest.IDs(evidencetest.NewestFirst(recs, f))
+			if len(want) == 0 || !slices.Equal(got, want) {
+				t.Errorf("%s: %+v: got %d records, want %d (and some)", when, f, len(got), len(want))
+			}
+		}
+	}
+	check("after the migration", fx.Records)
+	// The reports' clients are keyed as the records now say.
+	groups, err := s.Aggregate(ctx, evidence.AggregateQuery{Until: evidencetest.Base.Add(10 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{}
+	for _, r := range fx.Records {
+		evidence.RollupDeltas(r, func(k evidence.RollupKey, d int64) { want[k.Source] += d })
+	}
+	got := map[string]int64{}
+	for _, g := range groups {
+		got[g.Source] += g.Count
+	}
+	for k, n := range want {
+		if n != 0 && got[k] != n {
+			t.Errorf("aggregate: source %q counts %d, the records %d", k, got[k], n)
+		}
+	}
+	if want["workload:legacy/Deployment/sleep"] == 0 || want["203.0.113.50"] != 0 {
+		t.Errorf("fixture: a workload key %d times, its address %d", want["workload:legacy/Deployment/sleep"], want["203.0.113.50"])
+	}
+	intact := func(when string, checked int64) {
+		t.Helper()
+		reports, err := evidence.Verify(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reports) != 3 {
+			t.Errorf("%s: %d reports, want 3 chains and no rollup report: %+v", when, len(reports), reports)
+		}
+		for _, rep := range reports {
+			if rep.Broken != nil || rep.Checked != checked {
+				t.Errorf("%s: chain %s: %d checked, broken: %+v", when, rep.Replica, rep.Checked, rep.Broken)
+			}
+		}
+	}
+	intact("after the migration", 80)
+
+	// The chains go on: a record of an edge the migration made lands on it.
+	var more []*evidence.Record
+	for _, replica := range evidencetest.Replicas {
+		var like *evidence.Record
+		for _, r := range fx.Records {
+			if r.Replica == replica && r.Source.Workload != nil && r.Source.Principal == "" {
+				like = r
+			}
+		}
+		r := *like
+		r.ID, r.Time, r.Chain = replica+"-next", evidencetest.Base.Add(6*24*time.Hour), evidence.Chain{}
+		evidencetest.Link(fx.Heads[replica], &r)
+		if err := s.Append(ctx, []*evidence.Record{&r}); err != nil {
+			t.Fatalf("Append after the migration: %v", err)
+		}
+		more = append(more, &r)
+	}
+	check("after appending", append(fx.Records, more...))
+	intact("after appending", 81)
+	s.Close()
+	db := rawDB(t, path)
+	defer db.Close()
+	var dup int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM edges e JOIN edges f ON e.id < f.id AND e.replica = f.replica
+		AND e.src_principal = f.src_principal AND e.src_ns = f.src_ns AND e.dst_principal = f.dst_principal
+		AND e.dst_ns = f.dst_ns AND e.host = f.host AND e.verdict = f.verdict AND e.allowed = f.allowed
+		AND e.src_wl = f.src_wl AND e.dst_wl = f.dst_wl AND e.src_td = f.src_td AND e.dst_td = f.dst_td`).Scan(&dup); err != nil || dup != 0 {
+		t.Errorf("%d pairs of edges alike after appending (%v), want 0", dup, err)
 	}
 }

@@ -40,6 +40,7 @@ func edgeWhere(f evidence.Filter) (w *where, ok bool) {
 	exact := []struct{ column, value string }{
 		{"src_principal", f.Source}, {"dst_principal", f.Destination}, {"replica", f.Replica},
 		{"src_ns", f.SourceNamespace}, {"dst_ns", f.DestinationNamespace},
+		{"src_wl", f.SourceWorkload}, {"dst_wl", f.DestinationWorkload},
 	}
 	for _, e := range exact {
 		if e.value != "" {

@@ -87,7 +87,8 @@ func (s *Store) walkPage(ctx context.Context, replica string, after int64, shape
 	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.time_ns, r.shape, r.id, r.rid, r.path, r.rest,
 			coalesce(e.replica, ''), coalesce(e.src_principal, ''), coalesce(e.dst_principal, ''), coalesce(e.src_td, ''),
 			coalesce(e.dst_td, ''), coalesce(e.src_ns, ''), coalesce(e.dst_ns, ''), coalesce(e.verdict, ''),
-			coalesce(e.allowed, 0), coalesce(e.host, ''), coalesce((SELECT method FROM shapes WHERE id = r.shape), '')
+			coalesce(e.allowed, 0), coalesce(e.host, ''), coalesce((SELECT method FROM shapes WHERE id = r.shape), ''),
+			coalesce(e.src_wl, ''), coalesce(e.dst_wl, '')
 		FROM records AS r LEFT JOIN edges AS e ON e.id = r.edge
 		WHERE r.`+repRange+` ORDER BY r.key LIMIT ?4`, replica, max(after, 0), maxSeq, walkPage)
 	if err != nil {
@@ -100,7 +101,8 @@ func (s *Store) walkPage(ctx context.Context, replica string, after int64, shape
 		var st evidence.Stored
 		c := &st.Columns
 		if err := rows.Scan(append(w.dest(), &c.Replica, &c.SourcePrincipal, &c.DestinationPrincipal, &c.SourceTrustDomain,
-			&c.DestinationTrustDomain, &c.SourceNamespace, &c.DestinationNamespace, &c.Verdict, &c.Allowed, &c.Host, &c.Method)...); err != nil {
+			&c.DestinationTrustDomain, &c.SourceNamespace, &c.DestinationNamespace, &c.Verdict, &c.Allowed, &c.Host, &c.Method,
+			&c.SourceWorkload, &c.DestinationWorkload)...); err != nil {
 			rows.Close()
 			return nil, nil, fmt.Errorf("evidence sqlite: walk %s: %w", replica, err)
 		}

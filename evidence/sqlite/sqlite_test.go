@@ -172,8 +172,8 @@ func (tm tamperer) SetVerdict(ctx context.Context, id string, v evidence.Verdict
 // by the verdict only, as queries by verdict would then find it.
 func (tm tamperer) SetVerdictColumn(ctx context.Context, id string, v evidence.Verdict) error {
 	if _, err := tm.db.ExecContext(ctx, `INSERT OR IGNORE INTO edges (replica, src_principal, src_td, src_ns,
-			dst_principal, dst_td, dst_ns, host, verdict, allowed)
-		SELECT replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, ?, allowed
+			dst_principal, dst_td, dst_ns, host, verdict, allowed, src_wl, dst_wl)
+		SELECT replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, ?, allowed, src_wl, dst_wl
 		FROM edges WHERE id = (SELECT edge FROM records WHERE id = ?)`, string(v), compact.IDKey(id)); err != nil {
 		return err
 	}
@@ -181,6 +181,7 @@ func (tm tamperer) SetVerdictColumn(ctx context.Context, id string, v evidence.V
 			ON n.replica = e.replica AND n.src_principal = e.src_principal AND n.src_td = e.src_td
 			AND n.src_ns = e.src_ns AND n.dst_principal = e.dst_principal AND n.dst_td = e.dst_td
 			AND n.dst_ns = e.dst_ns AND n.host = e.host AND n.allowed = e.allowed AND n.verdict = ?
+			AND n.src_wl = e.src_wl AND n.dst_wl = e.dst_wl
 		WHERE e.id = records.edge) WHERE id = ?`, string(v), compact.IDKey(id))
 	return err
 }
@@ -188,14 +189,15 @@ func (tm tamperer) SetVerdictColumn(ctx context.Context, id string, v evidence.V
 // edgeOf is the number of r's edge, made if new, as the store would.
 func edgeOf(ctx context.Context, tx execQuerier, c evidence.Columns) (int64, error) {
 	args := []any{c.Replica, c.SourcePrincipal, c.SourceTrustDomain, c.SourceNamespace, c.DestinationPrincipal,
-		c.DestinationTrustDomain, c.DestinationNamespace, c.Host, c.Verdict, c.Allowed}
+		c.DestinationTrustDomain, c.DestinationNamespace, c.Host, c.Verdict, c.Allowed, c.SourceWorkload, c.DestinationWorkload}
 	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO edges (replica, src_principal, src_td, src_ns,
-		dst_principal, dst_td, dst_ns, host, verdict, allowed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...); err != nil {
+		dst_principal, dst_td, dst_ns, host, verdict, allowed, src_wl, dst_wl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...); err != nil {
 		return 0, err
 	}
 	var id int64
 	err := tx.QueryRowContext(ctx, `SELECT id FROM edges WHERE replica = ? AND src_principal = ? AND src_td = ?
-		AND src_ns = ? AND dst_principal = ? AND dst_td = ? AND dst_ns = ? AND host = ? AND verdict = ? AND allowed = ?`,
+		AND src_ns = ? AND dst_principal = ? AND dst_td = ? AND dst_ns = ? AND host = ? AND verdict = ? AND allowed = ?
+		AND src_wl = ? AND dst_wl = ?`,
 		args...).Scan(&id)
 	return id, err
 }

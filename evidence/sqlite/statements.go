@@ -59,10 +59,8 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 			AND dst_principal = ? AND verdict = ? AND allowed = ?`},
 		{&st.newRollupKey, `INSERT INTO rollup_keys (replica, source, dst_host, dst_principal, verdict, allowed)
 			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`},
-		{&st.edge, `SELECT id FROM edges WHERE replica = ? AND src_principal = ? AND src_td = ? AND src_ns = ?
-			AND dst_principal = ? AND dst_td = ? AND dst_ns = ? AND host = ? AND verdict = ? AND allowed = ?`},
-		{&st.newEdge, `INSERT INTO edges (replica, src_principal, src_td, src_ns, dst_principal, dst_td, dst_ns, host, verdict, allowed)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`},
+		{&st.edge, findEdgeSQL},
+		{&st.newEdge, newEdgeSQL},
 		{&st.closed, `SELECT minute FROM rollup_closed`},
 		{&st.setClosed, `UPDATE rollup_closed SET minute = ?`},
 		{&st.closeHours, closeHoursSQL},

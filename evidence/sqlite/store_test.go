@@ -202,6 +202,16 @@ func TestQueryPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	all = append(all, broad...)
+	// Records with workloads: a workload filter names its edges.
+	wls := evidencetest.VariedWorkloads(60, 60, 16).Records
+	for _, r := range wls {
+		r.Replica = "replica-one"
+	}
+	evidencetest.Link(evidence.Link{Seq: broad[len(broad)-1].Chain.Seq, Hash: broad[len(broad)-1].Chain.Hash}, wls...)
+	if err := s.Append(ctx, wls); err != nil {
+		t.Fatal(err)
+	}
+	all = append(all, wls...)
 	cursor := storekit.EncodeCursor(time.Now().UnixNano(), "01JQ")
 	day := time.Now().Add(-24 * time.Hour)
 	const (
@@ -227,6 +237,9 @@ func TestQueryPlans(t *testing.T) {
 		{"verdict of 150 edges", evidence.Filter{Verdicts: []evidence.Verdict{evidence.Plaintext}}, byTime},
 		{"not mtls", evidence.Filter{NotVerdicts: mtls, Since: day}, byTime},
 		{"request id", evidence.Filter{RequestID: "r", Source: "spiffe://x"}, byRequest},
+		{"source workload", evidence.Filter{SourceWorkload: "legacy/sleep"}, byEdge},
+		{"destination workload and verdict", evidence.Filter{DestinationWorkload: "payments/ledger", Verdicts: mtls}, byEdge},
+		{"source namespace of plaintext workloads", evidence.Filter{SourceNamespace: "legacy", Verdicts: []evidence.Verdict{evidence.Plaintext}}, byEdge},
 	} {
 		for _, c := range []string{"", cursor} {
 			plan, err := s.Plan(ctx, tc.filter, c)
@@ -256,6 +269,16 @@ func TestQueryPlans(t *testing.T) {
 				want = "INDEX edges_host (host>? AND host<?)"
 			}
 			if err != nil || !strings.Contains(plan, want) {
+				t.Errorf("%s: edges plan %q, %v; want %q", tc.name, plan, err, want)
+			}
+		}
+		// A workload names its edges through its index.
+		for col, v := range map[string]string{"src_wl": tc.filter.SourceWorkload, "dst_wl": tc.filter.DestinationWorkload} {
+			if v == "" {
+				continue
+			}
+			plan, err := s.EdgePlan(ctx, tc.filter)
+			if want := "INDEX edges_" + col + " (" + col + "=?)"; err != nil || !strings.Contains(plan, want) {
 				t.Errorf("%s: edges plan %q, %v; want %q", tc.name, plan, err, want)
 			}
 		}

@@ -6,6 +6,7 @@ import { h, fill, verdictBadge, decisionText, effectiveText } from './dom.js';
 import { checkInclusion } from './proof.js';
 import { stateLink } from './hash.js';
 import { searchChange } from './search.js';
+import { workloadLabel } from './names.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -34,7 +35,7 @@ function peer(title, p = {}, prefix) {
     ['SPIFFE path', id.path],
     ['namespace', id.namespace, `${prefix}-namespace`],
     ['service account', id.service_account, `${prefix}-service-account`],
-  ]), cert ? [h('h4', {}, 'certificate'), dl([
+  ]), workload(p.workload, prefix), cert ? [h('h4', {}, 'certificate'), dl([
     ['sha256', cert.sha256, `${prefix}-cert-sha256`],
     ['serial', cert.serial, `${prefix}-cert-serial`],
     ['subject', cert.subject],
@@ -44,6 +45,19 @@ function peer(title, p = {}, prefix) {
     ['DNS SANs', list(cert.dns_sans)],
     cert.error && ['parse error', cert.error],
   ])] : h('p', { class: 'hint' }, 'No certificate recorded.'));
+}
+
+// workload is the Kubernetes workload the peer's address belonged to when
+// the Check was recorded (serve --kubernetes), or a note that none was.
+function workload(w, prefix) {
+  if (!w) return h('p', { class: 'hint', 'data-testid': `${prefix}-workload-none` }, 'No Kubernetes workload recorded (the reasons say why, when serve --kubernetes ran).');
+  return [h('h4', {}, 'workload'), dl([
+    ['workload', workloadLabel(w), `${prefix}-workload`],
+    ['pod', w.pod, `${prefix}-pod`],
+    ['pod service account', w.service_account, `${prefix}-pod-service-account`],
+    ['app', [w.app, w.version].filter(Boolean).join(' '), `${prefix}-app`],
+    ['sidecar', w.sidecar ? 'istio-proxy' : 'none: breaks under STRICT', `${prefix}-sidecar`],
+  ])];
 }
 
 function xfcc(x) {
@@ -77,17 +91,27 @@ export function proves(r) {
     case 'xfcc_unverified':
       return `Unverifiable: an XFCC header arrived on a connection from ${addr} without a client certificate; any client could have written it.`;
     case 'plaintext':
-      return `Plaintext: no TLS identity on either side; the client is known only by its address ${addr}.`;
+      return src.workload
+        ? `Plaintext: no TLS identity on either side; the client is known by its address ${addr}, which was workload ${workloadLabel(src.workload)}'s when recorded.`
+        : `Plaintext: no TLS identity on either side; the client is known only by its address ${addr}.`;
   }
   return `Verdict ${r.verdict}: ${reasons.join('; ')}.`;
 }
 
 // links lead from a record to its edge and to a search for its kind of
-// request (by source principal, or by verdict when it has none).
+// request (by source principal, else by source workload, else by verdict).
+// The edge's client is the record's source key as the reports have it
+// (evidence.SourceKey).
 function links(r) {
-  const client = r.source?.principal || r.source?.address || '';
+  const src = r.source || {};
+  const w = src.workload;
+  const wk = w && w.namespace && w.kind && w.name && !/[/ ]/.test(w.namespace + w.kind + w.name) ? `workload:${w.namespace}/${w.kind}/${w.name}` : '';
+  const id = src.spiffe || {};
+  const mismatch = wk && id.namespace && id.service_account && (id.namespace !== w.namespace || id.service_account !== w.service_account);
+  const client = src.principal ? (mismatch ? `${src.principal} ${wk}` : src.principal) : (wk || src.address || '');
   const host = r.request?.host || '';
-  const filters = r.source?.principal ? { source: r.source.principal, host } : { host, verdict: r.verdict };
+  const filters = src.principal ? { source: src.principal, host }
+    : w ? { source_workload: `${w.namespace}/${w.name}`, host, verdict: r.verdict } : { host, verdict: r.verdict };
   return h('p', { class: 'links' },
     stateLink({ view: 'edges', src: client, dst: host, filter: '', ns: '', status: '', record: '' }, { 'data-testid': 'record-edge' }, `its edge: ${client} → ${host}`),
     ' · ',

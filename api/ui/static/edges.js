@@ -6,7 +6,7 @@
 import { api, showError } from './api.js';
 import { h, fill, icon, recordsTable } from './dom.js';
 import { params, go, hashWith, stateLink } from './hash.js';
-import { nsLabel, clientLabel, name } from './names.js';
+import { nsLabel, clientLabel, name, sourceKey } from './names.js';
 import { searchChange } from './search.js';
 
 const $ = (id) => document.getElementById(id);
@@ -38,9 +38,11 @@ const rank = { SUSPECT: 0, CONFLICT: 1, PLAINTEXT: 2, OK: 3 };
 function destinations(report) {
   const out = (report.rows || []).map((row) => {
     const p = { namespace: row.namespace || '', workload: row.workload || row.destination };
+    // A client whose SPIFFE ID is not its pod's is suspect whatever its
+    // verdicts, as the API's row is.
     const cells = (row.clients || []).map((c) => ({ client: c.client, host: row.destination, counts: c.counts || {}, total: c.total || 0,
-      workload: c.workload, rule: c.destination_rule }))
-      .map((c) => ({ ...c, status: status(c.counts) }))
+      workload: c.workload, rule: c.destination_rule, mismatch: c.identity_mismatch }))
+      .map((c) => ({ ...c, status: c.mismatch ? 'SUSPECT' : status(c.counts) }))
       .sort((a, b) => rank[a.status] - rank[b.status] || clientLabel(a.client).localeCompare(clientLabel(b.client)));
     return { ...p, host: row.destination, principals: (row.destination_principal || '').split(', ').filter(Boolean), row, cells };
   });
@@ -212,20 +214,27 @@ function clientParts(client, glyph, count) {
 const port = (host) => (/:\d+$/.exec(host) || [''])[0];
 
 // showEdge lists the latest records of one edge. The API filters sources by
-// principal only; a client known by its address gets the principal-less
-// requests to that host, filtered here by source address.
+// principal or workload; a client known by its workload gets that
+// workload's principal-less requests (a mismatched identity its principal
+// from that workload), and a client known by its address the
+// principal-less requests to that host, filtered here by source address.
 async function showEdge(cell, since, reload) {
   const key = `${cell.client}\n${cell.host}\n${since}`;
   if ($('edge').dataset.key === key && !reload) return;
-  const byAddress = cell.counts
+  const k = sourceKey(cell.client);
+  const wref = k.workload && `${k.workload.namespace}/${k.workload.name}`;
+  const byAddress = !k.workload && (cell.counts
     ? Object.keys(cell.counts).filter((v) => cell.counts[v]).every((v) => noPrincipal.includes(v))
-    : !cell.client.includes('://');
+    : !cell.client.includes('://'));
   $('edge').hidden = false;
   $('edge-title').textContent = `Latest requests: ${cell.client} → ${cell.host}`;
   $('edge-note').textContent = byAddress
     ? `${cell.client} has no principal: showing requests to ${cell.host} without a client certificate, filtered here by source address.`
-    : '';
-  const search = byAddress ? { host: cell.host, verdict: noPrincipal } : { source: cell.client, host: cell.host };
+    : k.mismatch ? `${k.principal} was presented by workload ${clientLabel(`workload:${k.workload.namespace}/${k.workload.kind}/${k.workload.name}`)}, whose pod runs as another identity: suspect.` : '';
+  let search = { source: cell.client, host: cell.host };
+  if (byAddress) search = { host: cell.host, verdict: noPrincipal };
+  else if (k.mismatch) search = { source: k.principal, source_workload: wref, host: cell.host };
+  else if (k.workload) search = { source_workload: wref, host: cell.host, verdict: noPrincipal };
   fill($('edge-links'), stateLink(searchChange(search), { 'data-testid': 'edge-search' }, 'search these requests'), ' · ',
     h('a', { href: hashWith({ src: '', dst: '' }), 'data-testid': 'edge-close' }, 'close'));
   const params = byAddress ? { ...search, since, limit: 100 } : { ...search, since, limit: edgeLimit };
@@ -239,7 +248,8 @@ async function showEdge(cell, since, reload) {
   const page = async (cursor) => {
     try {
       const res = await api('/v1/evidence', { ...params, cursor });
-      shown.push(...res.records.filter((r) => !byAddress || (!r.source?.principal && r.source?.address === cell.client)));
+      shown.push(...res.records.filter((r) => byAddress ? !r.source?.principal && r.source?.address === cell.client
+        : !k.workload || (r.source?.workload?.kind === k.workload.kind && (k.mismatch || !r.source?.principal))));
       showError($('edge-error'), null);
       fill($('edge-records'), recordsTable(shown));
       more.hidden = !res.next_cursor;

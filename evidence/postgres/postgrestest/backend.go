@@ -115,10 +115,12 @@ func (tm *Tamperer) newShape(ctx context.Context, body []byte, c evidence.Column
 	digest := sha256.Sum256(append([]byte("tampered "+strconv.FormatInt(time.Now().UnixNano(), 10)), body...))
 	var id int32
 	err := tm.DB.QueryRow(ctx, `INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
-			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id`,
+			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host,
+			source_workload, destination_workload, body)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id`,
 		digest[:], c.Allowed, c.Replica, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestinationTrustDomain,
-		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, verdict, c.Method, c.Host, postgres.PackShape(body)).Scan(&id)
+		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, verdict, c.Method, c.Host, c.SourceWorkload, c.DestinationWorkload,
+		postgres.PackShape(body)).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("tamper: shape: %w", err)
 	}
@@ -338,11 +340,13 @@ func (tm *Tamperer) insert(ctx context.Context, r *evidence.Record, timeNS int64
 	digest := sha256.Sum256(shape)
 	c := evidence.ColumnsOf(r)
 	if err := tm.DB.QueryRow(ctx, `WITH n AS (INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
-			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (digest) DO NOTHING RETURNING id)
+			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host,
+			source_workload, destination_workload, body)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (digest) DO NOTHING RETURNING id)
 		SELECT id FROM n UNION ALL SELECT id FROM shapes WHERE digest = $1`,
 		digest[:], c.Allowed, c.Replica, c.SourcePrincipal, c.DestinationPrincipal, c.SourceTrustDomain, c.DestinationTrustDomain,
-		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, c.Verdict, c.Method, c.Host, postgres.PackShape(shape)).Scan(&sid); err != nil {
+		c.SourceNamespace, c.DestinationNamespace, c.SourceKey, c.Verdict, c.Method, c.Host, c.SourceWorkload, c.DestinationWorkload,
+		postgres.PackShape(shape)).Scan(&sid); err != nil {
 		return fmt.Errorf("tamper: forge %s: %w", r.ID, err)
 	}
 	_, err = tm.DB.Exec(ctx, `WITH n AS (INSERT INTO replicas (name) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id),
