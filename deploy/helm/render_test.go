@@ -1,7 +1,6 @@
 package helm
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -22,6 +21,7 @@ import (
 	release "helm.sh/helm/v4/pkg/release/v1"
 	"helm.sh/helm/v4/pkg/storage"
 	"helm.sh/helm/v4/pkg/storage/driver"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshproof/meshproof/deploy/istio"
@@ -137,8 +137,8 @@ type chartObjects struct {
 // into istio.io/api's; an unknown field or kind fails the test.
 func decode(t testing.TB, r *rendered) *chartObjects {
 	t.Helper()
-	var k8s bytes.Buffer
 	out := &chartObjects{}
+	var objs []runtime.Object
 	for _, doc := range deploytest.Docs(t, r.stream()) {
 		var head struct {
 			APIVersion string `json:"apiVersion"`
@@ -162,15 +162,13 @@ func decode(t testing.TB, r *rendered) *chartObjects {
 			o, err = istio.DecodeObject(doc)
 			out.AuthorizationPolicies = append(out.AuthorizationPolicies, o)
 		default:
-			k8s.WriteString("---\n")
-			k8s.Write(doc)
-			k8s.WriteString("\n")
+			objs = append(objs, deploytest.Objects(t, doc)...)
 		}
 		if err != nil {
 			t.Fatalf("decoding %s %s: %v\n%s", head.APIVersion, head.Kind, err, doc)
 		}
 	}
-	in, err := kustomize.NewInstall(deploytest.Objects(t, k8s.Bytes()))
+	in, err := kustomize.NewInstall(objs)
 	if err != nil {
 		t.Fatal(err)
 	}
