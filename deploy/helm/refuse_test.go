@@ -18,12 +18,15 @@ func TestRefusals(t *testing.T) {
 			"replicaCount 2 with store.type sqlite: SQLite is one writer's file on a ReadWriteOnce volume, so it runs exactly 1 replica; use store.type postgres for several"},
 		{"no SQLite replica", []string{"store.type=sqlite", "replicaCount=0"}, "runs exactly 1 replica"},
 		{"PostgreSQL without its Secret", []string{"store.type=postgres"}, "store.postgres.existingSecret: name the Secret holding the PostgreSQL DSN"},
-		{"an unknown store", []string{"store.type=mysql"}, `store.type "mysql": want sqlite or postgres`},
+		{"an unknown store (the schema)", []string{"store.type=mysql"}, "at '/store/type': value must be one of 'sqlite', 'postgres'"},
 		{"no API tokens", []string{"apiTokens.existingSecret="}, "apiTokens.existingSecret: serve's HTTP listener leaves loopback"},
 		{"a ServiceMonitor without a token", []string{"serviceMonitor.enabled=true"}, "serviceMonitor: /metrics wants a bearer token"},
 		{"a policy ConfigMap twice", []string{"policy.configMaps[0].name=policy", "policy.configMaps[0].existingConfigMap=x", "policy.configMaps[1].name=policy", "policy.configMaps[1].existingConfigMap=y"}, `name "policy" twice`},
 		{"a policy ConfigMap with nothing", []string{"policy.configMaps[0].name=policy"}, "give data or existingConfigMap, one of them"},
 		{"a policy ConfigMap with both", []string{"policy.configMaps[0].name=policy", "policy.configMaps[0].existingConfigMap=x", "policy.configMaps[0].data.a=b"}, "give data or existingConfigMap, one of them"},
+		{"a misspelt value (the schema)", []string{"replicas=2"}, "additional properties 'replicas' not allowed"},
+		{"an unknown builtin (the schema)", []string{"policy.builtins={allow-all}"}, "policy/builtins/0"},
+		{"a flag not written --name=value (the schema)", []string{"extraArgs={-v}"}, "extraArgs/0"},
 		{"a policy ConfigMap name off a DNS label", []string{"policy.configMaps[0].name=My_Rules", "policy.configMaps[0].existingConfigMap=x"}, `name "My_Rules" is not a DNS label`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
