@@ -24,6 +24,7 @@ func TestRefusals(t *testing.T) {
 		{"a policy ConfigMap twice", []string{"policy.configMaps[0].name=policy", "policy.configMaps[0].existingConfigMap=x", "policy.configMaps[1].name=policy", "policy.configMaps[1].existingConfigMap=y"}, `name "policy" twice`},
 		{"a policy ConfigMap with nothing", []string{"policy.configMaps[0].name=policy"}, "give data or existingConfigMap, one of them"},
 		{"a policy ConfigMap with both", []string{"policy.configMaps[0].name=policy", "policy.configMaps[0].existingConfigMap=x", "policy.configMaps[0].data.a=b"}, "give data or existingConfigMap, one of them"},
+		{"a policy ConfigMap over the tokens", []string{"policy.configMaps[0].name=api", "policy.configMaps[0].existingConfigMap=x"}, `name "api" is taken: /etc/meshproof/api holds a Secret's files`},
 		{"a misspelt value (the schema)", []string{"replicas=2"}, "additional properties 'replicas' not allowed"},
 		{"an unknown builtin (the schema)", []string{"policy.builtins={allow-all}"}, "policy/builtins/0"},
 		{"a flag not written --name=value (the schema)", []string{"extraArgs={-v}"}, "extraArgs/0"},
