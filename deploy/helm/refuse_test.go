@@ -1,6 +1,8 @@
 package helm
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -48,5 +50,22 @@ func TestRefusals(t *testing.T) {
 		if _, err := render(t, valuesOf(t, nil, set)); err != nil {
 			t.Errorf("--set %v: %v", set, err)
 		}
+	}
+}
+
+// TestSQLiteReplicasFile: a values file (not --set) asking for two replicas
+// on ci/sqlite.yaml's store fails rendering (helm template, install and
+// upgrade) with the message that says why and what to use instead. `helm
+// lint` does not catch it: Helm's lint mode turns fail and required into
+// no-ops, so the refusals are tested by rendering.
+func TestSQLiteReplicasFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "two.yaml")
+	if err := os.WriteFile(file, []byte("store:\n  type: sqlite\nreplicaCount: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{ciFiles(t)["sqlite"], file}
+	const want = "SQLite is one writer's file on a ReadWriteOnce volume, so it runs exactly 1 replica; use store.type postgres for several"
+	if _, err := render(t, valuesOf(t, files, nil)); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("rendering with %s: error %v, want one saying %q", file, err, want)
 	}
 }
