@@ -386,7 +386,7 @@ func (s *server) build(ctx context.Context) error {
 	if err := s.listenHTTP(engine.Ready); err != nil {
 		return err
 	}
-	if s.grpc, err = authz.NewGRPC(o.GRPC, s.svc); err != nil {
+	if s.grpc, err = authz.NewGRPC(o.GRPC, s.svc, s.reg); err != nil {
 		return err
 	}
 	s.opened("gRPC server", "", func() error {
