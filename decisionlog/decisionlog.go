@@ -392,6 +392,7 @@ func newUploadMetrics(reg prometheus.Registerer) *uploadMetrics {
 	for _, o := range []string{"recorded", "duplicate", "refused", "no_input", "too_old"} {
 		m.events.WithLabelValues(o)
 	}
+	m.uploads.WithLabelValues("204") // the others as they happen
 	if reg != nil {
 		reg.MustRegister(m.uploads, m.events)
 	}
