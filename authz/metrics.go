@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,13 +18,13 @@ const (
 	SourceDecisionLogs = "opa_decision_logs"
 )
 
-// DefaultNamespaceCap is how many destination namespaces get a series of
-// their own in meshproof_destination_checks_total; the rest are counted
-// as namespace="other".
+// DefaultNamespaceCap is how many namespaces get a series of their own in
+// meshproof_destination_checks_total and meshproof_client_checks_total;
+// the rest are counted as namespace="other".
 const DefaultNamespaceCap = 50
 
-// Label values of meshproof_destination_checks_total beside the
-// namespaces' own names.
+// Label values of meshproof_destination_checks_total and
+// meshproof_client_checks_total beside the namespaces' own names.
 const (
 	namespaceOther   = "other"   // over the cap
 	namespaceUnknown = "unknown" // no Istio-style principal, no workload
@@ -39,7 +40,8 @@ type checkMetrics struct {
 	duration    prometheus.Histogram
 	undecodable prometheus.Counter
 	refused     map[string]prometheus.Counter // by LimitError.Limit
-	dest        *destinationCounts
+	dest        *namespaceCounter
+	client      *namespaceCounter
 }
 
 type outcomeKey struct {
@@ -65,15 +67,15 @@ func newCheckMetrics(reg prometheus.Registerer) *checkMetrics {
 		Name: "meshproof_checks_over_limit_total",
 		Help: "Checks denied (431, decision error) before evaluation because the request was over a bound on a Check's work, by limit (max-request-headers, max-request-header-bytes).",
 	}, []string{"limit"})
-	dest := newDestinationCounts(DefaultNamespaceCap)
+	dest, client := newDestinationCounter(DefaultNamespaceCap), newClientCounter(DefaultNamespaceCap)
 	if reg != nil {
-		reg.MustRegister(checks, duration, undecodable, refused, dest.vec)
+		reg.MustRegister(checks, duration, undecodable, refused, dest.vec, client.vec)
 	}
-	m := &checkMetrics{duration: duration, undecodable: undecodable, refused: map[string]prometheus.Counter{}, dest: dest}
+	m := &checkMetrics{duration: duration, undecodable: undecodable, refused: map[string]prometheus.Counter{}, dest: dest, client: client}
 	for _, l := range []string{"max-request-headers", "max-request-header-bytes"} {
 		m.refused[l] = refused.WithLabelValues(l)
 	}
-	for i, src := range []string{SourceExtAuthz, SourceDecisionLogs} {
+	for i, src := range sourceIndex {
 		m.checks[i] = map[outcomeKey]prometheus.Counter{}
 		for _, d := range []string{"allow", "deny", "error", "dry_run"} {
 			for _, v := range evidence.Verdicts {
@@ -97,14 +99,16 @@ func (m *checkMetrics) refuse(limit string) {
 	}
 }
 
-// destinationCounts is meshproof_destination_checks_total: decisions by
-// source, destination namespace, verdict and the destination's configured
-// mTLS mode. The first cap namespaces seen get a series of their own, the
-// rest share namespace="other", so that a cluster of many namespaces (or
-// forged principals) cannot grow the scrape without bound.
-type destinationCounts struct {
-	vec *prometheus.CounterVec
-	cap int
+// namespaceCounter is meshproof_destination_checks_total (by source,
+// destination namespace, verdict and the destination's configured mTLS
+// mode) or meshproof_client_checks_total (by source, the client's
+// namespace and verdict). The first cap namespaces seen get a series of
+// their own, the rest share namespace="other", so that a cluster of many
+// namespaces (or forged principals) cannot grow the scrape without bound.
+type namespaceCounter struct {
+	vec      *prometheus.CounterVec
+	withMode bool
+	cap      int
 	// byName is read on every Check without a lock: a new namespace copies
 	// it (at most cap times in the life of the process).
 	byName atomic.Pointer[map[string]*namespaceCounts]
@@ -115,6 +119,7 @@ type destinationCounts struct {
 // namespaceCounts are one namespace's counters, made on first use (most
 // combinations of source, verdict and mode never happen).
 type namespaceCounts struct {
+	c     *namespaceCounter
 	name  string
 	cells [2][len(verdictIndex)][len(modeIndex)]atomic.Pointer[prometheus.Counter]
 }
@@ -123,41 +128,43 @@ type namespaceCounts struct {
 var (
 	verdictIndex = [...]evidence.Verdict{evidence.MTLS, evidence.MTLSMismatch, evidence.TLSServerOnly, evidence.XFCCUnverified, evidence.Plaintext}
 	modeIndex    = [...]string{modeUnknown, "STRICT", "PERMISSIVE", "DISABLE"}
+	sourceIndex  = [...]string{SourceExtAuthz, SourceDecisionLogs}
 )
 
-func newDestinationCounts(cap int) *destinationCounts {
-	d := &destinationCounts{
-		vec: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshproof_destination_checks_total",
-			Help: "Decisions counted (as meshproof_checks_total), by source, destination namespace (from the destination's Istio-style SPIFFE principal, else its workload's; unknown when neither; the first 50 namespaces seen have their own series, later ones are counted as other), verdict and the destination's configured PeerAuthentication mode (STRICT, PERMISSIVE, DISABLE; unknown when not known).",
-		}, []string{"source", "namespace", "verdict", "mode"}),
-		cap: cap,
+func newDestinationCounter(cap int) *namespaceCounter {
+	return newNamespaceCounter(prometheus.CounterOpts{
+		Name: "meshproof_destination_checks_total",
+		Help: fmt.Sprintf("Decisions counted (as meshproof_checks_total), by source, destination namespace (from the destination's Istio-style SPIFFE principal, else its workload's; unknown when neither; the first %d namespaces seen have their own series, later ones are counted as other), verdict and the destination's configured PeerAuthentication mode (STRICT, PERMISSIVE, DISABLE; unknown when not known).", cap),
+	}, true, cap)
+}
+
+func newClientCounter(cap int) *namespaceCounter {
+	return newNamespaceCounter(prometheus.CounterOpts{
+		Name: "meshproof_client_checks_total",
+		Help: fmt.Sprintf("Decisions counted (as meshproof_checks_total), by source, the client's namespace (from its Istio-style SPIFFE principal, else its workload's; unknown when neither; the first %d namespaces seen have their own series, later ones are counted as other) and verdict.", cap),
+	}, false, cap)
+}
+
+func newNamespaceCounter(opts prometheus.CounterOpts, withMode bool, cap int) *namespaceCounter {
+	labels := []string{"source", "namespace", "verdict"}
+	if withMode {
+		labels = append(labels, "mode")
 	}
-	d.byName.Store(&map[string]*namespaceCounts{})
-	d.other = &namespaceCounts{name: namespaceOther}
+	c := &namespaceCounter{vec: prometheus.NewCounterVec(opts, labels), withMode: withMode, cap: cap}
+	c.byName.Store(&map[string]*namespaceCounts{})
+	c.other = &namespaceCounts{c: c, name: namespaceOther}
 	// Present from start-up, so that absent() and rate() see the series.
-	for s, src := range []string{SourceExtAuthz, SourceDecisionLogs} {
+	for s := range sourceIndex {
 		for v := range verdictIndex {
-			d.other.counter(d.vec, s, v, 0, src)
+			c.other.counter(s, v, 0)
 		}
 	}
-	return d
+	return c
 }
 
-// count counts one decision of source s (0 ext_authz, 1 decision logs) to
-// r's destination.
-func (d *destinationCounts) count(s int, r *evidence.Record) {
-	v := verdictOf(r.Verdict)
-	if v < 0 {
-		return
-	}
-	ns := d.namespace(destinationNamespace(&r.Destination))
-	ns.counter(d.vec, s, v, 0, "").Inc()
-}
-
-// destinationNamespace is the namespace of p: its Istio-style principal's,
-// else its workload's.
-func destinationNamespace(p *evidence.Peer) string {
+// namespaceOf is the namespace of p: its Istio-style principal's, else
+// its workload's.
+func namespaceOf(p *evidence.Peer) string {
 	if p.SPIFFE != nil && p.SPIFFE.Namespace != "" {
 		return p.SPIFFE.Namespace
 	}
@@ -167,43 +174,60 @@ func destinationNamespace(p *evidence.Peer) string {
 	return namespaceUnknown
 }
 
-func (d *destinationCounts) namespace(name string) *namespaceCounts {
-	if ns := (*d.byName.Load())[name]; ns != nil {
+func (c *namespaceCounter) namespace(name string) *namespaceCounts {
+	if ns := (*c.byName.Load())[name]; ns != nil {
 		return ns
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	old := *d.byName.Load()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.byName.Load()
 	if ns := old[name]; ns != nil {
 		return ns
 	}
-	if len(old) >= d.cap {
-		return d.other
+	if len(old) >= c.cap {
+		return c.other
 	}
 	m := make(map[string]*namespaceCounts, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
-	ns := &namespaceCounts{name: name}
+	ns := &namespaceCounts{c: c, name: name}
 	m[name] = ns
-	d.byName.Store(&m)
+	c.byName.Store(&m)
 	return ns
 }
 
-// counter is the cell's counter, made on first use; src names source s
-// ("" when the caller does not have it at hand).
-func (ns *namespaceCounts) counter(vec *prometheus.CounterVec, s, v, mode int, src string) prometheus.Counter {
+// counter is the counter of source s, verdict v and mode (indexes of
+// sourceIndex, verdictIndex, modeIndex), made on first use.
+func (ns *namespaceCounts) counter(s, v, mode int) prometheus.Counter {
 	cell := &ns.cells[s][v][mode]
 	if c := cell.Load(); c != nil {
 		return *c
 	}
-	if src == "" {
-		src = [...]string{SourceExtAuthz, SourceDecisionLogs}[s]
+	values := []string{sourceIndex[s], ns.name, string(verdictIndex[v])}
+	if ns.c.withMode {
+		values = append(values, modeIndex[mode])
 	}
-	// Two Checks racing here get the same child of vec.
-	c := vec.WithLabelValues(src, ns.name, string(verdictIndex[v]), modeIndex[mode])
+	// Two Checks racing here get the same child of the vec.
+	c := ns.c.vec.WithLabelValues(values...)
 	cell.Store(&c)
 	return c
+}
+
+// peerCounts are the counters of one decision's destination and client
+// namespaces, resolved before its record is handed over.
+type peerCounts struct{ dest, client *namespaceCounts }
+
+func (m *checkMetrics) peersOf(r *evidence.Record) peerCounts {
+	return peerCounts{dest: m.dest.namespace(namespaceOf(&r.Destination)), client: m.client.namespace(namespaceOf(&r.Source))}
+}
+
+// count counts a decision of source s and verdict v.
+func (p peerCounts) count(s int, v evidence.Verdict) {
+	if i := verdictOf(v); i >= 0 {
+		p.dest.counter(s, i, 0).Inc()
+		p.client.counter(s, i, 0).Inc()
+	}
 }
 
 func verdictOf(v evidence.Verdict) int {
@@ -220,7 +244,7 @@ func verdictOf(v evidence.Verdict) int {
 type Tally struct {
 	outcome string
 	verdict evidence.Verdict
-	ns      *namespaceCounts
+	peers   peerCounts
 }
 
 // TallyOf is what CountDecisionLogs counts of rec, a record made by
@@ -230,7 +254,7 @@ func (s *Server) TallyOf(rec *evidence.Record) Tally {
 	if outcome == "deny" && rec.Decision.DryRun {
 		outcome = "dry_run"
 	}
-	return Tally{outcome: outcome, verdict: rec.Verdict, ns: s.metrics.dest.namespace(destinationNamespace(&rec.Destination))}
+	return Tally{outcome: outcome, verdict: rec.Verdict, peers: s.metrics.peersOf(rec)}
 }
 
 // CountDecisionLogs counts recorded OPA decision log events with the
@@ -241,8 +265,6 @@ func (s *Server) CountDecisionLogs(ts []Tally) {
 		if c := m.checks[1][outcomeKey{t.outcome, t.verdict}]; c != nil {
 			c.Inc()
 		}
-		if v := verdictOf(t.verdict); v >= 0 {
-			t.ns.counter(m.dest.vec, 1, v, 0, "").Inc()
-		}
+		t.peers.count(1, t.verdict)
 	}
 }

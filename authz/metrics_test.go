@@ -35,8 +35,9 @@ func (addrWorkloads) CheckIdentity(*evidence.Workload, string, string) (bool, st
 
 // TestDestinationChecks: a Check counts in meshproof_destination_checks_total
 // under the namespace of the destination's principal, else of its
-// workload, else unknown; with its verdict, source ext_authz and mode
-// unknown.
+// workload, else unknown, with its verdict, source ext_authz and mode
+// unknown; and in meshproof_client_checks_total under its client's,
+// found the same way.
 func TestDestinationChecks(t *testing.T) {
 	payments := &evidence.Workload{Namespace: "payments", Kind: "Deployment", Name: "api"}
 	tests := []struct {
@@ -44,13 +45,15 @@ func TestDestinationChecks(t *testing.T) {
 		workloads addrWorkloads
 		req       *authv3.CheckRequest
 		namespace string
+		client    string
 		verdict   evidence.Verdict
 	}{
-		{"principal", nil, authztest.NewRequest(authztest.MTLS(srcID, dstID)), "shop", evidence.MTLS},
-		{"principal over workload", addrWorkloads{"10.0.0.2": payments}, authztest.NewRequest(authztest.MTLS(srcID, dstID)), "shop", evidence.MTLS},
-		{"workload", addrWorkloads{"10.0.0.2": payments}, authztest.NewRequest(), "payments", evidence.Plaintext},
-		{"not Istio-style", nil, authztest.NewRequest(authztest.MTLS(srcID, "spiffe://example.org/web")), "unknown", evidence.MTLS},
-		{"neither", addrWorkloads{}, authztest.NewRequest(), "unknown", evidence.Plaintext},
+		{"principal", nil, authztest.NewRequest(authztest.MTLS(srcID, dstID)), "shop", "shop", evidence.MTLS},
+		{"principal over workload", addrWorkloads{"10.0.0.2": payments, "10.0.0.1": payments}, authztest.NewRequest(authztest.MTLS(srcID, dstID)), "shop", "shop", evidence.MTLS},
+		{"workload", addrWorkloads{"10.0.0.2": payments}, authztest.NewRequest(), "payments", "unknown", evidence.Plaintext},
+		{"client workload", addrWorkloads{"10.0.0.1": payments}, authztest.NewRequest(), "unknown", "payments", evidence.Plaintext},
+		{"not Istio-style", nil, authztest.NewRequest(authztest.MTLS("spiffe://example.org/client", "spiffe://example.org/web")), "unknown", "unknown", evidence.MTLS},
+		{"neither", addrWorkloads{}, authztest.NewRequest(), "unknown", "unknown", evidence.Plaintext},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,6 +69,13 @@ func TestDestinationChecks(t *testing.T) {
 			}
 			if got := sumSeries(t, f.reg, "meshproof_destination_checks_total", nil); got != 1 {
 				t.Errorf("meshproof_destination_checks_total summed = %v, want 1", got)
+			}
+			want = map[string]string{"source": "ext_authz", "namespace": tt.client, "verdict": string(tt.verdict)}
+			if got := sumSeries(t, f.reg, "meshproof_client_checks_total", want); got != 1 {
+				t.Errorf("meshproof_client_checks_total%v = %v, want 1", want, got)
+			}
+			if got := sumSeries(t, f.reg, "meshproof_client_checks_total", nil); got != 1 {
+				t.Errorf("meshproof_client_checks_total summed = %v, want 1", got)
 			}
 		})
 	}
