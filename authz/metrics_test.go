@@ -31,7 +31,9 @@ func (w addrWorkloads) Resolve(addr string) (*evidence.Workload, string) {
 	return nil, "unknown address"
 }
 
-func (addrWorkloads) CheckIdentity(*evidence.Workload, string, string) (bool, string) { return true, "" }
+func (addrWorkloads) CheckIdentity(*evidence.Workload, string, string) (bool, string) {
+	return true, ""
+}
 
 // TestDestinationChecks: a Check counts in meshproof_destination_checks_total
 // under the namespace of the destination's principal, else of its
