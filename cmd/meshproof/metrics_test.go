@@ -12,11 +12,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/evidencetest/traffic"
 )
 
 // TestMetricsFromStartUp scrapes a server that has served nothing yet: every
@@ -142,4 +147,36 @@ func promtoolPath(t *testing.T) string {
 	}
 	t.Log("no promtool: promtool check metrics skipped (test/promtool installs it)")
 	return ""
+}
+
+// TestOldestRecord: meshproof_evidence_oldest_record_age_seconds reads the
+// oldest of the replicas' first records, and 0 from an empty store.
+func TestOldestRecord(t *testing.T) {
+	ctx := context.Background()
+	s, err := evidence.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "e.db"), evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o := newOldestRecord(s, zerolog.Nop(), prometheus.NewRegistry())
+	o.read(ctx)
+	if got := o.oldest.Load(); got != 0 {
+		t.Errorf("empty store: oldest %v, want none (0)", time.Unix(0, got))
+	}
+	end := time.Now().UTC().Truncate(time.Second)
+	// r1's records (step apart, the last a step before end) end later but
+	// begin earlier than r2's.
+	for _, w := range []struct {
+		replica string
+		n       int
+		end     time.Time
+	}{{"r1", 20, end}, {"r2", 3, end.Add(-time.Hour)}} {
+		if _, err := traffic.Write(ctx, s, traffic.New(t, 1, w.replica), w.n, w.end, 15*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.read(ctx)
+	if got, want := time.Unix(0, o.oldest.Load()).UTC(), end.Add(-20*15*time.Minute); !got.Equal(want) {
+		t.Errorf("oldest %v, want r1's first record's time %v", got, want)
+	}
 }
