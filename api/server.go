@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -65,6 +66,9 @@ type Config struct {
 	// IngestOpen takes uploads with no authentication, when no ingest
 	// credential is configured. OpenIngest says when that is safe.
 	IngestOpen bool
+	// Metrics, when set, has the API's requests counted in it
+	// (meshproof_http_requests_total).
+	Metrics prometheus.Registerer
 	// Pprof, when set, serves /debug/pprof/ and everything below it (Go's
 	// profiler) to readers, authenticated as the API: its cmdline shows the
 	// command line, the store's DSN with its password included.
@@ -115,6 +119,7 @@ type Server struct {
 	auth    *authenticator
 	handler http.Handler
 	now     func() time.Time
+	metrics *httpMetrics
 }
 
 // New builds the API over store.
@@ -125,7 +130,7 @@ func New(store evidence.Store, cfg Config, log zerolog.Logger) (*Server, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{store: store, cfg: cfg, log: log, auth: newAuthenticator(cfg), now: time.Now}
+	s := &Server{store: store, cfg: cfg, log: log, auth: newAuthenticator(cfg), now: time.Now, metrics: newHTTPMetrics(cfg.Metrics)}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -146,7 +151,12 @@ const (
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	api := func(pattern string, h handler) { mux.Handle(pattern, s.endpoint(protected, h)) }
+	var patterns []string // the routes of meshproof_http_requests_total
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		patterns = append(patterns, pattern)
+	}
+	api := func(pattern string, h handler) { handle(pattern, s.endpoint(protected, h)) }
 	api("/v1/evidence", s.list)
 	api("/v1/evidence/count", s.count)
 	api("/v1/evidence/{id}", s.get)
@@ -159,21 +169,21 @@ func (s *Server) routes() http.Handler {
 	api("/v1/checkpoints", s.checkpoints)
 	api("/v1/checkpoints/{replica}", s.checkpoint)
 	api("/v1/checkpoints/{replica}/consistency", s.consistency)
-	mux.Handle("/openapi.json", s.endpoint(open, s.openapi))
-	mux.Handle("/healthz", s.endpoint(open, s.healthz))
-	mux.Handle("/readyz", s.endpoint(open, s.readyz))
+	handle("/openapi.json", s.endpoint(open, s.openapi))
+	handle("/healthz", s.endpoint(open, s.healthz))
+	handle("/readyz", s.endpoint(open, s.readyz))
 	if s.cfg.MetricsHandler != nil {
 		metrics := protected
 		if s.cfg.MetricsOpen {
 			metrics = open
 		}
-		mux.Handle("/metrics", s.endpoint(metrics, delegate(s.cfg.MetricsHandler)))
+		handle("/metrics", s.endpoint(metrics, delegate(s.cfg.MetricsHandler)))
 	}
 	if s.cfg.UI != nil {
-		mux.Handle("/ui/", s.endpoint(open, delegate(s.cfg.UI)))
+		handle("/ui/", s.endpoint(open, delegate(s.cfg.UI)))
 		// The listener's root is where a browser pointed at the address
 		// lands: send it to the page (open, as the page is).
-		mux.Handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				s.fail(w, r, &apiError{kind: methodNotAllowed, msg: "method " + clip(r.Method) + " not allowed: / only sends a browser to the page, /ui/"})
 				return
@@ -182,14 +192,17 @@ func (s *Server) routes() http.Handler {
 		}))
 	}
 	if s.cfg.Logs != nil {
-		mux.Handle("/logs", s.authenticated(uploader, s.cfg.Logs))
+		handle("/logs", s.authenticated(uploader, s.cfg.Logs))
 	}
 	if s.cfg.Pprof != nil {
-		mux.Handle("/debug/pprof/", s.authenticated(reader, s.cfg.Pprof))
+		handle("/debug/pprof/", s.authenticated(reader, s.cfg.Pprof))
 	}
-	mux.Handle("/", s.endpoint(protected, func(http.ResponseWriter, *http.Request) error {
+	handle("/", s.endpoint(protected, func(http.ResponseWriter, *http.Request) error {
 		return &apiError{kind: notFound, msg: "no such path: the page is at /ui/, the API under /v1/ (/openapi.json lists its paths)"}
 	}))
+	for _, p := range append(patterns, routeUnmatched) {
+		s.metrics.route(p)
+	}
 	return s.logged(mux)
 }
 

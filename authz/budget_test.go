@@ -30,7 +30,7 @@ func checkPath(t testing.TB, path string) []byte {
 // callCheck runs the Check handler of budget b on raw, as gRPC would.
 func callCheck(srv any, ctx context.Context, b *checkBudget, raw []byte) error {
 	codec := newLenientCodec()
-	desc := checkServiceDesc(b)
+	desc := checkServiceDesc(b, nil)
 	_, err := desc.Methods[0].Handler(srv, ctx, func(m any) error { return codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(raw)}, m) }, nil)
 	return err
 }

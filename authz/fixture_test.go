@@ -130,7 +130,7 @@ func serveConn(t *testing.T, svc authv3.AuthorizationServer) *grpc.ClientConn {
 	t.Helper()
 	gc := authz.DefaultGRPCConfig()
 	gc.Addr = "127.0.0.1:0"
-	g, err := authz.NewGRPC(gc, svc)
+	g, err := authz.NewGRPC(gc, svc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

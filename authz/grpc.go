@@ -10,6 +10,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -139,11 +140,15 @@ type GRPC struct {
 
 // NewGRPC builds the gRPC server around the Check service. Health reports
 // NOT_SERVING until SetServing is called.
-func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer) (*GRPC, error) {
+// Its calls are counted in reg (nil: not registered).
+func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer, reg prometheus.Registerer) (*GRPC, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	m := newGRPCMetrics(reg)
 	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(m.unary),
+		grpc.ChainStreamInterceptor(m.stream),
 		grpc.MaxRecvMsgSize(c.MaxRecvMsgBytes),
 		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
 		// Policy evaluation recurses deeply; on a fresh goroutine per Check
@@ -174,12 +179,13 @@ func NewGRPC(c GRPCConfig, svc authv3.AuthorizationServer) (*GRPC, error) {
 		if c.CheckMemoryBudget > 0 {
 			budget = newCheckBudget(c.CheckMemoryBudget, c.MaxRecvMsgBytes)
 		}
-		desc = checkServiceDesc(budget)
+		desc = checkServiceDesc(budget, m)
 	}
 	s.RegisterService(&desc, svc)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	reflection.Register(s)
+	m.resolve(s)
 	g := &GRPC{Server: s, Health: h}
 	g.SetServing(false)
 	return g, nil

@@ -77,15 +77,17 @@ type lenientChecker interface {
 // handler that decodes into a lenientCheck, within budget b when it is not
 // nil: the request reserves its share, known from its size on the wire
 // before it is decoded, and holds it until its Check has returned.
-func checkServiceDesc(b *checkBudget) grpc.ServiceDesc {
+func checkServiceDesc(b *checkBudget, m *grpcMetrics) grpc.ServiceDesc {
 	d := authv3.Authorization_ServiceDesc
 	d.Methods = []grpc.MethodDesc{{MethodName: "Check", Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-		return checkHandler(srv, ctx, dec, ic, b)
+		return checkHandler(srv, ctx, dec, ic, b, m)
 	}}}
 	return d
 }
 
-func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor, b *checkBudget) (any, error) {
+// checkHandler decodes and answers a Check; m, when set, counts a request
+// refused in its decoding, which the interceptors never see.
+func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor, b *checkBudget, m *grpcMetrics) (any, error) {
 	in := &lenientCheck{budget: b, ctx: ctx}
 	defer func() {
 		if in.held > 0 {
@@ -93,6 +95,9 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 		}
 	}()
 	if err := dec(in); err != nil {
+		if m != nil {
+			m.observe(authv3.Authorization_Check_FullMethodName, err)
+		}
 		return nil, err
 	}
 	s := srv.(lenientChecker)

@@ -204,6 +204,9 @@ type Result struct {
 	// Err, when set, is the gRPC error Check returns instead of Response
 	// (nil then): the policy gave no decision, with OnPolicyErrorError.
 	Err error
+	// peers are the counters of its destination's and client's
+	// namespaces, taken before the record was handed over.
+	peers peerCounts
 }
 
 // Check is the gRPC method Envoy calls.
@@ -221,6 +224,7 @@ func (s *Server) checkDecoded(ctx context.Context, req *authv3.CheckRequest, und
 		s.metrics.undecodable.Inc()
 	}
 	s.metrics.observe(res.Outcome, res.Verdict, time.Since(start))
+	res.peers.count(0, res.Verdict)
 	if res.Err != nil {
 		// Envoy does not read it; grpcurl and other clients see it.
 		_ = grpc.SetTrailer(ctx, metadata.Pairs(EvidenceHeader, res.EvidenceID))
@@ -253,7 +257,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 	if s.workloads != nil {
 		addWorkloads(rec, s.workloads)
 	}
-	res := Result{EvidenceID: id, Verdict: f.verdict}
+	res := Result{EvidenceID: id, Verdict: f.verdict, peers: s.metrics.peersOf(rec)}
 
 	var (
 		out policyAnswer

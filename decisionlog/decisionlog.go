@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/meshproof/meshproof/authz"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/recorder"
 )
@@ -99,6 +100,11 @@ type Checker interface {
 	// Stamp stamps a record made by RecordOf, once complete, as the
 	// Check path stamps its own (recorder.Stamp): replica and bounds.
 	Stamp(rec *evidence.Record)
+	// TallyOf and CountDecisionLogs count the recorded events with the
+	// Checks (meshproof_checks_total{source="opa_decision_logs"}): what
+	// to count is taken before the records are handed over.
+	TallyOf(rec *evidence.Record) authz.Tally
+	CountDecisionLogs(ts []authz.Tally)
 }
 
 // uploadReadTimeout bounds how long one upload may take to arrive.
@@ -333,8 +339,10 @@ func (d *decisionLogs) record(ctx context.Context, recs []*evidence.Record) (int
 		return 0, nil
 	}
 	ids := make([]string, len(fresh)) // the records are the recorder's once handed over
+	tallies := make([]authz.Tally, len(fresh))
 	for i, rec := range fresh {
 		ids[i] = rec.ID
+		tallies[i] = d.check.TallyOf(rec)
 	}
 	if err := d.rec.RecordBatch(ctx, fresh); err != nil {
 		queued := !errors.Is(err, recorder.ErrQueueFull) && !errors.Is(err, recorder.ErrClosed) && !errors.Is(err, evidence.ErrTimeRange)
@@ -345,6 +353,7 @@ func (d *decisionLogs) record(ctx context.Context, recs []*evidence.Record) (int
 		return 0, refuse(http.StatusServiceUnavailable, "evidence could not be recorded now (%v); retry later", err)
 	}
 	d.m.events.WithLabelValues("recorded").Add(float64(len(ids)))
+	d.check.CountDecisionLogs(tallies)
 	return len(ids), nil
 }
 
@@ -383,6 +392,7 @@ func newUploadMetrics(reg prometheus.Registerer) *uploadMetrics {
 	for _, o := range []string{"recorded", "duplicate", "refused", "no_input", "too_old"} {
 		m.events.WithLabelValues(o)
 	}
+	m.uploads.WithLabelValues("204") // the others as they happen
 	if reg != nil {
 		reg.MustRegister(m.uploads, m.events)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/plugins/logs"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -43,6 +44,7 @@ type logsEnv struct {
 	store *sqlite.Store
 	rec   *recorder.Recorder
 	url   string
+	reg   *prometheus.Registry // the Check server's metrics
 }
 
 func newLogsEnv(t *testing.T, rc recorder.Config, cfg decisionlog.Config) *logsEnv {
@@ -58,7 +60,8 @@ func newLogsEnv(t *testing.T, rc recorder.Config, cfg decisionlog.Config) *logsE
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rec.Close(context.Background()) })
-	svc, err := authz.NewServer(authz.Config{StatusOnError: 403, Replica: "replica-a"}, nil, rec, zerolog.Nop(), nil)
+	reg := prometheus.NewRegistry()
+	svc, err := authz.NewServer(authz.Config{StatusOnError: 403, Replica: "replica-a"}, nil, rec, zerolog.Nop(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +84,32 @@ func newLogsEnv(t *testing.T, rc recorder.Config, cfg decisionlog.Config) *logsE
 	}
 	ts := httptest.NewServer(a.Handler())
 	t.Cleanup(ts.Close)
-	return &logsEnv{store: store, rec: rec, url: ts.URL}
+	return &logsEnv{store: store, rec: rec, url: ts.URL, reg: reg}
+}
+
+// checks sums meshproof_checks_total of source (and decision, unless "").
+func (e *logsEnv) checks(t *testing.T, source, decision string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "meshproof_checks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["source"] == source && (decision == "" || labels["decision"] == decision) {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // upload POSTs body to /logs as OPA does (gzip unless headers say other).
@@ -268,6 +296,15 @@ func TestDecisionLogsUpload(t *testing.T) {
 	body := payload(t, events...)
 	if status, msg := env.upload(t, body, logsToken); status != http.StatusNoContent {
 		t.Fatalf("upload: %d %s", status, msg)
+	}
+	// Counted with the Checks, as their source; the event without an
+	// input is not (nothing was recorded).
+	for labels, want := range map[[2]string]float64{
+		{"opa_decision_logs", "allow"}: 2, {"opa_decision_logs", "deny"}: 3, {"ext_authz", ""}: 0,
+	} {
+		if got := env.checks(t, labels[0], labels[1]); got != want {
+			t.Errorf("meshproof_checks_total{source=%q,decision=%q} = %v, want %v", labels[0], labels[1], got, want)
+		}
 	}
 	got := env.records(t)
 	if len(got) != len(wants) {

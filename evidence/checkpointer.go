@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,10 @@ type Checkpointer struct {
 	log      zerolog.Logger
 	signed   map[string]int64 // the size last signed, per replica
 	m        checkpointMetrics
+	// current is when every log was last known signed up to its size: the
+	// end of the last SignAll that succeeded, or the Checkpointer's
+	// creation (unix nanoseconds).
+	current atomic.Int64
 }
 
 type checkpointMetrics struct {
@@ -44,8 +49,15 @@ func NewCheckpointer(store Store, signer note.Signer, interval time.Duration, lo
 			failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshproof_checkpoint_failures_total",
 				Help: "Rounds of checkpoint signing that failed (the store could not be read or written)."}),
 		}}
+	c.current.Store(time.Now().UnixNano())
+	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshproof_checkpoint_age_seconds",
+		Help: "Seconds since every replica's log was last known covered by a signed checkpoint: since the last signing round that succeeded (a round with no log grown counts), or since start-up before the first; it grows by the interval and falls back when a round succeeds."},
+		func() float64 { return time.Since(time.Unix(0, c.current.Load())).Seconds() })
+	every := prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshproof_checkpoint_interval_seconds",
+		Help: "How often checkpoints are signed (--checkpoint-interval): an alert compares meshproof_checkpoint_age_seconds with a few of them."})
+	every.Set(interval.Seconds())
 	if reg != nil {
-		reg.MustRegister(c.m.signed, c.m.failures)
+		reg.MustRegister(c.m.signed, c.m.failures, age, every)
 	}
 	return c
 }
@@ -87,6 +99,9 @@ func (c *Checkpointer) SignAll(ctx context.Context) error {
 		if _, err := c.Sign(ctx, replica); err != nil {
 			errs = append(errs, fmt.Errorf("replica %s: %w", replica, err))
 		}
+	}
+	if len(errs) == 0 {
+		c.current.Store(time.Now().UnixNano())
 	}
 	return errors.Join(errs...)
 }

@@ -605,6 +605,15 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 		Name: "meshproof_decision_cache_lookups_total",
 		Help: "Decision cache lookups by result (hit, miss); a policy that reads only repeating input values is evaluated once per distinct value.",
 	}, []string{"result"})
+	// Present from start-up, so that absent() and increase() see them.
+	for _, src := range []string{"local", "bundle", "compile"} {
+		for _, res := range []string{"ok", "error"} {
+			m.reloads.WithLabelValues(src, res)
+		}
+	}
+	for _, res := range []string{"hit", "miss"} {
+		m.cache.WithLabelValues(res)
+	}
 	if reg != nil {
 		reg.MustRegister(m.reloads, m.revision, m.cache)
 	}

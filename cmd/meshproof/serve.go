@@ -279,6 +279,7 @@ type server struct {
 	hs     *http.Server
 	hlis   net.Listener
 	grpc   *authz.GRPC // nil in the query role
+	oldest *oldestRecord
 	glis   net.Listener
 
 	// closers undo the construction, one per step that opened something,
@@ -309,6 +310,7 @@ func (s *server) opened(name, failed string, close func() error) {
 func newServer(ctx context.Context, o serveOptions, log zerolog.Logger) (*server, error) {
 	s := &server{o: o, log: log, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(s.reg)
 	build := s.build
 	if o.Role == roleQuery {
 		build = s.buildQuery
@@ -346,6 +348,7 @@ func (s *server) build(ctx context.Context) error {
 		return err
 	}
 	s.opened("evidence store", "the evidence store did not close cleanly", s.store.Close)
+	s.oldest = newOldestRecord(s.store, log.With().Str("component", "evidence").Logger(), s.reg)
 	if o.Evidence.Archive.Dir != "" {
 		s.arch = &archiveState{o: o.Evidence.Archive, signer: signer, log: log.With().Str("component", "archive").Logger()}
 	}
@@ -396,7 +399,7 @@ func (s *server) build(ctx context.Context) error {
 	if err := s.listenHTTP(engine.Ready); err != nil {
 		return err
 	}
-	if s.grpc, err = authz.NewGRPC(o.GRPC, s.svc); err != nil {
+	if s.grpc, err = authz.NewGRPC(o.GRPC, s.svc, s.reg); err != nil {
 		return err
 	}
 	s.opened("gRPC server", "", func() error {
@@ -527,10 +530,14 @@ func (s *server) run(ctx context.Context) error {
 			defer close(s.grpcDone)
 			errc <- s.grpc.Serve(s.glis)
 		}()
-		bg.Add(2)
+		bg.Add(3)
 		go func() {
 			defer bg.Done()
 			retain(bctx, s.store, s.o.Evidence, s.arch, s.log)
+		}()
+		go func() {
+			defer bg.Done()
+			s.oldest.run(bctx)
 		}()
 		go func() {
 			defer bg.Done()

@@ -17,6 +17,7 @@ type Metrics struct {
 	latency  prometheus.Histogram
 	errors   prometheus.Counter
 	up       prometheus.Gauge
+	capacity prometheus.Gauge
 	depth    atomic.Pointer[func() float64]
 	// Quarantined counts the records the store refused (see
 	// evidence.ErrPermanent), kept apart in its quarantine.
@@ -48,6 +49,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshproof_evidence_store_up", Help: "1 when the last write to the evidence store worked, 0 when it failed.",
 		}),
+		capacity: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshproof_evidence_queue_capacity", Help: "Evidence records the queue holds at most (--evidence-queue-size): meshproof_evidence_queue_depth against it is how full the queue is.",
+		}),
 	}
 	m.Quarantined = evidence.QuarantinedCounter(reg)
 	m.up.Set(1)
@@ -63,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.written, m.droppedV, m.batch, m.latency, m.errors, m.up, depth)
+		reg.MustRegister(m.written, m.droppedV, m.batch, m.latency, m.errors, m.up, m.capacity, depth)
 	}
 	return m
 }

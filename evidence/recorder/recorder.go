@@ -193,6 +193,7 @@ func New(ctx context.Context, cfg Config, replica string, store evidence.Writer,
 	}
 	depth := func() float64 { return float64(len(r.queue)) }
 	r.m.depth.Store(&depth)
+	r.m.capacity.Set(float64(cap(r.queue)))
 	go r.writer()
 	return r, nil
 }

@@ -43,7 +43,7 @@ func TestEnforcementFlags(t *testing.T) {
 			"undefined": {grpcErr: "undefined decision"},
 		},
 		metrics: map[string]float64{
-			`meshproof_checks_total{decision="error",verdict="plaintext"}`: 1,
+			`meshproof_checks_total{decision="error",source="ext_authz",verdict="plaintext"}`: 1,
 		},
 	}, {
 		name:  "--on-policy-error deny --status-on-error 503",
@@ -54,9 +54,9 @@ func TestEnforcementFlags(t *testing.T) {
 			"undefined": {status: http.StatusServiceUnavailable},
 		},
 		metrics: map[string]float64{
-			`meshproof_checks_total{decision="allow",verdict="mtls"}`:      1,
-			`meshproof_checks_total{decision="deny",verdict="mtls"}`:       1,
-			`meshproof_checks_total{decision="error",verdict="plaintext"}`: 1,
+			`meshproof_checks_total{decision="allow",source="ext_authz",verdict="mtls"}`:      1,
+			`meshproof_checks_total{decision="deny",source="ext_authz",verdict="mtls"}`:       1,
+			`meshproof_checks_total{decision="error",source="ext_authz",verdict="plaintext"}`: 1,
 		},
 	}, {
 		name:  "--dry-run",
@@ -67,10 +67,10 @@ func TestEnforcementFlags(t *testing.T) {
 			"undefined": {grpcErr: "undefined decision"},
 		},
 		metrics: map[string]float64{
-			`meshproof_checks_total{decision="allow",verdict="mtls"}`:      1,
-			`meshproof_checks_total{decision="dry_run",verdict="mtls"}`:    1,
-			`meshproof_checks_total{decision="deny",verdict="mtls"}`:       0,
-			`meshproof_checks_total{decision="error",verdict="plaintext"}`: 1,
+			`meshproof_checks_total{decision="allow",source="ext_authz",verdict="mtls"}`:      1,
+			`meshproof_checks_total{decision="dry_run",source="ext_authz",verdict="mtls"}`:    1,
+			`meshproof_checks_total{decision="deny",source="ext_authz",verdict="mtls"}`:       0,
+			`meshproof_checks_total{decision="error",source="ext_authz",verdict="plaintext"}`: 1,
 		},
 	}, {
 		name:  "--dry-run --on-policy-error deny",
@@ -81,10 +81,10 @@ func TestEnforcementFlags(t *testing.T) {
 			"undefined": {allowed: true},
 		},
 		metrics: map[string]float64{
-			`meshproof_checks_total{decision="allow",verdict="mtls"}`:      1,
-			`meshproof_checks_total{decision="dry_run",verdict="mtls"}`:    1,
-			`meshproof_checks_total{decision="deny",verdict="mtls"}`:       0,
-			`meshproof_checks_total{decision="error",verdict="plaintext"}`: 1,
+			`meshproof_checks_total{decision="allow",source="ext_authz",verdict="mtls"}`:      1,
+			`meshproof_checks_total{decision="dry_run",source="ext_authz",verdict="mtls"}`:    1,
+			`meshproof_checks_total{decision="deny",source="ext_authz",verdict="mtls"}`:       0,
+			`meshproof_checks_total{decision="error",source="ext_authz",verdict="plaintext"}`: 1,
 		},
 	}}
 	for _, tt := range tests {

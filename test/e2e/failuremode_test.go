@@ -93,8 +93,8 @@ allow := {"allowed": false, "http_status": 299} if input.parsed_path == ["get"]
 			if e := access[2]; tt.checkError != "" && !strings.Contains(e.CheckError, "undefined decision") {
 				t.Errorf("GET /status/200: check error %q, want undefined decision", e.CheckError)
 			}
-			if got := s.metrics(t)[`meshproof_checks_total{decision="error",verdict="mtls"}`]; got != 2 {
-				t.Errorf(`meshproof_checks_total{decision="error",verdict="mtls"} = %v, want 2`, got)
+			if got := s.metrics(t)[`meshproof_checks_total{decision="error",source="ext_authz",verdict="mtls"}`]; got != 2 {
+				t.Errorf(`meshproof_checks_total{decision="error",source="ext_authz",verdict="mtls"} = %v, want 2`, got)
 			}
 		})
 	}

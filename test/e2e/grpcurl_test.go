@@ -242,12 +242,12 @@ func TestMetricsAndProbes(t *testing.T) {
 	rev, _ := s.findLog("meshproof serving")["policy_revision"].(string)
 	m := s.metrics(t)
 	for series, want := range map[string]float64{
-		`meshproof_checks_total{decision="allow",verdict="mtls"}`:      3,
-		`meshproof_checks_total{decision="deny",verdict="mtls"}`:       2,
-		`meshproof_checks_total{decision="error",verdict="plaintext"}`: 1,
-		`meshproof_checks_total{decision="allow",verdict="plaintext"}`: 0,
-		`meshproof_check_duration_seconds_count`:                       6,
-		`meshproof_policy_revision_info{revision="` + rev + `"}`:       1,
+		`meshproof_checks_total{decision="allow",source="ext_authz",verdict="mtls"}`:      3,
+		`meshproof_checks_total{decision="deny",source="ext_authz",verdict="mtls"}`:       2,
+		`meshproof_checks_total{decision="error",source="ext_authz",verdict="plaintext"}`: 1,
+		`meshproof_checks_total{decision="allow",source="ext_authz",verdict="plaintext"}`: 0,
+		`meshproof_check_duration_seconds_count`:                                          6,
+		`meshproof_policy_revision_info{revision="` + rev + `"}`:                          1,
 	} {
 		got, ok := m[series]
 		if !ok || got != want {
