@@ -37,7 +37,7 @@ func (k *kubeOptions) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&k.Enabled, "kubernetes", k.Enabled, "record each Check's source and destination workloads (namespace, owner, pod, service account; resolved from the pod IPs when the Check is made), watching pods, replicasets and jobs: in-cluster credentials, or --kubeconfig")
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", k.Kubeconfig, "with --kubernetes, the kubeconfig file to reach the API server with (outside a pod)")
 	fs.DurationVar(&k.SyncTimeout, "kubernetes-sync-timeout", k.SyncTimeout, "with --kubernetes, how long serve waits at start for the first list of pods, replicasets and jobs, then of Istio's peerauthentications and destinationrules, before it gives up")
-	fs.StringVar(&k.IstioRoot, "istio-root-namespace", k.IstioRoot, "with --kubernetes, Istio's root namespace (the mesh config's rootNamespace): its PeerAuthentication without a selector is mesh-wide")
+	fs.StringVar(&k.IstioRoot, "istio-root-namespace", k.IstioRoot, "with --kubernetes, Istio's root namespace (the mesh config's rootNamespace; default "+istio.DefaultRootNamespace+"): its PeerAuthentication without a selector is mesh-wide")
 }
 
 // restConfig is the kubeconfig's, or the pod's own service account's.

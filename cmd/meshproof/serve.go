@@ -21,7 +21,6 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/meshproof/meshproof/authz"
-	"github.com/meshproof/meshproof/cluster/istio"
 	"github.com/meshproof/meshproof/decisionlog"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/recorder"
@@ -59,7 +58,7 @@ func defaultServeOptions() serveOptions {
 		Policy:   rego.Defaults(),
 		Authz:    a,
 		Evidence: defaultEvidenceOptions(),
-		Kube:     kubeOptions{SyncTimeout: time.Minute, IstioRoot: istio.DefaultRootNamespace},
+		Kube:     kubeOptions{SyncTimeout: time.Minute},
 		Log:      defaultLogOptions(),
 		Grace:    10 * time.Second,
 		// The live heap is small (policy, caches), so Go's default GC target
