@@ -44,3 +44,10 @@ func (s *Store) SummarizeEvery(d time.Duration) {
 	s.summarize.every = d
 	s.summarize.next.Store(0)
 }
+
+// RequestLookupSQL is the query of the first page of a request id filter,
+// and its arguments.
+func RequestLookupSQL(requestID string) (string, []any) {
+	var a args
+	return "SELECT " + rowColumns + " FROM records WHERE " + requestCond(requestID, &a) + " ORDER BY time_ns DESC LIMIT 100", a
+}

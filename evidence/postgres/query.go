@@ -139,16 +139,16 @@ func (s *Store) planOf(ctx context.Context, f evidence.Filter) (plan, error) {
 	return p, nil
 }
 
-// requestCond is the condition on a request id, written so that the
-// planner reads records_request_uuid or records_request_other (see
-// migrations/0005).
+// requestCond is the condition on a request id: a UUID's records are
+// found by records_by_request (migrations/0008, through the BRIN bloom
+// index records_request_uuid, which the planner would not choose), any
+// other id through records_request_other (migrations/0005).
 func requestCond(requestID string, a *args) string {
 	k := requestKey(requestID)
-	c := "request_id = " + a.add(k)
 	if len(k) == 16 {
-		return c + " AND length(request_id) = 16 AND (('x' || encode(substring(request_id FROM 1 FOR 8), 'hex'))::bit(64)::bigint) = " +
-			a.add(int64(binary.BigEndian.Uint64(k[:8])))
+		return "chain IN (SELECT records_by_request(" + a.add(k) + ", " + a.add(int64(binary.BigEndian.Uint64(k[:8]))) + "))"
 	}
+	c := "request_id = " + a.add(k)
 	p := k[:min(len(k), 64)]
 	c += " AND length(request_id) <> 16 AND length(request_id) > 0 AND substring(request_id FROM 1 FOR 64) >= " + a.add(p)
 	if hi, ok := bytesEnd(p); ok {

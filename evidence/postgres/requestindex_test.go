@@ -2,12 +2,16 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/binary"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/evidencetest/traffic"
+	"github.com/meshproof/meshproof/evidence/postgres"
 	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
 )
 
@@ -45,5 +49,109 @@ func TestAppendSummarizesRequestIndex(t *testing.T) {
 		if err != nil || len(res.Records) != 1 || res.Records[0].ID != r.ID {
 			t.Errorf("Query(request id %s) = %v, %v; want %s", r.RequestID, evidencetest.IDs(res.Records), err, r.ID)
 		}
+	}
+}
+
+// TestRequestLookupPlan: a request id filter is answered by
+// records_by_request and the records' chain index, and the function's query
+// (under its own settings) reads the BRIN bloom index of every partition,
+// never a partition whole. Planned by itself, PostgreSQL scans most
+// partitions sequentially (it cannot price the bloom filter), which made a
+// lookup at 10,000,000 records take 343 ms instead of 15.
+func TestRequestLookupPlan(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	m := traffic.New(t, 1, "r1")
+	var head evidence.Link
+	at := time.Now().UTC().Add(-72 * time.Hour)
+	var recs []*evidence.Record
+	for range 3 { // three days, three partitions
+		batch := m.Batch(at, time.Millisecond, 3000)
+		head = evidencetest.Link(head, batch...)
+		if err := s.Append(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, batch...)
+		at = at.Add(24 * time.Hour)
+	}
+	if _, err := s.Pool().Exec(ctx, "ANALYZE records"); err != nil {
+		t.Fatal(err)
+	}
+	r := recs[4000]
+	plan := func(sql string, args ...any) string {
+		t.Helper()
+		var b strings.Builder
+		rows, err := s.Pool().Query(ctx, "EXPLAIN "+sql, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			b.WriteString(line + "\n")
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	q, a := postgres.RequestLookupSQL(r.RequestID)
+	// The partitions that hold records (the empty ones made ahead cost
+	// nothing to scan).
+	var parts []string
+	for _, day := range []time.Time{recs[0].Time, recs[3000].Time, recs[6000].Time} {
+		parts = append(parts, "Seq Scan on records_"+day.Format("20060102"))
+	}
+	scansWhole := func(p string) bool {
+		return slices.ContainsFunc(parts, func(part string) bool { return strings.Contains(p, part) })
+	}
+	if p := plan(q, a...); !strings.Contains(p, "records_by_request") || !strings.Contains(p, "chain_idx") || scansWhole(p) {
+		t.Errorf("a request id page is not planned through records_by_request and records_chain:\n%s", p)
+	}
+	// The function's own query, with its SET clauses.
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var body string
+	if err := tx.QueryRow(ctx, "SELECT prosrc FROM pg_proc WHERE proname = 'records_by_request'").Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	var cfg []string
+	if err := tx.QueryRow(ctx, "SELECT proconfig FROM pg_proc WHERE proname = 'records_by_request'").Scan(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfg {
+		name, value, _ := strings.Cut(c, "=")
+		if _, err := tx.Exec(ctx, "SELECT set_config($1, $2, true)", name, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := postgres.RequestKey(r.RequestID)
+	body = strings.NewReplacer("rid", "$1", "= k", "= $2").Replace(body)
+	rows, err := tx.Query(ctx, "EXPLAIN "+body, k, int64(binary.BigEndian.Uint64(k[:8])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inner strings.Builder
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		inner.WriteString(line + "\n")
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	if p := inner.String(); strings.Count(p, "Bitmap Index Scan") < 3 || scansWhole(p) {
+		t.Errorf("records_by_request's query does not read the bloom index of each partition:\n%s", p)
+	}
+	res, err := s.Query(ctx, evidence.Filter{RequestID: r.RequestID}, evidence.PageRequest{})
+	if err != nil || len(res.Records) != 1 || res.Records[0].ID != r.ID {
+		t.Errorf("Query(request id %s) = %v, %v; want %s", r.RequestID, evidencetest.IDs(res.Records), err, r.ID)
 	}
 }
