@@ -82,16 +82,32 @@ func watchWorkloads(ctx context.Context, k kubeOptions, log zerolog.Logger) (ix 
 		src, from = &s, cfg.Host
 	}
 	ix = workload.NewIndex()
-	// The informers live until stop, beyond serve's start.
+	stop, err = awaitWatch(ctx, k.SyncTimeout, func(wctx context.Context) (<-chan struct{}, error) {
+		return workload.Watch(wctx, *src, ix)
+	}, fmt.Sprintf("pods, replicasets and jobs not listed from %s within --kubernetes-sync-timeout %s (can it be reached, and may meshproof list and watch them?)", from, k.SyncTimeout))
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info().Str("api_server", from).Int("pods", ix.Len()).Msg("watching the cluster's workloads")
+	return ix, stop, nil
+}
+
+// awaitWatch runs watch, which starts informers and returns once they
+// have listed (or fails), with a context of its own: the informers live
+// until stop, beyond serve's start. It waits at most timeout (then fails
+// with late) and until ctx ends; on any failure the informers are ended
+// and waited for. stop ends them and returns once every one has returned
+// (done is closed).
+func awaitWatch(ctx context.Context, timeout time.Duration, watch func(context.Context) (done <-chan struct{}, err error), late string) (stop func(), err error) {
 	wctx, cancel := context.WithCancel(context.Background())
 	type watched struct {
-		stopped <-chan struct{}
-		err     error
+		done <-chan struct{}
+		err  error
 	}
 	synced := make(chan watched, 1)
 	go func() {
-		stopped, err := workload.Watch(wctx, *src, ix)
-		synced <- watched{stopped, err}
+		done, err := watch(wctx)
+		synced <- watched{done, err}
 	}()
 	var w watched
 	select {
@@ -99,23 +115,22 @@ func watchWorkloads(ctx context.Context, k kubeOptions, log zerolog.Logger) (ix 
 		err = w.err
 	case <-ctx.Done():
 		err = context.Cause(ctx)
-	case <-time.After(k.SyncTimeout):
-		err = fmt.Errorf("pods, replicasets and jobs not listed from %s within --kubernetes-sync-timeout %s (can it be reached, and may meshproof list and watch them?)", from, k.SyncTimeout)
+	case <-time.After(timeout):
+		err = errors.New(late)
 	}
 	if err != nil {
 		cancel()
-		if w.stopped == nil && w.err == nil {
-			w = <-synced // Watch returns now that wctx has ended
+		if w.done == nil && w.err == nil {
+			w = <-synced // watch returns now that wctx has ended
 		}
-		if w.stopped != nil {
-			<-w.stopped // it had synced after all: its informers end now
+		if w.done != nil {
+			<-w.done // it had synced after all: its informers end now
 		}
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	log.Info().Str("api_server", from).Int("pods", ix.Len()).Msg("watching the cluster's workloads")
-	return ix, func() {
+	return func() {
 		cancel()
-		<-w.stopped
+		<-w.done
 	}, nil
 }
 
@@ -148,43 +163,21 @@ func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zero
 		s := cs.Sources()
 		src, from = &s, rc.Host
 	}
-	// The informers live until stop, beyond serve's start.
-	wctx, cancel := context.WithCancel(context.Background())
-	type watched struct {
-		w   *istio.Watcher
-		err error
-	}
-	synced := make(chan watched, 1)
-	go func() {
-		w, err := istio.Watch(wctx, *src, k.IstioRoot)
-		synced <- watched{w, err}
-	}()
-	var w watched
-	select {
-	case w = <-synced:
-		err = w.err
-	case <-ctx.Done():
-		err = context.Cause(ctx)
-	case <-time.After(k.SyncTimeout):
-		err = fmt.Errorf("peerauthentications and destinationrules not listed from %s within --kubernetes-sync-timeout %s (are Istio's CRDs installed, and may meshproof list and watch them?)", from, k.SyncTimeout)
-	}
+	var w *istio.Watcher
+	stop, err = awaitWatch(ctx, k.SyncTimeout, func(wctx context.Context) (<-chan struct{}, error) {
+		var err error
+		if w, err = istio.Watch(wctx, *src, k.IstioRoot); err != nil {
+			return nil, err
+		}
+		return w.Done(), nil
+	}, fmt.Sprintf("peerauthentications and destinationrules not listed from %s within --kubernetes-sync-timeout %s (are Istio's CRDs installed, and may meshproof list and watch them?)", from, k.SyncTimeout))
 	if err != nil {
-		cancel()
-		if w.w == nil && w.err == nil {
-			w = <-synced // Watch returns now that wctx has ended
-		}
-		if w.w != nil {
-			<-w.w.Done() // it had synced after all: its informers end now
-		}
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+		return nil, nil, err
 	}
-	c := w.w.Config()
+	c := w.Config()
 	log.Info().Str("api_server", from).Int("peerauthentications", c.PeerAuthentications).
 		Int("destinationrules", c.DestinationRules).Msg("watching Istio's mTLS configuration")
-	return istioConfig{w.w, ix}, func() {
-		cancel()
-		<-w.w.Done()
-	}, nil
+	return istioConfig{w, ix}, stop, nil
 }
 
 // istioConfig is report.Configuration over the Istio watch and the pods'
