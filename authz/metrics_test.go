@@ -31,7 +31,7 @@ func (w addrWorkloads) Resolve(addr string) (*evidence.Workload, string) {
 	return nil, "unknown address"
 }
 
-func (addrWorkloads) CheckIdentity(*evidence.Workload, string, string) (bool, string) {
+func (addrWorkloads) CheckIdentity(string, *evidence.Workload, string, string) (bool, string) {
 	return true, ""
 }
 

@@ -16,9 +16,10 @@ type Workloads interface {
 	// pod, not a copy per Check): records point at it and never change it.
 	Resolve(addr string) (*evidence.Workload, string)
 	// CheckIdentity says whether an Istio-style SPIFFE identity (its
-	// namespace and service account) is w's own, and how it differs when
-	// not.
-	CheckIdentity(w *evidence.Workload, namespace, serviceAccount string) (bool, string)
+	// namespace and service account) is w's own (the workload address
+	// resolved to), and how it differs when not: which side, and whether
+	// it looks like stale address data or a borrowed identity.
+	CheckIdentity(address string, w *evidence.Workload, namespace, serviceAccount string) (bool, string)
 }
 
 // ResolveWorkloads makes every Check from now on record its peers'
@@ -47,7 +48,7 @@ func addWorkload(p *evidence.Peer, side string, ws Workloads, why []string) []st
 	}
 	p.Workload = w
 	if id := p.SPIFFE; id != nil && id.Namespace != "" && id.ServiceAccount != "" {
-		if ok, reason := ws.CheckIdentity(w, id.Namespace, id.ServiceAccount); !ok {
+		if ok, reason := ws.CheckIdentity(p.Address, w, id.Namespace, id.ServiceAccount); !ok {
 			why = append(why, side+" identity is not its workload's: "+reason)
 		}
 	}

@@ -476,7 +476,45 @@ func (ix *Index) Resolve(addr string) (*Workload, string) {
 	return w, string(reason)
 }
 
-// CheckIdentity is the package's CheckIdentity, for authz.Workloads.
-func (ix *Index) CheckIdentity(w *Workload, namespace, serviceAccount string) (bool, string) {
-	return CheckIdentity(*w, namespace, serviceAccount)
+// CheckIdentity is the package's CheckIdentity for w, the workload address
+// resolved to (authz.Workloads), and when they differ the reason also says
+// which it most likely is (whichMismatch).
+func (ix *Index) CheckIdentity(address string, w *Workload, namespace, serviceAccount string) (bool, string) {
+	ok, reason := CheckIdentity(*w, namespace, serviceAccount)
+	if ok {
+		return true, ""
+	}
+	return false, reason + "; " + ix.whichMismatch(address, w, namespace, serviceAccount, time.Now())
+}
+
+// recentClaim is how recently a pod must have been created for a mismatch
+// at its address to read as the address changing hands: an open connection
+// of the pod that held it before, rather than a borrowed identity.
+const recentClaim = 2 * time.Minute
+
+// whichMismatch says which a SPIFFE identity that is not the pod's most
+// likely is, as the index sees address now: stale address data when another
+// pod that claims or claimed the address (terminated, or losing the claim)
+// runs as that identity, or when the pod holding it was created within
+// recentClaim; else a workload presenting another's identity.
+func (ix *Index) whichMismatch(address string, w *Workload, namespace, serviceAccount string, now time.Time) string {
+	a, err := netip.ParseAddr(address)
+	if err != nil {
+		return "a workload presenting another's identity, or stale address data"
+	}
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	c := ix.byIP[a.Unmap().WithZone("")]
+	if c == nil {
+		return "a workload presenting another's identity, or stale address data"
+	}
+	for _, p := range c.pods[1:] {
+		if p.w.Namespace == namespace && p.w.ServiceAccount == serviceAccount {
+			return fmt.Sprintf("stale address data: pod %s/%s, which runs as that identity, held %s too", p.w.Namespace, p.w.Pod, a)
+		}
+	}
+	if holder := c.pods[0]; holder.w == w && now.Sub(holder.created) < recentClaim {
+		return fmt.Sprintf("stale address data, likely: pod %s/%s, created %s ago, holds %s now", w.Namespace, w.Pod, now.Sub(holder.created).Round(time.Second), a)
+	}
+	return fmt.Sprintf("a workload presenting another's identity: pod %s/%s holds %s", w.Namespace, w.Pod, a)
 }

@@ -3,6 +3,7 @@ package workload
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -442,4 +443,52 @@ func TestResolveRace(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestCheckIdentityWhich: a SPIFFE identity that is not the pod's is said
+// to be stale address data when another pod that claimed the address runs
+// as that identity, likely so when the holder was created moments ago, and
+// a workload presenting another's identity when the holder has held the
+// address for long and nobody else claimed it.
+func TestCheckIdentityWhich(t *testing.T) {
+	now := time.Now()
+	old := func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-time.Hour)) }
+	fresh := func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-10 * time.Second)) }
+	for _, tc := range []struct {
+		name string
+		pods []*corev1.Pod
+		want string
+	}{
+		{"the address's previous pod runs as the identity", []*corev1.Pod{
+			with(testPod("before", "1", "10.0.0.1"), "2", func(p *corev1.Pod) { old(p); p.Status.Phase = corev1.PodSucceeded }),
+			with(testPod("now", "3", "10.0.0.1"), "3", old),
+		}, "stale address data: pod shop/before, which runs as that identity, held 10.0.0.1 too"},
+		{"the holder was created moments ago", []*corev1.Pod{
+			with(testPod("now", "3", "10.0.0.1"), "3", fresh),
+		}, "stale address data, likely: pod shop/now, created 10s ago"},
+		{"the holder has held it for long", []*corev1.Pod{
+			with(testPod("now", "3", "10.0.0.1"), "3", old),
+		}, "a workload presenting another's identity: pod shop/now holds 10.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ix := NewIndex()
+			for _, p := range tc.pods {
+				ix.UpsertPod(p)
+			}
+			w, why := ix.Resolve("10.0.0.1")
+			if w == nil || w.Pod != "now" {
+				t.Fatalf("Resolve = %+v, %q; want pod now", w, why)
+			}
+			ok, reason := ix.CheckIdentity("10.0.0.1", w, "shop", "sa-before")
+			if ok || !strings.Contains(reason, tc.want) || !strings.Contains(reason, `service account differs: workload "sa-now", SPIFFE ID "sa-before"`) {
+				t.Errorf("CheckIdentity = %v, %q; want it to say %q", ok, reason, tc.want)
+			}
+		})
+	}
+	ix := NewIndex()
+	ix.UpsertPod(testPod("now", "3", "10.0.0.1"))
+	w, _ := ix.Resolve("10.0.0.1")
+	if ok, reason := ix.CheckIdentity("10.0.0.1", w, "shop", "sa-now"); !ok || reason != "" {
+		t.Errorf("CheckIdentity of the pod's own identity = %v, %q", ok, reason)
+	}
 }
