@@ -75,3 +75,36 @@ func TestEdgesShowConfiguration(t *testing.T) {
 	}
 	screenshot(t, ctx, "edges-configured.png")
 }
+
+// TestReadinessNamesBlockingWorkloads: with serve --kubernetes's records,
+// the readiness view names a blocking client by its workload and says it
+// runs without a sidecar (it will break under STRICT, a DestinationRule
+// will not help it), as strict-readiness does; without workloads (every
+// other test) there is no sidecar column.
+func TestReadinessNamesBlockingWorkloads(t *testing.T) {
+	legacyWL := &evidence.Workload{Namespace: "legacy", Kind: "Deployment", Name: "legacy", Pod: "legacy-6b7d-klmno", ServiceAccount: "default"}
+	store, _ := fillEdited(t, edges, func(r *evidence.Record) {
+		if r.Source.Address == legacy {
+			r.Source.Workload = legacyWL
+		}
+	})
+	a, err := api.New(store, api.Config{UI: ui.Handler(), Istio: strictMtlsPG{}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+	ctx := browser(t)
+	quiet(t, ctx)
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=strict&window=1h"))
+	poll(t, ctx, `document.querySelectorAll('[data-namespace=mtls-pg] tr[data-client]').length === 1`)
+	got := run(t, ctx, chromedp.Evaluate[[]string](`(() => { const tr = document.querySelector('[data-namespace=mtls-pg] tr[data-client]');
+		return [tr.dataset.client, tr.querySelector('th').textContent, tr.querySelector('[data-testid=sidecar]').textContent,
+			...[...tr.closest('table').querySelectorAll('th[scope=col]')].map(th => th.textContent)]; })()`))
+	want := []string{"workload:legacy/Deployment/legacy", "legacy/deployment/legacy", "no: breaks under STRICT",
+		"client", "sidecar", "requests STRICT refuses", "verdicts", "last seen", "example"}
+	if !slices.Equal(got, want) {
+		t.Errorf("mtls-pg's blocking client: the page shows %q, want %q", got, want)
+	}
+	screenshot(t, ctx, "readiness-workloads.png")
+}

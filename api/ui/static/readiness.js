@@ -39,6 +39,7 @@ const statusText = { ready: 'ready', not_ready: 'not ready', no_traffic: 'no tra
 
 function namespaceCard(n) {
   const blocking = n.blocking || [];
+  const named = blocking.some((c) => c.workload);
   return h('article', { class: 'readiness', 'data-testid': 'ns-readiness', 'data-namespace': n.namespace, 'data-ready': String(!!n.ready) },
     h('h3', {}, nsLabel(n.namespace), ' ', h('span', { class: 'hint' }, `${n.ready_destinations || 0} of ${n.destinations || 0} destinations ready`)),
     h('p', { class: `ready ${n.ready ? 'yes' : 'no'}`, 'data-testid': 'verdict' }, icon(n.ready ? 'lock' : 'warn'), n.verdict),
@@ -56,10 +57,14 @@ function namespaceCard(n) {
         h('td', {}, when(w.last_seen)))))),
     blocking.length > 0 && h('table', { class: 'records blocking' },
       h('caption', {}, 'Blocking clients: they would break under STRICT'),
-      h('thead', {}, h('tr', {}, ['client', 'requests STRICT refuses', 'verdicts', 'last seen', 'example']
+      h('thead', {}, h('tr', {}, ['client', ...(named ? ['sidecar'] : []), 'requests STRICT refuses', 'verdicts', 'last seen', 'example']
         .map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, blocking.map((c) => h('tr', { 'data-client': c.client },
         h('th', { scope: 'row' }, name(clientLabel(c.client), c.client)),
+        // With serve --kubernetes: a client without Istio's proxy cannot
+        // send mTLS at all; a DestinationRule will not help it.
+        named && h('td', { 'data-testid': 'sidecar', class: c.no_sidecar ? 'no-sidecar' : '' },
+          c.no_sidecar ? 'no: breaks under STRICT' : c.workload ? 'yes' : '-'),
         h('td', {}, String(c.count ?? c.total ?? 0)),
         h('td', {}, seen(c.counts)),
         h('td', {}, when(c.last_seen)),
