@@ -11,9 +11,10 @@ import (
 
 // TestRBAC: both variants bind meshproof's ServiceAccount (the
 // Deployment's, in its namespace) to a ClusterRole that grants exactly get,
-// list and watch of what serve --kubernetes watches (deploytest.Watched), by name (no wildcard,
-// no resourceNames, no subresource, no URL); and the rendered objects are
-// the files in base/ as written, which cluster/workload's TestRBAC reads.
+// list and watch of what serve --kubernetes watches (deploytest.Watched),
+// by name (no wildcard, no resourceNames, no subresource, no URL); and the
+// rendered objects are the files in base/ as written, which
+// cluster/workload's TestRBAC reads.
 func TestRBAC(t *testing.T) {
 	for _, dir := range []string{"kubernetes/base", "kubernetes/postgres"} {
 		t.Run(dir, func(t *testing.T) {
