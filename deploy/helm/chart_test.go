@@ -2,9 +2,7 @@ package helm
 
 import (
 	"path"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -13,9 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/meshproof/meshproof/deploy/internal/deploytest"
 	kustomize "github.com/meshproof/meshproof/deploy/kubernetes"
 )
 
@@ -77,7 +75,7 @@ func checkInstall(t *testing.T, in *chartObjects, vals map[string]any) *appsv1.D
 	t.Helper()
 	d := in.Deployments[releaseName]
 	if d == nil || len(in.Deployments) != 1 || len(d.Spec.Template.Spec.Containers) != 1 {
-		t.Fatalf("Deployments %v: want one, %s, with one container", keysOf(in.Deployments), releaseName)
+		t.Fatalf("Deployments %v: want one, %s, with one container", deploytest.Keys(in.Deployments), releaseName)
 	}
 	for _, o := range []metav1.Object{d, in.Services[releaseName]} {
 		if o == nil || o.GetNamespace() != namespace {
@@ -85,8 +83,8 @@ func checkInstall(t *testing.T, in *chartObjects, vals map[string]any) *appsv1.D
 		}
 	}
 	for kind, names := range map[string][]string{
-		"Deployment": keysOf(in.Deployments), "Service": keysOf(in.Services), "ConfigMap": keysOf(in.ConfigMaps),
-		"NetworkPolicy": keysOf(in.NetworkPolicies), "PVC": keysOf(in.PVCs), "Job": keysOf(in.Jobs),
+		"Deployment": deploytest.Keys(in.Deployments), "Service": deploytest.Keys(in.Services), "ConfigMap": deploytest.Keys(in.ConfigMaps),
+		"NetworkPolicy": deploytest.Keys(in.NetworkPolicies), "PVC": deploytest.Keys(in.PVCs), "Job": deploytest.Keys(in.Jobs),
 	} {
 		for _, n := range names {
 			if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
@@ -96,7 +94,7 @@ func checkInstall(t *testing.T, in *chartObjects, vals map[string]any) *appsv1.D
 	}
 	pod := d.Spec.Template
 	c := pod.Spec.Containers[0]
-	if !selects(t, d.Spec.Selector, pod.Labels) {
+	if !deploytest.Selects(t, d.Spec.Selector, pod.Labels) {
 		t.Error("the Deployment's selector does not match its pod labels")
 	}
 	if c.Image != "registry.example/meshproof:v0.1.0" {
@@ -107,13 +105,13 @@ func checkInstall(t *testing.T, in *chartObjects, vals map[string]any) *appsv1.D
 		t.Errorf("service account %q is not part of the release", sa)
 	}
 
-	t.Run("service", func(t *testing.T) { checkService(t, in, pod.Labels, c) })
-	t.Run("probes", func(t *testing.T) { checkProbes(t, c) })
+	t.Run("service", func(t *testing.T) { deploytest.CheckService(t, in.Services[releaseName], pod.Labels, c) })
+	t.Run("probes", func(t *testing.T) { deploytest.CheckProbes(t, c) })
 	t.Run("volumes", func(t *testing.T) { checkVolumes(t, in, pod.Spec, c, vals) })
 	t.Run("args", func(t *testing.T) { checkArgs(t, pod.Spec, c) })
-	t.Run("security", func(t *testing.T) { checkSecurity(t, pod.Spec, c) })
+	t.Run("security", func(t *testing.T) { deploytest.CheckSecurity(t, pod.Spec, c) })
 	t.Run("resources", func(t *testing.T) { checkResources(t, c) })
-	t.Run("networkpolicy", func(t *testing.T) { checkNetworkPolicy(t, in, pod.Labels, c) })
+	t.Run("networkpolicy", func(t *testing.T) { deploytest.CheckNetworkPolicy(t, in.NetworkPolicies[releaseName], pod.Labels, c) })
 	return d
 }
 
@@ -123,15 +121,15 @@ func checkSQLite(t *testing.T, in *chartObjects, d *appsv1.Deployment) {
 	}
 	c := d.Spec.Template.Spec.Containers[0]
 	_, flags, _ := kustomize.Flags(c.Args)
-	file, ok := strings.CutPrefix(one(t, flags, "store"), "sqlite:")
+	file, ok := strings.CutPrefix(deploytest.One(t, flags, "store"), "sqlite:")
 	if !ok {
 		t.Fatalf("--store=%s, want the SQLite store", flags["store"][0])
 	}
-	m := mountOf(c, file)
+	m := deploytest.MountOf(c, file)
 	if m == nil {
 		t.Fatalf("the SQLite file %s is on no volume: the root filesystem is read-only", file)
 	}
-	v := volume(d.Spec.Template.Spec, m.Name)
+	v := deploytest.Volume(d.Spec.Template.Spec, m.Name)
 	if m.ReadOnly || v.PersistentVolumeClaim == nil || in.PVCs[v.PersistentVolumeClaim.ClaimName] == nil {
 		t.Errorf("the SQLite file %s is on volume %q, not on a writable PersistentVolumeClaim of the release", file, m.Name)
 	}
@@ -150,18 +148,18 @@ func checkPostgres(t *testing.T, in *chartObjects, r *rendered, d *appsv1.Deploy
 		t.Error("a PersistentVolumeClaim with the PostgreSQL store")
 	}
 	_, flags, _ := kustomize.Flags(c.Args)
-	if one(t, flags, "store") != "$(MESHPROOF_STORE)" || one(t, flags, "evidence-durability") != "sync" {
+	if deploytest.One(t, flags, "store") != "$(MESHPROOF_STORE)" || deploytest.One(t, flags, "evidence-durability") != "sync" {
 		t.Errorf("--store %v, --evidence-durability %v: want the DSN from the Secret and sync evidence", flags["store"], flags["evidence-durability"])
 	}
 	checkStoreEnv(t, c)
 
 	pdb := in.PDBs[releaseName]
-	if pdb == nil || pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || !selects(t, pdb.Spec.Selector, d.Spec.Template.Labels) {
+	if pdb == nil || pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || !deploytest.Selects(t, pdb.Spec.Selector, d.Spec.Template.Labels) {
 		t.Error("no PodDisruptionBudget letting one of meshproof's pods go at a time")
 	}
 	keys := map[string]bool{}
 	for _, tsc := range spec.TopologySpreadConstraints {
-		if selects(t, tsc.LabelSelector, d.Spec.Template.Labels) {
+		if deploytest.Selects(t, tsc.LabelSelector, d.Spec.Template.Labels) {
 			keys[tsc.TopologyKey] = true
 		}
 	}
@@ -172,7 +170,7 @@ func checkPostgres(t *testing.T, in *chartObjects, r *rendered, d *appsv1.Deploy
 	// The migrate Job is a hook: it runs before the pods of an install or
 	// upgrade start, not beside them.
 	if len(in.Jobs) != 1 {
-		t.Fatalf("Jobs %v: want the migrate Job", keysOf(in.Jobs))
+		t.Fatalf("Jobs %v: want the migrate Job", deploytest.Keys(in.Jobs))
 	}
 	var hook bool
 	for _, h := range r.hooks {
@@ -197,7 +195,7 @@ func checkPostgres(t *testing.T, in *chartObjects, r *rendered, d *appsv1.Deploy
 		t.Errorf("the Job runs %s, serve runs %s: migrate with the schema of the version that serves", jc.Image, c.Image)
 	}
 	checkStoreEnv(t, jc)
-	checkSecurity(t, pod.Spec, jc)
+	deploytest.CheckSecurity(t, pod.Spec, jc)
 	if pod.Spec.ServiceAccountName != "" || pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
 		t.Error("the hook Job names a ServiceAccount (the release's does not exist yet before install) or mounts a token")
 	}
@@ -230,48 +228,12 @@ func eventNames[E ~string](es []E) []string {
 	return s
 }
 
-func checkService(t *testing.T, in *chartObjects, podLabels map[string]string, c corev1.Container) {
-	s := in.Services[releaseName]
-	if len(s.Spec.Selector) == 0 || !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(podLabels)) {
-		t.Errorf("Service selector %v does not match the pod labels %v", s.Spec.Selector, podLabels)
-	}
-	want := map[string]string{"grpc": "grpc", "http": "http"} // port name -> appProtocol
-	for _, p := range s.Spec.Ports {
-		if containerPort(c, p.TargetPort) == nil {
-			t.Errorf("Service port %s targets %s, which the container does not declare", p.Name, p.TargetPort.String())
-		}
-		if ap, ok := want[p.Name]; !ok || p.AppProtocol == nil || *p.AppProtocol != ap {
-			t.Errorf("Service port %s: want ports grpc and http with appProtocol of the same name (Istio reads it)", p.Name)
-		}
-		delete(want, p.Name)
-	}
-	if len(want) > 0 {
-		t.Errorf("Service lacks ports %v", keysOf(want))
-	}
-}
-
-func checkProbes(t *testing.T, c corev1.Container) {
-	for _, p := range []struct {
-		name, path string
-		probe      *corev1.Probe
-	}{{"readiness", "/readyz", c.ReadinessProbe}, {"liveness", "/healthz", c.LivenessProbe}} {
-		if p.probe == nil || p.probe.HTTPGet == nil {
-			t.Errorf("no HTTP %s probe", p.name)
-			continue
-		}
-		cp := containerPort(c, p.probe.HTTPGet.Port)
-		if p.probe.HTTPGet.Path != p.path || cp == nil || cp.Name != "http" {
-			t.Errorf("%s probe GET %s on port %s, want %s on the http port", p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path)
-		}
-	}
-}
-
 // checkVolumes: every mount has its volume; ConfigMaps are the release's
 // own or named in the values as made elsewhere; Secrets are the ones the
 // values name, mounted unreadable by others.
 func checkVolumes(t *testing.T, in *chartObjects, spec corev1.PodSpec, c corev1.Container, vals map[string]any) {
 	for _, m := range c.VolumeMounts {
-		if volume(spec, m.Name) == nil {
+		if deploytest.Volume(spec, m.Name) == nil {
 			t.Errorf("volumeMount %q names no volume", m.Name)
 		}
 	}
@@ -303,44 +265,23 @@ func checkVolumes(t *testing.T, in *chartObjects, spec corev1.PodSpec, c corev1.
 	}
 }
 
-var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
-
 // checkArgs: the flags refer to what the pod really has.
 func checkArgs(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
 	cmd, flags, err := kustomize.Flags(c.Args)
 	if err != nil || cmd != "serve" {
 		t.Fatalf("args %v: want serve and --name=value flags (%v)", c.Args, err)
 	}
-	for _, a := range c.Args {
-		for _, m := range envRef.FindAllStringSubmatch(a, -1) {
-			if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == m[1] }) {
-				t.Errorf("argument %q expands $(%s), which the container's env does not define", a, m[1])
-			}
-		}
-	}
-	for flag, port := range map[string]string{"grpc-addr": "grpc", "http-addr": "http"} {
-		addr := one(t, flags, flag)
-		host, p, _ := strings.Cut(addr, ":")
-		cp := containerPort(c, intstr.FromString(port))
-		if host != "0.0.0.0" || cp == nil || p != strconv.Itoa(int(cp.ContainerPort)) {
-			t.Errorf("--%s=%s: want 0.0.0.0 and the %s container port", flag, addr, port)
-		}
-	}
-	if one(t, flags, "replica") != "$(POD_NAME)" || !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
-		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
-	}) {
-		t.Error("--replica is not the pod's name from the downward API: replicas would share one hash chain name")
-	}
+	deploytest.CheckServeArgs(t, c, flags)
 	// Every file a flag names is in a read-only Secret volume under the
 	// key the flag's file name says.
 	for _, flag := range []string{"api-token-file", "ingest-token-file", "signing-key"} {
 		for _, file := range flags[flag] {
-			m := mountOf(c, file)
+			m := deploytest.MountOf(c, file)
 			if m == nil || !m.ReadOnly || path.Dir(file) != m.MountPath {
 				t.Errorf("--%s=%s is not a file of a read-only mount", flag, file)
 				continue
 			}
-			if v := volume(spec, m.Name); v == nil || v.Secret == nil {
+			if v := deploytest.Volume(spec, m.Name); v == nil || v.Secret == nil {
 				t.Errorf("--%s=%s is not on a Secret volume", flag, file)
 			}
 		}
@@ -348,20 +289,7 @@ func checkArgs(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
 	if len(flags["api-token-file"]) != 1 {
 		t.Error("no --api-token-file: serve refuses a non-loopback HTTP listener without one")
 	}
-	var dirs int
-	for _, p := range flags["policy"] {
-		if strings.HasPrefix(p, "builtin:") {
-			continue
-		}
-		dirs++
-		m := mountOf(c, p)
-		if m == nil || !m.ReadOnly || volume(spec, m.Name).ConfigMap == nil || m.MountPath != p {
-			t.Errorf("--policy=%s is not a read-only ConfigMap mount", p)
-		}
-	}
-	if dirs == 0 {
-		t.Error("no --policy names a policy ConfigMap")
-	}
+	deploytest.CheckPolicyMounts(t, spec, c, flags)
 	_, kube := flags["kubernetes"]
 	if token := spec.AutomountServiceAccountToken; token == nil || *token != kube {
 		t.Errorf("--kubernetes %v but automountServiceAccountToken %v: the token is mounted for --kubernetes and only then", kube, token)
@@ -383,30 +311,4 @@ func checkResources(t *testing.T, c corev1.Container) {
 		}
 	}
 	t.Errorf("no GOMEMLIMIT under the memory limit %s", limit.String())
-}
-
-func checkNetworkPolicy(t *testing.T, in *chartObjects, podLabels map[string]string, c corev1.Container) {
-	np := in.NetworkPolicies[releaseName]
-	if np == nil {
-		t.Fatal("no NetworkPolicy")
-	}
-	if !selects(t, &np.Spec.PodSelector, podLabels) || !slices.Contains(np.Spec.PolicyTypes, "Ingress") {
-		t.Fatal("the NetworkPolicy does not isolate meshproof's pods for ingress")
-	}
-	opened := map[string]bool{}
-	for _, rule := range np.Spec.Ingress {
-		if len(rule.From) == 0 || len(rule.Ports) == 0 {
-			t.Errorf("ingress rule %+v opens to every source or every port", rule)
-		}
-		for _, p := range rule.Ports {
-			if cp := containerPort(c, *p.Port); cp != nil {
-				opened[cp.Name] = true
-			} else {
-				t.Errorf("NetworkPolicy port %s is not a container port", p.Port.String())
-			}
-		}
-	}
-	if !opened["grpc"] || !opened["http"] {
-		t.Errorf("the NetworkPolicy opens %v, want grpc and http", keysOf(opened))
-	}
 }

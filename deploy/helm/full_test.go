@@ -1,7 +1,6 @@
 package helm
 
 import (
-	"cmp"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	securityv1 "istio.io/api/security/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/meshproof/meshproof/deploy/internal/deploytest"
@@ -52,62 +50,15 @@ func checkFull(t *testing.T, in *chartObjects, r *rendered, d *appsv1.Deployment
 	t.Run("istio", func(t *testing.T) { checkIstio(t, in, r, []string{"mtls-pg", "payments"}) })
 }
 
-// watched is what serve --kubernetes reads, and all the ClusterRole may
-// grant: get, list and watch of each (as deploy/kubernetes's TestRBAC).
-var watched = [][2]string{
-	{"", "pods"}, {"apps", "replicasets"}, {"batch", "jobs"},
-	{"security.istio.io", "peerauthentications"}, {"networking.istio.io", "destinationrules"},
-}
-
-type grant struct{ group, resource, verb string }
-
-func grants(t *testing.T, role *rbacv1.ClusterRole) []grant {
-	var got []grant
-	for _, r := range role.Rules {
-		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
-			t.Errorf("rule %+v: names resources or URLs", r)
-		}
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				for _, v := range r.Verbs {
-					got = append(got, grant{g, res, v})
-				}
-			}
-		}
-	}
-	slices.SortFunc(got, func(a, b grant) int {
-		return cmp.Or(strings.Compare(a.group, b.group), strings.Compare(a.resource, b.resource), strings.Compare(a.verb, b.verb))
-	})
-	return got
-}
-
 // checkRBAC: exactly the grants --kubernetes needs, bound to the pods'
 // ServiceAccount in the release's namespace.
 func checkRBAC(t *testing.T, in *kustomize.Install, d *appsv1.Deployment) {
 	role, binding := in.ClusterRoles[releaseName], in.ClusterRoleBindings[releaseName]
 	if role == nil || binding == nil || len(in.ClusterRoles) != 1 || len(in.ClusterRoleBindings) != 1 {
-		t.Fatalf("ClusterRoles %v, ClusterRoleBindings %v: want one of each", keysOf(in.ClusterRoles), keysOf(in.ClusterRoleBindings))
+		t.Fatalf("ClusterRoles %v, ClusterRoleBindings %v: want one of each", deploytest.Keys(in.ClusterRoles), deploytest.Keys(in.ClusterRoleBindings))
 	}
-	var want []grant
-	for _, w := range watched {
-		for _, v := range []string{"get", "list", "watch"} {
-			want = append(want, grant{w[0], w[1], v})
-		}
-	}
-	slices.SortFunc(want, func(a, b grant) int {
-		return cmp.Or(strings.Compare(a.group, b.group), strings.Compare(a.resource, b.resource), strings.Compare(a.verb, b.verb))
-	})
-	if got := grants(t, role); !slices.Equal(got, want) || role.AggregationRule != nil {
-		t.Errorf("the ClusterRole grants\n%v\nwant exactly\n%v", got, want)
-	}
-	wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}
-	wantSubject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: d.Spec.Template.Spec.ServiceAccountName, Namespace: d.Namespace}
-	if binding.RoleRef != wantRef || len(binding.Subjects) != 1 || binding.Subjects[0] != wantSubject {
-		t.Errorf("the binding: %+v to %+v, want %+v to [%+v]", binding.RoleRef, binding.Subjects, wantRef, wantSubject)
-	}
-	if sa := in.ServiceAccounts[wantSubject.Name]; sa == nil || sa.Namespace != wantSubject.Namespace {
-		t.Errorf("the bound ServiceAccount %s/%s is not part of the release", wantSubject.Namespace, wantSubject.Name)
-	}
+	deploytest.CheckClusterRole(t, role)
+	deploytest.CheckClusterRoleBinding(t, binding, role, d, in.ServiceAccounts)
 }
 
 // checkServiceMonitor: it selects the Service and scrapes its http port's
@@ -118,7 +69,7 @@ func checkServiceMonitor(t *testing.T, in *chartObjects) {
 	}
 	sm := in.ServiceMonitors[0]
 	svc := in.Services[releaseName]
-	if sm.Namespace != svc.Namespace || !selects(t, &sm.Spec.Selector, svc.Labels) {
+	if sm.Namespace != svc.Namespace || !deploytest.Selects(t, &sm.Spec.Selector, svc.Labels) {
 		t.Errorf("the ServiceMonitor (%s, selector %v) does not select the Service %s/%s", sm.Namespace, sm.Spec.Selector, svc.Namespace, svc.Name)
 	}
 	if sm.Labels["release"] != "kube-prometheus-stack" {

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshproof/meshproof/deploy/internal/deploytest"
 	"github.com/meshproof/meshproof/deploy/istio"
@@ -57,7 +56,7 @@ func TestReadme(t *testing.T) {
 		}
 	}
 	if len(helm) < 4 || len(secrets) < 3 {
-		t.Fatalf("found %d helm commands and Secrets %v: the section's commands were not read", len(helm), keysOf(secrets))
+		t.Fatalf("found %d helm commands and Secrets %v: the section's commands were not read", len(helm), deploytest.Keys(secrets))
 	}
 
 	var notes string
@@ -150,14 +149,7 @@ func helmArgs(t *testing.T, root string, w []string) (files, set []string) {
 // credentials.
 func secretRefs(t *testing.T, in *chartObjects) [][2]string {
 	var refs [][2]string
-	var pods []corev1.PodSpec
-	for _, d := range in.Deployments {
-		pods = append(pods, d.Spec.Template.Spec)
-	}
-	for _, j := range in.Jobs {
-		pods = append(pods, j.Spec.Template.Spec)
-	}
-	for _, p := range pods {
+	for _, p := range deploytest.PodSpecs(in.Deployments, in.Jobs) {
 		for _, c := range p.Containers {
 			for _, e := range c.Env {
 				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
@@ -170,8 +162,8 @@ func secretRefs(t *testing.T, in *chartObjects) [][2]string {
 			}
 			for _, flag := range []string{"api-token-file", "ingest-token-file", "signing-key"} {
 				for _, file := range flags[flag] {
-					if m := mountOf(c, file); m != nil {
-						if v := volume(p, m.Name); v != nil && v.Secret != nil {
+					if m := deploytest.MountOf(c, file); m != nil {
+						if v := deploytest.Volume(p, m.Name); v != nil && v.Secret != nil {
 							refs = append(refs, [2]string{v.Secret.SecretName, path.Base(file)})
 							continue
 						}

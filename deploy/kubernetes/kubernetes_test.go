@@ -2,9 +2,7 @@ package kubernetes
 
 import (
 	"path"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -12,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -51,11 +48,11 @@ func TestBase(t *testing.T) {
 	if !ok {
 		t.Fatalf("--store=%s, want the SQLite store", store)
 	}
-	m := mountOf(d.Spec.Template.Spec.Containers[0], file)
+	m := deploytest.MountOf(d.Spec.Template.Spec.Containers[0], file)
 	if m == nil {
 		t.Fatalf("the SQLite file %s is on no volume: the root filesystem is read-only", file)
 	}
-	if v := volume(d.Spec.Template.Spec, m.Name); m.ReadOnly || v.PersistentVolumeClaim == nil {
+	if v := deploytest.Volume(d.Spec.Template.Spec, m.Name); m.ReadOnly || v.PersistentVolumeClaim == nil {
 		t.Errorf("the SQLite file %s is on volume %q, which is not a writable PersistentVolumeClaim", file, m.Name)
 	}
 }
@@ -64,7 +61,7 @@ func TestPostgres(t *testing.T) {
 	in := build(t, "kubernetes/postgres")
 	d := checkInstall(t, in)
 	if len(in.PVCs) != 0 {
-		t.Errorf("PVCs %v left over from the SQLite base", keys(in.PVCs))
+		t.Errorf("PVCs %v left over from the SQLite base", deploytest.Keys(in.PVCs))
 	}
 	if ru := d.Spec.Strategy.RollingUpdate; *d.Spec.Replicas < 2 || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("replicas %d, strategy %+v: want 2 or more, replaced one at a time with none unavailable", *d.Spec.Replicas, d.Spec.Strategy)
@@ -93,7 +90,7 @@ func TestPostgres(t *testing.T) {
 	}
 
 	pdb := in.PDBs["meshproof"]
-	if pdb == nil || !selects(t, pdb.Spec.Selector, d.Spec.Template.Labels) {
+	if pdb == nil || !deploytest.Selects(t, pdb.Spec.Selector, d.Spec.Template.Labels) {
 		t.Error("no PodDisruptionBudget selecting meshproof's pods")
 	}
 
@@ -111,7 +108,7 @@ func TestPostgres(t *testing.T) {
 		t.Errorf("the Job runs %s, serve runs %s: migrate with the schema of the version that serves", jc.Image, c.Image)
 	}
 	checkEnv(t, in, jc)
-	checkSecurity(t, pod.Spec, jc)
+	deploytest.CheckSecurity(t, pod.Spec, jc)
 	if pod.Annotations["sidecar.istio.io/inject"] != "false" {
 		t.Error("the Job's pod would get an Istio sidecar, which keeps it running after migrate exits")
 	}
@@ -128,8 +125,8 @@ func checkInstall(t *testing.T, in *Install) *appsv1.Deployment {
 		t.Fatal("want a Deployment meshproof with one container")
 	}
 	for kind, names := range map[string][]string{
-		"Deployment": keys(in.Deployments), "Service": keys(in.Services), "ConfigMap": keys(in.ConfigMaps),
-		"Secret": keys(in.Secrets), "NetworkPolicy": keys(in.NetworkPolicies),
+		"Deployment": deploytest.Keys(in.Deployments), "Service": deploytest.Keys(in.Services), "ConfigMap": deploytest.Keys(in.ConfigMaps),
+		"Secret": deploytest.Keys(in.Secrets), "NetworkPolicy": deploytest.Keys(in.NetworkPolicies),
 	} {
 		for _, n := range names {
 			if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
@@ -145,66 +142,27 @@ func checkInstall(t *testing.T, in *Install) *appsv1.Deployment {
 	if sa := pod.Spec.ServiceAccountName; in.ServiceAccounts[sa] == nil {
 		t.Errorf("service account %q is not part of the installation", sa)
 	}
-	if !selects(t, d.Spec.Selector, pod.Labels) {
+	if !deploytest.Selects(t, d.Spec.Selector, pod.Labels) {
 		t.Error("the Deployment's selector does not match its pod labels")
 	}
 	if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image, ":") {
 		t.Errorf("image %q: name a version", c.Image)
 	}
 
-	t.Run("service", func(t *testing.T) { checkService(t, in, pod.Labels, c) })
-	t.Run("probes", func(t *testing.T) { checkProbes(t, c) })
+	t.Run("service", func(t *testing.T) { deploytest.CheckService(t, in.Services["meshproof"], pod.Labels, c) })
+	t.Run("probes", func(t *testing.T) { deploytest.CheckProbes(t, c) })
 	t.Run("volumes", func(t *testing.T) { checkVolumes(t, in, pod.Spec, c) })
 	t.Run("env", func(t *testing.T) { checkEnv(t, in, c) })
 	t.Run("args", func(t *testing.T) { checkArgs(t, in, pod.Spec, c) })
-	t.Run("security", func(t *testing.T) { checkSecurity(t, pod.Spec, c) })
+	t.Run("security", func(t *testing.T) { deploytest.CheckSecurity(t, pod.Spec, c) })
 	t.Run("resources", func(t *testing.T) { checkResources(t, c) })
-	t.Run("networkpolicy", func(t *testing.T) { checkNetworkPolicy(t, in, pod.Labels, c) })
+	t.Run("networkpolicy", func(t *testing.T) { checkNetworkPolicy(t, in.NetworkPolicies["meshproof"], pod.Labels, c) })
 	return d
-}
-
-func checkService(t *testing.T, in *Install, podLabels map[string]string, c corev1.Container) {
-	s := in.Services["meshproof"]
-	if s == nil {
-		t.Fatal("no Service meshproof")
-	}
-	if len(s.Spec.Selector) == 0 || !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(podLabels)) {
-		t.Errorf("Service selector %v does not match the pod labels %v", s.Spec.Selector, podLabels)
-	}
-	want := map[string]string{"grpc": "grpc", "http": "http"} // port name -> appProtocol
-	for _, p := range s.Spec.Ports {
-		if containerPort(c, p.TargetPort) == nil {
-			t.Errorf("Service port %s targets %s, which the container does not declare", p.Name, p.TargetPort.String())
-		}
-		if ap, ok := want[p.Name]; !ok || p.AppProtocol == nil || *p.AppProtocol != ap {
-			t.Errorf("Service port %s: want ports grpc and http with appProtocol of the same name (Istio reads it)", p.Name)
-		}
-		delete(want, p.Name)
-	}
-	if len(want) > 0 {
-		t.Errorf("Service lacks ports %v", keys(want))
-	}
-}
-
-func checkProbes(t *testing.T, c corev1.Container) {
-	for _, p := range []struct {
-		name, path string
-		probe      *corev1.Probe
-	}{{"readiness", "/readyz", c.ReadinessProbe}, {"liveness", "/healthz", c.LivenessProbe}} {
-		if p.probe == nil || p.probe.HTTPGet == nil {
-			t.Errorf("no HTTP %s probe", p.name)
-			continue
-		}
-		cp := containerPort(c, p.probe.HTTPGet.Port)
-		if p.probe.HTTPGet.Path != p.path || cp == nil || cp.Name != "http" {
-			t.Errorf("%s probe GET %s on port %s, want %s on the http port", p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path)
-		}
-	}
 }
 
 func checkVolumes(t *testing.T, in *Install, spec corev1.PodSpec, c corev1.Container) {
 	for _, m := range c.VolumeMounts {
-		if volume(spec, m.Name) == nil {
+		if deploytest.Volume(spec, m.Name) == nil {
 			t.Errorf("volumeMount %q names no volume", m.Name)
 		}
 	}
@@ -239,56 +197,22 @@ func checkEnv(t *testing.T, in *Install, c corev1.Container) {
 	}
 }
 
-var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
-
 // checkArgs: the flags refer to what the pod really has.
 func checkArgs(t *testing.T, in *Install, spec corev1.PodSpec, c corev1.Container) {
 	cmd, flags, err := Flags(c.Args)
 	if err != nil || cmd != "serve" {
 		t.Fatalf("args %v: want serve and --name=value flags (%v)", c.Args, err)
 	}
-	for _, a := range c.Args {
-		for _, m := range envRef.FindAllStringSubmatch(a, -1) {
-			if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == m[1] }) {
-				t.Errorf("argument %q expands $(%s), which the container's env does not define", a, m[1])
-			}
-		}
-	}
-	for flag, port := range map[string]string{"grpc-addr": "grpc", "http-addr": "http"} {
-		addr := one(t, flags, flag)
-		host, p, _ := strings.Cut(addr, ":")
-		cp := containerPort(c, intstr.FromString(port))
-		if host != "0.0.0.0" || cp == nil || p != strconv.Itoa(int(cp.ContainerPort)) {
-			t.Errorf("--%s=%s: want 0.0.0.0 and the %s container port", flag, addr, port)
-		}
-	}
-	if one(t, flags, "replica") != "$(POD_NAME)" || !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
-		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
-	}) {
-		t.Error("--replica is not the pod's name from the downward API: replicas would share one hash chain name")
-	}
+	deploytest.CheckServeArgs(t, c, flags)
 
-	tokens := one(t, flags, "api-token-file")
-	if m := mountOf(c, tokens); m == nil {
+	tokens := deploytest.One(t, flags, "api-token-file")
+	if m := deploytest.MountOf(c, tokens); m == nil {
 		t.Errorf("--api-token-file=%s is on no mounted volume", tokens)
-	} else if v := volume(spec, m.Name); v == nil || v.Secret == nil || !m.ReadOnly {
+	} else if v := deploytest.Volume(spec, m.Name); v == nil || v.Secret == nil || !m.ReadOnly {
 		t.Errorf("--api-token-file=%s is not on a read-only Secret volume", tokens)
 	} else if s := in.Secrets[v.Secret.SecretName]; s == nil || len(s.Data[path.Base(tokens)]) == 0 {
 		t.Errorf("--api-token-file=%s: the Secret has no key %q", tokens, path.Base(tokens))
 	}
 
-	var dirs int
-	for _, p := range flags["policy"] {
-		if strings.HasPrefix(p, "builtin:") {
-			continue
-		}
-		dirs++
-		m := mountOf(c, p)
-		if m == nil || !m.ReadOnly || volume(spec, m.Name).ConfigMap == nil || m.MountPath != p {
-			t.Errorf("--policy=%s is not a read-only ConfigMap mount", p)
-		}
-	}
-	if dirs == 0 {
-		t.Error("no --policy names the policy ConfigMap")
-	}
+	deploytest.CheckPolicyMounts(t, spec, c, flags)
 }

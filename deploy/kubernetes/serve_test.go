@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,10 +36,10 @@ func TestBaseServes(t *testing.T) {
 			env[e.Name] = e.Value
 		}
 	}
-	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+	grpcAddr, httpAddr := deploytest.FreeAddr(t), deploytest.FreeAddr(t)
 	args := []string{c.Args[0]}
 	for _, a := range c.Args[1:] {
-		name, value, _ := strings.Cut(expand(t, a, env), "=")
+		name, value, _ := strings.Cut(deploytest.Expand(t, a, env), "=")
 		switch name {
 		case "--grpc-addr":
 			value = grpcAddr
@@ -57,7 +56,7 @@ func TestBaseServes(t *testing.T) {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	var stderr lockedBuffer
+	var stderr deploytest.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -123,26 +122,7 @@ func TestCommandLines(t *testing.T) {
 	bin := deploytest.Meshproof(t)
 	for _, dir := range []string{"kubernetes/base", "kubernetes/postgres"} {
 		in := build(t, dir)
-		var pods []corev1.PodSpec
-		for _, d := range in.Deployments {
-			pods = append(pods, d.Spec.Template.Spec)
-		}
-		for _, j := range in.Jobs {
-			pods = append(pods, j.Spec.Template.Spec)
-		}
-		for _, p := range pods {
-			for _, c := range p.Containers {
-				env := map[string]string{}
-				for _, e := range c.Env {
-					env[e.Name] = "value-of-" + e.Name
-				}
-				args := make([]string, len(c.Args))
-				for i, a := range c.Args {
-					args[i] = expand(t, a, env)
-				}
-				t.Run(dir+"/"+c.Name, func(t *testing.T) { deploytest.AcceptsFlags(t, bin, args) })
-			}
-		}
+		deploytest.CheckCommandLines(t, bin, dir, deploytest.PodSpecs(in.Deployments, in.Jobs))
 	}
 }
 
@@ -158,7 +138,7 @@ func materialize(t *testing.T, in *Install, spec corev1.PodSpec, c corev1.Contai
 			t.Fatal(err)
 		}
 		files := map[string][]byte{}
-		switch v := volume(spec, m.Name); {
+		switch v := deploytest.Volume(spec, m.Name); {
 		case v == nil:
 			t.Fatalf("volumeMount %q names no volume", m.Name)
 		case v.ConfigMap != nil:
@@ -202,29 +182,7 @@ func remap(value string, mounts map[string]string) string {
 	return value
 }
 
-// expand does the kubelet's $(VAR) expansion of an argument.
-func expand(t *testing.T, arg string, env map[string]string) string {
-	t.Helper()
-	return envRef.ReplaceAllStringFunc(arg, func(ref string) string {
-		v, ok := env[ref[2:len(ref)-1]]
-		if !ok {
-			t.Fatalf("argument %q: %s is not in the environment", arg, ref)
-		}
-		return v
-	})
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitReady(t *testing.T, url string, exited <-chan struct{}, waitErr *error, stderr *lockedBuffer) {
+func waitReady(t *testing.T, url string, exited <-chan struct{}, waitErr *error, stderr *deploytest.LockedBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -245,24 +203,6 @@ func waitReady(t *testing.T, url string, exited <-chan struct{}, waitErr *error,
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("serve not ready after 30s:\n%s", stderr.String())
-}
-
-// lockedBuffer is serve's standard error, read while serve may still write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func post(t *testing.T, url, token string) int {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -332,10 +330,10 @@ func scrape(t *testing.T) map[string]bool {
 	if out, err := exec.Command(bin, "keygen", "--name", "meshproof.test", "--out", key).CombinedOutput(); err != nil {
 		t.Fatalf("meshproof keygen: %v\n%s", err, out)
 	}
-	httpAddr := freeAddr(t)
+	httpAddr := deploytest.FreeAddr(t)
 	cmd := exec.Command(bin, "serve", "--store", "sqlite:"+filepath.Join(dir, "evidence.db"), "--spool", filepath.Join(dir, "spool.db"),
-		"--signing-key", key, "--grpc-addr", freeAddr(t), "--http-addr", httpAddr, "--metrics-open")
-	var stderr lockedBuffer
+		"--signing-key", key, "--grpc-addr", deploytest.FreeAddr(t), "--http-addr", httpAddr, "--metrics-open")
+	var stderr deploytest.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -397,34 +395,6 @@ func get(t *testing.T, url string) []byte {
 		t.Fatalf("GET %s: %d %v\n%s", url, resp.StatusCode, err, b)
 	}
 	return b
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// lockedBuffer is serve's standard error, read while serve may still write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // promtoolPath is promtool: $MESHPROOF_PROMTOOL, else the one in PATH.

@@ -1,6 +1,7 @@
 // Package deploytest helps the tests of deploy/: building kustomizations as
 // `kubectl apply -k` would, decoding Kubernetes objects strictly into their
-// k8s.io/api types, and building the meshproof binary the manifests run.
+// k8s.io/api types, building the meshproof binary the manifests run, and
+// (checks.go) the checks the kustomize base and the Helm chart both hold to.
 package deploytest
 
 import (
