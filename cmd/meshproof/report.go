@@ -282,12 +282,15 @@ func sentModes(c report.Counts) string {
 }
 
 // clientPrincipal is the client's principal, or its address, when the
-// line names it by workload.
+// line names it by workload: what its key holds besides the workload (a
+// client without a principal is keyed by its workload alone, see
+// evidence.SourceKey).
 func clientPrincipal(cl report.Client) string {
 	if cl.Workload == nil {
 		return "-"
 	}
-	return dash(cl.Client)
+	k := evidence.ParseSourceKey(cl.Client)
+	return dash(cmp.Or(k.Principal, k.Address))
 }
 
 const readinessDoc = `Can this destination's PeerAuthentication go to STRICT without breaking a client?

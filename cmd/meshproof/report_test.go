@@ -276,6 +276,9 @@ func TestWriteTLSCheckConfigured(t *testing.T) {
 		{Destination: httpbin, DestinationPrincipal: httpbinID, Status: report.StatusConflict, Server: report.ServerMixed, Total: 9, Counts: counts(6, 3),
 			AuthnPolicy: strict, DestinationRule: mutual, Clients: []report.Client{
 				{Client: legacyIP, Counts: counts(0, 3), Total: 3, LastSeen: now.Add(-time.Minute), Workload: legacyW, DestinationRule: &report.Setting{}},
+				// Keyed by its workload (no principal): no principal or address to show.
+				{Client: "workload:legacy/Pod/forger", Counts: counts(0, 1), Total: 1, LastSeen: now.Add(-time.Minute),
+					Workload: &evidence.Workload{Namespace: "legacy", Kind: "Pod", Name: "forger", Pod: "forger"}, DestinationRule: &report.Setting{}},
 				{Client: sleepID, Counts: counts(6, 0), Total: 6, LastSeen: now.Add(-time.Minute), DestinationRule: mutual},
 			}},
 		{Destination: ratings, DestinationPrincipal: ratingsID, Status: report.StatusOK, Server: report.ServerMTLS, Total: 2, Counts: counts(2, 0),
@@ -313,6 +316,7 @@ func TestWriteTLSCheckConfigured(t *testing.T) {
 	for i, want := range [][]string{
 		{httpbin, "CONFLICT", "HTTP/mTLS", "mTLS", "default.mtls-pg/STRICT", "httpbin.mtls-pg/ISTIO_MUTUAL", httpbinID, "66%", "9"},
 		{"legacy/deployment/legacy", "", "", "HTTP", "", "-/auto", legacyIP, "0%", "3"},
+		{"legacy/pod/forger", "", "", "HTTP", "", "-/auto", "-", "0%", "1"},
 		{sleepID, "", "", "mTLS", "", "", "-", "100%", "6"},
 		{ratings, "OK", "mTLS", "auto", "-/PERMISSIVE", "-/auto", ratingsID, "100%", "2"},
 		{sleepID, "", "", "mTLS", "", "", "-", "100%", "2"},
