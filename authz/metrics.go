@@ -215,19 +215,39 @@ func (ns *namespaceCounts) counter(s, v, mode int) prometheus.Counter {
 }
 
 // peerCounts are the counters of one decision's destination and client
-// namespaces, resolved before its record is handed over.
-type peerCounts struct{ dest, client *namespaceCounts }
+// namespaces, and the destination's configured mode (an index of
+// modeIndex), resolved before its record is handed over.
+type peerCounts struct {
+	dest, client *namespaceCounts
+	mode         int
+}
 
-func (m *checkMetrics) peersOf(r *evidence.Record) peerCounts {
-	return peerCounts{dest: m.dest.namespace(namespaceOf(&r.Destination)), client: m.client.namespace(namespaceOf(&r.Source))}
+// peersOf resolves r's counters; modes (nil without serve --kubernetes)
+// gives the destination workload's configured mode.
+func (m *checkMetrics) peersOf(r *evidence.Record, modes PeerModes) peerCounts {
+	p := peerCounts{dest: m.dest.namespace(namespaceOf(&r.Destination)), client: m.client.namespace(namespaceOf(&r.Source))}
+	if w := r.Destination.Workload; modes != nil && w != nil {
+		p.mode = modeOf(modes.PeerMode(w, uint32(r.Destination.Port)))
+	}
+	return p
 }
 
 // count counts a decision of source s and verdict v.
 func (p peerCounts) count(s int, v evidence.Verdict) {
 	if i := verdictOf(v); i >= 0 {
-		p.dest.counter(s, i, 0).Inc()
+		p.dest.counter(s, i, p.mode).Inc()
 		p.client.counter(s, i, 0).Inc()
 	}
+}
+
+// modeOf is mode's index in modeIndex, 0 (unknown) for any other.
+func modeOf(mode string) int {
+	for i, m := range modeIndex {
+		if m == mode {
+			return i
+		}
+	}
+	return 0
 }
 
 func verdictOf(v evidence.Verdict) int {
@@ -254,7 +274,7 @@ func (s *Server) TallyOf(rec *evidence.Record) Tally {
 	if outcome == "deny" && rec.Decision.DryRun {
 		outcome = "dry_run"
 	}
-	return Tally{outcome: outcome, verdict: rec.Verdict, peers: s.metrics.peersOf(rec)}
+	return Tally{outcome: outcome, verdict: rec.Verdict, peers: s.metrics.peersOf(rec, s.peerModes)}
 }
 
 // CountDecisionLogs counts recorded OPA decision log events with the

@@ -19,6 +19,6 @@ func BenchmarkCheckNamespaceCounts(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		m.peersOf(rec).count(0, evidence.MTLS)
+		m.peersOf(rec, nil).count(0, evidence.MTLS)
 	}
 }

@@ -83,6 +83,53 @@ func TestDestinationChecks(t *testing.T) {
 	}
 }
 
+// portModes gives a mode per destination port, and counts the questions.
+type portModes struct {
+	modes map[uint32]string
+	asked int
+}
+
+func (m *portModes) PeerMode(_ *evidence.Workload, port uint32) string {
+	m.asked++
+	return m.modes[port]
+}
+
+// TestDestinationChecksMode: with ResolvePeerModes (serve --kubernetes's
+// Istio watch), a Check whose destination has a workload counts under the
+// mode its PeerAuthentication gives on the destination's port, what the
+// alert on plaintext to STRICT destinations reads; one without a workload,
+// or a mode not known, counts as unknown.
+func TestDestinationChecksMode(t *testing.T) {
+	payments := &evidence.Workload{Namespace: "payments", Kind: "Deployment", Name: "api"}
+	for _, tt := range []struct {
+		name      string
+		workloads addrWorkloads
+		modes     map[uint32]string
+		mode      string
+	}{
+		{"STRICT", addrWorkloads{"10.0.0.2": payments}, map[uint32]string{8080: "STRICT"}, "STRICT"},
+		{"PERMISSIVE", addrWorkloads{"10.0.0.2": payments}, map[uint32]string{8080: "PERMISSIVE"}, "PERMISSIVE"},
+		{"another port's", addrWorkloads{"10.0.0.2": payments}, map[uint32]string{9090: "STRICT"}, "unknown"},
+		{"no workload", addrWorkloads{}, map[uint32]string{8080: "STRICT"}, "unknown"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			modes := &portModes{modes: tt.modes}
+			f := newFixture(t, allowTrue, "", authz.DefaultConfig(), func(s *authz.Server) {
+				s.ResolveWorkloads(tt.workloads)
+				s.ResolvePeerModes(modes)
+			})
+			f.check(t, authztest.NewRequest())
+			want := map[string]string{"namespace": "payments", "verdict": "plaintext", "mode": tt.mode}
+			if tt.workloads["10.0.0.2"] == nil {
+				want["namespace"] = "unknown"
+			}
+			if got := sumSeries(t, f.reg, "meshproof_destination_checks_total", want); got != 1 {
+				t.Errorf("meshproof_destination_checks_total%v = %v, want 1", want, got)
+			}
+		})
+	}
+}
+
 // TestDestinationNamespaceCap: the first DefaultNamespaceCap namespaces get
 // their own series, later ones count as other, and a namespace seen before
 // the cap was reached keeps its own.

@@ -164,6 +164,9 @@ type Server struct {
 	// workloads, when set, names the peers' Kubernetes workloads in
 	// records (ResolveWorkloads).
 	workloads Workloads
+	// peerModes, when set, gives the destinations' configured mTLS modes
+	// for meshproof_destination_checks_total (ResolvePeerModes).
+	peerModes PeerModes
 }
 
 // NewServer builds the Check service. rec may be nil: records are then built
@@ -257,7 +260,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, undecodab
 	if s.workloads != nil {
 		addWorkloads(rec, s.workloads)
 	}
-	res := Result{EvidenceID: id, Verdict: f.verdict, peers: s.metrics.peersOf(rec)}
+	res := Result{EvidenceID: id, Verdict: f.verdict, peers: s.metrics.peersOf(rec, s.peerModes)}
 
 	var (
 		out policyAnswer

@@ -26,6 +26,20 @@ type Workloads interface {
 // workloads. Call it before serving.
 func (s *Server) ResolveWorkloads(w Workloads) { s.workloads = w }
 
+// PeerModes gives a destination workload's configured PeerAuthentication
+// mode on a port (STRICT, PERMISSIVE, DISABLE; "" when not known), for the
+// metrics: serve --kubernetes's Istio watch. It is asked on every Check
+// whose destination has a workload, so it answers from a cache.
+type PeerModes interface {
+	PeerMode(w *evidence.Workload, port uint32) string
+}
+
+// ResolvePeerModes makes every Check from now on count its destination's
+// configured mode in meshproof_destination_checks_total's mode label (the
+// alert on plaintext to a STRICT destination reads it). Call it before
+// serving.
+func (s *Server) ResolvePeerModes(m PeerModes) { s.peerModes = m }
+
 // addWorkloads puts both peers' workloads into r, and into its reasons why
 // one could not be named and where a source's SPIFFE identity is not its
 // pod's (a workload presenting another's identity, or stale address data).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -139,7 +141,7 @@ func awaitWatch(ctx context.Context, timeout time.Duration, watch func(context.C
 // k.staticIstio's), and returns what the reports set beside the traffic:
 // their modes, with the pods' labels from ix. stop returns once the
 // informers have.
-func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zerolog.Logger) (cfg report.Configuration, stop func(), err error) {
+func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zerolog.Logger) (cfg *istioConfig, stop func(), err error) {
 	src, from := k.staticIstio, "the demo's simulated cluster"
 	if src == nil {
 		rc, err := k.restConfig()
@@ -177,7 +179,7 @@ func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zero
 	c := w.Config()
 	log.Info().Str("api_server", from).Int("peerauthentications", c.PeerAuthentications).
 		Int("destinationrules", c.DestinationRules).Msg("watching Istio's mTLS configuration")
-	return istioConfig{w, ix}, stop, nil
+	return &istioConfig{w: w, pods: ix}, stop, nil
 }
 
 // istioConfig is report.Configuration over the Istio watch and the pods'
@@ -185,18 +187,61 @@ func watchIstio(ctx context.Context, k kubeOptions, ix *workload.Index, log zero
 type istioConfig struct {
 	w    *istio.Watcher
 	pods *workload.Index
+	// modes caches PeerMode for the Config it was computed from.
+	modes atomic.Pointer[modeCache]
 }
 
-func (c istioConfig) PeerAuthentication(ns string, w *evidence.Workload, port uint32) report.Setting {
+func (c *istioConfig) PeerAuthentication(ns string, w *evidence.Workload, port uint32) report.Setting {
+	return c.peerAuthentication(c.w.Config(), ns, w, port)
+}
+
+func (c *istioConfig) peerAuthentication(cfg *istio.Config, ns string, w *evidence.Workload, port uint32) report.Setting {
 	var labels map[string]string
 	if w != nil {
 		labels = c.pods.Labels(*w)
 	}
-	d := c.w.Config().PeerMode(istio.Workload{Namespace: ns, Labels: labels}, port)
+	d := cfg.PeerMode(istio.Workload{Namespace: ns, Labels: labels}, port)
 	return report.Setting{Name: d.Policy, Mode: d.Mode}
 }
 
-func (c istioConfig) DestinationRule(clientNS, host string, port uint32) report.Setting {
+func (c *istioConfig) DestinationRule(clientNS, host string, port uint32) report.Setting {
 	d := c.w.Config().ClientTLS(clientNS, host, port)
 	return report.Setting{Name: d.Rule, Mode: d.Mode}
+}
+
+// modeCache is PeerMode's answers for one Config, by workload (one
+// pointer per pod, replaced when the pod changes) and port: the metrics
+// ask on every Check, and PolicyIndex's answer costs a microsecond or two.
+// A new Config starts a new cache; so does one grown past maxCachedModes
+// (pods come and go, and their old workloads would stay).
+type modeCache struct {
+	cfg   *istio.Config
+	modes sync.Map // modeKey -> string
+	n     atomic.Int64
+}
+
+type modeKey struct {
+	w    *evidence.Workload
+	port uint32
+}
+
+const maxCachedModes = 1 << 16
+
+// PeerMode is authz.PeerModes: the mode of w's PeerAuthentication on port.
+func (c *istioConfig) PeerMode(w *evidence.Workload, port uint32) string {
+	cfg := c.w.Config()
+	mc := c.modes.Load()
+	if mc == nil || mc.cfg != cfg || mc.n.Load() > maxCachedModes {
+		c.modes.CompareAndSwap(mc, &modeCache{cfg: cfg})
+		mc = c.modes.Load()
+	}
+	k := modeKey{w, port}
+	if v, ok := mc.modes.Load(k); ok {
+		return v.(string)
+	}
+	mode := c.peerAuthentication(mc.cfg, w.Namespace, w, port).Mode
+	if _, loaded := mc.modes.LoadOrStore(k, mode); !loaded {
+		mc.n.Add(1)
+	}
+	return mode
 }

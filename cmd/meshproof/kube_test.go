@@ -362,6 +362,29 @@ func TestServeKubernetesConflict(t *testing.T) {
 		sr.AuthnPolicy == nil || sr.AuthnPolicy.Mode != "STRICT" {
 		t.Errorf("strict-readiness %+v (authn %+v), want sleep blocking without a sidecar under STRICT", sr, sr.AuthnPolicy)
 	}
+	// The Check counted under its destination's configured mode, what the
+	// PlaintextToStrict alert reads.
+	resp, err := http.Get("http://" + addrs[1].String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	want := `meshproof_destination_checks_total{mode="STRICT",namespace="` + ns + `",source="ext_authz",verdict="plaintext"} 1`
+	if !strings.Contains(string(metrics), want+"\n") {
+		t.Errorf("/metrics has no %s:\n%s", want, grepLines(string(metrics), "meshproof_destination_checks_total"))
+	}
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestServeKubernetesFlagsAlone: the flags that only mean something with
@@ -379,4 +402,40 @@ func TestServeKubernetesFlagsAlone(t *testing.T) {
 			t.Errorf("serve %s without --kubernetes: %v, want it refused by name", flag[0], err)
 		}
 	}
+}
+
+// BenchmarkPeerMode is what serve --kubernetes adds to a Check for the
+// destination's mode label: PeerMode of a workload already asked about
+// (the cache) against the PeerAuthentication lookup it saves ("uncached").
+// The demo's cluster: httpbin's PERMISSIVE policy, by its selector.
+func BenchmarkPeerMode(b *testing.B) {
+	c := demoCluster()
+	src, istioSrc := c.Sources(), c.IstioSources()
+	k := kubeOptions{Enabled: true, SyncTimeout: time.Minute, static: &src, staticIstio: &istioSrc}
+	ix, stopPods, err := watchWorkloads(context.Background(), k, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stopPods()
+	cfg, stop, err := watchIstio(context.Background(), k, ix, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stop()
+	w := &evidence.Workload{Namespace: demoNamespace, Kind: "Deployment", Name: "httpbin"}
+	if m := cfg.PeerMode(w, 8000); m != "PERMISSIVE" {
+		b.Fatalf("PeerMode = %q, want the demo's PERMISSIVE", m)
+	}
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			cfg.PeerMode(w, 8000)
+		}
+	})
+	b.Run("uncached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			cfg.PeerAuthentication(demoNamespace, w, 8000)
+		}
+	})
 }

@@ -390,7 +390,10 @@ func (s *server) build(ctx context.Context) error {
 			stopIstio()
 			return nil
 		})
-		o.HTTP.istio = cfg
+		if cfg != nil { // nil: the cluster has no Istio
+			o.HTTP.istio = cfg
+			s.svc.ResolvePeerModes(cfg)
+		}
 	}
 	if o.HTTP.logs, err = decisionlog.New(decisionLogConfig(s.store, o.Evidence, s.reg), s.svc, s.rec, log); err != nil {
 		return err
