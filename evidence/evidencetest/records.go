@@ -1,9 +1,11 @@
 package evidencetest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -88,6 +90,35 @@ type Fixture struct {
 	Records []*evidence.Record   // every record, in append order
 	Batches [][]*evidence.Record // one replica's chain in order per batch
 	Heads   map[string]evidence.Link
+}
+
+// NextWorkloadRecords appends to w, per replica, one more record of the
+// last stored edge whose source has a workload and no principal (keyed by
+// its workload), a day past the fixture, chained after fx's heads: a
+// migrated store's chains go on, and such a record lands on the edge or
+// shape the migration made. It returns the records appended.
+func NextWorkloadRecords(ctx context.Context, t testing.TB, w evidence.Writer, fx *Fixture) []*evidence.Record {
+	t.Helper()
+	var more []*evidence.Record
+	for _, replica := range Replicas {
+		var like *evidence.Record
+		for _, r := range fx.Records {
+			if r.Replica == replica && r.Source.Workload != nil && r.Source.Principal == "" {
+				like = r
+			}
+		}
+		if like == nil {
+			t.Fatalf("the fixture has no record of %s keyed by its workload", replica)
+		}
+		r := *like
+		r.ID, r.Time, r.Chain = replica+"-next", Base.Add(6*24*time.Hour), evidence.Chain{}
+		Link(fx.Heads[replica], &r)
+		if err := w.Append(ctx, []*evidence.Record{&r}); err != nil {
+			t.Fatalf("Append after the migration: %v", err)
+		}
+		more = append(more, &r)
+	}
+	return more
 }
 
 // Replicas the fixtures write as.

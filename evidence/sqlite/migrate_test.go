@@ -568,22 +568,7 @@ func TestMigrateFromSchema6(t *testing.T) {
 	intact("after the migration", 80)
 
 	// The chains go on: a record of an edge the migration made lands on it.
-	var more []*evidence.Record
-	for _, replica := range evidencetest.Replicas {
-		var like *evidence.Record
-		for _, r := range fx.Records {
-			if r.Replica == replica && r.Source.Workload != nil && r.Source.Principal == "" {
-				like = r
-			}
-		}
-		r := *like
-		r.ID, r.Time, r.Chain = replica+"-next", evidencetest.Base.Add(6*24*time.Hour), evidence.Chain{}
-		evidencetest.Link(fx.Heads[replica], &r)
-		if err := s.Append(ctx, []*evidence.Record{&r}); err != nil {
-			t.Fatalf("Append after the migration: %v", err)
-		}
-		more = append(more, &r)
-	}
+	more := evidencetest.NextWorkloadRecords(ctx, t, s, fx)
 	check("after appending", append(fx.Records, more...))
 	intact("after appending", 81)
 	s.Close()
