@@ -1,6 +1,7 @@
 package ui_test
 
 import (
+	"context"
 	"net/http/httptest"
 	"slices"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/meshproof/meshproof/api/ui"
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/report"
+	"github.com/meshproof/meshproof/evidence/sqlite"
 )
 
 // strictMtlsPG is a cluster where namespace mtls-pg is STRICT and every
@@ -32,13 +34,10 @@ func (strictMtlsPG) DestinationRule(_, host string, _ uint32) report.Setting {
 	return report.Setting{}
 }
 
-// TestEdgesShowConfiguration: with serve --kubernetes's configuration the
-// edge view shows each destination's AUTHN POLICY and DESTINATION RULE as
-// the API gives them, in two columns of their own, and httpbin (STRICT,
-// plaintext seen) as CONFLICT; without it (every other test) neither
-// column.
-func TestEdgesShowConfiguration(t *testing.T) {
-	store, _ := fill(t)
+// configuredPage serves the page over store with strictMtlsPG as the
+// cluster's configuration, and opens a browser on nothing yet.
+func configuredPage(t *testing.T, store *sqlite.Store) (*httptest.Server, context.Context) {
+	t.Helper()
 	a, err := api.New(store, api.Config{UI: ui.Handler(), Istio: strictMtlsPG{}}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +46,17 @@ func TestEdgesShowConfiguration(t *testing.T) {
 	t.Cleanup(srv.Close)
 	ctx := browser(t)
 	quiet(t, ctx)
+	return srv, ctx
+}
+
+// TestEdgesShowConfiguration: with serve --kubernetes's configuration the
+// edge view shows each destination's AUTHN POLICY and DESTINATION RULE as
+// the API gives them, in two columns of their own, and httpbin (STRICT,
+// plaintext seen) as CONFLICT; without it (every other test) neither
+// column.
+func TestEdgesShowConfiguration(t *testing.T) {
+	store, _ := fill(t)
+	srv, ctx := configuredPage(t, store)
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=edges&window=1h"))
 	poll(t, ctx, `document.querySelectorAll('#matrix td[data-testid=authn-policy]').length === 3`)
 	got := run(t, ctx, chromedp.Evaluate[map[string][]string](`Object.fromEntries([...document.querySelectorAll('#matrix tr[data-destination]')].map(tr =>
@@ -88,14 +98,7 @@ func TestReadinessNamesBlockingWorkloads(t *testing.T) {
 			r.Source.Workload = legacyWL
 		}
 	})
-	a, err := api.New(store, api.Config{UI: ui.Handler(), Istio: strictMtlsPG{}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(srv.Close)
-	ctx := browser(t)
-	quiet(t, ctx)
+	srv, ctx := configuredPage(t, store)
 	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=strict&window=1h"))
 	poll(t, ctx, `document.querySelectorAll('[data-namespace=mtls-pg] tr[data-client]').length === 1`)
 	got := run(t, ctx, chromedp.Evaluate[[]string](`(() => { const tr = document.querySelector('[data-namespace=mtls-pg] tr[data-client]');
