@@ -51,3 +51,9 @@ func RequestLookupSQL(requestID string) (string, []any) {
 	var a args
 	return "SELECT " + rowColumns + " FROM records WHERE " + requestCond(requestID, &a) + " ORDER BY time_ns DESC LIMIT 100", a
 }
+
+// ShapeLookupSQL is planOf's first query for f, and its arguments.
+func ShapeLookupSQL(f evidence.Filter) (string, []any) {
+	var a args
+	return "SELECT id FROM shapes WHERE " + shapeWhere(f, &a), a
+}

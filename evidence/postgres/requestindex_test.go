@@ -155,3 +155,58 @@ func TestRequestLookupPlan(t *testing.T) {
 		t.Errorf("Query(request id %s) = %v, %v; want %s", r.RequestID, evidencetest.IDs(res.Records), err, r.ID)
 	}
 }
+
+// TestShapeLookupPlan: a filter names its shapes through an index, not a
+// scan of them all. A shape holds its peers' certificates, which Istio
+// renews daily, so a store gains shapes every day: 30,000 here, a month of
+// a few hundred edges.
+func TestShapeLookupPlan(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, postgrestest.DSN(t))
+	if _, err := s.Pool().Exec(ctx, `INSERT INTO shapes (digest, allowed, replica, source_principal, destination_principal,
+			source_trust_domain, destination_trust_domain, source_namespace, destination_namespace, source_key, verdict, method, host,
+			body, source_workload, destination_workload)
+		SELECT sha256(i::text::bytea), true, 'r1', 'spiffe://cluster.local/ns/ns-' || i % 300 || '/sa/svc-' || i % 3000,
+			'spiffe://cluster.local/ns/ns-' || (i + 1) % 300 || '/sa/svc-' || (i + 7) % 3000, 'cluster.local', 'cluster.local',
+			'ns-' || i % 300, 'ns-' || (i + 1) % 300, 'spiffe://cluster.local/ns/ns-' || i % 300 || '/sa/svc-' || i % 3000, 'mtls', 'GET',
+			'svc-' || (i + 7) % 3000 || '.ns-' || (i + 1) % 300 || ':8080', '\x00', 'ns-' || i % 300 || '/svc-' || i % 3000,
+			'ns-' || (i + 1) % 300 || '/svc-' || (i + 7) % 3000
+		FROM generate_series(1, 30000) i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(ctx, "ANALYZE shapes"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []evidence.Filter{
+		{Source: "spiffe://cluster.local/ns/ns-7/sa/svc-7"},
+		{SourcePrefix: "spiffe://cluster.local/ns/ns-7/"},
+		{Destination: "spiffe://cluster.local/ns/ns-8/sa/svc-14", Verdicts: []evidence.Verdict{evidence.Plaintext}},
+		{SourceNamespace: "ns-7"},
+		{DestinationNamespace: "ns-8"},
+		{Namespace: "ns-7"},
+		{SourceWorkload: "ns-7/svc-7"},
+		{DestinationWorkload: "ns-8/svc-14"},
+		{Host: "svc-14.ns-8"},
+		{Host: "svc-14.ns-8:8080"},
+	} {
+		q, a := postgres.ShapeLookupSQL(f)
+		var b strings.Builder
+		rows, err := s.Pool().Query(ctx, "EXPLAIN "+q, a...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			b.WriteString(line + "\n")
+		}
+		if rows.Err() != nil {
+			t.Fatal(rows.Err())
+		}
+		if p := b.String(); strings.Contains(p, "Seq Scan on shapes") || !strings.Contains(p, "shapes_") {
+			t.Errorf("%+v: its shapes are not found through an index:\n%s", f, p)
+		}
+	}
+}
