@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/evidencetest/traffic"
@@ -78,25 +80,6 @@ func TestRequestLookupPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := recs[4000]
-	plan := func(sql string, args ...any) string {
-		t.Helper()
-		var b strings.Builder
-		rows, err := s.Pool().Query(ctx, "EXPLAIN "+sql, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			b.WriteString(line + "\n")
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return b.String()
-	}
 	q, a := postgres.RequestLookupSQL(r.RequestID)
 	// The partitions that hold records (the empty ones made ahead cost
 	// nothing to scan).
@@ -107,7 +90,7 @@ func TestRequestLookupPlan(t *testing.T) {
 	scansWhole := func(p string) bool {
 		return slices.ContainsFunc(parts, func(part string) bool { return strings.Contains(p, part) })
 	}
-	if p := plan(q, a...); !strings.Contains(p, "records_by_request") || !strings.Contains(p, "chain_idx") || scansWhole(p) {
+	if p := explain(t, s.Pool(), q, a...); !strings.Contains(p, "records_by_request") || !strings.Contains(p, "chain_idx") || scansWhole(p) {
 		t.Errorf("a request id page is not planned through records_by_request and records_chain:\n%s", p)
 	}
 	// The function's own query, with its SET clauses.
@@ -132,22 +115,7 @@ func TestRequestLookupPlan(t *testing.T) {
 	}
 	k := postgres.RequestKey(r.RequestID)
 	body = strings.NewReplacer("rid", "$1", "= k", "= $2").Replace(body)
-	rows, err := tx.Query(ctx, "EXPLAIN "+body, k, int64(binary.BigEndian.Uint64(k[:8])))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var inner strings.Builder
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		inner.WriteString(line + "\n")
-	}
-	if rows.Err() != nil {
-		t.Fatal(rows.Err())
-	}
-	if p := inner.String(); strings.Count(p, "Bitmap Index Scan") < 3 || scansWhole(p) {
+	if p := explain(t, tx, body, k, int64(binary.BigEndian.Uint64(k[:8]))); strings.Count(p, "Bitmap Index Scan") < 3 || scansWhole(p) {
 		t.Errorf("records_by_request's query does not read the bloom index of each partition:\n%s", p)
 	}
 	res, err := s.Query(ctx, evidence.Filter{RequestID: r.RequestID}, evidence.PageRequest{})
@@ -190,23 +158,24 @@ func TestShapeLookupPlan(t *testing.T) {
 		{Host: "svc-14.ns-8:8080"},
 	} {
 		q, a := postgres.ShapeLookupSQL(f)
-		var b strings.Builder
-		rows, err := s.Pool().Query(ctx, "EXPLAIN "+q, a...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			b.WriteString(line + "\n")
-		}
-		if rows.Err() != nil {
-			t.Fatal(rows.Err())
-		}
-		if p := b.String(); strings.Contains(p, "Seq Scan on shapes") || !strings.Contains(p, "shapes_") {
+		if p := explain(t, s.Pool(), q, a...); strings.Contains(p, "Seq Scan on shapes") || !strings.Contains(p, "shapes_") {
 			t.Errorf("%+v: its shapes are not found through an index:\n%s", f, p)
 		}
 	}
+}
+
+// explain is PostgreSQL's plan of sql, a line per node.
+func explain(t *testing.T, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, sql string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query(context.Background(), "EXPLAIN "+sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
 }
