@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,31 @@ func NextWorkloadRecords(ctx context.Context, t testing.TB, w evidence.Writer, f
 		more = append(more, &r)
 	}
 	return more
+}
+
+// QueryMatchesOracle pages through r's records matching each filter, 25
+// at a time, and fails unless they are the oracle's answer over recs
+// (NewestFirst), and some; when says at what point of a test.
+func QueryMatchesOracle(ctx context.Context, t testing.TB, r evidence.Reader, when string, recs []*evidence.Record, filters []evidence.Filter) {
+	t.Helper()
+	for _, f := range filters {
+		var got []string
+		page := evidence.PageRequest{Limit: 25}
+		for {
+			res, err := r.Query(ctx, f, page)
+			if err != nil {
+				t.Fatalf("Query(%+v): %v", f, err)
+			}
+			got = append(got, IDs(res.Records)...)
+			if page.Cursor = res.Next; page.Cursor == "" {
+				break
+			}
+		}
+		want := IDs(NewestFirst(recs, f))
+		if len(want) == 0 || !slices.Equal(got, want) {
+			t.Errorf("%s: %+v: got %d records, want %d (and some)", when, f, len(got), len(want))
+		}
+	}
 }
 
 // Replicas the fixtures write as.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +36,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 	fx := evidencetest.Varied(240, 40, 1)
 
 	mid := evidencetest.Base.Add(60 * time.Hour)
-	for _, f := range []evidence.Filter{
+	evidencetest.QueryMatchesOracle(ctx, t, s, "after the migration", fx.Records, []evidence.Filter{
 		{},
 		{Since: mid},
 		{Source: "spiffe://cluster.local/ns/shop/sa/frontend"},
@@ -51,24 +50,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 		{RequestID: "req-shared"},
 		{RequestID: "req-00012"},
 		{Replica: evidencetest.Replicas[1]},
-	} {
-		var got []string
-		page := evidence.PageRequest{Limit: 25}
-		for {
-			res, err := s.Query(ctx, f, page)
-			if err != nil {
-				t.Fatalf("Query(%+v): %v", f, err)
-			}
-			got = append(got, evidencetest.IDs(res.Records)...)
-			if page.Cursor = res.Next; page.Cursor == "" {
-				break
-			}
-		}
-		want := evidencetest.IDs(evidencetest.NewestFirst(fx.Records, f))
-		if len(want) == 0 || !slices.Equal(got, want) {
-			t.Errorf("%+v: got %d records, want %d (and some)", f, len(got), len(want))
-		}
-	}
+	})
 
 	// The rollups of schema 1 count as closed; aggregates agree with the
 	// records over every range, and go on agreeing after new writes close
@@ -509,24 +491,7 @@ func TestMigrateFromSchema6(t *testing.T) {
 	}
 	check := func(when string, recs []*evidence.Record) {
 		t.Helper()
-		for _, f := range filters {
-			var got []string
-			page := evidence.PageRequest{Limit: 25}
-			for {
-				res, err := s.Query(ctx, f, page)
-				if err != nil {
-					t.Fatalf("Query(%+v): %v", f, err)
-				}
-				got = append(got, evidencetest.IDs(res.Records)...)
-				if page.Cursor = res.Next; page.Cursor == "" {
-					break
-				}
-			}
-			want := evidencetest.IDs(evidencetest.NewestFirst(recs, f))
-			if len(want) == 0 || !slices.Equal(got, want) {
-				t.Errorf("%s: %+v: got %d records, want %d (and some)", when, f, len(got), len(want))
-			}
-		}
+		evidencetest.QueryMatchesOracle(ctx, t, s, when, recs, filters)
 	}
 	check("after the migration", fx.Records)
 	// The reports' clients are keyed as the records now say.
