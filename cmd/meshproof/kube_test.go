@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/meshproof/meshproof/authz"
@@ -46,22 +47,7 @@ func TestServeKubernetes(t *testing.T) {
 	}
 	// The address authztest's requests come from; no other test's pod has it.
 	const ip = "10.0.0.1"
-	p, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "sleep", Labels: map[string]string{"app": "sleep"}},
-		Spec:       corev1.PodSpec{ServiceAccountName: "sleep", Containers: []corev1.Container{{Name: "sleep", Image: "curlimages/curl:8.10.1"}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Nothing collects a deleted namespace's pods here: this one's IP
-		// must not outlive the test.
-		_ = cs.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-	})
-	p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = corev1.PodRunning, ip, []corev1.PodIP{{IP: ip}}
-	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	runPod(ctx, t, cs, ns, "sleep", ip, map[string]string{"app": "sleep"}, "sleep")
 
 	store := "sqlite:" + filepath.Join(t.TempDir(), "evidence.db")
 	o, err := parseServe(t, "--store", store, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
@@ -259,28 +245,8 @@ func TestServeKubernetesConflict(t *testing.T) {
 		}
 	}
 	// authztest's requests go from 10.0.0.1 to 10.0.0.2:8080, host app:8080.
-	runPod := func(name, ip string, labels map[string]string, containers ...string) {
-		t.Helper()
-		spec := corev1.PodSpec{ServiceAccountName: name}
-		for _, c := range containers {
-			spec.Containers = append(spec.Containers, corev1.Container{Name: c, Image: "registry.example/" + c})
-		}
-		p, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Spec: spec}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			// Nothing collects a deleted namespace's pods here: their IPs
-			// must not outlive the test.
-			_ = cs.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-		})
-		p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = corev1.PodRunning, ip, []corev1.PodIP{{IP: ip}}
-		if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	runPod("sleep", "10.0.0.1", map[string]string{"app": "sleep"}, "sleep")
-	runPod("app", "10.0.0.2", map[string]string{"app": "httpbin", "tier": "backend"}, "httpbin", "istio-proxy")
+	runPod(ctx, t, cs, ns, "sleep", "10.0.0.1", map[string]string{"app": "sleep"}, "sleep")
+	runPod(ctx, t, cs, ns, "app", "10.0.0.2", map[string]string{"app": "httpbin", "tier": "backend"}, "httpbin", "istio-proxy")
 
 	ic, err := istio.NewClients(kubetest.Config(t))
 	if err != nil {
@@ -438,4 +404,28 @@ func BenchmarkPeerMode(b *testing.B) {
 			cfg.PeerAuthentication(demoNamespace, w, 8000)
 		}
 	})
+}
+
+// runPod creates pod name in ns (service account name, the containers
+// named) and marks it running at ip, as a kubelet would: no controller
+// runs against the test API server. It is deleted at once when the test
+// ends: nothing collects a deleted namespace's pods here, and its IP must
+// not outlive the test.
+func runPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name, ip string, labels map[string]string, containers ...string) {
+	t.Helper()
+	spec := corev1.PodSpec{ServiceAccountName: name}
+	for _, c := range containers {
+		spec.Containers = append(spec.Containers, corev1.Container{Name: c, Image: "registry.example/" + c})
+	}
+	p, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Spec: spec}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	})
+	p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = corev1.PodRunning, ip, []corev1.PodIP{{IP: ip}}
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
