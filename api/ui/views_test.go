@@ -184,6 +184,21 @@ func TestViewsInTheURL(t *testing.T) {
 		t.Errorf("the form in the fresh tab shows %q", form)
 	}
 
+	// What is typed right after a reset stays: the reset's own change of
+	// the address, handled later, does not empty the form again. (Typed
+	// in the same task as the click, so before that change is handled.)
+	typed := run(t, ctx, chromedp.Evaluate[string](`(async () => {
+		const changed = new Promise((r) => window.addEventListener('hashchange', r, { once: true }));
+		document.querySelector('#search-form button[type=reset]').click();
+		document.querySelector('#search-form input[name=host]').value = 'typed';
+		await changed;
+		await new Promise((r) => setTimeout(r, 0));
+		return document.querySelector('#search-form input[name=host]').value;
+	})()`, chromedp.EvalAwaitPromise))
+	if typed != "typed" {
+		t.Errorf("a filter typed right after a reset reads %q afterwards", typed)
+	}
+
 	// A search with no filter at all (every record of the window) is in
 	// the address too, and runs again from it.
 	do(t, ctx, chromedp.Click(chromedp.CSS(`#search-form button[type=reset]`)),

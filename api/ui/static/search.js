@@ -34,7 +34,9 @@ export function setupSearch() {
   form.addEventListener('reset', () => {
     const change = { run: '' };
     for (const n of names(form)) change[n] = '';
-    go(change);
+    // The form empties itself; the address follows, and what is typed
+    // before that change is handled stays.
+    keepForm = go(change);
     fill($('search-results'));
     showError($('search-error'), null);
     $('search-more').hidden = true;
@@ -52,6 +54,9 @@ export function searchChange(filters) {
 
 let lastKey = '';
 let rerun = () => {};
+// keepForm: the next change of the address is a reset's, whose form is
+// already empty (and may hold what was typed since).
+let keepForm = false;
 
 // showSearch runs the search the URL's state q names, unless it is the one
 // shown already; since is the window, used when the filters have none.
@@ -66,9 +71,11 @@ export function showSearch(q, since) {
   p.since ||= since;
   rerun = () => search(p);
   const key = JSON.stringify([p, q.get('run')]);
+  const keep = keepForm;
+  keepForm = false;
   if (key === lastKey) return;
   lastKey = key;
-  setForm(form, q);
+  if (!keep) setForm(form, q);
   if (filters || q.get('run') === '1') search(p);
 }
 
