@@ -28,8 +28,11 @@ type Migrated struct{ From, To int }
 
 // Options tune how a store is opened.
 type Options struct {
-	// Durable asks for every commit to reach stable storage before it
-	// returns (the sync durability mode).
+	// Durable asks for records on stable storage (the fsync durability):
+	// a store whose commit can flush does so with every commit
+	// (PostgreSQL forces synchronous_commit on); one that is a Syncer
+	// (SQLite) is made durable by Sync, which the writer calls after
+	// Append, so that one flush serves several commits.
 	Durable bool
 	// Existing opens only a store that exists: a SQLite file that does not
 	// is an error naming it, and is not created. For the commands that

@@ -58,6 +58,18 @@ type Writer interface {
 	Quarantine(ctx context.Context, rec *Record, reason string) error
 }
 
+// Syncer is a Writer whose commits reach the operating system but not
+// stable storage by themselves (SQLite's WAL without synchronous=FULL):
+// a commit survives a crash of the process, not a power loss. Sync makes
+// everything Append has returned for before Sync was called durable on
+// stable storage; a caller that promises more than a process crash (the
+// fsync durability) calls it before it counts a record written. A Writer
+// that is not a Syncer either flushes with every commit when opened
+// Durable (PostgreSQL) or never does.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
 // Reader is the query side. It never returns records in an order that
 // changes while it pages: newest first, by (time, id).
 type Reader interface {

@@ -256,6 +256,18 @@ func (s *Store) spool(ctx context.Context, batch []*evidence.Record, reason stri
 	return nil
 }
 
+// Sync flushes the primary's commits when it is an evidence.Syncer (a
+// SQLite store); the spool's own are flushed as they are made when it was
+// opened Durable, and a Durable PostgreSQL store flushes with each commit.
+func (s *Store) Sync(ctx context.Context) error {
+	if sy, ok := s.primary.(evidence.Syncer); ok {
+		return sy.Sync(ctx)
+	}
+	return nil
+}
+
+var _ evidence.Syncer = (*Store)(nil)
+
 // Head is the last link of replica's chain as this replica will continue
 // it: the last spooled record while the spool holds records, else the
 // primary's head, else (the primary down) the last head the spool knows.

@@ -233,6 +233,11 @@ func BenchmarkAppend(b *testing.B) {
 				if err := s.Append(context.Background(), batch); err != nil {
 					b.Fatal(err)
 				}
+				if durable { // as the recorder does in fsync durability
+					if err := s.Sync(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+				}
 				inAppend += time.Since(start)
 			}
 			b.ReportMetric(float64(b.N*benchBatch)/inAppend.Seconds(), "records/s")

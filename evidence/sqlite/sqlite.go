@@ -108,10 +108,13 @@ type Store struct {
 
 	// The checkpointer copies the WAL back into the file from a connection
 	// of its own (see checkpoints).
-	ck        *sql.DB
-	ckKick    chan struct{}
-	ckStop    chan struct{}
-	ckDone    chan struct{}
+	ck     *sql.DB
+	ckKick chan struct{}
+	ckStop chan struct{}
+	ckDone chan struct{}
+
+	syncMu    sync.Mutex  // serialises Sync
+	walSeen   os.FileInfo // the WAL file whose name Sync made durable
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -135,10 +138,13 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	} else if err := CreatePrivate(abs); err != nil {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
-	synchronous := "NORMAL" // WAL: a commit is atomic, and durable at the next checkpoint
-	if opts.Durable {
-		synchronous = "FULL" // every commit reaches the disk before it returns
-	}
+	// WAL with synchronous NORMAL: a commit is atomic, in the WAL and so in
+	// the operating system's hands when it returns (a crash of the process
+	// loses nothing), and on the disk at the next checkpoint or Sync. For
+	// the fsync durability (opts.Durable) the writer calls Sync after its
+	// commits rather than SQLite syncing inside each (FULL): one flush then
+	// covers every commit made while the last one ran.
+	const synchronous = "NORMAL"
 	// The driver runs the _pragma list first, in order of name, then
 	// _journal_mode and _synchronous: page_size counts in a new file only,
 	// and only before WAL is set. temp_store(MEMORY) keeps any statement
@@ -219,6 +225,59 @@ func (s *Store) kickCheckpoint() {
 	default:
 	}
 }
+
+// Sync makes every commit Append has returned for durable on stable
+// storage (see evidence.Syncer). Those not yet checkpointed are in the
+// WAL, which it flushes; those checkpointed are in the file, flushed by
+// the checkpoint before the WAL is written over. A WAL file new since the
+// last Sync has its directory flushed too, so that its name survives.
+// When every connection closed, SQLite checkpointed and removed the WAL:
+// the file is flushed instead.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	wal, err := os.Open(s.path + "-wal")
+	if errors.Is(err, fs.ErrNotExist) {
+		s.walSeen = nil
+		return syncPath(s.path)
+	}
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: sync: %w", err)
+	}
+	defer wal.Close()
+	if err := wal.Sync(); err != nil {
+		return fmt.Errorf("evidence sqlite: sync: %w", err)
+	}
+	fi, err := wal.Stat()
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: sync: %w", err)
+	}
+	if s.walSeen == nil || !os.SameFile(s.walSeen, fi) {
+		if err := syncPath(filepath.Dir(s.path)); err != nil {
+			return err
+		}
+		s.walSeen = fi
+	}
+	return nil
+}
+
+// syncPath flushes a file or directory.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: sync: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("evidence sqlite: sync %s: %w", path, err)
+	}
+	return nil
+}
+
+var _ evidence.Syncer = (*Store)(nil)
 
 func (s *Store) open(ctx context.Context) error {
 	from, err := migrate(ctx, s.w)
