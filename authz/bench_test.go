@@ -126,7 +126,7 @@ func benchServer(b *testing.B, decisionCache int) *authz.Server {
 // evidence written, bounded by the store's ingest rate, not the cost of
 // queueing a record.
 func BenchmarkCheckEvidence(b *testing.B) {
-	for _, d := range []recorder.Durability{recorder.Async, recorder.Sync} {
+	for _, d := range []recorder.Durability{recorder.Async, recorder.Sync, recorder.FSync} {
 		b.Run(string(d), func(b *testing.B) {
 			cfg := rego.Defaults()
 			cfg.Policies, cfg.Decision, cfg.Watch = []string{"../test/testdata/bench/policy.rego"}, "envoy/authz/result", false
@@ -138,7 +138,7 @@ func BenchmarkCheckEvidence(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer e.Stop(context.Background())
-			store, err := evidence.Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "e.db"), evidence.Options{Durable: d == recorder.Sync})
+			store, err := evidence.Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "e.db"), evidence.Options{Durable: d == recorder.FSync})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -66,7 +66,9 @@ func storeFlag(fs *pflag.FlagSet, p *string) {
 func (o *evidenceOptions) flags(fs *pflag.FlagSet) {
 	storeFlag(fs, &o.Store)
 	r := &o.Recorder
-	fs.Func("evidence-durability", fmt.Sprintf("async (a Check returns once its record is queued) or sync (once it is committed; group commit) (default %s)", r.Durability), func(s string) error {
+	fs.Func("evidence-durability", fmt.Sprintf("when a Check returns: async (its record is queued: a crash of meshproof loses what is queued), "+
+		"sync (its record is committed: survives kill -9 of meshproof; with SQLite not a power loss) or "+
+		"fsync (committed and flushed to stable storage: survives a power loss); group commit (default %s)", r.Durability), func(s string) error {
 		r.Durability = recorder.Durability(s)
 		return nil
 	})
@@ -79,7 +81,7 @@ func (o *evidenceOptions) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&r.FlushInterval, "evidence-flush-interval", r.FlushInterval, "in async mode, how long a batch waits to fill before it is written")
 	fs.DurationVar(&r.BlockTimeout, "evidence-block-timeout", r.BlockTimeout, "with --evidence-overflow block, how long a Check waits for room in the queue")
 	fs.StringVar(&o.Spool, "spool", o.Spool, "local SQLite file that takes the evidence while --store is unreachable or failing, and drains into it in order once it is back, "+
-		"so that an outage neither denies Checks nor loses evidence (with sync durability a Check returns once its record is committed to either); "+
+		"so that an outage neither denies Checks nor loses evidence (with sync or fsync durability a Check returns once its record is committed to either); "+
 		"set it with a postgres:// store; none unless set")
 	fs.DurationVar(&o.Retention, "retention", o.Retention, "records older than this are deleted (0 keeps them forever)")
 	fs.DurationVar(&o.RollupRetention, "rollup-retention", o.RollupRetention, "per-minute rollups (reports) older than this are deleted; keep them longer than records")
@@ -122,7 +124,7 @@ func (o *evidenceOptions) validate() error {
 // openStore opens the evidence store serve writes, behind a spool when one
 // is configured; health is then the spool's state for /readyz, else nil.
 func openStore(ctx context.Context, o evidenceOptions, replica string, log zerolog.Logger, reg prometheus.Registerer) (s evidence.Store, health func() map[string]any, err error) {
-	opts := evidence.Options{Durable: o.Recorder.Durability == recorder.Sync}
+	opts := evidence.Options{Durable: o.Recorder.Durability == recorder.FSync}
 	if o.Spool == "" {
 		if s, err = evidence.Open(ctx, o.Store, opts); err != nil {
 			return nil, nil, fmt.Errorf("evidence store: %w", err)

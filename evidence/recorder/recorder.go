@@ -30,9 +30,22 @@ const (
 	Async Durability = "async"
 	// Sync: a Check returns only once the transaction holding its record
 	// has committed (group commit: many Checks share one transaction). No
-	// allowed request without its evidence, even across kill -9.
+	// allowed request without its evidence, even across kill -9 of
+	// meshproof: the commit is in the store's hands (SQLite's WAL in the
+	// operating system's cache; PostgreSQL's server, flushed as its
+	// synchronous_commit says). A power loss or an operating system crash
+	// may lose SQLite's last commits.
 	Sync Durability = "sync"
+	// FSync: as Sync, and the record is on stable storage (flushed) before
+	// the Check returns: it survives a power loss too. SQLite: the writer
+	// flushes the WAL after its commits (evidence.Syncer), one flush for
+	// every commit made while the last ran; PostgreSQL: synchronous_commit
+	// is on for meshproof's writes whatever the server's default.
+	FSync Durability = "fsync"
 )
+
+// Waits reports whether a Check waits for its record's commit.
+func (d Durability) Waits() bool { return d == Sync || d == FSync }
 
 // Overflow says what happens when the queue is full (the store is slow or
 // down).
@@ -77,15 +90,15 @@ func DefaultConfig() Config {
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	switch c.Durability {
-	case Async, Sync:
+	case Async, Sync, FSync:
 	default:
-		return fmt.Errorf("evidence-durability %q: want async or sync", c.Durability)
+		return fmt.Errorf("evidence-durability %q: want async, sync or fsync", c.Durability)
 	}
 	switch c.Overflow {
 	case Block, Deny:
 	case Drop:
-		if c.Durability == Sync {
-			return errors.New("evidence-overflow drop contradicts evidence-durability sync (no allowed request without its evidence): use block or deny")
+		if c.Durability.Waits() {
+			return fmt.Errorf("evidence-overflow drop contradicts evidence-durability %s (no allowed request without its evidence): use block or deny", c.Durability)
 		}
 	default:
 		return fmt.Errorf("evidence-overflow %q: want block, drop or deny", c.Overflow)
@@ -93,6 +106,7 @@ func (c Config) Validate() error {
 	if c.QueueSize < 1 || c.BatchSize < 1 || c.FlushInterval <= 0 || c.BlockTimeout <= 0 {
 		return errors.New("evidence queue size, batch size, flush interval and block timeout must be positive")
 	}
+
 	return nil
 }
 
@@ -146,6 +160,10 @@ type Recorder struct {
 	lateMu sync.Mutex
 	late   []*pending
 	kick   chan struct{} // wakes the writer for them; one slot
+
+	// syncer flushes commits in fsync durability (nil otherwise, or when
+	// the store's commits flush by themselves).
+	syncer evidence.Syncer
 }
 
 type pending struct {
@@ -191,6 +209,9 @@ func New(ctx context.Context, cfg Config, replica string, store evidence.Writer,
 		stop:  make(chan struct{}),
 		head:  head,
 	}
+	if sy, ok := store.(evidence.Syncer); ok && cfg.Durability == FSync {
+		r.syncer = sy
+	}
 	depth := func() float64 { return float64(len(r.queue)) }
 	r.m.depth.Store(&depth)
 	r.m.capacity.Set(float64(cap(r.queue)))
@@ -223,7 +244,7 @@ func (r *Recorder) Record(ctx context.Context, rec *evidence.Record) error {
 		return ErrClosed
 	}
 	p := &pending{rec: rec}
-	if r.cfg.Durability == Sync {
+	if r.cfg.Durability.Waits() {
 		p.ack = ackPool.Get().(chan error)
 		p.letThrough = rec.Decision.Allowed || rec.Decision.DryRun
 	}
@@ -316,7 +337,7 @@ func (r *Recorder) RecordBatch(ctx context.Context, recs []*evidence.Record) err
 	ps := make([]*pending, len(recs))
 	for i, rec := range recs {
 		ps[i] = &pending{rec: rec}
-		if r.cfg.Durability == Sync {
+		if r.cfg.Durability.Waits() {
 			ps[i].ack = ackPool.Get().(chan error)
 		}
 	}
@@ -328,7 +349,7 @@ func (r *Recorder) RecordBatch(ctx context.Context, recs []*evidence.Record) err
 		}
 		return err
 	}
-	if r.cfg.Durability != Sync {
+	if !r.cfg.Durability.Waits() {
 		return nil
 	}
 	var first error

@@ -37,8 +37,10 @@ func (r *Recorder) writer() {
 
 // collect waits for a first record, then takes more: up to a full batch,
 // waiting up to FlushInterval for it in async mode, and only what is
-// already queued in sync mode (Checks are waiting; the next group forms
-// while this one commits).
+// already queued in sync and fsync mode (Checks are waiting; the next
+// group forms while this one commits). Waiting for the records of the
+// Checks under way (commit_delay, with the siblings counted) was measured
+// and did not pay: see docs/performance.md.
 func (r *Recorder) collect(batch []*pending) []*pending {
 	for len(batch) == 0 {
 		select {
@@ -86,12 +88,27 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 // write stores batch and answers its Checks. It returns the amendments of
 // the records whose Checks stopped waiting meanwhile (see Recorder.amend),
 // for the next batch.
+//
+// In fsync durability with a store that flushes apart from its commits
+// (evidence.Syncer), the batch is flushed before its Checks are answered.
+// The writer waits for the flush: the next batch, which gathers meanwhile,
+// is the larger for it. Committing it while the flush runs was measured and
+// made batches smaller, for more CPU a Check (docs/performance.md).
 func (r *Recorder) write(batch []*pending) []*pending {
 	recs := make([]*evidence.Record, len(batch))
 	for i, p := range batch {
 		recs[i] = p.rec // stamped by the caller (Stamp), checked by Record
 	}
 	err := r.persist(recs)
+	if err == nil && r.syncer != nil {
+		err = r.flush()
+	}
+	return r.answer(batch, err)
+}
+
+// answer answers the Checks of batch, written (err nil) or not, and
+// returns the amendments of those that stopped waiting meanwhile.
+func (r *Recorder) answer(batch []*pending, err error) []*pending {
 	var amendments []*pending
 	for _, p := range batch {
 		if p.ack == nil {
@@ -170,6 +187,40 @@ func (r *Recorder) persist(recs []*evidence.Record) error {
 			r.m.dropped("shutdown").Add(float64(len(recs) + len(r.queue)))
 			r.log.Error().Err(err).Int("lost", len(recs)+len(r.queue)).Msg("evidence: stopping with records that could not be stored")
 			r.drainLost()
+			return errors.Join(ErrClosed, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// flush makes what persist committed durable (fsync durability: see
+// evidence.Syncer), retrying as persist does until it works or Close gives
+// up; the batch's Checks are answered after it.
+func (r *Recorder) flush() error {
+	wait := retryMin
+	var failures int
+	var lastLog time.Time
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		err := r.syncer.Sync(ctx)
+		cancel()
+		if err == nil {
+			if failures > 0 {
+				r.log.Info().Int("failed_attempts", failures).Msg("evidence store flushes again; writing resumed")
+			}
+			return nil
+		}
+		failures++
+		r.m.errors.Inc()
+		if time.Since(lastLog) > logInterval {
+			lastLog = time.Now()
+			r.log.Error().Err(err).Int("attempts", failures).
+				Msg("evidence store flush (fsync) failed; Checks wait, retrying (logged once per 30s)")
+		}
+		select {
+		case <-r.stop:
+			r.log.Error().Err(err).Msg("evidence: stopping with commits that could not be flushed: their Checks are denied, their records are in the store")
 			return errors.Join(ErrClosed, err)
 		case <-time.After(wait):
 		}
