@@ -8,7 +8,7 @@
 //
 // Usage, from the tools module:
 //
-//	cd tools && go run ./loadbench [-n 20000] [--rounds 3] [--json]
+//	cd tools && go run ./loadbench [-n 20000] [--rounds 3] [--json] [--variant sync=--evidence-durability sync]
 package main
 
 import (
@@ -33,6 +33,7 @@ type config struct {
 	Repo          string   // repository root; found from the working directory when empty
 	MeshproofBin  string   // prebuilt meshproof; built from ./cmd/meshproof when empty
 	MeshproofArgs []string // extra arguments appended to `meshproof serve ...`
+	Variants      []string // NAME=ARGS: more meshproof targets, each with its own extra arguments
 	CompareBin    string   // optional third target, e.g. an OPA-Envoy binary
 	CompareArgs   string   // its arguments, with {grpc}, {http}, {policy}, {repo} placeholders
 	CompareName   string   // its name in the report
@@ -58,6 +59,20 @@ func (c *config) Validate() error {
 	case c.CompareBin != "" && (c.CompareName == "" || c.CompareName == "ceiling" || c.CompareName == "meshproof"):
 		return errors.New("--compare-name must be set and differ from ceiling and meshproof")
 	}
+	seen := map[string]bool{"ceiling": true, "meshproof": true}
+	if c.CompareBin != "" {
+		seen[c.CompareName] = true
+	}
+	for _, v := range c.Variants {
+		name, _, ok := strings.Cut(v, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("--variant %q: want NAME=ARGS, e.g. sync=--evidence-durability sync", v)
+		}
+		if seen[name] {
+			return fmt.Errorf("--variant %q: the name %s is taken", v, name)
+		}
+		seen[name] = true
+	}
 	return nil
 }
 
@@ -77,6 +92,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.Repo, "repo", "", "repository root (default: found from the working directory)")
 	fs.StringVar(&c.MeshproofBin, "meshproof-bin", "", "prebuilt meshproof binary (default: go build ./cmd/meshproof)")
 	fs.Var((*stringList)(&c.MeshproofArgs), "meshproof-arg", "extra argument for `meshproof serve` (repeatable)")
+	fs.Var((*stringList)(&c.Variants), "variant", "NAME=ARGS: one more meshproof target, serve with the space-separated ARGS added, e.g. sync=--evidence-durability sync (repeatable)")
 	fs.StringVar(&c.CompareBin, "compare-bin", "", "binary of an optional third target, e.g. OPA-Envoy")
 	fs.StringVar(&c.CompareArgs, "compare-args", "", "space-separated arguments of the third target; {grpc}, {http}, {policy} and {repo} are replaced")
 	fs.StringVar(&c.CompareName, "compare-name", "compare", "name of the third target in the report")
@@ -144,6 +160,13 @@ func targets(cfg config, b binaries, policy, repo string) []target {
 				"--policy", policy, "--decision", "envoy/authz/result", "--log-level", "warn"},
 				cfg.MeshproofArgs...)
 		}},
+	}
+	base := ts[1].args
+	for _, v := range cfg.Variants {
+		name, extra, _ := strings.Cut(v, "=")
+		ts = append(ts, target{name: name, bin: b.meshproof, args: func(grpc, http string) []string {
+			return append(base(grpc, http), strings.Fields(extra)...)
+		}})
 	}
 	if cfg.CompareBin != "" {
 		ts = append(ts, target{name: cfg.CompareName, bin: cfg.CompareBin, args: func(grpc, http string) []string {
