@@ -160,6 +160,15 @@ func TestConfigValidate(t *testing.T) {
 			c.CompareBin, c.CompareArgs, c.CompareName = "opa", "{grpc}", "ceiling"
 		}, wantErr: true},
 		{name: "compare", edit: func(c *config) { c.CompareBin, c.CompareArgs = "opa", "--addr {grpc}" }},
+		{name: "variants", edit: func(c *config) {
+			c.Variants = []string{"sync=--evidence-durability sync", "fsync=--evidence-durability fsync"}
+		}},
+		{name: "variant without a name", edit: func(c *config) { c.Variants = []string{"--evidence-durability sync"} }, wantErr: true},
+		{name: "variant named like a built-in", edit: func(c *config) { c.Variants = []string{"meshproof=--x"} }, wantErr: true},
+		{name: "two variants of one name", edit: func(c *config) { c.Variants = []string{"a=--x", "a=--y"} }, wantErr: true},
+		{name: "variant named like the compare target", edit: func(c *config) {
+			c.CompareBin, c.CompareArgs, c.Variants = "opa", "--addr {grpc}", []string{"compare=--x"}
+		}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
