@@ -70,6 +70,24 @@ type Syncer interface {
 	Sync(ctx context.Context) error
 }
 
+// Journaler is a Writer with a cheaper commit for a writer whose Checks
+// wait (sync and fsync durability): Journal commits a chained batch, in
+// order after what the replica stored or journaled before, as it is, and
+// the store moves journaled records into its records itself, in batches
+// of many (and before anything of the same store object reads, so that a
+// process reads what it wrote). A journaled record is committed: it
+// survives the writer's crash. OpenJournal, before the first Journal,
+// makes the caller the replica's only writer and stores what a writer
+// that stopped left journaled; opening the store does the same for every
+// replica whose writer is gone.
+type Journaler interface {
+	Writer
+	// quarantined is called with the number of replica's records the
+	// store quarantined as it applied them (see AppendIsolating), and why.
+	OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error
+	Journal(ctx context.Context, batch []*Record) error
+}
+
 // Reader is the query side. It never returns records in an order that
 // changes while it pages: newest first, by (time, id).
 type Reader interface {

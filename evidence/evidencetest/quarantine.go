@@ -196,6 +196,9 @@ func testRecorderQuarantine(t *testing.T, f Factory) {
 			t.Fatalf("Record after the refused one: %v", err)
 		}
 	}
+	// Read first: a store that journals quarantines as it applies, which
+	// a read of the same store waits for.
+	reps := verifyIntact(t, b.Store, map[string]int64{replica: 1 + 6 + 5})
 	var pb dto.Metric
 	if err := m.Quarantined.Write(&pb); err != nil {
 		t.Fatal(err)
@@ -203,7 +206,6 @@ func testRecorderQuarantine(t *testing.T, f Factory) {
 	if got := pb.GetCounter().GetValue(); got != 1 {
 		t.Errorf("meshproof_evidence_quarantined_total = %v, want 1", got)
 	}
-	reps := verifyIntact(t, b.Store, map[string]int64{replica: 1 + 6 + 5})
 	if len(reps) == 1 && (len(reps[0].Quarantined) != 1 || reps[0].Quarantined[0].Seq != 5) {
 		t.Errorf("Verify lists quarantined %+v, want seq 5", reps[0].Quarantined)
 	}

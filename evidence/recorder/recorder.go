@@ -164,6 +164,9 @@ type Recorder struct {
 	// syncer flushes commits in fsync durability (nil otherwise, or when
 	// the store's commits flush by themselves).
 	syncer evidence.Syncer
+	// jr commits batches to the store's journal in sync and fsync
+	// durability (evidence.Journaler; nil otherwise).
+	jr evidence.Journaler
 }
 
 type pending struct {
@@ -195,19 +198,37 @@ func New(ctx context.Context, cfg Config, replica string, store evidence.Writer,
 	if replica == "" {
 		return nil, errors.New("evidence: a replica name is needed (it names the chain)")
 	}
+	met, lg := m.orNew(), log.With().Str("component", "evidence").Logger()
+	jr, _ := store.(evidence.Journaler)
+	if !cfg.Durability.Waits() {
+		jr = nil
+	}
+	if jr != nil {
+		// Before the head is read: what a writer that stopped left in the
+		// journal is stored first.
+		quarantined := func(n int, why error) {
+			met.Quarantined.Add(float64(n))
+			lg.Error().Err(why).Str("replica", replica).Int("quarantined", n).
+				Msg("the evidence store refused journaled records for their content as it applied them: kept apart in its quarantine, with the reason, at their places in the chain (meshproof verify lists them)")
+		}
+		if err := jr.OpenJournal(ctx, replica, quarantined); err != nil {
+			return nil, fmt.Errorf("evidence: %w", err)
+		}
+	}
 	head, err := store.Head(ctx, replica)
 	if err != nil {
 		return nil, fmt.Errorf("evidence: reading the chain head of %s: %w", replica, err)
 	}
 	r := &Recorder{
 		cfg: cfg, replica: replica, store: store,
-		log:   log.With().Str("component", "evidence").Logger(),
-		m:     m.orNew(),
+		log:   lg,
+		m:     met,
 		queue: make(chan *pending, cfg.QueueSize),
 		kick:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		stop:  make(chan struct{}),
 		head:  head,
+		jr:    jr,
 	}
 	if sy, ok := store.(evidence.Syncer); ok && cfg.Durability == FSync {
 		r.syncer = sy

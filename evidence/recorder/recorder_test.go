@@ -113,32 +113,42 @@ func TestRecorderAsyncFlushesOnClose(t *testing.T) {
 	}
 }
 
-// TestRecorderSyncCommitsBeforeReturning: in sync mode a record is readable
-// from the store as soon as Record returns.
+// TestRecorderSyncCommitsBeforeReturning: in sync and fsync durability a
+// record is committed when Record returns (to the journal, with SQLite:
+// evidence/sqlite's TestJournalSurvivesACrash and the end-to-end kill -9
+// test check what a crash leaves), and the process that wrote it reads it
+// at once.
 func TestRecorderSyncCommitsBeforeReturning(t *testing.T) {
-	s, _ := openSQLite(t)
-	cfg := recorder.DefaultConfig()
-	cfg.Durability = recorder.Sync
-	r := newRecorder(t, cfg, s, "r1")
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 20 {
-				id := "s" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-				if err := r.Record(context.Background(), record(id)); err != nil {
-					t.Error(err)
-					return
-				}
-				if _, err := s.Get(context.Background(), id); err != nil {
-					t.Errorf("%s not readable right after Record: %v", id, err)
-					return
-				}
+	for _, d := range []recorder.Durability{recorder.Sync, recorder.FSync} {
+		t.Run(string(d), func(t *testing.T) {
+			s, _ := openSQLite(t)
+			cfg := recorder.DefaultConfig()
+			cfg.Durability = d
+			r := newRecorder(t, cfg, s, "r1")
+			var wg sync.WaitGroup
+			for w := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 20 {
+						id := "s" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+						if err := r.Record(context.Background(), record(id)); err != nil {
+							t.Error(err)
+							return
+						}
+						if _, err := s.Get(context.Background(), id); err != nil {
+							t.Errorf("%s not readable right after Record: %v", id, err)
+							return
+						}
+					}
+				}()
 			}
-		}()
+			wg.Wait()
+			if reps := verify(t, s); reps[0].Head.Seq != 320 {
+				t.Fatalf("head %+v", reps[0].Head)
+			}
+		})
 	}
-	wg.Wait()
 }
 
 // gate is the real store behind a switch that makes writes fail, as an
@@ -254,19 +264,40 @@ func TestRecorderCloseGivesUp(t *testing.T) {
 }
 
 // TestRecorderSameReplicaTwice: two recorders writing as one replica do not
-// corrupt the chain: the later writer chains after the stored head.
+// corrupt the chain: in async durability the later writer chains after the
+// stored head; in sync durability, where a writer journals ahead of the
+// head, the second is refused.
 func TestRecorderSameReplicaTwice(t *testing.T) {
 	s, _ := openSQLite(t)
 	cfg := recorder.DefaultConfig()
 	cfg.Durability = recorder.Sync
+	newRecorder(t, cfg, s, "r1")
+	if _, err := recorder.New(context.Background(), cfg, "r1", s, zerolog.Nop(), nil); err == nil || !strings.Contains(err.Error(), "give every instance its own --replica") {
+		t.Fatalf("a second sync writer of replica r1: %v", err)
+	}
+	s, _ = openSQLite(t)
+	cfg.Durability = recorder.Async
+	cfg.FlushInterval = time.Millisecond
 	a, b := newRecorder(t, cfg, s, "r1"), newRecorder(t, cfg, s, "r1")
+	stored := func(seq uint64) { // each written before the other writes
+		for {
+			if h, err := s.Head(context.Background(), "r1"); err != nil {
+				t.Fatal(err)
+			} else if h.Seq >= seq {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	for i := range 10 {
 		if err := a.Record(context.Background(), record("a"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
+		stored(uint64(2*i + 1))
 		if err := b.Record(context.Background(), record("b"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
+		stored(uint64(2*i + 2))
 	}
 	if reps := verify(t, s); reps[0].Head.Seq != 20 {
 		t.Fatalf("head %+v", reps[0].Head)

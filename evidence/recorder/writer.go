@@ -234,7 +234,20 @@ const writeTimeout = 30 * time.Second
 // appendIsolating writes recs; records the store refuses for their content
 // are quarantined (see evidence.AppendIsolating) rather than retried for ever, which
 // would stop every write after them.
+//
+// In sync and fsync durability with a store that journals, recs are
+// committed to its journal (evidence.Journaler), which the store moves
+// into its records itself; a batch the journal refuses for its content (a
+// record that does not encode) is appended instead.
 func (r *Recorder) appendIsolating(recs []*evidence.Record) (int, error) {
+	if r.jr != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		err := r.jr.Journal(ctx, recs)
+		cancel()
+		if !errors.Is(err, evidence.ErrPermanent) {
+			return 0, err
+		}
+	}
 	n, err := evidence.AppendIsolating(context.Background(), r.store, recs, writeTimeout)
 	if n > 0 {
 		r.m.Quarantined.Add(float64(n))

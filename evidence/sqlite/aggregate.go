@@ -16,6 +16,7 @@ import (
 // widened to whole minutes, then read as whole days, whole hours and
 // single minutes, whichever rows cover it with the fewest.
 func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evidence.Group, error) {
+	s.settle(ctx)
 	until := q.Until
 	if until.IsZero() {
 		until = time.Now()
@@ -156,6 +157,7 @@ func rollupUnionUpTo(a, b, closed int64, destination string, top int) union {
 // query: the buckets of the largest span that divides the step (and finer
 // ones at the window's ends), each summed into the point it starts in.
 func (s *Store) AggregateSeries(ctx context.Context, q evidence.SeriesQuery) ([]evidence.PointGroup, error) {
+	s.settle(ctx)
 	if q.Until.IsZero() {
 		q.Until = time.Now()
 	}

@@ -21,6 +21,16 @@ import (
 // connection, so that the next batch starts on a fresh one: a file made
 // read-only and writable again, or an I/O error, does not stick.
 func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
+	s.settle(ctx)
+	err := s.appendDirect(ctx, batch)
+	if err == nil {
+		s.appended.Store(true) // for Sync
+	}
+	return err
+}
+
+// appendDirect is Append without settling the journal first.
+func (s *Store) appendDirect(ctx context.Context, batch []*evidence.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}

@@ -74,3 +74,10 @@ func (s *Store) IDRangePlan(ctx context.Context) (string, error) {
 
 // Classify is classify, for the tests of real SQLite errors.
 var Classify = classify
+
+// HoldApply keeps the store from applying its journal (as a writer that
+// dies before it applies) until release is called.
+func (s *Store) HoldApply() (release func()) {
+	s.applyMu.Lock()
+	return s.applyMu.Unlock
+}

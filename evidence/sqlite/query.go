@@ -226,6 +226,7 @@ func (s *Store) countSQL(ctx context.Context, f evidence.Filter) (q string, args
 
 // Count returns how many records match f, counted by SQLite.
 func (s *Store) Count(ctx context.Context, f evidence.Filter) (int64, error) {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return 0, err
 	}
@@ -354,6 +355,7 @@ func verdictArgs(vs []evidence.Verdict) []any {
 
 // Query returns one page of the records matching f, newest first.
 func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return evidence.RecordPage{}, err
 	}
@@ -415,6 +417,7 @@ const scanPage = 500
 // Scan calls fn for every record matching f, newest first, one page at a
 // time: no rows or transaction stay open while fn runs.
 func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
+	s.settle(ctx)
 	return storekit.ScanPages(ctx, func(cursor string) ([]*evidence.Record, string, bool, error) {
 		res, err := s.Query(ctx, f, evidence.PageRequest{Limit: scanPage, Cursor: cursor})
 		return res.Records, res.Next, res.Next != "", err
@@ -423,6 +426,9 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 
 // Get returns the record with id.
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
+	if r := s.journaled(id); r != nil {
+		return r, nil // not applied yet (journal.go): no apply for one record
+	}
 	var w row
 	err := s.r.QueryRowContext(ctx, `SELECT `+rowCols+` FROM records WHERE `+idsWhere(1), compact.IDKey(id)).Scan(w.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -437,6 +443,7 @@ func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
 // Amendments returns the amendments of the records with ids, by their ids
 // (the unique index on id), in chunks of at most 500.
 func (s *Store) Amendments(ctx context.Context, ids []string, _, _ time.Time) (map[string]*evidence.Record, error) {
+	s.settle(ctx)
 	out := map[string]*evidence.Record{}
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), 500)]

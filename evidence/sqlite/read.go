@@ -14,6 +14,7 @@ import (
 // Head returns the last link of replica's chain as recorded with its last
 // write.
 func (s *Store) Head(ctx context.Context, replica string) (evidence.Link, error) {
+	s.settle(ctx)
 	l, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_heads WHERE replica = ?`, replica))
 	if err != nil {
 		return l, fmt.Errorf("evidence sqlite: head of %s: %w", replica, err)
@@ -23,6 +24,7 @@ func (s *Store) Head(ctx context.Context, replica string) (evidence.Link, error)
 
 // Checkpoint is where replica's stored chain starts.
 func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, error) {
+	s.settle(ctx)
 	l, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_checkpoints WHERE replica = ?`, replica))
 	if err != nil {
 		return l, fmt.Errorf("evidence sqlite: checkpoint of %s: %w", replica, err)
@@ -34,6 +36,7 @@ func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, 
 // chain whose head row was deleted must still be walked (and then shows as
 // forged).
 func (s *Store) Replicas(ctx context.Context) ([]string, error) {
+	s.settle(ctx)
 	rows, err := s.r.QueryContext(ctx, `
 		SELECT name FROM replicas WHERE EXISTS (SELECT 1 FROM records WHERE key > (num - 1) << 40 AND key <= ((num - 1) << 40) + 1099511627775)
 		UNION SELECT replica FROM chain_heads
@@ -61,6 +64,7 @@ const walkPage = 1000
 // from its stored row and shape (read afresh, never from the readers'
 // cache: an edited shape shows), with the index columns stored beside it.
 func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
+	s.settle(ctx)
 	shapes := compact.NewShapes(maxCachedShapes)
 	after := int64(-1) << 62
 	for {
@@ -145,6 +149,7 @@ func (s *Store) walkPage(ctx context.Context, replica string, after int64, shape
 // checkpoint and head, without reading every row (Verify checks that the
 // rows agree).
 func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, error) {
+	s.settle(ctx)
 	st := evidence.Stats{
 		ByVerdict: map[evidence.Verdict]int64{}, ByDecision: map[string]int64{}, Replicas: map[string]evidence.Link{},
 	}

@@ -20,6 +20,7 @@ import (
 // that begin before rollupsBefore go too, with their seals. A zero time
 // leaves that part alone.
 func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error) {
+	s.settle(ctx)
 	if batch <= 0 {
 		batch = 1000
 	}

@@ -14,6 +14,7 @@ import (
 // join hashed (compact.Shapes.JoinJSON), never encoded twice. fn must not
 // keep body after it returns.
 func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -26,6 +27,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 // QueryJSON returns one page of the records matching f as Query does,
 // each record as its JSON form (see ScanJSON), and the next cursor.
 func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}

@@ -153,6 +153,7 @@ func minuteBuckets(ctx context.Context, q querier, replica string, hour int64) (
 // RollupBuckets reads the buckets that begin in [fromHour, toHour) (see
 // evidence.RollupAuditor), a day at a time, in one snapshot.
 func (s *Store) RollupBuckets(ctx context.Context, fromHour, toHour int64, fn func(evidence.RollupBucket) error) error {
+	s.settle(ctx)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("evidence sqlite: %w", err)
@@ -204,6 +205,7 @@ func (s *Store) bucketsOf(ctx context.Context, tx *sql.Tx, from, to int64, fn fu
 
 // RollupSeals reads replica's seals (see evidence.RollupAuditor).
 func (s *Store) RollupSeals(ctx context.Context, replica string, fn func(evidence.RollupSeal) error) (evidence.SealHead, error) {
+	s.settle(ctx)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return evidence.SealHead{}, fmt.Errorf("evidence sqlite: %w", err)
@@ -243,6 +245,7 @@ func (s *Store) RollupSeals(ctx context.Context, replica string, fn func(evidenc
 // RollupBounds returns the rollups' horizon and closed mark (see
 // evidence.RollupAuditor).
 func (s *Store) RollupBounds(ctx context.Context) (horizon, closed int64, err error) {
+	s.settle(ctx)
 	if err := s.r.QueryRowContext(ctx, `SELECT coalesce((SELECT minute FROM rollup_horizon), ?), (SELECT minute FROM rollup_closed)`,
 		int64(math.MinInt64)).Scan(&horizon, &closed); err != nil {
 		return 0, 0, fmt.Errorf("evidence sqlite: reading the rollups' bounds: %w", err)

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -113,6 +114,21 @@ type Store struct {
 	ckStop chan struct{}
 	ckDone chan struct{}
 
+	// The replicas this store journals for (OpenJournal), by name.
+	journalsMu sync.Mutex
+	journals   map[string]*journal
+	// appended: a record was written by Append since the last Sync (Sync
+	// then flushes the WAL too).
+	appended atomic.Bool
+
+	// The journaled records not yet applied, in journal order (journal.go).
+	pendMu    sync.Mutex
+	pending   []*evidence.Record
+	pendingN  atomic.Int64
+	applyMu   sync.Mutex // one apply at a time
+	applyKick chan struct{}
+	apDone    chan struct{}
+
 	syncMu    sync.Mutex  // serialises Sync
 	walSeen   os.FileInfo // the WAL file whose name Sync made durable
 	closeOnce sync.Once
@@ -177,9 +193,11 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	ck.SetMaxOpenConns(1)
 	s := &Store{path: abs, w: w, r: r, ck: ck, keys: map[evidence.RollupKey]int64{}, edges: map[edgeKey]int64{}, logs: map[string]*evidence.TreeEdge{},
 		shapeIDs: map[[32]byte]int64{}, reps: map[string]int64{}, shapes: compact.NewShapes(maxCachedShapes),
-		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{})}
+		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{}),
+		applyKick: make(chan struct{}, 1), apDone: make(chan struct{})}
 	if err := s.open(ctx); err != nil {
 		close(s.ckDone)
+		close(s.apDone)
 		s.Close()
 		if _, serr := os.Stat(abs); opts.Existing && errors.Is(serr, fs.ErrNotExist) {
 			return nil, fmt.Errorf("store sqlite:%s: %w: %s (a store that is only read is never created: check the path)", path, fs.ErrNotExist, abs)
@@ -187,6 +205,11 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	go s.checkpoints()
+	go s.applier()
+	if err := s.recoverOrphans(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -226,17 +249,29 @@ func (s *Store) kickCheckpoint() {
 	}
 }
 
-// Sync makes every commit Append has returned for durable on stable
-// storage (see evidence.Syncer). Those not yet checkpointed are in the
-// WAL, which it flushes; those checkpointed are in the file, flushed by
-// the checkpoint before the WAL is written over. A WAL file new since the
-// last Sync has its directory flushed too, so that its name survives.
-// When every connection closed, SQLite checkpointed and removed the WAL:
-// the file is flushed instead.
+// Sync makes every record Append or Journal has returned for durable on
+// stable storage (see evidence.Syncer): it flushes the journals written
+// since the last Sync, and the WAL when Append wrote since.
 func (s *Store) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.syncJournals(); err != nil {
+		return err
+	}
+	if !s.appended.Swap(false) {
+		return nil
+	}
+	return s.syncWAL()
+}
+
+// syncWAL makes every commit durable. Those not yet checkpointed are in
+// the WAL, which it flushes; those checkpointed are in the file, flushed
+// by the checkpoint before the WAL is written over. A WAL file new since
+// the last flush has its directory flushed too, so that its name survives.
+// When every connection closed, SQLite checkpointed and removed the WAL:
+// the file is flushed instead.
+func (s *Store) syncWAL() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	wal, err := os.Open(s.path + "-wal")
@@ -322,13 +357,23 @@ func (s *Store) Path() string { return s.path }
 // Close closes the file. It is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// What is journaled is applied now; what cannot be stays in the
+		// journal, for the next writer of its replica.
+		s.settle(context.Background())
 		close(s.ckStop)
 		<-s.ckDone
+		<-s.apDone
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 		s.st.close()
 		s.rs.close()
 		s.closeErr = errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
+		s.journalsMu.Lock()
+		for _, j := range s.journals {
+			j.close() // lets the lock go
+		}
+		s.journals = nil
+		s.journalsMu.Unlock()
 	})
 	return s.closeErr
 }

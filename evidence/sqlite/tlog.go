@@ -264,6 +264,7 @@ func (s *Store) loadEdge(ctx context.Context, q querier, replica string, base ui
 // TreeHead returns replica's log as its last write left it: its size is the
 // head's seq past the base, its root the one written with the head.
 func (s *Store) TreeHead(ctx context.Context, replica string) (evidence.TreeHead, bool, error) {
+	s.settle(ctx)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return evidence.TreeHead{}, false, fmt.Errorf("evidence sqlite: %w", err)
@@ -293,6 +294,7 @@ func (s *Store) TreeHead(ctx context.Context, replica string) (evidence.TreeHead
 
 // ReadTiles returns stored tiles of replica's log (see evidence.LogReader).
 func (s *Store) ReadTiles(ctx context.Context, replica string, tiles []tlog.Tile) ([][]byte, error) {
+	s.settle(ctx)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("evidence sqlite: %w", err)
@@ -311,6 +313,7 @@ func (s *Store) ReadTiles(ctx context.Context, replica string, tiles []tlog.Tile
 // SaveCheckpoint keeps a signed checkpoint of replica's log (see
 // evidence.CheckpointStore). Saving one of a size already kept is a no-op.
 func (s *Store) SaveCheckpoint(ctx context.Context, c evidence.SignedCheckpoint) error {
+	s.settle(ctx)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO tlog_checkpoints (replica, size, time_ns, note) VALUES (?, ?, ?, ?)
@@ -323,6 +326,7 @@ func (s *Store) SaveCheckpoint(ctx context.Context, c evidence.SignedCheckpoint)
 // Checkpoints returns replica's signed checkpoints, newest (largest) first,
 // at most limit; at most size leaves when size > 0.
 func (s *Store) Checkpoints(ctx context.Context, replica string, size int64, limit int) ([]evidence.SignedCheckpoint, error) {
+	s.settle(ctx)
 	if size <= 0 {
 		size = 1 << 62
 	}

@@ -1,0 +1,548 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// The journal is where a writer in sync or fsync durability commits a
+// group of records before answering their Checks (evidence.Journaler): a
+// file of its own per replica, beside the store's, to which a group is one
+// write (a frame: its length, its CRC-32C, its records' JSON one a line).
+// A transaction of SQLite writes every page it touches to the WAL: for a
+// batch, ten-odd pages of 16 KiB (records, four indexes, the head, the
+// log's tiles, rollups), whatever its size. With the sixteen Checks of a
+// loaded Envoy sharing a commit, that was most of a Check's cost
+// (docs/performance.md); the journal's commit is a few KiB.
+//
+// The store keeps the journaled records in memory too and moves them into
+// the records itself (apply): applyEvery after a group, at once at
+// applyMax of them, and before this Store reads or writes otherwise
+// (settle), so that the process that journals reads what it journaled, in
+// the order it was chained. Each replica's journal is two files: Journal
+// writes to one while an apply drains the other, which it empties once
+// what it applied is flushed (the WAL's fsync), so the files stay small.
+//
+// A journaled record survives a crash of the process (the write is in the
+// operating system's hands), and a power loss once Sync flushed it; another
+// process reads it once applied. After a crash, the next writer of the
+// replica (OpenJournal) or the next Open that finds the replica's writer
+// gone applies it: each replica's writer holds a lock file (flock, let go
+// by the kernel with the process) while it writes. A frame cut short by a
+// crash (not acknowledged: its Checks were not answered) is ignored, and so
+// is everything after it in that file.
+
+// How the journaled records are moved into the records: at most
+// applyEvery after they were journaled, at once when applyMax wait.
+const (
+	applyEvery = 50 * time.Millisecond
+	applyMax   = 10_000
+)
+
+// journal is one replica's journal files and lock.
+type journal struct {
+	replica     string
+	lock        *os.File
+	quarantined func(n int, why error) // told what the store quarantined as it applied
+	// mu guards the rest; Journal holds it while it writes a frame and
+	// queues the frame's records, so that a rotation (apply) sees both or
+	// neither.
+	mu       sync.Mutex
+	files    [2]*os.File
+	cur      int      // the file Journal writes to
+	draining int      // the file an apply drains, -1 when none
+	dirty    [2]bool  // written since the last Sync
+	size     [2]int64 // of each file, as Journal wrote it
+	broken   error    // a frame cut short that could not be taken back: no more frames
+	synced   bool     // the directory holding the files was flushed
+}
+
+func (j *journal) close() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, f := range j.files {
+		if f != nil {
+			f.Close()
+		}
+	}
+	j.lock.Close() // lets the lock go
+}
+
+// journalPaths are the names of a replica's lock and journal files, by a
+// hash of its name (any string is a replica's name).
+func (s *Store) journalPaths(replica string) (lock string, files [2]string) {
+	sum := sha256.Sum256([]byte(replica))
+	base := s.path + "-journal-" + hex.EncodeToString(sum[:8])
+	return base + ".lock", [2]string{base + "-a", base + "-b"}
+}
+
+// errLocked: another open store writes as the replica.
+var errLocked = errors.New("another process writes evidence as this replica")
+
+// lockReplica takes replica's writer lock (flock: the kernel lets it go
+// when its holder dies).
+func (s *Store) lockReplica(replica string) (*os.File, error) {
+	path, _ := s.journalPaths(replica)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: the writer lock of replica %s: %w", replica, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("evidence sqlite: replica %s (%s): %w: give every instance its own --replica", replica, path, errLocked)
+		}
+		return nil, fmt.Errorf("evidence sqlite: the writer lock of replica %s: %w", replica, err)
+	}
+	return f, nil
+}
+
+// OpenJournal takes replica's writer lock, which it holds until Close, and
+// applies what replica's journal holds past its head: the records a writer
+// journaled and had not applied when it stopped. It fails when another
+// writer holds the lock (two processes writing as one replica).
+func (s *Store) OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error {
+	s.journalsMu.Lock()
+	defer s.journalsMu.Unlock()
+	if s.journals[replica] != nil {
+		return fmt.Errorf("evidence sqlite: replica %s: %w: give every instance its own --replica", replica, errLocked)
+	}
+	lock, err := s.lockReplica(replica)
+	if err != nil {
+		return err
+	}
+	if quarantined == nil {
+		quarantined = func(int, error) {}
+	}
+	j := &journal{replica: replica, lock: lock, draining: -1, quarantined: quarantined}
+	if err := s.recoverJournal(ctx, replica, quarantined); err != nil {
+		lock.Close()
+		return err
+	}
+	_, paths := s.journalPaths(replica)
+	for i, p := range paths {
+		if j.files[i], err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+			j.close()
+			return fmt.Errorf("evidence sqlite: the journal of replica %s: %w", replica, err)
+		}
+	}
+	if s.journals == nil {
+		s.journals = map[string]*journal{}
+	}
+	s.journals[replica] = j
+	return nil
+}
+
+// Journal commits batch, chained and in order after what the replica
+// journaled or stored before, to its journal (see evidence.Journaler and
+// OpenJournal, which comes first).
+func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := checkBatch(batch); err != nil {
+		return err
+	}
+	if err := evidence.CheckTimes(batch); err != nil {
+		return fmt.Errorf("evidence sqlite: %w", err)
+	}
+	s.journalsMu.Lock()
+	j := s.journals[batch[0].Replica]
+	s.journalsMu.Unlock()
+	if j == nil {
+		return fmt.Errorf("evidence sqlite: journal of replica %s: not open (OpenJournal first)", batch[0].Replica)
+	}
+	frame := make([]byte, frameHeader, frameHeader+2048*len(batch))
+	for _, r := range batch {
+		b, err := evidence.RecordJSON(r)
+		if err != nil {
+			return evidence.Permanent(fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err))
+		}
+		frame = append(append(frame, b...), '\n')
+	}
+	binary.LittleEndian.PutUint32(frame[0:4], uint32(len(frame)-frameHeader))
+	binary.LittleEndian.PutUint32(frame[4:8], crc32.Checksum(frame[frameHeader:], castagnoli))
+	j.mu.Lock()
+	err := j.broken
+	if err == nil {
+		err = j.write(frame)
+	}
+	if err == nil {
+		j.dirty[j.cur] = true
+		s.pendMu.Lock()
+		s.pending = append(s.pending, batch...)
+		s.pendingN.Store(int64(len(s.pending)))
+		s.pendMu.Unlock()
+	}
+	j.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: journal of replica %s: %w", batch[0].Replica, err)
+	}
+	if s.pendingN.Load() >= applyMax {
+		return s.applyPending(ctx)
+	}
+	select {
+	case s.applyKick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// write appends frame to the current file. A frame cut short (a full
+// disk) ends its file for a reader, so it is taken back; when even that
+// fails, the journal takes no more frames (Journal fails; the recorder
+// retries, and a restart applies what is before it).
+func (j *journal) write(frame []byte) error {
+	f := j.files[j.cur]
+	n, err := f.Write(frame)
+	if err == nil {
+		j.size[j.cur] += int64(n)
+		return nil
+	}
+	if n > 0 {
+		if terr := f.Truncate(j.size[j.cur]); terr != nil {
+			j.broken = fmt.Errorf("a frame cut short could not be taken back (%v) after: %w", terr, err)
+			return j.broken
+		}
+	}
+	return err
+}
+
+// A frame: its payload's length and CRC-32C (Castagnoli), little-endian,
+// then the payload.
+const frameHeader = 8
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// syncJournals flushes the journals written since the last call (Sync),
+// and each one's directory the first time.
+func (s *Store) syncJournals() error {
+	s.journalsMu.Lock()
+	js := make([]*journal, 0, len(s.journals))
+	for _, j := range s.journals {
+		js = append(js, j)
+	}
+	s.journalsMu.Unlock()
+	for _, j := range js {
+		j.mu.Lock()
+		dirty, files, synced := j.dirty, j.files, j.synced
+		j.dirty = [2]bool{}
+		j.mu.Unlock()
+		for i, f := range files {
+			if !dirty[i] {
+				continue
+			}
+			if err := f.Sync(); err != nil {
+				j.mu.Lock()
+				j.dirty[i] = true
+				j.mu.Unlock()
+				return fmt.Errorf("evidence sqlite: sync of the journal of replica %s: %w", j.replica, err)
+			}
+		}
+		if !synced {
+			if err := syncPath(filepath.Dir(s.path)); err != nil {
+				return err
+			}
+			j.mu.Lock()
+			j.synced = true
+			j.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// applier applies the journaled records applyEvery after a Journal wakes it.
+func (s *Store) applier() {
+	defer close(s.apDone)
+	for {
+		select {
+		case <-s.ckStop:
+			return
+		case <-s.applyKick:
+		}
+		select {
+		case <-s.ckStop:
+			return
+		case <-time.After(applyEvery):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := s.applyPending(ctx); err != nil {
+			select { // again later; the records stay journaled meanwhile
+			case s.applyKick <- struct{}{}:
+			default:
+			}
+		}
+		cancel()
+	}
+}
+
+// settle applies what is journaled before this Store reads or writes
+// otherwise. A failure leaves the records journaled (the applier tries
+// again), and the read sees what is applied.
+func (s *Store) settle(ctx context.Context) {
+	if s.pendingN.Load() > 0 {
+		_ = s.applyPending(ctx)
+	}
+}
+
+// applyPending moves the journaled records into the records, replica by
+// replica in journal order, quarantining what the store refuses; then,
+// once the WAL is flushed, it empties the journal files it drained.
+func (s *Store) applyPending(ctx context.Context) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.journalsMu.Lock()
+	js := make([]*journal, 0, len(s.journals))
+	for _, j := range s.journals {
+		js = append(js, j)
+	}
+	s.journalsMu.Unlock()
+	// Rotate: what the files being drained hold is all in recs.
+	for _, j := range js {
+		j.mu.Lock()
+	}
+	s.pendMu.Lock()
+	recs := s.pending
+	s.pendMu.Unlock()
+	for _, j := range js {
+		if j.draining < 0 {
+			j.draining, j.cur = j.cur, 1-j.cur
+		}
+		j.mu.Unlock()
+	}
+	for done := 0; done < len(recs); {
+		n := done + 1
+		for n < len(recs) && recs[n].Replica == recs[done].Replica {
+			n++
+		}
+		run := recs[done:n]
+		err := s.appendDirect(ctx, run)
+		if errors.Is(err, evidence.ErrPermanent) {
+			var q int
+			why := err
+			if q, err = evidence.AppendIsolating(ctx, direct{s}, run, time.Minute); q > 0 {
+				s.journalsMu.Lock()
+				j := s.journals[run[0].Replica]
+				s.journalsMu.Unlock()
+				if j != nil {
+					j.quarantined(q, why)
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		done = n
+	}
+	s.pendMu.Lock()
+	s.pending = s.pending[len(recs):]
+	if len(s.pending) == 0 {
+		s.pending = nil
+	}
+	s.pendingN.Store(int64(len(s.pending)))
+	s.pendMu.Unlock()
+	if len(recs) > 0 {
+		if err := s.syncWAL(); err != nil {
+			return err
+		}
+	}
+	for _, j := range js {
+		j.mu.Lock()
+		if j.draining >= 0 {
+			if err := j.files[j.draining].Truncate(0); err != nil {
+				j.mu.Unlock()
+				return fmt.Errorf("evidence sqlite: emptying the journal of replica %s: %w", j.replica, err)
+			}
+			j.size[j.draining] = 0
+			j.draining = -1
+		}
+		j.mu.Unlock()
+	}
+	return nil
+}
+
+// journaled is a copy of the journaled record id when it is not applied
+// yet, else nil.
+func (s *Store) journaled(id string) *evidence.Record {
+	if s.pendingN.Load() == 0 {
+		return nil
+	}
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	for _, r := range s.pending {
+		if r.ID == id {
+			c := *r
+			return &c
+		}
+	}
+	return nil
+}
+
+// direct is the store without settle, for applyPending's own writes.
+type direct struct{ *Store }
+
+func (d direct) Append(ctx context.Context, batch []*evidence.Record) error {
+	return d.appendDirect(ctx, batch)
+}
+
+func (d direct) Quarantine(ctx context.Context, rec *evidence.Record, reason string) error {
+	return d.quarantineDirect(ctx, rec, reason)
+}
+
+// recoverOrphans applies the journal of every replica whose writer is gone
+// (its lock is free), so that a reader opening the store after a crash
+// finds every record that was committed.
+func (s *Store) recoverOrphans(ctx context.Context) error {
+	files, err := filepath.Glob(s.path + "-journal-*-[ab]")
+	if err != nil {
+		return err
+	}
+	replicas := map[string]bool{}
+	for _, f := range files {
+		recs, err := readJournal(f)
+		if err != nil {
+			return err
+		}
+		if len(recs) > 0 {
+			replicas[recs[0].Replica] = true
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(replicas)) {
+		lock, err := s.lockReplica(r)
+		if errors.Is(err, errLocked) {
+			continue // its writer is alive, and applies it
+		}
+		if err != nil {
+			return err
+		}
+		err = s.recoverJournal(ctx, r, func(int, error) {})
+		lock.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recoverJournal applies replica's journaled records past its head
+// (quarantining those the store refuses) and empties its journal files
+// once the WAL is flushed. The caller holds the replica's lock.
+func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error {
+	_, paths := s.journalPaths(replica)
+	var recs []*evidence.Record
+	for _, p := range paths {
+		rs, err := readJournal(p)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, rs...)
+	}
+	if len(recs) == 0 {
+		return emptyJournal(replica, paths) // a frame cut short, alone
+	}
+	slices.SortStableFunc(recs, func(a, b *evidence.Record) int {
+		return cmpUint(a.Chain.Seq, b.Chain.Seq)
+	})
+	// Not Head, which settles: the caller may hold journalsMu.
+	head, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_heads WHERE replica = ?`, replica))
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: head of %s: %w", replica, err)
+	}
+	var todo []*evidence.Record
+	for _, r := range recs {
+		if r.Replica != replica {
+			return fmt.Errorf("evidence sqlite: the journal of replica %s holds a record of %q", replica, r.Replica)
+		}
+		if r.Chain.Seq > head.Seq && (len(todo) == 0 || r.Chain.Seq > todo[len(todo)-1].Chain.Seq) {
+			todo = append(todo, r)
+		}
+	}
+	for len(todo) > 0 {
+		n := min(len(todo), applyMax)
+		q, err := evidence.AppendIsolating(ctx, direct{s}, todo[:n], 5*time.Minute)
+		if err != nil {
+			return fmt.Errorf("evidence sqlite: applying the journal of replica %s: %w", replica, err)
+		}
+		if q > 0 {
+			quarantined(q, errors.New("refused as the journal a stopped writer left was applied"))
+		}
+		todo = todo[n:]
+	}
+	if err := s.syncWAL(); err != nil {
+		return err
+	}
+	return emptyJournal(replica, paths)
+}
+
+// emptyJournal empties a replica's journal files: a writer appends after
+// nothing that a reader would stop at.
+func emptyJournal(replica string, paths [2]string) error {
+	for _, p := range paths {
+		if err := os.Truncate(p, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("evidence sqlite: emptying the journal of replica %s: %w", replica, err)
+		}
+	}
+	return nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// readJournal reads a journal file's records, up to its first frame cut
+// short or damaged (a crash's: never acknowledged); a file that does not
+// exist holds none.
+func readJournal(path string) ([]*evidence.Record, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: reading the journal %s: %w", path, err)
+	}
+	var out []*evidence.Record
+	for len(b) >= frameHeader {
+		n := binary.LittleEndian.Uint32(b[0:4])
+		if uint64(len(b)-frameHeader) < uint64(n) {
+			break
+		}
+		payload := b[frameHeader : frameHeader+int(n)]
+		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:8]) {
+			break
+		}
+		for line := range bytes.Lines(payload) {
+			r := new(evidence.Record)
+			if err := jsonv2.Unmarshal(bytes.TrimSuffix(line, []byte("\n")), r, jsonv2.RejectUnknownMembers(true)); err != nil {
+				return nil, fmt.Errorf("evidence sqlite: a record of the journal %s does not decode: %w", path, err)
+			}
+			out = append(out, r)
+		}
+		b = b[frameHeader+int(n):]
+	}
+	return out, nil
+}
+
+var _ evidence.Journaler = (*Store)(nil)

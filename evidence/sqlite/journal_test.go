@@ -1,0 +1,165 @@
+package sqlite_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/sqlite"
+)
+
+// journalChild, set in a child process of TestJournalSurvivesACrash, is
+// the store it journals into before it kills itself.
+const journalChild = "MESHPROOF_TEST_JOURNAL_CHILD"
+
+func init() {
+	path := os.Getenv(journalChild)
+	if path == "" {
+		return
+	}
+	// The child: journal 50 batches of 8 and die (kill -9) before any is
+	// applied.
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		panic(err)
+	}
+	s.HoldApply()
+	if err := s.OpenJournal(ctx, "r1", nil); err != nil {
+		panic(err)
+	}
+	m := newMesh(7)
+	t0 := time.Now().Add(-time.Hour)
+	for i := range 50 {
+		if err := s.Journal(ctx, m.batch("r1", t0.Add(time.Duration(i)*time.Second), time.Millisecond, 8)); err != nil {
+			panic(err)
+		}
+	}
+	os.Stdout.WriteString("journaled 400\n")
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// TestJournalSurvivesACrash: records a writer journaled and never applied
+// before kill -9 are there for the next Open of the store (the writer's
+// lock went with it), in chain order, and the chain verifies; a frame cut
+// short at the end of a journal (a crash during its write: never
+// acknowledged) is ignored; the journal is empty afterwards.
+func TestJournalSurvivesACrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), journalChild+"="+path)
+	out, err := cmd.Output()
+	if !strings.Contains(string(out), "journaled 400") {
+		t.Fatalf("the child: %v\n%s", err, out)
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the child ended with %v, not kill -9", cmd.ProcessState)
+	}
+	journals, _ := filepath.Glob(path + "-journal-*-[ab]")
+	var size int64
+	for _, j := range journals {
+		if fi, err := os.Stat(j); err == nil {
+			size += fi.Size()
+		}
+	}
+	if size == 0 {
+		t.Fatalf("no journal left by the child (%v): the test proves nothing", journals)
+	}
+	// A frame cut short after the last one, as a crash during its write
+	// leaves it.
+	for _, j := range journals {
+		if fi, _ := os.Stat(j); fi.Size() > 0 {
+			f, err := os.OpenFile(j, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte{200, 0, 0, 0, 1, 2, 3, 4, '{', '"'})
+			f.Close()
+		}
+	}
+
+	s, err := sqlite.Open(context.Background(), path, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	reps, err := evidence.Verify(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 1 || reps[0].Broken != nil || reps[0].Head.Seq != 400 || reps[0].Checked != 400 {
+		t.Fatalf("after the crash: %+v", reps)
+	}
+	for _, j := range journals {
+		if fi, err := os.Stat(j); err == nil && fi.Size() != 0 {
+			t.Errorf("%s holds %d bytes after it was applied", j, fi.Size())
+		}
+	}
+}
+
+// TestJournalOneWriter: a replica has one journaling writer: a second
+// OpenJournal of it, by this store or another, is refused, and another
+// store opened meanwhile does not apply the live writer's journal (which
+// that writer would apply again); the writer reads at once what it
+// journaled, and once it closes, everything is applied.
+func TestJournalOneWriter(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "e.db")
+	w, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.OpenJournal(ctx, "r1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.OpenJournal(ctx, "r1", nil); err == nil || !strings.Contains(err.Error(), "--replica") {
+		t.Fatalf("a second OpenJournal by the same store: %v", err)
+	}
+	release := w.HoldApply() // nothing applied behind the test's back
+	m := newMesh(3)
+	batch := m.batch("r1", time.Now().Add(-time.Minute), time.Millisecond, 20)
+	if err := w.Journal(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sqlite.Open(ctx, path, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.OpenJournal(ctx, "r1", nil); err == nil || !strings.Contains(err.Error(), "another process writes evidence as this replica") {
+		t.Fatalf("a second writer of replica r1: %v", err)
+	}
+	if h, err := other.Head(ctx, "r1"); err != nil || h.Seq != 0 {
+		t.Fatalf("another store applied the live writer's journal: head %+v, %v", h, err)
+	}
+	got, err := w.Get(ctx, batch[7].ID)
+	if err != nil {
+		t.Fatalf("the writer's Get of a journaled record: %v", err)
+	}
+	want, _ := evidence.RecordJSON(batch[7])
+	if gotJSON, _ := evidence.RecordJSON(got); !bytes.Equal(gotJSON, want) {
+		t.Fatalf("journaled record read back:\n%s\nwant\n%s", gotJSON, want)
+	}
+	release()
+	// The writer's own read applies first.
+	if h, err := w.Head(ctx, "r1"); err != nil || h.Seq != 20 {
+		t.Fatalf("the writer's head after its read: %+v, %v", h, err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.OpenJournal(ctx, "r1", nil); err != nil {
+		t.Fatalf("OpenJournal once the writer closed: %v", err)
+	}
+	if h, err := other.Head(ctx, "r1"); err != nil || h.Seq != 20 {
+		t.Fatalf("head after the writer closed: %+v, %v", h, err)
+	}
+}
