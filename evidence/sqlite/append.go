@@ -37,9 +37,6 @@ func (s *Store) appendDirect(ctx context.Context, batch []*evidence.Record) erro
 	if err := checkBatch(batch); err != nil {
 		return err
 	}
-	if err := evidence.CheckTimes(batch); err != nil {
-		return fmt.Errorf("evidence sqlite: %w", err)
-	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	conn, err := s.w.Conn(ctx)
@@ -54,9 +51,20 @@ func (s *Store) appendDirect(ctx context.Context, batch []*evidence.Record) erro
 	return classify(err)
 }
 
-// checkBatch rejects a batch that is not one replica's chain in order: a
-// caller's bug, not a conflict with the store.
+// checkBatch rejects a batch that is not one replica's chain in order (a
+// caller's bug, not a conflict with the store) or holds a time no store
+// keeps (evidence.CheckTimes).
 func checkBatch(batch []*evidence.Record) error {
+	if err := checkChain(batch); err != nil {
+		return err
+	}
+	if err := evidence.CheckTimes(batch); err != nil {
+		return fmt.Errorf("evidence sqlite: %w", err)
+	}
+	return nil
+}
+
+func checkChain(batch []*evidence.Record) error {
 	replica := batch[0].Replica
 	if replica == "" {
 		return errors.New("evidence sqlite: a record without a replica")

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -160,9 +161,6 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	if err := checkBatch(batch); err != nil {
 		return err
 	}
-	if err := evidence.CheckTimes(batch); err != nil {
-		return fmt.Errorf("evidence sqlite: %w", err)
-	}
 	s.journalsMu.Lock()
 	j := s.journals[batch[0].Replica]
 	s.journalsMu.Unlock()
@@ -231,16 +229,17 @@ const frameHeader = 8
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// openJournals are the journals this store writes (OpenJournal).
+func (s *Store) openJournals() []*journal {
+	s.journalsMu.Lock()
+	defer s.journalsMu.Unlock()
+	return slices.Collect(maps.Values(s.journals))
+}
+
 // syncJournals flushes the journals written since the last call (Sync),
 // and each one's directory the first time.
 func (s *Store) syncJournals() error {
-	s.journalsMu.Lock()
-	js := make([]*journal, 0, len(s.journals))
-	for _, j := range s.journals {
-		js = append(js, j)
-	}
-	s.journalsMu.Unlock()
-	for _, j := range js {
+	for _, j := range s.openJournals() {
 		j.mu.Lock()
 		dirty, files, synced := j.dirty, j.files, j.synced
 		j.dirty = [2]bool{}
@@ -308,12 +307,7 @@ func (s *Store) settle(ctx context.Context) {
 func (s *Store) applyPending(ctx context.Context) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	s.journalsMu.Lock()
-	js := make([]*journal, 0, len(s.journals))
-	for _, j := range s.journals {
-		js = append(js, j)
-	}
-	s.journalsMu.Unlock()
+	js := s.openJournals()
 	// Rotate: what the files being drained hold is all in recs.
 	for _, j := range js {
 		j.mu.Lock()
@@ -458,7 +452,7 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 		return emptyJournal(replica, paths) // a frame cut short, alone
 	}
 	slices.SortStableFunc(recs, func(a, b *evidence.Record) int {
-		return cmpUint(a.Chain.Seq, b.Chain.Seq)
+		return cmp.Compare(a.Chain.Seq, b.Chain.Seq)
 	})
 	// Not Head, which settles: the caller may hold journalsMu.
 	head, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_heads WHERE replica = ?`, replica))
@@ -500,16 +494,6 @@ func emptyJournal(replica string, paths [2]string) error {
 		}
 	}
 	return nil
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // readJournal reads a journal file's records, up to its first frame cut
