@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"os"
 	"os/exec"
@@ -73,17 +74,34 @@ func TestJournalSurvivesACrash(t *testing.T) {
 	if size == 0 {
 		t.Fatalf("no journal left by the child (%v): the test proves nothing", journals)
 	}
-	// A frame cut short after the last one, as a crash during its write
-	// leaves it.
+	// A frame cut short right after the last one, as a crash during its
+	// write leaves it (frames: a 4-byte length, a 4-byte CRC, the payload;
+	// zeros after the last).
+	torn := 0
 	for _, j := range journals {
-		if fi, _ := os.Stat(j); fi.Size() > 0 {
-			f, err := os.OpenFile(j, os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.Write([]byte{200, 0, 0, 0, 1, 2, 3, 4, '{', '"'})
-			f.Close()
+		b, err := os.ReadFile(j)
+		if err != nil {
+			t.Fatal(err)
 		}
+		off := 0
+		for off+8 <= len(b) && binary.LittleEndian.Uint32(b[off:]) != 0 {
+			off += 8 + int(binary.LittleEndian.Uint32(b[off:]))
+		}
+		if off == 0 {
+			continue
+		}
+		f, err := os.OpenFile(j, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte{200, 0, 0, 0, 1, 2, 3, 4, '{', '"'}, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		torn++
+	}
+	if torn == 0 {
+		t.Fatal("no frame found in the journal files")
 	}
 
 	s, err := sqlite.Open(context.Background(), path, evidence.Options{})

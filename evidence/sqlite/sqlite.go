@@ -369,8 +369,9 @@ func (s *Store) Close() error {
 		s.rs.close()
 		s.closeErr = errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
 		s.journalsMu.Lock()
+		applied := s.pendingN.Load() == 0
 		for _, j := range s.journals {
-			j.close() // lets the lock go
+			j.close(applied) // lets the lock go
 		}
 		s.journals = nil
 		s.journalsMu.Unlock()
