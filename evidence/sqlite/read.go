@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
@@ -212,6 +213,10 @@ func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, err
 		return st, fmt.Errorf("evidence sqlite: stats: %w", err)
 	}
 	st.SizeBytes = fileSize(s.path) + fileSize(s.path+"-wal")
+	journals, _ := filepath.Glob(s.path + "-journal-*-[ab]") // sync and fsync durability (journal.go)
+	for _, j := range journals {
+		st.SizeBytes += fileSize(j)
+	}
 	return st, nil
 }
 
