@@ -2,8 +2,8 @@ package sqlite_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
