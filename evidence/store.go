@@ -83,7 +83,9 @@ type Syncer interface {
 type Journaler interface {
 	Writer
 	// quarantined is called with the number of replica's records the
-	// store quarantined as it applied them (see AppendIsolating), and why.
+	// store quarantined as it applied them (see AppendIsolating), and why;
+	// with 0 for what it has to say about records it could not chain (a
+	// journal that lost frames) and kept beside itself.
 	OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error
 	Journal(ctx context.Context, batch []*Record) error
 }

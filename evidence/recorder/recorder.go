@@ -207,6 +207,10 @@ func New(ctx context.Context, cfg Config, replica string, store evidence.Writer,
 		// Before the head is read: what a writer that stopped left in the
 		// journal is stored first.
 		quarantined := func(n int, why error) {
+			if n == 0 {
+				lg.Error().Err(why).Str("replica", replica).Msg("evidence: the journal could not be applied whole")
+				return
+			}
 			met.Quarantined.Add(float64(n))
 			lg.Error().Err(why).Str("replica", replica).Int("quarantined", n).
 				Msg("the evidence store refused journaled records for their content as it applied them: kept apart in its quarantine, with the reason, at their places in the chain (meshproof verify lists them)")

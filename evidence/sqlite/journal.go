@@ -343,45 +343,45 @@ func (s *Store) applyPending(ctx context.Context) error {
 		}
 		j.mu.Unlock()
 	}
-	for done := 0; done < len(recs); {
-		n := done + 1
-		for n < len(recs) && recs[n].Replica == recs[done].Replica {
-			n++
+	// Replica by replica, each in its order: one whose records the store
+	// does not take keeps them pending, and the others go on.
+	var order []string
+	runs := map[string][]*evidence.Record{}
+	for _, r := range recs {
+		if runs[r.Replica] == nil {
+			order = append(order, r.Replica)
 		}
-		run := recs[done:n]
-		err := s.appendDirect(ctx, run)
-		if errors.Is(err, evidence.ErrPermanent) {
-			var q int
-			why := err
-			if q, err = evidence.AppendIsolating(ctx, direct{s}, run, time.Minute); q > 0 {
-				s.journalsMu.Lock()
-				j := s.journals[run[0].Replica]
-				s.journalsMu.Unlock()
-				if j != nil {
-					j.quarantined(q, why)
-				}
-			}
+		runs[r.Replica] = append(runs[r.Replica], r)
+	}
+	failed := map[string]bool{}
+	var firstErr error
+	for _, replica := range order {
+		if err := s.applyRun(ctx, runs[replica]); err != nil {
+			failed[replica] = true
+			firstErr = cmp.Or(firstErr, err)
 		}
-		if err != nil {
-			return err
-		}
-		done = n
 	}
 	s.pendMu.Lock()
-	s.pending = s.pending[len(recs):]
+	var keep []*evidence.Record
+	for _, r := range recs {
+		if failed[r.Replica] {
+			keep = append(keep, r)
+		}
+	}
+	s.pending = append(keep, s.pending[len(recs):]...)
 	if len(s.pending) == 0 {
 		s.pending = nil
 	}
 	s.pendingN.Store(int64(len(s.pending)))
 	s.pendMu.Unlock()
-	if len(recs) > 0 {
+	if len(recs) > len(keep) {
 		if err := s.syncWAL(); err != nil {
 			return err
 		}
 	}
 	for _, j := range js {
 		j.mu.Lock()
-		if j.draining >= 0 {
+		if j.draining >= 0 && !failed[j.replica] {
 			// Written over from the start from now on: what it holds is
 			// applied, and what the next frames leave of it is at or
 			// before the head, which a recovery skips.
@@ -390,7 +390,30 @@ func (s *Store) applyPending(ctx context.Context) error {
 		}
 		j.mu.Unlock()
 	}
-	return nil
+	return firstErr
+}
+
+// applyRun appends one replica's journaled records, those not stored yet,
+// quarantining what the store refuses.
+func (s *Store) applyRun(ctx context.Context, recs []*evidence.Record) error {
+	run, err := s.unstored(ctx, recs)
+	if err != nil || len(run) == 0 {
+		return err
+	}
+	err = s.appendDirect(ctx, run)
+	if errors.Is(err, evidence.ErrPermanent) {
+		var q int
+		why := err
+		if q, err = evidence.AppendIsolating(ctx, direct{s}, run, time.Minute); q > 0 {
+			s.journalsMu.Lock()
+			j := s.journals[run[0].Replica]
+			s.journalsMu.Unlock()
+			if j != nil {
+				j.quarantined(q, why)
+			}
+		}
+	}
+	return err
 }
 
 // journaled is a copy of the journaled record id when it is not applied
@@ -408,6 +431,29 @@ func (s *Store) journaled(id string) *evidence.Record {
 		}
 	}
 	return nil
+}
+
+// unstored is run (one replica's records, in chain order) without those at
+// or before the replica's stored head: an apply that failed part way (a
+// later replica's run, or a quarantine) stored them already.
+func (s *Store) unstored(ctx context.Context, run []*evidence.Record) ([]*evidence.Record, error) {
+	head, err := s.storedHead(ctx, run[0].Replica)
+	if err != nil {
+		return nil, err
+	}
+	for len(run) > 0 && run[0].Chain.Seq <= head.Seq {
+		run = run[1:]
+	}
+	return run, nil
+}
+
+// storedHead is replica's head as stored; not Head, which settles.
+func (s *Store) storedHead(ctx context.Context, replica string) (evidence.Link, error) {
+	head, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_heads WHERE replica = ?`, replica))
+	if err != nil {
+		return head, fmt.Errorf("evidence sqlite: head of %s: %w", replica, err)
+	}
+	return head, nil
 }
 
 // direct is the store without settle, for applyPending's own writes.
@@ -476,18 +522,35 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 		return cmp.Compare(a.Chain.Seq, b.Chain.Seq)
 	})
 	// Not Head, which settles: the caller may hold journalsMu.
-	head, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_heads WHERE replica = ?`, replica))
+	head, err := s.storedHead(ctx, replica)
 	if err != nil {
-		return fmt.Errorf("evidence sqlite: head of %s: %w", replica, err)
+		return err
 	}
-	var todo []*evidence.Record
+	// What follows the head without a gap. A gap means the journal lost
+	// frames: a power loss in sync durability, which flushes neither the
+	// journal nor, before an apply, the WAL. What is after it cannot be
+	// chained there; it is kept in a file of its own, not dropped.
+	var todo, after []*evidence.Record
+	next := head.Seq + 1
 	for _, r := range recs {
-		if r.Replica != replica {
+		switch {
+		case r.Replica != replica:
 			return fmt.Errorf("evidence sqlite: the journal of replica %s holds a record of %q", replica, r.Replica)
-		}
-		if r.Chain.Seq > head.Seq && (len(todo) == 0 || r.Chain.Seq > todo[len(todo)-1].Chain.Seq) {
+		case r.Chain.Seq < next:
+			// stored, or journaled twice
+		case r.Chain.Seq == next && len(after) == 0:
 			todo = append(todo, r)
+			next++
+		default:
+			after = append(after, r)
 		}
+	}
+	if len(after) > 0 {
+		why, err := s.keepUnchained(replica, next, after)
+		if err != nil {
+			return err
+		}
+		quarantined(0, why) // said, not counted: they are not in the chain
 	}
 	for len(todo) > 0 {
 		n := min(len(todo), applyMax)
@@ -504,6 +567,28 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 		return err
 	}
 	return emptyJournal(replica, paths)
+}
+
+// keepUnchained writes the journaled records that follow a gap in the
+// chain (seq missing) to a JSON-lines file beside the store, so that an
+// auditor has them, and returns what to say about it; they were never in
+// the chain the store holds, and are not quarantined.
+func (s *Store) keepUnchained(replica string, missing uint64, recs []*evidence.Record) (why, err error) {
+	sum := sha256.Sum256([]byte(replica))
+	path := fmt.Sprintf("%s-journal-%s-unchained-%d.jsonl", s.path, hex.EncodeToString(sum[:8]), time.Now().UnixNano())
+	var b []byte
+	for _, r := range recs {
+		j, err := evidence.RecordJSON(r)
+		if err != nil {
+			return nil, fmt.Errorf("evidence sqlite: keeping the journal of replica %s: %w", replica, err)
+		}
+		b = append(append(b, j...), '\n')
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("evidence sqlite: keeping the journal of replica %s: %w", replica, err)
+	}
+	return fmt.Errorf("the journal of replica %s misses seq %d (lost by a power loss in sync durability?): "+
+		"the %d records after it, which cannot be chained, are kept in %s", replica, missing, len(recs), path), nil
 }
 
 // emptyJournal empties a replica's journal files: a writer appends after

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/sqlite"
 )
@@ -19,6 +21,24 @@ import (
 // journalChild, set in a child process of TestJournalSurvivesACrash, is
 // the store it journals into before it kills itself.
 const journalChild = "MESHPROOF_TEST_JOURNAL_CHILD"
+
+// journalGap, set too, has the child leave out one batch of the middle.
+const journalGap = "MESHPROOF_TEST_JOURNAL_GAP"
+
+// crashAfterJournal runs the child on the store at path and waits for its
+// kill -9.
+func crashAfterJournal(t *testing.T, path string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), journalChild+"="+path), env...)
+	out, err := cmd.Output()
+	if !strings.Contains(string(out), "journaled 400") {
+		t.Fatalf("the child: %v\n%s", err, out)
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the child ended with %v, not kill -9", cmd.ProcessState)
+	}
+}
 
 func init() {
 	path := os.Getenv(journalChild)
@@ -39,7 +59,11 @@ func init() {
 	m := newMesh(7)
 	t0 := time.Now().Add(-time.Hour)
 	for i := range 50 {
-		if err := s.Journal(ctx, m.batch("r1", t0.Add(time.Duration(i)*time.Second), time.Millisecond, 8)); err != nil {
+		batch := m.batch("r1", t0.Add(time.Duration(i)*time.Second), time.Millisecond, 8)
+		if os.Getenv(journalGap) != "" && i == 20 {
+			continue // frames lost: a gap in the chain (seq 161-168)
+		}
+		if err := s.Journal(ctx, batch); err != nil {
 			panic(err)
 		}
 	}
@@ -55,15 +79,7 @@ func init() {
 // acknowledged) is ignored; the journal is empty afterwards.
 func TestJournalSurvivesACrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "e.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), journalChild+"="+path)
-	out, err := cmd.Output()
-	if !strings.Contains(string(out), "journaled 400") {
-		t.Fatalf("the child: %v\n%s", err, out)
-	}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("the child ended with %v, not kill -9", cmd.ProcessState)
-	}
+	crashAfterJournal(t, path)
 	journals, _ := filepath.Glob(path + "-journal-*-[ab]")
 	var size int64
 	for _, j := range journals {
@@ -179,5 +195,80 @@ func TestJournalOneWriter(t *testing.T) {
 	}
 	if h, err := other.Head(ctx, "r1"); err != nil || h.Seq != 20 {
 		t.Fatalf("head after the writer closed: %+v, %v", h, err)
+	}
+}
+
+// TestJournalGapKept: a journal that lost frames (a power loss in sync
+// durability) is applied up to the gap; the records after it, which the
+// chain cannot take, are kept in a file beside the store, and the store
+// opens.
+func TestJournalGapKept(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.db")
+	crashAfterJournal(t, path, journalGap+"=1")
+	s, err := sqlite.Open(context.Background(), path, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	reps, err := evidence.Verify(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 1 || reps[0].Broken != nil || reps[0].Head.Seq != 160 {
+		t.Fatalf("after the gap: %+v", reps)
+	}
+	kept, _ := filepath.Glob(path + "-journal-*-unchained-*.jsonl")
+	if len(kept) != 1 {
+		t.Fatalf("files kept: %v", kept)
+	}
+	b, err := os.ReadFile(kept[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+	if len(lines) != 232 { // seq 169-400
+		t.Fatalf("%d records kept, want 232", len(lines))
+	}
+	first := new(evidence.Record)
+	if err := jsonv2.Unmarshal(lines[0], first); err != nil || first.Chain.Seq != 169 {
+		t.Fatalf("the first record kept: seq %d, %v", first.Chain.Seq, err)
+	}
+}
+
+// TestJournalApplyResumes: an apply that fails part way (here on a
+// replica whose journal does not follow its head) does not hold up the
+// replicas it applied: their next records are applied after what is
+// stored, not stuck on a conflict with it.
+func TestJournalApplyResumes(t *testing.T) {
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "e.db"), evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, r := range []string{"r1", "r2"} {
+		if err := s.OpenJournal(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := s.HoldApply()
+	m1, m2 := newMesh(1), newMesh(2)
+	t0 := time.Now().Add(-time.Minute)
+	if err := s.Journal(ctx, m1.batch("r1", t0, time.Millisecond, 5)); err != nil {
+		t.Fatal(err)
+	}
+	m2.batch("r2", t0, time.Millisecond, 2) // r2's journal starts at seq 3: it conflicts with its head
+	if err := s.Journal(ctx, m2.batch("r2", t0, time.Millisecond, 3)); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if h, _ := s.Head(ctx, "r1"); h.Seq != 5 { // settles: r1 applied, r2 refused
+		t.Fatalf("r1's head %d after the first apply", h.Seq)
+	}
+	if err := s.Journal(ctx, m1.batch("r1", t0.Add(time.Second), time.Millisecond, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.Head(ctx, "r1"); h.Seq != 8 {
+		t.Fatalf("r1's head %d after the next apply, want 8", h.Seq)
 	}
 }
