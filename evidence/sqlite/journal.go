@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -96,9 +98,14 @@ func (j *journal) close(applied bool) {
 // journalPaths are the names of a replica's lock and journal files, by a
 // hash of its name (any string is a replica's name).
 func (s *Store) journalPaths(replica string) (lock string, files [2]string) {
-	sum := sha256.Sum256([]byte(replica))
-	base := s.path + "-journal-" + hex.EncodeToString(sum[:8])
+	base := s.journalBase(replica)
 	return base + ".lock", [2]string{base + "-a", base + "-b"}
+}
+
+// journalBase is what a replica's journal files are named after.
+func (s *Store) journalBase(replica string) string {
+	sum := sha256.Sum256([]byte(replica))
+	return s.path + "-journal-" + hex.EncodeToString(sum[:8])
 }
 
 // errLocked: another open store writes as the replica.
@@ -353,10 +360,14 @@ func (s *Store) applyPending(ctx context.Context) error {
 		}
 		runs[r.Replica] = append(runs[r.Replica], r)
 	}
+	quarantined := map[string]func(int, error){} // Journal takes only replicas with an open journal
+	for _, j := range js {
+		quarantined[j.replica] = j.quarantined
+	}
 	failed := map[string]bool{}
 	var firstErr error
 	for _, replica := range order {
-		if err := s.applyRun(ctx, runs[replica]); err != nil {
+		if err := s.applyRun(ctx, runs[replica], quarantined[replica]); err != nil {
 			failed[replica] = true
 			firstErr = cmp.Or(firstErr, err)
 		}
@@ -394,8 +405,8 @@ func (s *Store) applyPending(ctx context.Context) error {
 }
 
 // applyRun appends one replica's journaled records, those not stored yet,
-// quarantining what the store refuses.
-func (s *Store) applyRun(ctx context.Context, recs []*evidence.Record) error {
+// quarantining what the store refuses and saying so to quarantined.
+func (s *Store) applyRun(ctx context.Context, recs []*evidence.Record, quarantined func(n int, why error)) error {
 	run, err := s.unstored(ctx, recs)
 	if err != nil || len(run) == 0 {
 		return err
@@ -405,12 +416,7 @@ func (s *Store) applyRun(ctx context.Context, recs []*evidence.Record) error {
 		var q int
 		why := err
 		if q, err = evidence.AppendIsolating(ctx, direct{s}, run, time.Minute); q > 0 {
-			s.journalsMu.Lock()
-			j := s.journals[run[0].Replica]
-			s.journalsMu.Unlock()
-			if j != nil {
-				j.quarantined(q, why)
-			}
+			quarantined(q, why)
 		}
 	}
 	return err
@@ -477,7 +483,7 @@ func (s *Store) recoverOrphans(ctx context.Context) error {
 	}
 	replicas := map[string]bool{}
 	for _, f := range files {
-		recs, err := readJournal(f)
+		recs, err := readJournal(f, 1) // whose it is: its first record says
 		if err != nil {
 			return err
 		}
@@ -509,7 +515,7 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 	_, paths := s.journalPaths(replica)
 	var recs []*evidence.Record
 	for _, p := range paths {
-		rs, err := readJournal(p)
+		rs, err := readJournal(p, 0)
 		if err != nil {
 			return err
 		}
@@ -554,12 +560,8 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 	}
 	for len(todo) > 0 {
 		n := min(len(todo), applyMax)
-		q, err := evidence.AppendIsolating(ctx, direct{s}, todo[:n], 5*time.Minute)
-		if err != nil {
+		if err := s.applyRun(ctx, todo[:n], quarantined); err != nil {
 			return fmt.Errorf("evidence sqlite: applying the journal of replica %s: %w", replica, err)
-		}
-		if q > 0 {
-			quarantined(q, errors.New("refused as the journal a stopped writer left was applied"))
 		}
 		todo = todo[n:]
 	}
@@ -574,8 +576,7 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 // auditor has them, and returns what to say about it; they were never in
 // the chain the store holds, and are not quarantined.
 func (s *Store) keepUnchained(replica string, missing uint64, recs []*evidence.Record) (why, err error) {
-	sum := sha256.Sum256([]byte(replica))
-	path := fmt.Sprintf("%s-journal-%s-unchained-%d.jsonl", s.path, hex.EncodeToString(sum[:8]), time.Now().UnixNano())
+	path := fmt.Sprintf("%s-unchained-%d.jsonl", s.journalBase(replica), time.Now().UnixNano())
 	var b []byte
 	for _, r := range recs {
 		j, err := evidence.RecordJSON(r)
@@ -602,25 +603,42 @@ func emptyJournal(replica string, paths [2]string) error {
 	return nil
 }
 
-// readJournal reads a journal file's records, up to its first frame cut
-// short or damaged (a crash's: never acknowledged); a file that does not
-// exist holds none.
-func readJournal(path string) ([]*evidence.Record, error) {
-	b, err := os.ReadFile(path)
+// readJournal reads a journal file's records, frame by frame, up to its
+// first frame cut short or damaged (a crash's: never acknowledged), or
+// once it has limit of them (0: no limit); a file that does not exist
+// holds none.
+func readJournal(path string, limit int) ([]*evidence.Record, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("evidence sqlite: reading the journal %s: %w", path, err)
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("evidence sqlite: reading the journal %s: %w", path, err)
+	}
+	left := fi.Size() // bounds a damaged length
+	br := bufio.NewReader(f)
 	var out []*evidence.Record
-	for len(b) >= frameHeader {
-		n := binary.LittleEndian.Uint32(b[0:4])
-		if n == 0 || uint64(len(b)-frameHeader) < uint64(n) {
+	var header [frameHeader]byte
+	for limit <= 0 || len(out) < limit {
+		if _, err := io.ReadFull(br, header[:]); err != nil {
+			break // the end, or a frame cut short
+		}
+		n := int64(binary.LittleEndian.Uint32(header[0:4]))
+		left -= frameHeader
+		if n == 0 || n > left {
 			break // the zeros written ahead, or a frame cut short
 		}
-		payload := b[frameHeader : frameHeader+int(n)]
-		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:8]) {
+		left -= n
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			break
+		}
+		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(header[4:8]) {
 			break
 		}
 		for line := range bytes.Lines(payload) {
@@ -630,7 +648,6 @@ func readJournal(path string) ([]*evidence.Record, error) {
 			}
 			out = append(out, r)
 		}
-		b = b[frameHeader+int(n):]
 	}
 	return out, nil
 }

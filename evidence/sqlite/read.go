@@ -16,11 +16,7 @@ import (
 // write.
 func (s *Store) Head(ctx context.Context, replica string) (evidence.Link, error) {
 	s.settle(ctx)
-	l, err := link(s.r.QueryRowContext(ctx, `SELECT seq, hash FROM chain_heads WHERE replica = ?`, replica))
-	if err != nil {
-		return l, fmt.Errorf("evidence sqlite: head of %s: %w", replica, err)
-	}
-	return l, nil
+	return s.storedHead(ctx, replica)
 }
 
 // Checkpoint is where replica's stored chain starts.
