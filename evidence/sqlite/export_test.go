@@ -78,6 +78,6 @@ var Classify = classify
 // HoldApply keeps the store from applying its journal (as a writer that
 // dies before it applies) until release is called.
 func (s *Store) HoldApply() (release func()) {
-	s.applyMu.Lock()
-	return s.applyMu.Unlock
+	s.jd.ApplyMu.Lock()
+	return s.jd.ApplyMu.Unlock
 }

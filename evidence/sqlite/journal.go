@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -20,9 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
-
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 // The journal is where a writer in sync or fsync durability commits a
@@ -36,8 +34,8 @@ import (
 // (docs/performance.md); the journal's commit is a few KiB.
 //
 // The store keeps the journaled records in memory too and moves them into
-// the records itself (apply): applyEvery after a group, at once at
-// applyMax of them, and before this Store reads or writes otherwise
+// the records itself (apply): storekit.ApplyEvery after a group, at once at
+// storekit.ApplyMax of them, and before this Store reads or writes otherwise
 // (settle), so that the process that journals reads what it journaled, in
 // the order it was chained. Each replica's journal is two files: Journal
 // writes to one while an apply drains the other, which it writes over
@@ -52,13 +50,6 @@ import (
 // by the kernel with the process) while it writes. A frame cut short by a
 // crash (not acknowledged: its Checks were not answered) is ignored, and so
 // is everything after it in that file.
-
-// How the journaled records are moved into the records: at most
-// applyEvery after they were journaled, at once when applyMax wait.
-const (
-	applyEvery = 50 * time.Millisecond
-	applyMax   = 10_000
-)
 
 // journal is one replica's journal files and lock.
 type journal struct {
@@ -185,36 +176,27 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	if j == nil {
 		return fmt.Errorf("evidence sqlite: journal of replica %s: not open (OpenJournal first)", batch[0].Replica)
 	}
-	frame := make([]byte, frameHeader, frameHeader+2048*len(batch))
-	for _, r := range batch {
-		b, err := evidence.RecordJSON(r)
-		if err != nil {
-			return evidence.Permanent(fmt.Errorf("evidence sqlite: encoding record %s: %w", r.ID, err))
-		}
-		frame = append(append(frame, b...), '\n')
+	frame, err := storekit.AppendLines(make([]byte, frameHeader, frameHeader+2048*len(batch)), batch)
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: %w", err)
 	}
 	binary.LittleEndian.PutUint32(frame[0:4], uint32(len(frame)-frameHeader))
 	binary.LittleEndian.PutUint32(frame[4:8], crc32.Checksum(frame[frameHeader:], castagnoli))
 	j.mu.Lock()
-	err := j.write(frame)
+	err = j.write(frame)
+	var waiting int64
 	if err == nil {
 		j.dirty[j.cur] = true
-		s.pendMu.Lock()
-		s.pending = append(s.pending, batch...)
-		s.pendingN.Store(int64(len(s.pending)))
-		s.pendMu.Unlock()
+		waiting = s.jd.Add(batch)
 	}
 	j.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("evidence sqlite: journal of replica %s: %w", batch[0].Replica, err)
 	}
-	if s.pendingN.Load() >= applyMax {
+	if waiting >= storekit.ApplyMax {
 		return s.applyPending(ctx)
 	}
-	select {
-	case s.applyKick <- struct{}{}:
-	default:
-	}
+	s.jd.Kick()
 	return nil
 }
 
@@ -295,36 +277,11 @@ func (s *Store) syncJournals() error {
 	return nil
 }
 
-// applier applies the journaled records applyEvery after a Journal wakes it.
-func (s *Store) applier() {
-	defer close(s.apDone)
-	for {
-		select {
-		case <-s.ckStop:
-			return
-		case <-s.applyKick:
-		}
-		select {
-		case <-s.ckStop:
-			return
-		case <-time.After(applyEvery):
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := s.applyPending(ctx); err != nil {
-			select { // again later; the records stay journaled meanwhile
-			case s.applyKick <- struct{}{}:
-			default:
-			}
-		}
-		cancel()
-	}
-}
-
 // settle applies what is journaled before this Store reads or writes
 // otherwise. A failure leaves the records journaled (the applier tries
 // again), and the read sees what is applied.
 func (s *Store) settle(ctx context.Context) {
-	if s.pendingN.Load() > 0 {
+	if s.jd.Len() > 0 {
 		_ = s.applyPending(ctx)
 	}
 }
@@ -334,16 +291,14 @@ func (s *Store) settle(ctx context.Context) {
 // once the WAL is flushed, it writes the journal files it drained over
 // from the start.
 func (s *Store) applyPending(ctx context.Context) error {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
+	s.jd.ApplyMu.Lock()
+	defer s.jd.ApplyMu.Unlock()
 	js := s.openJournals()
 	// Rotate: what the files being drained hold is all in recs.
 	for _, j := range js {
 		j.mu.Lock()
 	}
-	s.pendMu.Lock()
-	recs := s.pending
-	s.pendMu.Unlock()
+	recs := s.jd.Take()
 	for _, j := range js {
 		if j.draining < 0 {
 			j.draining, j.cur = j.cur, 1-j.cur
@@ -352,14 +307,7 @@ func (s *Store) applyPending(ctx context.Context) error {
 	}
 	// Replica by replica, each in its order: one whose records the store
 	// does not take keeps them pending, and the others go on.
-	var order []string
-	runs := map[string][]*evidence.Record{}
-	for _, r := range recs {
-		if runs[r.Replica] == nil {
-			order = append(order, r.Replica)
-		}
-		runs[r.Replica] = append(runs[r.Replica], r)
-	}
+	order, runs := storekit.Runs(recs)
 	quarantined := map[string]func(int, error){} // Journal takes only replicas with an open journal
 	for _, j := range js {
 		quarantined[j.replica] = j.quarantined
@@ -372,20 +320,8 @@ func (s *Store) applyPending(ctx context.Context) error {
 			firstErr = cmp.Or(firstErr, err)
 		}
 	}
-	s.pendMu.Lock()
-	var keep []*evidence.Record
-	for _, r := range recs {
-		if failed[r.Replica] {
-			keep = append(keep, r)
-		}
-	}
-	s.pending = append(keep, s.pending[len(recs):]...)
-	if len(s.pending) == 0 {
-		s.pending = nil
-	}
-	s.pendingN.Store(int64(len(s.pending)))
-	s.pendMu.Unlock()
-	if len(recs) > len(keep) {
+	s.jd.Applied(recs, failed)
+	if len(failed) < len(order) {
 		if err := s.syncWAL(); err != nil {
 			return err
 		}
@@ -420,23 +356,6 @@ func (s *Store) applyRun(ctx context.Context, recs []*evidence.Record, quarantin
 		}
 	}
 	return err
-}
-
-// journaled is a copy of the journaled record id when it is not applied
-// yet, else nil.
-func (s *Store) journaled(id string) *evidence.Record {
-	if s.pendingN.Load() == 0 {
-		return nil
-	}
-	s.pendMu.Lock()
-	defer s.pendMu.Unlock()
-	for _, r := range s.pending {
-		if r.ID == id {
-			c := *r
-			return &c
-		}
-	}
-	return nil
 }
 
 // unstored is run (one replica's records, in chain order) without those at
@@ -524,9 +443,6 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 	if len(recs) == 0 {
 		return emptyJournal(replica, paths) // a frame cut short, alone
 	}
-	slices.SortStableFunc(recs, func(a, b *evidence.Record) int {
-		return cmp.Compare(a.Chain.Seq, b.Chain.Seq)
-	})
 	// Not Head, which settles: the caller may hold journalsMu.
 	head, err := s.storedHead(ctx, replica)
 	if err != nil {
@@ -536,30 +452,19 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 	// frames: a power loss in sync durability, which flushes neither the
 	// journal nor, before an apply, the WAL. What is after it cannot be
 	// chained there; it is kept in a file of its own, not dropped.
-	var todo, after []*evidence.Record
-	next := head.Seq + 1
-	for _, r := range recs {
-		switch {
-		case r.Replica != replica:
-			return fmt.Errorf("evidence sqlite: the journal of replica %s holds a record of %q", replica, r.Replica)
-		case r.Chain.Seq < next:
-			// stored, or journaled twice
-		case r.Chain.Seq == next && len(after) == 0:
-			todo = append(todo, r)
-			next++
-		default:
-			after = append(after, r)
-		}
+	todo, after, err := storekit.Chain(replica, head, recs)
+	if err != nil {
+		return fmt.Errorf("evidence sqlite: %w", err)
 	}
 	if len(after) > 0 {
-		why, err := s.keepUnchained(replica, next, after)
+		why, err := s.keepUnchained(replica, head.Seq+uint64(len(todo))+1, after)
 		if err != nil {
 			return err
 		}
 		quarantined(0, why) // said, not counted: they are not in the chain
 	}
 	for len(todo) > 0 {
-		n := min(len(todo), applyMax)
+		n := min(len(todo), storekit.ApplyMax)
 		if err := s.applyRun(ctx, todo[:n], quarantined); err != nil {
 			return fmt.Errorf("evidence sqlite: applying the journal of replica %s: %w", replica, err)
 		}
@@ -588,8 +493,7 @@ func (s *Store) keepUnchained(replica string, missing uint64, recs []*evidence.R
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("evidence sqlite: keeping the journal of replica %s: %w", replica, err)
 	}
-	return fmt.Errorf("the journal of replica %s misses seq %d (lost by a power loss in sync durability?): "+
-		"the %d records after it, which cannot be chained, are kept in %s", replica, missing, len(recs), path), nil
+	return storekit.Unchained(replica, recs, missing, path), nil
 }
 
 // emptyJournal empties a replica's journal files: a writer appends after
@@ -641,13 +545,11 @@ func readJournal(path string, limit int) ([]*evidence.Record, error) {
 		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(header[4:8]) {
 			break
 		}
-		for line := range bytes.Lines(payload) {
-			r := new(evidence.Record)
-			if err := jsonv2.Unmarshal(bytes.TrimSuffix(line, []byte("\n")), r, jsonv2.RejectUnknownMembers(true)); err != nil {
-				return nil, fmt.Errorf("evidence sqlite: a record of the journal %s does not decode: %w", path, err)
-			}
-			out = append(out, r)
+		recs, err := storekit.ReadLines(payload)
+		if err != nil {
+			return nil, fmt.Errorf("evidence sqlite: the journal %s: %w", path, err)
 		}
+		out = append(out, recs...)
 	}
 	return out, nil
 }

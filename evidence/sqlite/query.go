@@ -426,7 +426,7 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 
 // Get returns the record with id.
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
-	if r := s.journaled(id); r != nil {
+	if r := s.jd.Get(id); r != nil {
 		return r, nil // not applied yet (journal.go): no apply for one record
 	}
 	var w row

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meshproof/meshproof/evidence"
 	"github.com/meshproof/meshproof/evidence/compact"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 func init() {
@@ -122,12 +123,7 @@ type Store struct {
 	appended atomic.Bool
 
 	// The journaled records not yet applied, in journal order (journal.go).
-	pendMu    sync.Mutex
-	pending   []*evidence.Record
-	pendingN  atomic.Int64
-	applyMu   sync.Mutex // one apply at a time
-	applyKick chan struct{}
-	apDone    chan struct{}
+	jd *storekit.Journaled
 
 	syncMu    sync.Mutex  // serialises Sync
 	walSeen   os.FileInfo // the WAL file whose name Sync made durable
@@ -194,10 +190,9 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	s := &Store{path: abs, w: w, r: r, ck: ck, keys: map[evidence.RollupKey]int64{}, edges: map[edgeKey]int64{}, logs: map[string]*evidence.TreeEdge{},
 		shapeIDs: map[[32]byte]int64{}, reps: map[string]int64{}, shapes: compact.NewShapes(maxCachedShapes),
 		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{}),
-		applyKick: make(chan struct{}, 1), apDone: make(chan struct{})}
+		jd: storekit.NewJournaled()}
 	if err := s.open(ctx); err != nil {
 		close(s.ckDone)
-		close(s.apDone)
 		s.Close()
 		if _, serr := os.Stat(abs); opts.Existing && errors.Is(serr, fs.ErrNotExist) {
 			return nil, fmt.Errorf("store sqlite:%s: %w: %s (a store that is only read is never created: check the path)", path, fs.ErrNotExist, abs)
@@ -205,7 +200,7 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	go s.checkpoints()
-	go s.applier()
+	go s.jd.Run(s.applyPending)
 	if err := s.recoverOrphans(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
@@ -362,14 +357,14 @@ func (s *Store) Close() error {
 		s.settle(context.Background())
 		close(s.ckStop)
 		<-s.ckDone
-		<-s.apDone
+		s.jd.Stop()
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 		s.st.close()
 		s.rs.close()
 		s.closeErr = errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
 		s.journalsMu.Lock()
-		applied := s.pendingN.Load() == 0
+		applied := s.jd.Len() == 0
 		for _, j := range s.journals {
 			j.close(applied) // lets the lock go
 		}

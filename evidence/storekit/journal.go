@@ -1,0 +1,218 @@
+package storekit
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+
+	"github.com/meshproof/meshproof/evidence"
+)
+
+// What both stores' journals (evidence.Journaler) share: the records
+// journaled and not yet moved into the records (applied), the goroutine
+// that applies them, the form a journal keeps records in, and how a
+// recovery chains what it finds after the stored head.
+
+// How journaled records are applied: at most ApplyEvery after a Journal,
+// at once when ApplyMax wait.
+const (
+	ApplyEvery = 50 * time.Millisecond
+	ApplyMax   = 10_000
+)
+
+// Journaled is what a store journaled and has not applied yet, in journal
+// order, and the goroutine (Run) that applies it.
+type Journaled struct {
+	ApplyMu sync.Mutex // held by an apply: one at a time
+
+	mu   sync.Mutex
+	recs []*evidence.Record
+	n    atomic.Int64
+
+	kick     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	started  atomic.Bool
+	stopOnce sync.Once
+}
+
+// NewJournaled returns an empty Journaled; Run starts its applier.
+func NewJournaled() *Journaled {
+	return &Journaled{kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Add queues batch after what waits, and returns how many records wait.
+func (j *Journaled) Add(batch []*evidence.Record) int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.recs = append(j.recs, batch...)
+	j.n.Store(int64(len(j.recs)))
+	return int64(len(j.recs))
+}
+
+// Len is how many records wait.
+func (j *Journaled) Len() int64 { return j.n.Load() }
+
+// Get is a copy of the waiting record id, nil when none waits.
+func (j *Journaled) Get(id string) *evidence.Record {
+	if j.n.Load() == 0 {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, r := range j.recs {
+		if r.ID == id {
+			c := *r
+			return &c
+		}
+	}
+	return nil
+}
+
+// Take is what waits now, for an apply; Applied says how it went.
+func (j *Journaled) Take() []*evidence.Record {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.recs
+}
+
+// Applied drops taken (what Take returned) from what waits, but for the
+// records of the replicas in failed, which wait on, before what was added
+// since.
+func (j *Journaled) Applied(taken []*evidence.Record, failed map[string]bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var keep []*evidence.Record
+	for _, r := range taken {
+		if failed[r.Replica] {
+			keep = append(keep, r)
+		}
+	}
+	j.recs = append(keep, j.recs[len(taken):]...)
+	if len(j.recs) == 0 {
+		j.recs = nil
+	}
+	j.n.Store(int64(len(j.recs)))
+}
+
+// Kick wakes the applier: it applies ApplyEvery later.
+func (j *Journaled) Kick() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run applies ApplyEvery after each Kick until Stop; an apply that fails
+// is tried again ApplyEvery later (its records stay journaled meanwhile).
+func (j *Journaled) Run(apply func(ctx context.Context) error) {
+	j.started.Store(true)
+	defer close(j.done)
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-j.kick:
+		}
+		select {
+		case <-j.stop:
+			return
+		case <-time.After(ApplyEvery):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := apply(ctx); err != nil {
+			j.Kick()
+		}
+		cancel()
+	}
+}
+
+// Stop ends Run and waits for it; it is safe to call more than once, and
+// without Run.
+func (j *Journaled) Stop() {
+	j.stopOnce.Do(func() { close(j.stop) })
+	if j.started.Load() {
+		<-j.done
+	}
+}
+
+// Runs splits recs by replica, each in its order, with the replicas in the
+// order of their first record.
+func Runs(recs []*evidence.Record) (order []string, runs map[string][]*evidence.Record) {
+	runs = map[string][]*evidence.Record{}
+	for _, r := range recs {
+		if runs[r.Replica] == nil {
+			order = append(order, r.Replica)
+		}
+		runs[r.Replica] = append(runs[r.Replica], r)
+	}
+	return order, runs
+}
+
+// AppendLines appends batch to dst as a journal keeps it: each record's
+// JSON (evidence.RecordJSON) on a line. A record that does not encode is
+// refused as permanent (evidence.ErrPermanent): no retry would change it.
+func AppendLines(dst []byte, batch []*evidence.Record) ([]byte, error) {
+	for _, r := range batch {
+		b, err := evidence.RecordJSON(r)
+		if err != nil {
+			return dst, evidence.Permanent(fmt.Errorf("encoding record %s: %w", r.ID, err))
+		}
+		dst = append(append(dst, b...), '\n')
+	}
+	return dst, nil
+}
+
+// ReadLines reads the records AppendLines wrote.
+func ReadLines(payload []byte) ([]*evidence.Record, error) {
+	var out []*evidence.Record
+	for line := range bytes.Lines(payload) {
+		r := new(evidence.Record)
+		if err := jsonv2.Unmarshal(bytes.TrimSuffix(line, []byte("\n")), r, jsonv2.RejectUnknownMembers(true)); err != nil {
+			return nil, fmt.Errorf("a journaled record does not decode: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Chain orders replica's journaled records (a recovery's, in any order)
+// and splits them after the replica's stored head: todo follows head
+// without a gap; after is what follows a gap (the journal lost records),
+// which cannot be chained there. Records at or before head (applied, or
+// journaled twice) are left out.
+func Chain(replica string, head evidence.Link, recs []*evidence.Record) (todo, after []*evidence.Record, err error) {
+	recs = slices.Clone(recs)
+	slices.SortStableFunc(recs, func(a, b *evidence.Record) int {
+		return cmp.Compare(a.Chain.Seq, b.Chain.Seq)
+	})
+	next := head.Seq + 1
+	for _, r := range recs {
+		switch {
+		case r.Replica != replica:
+			return nil, nil, fmt.Errorf("the journal of replica %s holds a record of %q", replica, r.Replica)
+		case r.Chain.Seq < next:
+			// applied, or journaled twice
+		case r.Chain.Seq == next && len(after) == 0:
+			todo = append(todo, r)
+			next++
+		default:
+			after = append(after, r)
+		}
+	}
+	return todo, after, nil
+}
+
+// Unchained is what a recovery says of the records Chain put after a gap,
+// and where it kept them.
+func Unchained(replica string, after []*evidence.Record, missing uint64, where string) error {
+	return fmt.Errorf("the journal of replica %s misses seq %d (lost by a power loss in sync durability?): "+
+		"the %d records after it, which cannot be chained, are kept in %s", replica, missing, len(after), where)
+}
