@@ -77,7 +77,7 @@ func (s *Server) logAccess(rec *recorder, r *http.Request, start time.Time) {
 	if status == 0 && r.Context().Err() != nil {
 		status = 499 // the client went away first (nginx's convention)
 	}
-	s.metrics.observe(r.Pattern, status)
+	s.metrics.observe(r.Pattern, r.Method, status)
 	ev := s.log.WithLevel(level).Str("method", clip(r.Method)).Str("path", clip(r.URL.Path)).
 		Str("params", paramNames(r.URL.RawQuery)).Int("status", status).Int64("bytes", rec.bytes).
 		Dur("duration", time.Since(start)).Str("remote", r.RemoteAddr)

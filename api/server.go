@@ -151,11 +151,15 @@ const (
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	var patterns []string // the routes of meshproof_http_requests_total
-	handle := func(pattern string, h http.Handler) {
+	// The routes of meshproof_http_requests_total, each with the method
+	// it serves, for its series at start-up.
+	type route struct{ pattern, method string }
+	var routes []route
+	handleMethod := func(method, pattern string, h http.Handler) {
 		mux.Handle(pattern, h)
-		patterns = append(patterns, pattern)
+		routes = append(routes, route{pattern, method})
 	}
+	handle := func(pattern string, h http.Handler) { handleMethod(http.MethodGet, pattern, h) }
 	api := func(pattern string, h handler) { handle(pattern, s.endpoint(protected, h)) }
 	api("/v1/evidence", s.list)
 	api("/v1/evidence/count", s.count)
@@ -192,7 +196,7 @@ func (s *Server) routes() http.Handler {
 		}))
 	}
 	if s.cfg.Logs != nil {
-		handle("/logs", s.authenticated(uploader, s.cfg.Logs))
+		handleMethod(http.MethodPost, "/logs", s.authenticated(uploader, s.cfg.Logs))
 	}
 	if s.cfg.Pprof != nil {
 		handle("/debug/pprof/", s.authenticated(reader, s.cfg.Pprof))
@@ -200,8 +204,8 @@ func (s *Server) routes() http.Handler {
 	handle("/", s.endpoint(protected, func(http.ResponseWriter, *http.Request) error {
 		return &apiError{kind: notFound, msg: "no such path: the page is at /ui/, the API under /v1/ (/openapi.json lists its paths)"}
 	}))
-	for _, p := range append(patterns, routeUnmatched) {
-		s.metrics.route(p)
+	for _, r := range append(routes, route{routeUnmatched, http.MethodGet}) {
+		s.metrics.route(r.pattern, r.method)
 	}
 	return s.logged(mux)
 }

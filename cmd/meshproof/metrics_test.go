@@ -50,6 +50,21 @@ func TestMetricsFromStartUp(t *testing.T) {
 	if len(families["meshproof_build_info"].GetMetric()) != 1 || families["meshproof_build_info"].GetMetric()[0].GetGauge().GetValue() != 1 {
 		t.Errorf("meshproof_build_info: want one series of value 1, got %v", families["meshproof_build_info"])
 	}
+	// Each route is there as the method it serves (README.md's table):
+	// GET, and POST for the decision logs' /logs.
+	routes := map[string]string{}
+	for _, m := range families["meshproof_http_requests_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		routes[l["route"]] = l["method"]
+	}
+	for route, want := range map[string]string{"/v1/evidence": "GET", "/metrics": "GET", "unmatched": "GET", "/logs": "POST"} {
+		if routes[route] != want {
+			t.Errorf("meshproof_http_requests_total{route=%q}: method %q at start-up, want %q", route, routes[route], want)
+		}
+	}
 
 	problems, err := promlint.New(bytes.NewReader(body)).Lint()
 	if err != nil {
