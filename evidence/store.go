@@ -180,6 +180,8 @@ var (
 	// ErrSchema: the store's schema is missing, older or newer than this
 	// meshproof's.
 	ErrSchema = errors.New("schema version mismatch")
+	// ErrWriterLocked: OpenJournal of a replica another writer holds.
+	ErrWriterLocked = errors.New("another process writes evidence as this replica")
 )
 
 // PageRequest asks for one page of records (Reader.Query, QueryJSON).

@@ -18,6 +18,16 @@ import (
 // rest not) is written from the head on: records are written once per id
 // however a retried batch is cut.
 func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
+	s.settle(ctx)
+	err := s.appendDirect(ctx, batch)
+	if err == nil && len(batch) > 0 {
+		s.noteStored(batch[0].Replica, batch[len(batch)-1].Chain.Seq)
+	}
+	return err
+}
+
+// appendDirect is Append without settle (applyPending's own).
+func (s *Store) appendDirect(ctx context.Context, batch []*evidence.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -302,11 +312,13 @@ func floorDiv(a, b int64) int64 {
 
 // Head is the last link of replica's chain, as written with its last batch.
 func (s *Store) Head(ctx context.Context, replica string) (evidence.Link, error) {
+	s.settle(ctx)
 	return s.link(ctx, "chain_heads", replica)
 }
 
 // Checkpoint is the last link retention removed from replica's chain.
 func (s *Store) Checkpoint(ctx context.Context, replica string) (evidence.Link, error) {
+	s.settle(ctx)
 	return s.link(ctx, "chain_checkpoints", replica)
 }
 

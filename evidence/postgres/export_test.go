@@ -57,3 +57,13 @@ func ShapeLookupSQL(f evidence.Filter) (string, []any) {
 	var a args
 	return "SELECT id FROM shapes WHERE " + shapeWhere(f, &a), a
 }
+
+// HoldApply keeps the store from applying its journal (as a writer that
+// dies before it applies) until release is called.
+func (s *Store) HoldApply() (release func()) {
+	s.jd.ApplyMu.Lock()
+	return s.jd.ApplyMu.Unlock
+}
+
+// LockKey is the advisory lock key of replica's journal writer.
+var LockKey = lockKey

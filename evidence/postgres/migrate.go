@@ -59,7 +59,7 @@ func loadMigrations() ([]migration, error) {
 
 // SchemaVersion is the schema version this meshproof reads and writes: the
 // number of migrations.
-const SchemaVersion = 9
+const SchemaVersion = 10
 
 // migrateLock is the advisory lock key that serialises migrations: two
 // replicas running `meshproof migrate` at once apply each step once.

@@ -14,12 +14,14 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
 func init() {
@@ -45,10 +47,20 @@ type Store struct {
 	// forceSync sets synchronous_commit on for each write: Durable was
 	// asked for and the server's default is off.
 	forceSync bool
+	// durable: Durable was asked for (fsync durability). A journal's
+	// commits (journal.go) wait for the server's flush only then.
+	durable   bool
 	edges     edges        // the replicas' log edges
 	writer    *writerCache // shape and replica numbers, for writers
 	read      *shapeSet    // shapes and replica names, for readers
 	summarize summarizer   // the request id index's new ranges (summarize.go)
+
+	// The replicas this store journals for (OpenJournal), by name, and
+	// the journaled records not yet applied (journal.go).
+	journalsMu sync.Mutex
+	journals   map[string]*journal
+	jd         *storekit.Journaled
+	closeOnce  sync.Once
 }
 
 var _ evidence.Store = (*Store)(nil)
@@ -71,7 +83,7 @@ func Open(ctx context.Context, dsn string, opts evidence.Options) (*Store, error
 		return nil, fmt.Errorf("postgres store %s: %w", redact(dsn), err)
 	}
 	s := &Store{pool: pool, parts: newPartitions(pool), keys: newKeyCache(), writer: newWriterCache(), read: newShapeSet(),
-		summarize: summarizer{every: summarizeEvery}}
+		summarize: summarizer{every: summarizeEvery}, jd: storekit.NewJournaled()}
 	if err := s.open(ctx, dsn, opts); err != nil {
 		pool.Close()
 		return nil, err
@@ -88,7 +100,10 @@ func (s *Store) open(ctx context.Context, dsn string, opts evidence.Options) err
 	if err := s.parts.load(ctx); err != nil {
 		return err
 	}
-	return s.preloadKeys(ctx)
+	if err := s.preloadKeys(ctx); err != nil {
+		return err
+	}
+	return s.recoverOrphans(ctx)
 }
 
 // checkConn checks the schema and the server's settings on one of the
@@ -102,6 +117,7 @@ func (s *Store) checkConn(ctx context.Context, dsn string, opts evidence.Options
 	if err := checkSchema(ctx, conn.Conn(), dsn); err != nil {
 		return err
 	}
+	s.durable = opts.Durable
 	if opts.Durable {
 		var sc string
 		if err := conn.QueryRow(ctx, "SELECT current_setting('synchronous_commit')").Scan(&sc); err != nil {
@@ -138,9 +154,16 @@ func (s *Store) preloadKeys(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the connections.
+// Close applies what is journaled (what cannot be stays in the journal,
+// for the next writer of its replica), lets the journals' locks go and
+// releases the connections. It is safe to call more than once.
 func (s *Store) Close() error {
-	s.pool.Close()
+	s.closeOnce.Do(func() {
+		s.settle(context.Background())
+		s.jd.Stop()
+		s.closeJournals()
+		s.pool.Close()
+	})
 	return nil
 }
 

@@ -35,6 +35,16 @@ func classify(err error) error {
 // Quarantine keeps rec, refused for reason, in the quarantine table at its
 // place in the chain, and moves the head past it (see evidence.Writer).
 func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason string) error {
+	s.settle(ctx)
+	err := s.quarantineDirect(ctx, rec, reason)
+	if err == nil {
+		s.noteStored(rec.Replica, rec.Chain.Seq)
+	}
+	return err
+}
+
+// quarantineDirect is Quarantine without settle (applyPending's own).
+func (s *Store) quarantineDirect(ctx context.Context, rec *evidence.Record, reason string) error {
 	replica := rec.Replica
 	if replica == "" {
 		return errors.New("postgres: quarantine: a record without a replica")
@@ -100,6 +110,7 @@ func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason str
 // Quarantined lists the quarantined records of replica ("": all), in seq
 // order.
 func (s *Store) Quarantined(ctx context.Context, replica string) ([]evidence.Quarantined, error) {
+	s.settle(ctx)
 	rows, err := s.pool.Query(ctx, `SELECT replica, seq, id, prev_hash, hash, body, reason, quarantined_at
 		FROM quarantine WHERE $1 = '' OR replica = $1 ORDER BY replica, seq`, replica)
 	if err != nil {

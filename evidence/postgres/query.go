@@ -201,6 +201,7 @@ func verdictStrings(vs []evidence.Verdict) []string {
 
 // Query returns one page of the records matching f, newest first.
 func (s *Store) Query(ctx context.Context, f evidence.Filter, page evidence.PageRequest) (evidence.RecordPage, error) {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return evidence.RecordPage{}, err
 	}
@@ -296,6 +297,7 @@ func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limi
 // Scan calls fn for every record matching f, newest first, reading a page
 // at a time; no connection is held while fn runs.
 func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.Record) error) error {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -309,6 +311,9 @@ func (s *Store) Scan(ctx context.Context, f evidence.Filter, fn func(*evidence.R
 // time (every record a Check makes) through records_time, in the
 // millisecond the id names; any other through records_other_id.
 func (s *Store) Get(ctx context.Context, id string) (*evidence.Record, error) {
+	if r := s.jd.Get(id); r != nil {
+		return r, nil // not applied yet (journal.go): no apply for one record
+	}
 	if !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
 		return nil, fmt.Errorf("record %q: %w", id, evidence.ErrNotFound)
 	}
@@ -353,6 +358,7 @@ const otherID = "NOT (time_ns >= 0 AND length(id) = 16 AND substring(id FROM 1 F
 // line. Export streams them as they are, sparing a decode and an encode
 // per record. fn must not keep body after it returns.
 func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []byte) error) error {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -365,6 +371,7 @@ func (s *Store) ScanJSON(ctx context.Context, f evidence.Filter, fn func(body []
 // Count returns how many records match f: count(*) with the page query's
 // WHERE.
 func (s *Store) Count(ctx context.Context, f evidence.Filter) (int64, error) {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return 0, err
 	}
@@ -382,6 +389,7 @@ func (s *Store) Count(ctx context.Context, f evidence.Filter) (int64, error) {
 // QueryJSON returns one page of the records matching f as Query does, each
 // record as its stored JSON (see ScanJSON), and the next cursor.
 func (s *Store) QueryJSON(ctx context.Context, f evidence.Filter, page evidence.PageRequest) ([][]byte, string, error) {
+	s.settle(ctx)
 	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}
@@ -426,6 +434,7 @@ func recordJSON(r *evidence.Record) ([]byte, error) {
 // Amendments returns the amendments of the records with ids: their ids, in
 // the partitions of [since, until] (an amendment has its record's time).
 func (s *Store) Amendments(ctx context.Context, ids []string, since, until time.Time) (map[string]*evidence.Record, error) {
+	s.settle(ctx)
 	out := map[string]*evidence.Record{}
 	if len(ids) == 0 {
 		return out, nil

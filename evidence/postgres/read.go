@@ -24,6 +24,7 @@ const walkPage = 1000
 // The shapes are read afresh for each walk: Verify sees what is stored
 // now, not what this process read before.
 func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Record, evidence.Stored) error) error {
+	s.settle(ctx)
 	set := newShapeSet()
 	id, ok, err := knownReplica(ctx, s.pool, replica)
 	if err != nil || !ok {
@@ -63,6 +64,7 @@ func (s *Store) Walk(ctx context.Context, replica string, fn func(*evidence.Reco
 // checkpoint, or records (so that a chain whose head row was deleted is
 // still walked, and its forged tail found).
 func (s *Store) Replicas(ctx context.Context) ([]string, error) {
+	s.settle(ctx)
 	rows, err := s.pool.Query(ctx, `SELECT name FROM replicas p
 			WHERE EXISTS (SELECT 1 FROM records WHERE chain >= p.id::bigint << 44 AND chain < (p.id::bigint + 1) << 44)
 		UNION SELECT replica FROM chain_heads WHERE seq > 0
@@ -80,6 +82,7 @@ func (s *Store) Replicas(ctx context.Context) ([]string, error) {
 
 // Aggregate counts records by edge, verdict and outcome from the rollups.
 func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evidence.Group, error) {
+	s.settle(ctx)
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}
@@ -93,6 +96,7 @@ func (s *Store) Aggregate(ctx context.Context, q evidence.AggregateQuery) ([]evi
 // AggregateSeries answers Aggregate's counts per point of q, in one read
 // of the rollups (seriesCounts).
 func (s *Store) AggregateSeries(ctx context.Context, q evidence.SeriesQuery) ([]evidence.PointGroup, error) {
+	s.settle(ctx)
 	if q.Until.IsZero() {
 		q.Until = time.Now()
 	}
@@ -143,6 +147,7 @@ func boolInt(b bool) int {
 // Stats summarises the store; the counts by verdict and decision come
 // from the rollups.
 func (s *Store) Stats(ctx context.Context, since time.Time) (evidence.Stats, error) {
+	s.settle(ctx)
 	st := evidence.Stats{ByVerdict: map[evidence.Verdict]int64{}, ByDecision: map[string]int64{}, Replicas: map[string]evidence.Link{}}
 	var oldest, newest *int64
 	err := s.pool.QueryRow(ctx, "SELECT count(*), min(time_ns), max(time_ns) FROM records").Scan(&st.Records, &oldest, &newest)

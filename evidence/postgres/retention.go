@@ -22,6 +22,7 @@ import (
 // rollupsBefore go too, in batches. It returns the number of records
 // removed.
 func (s *Store) DeleteBefore(ctx context.Context, t, rollupsBefore time.Time, batch int) (int64, error) {
+	s.settle(ctx)
 	if batch <= 0 {
 		batch = 1000
 	}

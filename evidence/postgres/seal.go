@@ -113,6 +113,7 @@ func scanBucket(row pgx.CollectableRow) (evidence.RollupBucket, error) {
 // RollupBuckets reads the buckets of every level that begin in [fromHour,
 // toHour) (see evidence.RollupAuditor), a day at a time, in one snapshot.
 func (s *Store) RollupBuckets(ctx context.Context, fromHour, toHour int64, fn func(evidence.RollupBucket) error) error {
+	s.settle(ctx)
 	return s.readTx(ctx, func(tx pgx.Tx) error {
 		var lo, hi *int64
 		if err := tx.QueryRow(ctx, `SELECT least((SELECT min(minute) FROM rollups), (SELECT min(hour) * 60 FROM rollups_hourly),
@@ -165,6 +166,7 @@ func bucketsOf(ctx context.Context, tx pgx.Tx, from, to int64, fn func(evidence.
 
 // RollupSeals reads replica's seals (see evidence.RollupAuditor).
 func (s *Store) RollupSeals(ctx context.Context, replica string, fn func(evidence.RollupSeal) error) (head evidence.SealHead, err error) {
+	s.settle(ctx)
 	err = s.readTx(ctx, func(tx pgx.Tx) error {
 		head, err = sealHead(ctx, tx, replica, "")
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -197,6 +199,7 @@ func (s *Store) RollupSeals(ctx context.Context, replica string, fn func(evidenc
 // record at once, so nothing waits to be closed (see
 // evidence.RollupAuditor).
 func (s *Store) RollupBounds(ctx context.Context) (horizon, closed int64, err error) {
+	s.settle(ctx)
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce((SELECT max(minute) FROM rollup_horizon), $1)`, int64(math.MinInt64)).Scan(&horizon); err != nil {
 		return 0, 0, fmt.Errorf("postgres: reading the rollup horizon: %w", err)
 	}

@@ -244,6 +244,7 @@ func (s *Store) readTx(ctx context.Context, fn func(pgx.Tx) error) error {
 
 // TreeHead returns replica's log as its last write left it.
 func (s *Store) TreeHead(ctx context.Context, replica string) (th evidence.TreeHead, ok bool, err error) {
+	s.settle(ctx)
 	err = s.readTx(ctx, func(tx pgx.Tx) error {
 		base, baseHash, has, err := logBase(ctx, tx, replica)
 		if err != nil || !has {
@@ -270,6 +271,7 @@ func (s *Store) TreeHead(ctx context.Context, replica string) (th evidence.TreeH
 
 // ReadTiles returns stored tiles of replica's log (see evidence.LogReader).
 func (s *Store) ReadTiles(ctx context.Context, replica string, tiles []tlog.Tile) (out [][]byte, err error) {
+	s.settle(ctx)
 	err = s.readTx(ctx, func(tx pgx.Tx) error {
 		base, _, ok, err := logBase(ctx, tx, replica)
 		if err != nil {
@@ -287,6 +289,7 @@ func (s *Store) ReadTiles(ctx context.Context, replica string, tiles []tlog.Tile
 // SaveCheckpoint keeps a signed checkpoint; one of a size already kept is
 // a no-op.
 func (s *Store) SaveCheckpoint(ctx context.Context, c evidence.SignedCheckpoint) error {
+	s.settle(ctx)
 	if _, err := s.pool.Exec(ctx, `INSERT INTO tlog_checkpoints (replica, size, time_ns, note) VALUES ($1, $2, $3, $4)
 		ON CONFLICT DO NOTHING`, c.Replica, c.Size, c.Time.UnixNano(), c.Note); err != nil {
 		return fmt.Errorf("postgres: saving a checkpoint of %s: %w", c.Replica, err)
@@ -296,6 +299,7 @@ func (s *Store) SaveCheckpoint(ctx context.Context, c evidence.SignedCheckpoint)
 
 // Checkpoints returns replica's signed checkpoints, largest first.
 func (s *Store) Checkpoints(ctx context.Context, replica string, size int64, limit int) ([]evidence.SignedCheckpoint, error) {
+	s.settle(ctx)
 	if size <= 0 {
 		size = 1 << 62
 	}

@@ -99,9 +99,6 @@ func (s *Store) journalBase(replica string) string {
 	return s.path + "-journal-" + hex.EncodeToString(sum[:8])
 }
 
-// errLocked: another open store writes as the replica.
-var errLocked = errors.New("another process writes evidence as this replica")
-
 // lockReplica takes replica's writer lock (flock: the kernel lets it go
 // when its holder dies).
 func (s *Store) lockReplica(replica string) (*os.File, error) {
@@ -113,7 +110,7 @@ func (s *Store) lockReplica(replica string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("evidence sqlite: replica %s (%s): %w: give every instance its own --replica", replica, path, errLocked)
+			return nil, fmt.Errorf("evidence sqlite: replica %s (%s): %w: give every instance its own --replica", replica, path, evidence.ErrWriterLocked)
 		}
 		return nil, fmt.Errorf("evidence sqlite: the writer lock of replica %s: %w", replica, err)
 	}
@@ -128,7 +125,7 @@ func (s *Store) OpenJournal(ctx context.Context, replica string, quarantined fun
 	s.journalsMu.Lock()
 	defer s.journalsMu.Unlock()
 	if s.journals[replica] != nil {
-		return fmt.Errorf("evidence sqlite: replica %s: %w: give every instance its own --replica", replica, errLocked)
+		return fmt.Errorf("evidence sqlite: replica %s: %w: give every instance its own --replica", replica, evidence.ErrWriterLocked)
 	}
 	lock, err := s.lockReplica(replica)
 	if err != nil {
@@ -412,7 +409,7 @@ func (s *Store) recoverOrphans(ctx context.Context) error {
 	}
 	for _, r := range slices.Sorted(maps.Keys(replicas)) {
 		lock, err := s.lockReplica(r)
-		if errors.Is(err, errLocked) {
+		if errors.Is(err, evidence.ErrWriterLocked) {
 			continue // its writer is alive, and applies it
 		}
 		if err != nil {

@@ -200,7 +200,7 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	go s.checkpoints()
-	go s.jd.Run(s.applyPending)
+	s.jd.Start(s.applyPending)
 	if err := s.recoverOrphans(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)

@@ -28,7 +28,7 @@ const (
 )
 
 // Journaled is what a store journaled and has not applied yet, in journal
-// order, and the goroutine (Run) that applies it.
+// order, and the goroutine (Start) that applies it.
 type Journaled struct {
 	ApplyMu sync.Mutex // held by an apply: one at a time
 
@@ -43,7 +43,7 @@ type Journaled struct {
 	stopOnce sync.Once
 }
 
-// NewJournaled returns an empty Journaled; Run starts its applier.
+// NewJournaled returns an empty Journaled; Start starts its applier.
 func NewJournaled() *Journaled {
 	return &Journaled{kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
@@ -110,10 +110,17 @@ func (j *Journaled) Kick() {
 	}
 }
 
-// Run applies ApplyEvery after each Kick until Stop; an apply that fails
-// is tried again ApplyEvery later (its records stay journaled meanwhile).
-func (j *Journaled) Run(apply func(ctx context.Context) error) {
-	j.started.Store(true)
+// Start runs the applier, which applies ApplyEvery after each Kick until
+// Stop; an apply that fails is tried again ApplyEvery later (its records
+// stay journaled meanwhile). Only the first Start starts it.
+func (j *Journaled) Start(apply func(ctx context.Context) error) {
+	if j.started.Swap(true) {
+		return
+	}
+	go j.run(apply)
+}
+
+func (j *Journaled) run(apply func(ctx context.Context) error) {
 	defer close(j.done)
 	for {
 		select {
@@ -134,12 +141,14 @@ func (j *Journaled) Run(apply func(ctx context.Context) error) {
 	}
 }
 
-// Stop ends Run and waits for it; it is safe to call more than once, and
-// without Run.
+// Stop ends the applier and waits for it; it is safe to call more than
+// once, and without Start. No Start starts it after a Stop.
 func (j *Journaled) Stop() {
 	j.stopOnce.Do(func() { close(j.stop) })
-	if j.started.Load() {
+	if j.started.Swap(true) {
 		<-j.done
+	} else {
+		close(j.done)
 	}
 }
 
