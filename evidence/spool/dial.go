@@ -74,6 +74,46 @@ func (d *deferred) Append(ctx context.Context, batch []*evidence.Record) error {
 	return s.Append(ctx, batch)
 }
 
+// The store opened may be an evidence.Journaler or evidence.Syncer (the
+// spool asks); errNoJournal: it is not a Journaler.
+var errNoJournal = errors.New("the evidence store keeps no journal")
+
+func (d *deferred) OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	jr, ok := s.(evidence.Journaler)
+	if !ok {
+		return errNoJournal
+	}
+	return jr.OpenJournal(ctx, replica, quarantined)
+}
+
+func (d *deferred) Journal(ctx context.Context, batch []*evidence.Record) error {
+	s, err := d.store(ctx)
+	if err != nil {
+		return err
+	}
+	jr, ok := s.(evidence.Journaler)
+	if !ok {
+		return errNoJournal
+	}
+	return jr.Journal(ctx, batch)
+}
+
+// Sync is the store's when it is an evidence.Syncer; a store not opened
+// yet holds nothing to flush.
+func (d *deferred) Sync(ctx context.Context) error {
+	d.mu.Lock()
+	s := d.s
+	d.mu.Unlock()
+	if sy, ok := s.(evidence.Syncer); ok {
+		return sy.Sync(ctx)
+	}
+	return nil
+}
+
 func (d *deferred) Quarantine(ctx context.Context, rec *evidence.Record, reason string) error {
 	s, err := d.store(ctx)
 	if err != nil {

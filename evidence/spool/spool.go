@@ -60,9 +60,17 @@ type Store struct {
 	closeErr  error
 
 	afterDeliver func(ctx context.Context) error // tests: between the store's write and the spool's delete
+
+	// The primary's journal, once open (OpenJournal, Journal); guarded
+	// by mu.
+	journal     evidence.Journaler
+	quarantined func(n int, why error)
 }
 
-var _ evidence.Store = (*Store)(nil)
+var (
+	_ evidence.Store     = (*Store)(nil)
+	_ evidence.Journaler = (*Store)(nil)
+)
 
 // Open opens the spool file at path (creating it if needed) for replica's
 // chain, in front of primary, and starts draining what it holds. With
@@ -149,6 +157,73 @@ func (s *Store) load(ctx context.Context) error {
 // is returned as is) or the spool already holds records. See
 // evidence.Writer.
 func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
+	return s.write(ctx, batch, s.primary.Append)
+}
+
+// Journal is Append for a writer whose Checks wait (evidence.Journaler):
+// while the spool is empty, batch is committed to the primary's journal
+// when it has one (opening it first if OpenJournal could not), else
+// appended; otherwise, or when the primary fails, it is spooled.
+func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
+	return s.write(ctx, batch, s.journalPrimary)
+}
+
+// OpenJournal opens the primary's journal of the spool's replica (see
+// evidence.Journaler), which applies what a writer that stopped left in
+// it. A primary that cannot be reached is no error: Journal opens it once
+// it can, and spools meanwhile. Another writer of the replica is
+// (evidence.ErrWriterLocked).
+func (s *Store) OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error {
+	if replica != s.replica {
+		return fmt.Errorf("spool: a journal of replica %q asked of the spool of %q", replica, s.replica)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quarantined = quarantined
+	pctx, cancel := context.WithTimeout(ctx, primaryTimeout)
+	defer cancel()
+	err := s.openPrimaryJournal(pctx)
+	if errors.Is(err, evidence.ErrWriterLocked) {
+		return err
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("evidence store's journal not opened; spooling until it can be")
+	}
+	return nil
+}
+
+// openPrimaryJournal opens the primary's journal, once. Called with mu
+// held.
+func (s *Store) openPrimaryJournal(ctx context.Context) error {
+	jr, ok := s.primary.(evidence.Journaler)
+	if s.journal != nil || !ok {
+		return nil
+	}
+	err := jr.OpenJournal(ctx, s.replica, s.quarantined)
+	switch {
+	case err == nil:
+		s.journal = jr
+	case errors.Is(err, errNoJournal):
+		return nil // the store has none: Append
+	}
+	return err
+}
+
+// journalPrimary commits batch to the primary's journal, or appends it
+// to a primary that has none. Called with mu held.
+func (s *Store) journalPrimary(ctx context.Context, batch []*evidence.Record) error {
+	if err := s.openPrimaryJournal(ctx); err != nil {
+		return err
+	}
+	if s.journal == nil {
+		return s.primary.Append(ctx, batch)
+	}
+	return s.journal.Journal(ctx, batch)
+}
+
+// write writes batch to the primary with commit while the spool is empty,
+// or to the spool (see Append).
+func (s *Store) write(ctx context.Context, batch []*evidence.Record, commit func(context.Context, []*evidence.Record) error) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -164,13 +239,13 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 	defer s.mu.Unlock()
 	if s.depth.Load() == 0 {
 		pctx, cancel := context.WithTimeout(ctx, primaryTimeout)
-		err := s.primary.Append(pctx, batch)
+		err := commit(pctx, batch)
 		cancel()
 		if err == nil {
 			s.sawPrimaryHead(ctx, linkOf(batch[len(batch)-1]))
 			return nil
 		}
-		if errors.Is(err, evidence.ErrChainConflict) {
+		if errors.Is(err, evidence.ErrChainConflict) || errors.Is(err, evidence.ErrWriterLocked) {
 			return err // the Recorder chains again after Head; spooling would not help
 		}
 		if evidence.IsPermanent(err) {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -577,4 +578,71 @@ func TestDialRetriesWhileDown(t *testing.T) {
 			t.Fatalf("Head with the store down: %v", err)
 		}
 	}
+}
+
+// counted is a primary that counts the writes it is given, by kind.
+type counted struct {
+	evidence.Store
+	appends, journals atomic.Int64
+}
+
+func (c *counted) Append(ctx context.Context, b []*evidence.Record) error {
+	c.appends.Add(1)
+	return c.Store.Append(ctx, b)
+}
+
+func (c *counted) OpenJournal(ctx context.Context, replica string, q func(int, error)) error {
+	return c.Store.(evidence.Journaler).OpenJournal(ctx, replica, q)
+}
+
+func (c *counted) Journal(ctx context.Context, b []*evidence.Record) error {
+	c.journals.Add(1)
+	return c.Store.(evidence.Journaler).Journal(ctx, b)
+}
+
+// TestJournalThroughSpool: a writer whose Checks wait commits to the
+// primary's journal through the spool while the primary is up (not to
+// Append's transaction), spools while it is down, and the drain puts the
+// spooled records after the journaled ones: one chain, in order.
+func TestJournalThroughSpool(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgresBackend(t))
+	inner, err := spool.Dial(ctx, f.dsn, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	primary := &counted{Store: inner}
+	s, err := spool.Open(ctx, primary, f.path, replica, evidence.Options{}, zerolog.New(f.log), f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.OpenJournal(ctx, replica, nil); err != nil {
+		t.Fatal(err)
+	}
+	var head evidence.Link
+	var all []*evidence.Record
+	for range 3 {
+		b := batch(&head, 10)
+		all = append(all, b...)
+		if err := s.Journal(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j, a := primary.journals.Load(), primary.appends.Load(); j != 3 || a != 0 {
+		t.Fatalf("with the primary up: %d journal commits and %d appends, want 3 and 0", j, a)
+	}
+	f.down(t)
+	b := batch(&head, 10)
+	all = append(all, b...)
+	if err := s.Journal(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(); st.Spooled != 10 {
+		t.Fatalf("with the primary down: %+v, want 10 spooled", st)
+	}
+	f.up(t)
+	waitDrained(t, s)
+	s.Close()
+	checkPrimary(t, f.dsn, all)
 }
