@@ -16,11 +16,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 
 	"github.com/meshproof/meshproof/authz/authztest"
 	"github.com/meshproof/meshproof/evidence"
-	_ "github.com/meshproof/meshproof/evidence/postgres"
+	"github.com/meshproof/meshproof/evidence/postgres"
+	"github.com/meshproof/meshproof/evidence/postgres/postgrestest"
 	_ "github.com/meshproof/meshproof/evidence/sqlite"
 )
 
@@ -155,36 +157,80 @@ func TestEvidenceRecorded(t *testing.T) {
 // evidence/recorder's TestRecorderFSyncFlushesBeforeAnswering.)
 func TestSyncSurvivesKill(t *testing.T) {
 	t.Parallel()
-	for _, durability := range []string{"sync", "fsync"} {
-		t.Run(durability, func(t *testing.T) {
-			t.Parallel()
-			dsn := sqliteStore(t)
-			replica := "e2e-kill-" + durability
-			var rounds [][]string
-			for round := range 3 {
-				s := startServe(t, "--store", dsn, "--replica", replica, "--evidence-durability", durability)
-				conn := dial(t, s.GRPCAddr, nil)
-				stop := make(chan struct{})
-				var got []string
-				done := make(chan struct{})
-				go func() {
-					got, _ = load(t, conn, 16, 1_000_000, stop)
-					close(done)
-				}()
-				time.Sleep(1500 * time.Millisecond)
-				s.kill()
-				close(stop)
-				<-done
-				if len(got) < 100 {
-					t.Fatalf("round %d: only %d Checks answered before the kill: the test proves nothing", round+1, len(got))
+	for _, store := range []string{"sqlite", "postgres"} {
+		for _, durability := range []string{"sync", "fsync"} {
+			t.Run(store+"-"+durability, func(t *testing.T) {
+				t.Parallel()
+				dsn := sqliteStore(t)
+				if store == "postgres" {
+					dsn = postgresStore(t)
 				}
-				rounds = append(rounds, got)
-			}
-			stored := ids(storedRecords(t, dsn))
-			recordedOnce(t, stored, rounds...)
-			verifyChains(t, dsn)
-			t.Logf("%d, %d and %d acknowledged Checks, all recorded after kill -9", len(rounds[0]), len(rounds[1]), len(rounds[2]))
-		})
+				replica := "e2e-kill-" + durability
+				var rounds [][]string
+				for round := range 3 {
+					s := startServe(t, "--store", dsn, "--replica", replica, "--evidence-durability", durability)
+					conn := dial(t, s.GRPCAddr, nil)
+					stop := make(chan struct{})
+					var got []string
+					done := make(chan struct{})
+					go func() {
+						got, _ = load(t, conn, 16, 1_000_000, stop)
+						close(done)
+					}()
+					time.Sleep(1500 * time.Millisecond)
+					s.kill()
+					close(stop)
+					<-done
+					if len(got) < 100 {
+						t.Fatalf("round %d: only %d Checks answered before the kill: the test proves nothing", round+1, len(got))
+					}
+					rounds = append(rounds, got)
+					if store == "postgres" {
+						awaitWritersGone(t, dsn)
+					}
+				}
+				stored := ids(storedRecords(t, dsn))
+				recordedOnce(t, stored, rounds...)
+				verifyChains(t, dsn)
+				t.Logf("%d, %d and %d acknowledged Checks, all recorded after kill -9", len(rounds[0]), len(rounds[1]), len(rounds[2]))
+			})
+		}
+	}
+}
+
+// postgresStore is a fresh, migrated PostgreSQL evidence store for one
+// test, on the cluster test/run starts.
+func postgresStore(t testing.TB) string {
+	dsn := postgrestest.DSN(t)
+	if err := postgres.Migrate(context.Background(), dsn); err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
+// awaitWritersGone waits until PostgreSQL has seen the connections of a
+// killed writer end, and so let its replica's writer lock go (a reader
+// that opens the store while it holds the lock leaves the writer's journal
+// to the next writer of the replica).
+func awaitWritersGone(t testing.TB, dsn string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a killed writer's lock still held a minute later")
+		}
 	}
 }
 
