@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,10 @@ const journalChild = "MESHPROOF_TEST_JOURNAL_CHILD"
 
 // journalGap, set too, has the child leave out one batch of the middle.
 const journalGap = "MESHPROOF_TEST_JOURNAL_GAP"
+
+// journalDurable, set too, has the child open the store Durable (fsync
+// durability), whose journal is written rather than mapped.
+const journalDurable = "MESHPROOF_TEST_JOURNAL_DURABLE"
 
 // crashAfterJournal runs the child on the store at path and waits for its
 // kill -9.
@@ -48,7 +53,7 @@ func init() {
 	// The child: journal 50 batches of 8 and die (kill -9) before any is
 	// applied.
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, path, evidence.Options{})
+	s, err := sqlite.Open(ctx, path, evidence.Options{Durable: os.Getenv(journalDurable) != ""})
 	if err != nil {
 		panic(err)
 	}
@@ -78,8 +83,20 @@ func init() {
 // short at the end of a journal (a crash during its write: never
 // acknowledged) is ignored; the journal is empty afterwards.
 func TestJournalSurvivesACrash(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
+			var env []string
+			if durable {
+				env = append(env, journalDurable+"=1")
+			}
+			journalSurvivesACrash(t, env...)
+		})
+	}
+}
+
+func journalSurvivesACrash(t *testing.T, env ...string) {
 	path := filepath.Join(t.TempDir(), "e.db")
-	crashAfterJournal(t, path)
+	crashAfterJournal(t, path, env...)
 	journals, _ := filepath.Glob(path + "-journal-*-[ab]")
 	var size int64
 	for _, j := range journals {

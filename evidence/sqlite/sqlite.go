@@ -124,6 +124,9 @@ type Store struct {
 
 	// The journaled records not yet applied, in journal order (journal.go).
 	jd *storekit.Journaled
+	// durable: opened for fsync durability (opts.Durable): the journals
+	// are written with pwrite, not through a mapping (see journal.write).
+	durable bool
 
 	syncMu    sync.Mutex  // serialises Sync
 	walSeen   os.FileInfo // the WAL file whose name Sync made durable
@@ -190,7 +193,7 @@ func Open(ctx context.Context, path string, opts evidence.Options) (*Store, erro
 	s := &Store{path: abs, w: w, r: r, ck: ck, keys: map[evidence.RollupKey]int64{}, edges: map[edgeKey]int64{}, logs: map[string]*evidence.TreeEdge{},
 		shapeIDs: map[[32]byte]int64{}, reps: map[string]int64{}, shapes: compact.NewShapes(maxCachedShapes),
 		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{}),
-		jd: storekit.NewJournaled()}
+		jd: storekit.NewJournaled(), durable: opts.Durable}
 	if err := s.open(ctx); err != nil {
 		close(s.ckDone)
 		s.Close()
