@@ -11,15 +11,16 @@ import (
 	"github.com/meshproof/meshproof/internal/meshsim"
 )
 
-// TestDemoTLSCheck runs `meshproof demo` until every client of the story
+// TestDemoReports runs `meshproof demo` until every client of the story
 // has been recorded, then the `meshproof report tls-check` it prints: the
 // seed's table, built from the demo's traffic through serve --kubernetes's
 // informers and Istio watch. istioctl authn tls-check's columns come
 // first; httpbin is PERMISSIVE by httpbin.mtls-pg and its clients are
 // configured ISTIO_MUTUAL by the DestinationRule; every client is named by
 // its workload (the plaintext one legacy/deployment/legacy); the forger's
-// XFCC makes the row SUSPECT.
-func TestDemoTLSCheck(t *testing.T) {
+// XFCC makes the row SUSPECT. Then strict-readiness -n mtls-pg, which
+// names httpbin by its workload, not by its service account (default).
+func TestDemoReports(t *testing.T) {
 	out, _, done, stop := startDemo(t)
 	server := waitMatch(t, out, regexp.MustCompile(`The page:\s+(http://127\.0\.0\.1:\d+)/ui/\n`), done)[1]
 	api, err := client.New(server, client.Options{})
@@ -34,6 +35,7 @@ func TestDemoTLSCheck(t *testing.T) {
 		t.Fatalf("the demo prints no tls-check command:\n%s", out)
 	}
 	code, stdout, stderr := cli(t, strings.Fields(printed[1])...)
+	rcode, readiness, rstderr := cli(t, "report", "strict-readiness", "--server", server, "-n", demoNamespace)
 	stop()
 	if code != 0 {
 		t.Fatalf("%s: exit %d\n%s%s", printed[0], code, stdout, stderr)
@@ -59,6 +61,17 @@ func TestDemoTLSCheck(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "\n1 destination: 0 OK, 0 PLAINTEXT, 1 SUSPECT, 0 CONFLICT.\n") {
 		t.Errorf("no summary line of one SUSPECT destination:\n%s", stdout)
+	}
+
+	// strict-readiness -n mtls-pg: httpbin, named by its workload, is not
+	// ready (legacy's plaintext, the forger's XFCC).
+	if rcode != 3 {
+		t.Fatalf("strict-readiness -n %s: exit %d, want 3\n%s%s", demoNamespace, rcode, readiness, rstderr)
+	}
+	rows = tableRows(t, readiness, "  WORKLOAD")
+	if len(rows) != 2 || !slices.Equal(rows[1][:2], []string{"mtls-pg/deployment/httpbin", "NOT READY"}) ||
+		rows[1][len(rows[1])-1] != meshsim.ServerID {
+		t.Errorf("strict-readiness -n %s's destinations: %q, want httpbin's workload, NOT READY, its principal\n%s", demoNamespace, rows, readiness)
 	}
 }
 

@@ -51,6 +51,13 @@
 //   - Clients are named by the workload of their example's source
 //     (Source.Workload), and a blocking client whose workload runs
 //     without a sidecar is marked: it will break under STRICT.
+//   - A destination's Workload (tls-check's rows, the namespace
+//     report's destinations) is its example's Destination.Workload, by
+//     WorkloadName, where that record has one: a SPIFFE ID's service
+//     account is no workload's name (Istio's "default" is every
+//     workload's that sets none). A namespace report's destination takes
+//     the latest record addressed to its principal (plaintext is only
+//     placed there by its host), else the latest.
 package report
 
 import (

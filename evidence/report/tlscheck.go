@@ -59,7 +59,9 @@ type TLSCheckRow struct {
 	DestinationPrincipal string `json:"destination_principal,omitempty"`
 	// Namespace and Workload place the row as the namespace reports place
 	// a destination: by its first principal, else by its host's name
-	// (attribution). Namespace "" is the unknown namespace.
+	// (attribution). Namespace "" is the unknown namespace. With a
+	// Configuration, Workload is the destination's Kubernetes workload
+	// (WorkloadName) where the row's example record resolved one.
 	Namespace string `json:"namespace"`
 	Workload  string `json:"workload"`
 	Status    string `json:"status"`
