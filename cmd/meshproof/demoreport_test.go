@@ -54,10 +54,15 @@ func TestDemoReports(t *testing.T) {
 		// DestinationRule is the row's for all of them.
 		{"mtls-pg/deployment/sleep", "", "", "mTLS", "", "", meshsim.SleepID},
 		{"legacy/deployment/legacy", "", "", "HTTP", "", "", "-"},
-		{"legacy/pod/forger", "", "", "HTTP", "", "", "-"},
+		// The forger's XFCC without a client certificate is why the row
+		// is SUSPECT.
+		{"legacy/pod/forger", "xfcc_unverified", "", "HTTP", "", "", "-"},
 	}
 	if !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("tls-check:\n got %q\nwant %q\n%s", got, want, stdout)
+	}
+	if note := "\n  legacy/pod/forger to " + meshsim.Host + ": xfcc_unverified: no client certificate; xfcc header without client certificate"; !strings.Contains(stdout, note) {
+		t.Errorf("no note %q:\n%s", note, stdout)
 	}
 	if !strings.Contains(stdout, "\n1 destination: 0 OK, 0 PLAINTEXT, 1 SUSPECT, 0 CONFLICT.\n") {
 		t.Errorf("no summary line of one SUSPECT destination:\n%s", stdout)

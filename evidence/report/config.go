@@ -138,8 +138,7 @@ func serviceHost(authority, ns string) (host string, port uint32) {
 
 // configure sets each row's configured modes, its clients' workloads and
 // DestinationRules, and CONFLICT where STRICT met plaintext.
-func configure(ctx context.Context, r evidence.Reader, cfg Configuration, rows []TLSCheckRow) error {
-	ex := &examples{r: r}
+func configure(ctx context.Context, ex *examples, cfg Configuration, rows []TLSCheckRow) error {
 	for i := range rows {
 		row := &rows[i]
 		rec, err := ex.get(ctx, mostTelling(row.Clients))
