@@ -142,7 +142,7 @@ func TestOpenAPISchemas(t *testing.T) {
 	// workload and no_sidecar come from records with workloads (serve
 	// --kubernetes), which the story's are not.
 	optional := map[string]bool{"destination_principal": true, "parameter": true, "effective": true, "principal": true,
-		"workload": true, "no_sidecar": true}
+		"workload": true, "no_sidecar": true, "suspect": true, "suspect_reason": true}
 	for _, c := range []struct {
 		schema string
 		json   map[string]any

@@ -63,7 +63,7 @@ func addWorkload(p *evidence.Peer, side string, ws Workloads, why []string) []st
 	p.Workload = w
 	if id := p.SPIFFE; id != nil && id.Namespace != "" && id.ServiceAccount != "" {
 		if ok, reason := ws.CheckIdentity(p.Address, w, id.Namespace, id.ServiceAccount); !ok {
-			why = append(why, side+" identity is not its workload's: "+reason)
+			why = append(why, side+evidence.ReasonIdentityNotWorkload+": "+reason)
 		}
 	}
 	return why

@@ -120,6 +120,60 @@ func SourceKey(r *Record) string {
 	return p.Address
 }
 
+// How serve --kubernetes words an identity that is not its workload's in a
+// record's reasons (authz's addWorkload, cluster/workload's CheckIdentity):
+// SIDE + ReasonIdentityNotWorkload + ": " + which side differs + "; " + the
+// case it most likely is, which begins with MismatchStaleAddress,
+// MismatchBorrowedIdentity, or MismatchEither when it cannot say.
+// MismatchCaseOf reads the source's back.
+const (
+	ReasonIdentityNotWorkload = " identity is not its workload's"
+	MismatchStaleAddress      = "stale address data"
+	MismatchBorrowedIdentity  = "a workload presenting another's identity"
+	MismatchEither            = MismatchBorrowedIdentity + ", or " + MismatchStaleAddress
+)
+
+// The cases of a source identity that is not its workload's, as
+// MismatchCaseOf names them.
+const (
+	// CaseStaleAddress: the address changed hands (another pod that held
+	// it runs as the identity, or the holder is minutes old): stale
+	// address data, not an attack.
+	CaseStaleAddress = "stale_address"
+	// CaseBorrowedIdentity: the pod that holds the address presented
+	// another workload's identity.
+	CaseBorrowedIdentity = "borrowed_identity"
+	// CaseIdentityMismatch: either; the record does not say which (serve
+	// could not tell, or the record is older than the distinction).
+	CaseIdentityMismatch = "identity_mismatch"
+)
+
+// MismatchCaseOf finds, among a record's reasons, the one that says its
+// source's identity is not its workload's, and returns which case it
+// names (CaseStaleAddress, CaseBorrowedIdentity, CaseIdentityMismatch)
+// and that reason; "" and "" when there is none.
+func MismatchCaseOf(reasons []string) (kind, reason string) {
+	prefix := "source" + ReasonIdentityNotWorkload + ": "
+	for _, r := range reasons {
+		rest, ok := strings.CutPrefix(r, prefix)
+		if !ok {
+			continue
+		}
+		which := rest[strings.LastIndex(rest, "; ")+1:]
+		which = strings.TrimPrefix(which, " ")
+		switch {
+		case strings.HasPrefix(which, MismatchEither):
+			return CaseIdentityMismatch, r
+		case strings.HasPrefix(which, MismatchStaleAddress):
+			return CaseStaleAddress, r
+		case strings.HasPrefix(which, MismatchBorrowedIdentity):
+			return CaseBorrowedIdentity, r
+		}
+		return CaseIdentityMismatch, r
+	}
+	return "", ""
+}
+
 // IdentityMismatch reports whether p's Istio SPIFFE ID names another
 // namespace or service account than p's workload runs as: what
 // serve --kubernetes records as "source identity is not its workload's".

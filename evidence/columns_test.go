@@ -168,3 +168,28 @@ func BenchmarkColumnsOf(b *testing.B) {
 		})
 	}
 }
+
+// TestMismatchCaseOf reads back, from a record's reasons, which case serve
+// --kubernetes said a source identity that is not its pod's most likely is.
+func TestMismatchCaseOf(t *testing.T) {
+	const sides = `source identity is not its workload's: service account differs: workload "api", SPIFFE ID "sleep"`
+	for _, tc := range []struct {
+		reasons []string
+		kind    string
+	}{
+		{[]string{"client certificate presented", sides + "; stale address data: pod shop/sleep-1, which runs as that identity, held 10.0.0.1 too"}, CaseStaleAddress},
+		{[]string{sides + "; stale address data, likely: pod shop/api-1, created 10s ago, holds 10.0.0.1 now"}, CaseStaleAddress},
+		{[]string{sides + "; a workload presenting another's identity: pod shop/api-1 holds 10.0.0.1"}, CaseBorrowedIdentity},
+		{[]string{sides + "; a workload presenting another's identity, or stale address data"}, CaseIdentityMismatch},
+		{[]string{sides}, CaseIdentityMismatch}, // recorded before serve said which
+		// The destination's identity, or none: not the source's case.
+		{[]string{"destination identity is not its workload's: namespace differs: workload \"a\", SPIFFE ID \"b\"; stale address data: pod a/x, which runs as that identity, held 10.0.0.2 too"}, ""},
+		{[]string{"no client certificate", "source workload: unknown address"}, ""},
+		{nil, ""},
+	} {
+		kind, reason := MismatchCaseOf(tc.reasons)
+		if kind != tc.kind || (kind == "") != (reason == "") || kind != "" && !strings.HasPrefix(reason, "source identity") {
+			t.Errorf("MismatchCaseOf(%q) = %q, %q; want %q", tc.reasons, kind, reason, tc.kind)
+		}
+	}
+}

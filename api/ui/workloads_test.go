@@ -2,6 +2,7 @@ package ui_test
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +16,8 @@ import (
 // the page names a plaintext client by its workload (one cell for the
 // workload's two pod addresses), marks a client presenting another
 // workload's identity SUSPECT, lists a workload's requests when its cell
-// is opened, shows a record's workloads, and searches by workload.
+// is opened, shows a record's workloads, and searches by workload, each
+// result naming both peers' workloads.
 func TestWorkloadsInChromium(t *testing.T) {
 	const hijackID = "spiffe://cluster.local/ns/bookinfo/sa/reviews"
 	sleepLegacy := &evidence.Workload{Namespace: "legacy", Kind: "Deployment", Name: "sleep", Pod: "sleep-7d9f8-x2lqp", ServiceAccount: "sleep", App: "sleep", Version: "v1"}
@@ -100,6 +102,32 @@ func TestWorkloadsInChromium(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`#search-form input[name=destination_workload]`), "mtls-pg/httpbin"),
 		chromedp.Click(chromedp.CSS(`#search-form button[type=submit]`)))
 	poll(t, ctx, rows+` === 9 && location.hash.includes('source_workload=legacy%2Fsleep')`)
+	// Each result names both peers' workloads, in columns of their own.
+	type result struct{ Source, Destination string }
+	const workloadCells = `(() => {
+		const heads = [...document.querySelectorAll('#search-results thead th')].map(th => th.textContent);
+		const col = (name) => heads.indexOf(name);
+		return [...document.querySelectorAll('#search-results tbody tr')].map(tr => ({
+			Source: tr.cells[col('source workload')]?.textContent, Destination: tr.cells[col('destination workload')]?.textContent}));
+	})()`
+	results := run(t, ctx, chromedp.Evaluate[[]result](workloadCells))
+	for _, r := range results {
+		if r != (result{"legacy/deployment/sleep", "mtls-pg/deployment/httpbin"}) {
+			t.Errorf("search result's workloads %+v, want legacy/deployment/sleep to mtls-pg/deployment/httpbin", r)
+		}
+	}
+	// Every plaintext request to httpbin (a search from the address): the
+	// client without a resolved workload (10.42.0.97, 2 requests) shows a
+	// dash where the others show theirs.
+	do(t, ctx, chromedp.Navigate(srv.URL+"/ui/#view=search&window=1h&run=1&verdict=plaintext&host="+strings.Split(httpbin, ":")[0]))
+	poll(t, ctx, rows+` === 11`)
+	count := map[result]int{}
+	for _, r := range run(t, ctx, chromedp.Evaluate[[]result](workloadCells)) {
+		count[r]++
+	}
+	if want := map[result]int{{"legacy/deployment/sleep", "mtls-pg/deployment/httpbin"}: 9, {"—", "mtls-pg/deployment/httpbin"}: 2}; !maps.Equal(count, want) {
+		t.Errorf("plaintext results' workloads %v, want %v", count, want)
+	}
 	do(t, ctx, chromedp.Click(chromedp.CSS(`#search-form button[type=reset]`)),
 		chromedp.SendKeys(chromedp.CSS(`#search-form input[name=source_workload]`), "sleep"),
 		chromedp.Click(chromedp.CSS(`#search-form button[type=submit]`)))

@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // Reason says why Lookup found no workload for an address; it is empty when
@@ -500,21 +502,21 @@ const recentClaim = 2 * time.Minute
 func (ix *Index) whichMismatch(address string, w *Workload, namespace, serviceAccount string, now time.Time) string {
 	a, err := netip.ParseAddr(address)
 	if err != nil {
-		return "a workload presenting another's identity, or stale address data"
+		return evidence.MismatchEither
 	}
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	c := ix.byIP[a.Unmap().WithZone("")]
 	if c == nil {
-		return "a workload presenting another's identity, or stale address data"
+		return evidence.MismatchEither
 	}
 	for _, p := range c.pods[1:] {
 		if p.w.Namespace == namespace && p.w.ServiceAccount == serviceAccount {
-			return fmt.Sprintf("stale address data: pod %s/%s, which runs as that identity, held %s too", p.w.Namespace, p.w.Pod, a)
+			return fmt.Sprintf("%s: pod %s/%s, which runs as that identity, held %s too", evidence.MismatchStaleAddress, p.w.Namespace, p.w.Pod, a)
 		}
 	}
 	if holder := c.pods[0]; holder.w == w && now.Sub(holder.created) < recentClaim {
-		return fmt.Sprintf("stale address data, likely: pod %s/%s, created %s ago, holds %s now", w.Namespace, w.Pod, now.Sub(holder.created).Round(time.Second), a)
+		return fmt.Sprintf("%s, likely: pod %s/%s, created %s ago, holds %s now", evidence.MismatchStaleAddress, w.Namespace, w.Pod, now.Sub(holder.created).Round(time.Second), a)
 	}
-	return fmt.Sprintf("a workload presenting another's identity: pod %s/%s holds %s", w.Namespace, w.Pod, a)
+	return fmt.Sprintf("%s: pod %s/%s holds %s", evidence.MismatchBorrowedIdentity, w.Namespace, w.Pod, a)
 }

@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 func TestOwnerResolution(t *testing.T) {
@@ -458,17 +460,18 @@ func TestCheckIdentityWhich(t *testing.T) {
 		name string
 		pods []*corev1.Pod
 		want string
+		kind string // what reports read back from the record's reason
 	}{
 		{"the address's previous pod runs as the identity", []*corev1.Pod{
 			with(testPod("before", "1", "10.0.0.1"), "2", func(p *corev1.Pod) { old(p); p.Status.Phase = corev1.PodSucceeded }),
 			with(testPod("now", "3", "10.0.0.1"), "3", old),
-		}, "stale address data: pod shop/before, which runs as that identity, held 10.0.0.1 too"},
+		}, "stale address data: pod shop/before, which runs as that identity, held 10.0.0.1 too", evidence.CaseStaleAddress},
 		{"the holder was created moments ago", []*corev1.Pod{
 			with(testPod("now", "3", "10.0.0.1"), "3", fresh),
-		}, "stale address data, likely: pod shop/now, created 10s ago"},
+		}, "stale address data, likely: pod shop/now, created 10s ago", evidence.CaseStaleAddress},
 		{"the holder has held it for long", []*corev1.Pod{
 			with(testPod("now", "3", "10.0.0.1"), "3", old),
-		}, "a workload presenting another's identity: pod shop/now holds 10.0.0.1"},
+		}, "a workload presenting another's identity: pod shop/now holds 10.0.0.1", evidence.CaseBorrowedIdentity},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ix := NewIndex()
@@ -483,6 +486,9 @@ func TestCheckIdentityWhich(t *testing.T) {
 			if ok || !strings.Contains(reason, tc.want) || !strings.Contains(reason, `service account differs: workload "sa-now", SPIFFE ID "sa-before"`) {
 				t.Errorf("CheckIdentity = %v, %q; want it to say %q", ok, reason, tc.want)
 			}
+			if kind := mismatchCase(reason); kind != tc.kind {
+				t.Errorf("reports read %q as %q, want %q", reason, kind, tc.kind)
+			}
 		})
 	}
 	ix := NewIndex()
@@ -491,4 +497,15 @@ func TestCheckIdentityWhich(t *testing.T) {
 	if ok, reason := ix.CheckIdentity("10.0.0.1", w, "shop", "sa-now"); !ok || reason != "" {
 		t.Errorf("CheckIdentity of the pod's own identity = %v, %q", ok, reason)
 	}
+	// An address the index no longer holds: it cannot say which.
+	if ok, reason := ix.CheckIdentity("10.0.0.99", w, "shop", "sa-other"); ok || mismatchCase(reason) != evidence.CaseIdentityMismatch {
+		t.Errorf("CheckIdentity at an address nobody holds = %v, %q, read as %q; want %q", ok, reason, mismatchCase(reason), evidence.CaseIdentityMismatch)
+	}
+}
+
+// mismatchCase is how reports read the case back from the reason a record
+// gets for reason (authz's wording around CheckIdentity's).
+func mismatchCase(reason string) string {
+	kind, _ := evidence.MismatchCaseOf([]string{"source" + evidence.ReasonIdentityNotWorkload + ": " + reason})
+	return kind
 }

@@ -11,11 +11,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshproof/meshproof/cluster/istio"
 	"github.com/meshproof/meshproof/cluster/workload"
 	"github.com/meshproof/meshproof/internal/kubetest"
 )
@@ -23,11 +29,15 @@ import (
 // TestRBAC applies the kustomize base's ClusterRole and ClusterRoleBinding
 // (deploy/kubernetes/base, whose tests check these files are what the base
 // renders) to a real API server, RBAC on, for a service account of the
-// test's namespace, and acts as that account (impersonation): Watch syncs
-// and names a pod; every verb on every resource serve --kubernetes watches
-// is allowed, anything else asked is forbidden; an account without the
-// binding cannot list, and its Watch never syncs. A verb or resource missing
-// from the role fails here.
+// test's namespace, and acts as that account (impersonation): every verb on
+// every resource serve --kubernetes watches is allowed, anything else asked
+// is forbidden; then it runs what serve runs as that account: workload.Watch
+// syncs and names a pod; istio.Clients.Served finds Istio's groups
+// (discovery) and istio.Watch syncs, holds a policy created before it and
+// sees a DestinationRule created after; each of the five sources these
+// watches read lists and watches. An account without the binding cannot
+// list, and neither watch syncs for it. A verb or resource missing from the
+// role fails here, by access review and by the code that needs it.
 func TestRBAC(t *testing.T) {
 	cs := kubetest.Clientset(t)
 	ns := kubetest.Namespace(t, cs)
@@ -119,6 +129,77 @@ func TestRBAC(t *testing.T) {
 		t.Errorf("as the bound account: %+v (%q), want pod %s/reviews", w, why, ns)
 	}
 
+	// The Istio watch as that account, as serve starts it (watchIstio):
+	// discovery of both groups, then the informers, which list a policy
+	// made before them and see a rule made after through their watch.
+	admin := dynamic.NewForConfigOrDie(kubetest.Config(t))
+	createIstio(ctx, t, admin, peerAuthentications, ns, map[string]any{
+		"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+		"metadata": map[string]any{"name": "default", "namespace": ns},
+		"spec":     map[string]any{"mtls": map[string]any{"mode": "STRICT"}},
+	})
+	ic, err := istio.NewClients(bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ic.Served(ctx); !ok || err != nil {
+		t.Fatalf("Served as the bound account = %v, %v; want true (Istio's CRDs are installed)", ok, err)
+	}
+	// Bounded as serve bounds it (--kubernetes-sync-timeout), so that a
+	// role without list fails here rather than at the test's deadline.
+	ictx, stopIstio := context.WithTimeout(ctx, 30*time.Second)
+	iw, err := istio.Watch(ictx, ic.Sources(), "")
+	if err != nil {
+		stopIstio()
+		t.Fatalf("istio.Watch as the bound account: %v", err)
+	}
+	reviews := istio.Workload{Namespace: ns, Labels: map[string]string{"app": "reviews"}}
+	if got, want := iw.Config().PeerMode(reviews, 9080), (istio.PeerDecision{Mode: "STRICT", Policy: "default." + ns, Scope: istio.ScopeNamespace}); got != want {
+		t.Errorf("istio.Watch as the bound account, once synced: %+v, want %+v", got, want)
+	}
+	createIstio(ctx, t, admin, destinationRules, ns, map[string]any{
+		"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+		"metadata": map[string]any{"name": "reviews", "namespace": ns},
+		"spec": map[string]any{"host": "reviews." + ns + ".svc.cluster.local",
+			"trafficPolicy": map[string]any{"tls": map[string]any{"mode": "ISTIO_MUTUAL"}}},
+	})
+	for c := iw.Config(); c.ClientTLS(ns, "reviews."+ns+".svc.cluster.local", 9080).Mode != "ISTIO_MUTUAL"; c = iw.Config() {
+		select {
+		case <-c.Replaced():
+		case <-ictx.Done():
+			t.Fatal("istio.Watch as the bound account did not see the new DestinationRule within 30s")
+		}
+	}
+	stopIstio()
+	<-iw.Done()
+
+	// Each source the two watches read, as that account: a list, then a
+	// watch from it (an informer that may list but not watch syncs, and
+	// then only relists, so Watch alone would not show a missing watch).
+	sources := map[string]cache.ListerWatcher{
+		"peerauthentications": ic.Sources().PeerAuthentications, "destinationrules": ic.Sources().DestinationRules,
+	}
+	ws := clients.Sources()
+	sources["pods"], sources["replicasets"], sources["jobs"] = ws.Pods, ws.ReplicaSets, ws.Jobs
+	for name, src := range sources {
+		lw := cache.ToListerWatcherWithContext(src)
+		list, err := lw.ListWithContext(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Errorf("listing %s as the bound account: %v", name, err)
+			continue
+		}
+		lm, err := meta.ListAccessor(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := lw.WatchWithContext(ctx, metav1.ListOptions{ResourceVersion: lm.GetResourceVersion()})
+		if err != nil {
+			t.Errorf("watching %s as the bound account: %v", name, err)
+			continue
+		}
+		w.Stop()
+	}
+
 	// Without the binding: refused.
 	unbound, unboundCS := as(t, ns, "unbound")
 	if _, err := unboundCS.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
@@ -132,6 +213,36 @@ func TestRBAC(t *testing.T) {
 	defer stopShort()
 	if _, err := workload.Watch(short, clients.Sources(), workload.NewIndex()); err == nil {
 		t.Error("Watch without the binding synced")
+	}
+	// Discovery is every authenticated user's: Served still says yes, and
+	// the Istio watch, which it then starts, never syncs.
+	ic, err = istio.NewClients(unbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ic.Served(ctx); !ok || err != nil {
+		t.Errorf("Served without the binding = %v, %v; want true (discovery needs no role)", ok, err)
+	}
+	short, stopShort = context.WithTimeout(ctx, 3*time.Second)
+	defer stopShort()
+	if w, err := istio.Watch(short, ic.Sources(), ""); err == nil {
+		t.Error("istio.Watch without the binding synced")
+		stopShort()
+		<-w.Done()
+	}
+}
+
+// Istio's two kinds, for the admin's dynamic client.
+var (
+	peerAuthentications = schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}
+	destinationRules    = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}
+)
+
+// createIstio creates obj, of kind gvr, in namespace ns.
+func createIstio(ctx context.Context, t *testing.T, c dynamic.Interface, gvr schema.GroupVersionResource, ns string, obj map[string]any) {
+	t.Helper()
+	if _, err := c.Resource(gvr).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating %s: %v", gvr.Resource, err)
 	}
 }
 

@@ -111,6 +111,11 @@ func TestQueryFilters(t *testing.T) {
 		{[]string{"--source-workload", "legacy/sleep"}, []*evidence.Record{f.plain}},
 		{[]string{"--destination-workload", "mtls-pg/httpbin", "--verdict", "plaintext"}, []*evidence.Record{f.plain}},
 		{[]string{"--source-namespace", "legacy"}, []*evidence.Record{f.plain}},
+		// The destination's side only: its SPIFFE ID's namespace, else
+		// (plaintext carries none) its workload's; legacy is a source's.
+		{[]string{"--destination-namespace", "mtls-pg"}, []*evidence.Record{f.plain, f.mtls, f.dryRun, f.hostile}},
+		{[]string{"--destination-namespace", "mtls-pg", "--verdict", "plaintext"}, []*evidence.Record{f.plain}},
+		{[]string{"--destination-namespace", "legacy"}, nil},
 		{[]string{"--namespace", "mtls-pg", "--trust-domain", "cluster.local", "--method", "GET", "--path-prefix", "/head"},
 			[]*evidence.Record{f.mtls, f.dryRun}},
 	}

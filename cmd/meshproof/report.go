@@ -94,9 +94,13 @@ const tlsCheckDoc = `Per destination (host:port as in :authority), which clients
 which did not, from the traffic meshproof saw: the successor of istioctl authn tls-check.
 
 STATUS is OK (every request mTLS), PLAINTEXT (some without a client certificate) or
-SUSPECT (some mtls_mismatch or xfcc_unverified). SERVER is the modes the destination
-accepted: mTLS, HTTP or HTTP/mTLS. One line per client: its mTLS share, requests and
-last request.
+SUSPECT (some mtls_mismatch or xfcc_unverified, or a client whose SPIFFE ID is not its
+pod's). SERVER is the modes the destination accepted: mTLS, HTTP or HTTP/mTLS. One line
+per client: its mTLS share, requests and last request; a client that makes the row
+SUSPECT says why in STATUS: stale_address (its address changed hands: stale data),
+borrowed_identity (its pod presented another workload's identity), identity_mismatch
+(either; serve could not tell), or the verdict it sent (mtls_mismatch, xfcc_unverified).
+Their example records' reasons follow the table.
 
 When the server runs with --kubernetes, the table starts with istioctl authn tls-check's
 columns: HOST:PORT, STATUS, SERVER, CLIENT (what the DestinationRule makes clients send;
@@ -192,7 +196,8 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 		}
 		writeRows(tw, line)
 		for _, cl := range row.Clients { // the destination's clients, indented under it
-			line := []string{"  " + dash(clientName(cl)), "", "", "", share(cl.Counts[evidence.MTLS], cl.Total),
+			// A client's STATUS is why it makes the row SUSPECT, if it does.
+			line := []string{"  " + dash(clientName(cl)), "", cl.Suspect, "", share(cl.Counts[evidence.MTLS], cl.Total),
 				fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
 			if configured {
 				// The client by its workload, what it sent, and its own
@@ -201,7 +206,7 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 				if cl.DestinationRule != nil && (row.DestinationRule == nil || *cl.DestinationRule != *row.DestinationRule) {
 					rule = ruleCell(cl.DestinationRule)
 				}
-				line = []string{"  " + dash(cmp.Or(report.WorkloadName(cl.Workload), cl.Client)), "", "", sentModes(cl.Counts), "", rule,
+				line = []string{"  " + dash(configuredClientName(cl)), cl.Suspect, "", sentModes(cl.Counts), "", rule,
 					clientPrincipal(cl), share(cl.Counts[evidence.MTLS], cl.Total), fmt.Sprint(cl.Total), dash(when(cl.LastSeen, now))}
 			}
 			if wide {
@@ -213,6 +218,7 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	writeSuspects(w, rep.Rows, configured)
 	conflicts := ""
 	if configured {
 		conflicts = fmt.Sprintf(", %d CONFLICT", statuses[report.StatusConflict])
@@ -220,6 +226,35 @@ func writeTLSCheck(w io.Writer, rep report.TLSCheckReport, wide bool, now time.T
 	_, err := fmt.Fprintf(w, "\n%s: %d OK, %d PLAINTEXT, %d SUSPECT%s.\n",
 		plural(len(rep.Rows), "destination"), statuses[report.StatusOK], statuses[report.StatusPlaintext], statuses[report.StatusSuspect], conflicts)
 	return err
+}
+
+// configuredClientName is a client as the table with configured modes
+// names it: by its workload, else its key.
+func configuredClientName(cl report.Client) string {
+	return cmp.Or(report.WorkloadName(cl.Workload), cl.Client)
+}
+
+// writeSuspects says, below the table, why each SUSPECT client is: its
+// example record's reason, after the case its line's STATUS names.
+func writeSuspects(w io.Writer, rows []report.TLSCheckRow, configured bool) {
+	first := true
+	for _, row := range rows {
+		for _, cl := range row.Clients {
+			if cl.Suspect == "" {
+				continue
+			}
+			if first {
+				fmt.Fprintln(w, "\nSuspect clients (from an example record's reasons):")
+				first = false
+			}
+			name := clientName(cl)
+			if configured {
+				name = configuredClientName(cl)
+			}
+			why := cmp.Or(cl.SuspectReason, "no reason at hand (the example record is gone)")
+			fmt.Fprintf(w, "  %s to %s: %s: %s\n", cell(dash(name)), cell(row.Destination), cl.Suspect, cell(why))
+		}
+	}
 }
 
 // authnCell is AUTHN POLICY: name.namespace/MODE, "-" for Istio's default.

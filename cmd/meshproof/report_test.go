@@ -60,8 +60,8 @@ func TestReportTLSCheck(t *testing.T) {
 	}
 	lines = lines[2:]
 	header := []string{"DESTINATION / CLIENT", "PRINCIPAL", "STATUS", "SERVER", "MTLS", "REQUESTS", "LAST SEEN"}
-	if len(lines) != 10 || !strings.HasPrefix(lines[0], "DESTINATION / CLIENT  ") || !slices.Equal(cellsUnder(lines[0], lines[0], header), header) {
-		t.Fatalf("want a header, 3 destination lines, 4 client lines, a blank line and a summary:\n%s", stdout)
+	if len(lines) != 13 || !strings.HasPrefix(lines[0], "DESTINATION / CLIENT  ") || !slices.Equal(cellsUnder(lines[0], lines[0], header), header) {
+		t.Fatalf("want a header, 3 destination lines, 4 client lines, a blank line, the suspect client's note, a blank line and a summary:\n%s", stdout)
 	}
 	lastPlain := last.UTC().Format(time.RFC3339) + " (10m ago)"
 	// The destination's identity is on its own line; a client's is its name.
@@ -72,7 +72,7 @@ func TestReportTLSCheck(t *testing.T) {
 		{ratings, ratingsID, "OK", "mTLS", "100%", "2", ""},
 		{sleepID, "", "", "", "100%", "2", ""},
 		{reviews, reviewsID, "SUSPECT", "mTLS", "0%", "1", ""},
-		{sleepID, "", "", "", "0%", "1", ""},
+		{sleepID, "", "mtls_mismatch", "", "0%", "1", ""}, // why it is suspect
 	}
 	for i, row := range want {
 		got := cellsUnder(lines[0], lines[i+1], header)
@@ -86,8 +86,13 @@ func TestReportTLSCheck(t *testing.T) {
 			t.Errorf("line %d: LAST SEEN is not RFC 3339 and relative:\n%s", i+1, lines[i+1])
 		}
 	}
-	if lines[9] != "3 destinations: 1 OK, 1 PLAINTEXT, 1 SUSPECT." {
-		t.Errorf("summary: %s", lines[9])
+	// The suspect client's example record's reasons (the fixture's: its verdict).
+	if got, want := lines[8:11], []string{"", "Suspect clients (from an example record's reasons):",
+		"  " + sleepID + " to " + reviews + ": mtls_mismatch: mtls_mismatch"}; !slices.Equal(got, want) {
+		t.Errorf("below the table:\n got %q\nwant %q", got, want)
+	}
+	if lines[12] != "3 destinations: 1 OK, 1 PLAINTEXT, 1 SUSPECT." {
+		t.Errorf("summary: %s", lines[12])
 	}
 
 	code, stdout, _ = cli(t, append([]string{"report", "tls-check", "--output", "json", "--destination", httpbinID}, a.args()...)...)
@@ -374,7 +379,13 @@ func TestReportClientsByWorkload(t *testing.T) {
 	}
 	hijack := sleep
 	hijack.Workload = &evidence.Workload{Namespace: "mtls-pg", Kind: "Deployment", Name: "api", ServiceAccount: "api"}
-	a.add(t, rec(now.Add(-5*time.Minute), hijack, ratings, ratingsID, evidence.MTLS))
+	stale := rec(now.Add(-5*time.Minute), hijack, ratings, ratingsID, evidence.MTLS)
+	// The reason serve --kubernetes gives (authz, cluster/workload's
+	// CheckIdentity): the case it most likely is, after the sides.
+	why := `source identity is not its workload's: service account differs: workload "api", SPIFFE ID "sleep"; ` +
+		"stale address data: pod mtls-pg/sleep-6f8d5c9b7-w4n2m, which runs as that identity, held 10.42.0.7 too"
+	stale.Reasons = append(stale.Reasons, why)
+	a.add(t, stale)
 	code, stdout, stderr := cli(t, append([]string{"report", "tls-check"}, a.args()...)...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -389,9 +400,19 @@ func TestReportClientsByWorkload(t *testing.T) {
 		{httpbin, "-", "PLAINTEXT", "HTTP", "0%", "2"},
 		{"legacy/deployment/sleep", "", "", "", "0%", "2"},
 		{ratings, ratingsID, "SUSPECT", "mTLS", "100%", "1"},
-		{"mtls-pg/deployment/api as " + sleepID, "", "", "", "100%", "1"},
+		// Which case the record's reason names: stale address data.
+		{"mtls-pg/deployment/api as " + sleepID, "", "stale_address", "", "100%", "1"},
 	}
 	if !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("tls-check:\n got %q\nwant %q\n%s", got, want, stdout)
+	}
+	if note := "\n  mtls-pg/deployment/api as " + sleepID + " to " + ratings + ": stale_address: " + why + "\n"; !strings.Contains(stdout, note) {
+		t.Errorf("no note %q:\n%s", note, stdout)
+	}
+	code, stdout, _ = cli(t, append([]string{"report", "tls-check", "-o", "json", "--destination", ratings}, a.args()...)...)
+	var rep report.TLSCheckReport
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil || len(rep.Rows) != 1 || len(rep.Rows[0].Clients) != 1 ||
+		rep.Rows[0].Clients[0].Suspect != evidence.CaseStaleAddress || rep.Rows[0].Clients[0].SuspectReason != why {
+		t.Errorf("-o json: exit %d, %v, want the client's suspect %q and reason %q:\n%s", code, err, evidence.CaseStaleAddress, why, stdout)
 	}
 }

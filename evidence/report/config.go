@@ -138,13 +138,15 @@ func serviceHost(authority, ns string) (host string, port uint32) {
 
 // configure sets each row's configured modes, its clients' workloads and
 // DestinationRules, and CONFLICT where STRICT met plaintext.
-func configure(ctx context.Context, r evidence.Reader, cfg Configuration, rows []TLSCheckRow) error {
-	ex := &examples{r: r}
+func configure(ctx context.Context, ex *examples, cfg Configuration, rows []TLSCheckRow) error {
 	for i := range rows {
 		row := &rows[i]
 		rec, err := ex.get(ctx, mostTelling(row.Clients))
 		if err != nil {
 			return err
+		}
+		if w := destinationWorkload(rec); w != "" {
+			row.Workload = w
 		}
 		ns, w, port := configuredDestination(rec, row.Namespace)
 		authn := cfg.PeerAuthentication(ns, w, port)
@@ -233,9 +235,29 @@ func configureNamespaces(ctx context.Context, ex *examples, cfg Configuration, r
 				return err
 			}
 			d.Reason += noSidecarClause(d.Blocking)
+			rec, err := ex.get(ctx, d.example)
+			if err != nil {
+				return err
+			}
+			if w := destinationWorkload(rec); w != "" {
+				d.Workload = w
+			}
 		}
+		sortDestinations(ns.Workloads)
 	}
 	return nil
+}
+
+// destinationWorkload is the name of rec's destination workload
+// (WorkloadName), "" when rec is nil (removed by retention) or resolved
+// none: a destination is named by its Kubernetes workload where the
+// record has one, not by the service account of its SPIFFE ID, which
+// several workloads may share (Istio's "default").
+func destinationWorkload(rec *evidence.Record) string {
+	if rec == nil || rec.Destination.Workload == nil {
+		return ""
+	}
+	return WorkloadName(rec.Destination.Workload)
 }
 
 // describeBlocking names each blocking client's workload from its example

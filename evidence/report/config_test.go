@@ -163,6 +163,16 @@ func TestConfiguredReports(t *testing.T) {
 					t.Errorf("client %s: workload %+v, rule %+v; want %+v, %+v", c.Client, c.Workload, c.DestinationRule, wantW, wantDR)
 				}
 			}
+			// The destination is named by its workload where the records
+			// have one and a configuration is given, else by its SPIFFE
+			// ID's service account.
+			wantName := "httpbin"
+			if tc.cfg != nil && tc.resolved {
+				wantName = "mtls-pg/deployment/httpbin"
+			}
+			if row.Workload != wantName {
+				t.Errorf("row's workload %q, want %q", row.Workload, wantName)
+			}
 			if tc.cfg != nil && (len(tc.cfg.asked) == 0 || tc.cfg.asked[0] != tc.asked) {
 				t.Errorf("configuration asked %q, want %q first", tc.cfg.asked, tc.asked)
 			}
@@ -207,6 +217,9 @@ func TestConfiguredReports(t *testing.T) {
 				t.Fatalf("namespace report %+v, want mtls-pg with httpbin", nr)
 			}
 			ns, d := nr.Namespaces[0], nr.Namespaces[0].Workloads[0]
+			if d.Workload != wantName {
+				t.Errorf("namespace report's destination named %q, want %q", d.Workload, wantName)
+			}
 			breaks := "; 1 client (legacy/deployment/legacy) runs without a sidecar and will break under STRICT"
 			if got := strings.HasSuffix(ns.Verdict, breaks) && strings.HasSuffix(d.Reason, breaks); got != tc.noSidecar {
 				t.Errorf("namespace verdict %q, destination reason %q: says legacy will break %v, want %v", ns.Verdict, d.Reason, got, tc.noSidecar)

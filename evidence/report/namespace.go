@@ -61,8 +61,11 @@ type NamespaceReadiness struct {
 // a host that served no mTLS.
 type DestinationReadiness struct {
 	Destination string `json:"destination"` // principal, or host when it had none
-	// Workload is the short name: the SPIFFE service account, or the
-	// service part of the host.
+	// Workload is the destination's name: with a Configuration (serve
+	// --kubernetes), its Kubernetes workload as reports name one
+	// (mtls-pg/deployment/httpbin, WorkloadName) when its example record
+	// resolved one; else the short name, the SPIFFE service account or
+	// the service part of the host.
 	Workload  string           `json:"workload"`
 	Principal string           `json:"principal,omitempty"`
 	Hosts     []string         `json:"hosts"`
@@ -75,6 +78,8 @@ type DestinationReadiness struct {
 	FirstSeen time.Time        `json:"first_seen,omitzero"`
 	LastSeen  time.Time        `json:"last_seen,omitzero"`
 	Blocking  []BlockingClient `json:"blocking"`
+
+	example string // the id of the destination's example record (destAcc.example)
 }
 
 // NamespaceQuery asks StrictReadinessByNamespace about: one namespace, or
@@ -185,6 +190,19 @@ type destAcc struct {
 	hosts    map[string]bool
 	groups   []evidence.Group // in the window
 	lastSeen time.Time        // since known
+	// example is the group whose record names the destination's workload:
+	// the latest of those addressed to the destination's principal itself
+	// (plaintext is only placed there by its host), else the latest.
+	example evidence.Group
+}
+
+// consider makes g the destination's example when it tells more about
+// the destination than the one it has.
+func (a *destAcc) consider(g evidence.Group) {
+	own := func(g evidence.Group) bool { return a.principal == "" || g.DestinationPrincipal == a.principal }
+	if a.example.ExampleID == "" || own(g) && !own(a.example) || own(g) == own(a.example) && g.LastSeen.After(a.example.LastSeen) {
+		a.example = g
+	}
 }
 
 // nsAcc accumulates one namespace.
@@ -230,6 +248,9 @@ func buildNamespaces(known, inWindow []evidence.Group, q NamespaceQuery, since, 
 			}
 			if g.LastSeen.After(a.lastSeen) {
 				a.lastSeen = g.LastSeen
+			}
+			if g.ExampleID != "" {
+				a.consider(g)
 			}
 			if inWindow {
 				a.groups = append(a.groups, g)
@@ -323,10 +344,7 @@ func namespaceOf(name string, n *nsAcc, since, until, knownSince time.Time) Name
 		}
 		ns.Workloads = append(ns.Workloads, d)
 	}
-	slices.SortFunc(ns.Workloads, func(a, b DestinationReadiness) int {
-		return cmp.Or(cmp.Compare(statusOrder[a.Status], statusOrder[b.Status]), strings.Compare(a.Workload, b.Workload),
-			strings.Compare(a.Destination, b.Destination))
-	})
+	sortDestinations(ns.Workloads)
 	groups := make([]evidence.Group, 0, len(n.groups))
 	for _, g := range n.groups {
 		groups = append(groups, g)
@@ -340,8 +358,17 @@ func namespaceOf(name string, n *nsAcc, since, until, knownSince time.Time) Name
 	return ns
 }
 
+// sortDestinations orders a namespace's destinations: not_ready, then
+// no_traffic, then ready, then by workload.
+func sortDestinations(ds []DestinationReadiness) {
+	slices.SortFunc(ds, func(a, b DestinationReadiness) int {
+		return cmp.Or(cmp.Compare(statusOrder[a.Status], statusOrder[b.Status]), strings.Compare(a.Workload, b.Workload),
+			strings.Compare(a.Destination, b.Destination))
+	})
+}
+
 func destinationOf(a *destAcc, since time.Time) DestinationReadiness {
-	d := DestinationReadiness{Destination: a.key, Workload: a.workload, Principal: a.principal, Hosts: []string{}}
+	d := DestinationReadiness{Destination: a.key, Workload: a.workload, Principal: a.principal, Hosts: []string{}, example: a.example.ExampleID}
 	for h := range a.hosts {
 		d.Hosts = append(d.Hosts, h)
 	}

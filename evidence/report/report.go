@@ -5,8 +5,10 @@
 // breaking one of them (StrictReadiness), the same for every destination
 // of a namespace (StrictReadinessByNamespace), and the mTLS share and
 // plaintext requests of each destination over time (TimeseriesOf).
-// Reports read Reader.Aggregate only, never the records: their cost
-// follows the number of edges, not the traffic.
+// Reports read Reader.Aggregate, not the records: their cost follows the
+// number of edges, not the traffic. The exceptions are one Get per client
+// named below: tls-check reads each SUSPECT client's example record for
+// its reason (Client.Suspect), and, with a Configuration, every client's.
 //
 // PeerAuthentication is applied per namespace or workload, so the
 // namespace reports place each destination in a namespace:
@@ -51,6 +53,13 @@
 //   - Clients are named by the workload of their example's source
 //     (Source.Workload), and a blocking client whose workload runs
 //     without a sidecar is marked: it will break under STRICT.
+//   - A destination's Workload (tls-check's rows, the namespace
+//     report's destinations) is its example's Destination.Workload, by
+//     WorkloadName, where that record has one: a SPIFFE ID's service
+//     account is no workload's name (Istio's "default" is every
+//     workload's that sets none). A namespace report's destination takes
+//     the latest record addressed to its principal (plaintext is only
+//     placed there by its host), else the latest.
 package report
 
 import (
@@ -112,6 +121,16 @@ type Client struct {
 	// service account than its pod runs as (a workload presenting
 	// another's identity, or stale address data); its row is SUSPECT.
 	IdentityMismatch bool `json:"identity_mismatch"`
+	// Suspect says why the client makes its tls-check row SUSPECT ("" when
+	// it does not): for an identity that is not its pod's, which case its
+	// example record's reason names (evidence.CaseStaleAddress,
+	// CaseBorrowedIdentity, or CaseIdentityMismatch when the record does
+	// not say or is gone); else the suspect verdict it sent (mtls_mismatch,
+	// xfcc_unverified). SuspectReason is that record's reason for it (the
+	// identity reason, or the verdict's reasons); "" when the record is
+	// gone.
+	Suspect       string `json:"suspect,omitempty"`
+	SuspectReason string `json:"suspect_reason,omitempty"`
 
 	Counts    Counts    `json:"counts"`
 	Total     int64     `json:"total"`

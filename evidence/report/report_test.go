@@ -3,6 +3,7 @@ package report
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -13,11 +14,22 @@ import (
 
 // groupsReader answers Aggregate from fixed groups, filtered by
 // destination (host or principal) as a store does; the logic under test is
-// what the reports make of the groups. Other methods are not used.
+// what the reports make of the groups. Get finds records (a SUSPECT
+// client's example) in records; other methods are not used.
 type groupsReader struct {
 	evidence.Reader
 	groups  []evidence.Group
 	queries []evidence.AggregateQuery
+	records map[string]*evidence.Record // what Get finds, by id
+	got     []string                    // the ids Get was asked for
+}
+
+func (g *groupsReader) Get(_ context.Context, id string) (*evidence.Record, error) {
+	g.got = append(g.got, id)
+	if r, ok := g.records[id]; ok {
+		return r, nil
+	}
+	return nil, fmt.Errorf("record %s: %w", id, evidence.ErrNotFound)
 }
 
 func (g *groupsReader) Aggregate(_ context.Context, q evidence.AggregateQuery) ([]evidence.Group, error) {
@@ -261,4 +273,62 @@ func equalCounts(a, b Counts) bool {
 		}
 	}
 	return len(a) == len(evidence.Verdicts) && len(b) == len(evidence.Verdicts)
+}
+
+// TestTLSCheckSuspects: every client that makes its row SUSPECT says why,
+// from its example record (one Get each, none for the others): which case
+// an identity that is not its pod's most likely is, as the record's reason
+// says, or the suspect verdict it sent, with the reasons behind it.
+func TestTLSCheckSuspects(t *testing.T) {
+	const sides = `source identity is not its workload's: service account differs: workload "api", SPIFFE ID "sleep"; `
+	stale := sides + "stale address data: pod mtls-pg/sleep-1, which runs as that identity, held 10.42.0.7 too"
+	borrowed := sides + "a workload presenting another's identity: pod mtls-pg/api-1 holds 10.42.0.7"
+	either := sides + "a workload presenting another's identity, or stale address data"
+	r := &groupsReader{
+		groups: []evidence.Group{
+			g(sleepID, httpbin, httpbinID, evidence.MTLS, true, 5, 0, 1, "ok"),
+			g(sleepID+" workload:mtls-pg/Deployment/api", httpbin, httpbinID, evidence.MTLS, true, 1, 0, 1, "stale"),
+			g(sleepID+" workload:mtls-pg/Deployment/web", httpbin, httpbinID, evidence.MTLS, true, 1, 0, 1, "borrowed"),
+			g(sleepID+" workload:mtls-pg/Deployment/db", httpbin, httpbinID, evidence.MTLS, true, 1, 0, 1, "either"),
+			g(sleepID+" workload:mtls-pg/Deployment/old", httpbin, httpbinID, evidence.MTLS, true, 1, 0, 1, "gone"),
+			// A mismatch that also sent a suspect verdict: the identity's case first.
+			g(sleepID+" workload:mtls-pg/Deployment/both", httpbin, httpbinID, evidence.MTLSMismatch, true, 1, 0, 1, "both"),
+			g("workload:legacy/Pod/forger", httpbin, "", evidence.XFCCUnverified, false, 2, 0, 1, "forged"),
+			g(legacy, httpbin, "", evidence.Plaintext, true, 3, 0, 1, "plain"),
+		},
+		records: map[string]*evidence.Record{
+			"stale":    {Reasons: []string{"client certificate presented", stale}},
+			"borrowed": {Reasons: []string{borrowed}},
+			"either":   {Reasons: []string{either}},
+			"both":     {Reasons: []string{"xfcc uri differs from source principal: x", stale}},
+			"forged":   {Reasons: []string{"no client certificate", "xfcc header without client certificate"}},
+		},
+	}
+	rep, err := TLSCheck(context.Background(), r, Query{Since: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 1 || rep.Rows[0].Status != StatusSuspect {
+		t.Fatalf("rows %+v, want httpbin's, SUSPECT", rep.Rows)
+	}
+	type why struct{ suspect, reason string }
+	want := map[string]why{
+		sleepID: {},
+		sleepID + " workload:mtls-pg/Deployment/api":  {evidence.CaseStaleAddress, stale},
+		sleepID + " workload:mtls-pg/Deployment/web":  {evidence.CaseBorrowedIdentity, borrowed},
+		sleepID + " workload:mtls-pg/Deployment/db":   {evidence.CaseIdentityMismatch, either},
+		sleepID + " workload:mtls-pg/Deployment/old":  {evidence.CaseIdentityMismatch, ""}, // its record is gone
+		sleepID + " workload:mtls-pg/Deployment/both": {evidence.CaseStaleAddress, stale},
+		"workload:legacy/Pod/forger":                  {"xfcc_unverified", "no client certificate; xfcc header without client certificate"},
+		legacy:                                        {},
+	}
+	for _, c := range rep.Rows[0].Clients {
+		if got := (why{c.Suspect, c.SuspectReason}); got != want[c.Client] {
+			t.Errorf("client %s: %+v, want %+v", c.Client, got, want[c.Client])
+		}
+	}
+	slices.Sort(r.got)
+	if want := []string{"borrowed", "both", "either", "forged", "gone", "stale"}; !slices.Equal(r.got, want) {
+		t.Errorf("records read %q, want the suspect clients' examples %q", r.got, want)
+	}
 }

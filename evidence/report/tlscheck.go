@@ -59,7 +59,9 @@ type TLSCheckRow struct {
 	DestinationPrincipal string `json:"destination_principal,omitempty"`
 	// Namespace and Workload place the row as the namespace reports place
 	// a destination: by its first principal, else by its host's name
-	// (attribution). Namespace "" is the unknown namespace.
+	// (attribution). Namespace "" is the unknown namespace. With a
+	// Configuration, Workload is the destination's Kubernetes workload
+	// (WorkloadName) where the row's example record resolved one.
 	Namespace string `json:"namespace"`
 	Workload  string `json:"workload"`
 	Status    string `json:"status"`
@@ -144,12 +146,62 @@ func TLSCheck(ctx context.Context, r evidence.Reader, q Query) (TLSCheckReport, 
 	slices.SortFunc(rep.Rows, func(a, b TLSCheckRow) int {
 		return cmp.Or(strings.Compare(a.Destination, b.Destination), strings.Compare(a.DestinationPrincipal, b.DestinationPrincipal))
 	})
+	ex := &examples{r: r}
+	if err := describeSuspects(ctx, ex, rep.Rows); err != nil {
+		return TLSCheckReport{}, err
+	}
 	if q.Config != nil {
-		if err := configure(ctx, r, q.Config, rep.Rows); err != nil {
+		if err := configure(ctx, ex, q.Config, rep.Rows); err != nil {
 			return TLSCheckReport{}, err
 		}
 	}
 	return rep, nil
+}
+
+// describeSuspects says of every client that makes its row SUSPECT why
+// (Client.Suspect), from its example record: one Get per such client.
+func describeSuspects(ctx context.Context, ex *examples, rows []TLSCheckRow) error {
+	for i := range rows {
+		for j := range rows[i].Clients {
+			c := &rows[i].Clients[j]
+			verdict := suspectVerdict(c)
+			if !c.IdentityMismatch && verdict == "" {
+				continue
+			}
+			rec, err := ex.get(ctx, c.ExampleID)
+			if err != nil {
+				return err
+			}
+			var reasons []string
+			if rec != nil {
+				reasons = rec.Reasons
+			}
+			switch kind, why := evidence.MismatchCaseOf(reasons); {
+			case kind != "":
+				c.Suspect, c.SuspectReason = kind, why
+			case c.IdentityMismatch:
+				c.Suspect = evidence.CaseIdentityMismatch // the record is gone
+			default:
+				c.Suspect, c.SuspectReason = string(verdict), strings.Join(reasons, "; ")
+			}
+		}
+	}
+	return nil
+}
+
+// suspectVerdict is the suspect verdict c sent: its example's (the most
+// severe group's), else the suspect verdict it sent most; "" for none.
+func suspectVerdict(c *Client) evidence.Verdict {
+	if suspect(c.example.Verdict) {
+		return c.example.Verdict
+	}
+	var best evidence.Verdict
+	for _, v := range evidence.Verdicts {
+		if suspect(v) && c.Counts[v] > 0 && (best == "" || c.Counts[v] > c.Counts[best]) {
+			best = v
+		}
+	}
+	return best
 }
 
 // judge gives a row's status and server mode from its counts. SUSPECT wins

@@ -83,6 +83,19 @@ export function idText(id) {
   return h('span', { class: 'fullid' }, parts.flatMap((p, i) => [i ? h('wbr') : null, h('span', { class: 'name' }, p)]));
 }
 
+// workloadLabel names a workload as the CLI and reports do:
+// NAMESPACE/KIND/NAME, the kind in lower case.
+export const workloadLabel = (w) => `${w.namespace || '-'}/${(w.kind || '').toLowerCase()}/${w.name}`;
+
+// workloadCell is a peer's workload as the records table shows it (its
+// pod and service account on hover), '—' when serve recorded none.
+function workloadCell(p = {}) {
+  const w = p.workload;
+  if (!w) return h('td', {}, '—');
+  return h('td', {}, h('span', { class: 'name', title: [w.pod && `pod ${w.pod}`, w.service_account && `service account ${w.service_account}`].filter(Boolean).join('\n') || null },
+    workloadLabel(w)));
+}
+
 // recordLink is the hash that opens a record's detail, keeping the view.
 export function recordLink(id) {
   const q = new URLSearchParams(location.hash.slice(1));
@@ -99,8 +112,10 @@ export function recordAnchor(id, text) {
   }, text);
 }
 
-// recordsTable lists records; a click anywhere on a row opens its detail,
-// and the time cell is a link for the keyboard.
+// recordsTable lists records, with each peer's workload where serve
+// --kubernetes recorded one (the CLI's SOURCE WORKLOAD and DESTINATION
+// WORKLOAD); a click anywhere on a row opens its detail, and the time cell
+// is a link for the keyboard.
 export function recordsTable(records) {
   if (!records.length) return h('p', { class: 'hint' }, 'No records.');
   const row = (r) => h('tr', {
@@ -111,12 +126,14 @@ export function recordsTable(records) {
   h('td', {}, verdictBadge(r.verdict)),
   h('td', {}, idText(peerName(r.source))),
   h('td', {}, idText(peerName(r.destination))),
+  workloadCell(r.source),
+  workloadCell(r.destination),
   h('td', {}, r.request?.method || ''),
   h('td', { class: 'name' }, r.request?.host || ''),
   h('td', { class: 'id' }, r.request?.path || ''),
   h('td', {}, r.effective ? effectiveText(r.effective) : decisionText(r.decision)));
   return h('table', { class: 'records' },
-    h('thead', {}, h('tr', {}, ['time', 'verdict', 'source', 'destination', 'method', 'host', 'path', 'decision']
+    h('thead', {}, h('tr', {}, ['time', 'verdict', 'source', 'destination', 'source workload', 'destination workload', 'method', 'host', 'path', 'decision']
       .map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, records.map(row)));
 }

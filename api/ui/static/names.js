@@ -3,7 +3,7 @@
 // the API's answer (tls-check rows and the namespace reports carry it),
 // never worked out here.
 
-import { h } from './dom.js';
+import { h, workloadLabel } from './dom.js';
 
 // spiffe splits a Kubernetes SPIFFE ID, or returns null.
 export function spiffe(id) {
@@ -33,9 +33,9 @@ export function sourceKey(key) {
   return { principal: key };
 }
 
-// workloadLabel names a workload as the CLI and reports do:
-// NAMESPACE/KIND/NAME, the kind in lower case.
-export const workloadLabel = (w) => `${w.namespace || '-'}/${(w.kind || '').toLowerCase()}/${w.name}`;
+// workloadLabel names a workload as the CLI and reports do (dom.js's,
+// which the records table uses too).
+export { workloadLabel };
 
 // clientLabel is a client's short name: NS/SA for a SPIFFE ID, its
 // workload for a client known by it (WORKLOAD as NS/SA when its SPIFFE ID
