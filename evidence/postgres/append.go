@@ -31,13 +31,8 @@ func (s *Store) appendDirect(ctx context.Context, batch []*evidence.Record) erro
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := checkBatch(batch); err != nil {
+	if err := checkWrite(batch); err != nil {
 		return err
-	}
-	if err := evidence.CheckTimes(batch); err != nil {
-		// The store would refuse it (or keep it wrapped): a refusal, to
-		// quarantine.
-		return evidence.Permanent(fmt.Errorf("postgres: %w", err))
 	}
 	days := make([]int64, 0, 1)
 	for _, r := range batch {
@@ -81,6 +76,19 @@ func (s *Store) appendDirect(ctx context.Context, batch []*evidence.Record) erro
 			return classify(err)
 		}
 	}
+}
+
+// checkWrite rejects a batch that cannot be a piece of one chain
+// (checkBatch), and one the store would refuse for its times (or keep
+// wrapped): a refusal, to quarantine (evidence.ErrPermanent).
+func checkWrite(batch []*evidence.Record) error {
+	if err := checkBatch(batch); err != nil {
+		return err
+	}
+	if err := evidence.CheckTimes(batch); err != nil {
+		return evidence.Permanent(fmt.Errorf("postgres: %w", err))
+	}
+	return nil
 }
 
 // checkBatch rejects a batch that cannot be a piece of one chain.

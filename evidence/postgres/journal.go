@@ -189,34 +189,60 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := checkBatch(batch); err != nil {
-		return err
-	}
-	if err := evidence.CheckTimes(batch); err != nil {
-		// The apply would refuse it: quarantined now, by the caller.
-		return evidence.Permanent(fmt.Errorf("postgres: %w", err))
+	if err := checkWrite(batch); err != nil {
+		return err // the apply would refuse it: quarantined now, by the caller
 	}
 	replica := batch[0].Replica
 	j := s.journal(replica)
 	if j == nil {
 		return fmt.Errorf("postgres: journal of replica %s: not open (OpenJournal first)", replica)
 	}
+	if err := s.jd.Admit(ctx, s.applyPending); err != nil {
+		return fmt.Errorf("postgres: journal of replica %s: %w", replica, err)
+	}
 	lines, err := storekit.AppendLines(nil, batch)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	first, last := batch[0].Chain.Seq, batch[len(batch)-1].Chain.Seq
+	if err := s.follows(ctx, j, first, last); err != nil {
+		return err
+	}
 	j.mu.Lock()
 	waiting, err := s.journalLocked(ctx, j, batch, first, last, lines)
 	j.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if waiting >= storekit.ApplyMax {
-		return s.applyPending(ctx)
-	}
-	s.jd.Kick()
+	s.jd.Committed(ctx, waiting, s.applyPending)
 	return nil
+}
+
+// follows checks that a batch from first to last follows what j's replica
+// journaled or stored before: it was journaled already (last at or before
+// that), or it starts right after. When it does not, the head may have
+// moved without the journal (another process appended as the replica):
+// what waits is applied, and the batch checked against the head as stored.
+func (s *Store) follows(ctx context.Context, j *journal, first, last uint64) error {
+	j.mu.Lock()
+	ok := last <= j.last || first == j.last+1
+	j.mu.Unlock()
+	if ok {
+		return nil
+	}
+	s.settle(ctx)
+	head, err := s.link(ctx, "chain_heads", j.replica)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if first == head.Seq+1 && !s.jd.Waits(j.replica) {
+		j.last = head.Seq
+		return nil
+	}
+	return fmt.Errorf("%w: replica %s: the batch starts at seq %d, the journal's head is seq %d (stored: %d)",
+		evidence.ErrChainConflict, j.replica, first, j.last, head.Seq)
 }
 
 // journalLocked is Journal's commit, with j.mu held.
@@ -236,6 +262,7 @@ func (s *Store) journalLocked(ctx context.Context, j *journal, batch []*evidence
 		// Journaled before (a commit in doubt, tried again), or stored.
 		return s.jd.Len(), nil
 	case first != j.last+1:
+		// The head moved while this one reconnected (follows checked it).
 		return 0, fmt.Errorf("%w: replica %s: the batch starts at seq %d, the journal's head is seq %d",
 			evidence.ErrChainConflict, j.replica, first, j.last)
 	}
@@ -314,21 +341,7 @@ func (s *Store) applyRun(ctx context.Context, recs []*evidence.Record, quarantin
 	if err != nil {
 		return err
 	}
-	for len(recs) > 0 && recs[0].Chain.Seq <= head.Seq {
-		recs = recs[1:] // stored by an apply that failed part way
-	}
-	if len(recs) == 0 {
-		return nil
-	}
-	err = s.appendDirect(ctx, recs)
-	if errors.Is(err, evidence.ErrPermanent) {
-		var q int
-		why := err
-		if q, err = evidence.AppendIsolating(ctx, direct{s}, recs, isolateTimeout); q > 0 {
-			quarantined(q, why)
-		}
-	}
-	return err
+	return storekit.ApplyRun(ctx, direct{s}, head, recs, quarantined, isolateTimeout)
 }
 
 // isolateTimeout bounds each write of an apply's isolating of a refused

@@ -78,26 +78,31 @@ func (d *deferred) Append(ctx context.Context, batch []*evidence.Record) error {
 // spool asks); errNoJournal: it is not a Journaler.
 var errNoJournal = errors.New("the evidence store keeps no journal")
 
-func (d *deferred) OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error {
+// journaler is the store, opened, as an evidence.Journaler.
+func (d *deferred) journaler(ctx context.Context) (evidence.Journaler, error) {
 	s, err := d.store(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	jr, ok := s.(evidence.Journaler)
 	if !ok {
-		return errNoJournal
+		return nil, errNoJournal
+	}
+	return jr, nil
+}
+
+func (d *deferred) OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error {
+	jr, err := d.journaler(ctx)
+	if err != nil {
+		return err
 	}
 	return jr.OpenJournal(ctx, replica, quarantined)
 }
 
 func (d *deferred) Journal(ctx context.Context, batch []*evidence.Record) error {
-	s, err := d.store(ctx)
+	jr, err := d.journaler(ctx)
 	if err != nil {
 		return err
-	}
-	jr, ok := s.(evidence.Journaler)
-	if !ok {
-		return errNoJournal
 	}
 	return jr.Journal(ctx, batch)
 }

@@ -23,8 +23,9 @@ import (
 func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 	s.settle(ctx)
 	err := s.appendDirect(ctx, batch)
-	if err == nil {
+	if err == nil && len(batch) > 0 {
 		s.appended.Store(true) // for Sync
+		s.noteStored(batch[0].Replica, batch[len(batch)-1].Chain.Seq)
 	}
 	return err
 }

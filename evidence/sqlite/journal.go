@@ -61,6 +61,7 @@ type journal struct {
 	// neither.
 	mu       sync.Mutex
 	files    [2]*os.File
+	last     uint64    // the replica's last seq journaled or stored
 	cur      int       // the file Journal writes to
 	draining int       // the file an apply drains, -1 when none
 	dirty    [2]bool   // written since the last Sync
@@ -142,6 +143,12 @@ func (s *Store) OpenJournal(ctx context.Context, replica string, quarantined fun
 		lock.Close()
 		return err
 	}
+	head, err := s.storedHead(ctx, replica)
+	if err != nil {
+		lock.Close()
+		return err
+	}
+	j.last = head.Seq
 	_, paths := s.journalPaths(replica)
 	for i, p := range paths {
 		if j.files[i], err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
@@ -170,11 +177,17 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	if err := checkBatch(batch); err != nil {
 		return err
 	}
-	s.journalsMu.Lock()
-	j := s.journals[batch[0].Replica]
-	s.journalsMu.Unlock()
+	replica := batch[0].Replica
+	j := s.journal(replica)
 	if j == nil {
-		return fmt.Errorf("evidence sqlite: journal of replica %s: not open (OpenJournal first)", batch[0].Replica)
+		return fmt.Errorf("evidence sqlite: journal of replica %s: not open (OpenJournal first)", replica)
+	}
+	if err := s.jd.Admit(ctx, s.applyPending); err != nil {
+		return fmt.Errorf("evidence sqlite: journal of replica %s: %w", replica, err)
+	}
+	first, last := batch[0].Chain.Seq, batch[len(batch)-1].Chain.Seq
+	if err := s.follows(ctx, j, first, last); err != nil {
+		return err
 	}
 	frame, err := storekit.AppendLines(make([]byte, frameHeader, frameHeader+2048*len(batch)), batch)
 	if err != nil {
@@ -183,21 +196,67 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	binary.LittleEndian.PutUint32(frame[0:4], uint32(len(frame)-frameHeader))
 	binary.LittleEndian.PutUint32(frame[4:8], crc32.Checksum(frame[frameHeader:], castagnoli))
 	j.mu.Lock()
+	if last <= j.last {
+		j.mu.Unlock()
+		return nil // journaled before: the writer tried the batch again
+	}
 	err = j.write(frame)
 	var waiting int64
 	if err == nil {
 		j.dirty[j.cur] = true
+		j.last = last
 		waiting = s.jd.Add(batch)
 	}
 	j.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("evidence sqlite: journal of replica %s: %w", batch[0].Replica, err)
+		return fmt.Errorf("evidence sqlite: journal of replica %s: %w", replica, err)
 	}
-	if waiting >= storekit.ApplyMax {
-		return s.applyPending(ctx)
-	}
-	s.jd.Kick()
+	s.jd.Committed(ctx, waiting, s.applyPending)
 	return nil
+}
+
+// follows checks that a batch from first to last follows what j's replica
+// journaled or stored before: it was journaled already (last at or before
+// that), or it starts right after. When it does not, the head may have
+// moved without the journal (another store appended as the replica): what
+// waits is applied, and the batch checked against the head as stored.
+func (s *Store) follows(ctx context.Context, j *journal, first, last uint64) error {
+	j.mu.Lock()
+	ok := last <= j.last || first == j.last+1
+	j.mu.Unlock()
+	if ok {
+		return nil
+	}
+	s.settle(ctx)
+	head, err := s.storedHead(ctx, j.replica)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if first == head.Seq+1 && !s.jd.Waits(j.replica) {
+		j.last = head.Seq
+		return nil
+	}
+	return fmt.Errorf("%w: replica %s: the batch starts at seq %d, the journal's head is seq %d (stored: %d)",
+		evidence.ErrChainConflict, j.replica, first, j.last, head.Seq)
+}
+
+// journal is replica's open journal, nil when none is.
+func (s *Store) journal(replica string) *journal {
+	s.journalsMu.Lock()
+	defer s.journalsMu.Unlock()
+	return s.journals[replica]
+}
+
+// noteStored says that Append stored replica's records up to seq, so that
+// a journal of the replica chains after them.
+func (s *Store) noteStored(replica string, seq uint64) {
+	if j := s.journal(replica); j != nil {
+		j.mu.Lock()
+		j.last = max(j.last, seq)
+		j.mu.Unlock()
+	}
 }
 
 // write puts frame after the current file's last one. The file is written
@@ -372,33 +431,11 @@ func (s *Store) applyPending(ctx context.Context) error {
 // applyRun appends one replica's journaled records, those not stored yet,
 // quarantining what the store refuses and saying so to quarantined.
 func (s *Store) applyRun(ctx context.Context, recs []*evidence.Record, quarantined func(n int, why error)) error {
-	run, err := s.unstored(ctx, recs)
-	if err != nil || len(run) == 0 {
+	head, err := s.storedHead(ctx, recs[0].Replica)
+	if err != nil {
 		return err
 	}
-	err = s.appendDirect(ctx, run)
-	if errors.Is(err, evidence.ErrPermanent) {
-		var q int
-		why := err
-		if q, err = evidence.AppendIsolating(ctx, direct{s}, run, time.Minute); q > 0 {
-			quarantined(q, why)
-		}
-	}
-	return err
-}
-
-// unstored is run (one replica's records, in chain order) without those at
-// or before the replica's stored head: an apply that failed part way (a
-// later replica's run, or a quarantine) stored them already.
-func (s *Store) unstored(ctx context.Context, run []*evidence.Record) ([]*evidence.Record, error) {
-	head, err := s.storedHead(ctx, run[0].Replica)
-	if err != nil {
-		return nil, err
-	}
-	for len(run) > 0 && run[0].Chain.Seq <= head.Seq {
-		run = run[1:]
-	}
-	return run, nil
+	return storekit.ApplyRun(ctx, direct{s}, head, recs, quarantined, time.Minute)
 }
 
 // storedHead is replica's head as stored; not Head, which settles.

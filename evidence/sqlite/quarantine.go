@@ -39,6 +39,7 @@ func (s *Store) Quarantine(ctx context.Context, rec *evidence.Record, reason str
 	err := s.quarantineDirect(ctx, rec, reason)
 	if err == nil {
 		s.appended.Store(true) // for Sync
+		s.noteStored(rec.Replica, rec.Chain.Seq)
 	}
 	return err
 }

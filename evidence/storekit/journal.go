@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -21,10 +22,14 @@ import (
 // recovery chains what it finds after the stored head.
 
 // How journaled records are applied: at most ApplyEvery after a Journal,
-// at once when ApplyMax wait.
+// at once when ApplyMax wait. With PendingMax waiting (the store does not
+// take them: a disk gone read-only), Journal takes no more until an apply
+// brings them down: the writer's queue fills and its overflow policy
+// decides, rather than memory growing without a bound.
 const (
 	ApplyEvery = 50 * time.Millisecond
 	ApplyMax   = 10_000
+	PendingMax = 4 * ApplyMax
 )
 
 // Journaled is what a store journaled and has not applied yet, in journal
@@ -76,6 +81,21 @@ func (j *Journaled) Get(id string) *evidence.Record {
 	return nil
 }
 
+// Waits reports whether a record of replica waits.
+func (j *Journaled) Waits(replica string) bool {
+	if j.n.Load() == 0 {
+		return false
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, r := range j.recs {
+		if r.Replica == replica {
+			return true
+		}
+	}
+	return false
+}
+
 // Take is what waits now, for an apply; Applied says how it went.
 func (j *Journaled) Take() []*evidence.Record {
 	j.mu.Lock()
@@ -100,6 +120,32 @@ func (j *Journaled) Applied(taken []*evidence.Record, failed map[string]bool) {
 		j.recs = nil
 	}
 	j.n.Store(int64(len(j.recs)))
+}
+
+// Admit is called before a Journal commits: with PendingMax records
+// waiting it applies first, and refuses the batch (nothing committed) when
+// they still wait.
+func (j *Journaled) Admit(ctx context.Context, apply func(context.Context) error) error {
+	if j.Len() < PendingMax {
+		return nil
+	}
+	err := apply(ctx)
+	if n := j.Len(); n >= PendingMax {
+		return fmt.Errorf("%d journaled records wait to be applied, which fails (%v): no more are taken until they are", n, err)
+	}
+	return nil
+}
+
+// Committed is called once a Journal committed its batch, waiting being
+// how many records wait now: at ApplyMax it applies them at once, else it
+// wakes the applier. An apply that fails is not the Journal's error (the
+// batch is committed: a writer told otherwise would journal it again); the
+// applier tries again.
+func (j *Journaled) Committed(ctx context.Context, waiting int64, apply func(context.Context) error) {
+	if waiting >= ApplyMax && apply(ctx) == nil {
+		return
+	}
+	j.Kick()
 }
 
 // Kick wakes the applier: it applies ApplyEvery later.
@@ -150,6 +196,30 @@ func (j *Journaled) Stop() {
 	} else {
 		close(j.done)
 	}
+}
+
+// ApplyRun appends one replica's journaled records (in chain order) to w,
+// the store's writer that does not settle, after head (the replica's head
+// as stored: an apply that failed part way stored some already). Records
+// the store refuses for their content are quarantined
+// (evidence.AppendIsolating), each write bounded by timeout, and said to
+// quarantined with the number and the refusal.
+func ApplyRun(ctx context.Context, w evidence.Writer, head evidence.Link, recs []*evidence.Record, quarantined func(n int, why error), timeout time.Duration) error {
+	for len(recs) > 0 && recs[0].Chain.Seq <= head.Seq {
+		recs = recs[1:]
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	err := w.Append(ctx, recs)
+	if errors.Is(err, evidence.ErrPermanent) {
+		var q int
+		why := err
+		if q, err = evidence.AppendIsolating(ctx, w, recs, timeout); q > 0 {
+			quarantined(q, why)
+		}
+	}
+	return err
 }
 
 // Runs splits recs by replica, each in its order, with the replicas in the
