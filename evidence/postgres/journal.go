@@ -49,7 +49,7 @@ type journal struct {
 
 	mu   sync.Mutex // serialises Journal
 	conn *pgx.Conn  // nil or closed: reconnect (and lock again) first
-	last uint64     // the replica's last seq journaled or stored
+	head storekit.JournalHead
 }
 
 // lockKey is replica's advisory lock key (any string is a replica's name).
@@ -178,7 +178,8 @@ func (s *Store) connect(ctx context.Context, j *journal) error {
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = "+sc); err != nil {
 		return fail(fmt.Errorf("postgres: the journal of replica %s: %w", j.replica, err))
 	}
-	j.conn, j.last = conn, max(j.last, head.Seq)
+	j.conn = conn
+	j.head.Advance(head.Seq)
 	return nil
 }
 
@@ -205,8 +206,11 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	first, last := batch[0].Chain.Seq, batch[len(batch)-1].Chain.Seq
-	if err := s.follows(ctx, j, first, last); err != nil {
-		return err
+	if dup, err := j.head.Check(ctx, replica, first, last, func(ctx context.Context) (evidence.Link, error) {
+		s.settle(ctx)
+		return s.link(ctx, "chain_heads", replica)
+	}, func() bool { return s.jd.Waits(replica) }); dup || err != nil {
+		return err // journaled before (the writer tried the batch again), or a conflict
 	}
 	j.mu.Lock()
 	waiting, err := s.journalLocked(ctx, j, batch, first, last, lines)
@@ -216,33 +220,6 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	}
 	s.jd.Committed(ctx, waiting, s.applyPending)
 	return nil
-}
-
-// follows checks that a batch from first to last follows what j's replica
-// journaled or stored before: it was journaled already (last at or before
-// that), or it starts right after. When it does not, the head may have
-// moved without the journal (another process appended as the replica):
-// what waits is applied, and the batch checked against the head as stored.
-func (s *Store) follows(ctx context.Context, j *journal, first, last uint64) error {
-	j.mu.Lock()
-	ok := last <= j.last || first == j.last+1
-	j.mu.Unlock()
-	if ok {
-		return nil
-	}
-	s.settle(ctx)
-	head, err := s.link(ctx, "chain_heads", j.replica)
-	if err != nil {
-		return err
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if first == head.Seq+1 && !s.jd.Waits(j.replica) {
-		j.last = head.Seq
-		return nil
-	}
-	return fmt.Errorf("%w: replica %s: the batch starts at seq %d, the journal's head is seq %d (stored: %d)",
-		evidence.ErrChainConflict, j.replica, first, j.last, head.Seq)
 }
 
 // journalLocked is Journal's commit, with j.mu held.
@@ -257,14 +234,14 @@ func (s *Store) journalLocked(ctx context.Context, j *journal, batch []*evidence
 			return 0, err
 		}
 	}
-	switch {
-	case last <= j.last:
-		// Journaled before (a commit in doubt, tried again), or stored.
+	switch head := j.head.Last(); {
+	case last <= head:
+		// Applied by the recovery of the reconnection.
 		return s.jd.Len(), nil
-	case first != j.last+1:
-		// The head moved while this one reconnected (follows checked it).
+	case first != head+1:
+		// The head moved while this one reconnected.
 		return 0, fmt.Errorf("%w: replica %s: the batch starts at seq %d, the journal's head is seq %d",
-			evidence.ErrChainConflict, j.replica, first, j.last)
+			evidence.ErrChainConflict, j.replica, first, head)
 	}
 	_, err := j.conn.Exec(ctx, `INSERT INTO journal (replica, first_seq, last_seq, records) VALUES ($1, $2, $3, $4)`,
 		j.replica, int64(first), int64(last), lines)
@@ -275,7 +252,7 @@ func (s *Store) journalLocked(ctx context.Context, j *journal, batch []*evidence
 	if err != nil {
 		return 0, classify(fmt.Errorf("postgres: journal of replica %s: %w", j.replica, err))
 	}
-	j.last = last
+	j.head.Advance(last)
 	return s.jd.Add(batch), nil
 }
 
@@ -290,9 +267,7 @@ func (s *Store) journal(replica string) *journal {
 // a journal of the replica chains after them.
 func (s *Store) noteStored(replica string, seq uint64) {
 	if j := s.journal(replica); j != nil {
-		j.mu.Lock()
-		j.last = max(j.last, seq)
-		j.mu.Unlock()
+		j.head.Advance(seq)
 	}
 }
 

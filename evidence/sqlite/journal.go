@@ -56,12 +56,12 @@ type journal struct {
 	replica     string
 	lock        *os.File
 	quarantined func(n int, why error) // told what the store quarantined as it applied
+	head        storekit.JournalHead   // the replica's last seq journaled or stored
 	// mu guards the rest; Journal holds it while it writes a frame and
 	// queues the frame's records, so that a rotation (apply) sees both or
 	// neither.
 	mu       sync.Mutex
 	files    [2]*os.File
-	last     uint64    // the replica's last seq journaled or stored
 	cur      int       // the file Journal writes to
 	draining int       // the file an apply drains, -1 when none
 	dirty    [2]bool   // written since the last Sync
@@ -148,7 +148,7 @@ func (s *Store) OpenJournal(ctx context.Context, replica string, quarantined fun
 		lock.Close()
 		return err
 	}
-	j.last = head.Seq
+	j.head.Advance(head.Seq)
 	_, paths := s.journalPaths(replica)
 	for i, p := range paths {
 		if j.files[i], err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
@@ -186,8 +186,11 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 		return fmt.Errorf("evidence sqlite: journal of replica %s: %w", replica, err)
 	}
 	first, last := batch[0].Chain.Seq, batch[len(batch)-1].Chain.Seq
-	if err := s.follows(ctx, j, first, last); err != nil {
-		return err
+	if dup, err := j.head.Check(ctx, replica, first, last, func(ctx context.Context) (evidence.Link, error) {
+		s.settle(ctx)
+		return s.storedHead(ctx, replica)
+	}, func() bool { return s.jd.Waits(replica) }); dup || err != nil {
+		return err // journaled before (the writer tried the batch again), or a conflict
 	}
 	frame, err := storekit.AppendLines(make([]byte, frameHeader, frameHeader+2048*len(batch)), batch)
 	if err != nil {
@@ -196,15 +199,11 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	binary.LittleEndian.PutUint32(frame[0:4], uint32(len(frame)-frameHeader))
 	binary.LittleEndian.PutUint32(frame[4:8], crc32.Checksum(frame[frameHeader:], castagnoli))
 	j.mu.Lock()
-	if last <= j.last {
-		j.mu.Unlock()
-		return nil // journaled before: the writer tried the batch again
-	}
 	err = j.write(frame)
 	var waiting int64
 	if err == nil {
 		j.dirty[j.cur] = true
-		j.last = last
+		j.head.Advance(last)
 		waiting = s.jd.Add(batch)
 	}
 	j.mu.Unlock()
@@ -213,33 +212,6 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	}
 	s.jd.Committed(ctx, waiting, s.applyPending)
 	return nil
-}
-
-// follows checks that a batch from first to last follows what j's replica
-// journaled or stored before: it was journaled already (last at or before
-// that), or it starts right after. When it does not, the head may have
-// moved without the journal (another store appended as the replica): what
-// waits is applied, and the batch checked against the head as stored.
-func (s *Store) follows(ctx context.Context, j *journal, first, last uint64) error {
-	j.mu.Lock()
-	ok := last <= j.last || first == j.last+1
-	j.mu.Unlock()
-	if ok {
-		return nil
-	}
-	s.settle(ctx)
-	head, err := s.storedHead(ctx, j.replica)
-	if err != nil {
-		return err
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if first == head.Seq+1 && !s.jd.Waits(j.replica) {
-		j.last = head.Seq
-		return nil
-	}
-	return fmt.Errorf("%w: replica %s: the batch starts at seq %d, the journal's head is seq %d (stored: %d)",
-		evidence.ErrChainConflict, j.replica, first, j.last, head.Seq)
 }
 
 // journal is replica's open journal, nil when none is.
@@ -253,9 +225,7 @@ func (s *Store) journal(replica string) *journal {
 // a journal of the replica chains after them.
 func (s *Store) noteStored(replica string, seq uint64) {
 	if j := s.journal(replica); j != nil {
-		j.mu.Lock()
-		j.last = max(j.last, seq)
-		j.mu.Unlock()
+		j.head.Advance(seq)
 	}
 }
 

@@ -222,6 +222,57 @@ func ApplyRun(ctx context.Context, w evidence.Writer, head evidence.Link, recs [
 	return err
 }
 
+// JournalHead is a journal's replica's last seq, journaled or stored, and
+// the check that a batch follows it. The zero value is seq 0.
+type JournalHead struct {
+	mu   sync.Mutex
+	last uint64
+}
+
+// Last is the last seq journaled or stored.
+func (h *JournalHead) Last() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
+// Advance says seq is journaled or stored; the head never goes back.
+func (h *JournalHead) Advance(seq uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = max(h.last, seq)
+}
+
+// Check checks a batch of replica from first to last: dup when it was
+// journaled before (the writer tried it again: it is taken as it was), nil
+// when it starts right after the head. Otherwise the head may have moved
+// without the journal (another process wrote as the replica): stored
+// gives the replica's head as stored, once what waits is applied, and the
+// batch follows that when nothing of the replica still waits (waits);
+// else it is a chain conflict (evidence.ErrChainConflict), which the
+// writer answers by chaining the batch again after the head.
+func (h *JournalHead) Check(ctx context.Context, replica string, first, last uint64,
+	stored func(context.Context) (evidence.Link, error), waits func() bool) (dup bool, err error) {
+	h.mu.Lock()
+	dup, follows := last <= h.last, first == h.last+1
+	h.mu.Unlock()
+	if dup || follows {
+		return dup, nil
+	}
+	head, err := stored(ctx)
+	if err != nil {
+		return false, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if first == head.Seq+1 && !waits() {
+		h.last = head.Seq
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: replica %s: the batch starts at seq %d, the journal's head is seq %d (stored: %d)",
+		evidence.ErrChainConflict, replica, first, h.last, head.Seq)
+}
+
 // Runs splits recs by replica, each in its order, with the replicas in the
 // order of their first record.
 func Runs(recs []*evidence.Record) (order []string, runs map[string][]*evidence.Record) {
