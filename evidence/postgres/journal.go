@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -286,27 +285,20 @@ func (s *Store) settle(ctx context.Context) {
 func (s *Store) applyPending(ctx context.Context) error {
 	s.jd.ApplyMu.Lock()
 	defer s.jd.ApplyMu.Unlock()
-	recs := s.jd.Take()
-	order, runs := storekit.Runs(recs)
-	failed := map[string]bool{}
-	var firstErr error
-	for _, replica := range order {
+	_, _, err := s.jd.ApplyTaken(func(replica string, run []*evidence.Record) error {
 		quarantined := func(int, error) {}
 		if j := s.journal(replica); j != nil {
 			quarantined = j.quarantined
 		}
-		run := runs[replica]
 		if err := s.applyRun(ctx, run, quarantined); err != nil {
-			failed[replica] = true
-			firstErr = cmp.Or(firstErr, err)
-			continue
+			return err
 		}
 		// Left behind when this fails: the next apply's deletes it, and a
 		// recovery skips it (it is at or before the head).
 		s.pool.Exec(ctx, `DELETE FROM journal WHERE replica = $1 AND last_seq <= $2`, replica, int64(run[len(run)-1].Chain.Seq))
-	}
-	s.jd.Applied(recs, failed)
-	return firstErr
+		return nil
+	})
+	return err
 }
 
 // applyRun appends one replica's journaled records, those not stored yet,
@@ -388,13 +380,8 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 	if err != nil {
 		return err
 	}
-	todo, after, err := storekit.Chain(replica, head, recs)
-	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
-	if len(after) > 0 {
-		// Rows hold runs of the chain: the gap is between rows.
-		missing := head.Seq + uint64(len(todo)) + 1
+	// Rows hold runs of the chain: a gap is between rows.
+	keep := func(missing uint64, after []*evidence.Record) (error, error) {
 		if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `INSERT INTO journal_unchained (replica, first_seq, last_seq, records)
 				SELECT replica, first_seq, last_seq, records FROM journal WHERE replica = $1 AND first_seq > $2`, replica, int64(missing)); err != nil {
@@ -403,16 +390,13 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 			_, err := tx.Exec(ctx, `DELETE FROM journal WHERE replica = $1 AND first_seq > $2`, replica, int64(missing))
 			return err
 		}); err != nil {
-			return fmt.Errorf("postgres: keeping the journal of replica %s: %w", replica, err)
+			return nil, fmt.Errorf("keeping the journal of replica %s: %w", replica, err)
 		}
-		quarantined(0, storekit.Unchained(replica, after, missing, "table journal_unchained")) // said, not counted
+		return storekit.Unchained(replica, after, missing, "table journal_unchained"), nil
 	}
-	for len(todo) > 0 {
-		n := min(len(todo), storekit.ApplyMax)
-		if err := s.applyRun(ctx, todo[:n], quarantined); err != nil {
-			return fmt.Errorf("postgres: applying the journal of replica %s: %w", replica, err)
-		}
-		todo = todo[n:]
+	apply := func(ctx context.Context, run []*evidence.Record) error { return s.applyRun(ctx, run, quarantined) }
+	if err := storekit.Recover(ctx, replica, head, recs, quarantined, keep, apply); err != nil {
+		return fmt.Errorf("postgres: %w", err)
 	}
 	head, err = s.link(ctx, "chain_heads", replica)
 	if err != nil {

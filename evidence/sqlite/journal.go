@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -352,34 +351,24 @@ func (s *Store) applyPending(ctx context.Context) error {
 	s.jd.ApplyMu.Lock()
 	defer s.jd.ApplyMu.Unlock()
 	js := s.openJournals()
-	// Rotate: what the files being drained hold is all in recs.
+	// Rotate: what the files being drained hold waits, and ApplyTaken
+	// takes it (with what a Journal adds meanwhile, in the other file:
+	// applied too, it is at or before the head there).
 	for _, j := range js {
 		j.mu.Lock()
-	}
-	recs := s.jd.Take()
-	for _, j := range js {
 		if j.draining < 0 {
 			j.draining, j.cur = j.cur, 1-j.cur
 		}
 		j.mu.Unlock()
 	}
-	// Replica by replica, each in its order: one whose records the store
-	// does not take keeps them pending, and the others go on.
-	order, runs := storekit.Runs(recs)
 	quarantined := map[string]func(int, error){} // Journal takes only replicas with an open journal
 	for _, j := range js {
 		quarantined[j.replica] = j.quarantined
 	}
-	failed := map[string]bool{}
-	var firstErr error
-	for _, replica := range order {
-		if err := s.applyRun(ctx, runs[replica], quarantined[replica]); err != nil {
-			failed[replica] = true
-			firstErr = cmp.Or(firstErr, err)
-		}
-	}
-	s.jd.Applied(recs, failed)
-	if len(failed) < len(order) {
+	failed, replicas, firstErr := s.jd.ApplyTaken(func(replica string, run []*evidence.Record) error {
+		return s.applyRun(ctx, run, quarantined[replica])
+	})
+	if len(failed) < replicas {
 		if err := s.syncWAL(); err != nil {
 			return err
 		}
@@ -488,23 +477,12 @@ func (s *Store) recoverJournal(ctx context.Context, replica string, quarantined 
 	// frames: a power loss in sync durability, which flushes neither the
 	// journal nor, before an apply, the WAL. What is after it cannot be
 	// chained there; it is kept in a file of its own, not dropped.
-	todo, after, err := storekit.Chain(replica, head, recs)
-	if err != nil {
+	keep := func(missing uint64, after []*evidence.Record) (error, error) {
+		return s.keepUnchained(replica, missing, after)
+	}
+	apply := func(ctx context.Context, run []*evidence.Record) error { return s.applyRun(ctx, run, quarantined) }
+	if err := storekit.Recover(ctx, replica, head, recs, quarantined, keep, apply); err != nil {
 		return fmt.Errorf("evidence sqlite: %w", err)
-	}
-	if len(after) > 0 {
-		why, err := s.keepUnchained(replica, head.Seq+uint64(len(todo))+1, after)
-		if err != nil {
-			return err
-		}
-		quarantined(0, why) // said, not counted: they are not in the chain
-	}
-	for len(todo) > 0 {
-		n := min(len(todo), storekit.ApplyMax)
-		if err := s.applyRun(ctx, todo[:n], quarantined); err != nil {
-			return fmt.Errorf("evidence sqlite: applying the journal of replica %s: %w", replica, err)
-		}
-		todo = todo[n:]
 	}
 	if err := s.syncWAL(); err != nil {
 		return err
@@ -522,12 +500,12 @@ func (s *Store) keepUnchained(replica string, missing uint64, recs []*evidence.R
 	for _, r := range recs {
 		j, err := evidence.RecordJSON(r)
 		if err != nil {
-			return nil, fmt.Errorf("evidence sqlite: keeping the journal of replica %s: %w", replica, err)
+			return nil, fmt.Errorf("keeping the journal of replica %s: %w", replica, err)
 		}
 		b = append(append(b, j...), '\n')
 	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return nil, fmt.Errorf("evidence sqlite: keeping the journal of replica %s: %w", replica, err)
+		return nil, fmt.Errorf("keeping the journal of replica %s: %w", replica, err)
 	}
 	return storekit.Unchained(replica, recs, missing, path), nil
 }

@@ -255,16 +255,7 @@ func TestJournalGapKept(t *testing.T) {
 // the other replicas go on.
 func TestJournalRefusesAGap(t *testing.T) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "e.db"), evidence.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for _, r := range []string{"r1", "r2"} {
-		if err := s.OpenJournal(ctx, r, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := journaling(t, filepath.Join(t.TempDir(), "e.db"), "r1", "r2")
 	m1, m2 := newMesh(1), newMesh(2)
 	t0 := time.Now().Add(-time.Minute)
 	if err := s.Journal(ctx, m1.batch("r1", t0, time.Millisecond, 5)); err != nil {
@@ -286,21 +277,12 @@ func TestJournalRefusesAGap(t *testing.T) {
 }
 
 // TestJournalRetriedBatch: a batch journaled again (its commit said to
-// have failed, and the writer tries it again) is taken once, and a
-// Journal whose batch is committed reports no error of the apply it ran
-// inline: the writer would journal the batch a second time, and the
-// duplicates would stop every later apply of the replica.
+// have failed, and the writer tries it again) is taken once: journaled
+// twice, its records would stop every later apply of the replica.
 func TestJournalRetriedBatch(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "e.db")
-	s, err := sqlite.Open(ctx, path, evidence.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.OpenJournal(ctx, "r1", nil); err != nil {
-		t.Fatal(err)
-	}
+	s := journaling(t, path, "r1")
 	m := newMesh(4)
 	t0 := time.Now().Add(-time.Hour)
 	batch := m.batch("r1", t0, time.Millisecond, 20)
@@ -327,14 +309,7 @@ func TestJournalApplyFailing(t *testing.T) {
 	}
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "e.db")
-	s, err := sqlite.Open(ctx, path, evidence.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.OpenJournal(ctx, "r1", nil); err != nil {
-		t.Fatal(err)
-	}
+	s := journaling(t, path, "r1")
 	m := newMesh(4)
 	t0 := time.Now().Add(-time.Hour)
 	if err := s.Journal(ctx, m.batch("r1", t0, time.Millisecond, 10)); err != nil {
@@ -408,4 +383,21 @@ func dropFrame(t *testing.T, path string, n int) {
 		return
 	}
 	t.Fatalf("no journal file of %s holds frame %d", path, n)
+}
+
+// journaling opens the store at path and the journals of replicas, closed
+// when the test ends.
+func journaling(t *testing.T, path string, replicas ...string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), path, evidence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, r := range replicas {
+		if err := s.OpenJournal(context.Background(), r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
 }

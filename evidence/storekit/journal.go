@@ -273,6 +273,54 @@ func (h *JournalHead) Check(ctx context.Context, replica string, first, last uin
 		evidence.ErrChainConflict, replica, first, h.last, head.Seq)
 }
 
+// ApplyTaken applies what waits (Take) replica by replica, each run in its
+// order, through apply, and drops what it applied (Applied): a replica
+// whose run fails keeps its records waiting, and the others go on. It
+// returns the replicas that failed, how many replicas it took, and the
+// first failure. The caller holds ApplyMu.
+func (j *Journaled) ApplyTaken(apply func(replica string, run []*evidence.Record) error) (failed map[string]bool, replicas int, err error) {
+	recs := j.Take()
+	order, runs := Runs(recs)
+	failed = map[string]bool{}
+	for _, replica := range order {
+		if e := apply(replica, runs[replica]); e != nil {
+			failed[replica] = true
+			err = cmp.Or(err, e)
+		}
+	}
+	j.Applied(recs, failed)
+	return failed, len(order), err
+}
+
+// Recover applies what a recovery read from replica's journal (recs, in
+// any order, stored ones among them) after head, the replica's head as
+// stored: through apply, in runs of at most ApplyMax. The records after a
+// gap, which the chain cannot take, go to keep, which keeps them beside
+// the store and says where (Unchained); that is said to quarantined, with
+// 0: they are not counted, being in no chain.
+func Recover(ctx context.Context, replica string, head evidence.Link, recs []*evidence.Record, quarantined func(n int, why error),
+	keep func(missing uint64, after []*evidence.Record) (why error, err error), apply func(ctx context.Context, run []*evidence.Record) error) error {
+	todo, after, err := Chain(replica, head, recs)
+	if err != nil {
+		return err
+	}
+	if len(after) > 0 {
+		why, err := keep(head.Seq+uint64(len(todo))+1, after)
+		if err != nil {
+			return err
+		}
+		quarantined(0, why)
+	}
+	for len(todo) > 0 {
+		n := min(len(todo), ApplyMax)
+		if err := apply(ctx, todo[:n]); err != nil {
+			return fmt.Errorf("applying the journal of replica %s: %w", replica, err)
+		}
+		todo = todo[n:]
+	}
+	return nil
+}
+
 // Runs splits recs by replica, each in its order, with the replicas in the
 // order of their first record.
 func Runs(recs []*evidence.Record) (order []string, runs map[string][]*evidence.Record) {
