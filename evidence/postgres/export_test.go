@@ -2,7 +2,10 @@ package postgres
 
 import (
 	"context"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/meshproof/meshproof/evidence"
 )
@@ -52,10 +55,51 @@ func RequestLookupSQL(requestID string) (string, []any) {
 	return "SELECT " + rowColumns + " FROM records WHERE " + requestCond(requestID, &a) + " ORDER BY time_ns DESC LIMIT 100", a
 }
 
-// ShapeLookupSQL is planOf's first query for f, and its arguments.
+// ShapeLookupSQL is planOf's query for f (its shapes and their
+// estimate, over one day), and its arguments.
 func ShapeLookupSQL(f evidence.Filter) (string, []any) {
 	var a args
-	return "SELECT id FROM shapes WHERE " + shapeWhere(f, &a), a
+	w := shapeWhere(f, &a)
+	return shapeEstimateSQL(w, &a, []int64{20000}, []string{partitionName(20000)}), a
+}
+
+// ReadPagesByTime and ReadPagesByShape force how the store reads a
+// filtered page (ReadPagesByChoice: as it estimates).
+func (s *Store) ReadPagesByTime()   { s.pageForm = formByTime }
+func (s *Store) ReadPagesByShape()  { s.pageForm = formByShape }
+func (s *Store) ReadPagesByChoice() { s.pageForm = formChosen }
+
+// PageReadsByShape reports whether the store would read the first page of
+// limit records matching f through its shapes' index, and the plan of
+// that page's query as the store would run it.
+func (s *Store) PageReadsByShape(ctx context.Context, f evidence.Filter, limit int) (bool, string, error) {
+	p, err := s.planOf(ctx, f)
+	if err != nil || p.none {
+		return false, "", err
+	}
+	q, a := p.pageSQL(nil, limit+1)
+	by := s.pageByShape(p.est, limit+1)
+	if by {
+		q = byShapeMark + q
+	}
+	b := &pgx.Batch{}
+	if by {
+		b.Queue(byShapeSettings)
+	}
+	b.Queue("EXPLAIN (COSTS OFF) "+q, a...)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if by {
+		if _, err := br.Exec(); err != nil {
+			return false, "", err
+		}
+	}
+	rs, err := br.Query()
+	if err != nil {
+		return false, "", err
+	}
+	lines, err := pgx.CollectRows(rs, pgx.RowTo[string])
+	return by, strings.Join(lines, "\n"), err
 }
 
 // HoldApply keeps the store from applying its journal (as a writer that

@@ -3,12 +3,15 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/meshproof/meshproof/evidence"
 )
 
 // Records live in one partition per UTC day, records_YYYYMMDD, so that
@@ -100,6 +103,28 @@ func (p *partitions) ensure(ctx context.Context, days []int64) error {
 	}
 	p.mu.Unlock()
 	return nil
+}
+
+// within returns the days with a known partition that [since, until)
+// overlaps, oldest first (a zero time leaves that end open).
+func (p *partitions) within(since, until time.Time) []int64 {
+	lo, hi := int64(math.MinInt64), int64(math.MaxInt64)
+	if !since.IsZero() {
+		lo = dayOf(evidence.Nanos(since))
+	}
+	if !until.IsZero() {
+		hi = dayOf(evidence.Nanos(until) - 1)
+	}
+	p.mu.Lock()
+	var days []int64
+	for d := range p.days {
+		if d >= lo && d <= hi {
+			days = append(days, d)
+		}
+	}
+	p.mu.Unlock()
+	slices.Sort(days)
+	return days
 }
 
 // forget drops what p knows (another process may have dropped a

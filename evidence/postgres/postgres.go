@@ -61,7 +61,20 @@ type Store struct {
 	journals   map[string]*journal
 	jd         *storekit.Journaled
 	closeOnce  sync.Once
+
+	// pageForm forces how pages are read, for tests (formChosen: by
+	// the estimate, query.go).
+	pageForm pageForm
 }
+
+// pageForm is how a filtered page's records are read.
+type pageForm int
+
+const (
+	formChosen pageForm = iota
+	formByTime
+	formByShape
+)
 
 var _ evidence.Store = (*Store)(nil)
 

@@ -84,11 +84,55 @@ func shapeWhere(f evidence.Filter, a *args) string {
 }
 
 // plan is how the records a filter matches are read: a WHERE clause on
-// records (its arguments in args). none: no record can match.
+// records (its arguments in args). none: no record can match. When the
+// filter names shapes, est is what the store knows of their records, for
+// choosing how a page reads them (see byShape).
 type plan struct {
 	where string
 	args  args
 	none  bool
+	est   *shapeEstimate
+}
+
+// shapeEstimate is a filter's shapes as a page's choice of reading sees
+// them: how many (shapes), how many day partitions the time range
+// overlaps (days), how many records those days hold of the shapes' rollup
+// keys (matches: the daily rollups, an upper bound, since a key may hold
+// shapes the filter leaves out) and in all (total: the partitions'
+// reltuples, as of their last ANALYZE).
+type shapeEstimate struct {
+	shapes, days   int
+	matches, total float64
+}
+
+// The costs, in µs on the machine of docs/performance.md ("The filtered
+// page's tail at 10M"), that byShape weighs: a row the time-ordered scan
+// of records_time reads and filters (the heap in time order), a row a
+// bitmap scan of records_shape fetches (scattered over the day), and a
+// shape looked up in one partition's records_shape.
+const (
+	costTimeRow  = 0.25
+	costShapeRow = 1.3
+	costProbe    = 0.6
+)
+
+// byShape reports whether a page of limit records is cheaper read through
+// its shapes' index (a bitmap of every record of the shapes in the days,
+// then sorted) than in time order, filtering as it goes (which stops at
+// the limit-th match, after about limit * total / matches rows). The
+// planner cannot tell: it prices a shape = ANY of rare shapes at the
+// partition's average rows a shape, hundreds of times too many, and so
+// always scans in time order, reading tens of thousands of rows for a
+// rare verdict's page.
+func (e *shapeEstimate) byShape(limit int) bool {
+	if e == nil || e.shapes == 0 {
+		return false
+	}
+	shape := costShapeRow*e.matches + costProbe*float64(e.shapes*e.days)
+	if e.matches < 1 {
+		return true // no rollup counts any: a bitmap finds none, fast
+	}
+	return shape < costTimeRow*float64(limit)*e.total/e.matches
 }
 
 // planOf plans f, a validated filter: the shapes it names are read first
@@ -99,18 +143,22 @@ func (s *Store) planOf(ctx context.Context, f evidence.Filter) (plan, error) {
 	cond := func(c string) { conds = append(conds, c) }
 	var sa args
 	if w := shapeWhere(f, &sa); w != "" {
-		rows, err := s.pool.Query(ctx, "SELECT id FROM shapes WHERE "+w, sa...)
-		if err != nil {
-			return p, fmt.Errorf("postgres: query: shapes: %w", err)
+		days := s.parts.within(f.Since, f.Until)
+		names := make([]string, len(days))
+		for i, d := range days {
+			names[i] = partitionName(d)
 		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-		if err != nil {
+		var ids []int32
+		var e shapeEstimate
+		if err := s.pool.QueryRow(ctx, shapeEstimateSQL(w, &sa, days, names), sa...).Scan(&ids, &e.matches, &e.total); err != nil {
 			return p, fmt.Errorf("postgres: query: shapes: %w", err)
 		}
 		if len(ids) == 0 {
 			p.none = true
 			return p, nil
 		}
+		e.shapes, e.days = len(ids), len(days)
+		p.est = &e
 		cond("shape = ANY(" + p.args.add(ids) + "::integer[])")
 	}
 	if !f.Since.IsZero() {
@@ -137,6 +185,23 @@ func (s *Store) planOf(ctx context.Context, f evidence.Filter) (plan, error) {
 		p.where = strings.Join(conds, " AND ")
 	}
 	return p, nil
+}
+
+// shapeEstimateSQL is the query of the shapes matching w (their ids) and
+// of their estimate over the partitions of days (named names): the daily
+// rollups of the shapes' keys (a shape's replica, source key, host,
+// destination principal, verdict and outcome are its rollup key), and the
+// partitions' row counts. One round trip, as the shapes alone took.
+func shapeEstimateSQL(w string, a *args, days []int64, names []string) string {
+	return `WITH s AS MATERIALIZED (SELECT id, replica, source_key, host, destination_principal, verdict, allowed FROM shapes WHERE ` + w + `)
+SELECT coalesce((SELECT array_agg(id) FROM s), '{}'::integer[]),
+	(SELECT coalesce(sum(r.count), 0)::float8
+		FROM (SELECT DISTINCT replica, source_key, host, destination_principal, verdict, allowed FROM s) d
+		JOIN rollup_keys k ON k.replica = d.replica AND k.source = d.source_key AND k.destination_host = d.host
+			AND k.destination_principal = d.destination_principal AND k.verdict = d.verdict AND k.allowed = d.allowed
+		JOIN rollups_daily r ON r.key = k.id AND r.day = ANY(` + a.add(days) + `::bigint[])),
+	(SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_class c
+		WHERE c.oid = ANY(ARRAY(SELECT to_regclass(n) FROM unnest(` + a.add(names) + `::text[]) n)))`
 }
 
 // requestCond is the condition on a request id: a UUID's records are
@@ -268,11 +333,15 @@ func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limi
 		return nil, nil, err
 	}
 	q, a := p.pageSQL(after, limit+1)
-	rs, err := s.pool.Query(ctx, q, a...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("postgres: query: %w", err)
+	var rows []row
+	if s.pageByShape(p.est, limit+1) {
+		rows, err = s.readByShape(ctx, q, a)
+	} else {
+		var rs pgx.Rows
+		if rs, err = s.pool.Query(ctx, q, a...); err == nil {
+			rows, err = collectRows(rs)
+		}
 	}
-	rows, err := collectRows(rs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
@@ -292,6 +361,51 @@ func (s *Store) page(ctx context.Context, f evidence.Filter, after *cursor, limi
 		return nil, nil, fmt.Errorf("postgres: query: %w", err)
 	}
 	return recs, next, nil
+}
+
+// byShapeSettings keep the planner, for the statement after them in the
+// same round trip (a batch is one implicit transaction, and set_config's
+// third argument makes each local to it), from the time-ordered index
+// scan, from parallel workers (whose start costs more than a page's
+// bitmap scan), from JIT, and from a generic plan: a plan of this
+// statement's text is only ever made under these settings.
+const byShapeSettings = `SELECT set_config('enable_indexscan', 'off', true), set_config('max_parallel_workers_per_gather', '0', true),
+	set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`
+
+// byShapeMark makes a page read by shape a statement text of its own.
+const byShapeMark = "/* by shape */ "
+
+// pageByShape is est.byShape(limit), unless a test forces the choice.
+func (s *Store) pageByShape(est *shapeEstimate, limit int) bool {
+	switch s.pageForm {
+	case formByTime:
+		return false
+	case formByShape:
+		return est != nil
+	}
+	return est.byShape(limit)
+}
+
+// readByShape runs the page query q through the shapes' index
+// (byShapeSettings).
+func (s *Store) readByShape(ctx context.Context, q string, a args) ([]row, error) {
+	b := &pgx.Batch{}
+	b.Queue(byShapeSettings)
+	b.Queue(byShapeMark+q, a...)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rs, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := collectRows(rs)
+	if err != nil {
+		return nil, err
+	}
+	return rows, br.Close()
 }
 
 // Scan calls fn for every record matching f, newest first, reading a page
