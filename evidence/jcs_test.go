@@ -69,6 +69,23 @@ func TestCanonicalJSONIsJCS(t *testing.T) {
 	}
 }
 
+// TestCanonicalJSONEscapesAtEveryOffset: quote skips eight bytes at a time
+// that need no escape; each character that does, at every offset from a
+// string's start and end, is still escaped as JCS says.
+func TestCanonicalJSONEscapesAtEveryOffset(t *testing.T) {
+	for _, c := range []string{"\"", "\\", "\x00", "\x1f", "\n", "\x7f", " ", "~", "é", "\u2028", "🙂", "\xff", "\xc3"} {
+		for before := range 18 {
+			for _, after := range []int{0, 1, 7, 8, 9} {
+				s := strings.Repeat("a", before) + c + strings.Repeat("z", after)
+				r := &evidence.Record{ID: "x", Request: evidence.Request{Path: s}}
+				if got, want := r.CanonicalJSON(), jcsOracle(t, r); !bytes.Equal(got, want) {
+					t.Fatalf("%q: CanonicalJSON\n%s\nwant\n%s", s, got, want)
+				}
+			}
+		}
+	}
+}
+
 // TestCanonicalJSONRoundTrip: decoding the canonical bytes gives a record
 // whose canonical bytes are the same (so a store that keeps them loses
 // nothing), and the chain fields are not part of them.
