@@ -6,7 +6,21 @@ package evidence
 // is the log's: the tree's root covers it, and no record names its
 // predecessor.
 func (head Link) Link(r *Record) Link {
-	r.Chain = Chain{Seq: head.Seq + 1, Hash: LeafHashHex(r.CanonicalJSON()), Version: CanonicalV2}
+	return head.linkCanonical(r, r.CanonicalJSON())
+}
+
+// LinkLine is Link, and appends r's journal line to dst (its RecordJSON
+// and a newline, as storekit.AppendLines writes it) from the canonical
+// bytes Link hashes: a writer whose store journals encodes each record
+// once, not twice.
+func (head Link) LinkLine(r *Record, dst []byte) (Link, []byte) {
+	b := r.CanonicalJSON()
+	l := head.linkCanonical(r, b)
+	return l, append(AppendRecordJSON(dst, b, l.Seq, l.Hash), '\n')
+}
+
+func (head Link) linkCanonical(r *Record, canonical []byte) Link {
+	r.Chain = Chain{Seq: head.Seq + 1, Hash: LeafHashHex(canonical), Version: CanonicalV2}
 	return Link{Seq: r.Chain.Seq, Hash: r.Chain.Hash}
 }
 

@@ -87,7 +87,10 @@ type Journaler interface {
 	// with 0 for what it has to say about records it could not chain (a
 	// journal that lost frames) and kept beside itself.
 	OpenJournal(ctx context.Context, replica string, quarantined func(n int, why error)) error
-	Journal(ctx context.Context, batch []*Record) error
+	// lines, when not nil, is the batch's journal lines as the writer made
+	// them when it linked the records (Link.LinkLine, the bytes
+	// storekit.AppendLines makes); nil: the store makes them.
+	Journal(ctx context.Context, batch []*Record, lines []byte) error
 }
 
 // Reader is the query side. It never returns records in an order that

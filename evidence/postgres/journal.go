@@ -185,7 +185,7 @@ func (s *Store) connect(ctx context.Context, j *journal) error {
 // Journal commits batch, chained and in order after what the replica
 // journaled or stored before, to its journal (see evidence.Journaler and
 // OpenJournal, which comes first).
-func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
+func (s *Store) Journal(ctx context.Context, batch []*evidence.Record, lines []byte) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -200,7 +200,7 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	if err := s.jd.Admit(ctx, s.applyPending); err != nil {
 		return fmt.Errorf("postgres: journal of replica %s: %w", replica, err)
 	}
-	lines, err := storekit.AppendLines(nil, batch)
+	lines, err := storekit.Lines(nil, batch, lines)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}

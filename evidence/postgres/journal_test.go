@@ -41,7 +41,7 @@ func init() {
 	}
 	g := newBenchGen(7, time.Now().Add(-time.Hour), time.Millisecond)
 	for range 50 {
-		if err := s.Journal(ctx, g.batch("r1", &g.head, 8)); err != nil {
+		if err := s.Journal(ctx, g.batch("r1", &g.head, 8), nil); err != nil {
 			panic(err)
 		}
 	}
@@ -183,11 +183,11 @@ func TestJournalOneWriter(t *testing.T) {
 	release := w.HoldApply() // nothing applied behind the test's back
 	g := newBenchGen(3, time.Now().Add(-time.Minute), time.Millisecond)
 	batch := g.batch("r1", &g.head, 20)
-	if err := w.Journal(ctx, batch); err != nil {
+	if err := w.Journal(ctx, batch, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The same batch again (a commit in doubt, tried again) is taken once.
-	if err := w.Journal(ctx, batch); err != nil {
+	if err := w.Journal(ctx, batch, nil); err != nil {
 		t.Fatalf("a batch journaled twice: %v", err)
 	}
 	other := open(t, dsn)
@@ -222,7 +222,7 @@ func TestJournalOneWriter(t *testing.T) {
 	if err := other.OpenJournal(ctx, "r1", nil); err != nil {
 		t.Fatalf("OpenJournal once the writer closed: %v", err)
 	}
-	if err := other.Journal(ctx, g.batch("r1", &g.head, 5)); err != nil {
+	if err := other.Journal(ctx, g.batch("r1", &g.head, 5), nil); err != nil {
 		t.Fatalf("the next writer journals after the head: %v", err)
 	}
 	if h, err := other.Head(ctx, "r1"); err != nil || h.Seq != 25 {
@@ -242,7 +242,7 @@ func TestJournalReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newBenchGen(5, time.Now().Add(-time.Minute), time.Millisecond)
-	if err := w.Journal(ctx, g.batch("r1", &g.head, 10)); err != nil {
+	if err := w.Journal(ctx, g.batch("r1", &g.head, 10), nil); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := pgx.Connect(ctx, dsn)
@@ -259,14 +259,14 @@ func TestJournalReconnects(t *testing.T) {
 	next := g.batch("r1", &g.head, 10)
 	// The first try may find the connection ended; the recorder tries a
 	// failed batch again, and so does this test, once.
-	if err := w.Journal(ctx, next); err != nil {
-		if err := w.Journal(ctx, next); err != nil {
+	if err := w.Journal(ctx, next, nil); err != nil {
+		if err := w.Journal(ctx, next, nil); err != nil {
 			t.Fatalf("journaling after the connection ended: %v", err)
 		}
 	}
 	skip := newBenchGen(6, time.Now().Add(-time.Minute), time.Millisecond)
 	skip.head = evidence.Link{Seq: 40}
-	if err := w.Journal(ctx, skip.batch("r1", &skip.head, 3)); !errors.Is(err, evidence.ErrChainConflict) {
+	if err := w.Journal(ctx, skip.batch("r1", &skip.head, 3), nil); !errors.Is(err, evidence.ErrChainConflict) {
 		t.Fatalf("a batch after a gap: %v, want a chain conflict", err)
 	}
 	reps, err := evidence.Verify(ctx, w)

@@ -124,12 +124,21 @@ func (r *Recorder) answer(batch []*pending, err error) []*pending {
 	return amendments
 }
 
-// link chains recs after head and returns the new head.
-func link(head evidence.Link, recs []*evidence.Record) evidence.Link {
-	for _, rec := range recs {
-		head = head.Link(rec)
+// link chains recs after head and returns the new head, and, when the
+// store journals, the batch's journal lines (Link.LinkLine: each record
+// encoded once for its hash and its line).
+func (r *Recorder) link(head evidence.Link, recs []*evidence.Record) (evidence.Link, []byte) {
+	if r.jr == nil {
+		for _, rec := range recs {
+			head = head.Link(rec)
+		}
+		return head, nil
 	}
-	return head
+	lines := make([]byte, 0, 3072*len(recs))
+	for _, rec := range recs {
+		head, lines = head.LinkLine(rec, lines)
+	}
+	return head, lines
 }
 
 // persist chains recs after the head and writes them, retrying until it
@@ -140,7 +149,7 @@ func link(head evidence.Link, recs []*evidence.Record) evidence.Link {
 // the head the store has, so the chain stays whole, and it is said loudly.
 func (r *Recorder) persist(recs []*evidence.Record) error {
 	r.headMu.Lock()
-	head := link(r.head, recs)
+	head, lines := r.link(r.head, recs)
 	r.headMu.Unlock()
 	wait := retryMin
 	var failures int
@@ -148,7 +157,7 @@ func (r *Recorder) persist(recs []*evidence.Record) error {
 	for {
 		start := time.Now()
 		// Its own context: the Checks' are long gone.
-		quarantined, err := r.appendIsolating(recs)
+		quarantined, err := r.appendIsolating(recs, lines)
 		if errors.Is(err, evidence.ErrChainConflict) {
 			var stored evidence.Link
 			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
@@ -157,8 +166,8 @@ func (r *Recorder) persist(recs []*evidence.Record) error {
 			if err == nil {
 				r.log.Warn().Str("replica", r.replica).Uint64("stored_seq", stored.Seq).
 					Msg("another process writes evidence as this replica: give every instance its own --replica; chaining after the stored head")
-				head = link(stored, recs)
-				quarantined, err = r.appendIsolating(recs)
+				head, lines = r.link(stored, recs)
+				quarantined, err = r.appendIsolating(recs, lines)
 			}
 		}
 		if err == nil {
@@ -239,10 +248,10 @@ const writeTimeout = 30 * time.Second
 // committed to its journal (evidence.Journaler), which the store moves
 // into its records itself; a batch the journal refuses for its content (a
 // record that does not encode) is appended instead.
-func (r *Recorder) appendIsolating(recs []*evidence.Record) (int, error) {
+func (r *Recorder) appendIsolating(recs []*evidence.Record, lines []byte) (int, error) {
 	if r.jr != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-		err := r.jr.Journal(ctx, recs)
+		err := r.jr.Journal(ctx, recs, lines)
 		cancel()
 		if !errors.Is(err, evidence.ErrPermanent) {
 			return 0, err

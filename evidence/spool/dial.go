@@ -99,12 +99,12 @@ func (d *deferred) OpenJournal(ctx context.Context, replica string, quarantined 
 	return jr.OpenJournal(ctx, replica, quarantined)
 }
 
-func (d *deferred) Journal(ctx context.Context, batch []*evidence.Record) error {
+func (d *deferred) Journal(ctx context.Context, batch []*evidence.Record, lines []byte) error {
 	jr, err := d.journaler(ctx)
 	if err != nil {
 		return err
 	}
-	return jr.Journal(ctx, batch)
+	return jr.Journal(ctx, batch, lines)
 }
 
 // Sync is the store's when it is an evidence.Syncer; a store not opened

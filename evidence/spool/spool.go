@@ -164,8 +164,10 @@ func (s *Store) Append(ctx context.Context, batch []*evidence.Record) error {
 // while the spool is empty, batch is committed to the primary's journal
 // when it has one (opening it first if OpenJournal could not), else
 // appended; otherwise, or when the primary fails, it is spooled.
-func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
-	return s.write(ctx, batch, s.journalPrimary)
+func (s *Store) Journal(ctx context.Context, batch []*evidence.Record, lines []byte) error {
+	return s.write(ctx, batch, func(ctx context.Context, batch []*evidence.Record) error {
+		return s.journalPrimary(ctx, batch, lines)
+	})
 }
 
 // OpenJournal opens the primary's journal of the spool's replica (see
@@ -211,14 +213,14 @@ func (s *Store) openPrimaryJournal(ctx context.Context) error {
 
 // journalPrimary commits batch to the primary's journal, or appends it
 // to a primary that has none. Called with mu held.
-func (s *Store) journalPrimary(ctx context.Context, batch []*evidence.Record) error {
+func (s *Store) journalPrimary(ctx context.Context, batch []*evidence.Record, lines []byte) error {
 	if err := s.openPrimaryJournal(ctx); err != nil {
 		return err
 	}
 	if s.journal == nil {
 		return s.primary.Append(ctx, batch)
 	}
-	return s.journal.Journal(ctx, batch)
+	return s.journal.Journal(ctx, batch, lines)
 }
 
 // write writes batch to the primary with commit while the spool is empty,

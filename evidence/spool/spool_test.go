@@ -604,9 +604,9 @@ func (c *counted) OpenJournal(ctx context.Context, replica string, q func(int, e
 	return c.Store.(evidence.Journaler).OpenJournal(ctx, replica, q)
 }
 
-func (c *counted) Journal(ctx context.Context, b []*evidence.Record) error {
+func (c *counted) Journal(ctx context.Context, b []*evidence.Record, lines []byte) error {
 	c.journals.Add(1)
-	return c.Store.(evidence.Journaler).Journal(ctx, b)
+	return c.Store.(evidence.Journaler).Journal(ctx, b, lines)
 }
 
 // TestJournalThroughSpool: a writer whose Checks wait commits to the
@@ -634,7 +634,7 @@ func TestJournalThroughSpool(t *testing.T) {
 	for range 3 {
 		b := batch(&head, 10)
 		all = append(all, b...)
-		if err := s.Journal(ctx, b); err != nil {
+		if err := s.Journal(ctx, b, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -644,7 +644,7 @@ func TestJournalThroughSpool(t *testing.T) {
 	f.down(t)
 	b := batch(&head, 10)
 	all = append(all, b...)
-	if err := s.Journal(ctx, b); err != nil {
+	if err := s.Journal(ctx, b, nil); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Status(); st.Spooled != 10 {

@@ -169,7 +169,7 @@ func (s *Store) OpenJournal(ctx context.Context, replica string, quarantined fun
 // Journal commits batch, chained and in order after what the replica
 // journaled or stored before, to its journal (see evidence.Journaler and
 // OpenJournal, which comes first).
-func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
+func (s *Store) Journal(ctx context.Context, batch []*evidence.Record, lines []byte) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -191,7 +191,7 @@ func (s *Store) Journal(ctx context.Context, batch []*evidence.Record) error {
 	}, func() bool { return s.jd.Waits(replica) }); dup || err != nil {
 		return err // journaled before (the writer tried the batch again), or a conflict
 	}
-	frame, err := storekit.AppendLines(make([]byte, frameHeader, frameHeader+2048*len(batch)), batch)
+	frame, err := storekit.Lines(make([]byte, frameHeader, frameHeader+max(len(lines), 2048*len(batch))), batch, lines)
 	if err != nil {
 		return fmt.Errorf("evidence sqlite: %w", err)
 	}

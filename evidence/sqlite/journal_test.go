@@ -64,7 +64,7 @@ func init() {
 	t0 := time.Now().Add(-time.Hour)
 	for i := range 50 {
 		batch := m.batch("r1", t0.Add(time.Duration(i)*time.Second), time.Millisecond, 8)
-		if err := s.Journal(ctx, batch); err != nil {
+		if err := s.Journal(ctx, batch, nil); err != nil {
 			panic(err)
 		}
 	}
@@ -173,7 +173,7 @@ func TestJournalOneWriter(t *testing.T) {
 	release := w.HoldApply() // nothing applied behind the test's back
 	m := newMesh(3)
 	batch := m.batch("r1", time.Now().Add(-time.Minute), time.Millisecond, 20)
-	if err := w.Journal(ctx, batch); err != nil {
+	if err := w.Journal(ctx, batch, nil); err != nil {
 		t.Fatal(err)
 	}
 	other, err := sqlite.Open(ctx, path, evidence.Options{})
@@ -258,14 +258,14 @@ func TestJournalRefusesAGap(t *testing.T) {
 	s := journaling(t, filepath.Join(t.TempDir(), "e.db"), "r1", "r2")
 	m1, m2 := newMesh(1), newMesh(2)
 	t0 := time.Now().Add(-time.Minute)
-	if err := s.Journal(ctx, m1.batch("r1", t0, time.Millisecond, 5)); err != nil {
+	if err := s.Journal(ctx, m1.batch("r1", t0, time.Millisecond, 5), nil); err != nil {
 		t.Fatal(err)
 	}
 	m2.batch("r2", t0, time.Millisecond, 2) // r2's batch starts at seq 3: a gap after its head
-	if err := s.Journal(ctx, m2.batch("r2", t0, time.Millisecond, 3)); !errors.Is(err, evidence.ErrChainConflict) {
+	if err := s.Journal(ctx, m2.batch("r2", t0, time.Millisecond, 3), nil); !errors.Is(err, evidence.ErrChainConflict) {
 		t.Fatalf("a batch after a gap: %v, want a chain conflict", err)
 	}
-	if err := s.Journal(ctx, m1.batch("r1", t0.Add(time.Second), time.Millisecond, 3)); err != nil {
+	if err := s.Journal(ctx, m1.batch("r1", t0.Add(time.Second), time.Millisecond, 3), nil); err != nil {
 		t.Fatal(err)
 	}
 	if h, _ := s.Head(ctx, "r1"); h.Seq != 8 {
@@ -287,7 +287,7 @@ func TestJournalRetriedBatch(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour)
 	batch := m.batch("r1", t0, time.Millisecond, 20)
 	for range 2 {
-		if err := s.Journal(ctx, batch); err != nil {
+		if err := s.Journal(ctx, batch, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,7 +312,7 @@ func TestJournalApplyFailing(t *testing.T) {
 	s := journaling(t, path, "r1")
 	m := newMesh(4)
 	t0 := time.Now().Add(-time.Hour)
-	if err := s.Journal(ctx, m.batch("r1", t0, time.Millisecond, 10)); err != nil {
+	if err := s.Journal(ctx, m.batch("r1", t0, time.Millisecond, 10), nil); err != nil {
 		t.Fatal(err)
 	}
 	if h, err := s.Head(ctx, "r1"); err != nil || h.Seq != 10 {
@@ -336,16 +336,16 @@ func TestJournalApplyFailing(t *testing.T) {
 	}
 	journaled := 10
 	for ; journaled < 10+storekit.PendingMax; journaled += 500 {
-		if err := s.Journal(ctx, m.batch("r1", t0.Add(time.Duration(journaled)*time.Millisecond), time.Microsecond, 500)); err != nil {
+		if err := s.Journal(ctx, m.batch("r1", t0.Add(time.Duration(journaled)*time.Millisecond), time.Microsecond, 500), nil); err != nil {
 			t.Fatalf("Journal of seq %d with the store unwritable: %v", journaled+1, err)
 		}
 	}
 	refused := m.batch("r1", t0.Add(time.Minute), time.Microsecond, 5)
-	if err := s.Journal(ctx, refused); err == nil || !strings.Contains(err.Error(), "wait to be applied") {
+	if err := s.Journal(ctx, refused, nil); err == nil || !strings.Contains(err.Error(), "wait to be applied") {
 		t.Fatalf("Journal past PendingMax: %v, want a refusal", err)
 	}
 	unlock()
-	if err := s.Journal(ctx, refused); err != nil {
+	if err := s.Journal(ctx, refused, nil); err != nil {
 		t.Fatalf("the refused batch once the store is writable: %v", err)
 	}
 	reps, err := evidence.Verify(ctx, s)

@@ -348,6 +348,18 @@ func AppendLines(dst []byte, batch []*evidence.Record) ([]byte, error) {
 	return dst, nil
 }
 
+// Lines appends batch's lines to dst: lines as given (Journal's, made
+// when the writer linked the batch), or made by AppendLines when nil.
+func Lines(dst []byte, batch []*evidence.Record, lines []byte) ([]byte, error) {
+	switch {
+	case lines != nil && dst == nil:
+		return lines, nil
+	case lines != nil:
+		return append(dst, lines...), nil
+	}
+	return AppendLines(dst, batch)
+}
+
 // ReadLines reads the records AppendLines wrote.
 func ReadLines(payload []byte) ([]*evidence.Record, error) {
 	var out []*evidence.Record

@@ -1,6 +1,7 @@
 package storekit_test
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/evidence"
+	"github.com/meshproof/meshproof/evidence/evidencetest"
 	"github.com/meshproof/meshproof/evidence/storekit"
 )
 
@@ -41,4 +43,63 @@ func TestQuarantineEntry(t *testing.T) {
 	if e.ID != "id\uFFFD\uFFFD" || len(e.Reason) > storekit.MaxReasonBytes || e.Seq != 1 || len(e.Record) == 0 {
 		t.Errorf("entry %q, reason of %d bytes, seq %d, %d bytes of JSON", e.ID, len(e.Reason), e.Seq, len(e.Record))
 	}
+}
+
+// TestLinkLineIsAppendLines: the journal lines a writer makes as it links
+// a batch (Link.LinkLine) are the bytes AppendLines makes of the linked
+// batch, and read back to the same records: a journal given them holds
+// what it would have written itself.
+func TestLinkLineIsAppendLines(t *testing.T) {
+	recs := evidencetest.Varied(300, 20, 5).Records
+	recs = append(recs, evidencetest.EveryField(t))
+	var head, again evidence.Link
+	var lines []byte
+	for _, r := range recs {
+		head, lines = head.LinkLine(r, lines)
+	}
+	want, err := storekit.AppendLines(nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(lines, want) {
+		t.Fatalf("LinkLine's lines differ from AppendLines' (%d and %d bytes)", len(lines), len(want))
+	}
+	back, err := storekit.ReadLines(lines)
+	if err != nil || len(back) != len(recs) {
+		t.Fatalf("%d records read back of %d: %v", len(back), len(recs), err)
+	}
+	for i, r := range back {
+		if again = again.Link(r); r.Chain != recs[i].Chain || !bytes.Equal(r.CanonicalJSON(), recs[i].CanonicalJSON()) {
+			t.Fatalf("record %d reads back as another", i)
+		}
+	}
+	if again != head {
+		t.Fatalf("the lines' chain ends at %+v, the writer's at %+v", again, head)
+	}
+}
+
+// BenchmarkJournalLines is a journaling writer's encoding of a record:
+// linking it and then making its journal line (two canonical encodings),
+// against Link.LinkLine (one).
+func BenchmarkJournalLines(b *testing.B) {
+	r := evidencetest.Full("01BENCH", "r", evidencetest.Base)
+	batch := []*evidence.Record{r}
+	b.Run("link+AppendLines", func(b *testing.B) {
+		var head evidence.Link
+		var buf []byte
+		for b.Loop() {
+			head = head.Link(r)
+			var err error
+			if buf, err = storekit.AppendLines(buf[:0], batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("LinkLine", func(b *testing.B) {
+		var head evidence.Link
+		var buf []byte
+		for b.Loop() {
+			head, buf = head.LinkLine(r, buf[:0])
+		}
+	})
 }
