@@ -80,6 +80,9 @@ func (o *evidenceOptions) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&r.BatchSize, "evidence-batch-size", r.BatchSize, "records per transaction, at most")
 	fs.DurationVar(&r.FlushInterval, "evidence-flush-interval", r.FlushInterval, "in async mode, how long a batch waits to fill before it is written")
 	fs.DurationVar(&r.BlockTimeout, "evidence-block-timeout", r.BlockTimeout, "with --evidence-overflow block, how long a Check waits for room in the queue")
+	fs.IntVar(&r.GroupSize, "evidence-group-size", r.GroupSize, "in sync and fsync durability, a group commit of fewer records waits for more (see --evidence-group-wait)")
+	fs.DurationVar(&r.GroupWait, "evidence-group-wait", r.GroupWait, "in sync and fsync durability, how long a group commit of fewer than --evidence-group-size records waits for more, "+
+		"when Checks arrive fast enough to fill it in that time (fewer commits and flushes under load; a Check alone never waits); 0: never")
 	fs.StringVar(&o.Spool, "spool", o.Spool, "local SQLite file that takes the evidence while --store is unreachable or failing, and drains into it in order once it is back, "+
 		"so that an outage neither denies Checks nor loses evidence (with sync or fsync durability a Check returns once its record is committed to either); "+
 		"set it with a postgres:// store; none unless set")

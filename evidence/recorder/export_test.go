@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"runtime"
+	"time"
 
 	"github.com/meshproof/meshproof/evidence"
 )
@@ -24,4 +25,11 @@ func RecordGivingUpLate(r *Recorder, rec *evidence.Record, cause error) error {
 	}
 	r.amend(p, cause)
 	return nil
+}
+
+// SetClock makes the recorders' clock now and calls onGather when a group
+// starts waiting for more records, until the test ends.
+func SetClock(t interface{ Cleanup(func()) }, now func() time.Time, onGather func()) {
+	clock, gathering = now, onGather
+	t.Cleanup(func() { clock, gathering = time.Now, func() {} })
 }

@@ -36,11 +36,15 @@ func (r *Recorder) writer() {
 }
 
 // collect waits for a first record, then takes more: up to a full batch,
-// waiting up to FlushInterval for it in async mode, and only what is
-// already queued in sync and fsync mode (Checks are waiting; the next
-// group forms while this one commits). Waiting for the records of the
-// Checks under way (commit_delay, with the siblings counted) was measured
-// and did not pay: see docs/performance.md.
+// waiting up to FlushInterval for it in async mode. In sync and fsync
+// mode (Checks are waiting) it takes what is already queued (the next
+// group forms while this one commits), and then, when that is fewer than
+// GroupSize records and Checks arrive fast enough to fill the group within
+// GroupWait, waits for them, up to GroupWait: under load each commit then
+// serves more Checks, for less CPU a Check, and a Check alone never waits.
+// (Waiting whenever Checks were under way in meshproof, PostgreSQL's
+// commit_siblings, did not pay: most of them were not, but on their way
+// back from the client. See docs/performance.md.)
 func (r *Recorder) collect(batch []*pending) []*pending {
 	for len(batch) == 0 {
 		select {
@@ -48,7 +52,7 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 			if !ok {
 				return r.takeLate()
 			}
-			batch = append(batch, p)
+			batch = r.took(batch, p)
 		case <-r.kick:
 			batch = r.takeLate()
 		}
@@ -59,17 +63,25 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 		defer t.Stop()
 		deadline = t.C
 	}
+	waiting := false
 	for len(batch) < r.cfg.BatchSize {
 		select {
 		case p, ok := <-r.queue:
 			if !ok {
 				return batch
 			}
-			batch = append(batch, p)
+			batch = r.took(batch, p)
 			continue
 		default:
 		}
-		if deadline == nil {
+		switch {
+		case waiting && len(batch) >= r.cfg.GroupSize:
+			return batch
+		case deadline == nil && r.gather(len(batch)):
+			t := time.NewTimer(r.cfg.GroupWait)
+			defer t.Stop()
+			deadline, waiting = t.C, true
+		case deadline == nil:
 			return batch
 		}
 		select {
@@ -77,12 +89,87 @@ func (r *Recorder) collect(batch []*pending) []*pending {
 			if !ok {
 				return batch
 			}
-			batch = append(batch, p)
+			batch = r.took(batch, p)
 		case <-deadline:
 			return batch
 		}
 	}
 	return batch
+}
+
+// took appends p to batch, noting when it was queued.
+func (r *Recorder) took(batch []*pending, p *pending) []*pending {
+	if !p.at.IsZero() {
+		r.arrivals.add(p.at)
+	}
+	return append(batch, p)
+}
+
+// gather reports whether a sync or fsync group of n records waits for
+// more: it holds fewer than GroupSize, its commits are slow enough for
+// fewer of them to pay (a journal's flush, a round trip to PostgreSQL;
+// not a copy into SQLite's mapped journal), and at the rate the last
+// records were queued the rest would come within GroupWait.
+func (r *Recorder) gather(n int) bool {
+	size := min(r.cfg.GroupSize, r.cfg.BatchSize)
+	if !r.cfg.Durability.Waits() || r.cfg.GroupWait <= 0 || n >= size || r.commits.mean < minGroupCommit {
+		return false
+	}
+	gap, ok := r.arrivals.gap(clock())
+	if !ok || gap*time.Duration(size-n) > r.cfg.GroupWait {
+		return false
+	}
+	gathering()
+	return true
+}
+
+// minGroupCommit is the mean commit below which groups never wait: a
+// commit that cheap costs less CPU than the wait saves (SQLite's sync
+// journal, a copy into a mapping, commits in some 10-30 µs; a flush or a
+// PostgreSQL round trip takes 100-300 µs; docs/performance.md).
+const minGroupCommit = 50 * time.Microsecond
+
+// commits is the moving mean of a group's commit (and flush) time.
+type commits struct{ mean time.Duration }
+
+func (c *commits) add(d time.Duration) {
+	if c.mean == 0 {
+		c.mean = d
+		return
+	}
+	c.mean += (d - c.mean) / 8
+}
+
+// clock is time.Now, and gathering is called when a group starts waiting;
+// tests replace them.
+var (
+	clock     = time.Now
+	gathering = func() {}
+)
+
+// arrivals keeps when the writer's last records were queued (the writer
+// only).
+type arrivals struct {
+	at   [32]time.Time
+	next int
+	n    int
+}
+
+func (a *arrivals) add(t time.Time) {
+	a.at[a.next] = t
+	a.next = (a.next + 1) % len(a.at)
+	a.n = min(a.n+1, len(a.at))
+}
+
+// gap is the mean time between the records kept, now counting as the
+// next one's: a pause since the last makes it grow. ok is false with
+// fewer than two.
+func (a *arrivals) gap(now time.Time) (time.Duration, bool) {
+	if a.n < 2 {
+		return 0, false
+	}
+	oldest := a.at[(a.next-a.n+len(a.at))%len(a.at)]
+	return now.Sub(oldest) / time.Duration(a.n), true
 }
 
 // write stores batch and answers its Checks. It returns the amendments of
@@ -99,9 +186,13 @@ func (r *Recorder) write(batch []*pending) []*pending {
 	for i, p := range batch {
 		recs[i] = p.rec // stamped by the caller (Stamp), checked by Record
 	}
+	start := clock()
 	err := r.persist(recs)
 	if err == nil && r.syncer != nil {
 		err = r.flush()
+	}
+	if err == nil && r.cfg.Durability.Waits() {
+		r.commits.add(clock().Sub(start))
 	}
 	return r.answer(batch, err)
 }
