@@ -137,6 +137,10 @@ func TestSummarizeRatiosAndErrors(t *testing.T) {
 	if want := 600.0 / 1100; mp.ThroughputVsCeiling != want {
 		t.Errorf("ratio = %v, want %v", mp.ThroughputVsCeiling, want)
 	}
+	// Round by round: 600/1000, 550/1200 and 900/1100, whose median is 0.6.
+	if want := 0.6; mp.RoundsVsCeiling != want {
+		t.Errorf("round by round = %v, want %v", mp.RoundsVsCeiling, want)
+	}
 	// One bad round must show even though the median round had none.
 	if mp.Errors != 2 {
 		t.Errorf("errors = %d, want the sum 2", mp.Errors)

@@ -43,8 +43,12 @@ type targetReport struct {
 	// Errors is the sum over rounds: a median would hide a round that failed.
 	Errors int `json:"errors"`
 	// ThroughputVsCeiling is median rps over the ceiling's median rps.
-	ThroughputVsCeiling float64  `json:"throughput_vs_ceiling"`
-	Rounds              []sample `json:"rounds"`
+	ThroughputVsCeiling float64 `json:"throughput_vs_ceiling"`
+	// RoundsVsCeiling is the median over rounds of the round's rps over
+	// the ceiling's in the same round: a machine whose speed drifts
+	// between rounds moves both sides of each ratio alike.
+	RoundsVsCeiling float64  `json:"rounds_vs_ceiling"`
+	Rounds          []sample `json:"rounds"`
 }
 
 // report is the outcome of a whole run, with what is needed to reproduce it.
@@ -98,6 +102,16 @@ func summarize(cfg config, ts []target, samples map[string][]sample, ticks int, 
 			r.Targets[i].ThroughputVsCeiling = r.Targets[i].Median.RPS / base
 		}
 	}
+	ceiling := r.Targets[0].Rounds
+	for i := range r.Targets {
+		var ratios []sample
+		for j, s := range r.Targets[i].Rounds {
+			if j < len(ceiling) && ceiling[j].RPS > 0 {
+				ratios = append(ratios, sample{RPS: s.RPS / ceiling[j].RPS})
+			}
+		}
+		r.Targets[i].RoundsVsCeiling = median(ratios, func(s sample) float64 { return s.RPS })
+	}
 	return r
 }
 
@@ -128,11 +142,11 @@ func (r report) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "\nghz %s, -n %d -c %d --connections %d, median of %d round(s), %d CPUs, %s\n\n",
 		r.GhzVersion, r.Requests, r.Concurrency, r.Connections, r.Rounds, r.CPUs, r.GoVersion)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\trps\tp50\tp99\tCPU µs/Check\terrors\trps vs ceiling\t")
+	fmt.Fprintln(tw, "target\trps\tp50\tp99\tCPU µs/Check\terrors\trps vs ceiling\tround by round\t")
 	for _, t := range r.Targets {
 		m := t.Median
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.1f\t%d\t%.2f\t\n",
-			t.Name, m.RPS, round(m.P50), round(m.P99), m.ServerCPU, t.Errors, t.ThroughputVsCeiling)
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.1f\t%d\t%.2f\t%.2f\t\n",
+			t.Name, m.RPS, round(m.P50), round(m.P99), m.ServerCPU, t.Errors, t.ThroughputVsCeiling, t.RoundsVsCeiling)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -140,8 +154,8 @@ func (r report) writeTable(w io.Writer) error {
 	ceiling := r.Targets[0].Median
 	fmt.Fprintln(w)
 	for _, t := range r.Targets[1:] {
-		fmt.Fprintf(w, "%s: %.2f of the ceiling's throughput, %.1f µs server CPU per Check (ceiling %.1f µs, +%.1f µs)\n",
-			t.Name, t.ThroughputVsCeiling, t.Median.ServerCPU, ceiling.ServerCPU, t.Median.ServerCPU-ceiling.ServerCPU)
+		fmt.Fprintf(w, "%s: %.2f of the ceiling's throughput (%.2f round by round), %.1f µs server CPU per Check (ceiling %.1f µs, +%.1f µs)\n",
+			t.Name, t.ThroughputVsCeiling, t.RoundsVsCeiling, t.Median.ServerCPU, ceiling.ServerCPU, t.Median.ServerCPU-ceiling.ServerCPU)
 	}
 	return nil
 }
