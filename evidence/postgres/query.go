@@ -128,10 +128,10 @@ func (e *shapeEstimate) byShape(limit int) bool {
 	if e == nil || e.shapes == 0 {
 		return false
 	}
-	shape := costShapeRow*e.matches + costProbe*float64(e.shapes*e.days)
 	if e.matches < 1 {
 		return true // no rollup counts any: a bitmap finds none, fast
 	}
+	shape := costShapeRow*e.matches + costProbe*float64(e.shapes*e.days)
 	return shape < costTimeRow*float64(limit)*e.total/e.matches
 }
 
